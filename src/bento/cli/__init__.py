@@ -1,0 +1,5 @@
+"""The ``bento`` command."""
+
+from bento.cli.main import main
+
+__all__ = ["main"]

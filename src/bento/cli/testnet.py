@@ -1,0 +1,157 @@
+"""``bento testnet``: a private Tor network on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from bento.cli.output import console, emit_json, step
+from bento.errors import BentoError
+from bento.tor.testnet import Testnet, TestnetConfig, default_directory
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "testnet",
+        help="run a private Tor network on 127.0.0.1",
+        description="A private Tor network of real tor processes on 127.0.0.1, for trying Bento.",
+    )
+    sub = parser.add_subparsers(dest="testnet_command", required=True, metavar="ACTION")
+
+    up = sub.add_parser("up", help="start a testnet and leave it running")
+    _add_up_options(up)
+    up.add_argument("--json", action="store_true", help="print the status as JSON")
+    up.set_defaults(handler=cmd_up)
+
+    status = sub.add_parser("status", help="show every node of the testnet")
+    _add_dir_option(status)
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.set_defaults(handler=cmd_status)
+
+    down = sub.add_parser("down", help="stop the testnet and remove its state")
+    _add_dir_option(down)
+    down.set_defaults(handler=cmd_down)
+
+    run = sub.add_parser(
+        "run",
+        help="start a testnet, run a command on it, stop it",
+        description="Start a testnet, run CMD with BENTO_SOCKS, BENTO_CONTROL and BENTO_TESTNET_DIR "
+        "set, then stop the testnet. Exits with CMD's status.",
+    )
+    _add_up_options(run)
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    run.set_defaults(handler=cmd_run)
+
+
+def _add_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="state directory (default: $BENTO_TESTNET_DIR or ~/.local/state/bento/testnet)",
+    )
+
+
+def _add_up_options(parser: argparse.ArgumentParser) -> None:
+    _add_dir_option(parser)
+    parser.add_argument("--relays", type=int, default=5, help="relays besides the authorities (default 5)")
+    parser.add_argument("--exits", type=int, default=3, help="how many relays are exits (default 3)")
+    parser.add_argument("--authorities", type=int, default=3, help="directory authorities (default 3)")
+    parser.add_argument("--bento-boxes", type=int, default=0, help="relays that run a Bento server")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for a usable network (default 120)"
+    )
+
+
+def _config(args: argparse.Namespace, owner_pid: int | None = None) -> TestnetConfig:
+    return TestnetConfig(
+        directory=args.dir or default_directory(),
+        authorities=args.authorities,
+        relays=args.relays,
+        exits=args.exits,
+        bento_boxes=args.bento_boxes,
+        bootstrap_timeout=args.timeout,
+        owner_pid=owner_pid,
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    net = Testnet.start(_config(args), progress=step)
+    if args.json:
+        emit_json(net.status())
+        return 0
+    console.print(
+        f"[green]testnet up[/green] in {net.state.bootstrap_seconds:.1f} s: "
+        f"{len(net.nodes)} tor processes, state in {net.directory}"
+    )
+    console.print(f"  SOCKS   {net.socks_address}\n  control {net.control_address}")
+    console.print("  stop it with: bento testnet down" + (f" --dir {args.dir}" if args.dir else ""))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    net = Testnet.attach(args.dir or default_directory())
+    status = net.status()
+    if args.json:
+        emit_json(status)
+    else:
+        print_status(status)
+    return 0 if status["running"] else 1
+
+
+# Every testnet relay is Running, Valid, Fast...; these are the flags that tell them apart.
+_NOTABLE_FLAGS = ("Authority", "Exit", "Guard", "HSDir", "BadExit")
+
+
+def print_status(status: dict[str, Any]) -> None:
+    table = Table(title=f"testnet in {status['directory']}")
+    for column in ("role", "nickname", "fingerprint", "ports", "flags", "process"):
+        table.add_column(column, no_wrap=column in ("fingerprint", "process"))
+    for node in status["nodes"]:
+        ports = ", ".join(
+            f"{name} {node[key]}"
+            for name, key in (("or", "or_port"), ("dir", "dir_port"), ("socks", "socks_port"),
+                              ("ctl", "control_port"))
+            if node[key]
+        )  # fmt: skip
+        process = f"[green]alive[/green] {node['pid']}" if node["alive"] else "[red]dead[/red]"
+        table.add_row(
+            node["role"], node["nickname"], node["fingerprint"] or "-", ports,
+            " ".join(f for f in node["flags"] if f in _NOTABLE_FLAGS) or "-", process,
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"client SOCKS {status['socks']}   client control {status['control']}")
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    directory = args.dir or default_directory()
+    if Testnet.down(directory):
+        console.print(f"testnet in {directory} stopped and removed")
+    else:
+        console.print(f"no testnet in {directory}; nothing to do")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise BentoError("no command to run", fix="bento testnet run -- CMD [ARGS...]")
+    # The testnet is tied to this process: if it is killed, tor follows.
+    with Testnet.start(_config(args, owner_pid=os.getpid()), progress=step) as net:
+        step(f"testnet up in {net.state.bootstrap_seconds:.1f} s; running {' '.join(cmd)}")
+        child = subprocess.Popen(cmd, env={**os.environ, **net.environment()})
+        # Forward SIGTERM so the testnet still comes down in order.
+        previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            child.terminate()
+            return child.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)

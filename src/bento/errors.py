@@ -1,0 +1,15 @@
+"""The one error type users see, with the fix attached."""
+
+from __future__ import annotations
+
+
+class BentoError(Exception):
+    """An error a user can act on: what went wrong, and (when known) how to fix it."""
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return self.message if self.fix is None else f"{self.message}\n  fix: {self.fix}"

@@ -1,0 +1,98 @@
+"""Background processes that outlive the command which started them.
+
+A testnet started by ``bento testnet up`` keeps running after that command exits, and a
+later ``bento testnet down`` (another process) must stop exactly those processes and no
+others. So each process is recorded by pid together with a *marker*, a string on its
+command line (the path of its own config file), and is only ever signalled after
+``/proc/PID/cmdline`` still shows that marker: a recycled pid is never killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """Enough to find a detached process again: its pid and the marker on its command line."""
+
+    pid: int
+    marker: str
+
+    def alive(self) -> bool:
+        """True while the process runs (a zombie counts as dead) and is still ours."""
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return False
+        # The state letter follows the parenthesised command name.
+        state = stat.rsplit(")", 1)[-1].split()[0]
+        return state not in ("Z", "X") and self.marker.encode() in cmdline
+
+    def stop(self, *, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; harmless if already gone."""
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+            _reap(self.pid)
+            if not self.alive():
+                return
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                _reap(self.pid)
+                if not self.alive():
+                    return
+                time.sleep(0.05)
+
+
+def _reap(pid: int) -> None:
+    """Collect an exited child of ours so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def spawn_detached(argv: Sequence[str], *, log: Path, cwd: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` in a new session, output appended to ``log``; returns its pid.
+
+    The new session keeps the process alive when the starting command exits and out of
+    reach of a Ctrl-C meant for that command.
+    """
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def exit_status(pid: int) -> int | None:
+    """The exit status of our child ``pid`` if it has exited, else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file, or a note that there is none."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"

@@ -1,0 +1,23 @@
+"""A private Tor network of real ``tor`` processes on 127.0.0.1.
+
+Directory authorities, relays (some of them exits to loopback) and a client, with
+timings shortened so that a network is usable within seconds. The demo, the tests and
+the benchmarks all run on it; nothing outside this package assumes it.
+
+>>> with Testnet.start(TestnetConfig(directory=Path("/tmp/net"))) as net:
+...     print(net.socks_address)
+"""
+
+from bento.tor.testnet.config import TestnetConfig
+from bento.tor.testnet.network import Testnet, TestnetError, default_directory
+from bento.tor.testnet.state import Node, Role, TestnetState
+
+__all__ = [
+    "Node",
+    "Role",
+    "Testnet",
+    "TestnetConfig",
+    "TestnetError",
+    "TestnetState",
+    "default_directory",
+]

@@ -1,0 +1,139 @@
+"""The shape of a testnet and the torrc of each of its nodes.
+
+Timings follow the usual recipe for private Tor networks: votes every 10 seconds,
+flags voted by fiat (TestingDirAuthVote*) rather than earned by uptime and bandwidth,
+and reachability assumed. Exits accept only loopback destinations, so nothing can
+leave this machine through the testnet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bento.tor.testnet.state import Node, Role
+
+
+@dataclass(frozen=True)
+class TestnetConfig:
+    directory: Path
+    authorities: int = 3
+    relays: int = 5
+    exits: int = 3
+    bento_boxes: int = 0
+    bootstrap_timeout: float = 120.0
+    # If set, every tor exits when this process does (tor's __OwningControllerProcess):
+    # a test session that is killed still leaves nothing behind.
+    owner_pid: int | None = None
+
+    def validate(self) -> None:
+        from bento.tor.testnet.network import TestnetError
+
+        if self.authorities < 3:
+            raise TestnetError("a testnet needs at least 3 directory authorities")
+        if self.relays < 3:
+            raise TestnetError("a testnet needs at least 3 relays, or no circuit can be built")
+        if not 1 <= self.exits <= self.relays:
+            raise TestnetError(f"--exits must be between 1 and the number of relays ({self.relays})")
+        if self.bento_boxes < 0 or self.bento_boxes > self.relays:
+            raise TestnetError(f"--bento-boxes must be between 0 and the number of relays ({self.relays})")
+
+
+# Shared by every node.
+_COMMON = """\
+TestingTorNetwork 1
+DataDirectory {data_dir}
+Nickname {nickname}
+PidFile {data_dir}/pid
+Log notice file {data_dir}/notice.log
+SafeLogging 0
+LogTimeGranularity 1
+ControlPort 127.0.0.1:{control_port}
+CookieAuthentication 1
+ShutdownWaitLength 0
+AssumeReachable 1
+PathsNeededToBuildCircuits 0.67
+# Full descriptors instead of microdescriptors: a microdescriptor's exit-policy summary
+# only describes public addresses, so clients would never pick a loopback-only exit.
+UseMicrodescriptors 0
+"""
+
+_RELAY = """\
+Address 127.0.0.1
+ORPort 127.0.0.1:{or_port}
+ContactInfo {nickname}@testnet.invalid
+SocksPort 0
+"""
+
+_AUTHORITY = """\
+DirPort 127.0.0.1:{dir_port}
+AuthoritativeDirectory 1
+V3AuthoritativeDirectory 1
+ExitPolicy reject *:*
+TestingV3AuthInitialVotingInterval 10
+TestingV3AuthInitialVoteDelay 2
+TestingV3AuthInitialDistDelay 2
+V3AuthVotingInterval 10
+V3AuthVoteDelay 2
+V3AuthDistDelay 2
+V3AuthNIntervalsValid 2
+TestingDirAuthVoteGuard *
+TestingDirAuthVoteHSDir *
+TestingMinExitFlagThreshold 0
+"""
+
+_EXIT = """\
+ExitRelay 1
+ExitPolicyRejectPrivate 0
+ExitPolicy accept 127.0.0.0/8:*
+ExitPolicy reject *:*
+"""
+
+_NON_EXIT = """\
+ExitRelay 0
+ExitPolicy reject *:*
+"""
+
+_CLIENT = """\
+SocksPort 127.0.0.1:{socks_port}
+"""
+
+
+def render_torrc(node: Node, nodes: list[Node], owner_pid: int | None) -> str:
+    """The torrc for ``node`` in a network made of ``nodes``."""
+    values = {
+        "data_dir": node.data_dir,
+        "nickname": node.nickname,
+        "control_port": node.control_port,
+        "or_port": node.or_port,
+        "dir_port": node.dir_port,
+        "socks_port": node.socks_port,
+    }
+    parts = [_COMMON]
+    if node.role is Role.CLIENT:
+        parts.append(_CLIENT)
+    else:
+        parts.append(_RELAY)
+        parts.append({Role.AUTHORITY: _AUTHORITY, Role.EXIT: _EXIT, Role.RELAY: _NON_EXIT}[node.role])
+    if node.role is Role.AUTHORITY:
+        # Exit is voted for exactly the relays configured as exits: their loopback-only
+        # policies would otherwise not earn the flag.
+        exits = ",".join(f"${n.fingerprint}" for n in nodes if n.role is Role.EXIT)
+        parts.append(f"TestingDirAuthVoteExit {exits}\n")
+    if owner_pid is not None:
+        parts.append(f"__OwningControllerProcess {owner_pid}\n")
+    parts.extend(dir_authority_line(a) for a in nodes if a.role is Role.AUTHORITY)
+    return "".join(parts).format(**values)
+
+
+def dir_authority_line(auth: Node) -> str:
+    return (
+        f"DirAuthority {auth.nickname} orport={auth.or_port} no-v2 "
+        f"v3ident={auth.v3_identity} 127.0.0.1:{auth.dir_port} {auth.fingerprint}\n"
+    )
+
+
+def write_torrc(node: Node, nodes: list[Node], owner_pid: int | None) -> Path:
+    path = Path(node.data_dir) / "torrc"
+    path.write_text(render_torrc(node, nodes, owner_pid))
+    return path

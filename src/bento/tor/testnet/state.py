@@ -1,0 +1,94 @@
+"""What a running testnet looks like on disk: ``DIR/testnet.json``.
+
+The state file is the only link between ``bento testnet up`` and a later ``status`` or
+``down`` run by another process, so it records everything needed to find each node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from bento.tor.process import ProcessRecord
+
+STATE_FILE = "testnet.json"
+
+
+class Role(StrEnum):
+    AUTHORITY = "authority"
+    RELAY = "relay"
+    EXIT = "exit"
+    CLIENT = "client"
+
+
+@dataclass
+class Node:
+    """One tor process of the testnet."""
+
+    role: Role
+    nickname: str
+    data_dir: str
+    control_port: int
+    or_port: int | None = None
+    dir_port: int | None = None
+    socks_port: int | None = None
+    fingerprint: str | None = None
+    v3_identity: str | None = None  # authorities only: their v3 signing identity
+    pid: int | None = None
+
+    @property
+    def torrc(self) -> Path:
+        return Path(self.data_dir) / "torrc"
+
+    @property
+    def log(self) -> Path:
+        return Path(self.data_dir) / "notice.log"
+
+    @property
+    def control_address(self) -> str:
+        return f"127.0.0.1:{self.control_port}"
+
+    @property
+    def process(self) -> ProcessRecord | None:
+        return None if self.pid is None else ProcessRecord(self.pid, str(self.torrc))
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive()
+
+    @property
+    def is_relay(self) -> bool:
+        return self.role is not Role.CLIENT
+
+
+@dataclass
+class TestnetState:
+    directory: str
+    nodes: list[Node] = field(default_factory=list)
+    started_at: float | None = None
+    bootstrap_seconds: float | None = None
+
+    @property
+    def client(self) -> Node:
+        return next(n for n in self.nodes if n.role is Role.CLIENT)
+
+    def by_role(self, role: Role) -> list[Node]:
+        return [n for n in self.nodes if n.role is role]
+
+    def save(self) -> None:
+        path = Path(self.directory) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, directory: Path) -> TestnetState | None:
+        """The saved state in ``directory``, or None if there is none (or it is unreadable)."""
+        try:
+            raw = json.loads((directory / STATE_FILE).read_text())
+            nodes = [Node(**{**n, "role": Role(n["role"])}) for n in raw.pop("nodes")]
+            return cls(nodes=nodes, **raw)
+        except (OSError, ValueError, TypeError, KeyError):
+            return None

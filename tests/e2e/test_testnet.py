@@ -1,0 +1,102 @@
+"""The testnet is a real Tor network: pages, exits, onion services, clean teardown."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bento.tor import control
+from bento.tor.testnet import Role, Testnet
+from bento.tor.testnet.site import LocalSite
+from bento.tor.testnet.trace import fetch_via_socks, fetch_with_path
+
+pytestmark = pytest.mark.testnet
+
+
+def test_status_lists_every_node_alive_with_its_flags(testnet: Testnet) -> None:
+    status = testnet.status()
+    assert status["running"]
+    roles = [n["role"] for n in status["nodes"]]
+    assert roles.count("authority") == 3 and roles.count("client") == 1
+    assert roles.count("exit") == 3 and roles.count("relay") == 2
+    for node in status["nodes"]:
+        assert node["alive"], node
+        if node["role"] == "exit":
+            assert "Exit" in node["flags"]
+        if node["role"] == "authority":
+            assert "Authority" in node["flags"]
+        if node["role"] == "relay":
+            assert "Exit" not in node["flags"]
+
+
+async def test_a_local_page_is_fetched_through_an_exit(testnet: Testnet) -> None:
+    page = os.urandom(20_000)
+    async with LocalSite({"/page": page}, content_type="application/octet-stream") as site:
+        body, path = await fetch_with_path(testnet.control_address, testnet.socks_address, site.url + "page")
+        assert body == page
+        assert site.requests == 1
+    exits = {n.nickname for n in testnet.nodes if n.role is Role.EXIT}
+    assert len(path) >= 3, path  # tor may extend a pre-built circuit by one hop
+    assert path[-1] in exits, f"the last hop {path[-1]} is not an exit"
+
+
+async def test_an_onion_service_made_through_a_relay_control_port_is_reachable(testnet: Testnet) -> None:
+    relay = next(n for n in testnet.nodes if n.role is Role.RELAY)
+    async with LocalSite({"/": b"behind an onion"}) as site:
+        with control.connect(relay.control_address) as ctl:
+            service = ctl.create_ephemeral_hidden_service(
+                {80: site.port}, key_type="NEW", key_content="ED25519-V3",
+                await_publication=True, timeout=90,
+            )  # fmt: skip
+            try:
+                body = await fetch_via_socks(testnet.socks_address, f"http://{service.service_id}.onion/")
+            finally:
+                ctl.remove_ephemeral_hidden_service(service.service_id)
+    assert body == b"behind an onion"
+
+
+def test_testnet_run_gives_the_command_its_network_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A second testnet beside the session's one: `run` up, command, down."""
+    directory = tmp_path / "second"
+    probe = (
+        "import json, os, subprocess, sys;"
+        "d = os.environ['BENTO_TESTNET_DIR'];"
+        "out = subprocess.run(['bento', 'testnet', 'status', '--json', '--dir', d],"
+        " capture_output=True, check=True).stdout;"
+        "print(json.dumps({'env': {k: v for k, v in os.environ.items() if k.startswith('BENTO_')},"
+        " 'status': json.loads(out)}));"
+        "sys.exit(7)"
+    )
+    bento = Path(sys.executable).with_name("bento")
+    run = [bento, "testnet", "run", "--dir", str(directory), "--relays", "3"]
+    result = subprocess.run(
+        [*run, "--", sys.executable, "-c", probe],
+        capture_output=True, text=True, timeout=240,
+        env={**os.environ, "PATH": f"{bento.parent}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert result.returncode == 7, result.stderr
+    seen = json.loads(result.stdout)
+    status = seen["status"]
+    assert seen["env"]["BENTO_SOCKS"] == status["socks"]
+    assert seen["env"]["BENTO_CONTROL"] == status["control"]
+    assert Path(seen["env"]["BENTO_TESTNET_DIR"]) == directory.resolve()
+    assert status["running"] and len(status["nodes"]) == 3 + 3 + 1
+    # After teardown: every process gone, the state removed.
+    for node in status["nodes"]:
+        assert not _running(node["pid"]), f"{node['nickname']} (pid {node['pid']}) survived"
+    assert not directory.exists()
+    down = subprocess.run([bento, "testnet", "down", "--dir", str(directory)], capture_output=True, text=True)
+    assert down.returncode == 0 and "nothing to do" in down.stdout
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
