@@ -11,7 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-HEADER = "# Benchmarks\n\nFigures recorded by the scripts under `bench/`; each section is replaced by its latest run.\n"
+HEADER = (
+    "# Benchmarks\n\n"
+    "Figures recorded by the scripts under `bench/`; each section is replaced by its latest run.\n"
+)
 
 
 def machine() -> str:
@@ -41,7 +44,9 @@ def summary(samples: list[float], unit: str) -> str:
 def record(name: str, command: str, body: str) -> None:
     """Replace (or add) the section ``name`` of docs/benchmarks.md and print it."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = f"## {name}\n\n- date: {stamp}\n- machine: {machine()}\n- command: `{command}`\n\n{body.strip()}\n"
+    section = (
+        f"## {name}\n\n- date: {stamp}\n- machine: {machine()}\n- command: `{command}`\n\n{body.strip()}\n"
+    )
     print(section)
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)

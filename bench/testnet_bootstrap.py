@@ -14,9 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from record import record, summary
-
 from bento.tor.testnet import Testnet, TestnetConfig
+from record import record, summary
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "processes on this machine (127.0.0.1 only: no traffic leaves it)."
     )
     with tempfile.TemporaryDirectory(prefix="bento-demo-") as tmp:
-        config = TestnetConfig(directory=Path(tmp) / "testnet", owner_pid=None)
+        config = TestnetConfig(directory=Path(tmp) / "testnet", owner_pid=os.getpid())
         started = time.monotonic()
         with Testnet.start(config, progress=step) as net:
             say(

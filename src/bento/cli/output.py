@@ -7,6 +7,7 @@ document on stdout and nothing else there, so scripts can parse it.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -15,7 +16,9 @@ from rich.console import Console
 from bento.errors import BentoError
 
 # soft_wrap: long lines (paths, errors) stay whole for copying and for scripts.
-console = Console(highlight=False, soft_wrap=True)
+# Wide enough for a relay fingerprint in a table when output is not a terminal.
+_width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
+console = Console(highlight=False, soft_wrap=True, width=_width)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

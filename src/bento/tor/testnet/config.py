@@ -84,6 +84,9 @@ TestingMinExitFlagThreshold 0
 
 _EXIT = """\
 ExitRelay 1
+# Every node bootstraps at once, so an exit's consensus can lag the client's by a
+# voting round; by default it would refuse streams from middles it does not know yet.
+RefuseUnknownExits 0
 ExitPolicyRejectPrivate 0
 ExitPolicy accept 127.0.0.0/8:*
 ExitPolicy reject *:*

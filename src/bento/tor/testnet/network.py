@@ -15,10 +15,12 @@ from typing import Any
 
 import stem
 import stem.control
+from python_socks import ProxyError, ProxyTimeoutError
+from python_socks.sync import Proxy
 
 from bento.errors import BentoError
 from bento.tor import control
-from bento.tor.process import log_tail, spawn_detached
+from bento.tor.process import exit_status, log_tail, spawn_detached
 from bento.tor.testnet.config import TestnetConfig, write_torrc
 from bento.tor.testnet.state import STATE_FILE, Node, Role, TestnetState
 
@@ -265,8 +267,13 @@ class Testnet:
                         say(report)
                         last_report = report
                     if expected <= listed and _build_circuit(ctl, deadline):
-                        say("the client built a circuit")
-                        return
+                        # A built circuit proves little: the client may still lack
+                        # the descriptors it needs to pick an exit. Only a stream
+                        # through an exit proves the network usable.
+                        if _exit_stream_works(self.socks_address):
+                            say("the client built a circuit and reached 127.0.0.1 through an exit")
+                            return
+                        last_report = "no stream through an exit yet"
                 time.sleep(0.5)
 
     def _check_alive(self) -> None:
@@ -274,8 +281,10 @@ class Testnet:
             if not node.alive():
                 # Errors before tor opens its log file (a bad option) only reach stdout.
                 log = node.log if node.log.exists() else Path(node.data_dir) / "stdout.log"
+                status = exit_status(node.pid) if node.pid is not None else None
+                how = "" if status is None else f" (exit status {status})"
                 raise TestnetError(
-                    f"tor node {node.nickname} ({node.role}) exited during start-up; "
+                    f"tor node {node.nickname} ({node.role}) exited during start-up{how}; "
                     f"the end of its log ({log}):\n{log_tail(log)}",
                     fix="read the log above; a port clash is fixed by running `bento testnet up` again",
                 )
@@ -298,6 +307,23 @@ def _build_circuit(ctl: stem.control.Controller, deadline: float) -> bool:
     with suppress(stem.ControllerError):
         ctl.close_circuit(circuit_id)
     return True
+
+
+def _exit_stream_works(socks_address: str, timeout: float = 8.0) -> bool:
+    """Open a stream through the client's SOCKS port to a listener of ours on loopback."""
+    host, port = control.parse_address(socks_address)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(timeout)
+        try:
+            proxy = Proxy.from_url(f"socks5://{host}:{port}")
+            with proxy.connect("127.0.0.1", listener.getsockname()[1], timeout=timeout) as stream:
+                peer, _ = listener.accept()
+                with peer:
+                    peer.sendall(b"ok")
+                stream.settimeout(timeout)
+                return stream.recv(2) == b"ok"
+        except (OSError, ProxyError, ProxyTimeoutError):
+            return False
 
 
 # --------------------------------------------------------------------- planning
