@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from bento import __version__
-from bento.cli import demo, testnet
+from bento.cli import demo, functions, server, testnet
 from bento.cli.output import fail
 from bento.errors import BentoError
 
@@ -19,8 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bento {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    testnet.register(commands)
     demo.register(commands)
+    functions.register(commands)
+    server.register(commands)
+    testnet.register(commands)
     return parser
 
 

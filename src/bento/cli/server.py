@@ -1,0 +1,50 @@
+"""``bento server``: run a Bento box beside a relay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from bento.server.config import ServerConfig
+from bento.server.daemon import BentoServer
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "server",
+        help="run a Bento box beside a Tor relay (foreground; stop with SIGTERM)",
+        description="Attach to a relay's control port and serve the Bento API as an onion service.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML config file (see docs/operator.md)")
+    parser.add_argument("--control", help="the relay's control port, host:port (default 127.0.0.1:9051)")
+    parser.add_argument("--state-dir", type=Path, help="keys and function code (default /var/lib/bento)")
+    parser.add_argument("--listen", help="also serve the API on this host:port (for circuits exiting here)")
+    parser.add_argument("--api-port", type=int, help="local port behind the onion service (default: any)")
+    parser.add_argument("--no-onion", action="store_true", help="do not publish an onion service")
+    parser.add_argument("--no-advertise", action="store_true", help="do not add bento=<onion> to ContactInfo")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.set_defaults(handler=cmd_server)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    logging.getLogger("stem").setLevel(logging.WARNING)
+    config = ServerConfig.load(
+        args.config,
+        {
+            "control": args.control,
+            "state_dir": args.state_dir,
+            "listen": args.listen,
+            "api_port": args.api_port,
+            "onion": False if args.no_onion else None,
+            "advertise": False if args.no_advertise else None,
+        },
+    )
+    asyncio.run(BentoServer(config).run())
+    return 0

@@ -1,0 +1,1 @@
+"""Message schemas shared by the client, the server and the function runtime."""

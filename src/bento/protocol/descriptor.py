@@ -1,0 +1,61 @@
+"""The box descriptor: what a box is, signed by the box's long-term key.
+
+The signing key is the Ed25519 key behind the box's onion address, so a client that
+found the onion address in the relay's own descriptor can verify this one with nothing
+else, and checks that ``relay_fingerprint`` is the relay that advertised it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bento.tor import onion
+
+FORMAT = "bento-descriptor-1"
+
+
+class Runtime(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    language: str = "python"
+    python: str = Field(description="the Python version functions run on")
+    isolation: str = Field(description="how instances are confined on this box, in words")
+    sgx: bool = Field(default=False, description="whether functions can run in an SGX enclave here")
+
+
+class Descriptor(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = FORMAT
+    relay_fingerprint: str
+    relay_nickname: str
+    onion: str = Field(description="v3 onion address of the API, without .onion")
+    server_version: str
+    boot_id: str = Field(description="changes at every server restart; functions do not survive one")
+    published: float
+    policy: dict[str, Any] = Field(description="the node policy: what functions may do here")
+    runtime: Runtime
+
+    def signed_bytes(self) -> bytes:
+        """The canonical form that is signed: sorted keys, no spaces."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+
+
+class SignedDescriptor(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    descriptor: Descriptor
+    signature: str = Field(description="Ed25519 signature (base64) of the canonical descriptor")
+
+    def verify(self) -> Descriptor:
+        """The descriptor, if its signature is by the key of the onion address it names."""
+        try:
+            signature = base64.b64decode(self.signature, validate=True)
+        except ValueError:
+            signature = b""
+        onion.verify(self.descriptor.onion, signature, self.descriptor.signed_bytes())
+        return self.descriptor

@@ -1,0 +1,33 @@
+"""What a function declares it needs.
+
+The manifest travels with the code at upload. The node policy that bounds it (and the
+sandbox that enforces it) grow with the sandbox; today it names the function and the
+module to load.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, description="a name for people; not unique")
+    module: str = Field(
+        default="main",
+        max_length=200,
+        description="the module to import: a single uploaded file is always saved as this module",
+    )
+    description: str = Field(default="", max_length=2000)
+
+    @field_validator("module")
+    @classmethod
+    def _dotted_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a Python module name")
+        return value

@@ -1,0 +1,126 @@
+"""The Bento HTTP + WebSocket API, as Pydantic models (see docs/api.md).
+
+Every request body is validated against these models at the edge; anything else is
+refused with a 4xx and an :class:`ErrorBody` saying what is wrong.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bento.protocol.manifest import Manifest
+
+# Function and session ids: 128-bit random, URL-safe. Tokens: 256-bit random.
+ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"
+TOKEN_PATTERN = r"^[A-Za-z0-9_-]{43}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(Strict):
+    error: str = Field(description="what went wrong, in words")
+    code: str = Field(description="a stable machine-readable code, e.g. 'unknown-function'")
+    fix: str | None = Field(default=None, description="what to do about it, when known")
+
+
+class CodeKind(StrEnum):
+    MODULE = "module"  # one Python source file
+    TAR_GZ = "tar.gz"  # a directory archive (gzip-compressed tar)
+
+
+class UploadRequest(Strict):
+    manifest: Manifest
+    kind: CodeKind = CodeKind.MODULE
+    code: str = Field(description="the code, base64-encoded")
+
+
+class UploadResponse(Strict):
+    function_id: str
+    invocation_token: str = Field(description="lets its holder invoke; keep it secret")
+    shutdown_token: str = Field(description="lets its holder shut the function down; keep it secret")
+    entry_points: list[str] = Field(description="top-level functions of the module")
+    boot_id: str = Field(description="changes whenever the server restarts")
+
+
+class InvokeRequest(Strict):
+    entry: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)
+    args: list[Any] = Field(default_factory=list, description="JSON positional arguments")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="JSON keyword arguments")
+
+
+class InvokeResponse(Strict):
+    session_id: str
+
+
+class SessionState(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ERROR = "error"
+    KILLED = "killed"
+
+
+class FunctionError(Strict):
+    type: str
+    message: str
+    traceback: str = ""
+
+
+class SessionInfo(Strict):
+    session_id: str
+    entry: str
+    state: SessionState
+    attached: bool
+    started_at: float
+    ended_at: float | None = None
+    bytes_out: int = Field(description="bytes the function has sent")
+    bytes_in: int = Field(description="bytes the client has sent")
+    buffered: int = Field(description="output bytes not yet acknowledged by a client")
+
+
+class SessionList(Strict):
+    function_id: str
+    sessions: list[SessionInfo]
+
+
+class ShutdownResponse(Strict):
+    function_id: str
+    sessions_stopped: int
+
+
+# --- the session WebSocket ----------------------------------------------------------
+# Binary messages are stream bytes, in both directions. Text messages are JSON events:
+
+
+class Attached(Strict):
+    """Server -> client, first message: output resumes at byte ``offset`` of the stream."""
+
+    type: Literal["attached"] = "attached"
+    offset: int
+
+
+class Ack(Strict):
+    """Client -> server: every output byte before ``offset`` has been received."""
+
+    type: Literal["ack"] = "ack"
+    offset: int = Field(ge=0)
+
+
+class InputEnd(Strict):
+    """Client -> server: no more input (the function's ``api.recv()`` returns None)."""
+
+    type: Literal["eof"] = "eof"
+
+
+class Ended(Strict):
+    """Server -> client, last message: the session ended, after all its output."""
+
+    type: Literal["end"] = "end"
+    state: SessionState
+    result: Any = None
+    error: FunctionError | None = None
+    reason: str = ""

@@ -1,0 +1,63 @@
+"""Entry point of an instance: ``python -m bento.runtime FD``.
+
+Reads the START frame from the inherited socket FD, imports the function's module,
+calls the entry point, and reports its return value or its exception. Nothing of the
+server is shared with this process but that socket.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import socket
+import sys
+import traceback
+from typing import Any
+
+from bento.protocol.frames import MAX_PAYLOAD, Frame, FrameError, decode_json, encode
+from bento.runtime import api
+from bento.runtime.channel import Channel
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    text = "".join(traceback.format_exception(exc))
+    return {"type": type(exc).__name__, "message": str(exc), "traceback": text}
+
+
+def run(channel: Channel) -> None:
+    first = channel.read_frame()
+    if first is None or first[0] is not Frame.START:
+        raise FrameError("the first frame must be START")
+    start = decode_json(first[1])
+    api._bind(channel)
+    sys.path.insert(0, start["code_dir"])
+    try:
+        module = importlib.import_module(start["module"])
+        entry = getattr(module, start["entry"], None)
+        if not callable(entry):
+            raise AttributeError(f"the module {start['module']!r} has no function {start['entry']!r}")
+        value = entry(*start["args"], **start["kwargs"])
+        try:
+            encoded = json.dumps({"value": value}).encode()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"the return value is not JSON-serialisable: {exc}") from None
+        if len(encoded) > MAX_PAYLOAD:
+            raise ValueError(f"the return value is over {MAX_PAYLOAD} bytes; stream it with api.send()")
+    except Exception as exc:
+        channel.send_json(Frame.ERROR, _error(exc))
+        return
+    channel.sock.sendall(encode(Frame.RESULT, encoded))
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        run(Channel(sock))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # the server went away: nobody is left to tell
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Receiving a function's code: unpacking, syntax checking, finding its entry points.
+
+Code is checked at upload so that a syntax error is reported to the person deploying,
+not to whoever invokes later. Archives are unpacked with tarfile's "data" filter (no
+absolute paths, links out of the tree, devices or set-id bits) and bounded in size.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import binascii
+import io
+import tarfile
+from pathlib import Path
+
+from bento.protocol.manifest import Manifest
+from bento.protocol.messages import CodeKind
+
+MAX_FILES = 1000
+EXPANSION = 8  # an archive may unpack to at most this multiple of the upload limit
+
+
+class CodeError(Exception):
+    """The uploaded code cannot be used; the message says why, for the uploader."""
+
+
+def decode(code: str) -> bytes:
+    try:
+        return base64.b64decode(code, validate=True)
+    except (binascii.Error, ValueError):
+        raise CodeError("the code is not valid base64") from None
+
+
+def install(raw: bytes, kind: CodeKind, manifest: Manifest, target: Path, max_bytes: int) -> list[str]:
+    """Write the code under ``target``, check it, and return the module's entry points."""
+    target.mkdir(parents=True)
+    if kind is CodeKind.MODULE:
+        if "." in manifest.module:
+            raise CodeError("a single-file upload is a top-level module: the manifest's module has no dots")
+        (target / f"{manifest.module}.py").write_bytes(raw)
+    else:
+        _unpack(raw, target, max_bytes * EXPANSION)
+    for path in sorted(target.rglob("*.py")):
+        _check_syntax(path, target)
+    return _entry_points(target, manifest.module)
+
+
+def _unpack(raw: bytes, target: Path, limit: int) -> None:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as archive:
+            members = archive.getmembers()
+            if len(members) > MAX_FILES:
+                raise CodeError(f"the archive has {len(members)} entries; at most {MAX_FILES} are allowed")
+            if sum(m.size for m in members) > limit:
+                raise CodeError(f"the archive unpacks to more than {limit} bytes")
+            archive.extractall(target, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise CodeError(f"the archive is not a usable .tar.gz: {exc}") from None
+
+
+def _check_syntax(path: Path, root: Path) -> None:
+    try:
+        compile(path.read_bytes(), str(path.relative_to(root)), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise CodeError(f"syntax error in {exc.filename} line {exc.lineno}: {exc.msg}") from None
+    except ValueError as exc:  # e.g. NUL bytes
+        raise CodeError(f"{path.relative_to(root)} is not Python source: {exc}") from None
+
+
+def _entry_points(root: Path, module: str) -> list[str]:
+    parts = module.split(".")
+    for candidate in (root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")):
+        if candidate.is_file():
+            tree = ast.parse(candidate.read_bytes())
+            return sorted(
+                node.name
+                for node in tree.body
+                if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")
+            )
+    raise CodeError(f"the upload has no module {module!r} (looked for {'/'.join(parts)}.py)")

@@ -1,0 +1,53 @@
+"""Server configuration: a TOML file, overridden by command-line flags.
+
+# /etc/bento/server.toml
+control = "127.0.0.1:9051"      # the relay's control port
+state_dir = "/var/lib/bento"
+listen = "203.0.113.5:8080"     # optional: also reachable by circuits exiting here
+max_upload_bytes = 10_485_760
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bento.errors import BentoError
+
+
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    control: str = Field(default="127.0.0.1:9051", description="host:port of the relay's control port")
+    state_dir: Path = Field(default=Path("/var/lib/bento"), description="keys and function code")
+    onion: bool = Field(default=True, description="publish the API as a v3 onion service")
+    advertise: bool = Field(default=True, description="add bento=<onion> to the relay's ContactInfo")
+    api_port: int = Field(default=0, ge=0, le=65535, description="local port behind the onion; 0 picks one")
+    listen: str | None = Field(default=None, description="also serve the API on this host:port")
+    max_upload_bytes: int = Field(default=10 << 20, gt=0, description="largest code upload accepted")
+    session_buffer_bytes: int = Field(
+        default=4 << 20, gt=0, description="output held per session for a slow or absent client"
+    )
+    session_wall_seconds: float = Field(default=3600, gt=0, description="a session is killed after this")
+    session_retention_seconds: float = Field(
+        default=600, gt=0, description="how long an ended session can still be attached to"
+    )
+    max_sessions: int = Field(default=256, gt=0, description="running sessions on this box at once")
+
+    @classmethod
+    def load(cls, path: Path | None, overrides: dict[str, Any]) -> ServerConfig:
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                data = tomllib.loads(path.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise BentoError(f"cannot read the server config {path}: {exc}") from None
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise BentoError(f"invalid server config: {problems}") from None

@@ -1,0 +1,165 @@
+"""``bento server``: the daemon that attaches to a relay and serves the Bento API over Tor.
+
+One asyncio process. Start-up: load the identity, attach to tor's control port (Stem),
+serve the API on a local port, publish it as a v3 onion service, advertise the onion
+in the relay's ContactInfo. SIGTERM (or SIGINT) undoes all that in reverse: instances
+killed, advertisement and onion service removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+import stem
+import stem.control
+import uvicorn
+
+from bento.errors import BentoError
+from bento.protocol.descriptor import SignedDescriptor
+from bento.server import descriptor, identity, tokens
+from bento.server.api import create_app
+from bento.server.config import ServerConfig
+from bento.server.registry import Registry
+from bento.tor import advert, control, onion
+from bento.tor.control import parse_address
+
+log = logging.getLogger("bento.server")
+STATUS_FILE = "server.json"
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """Uvicorn without its own signal handling: this daemon decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+class BentoServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.identity = identity.load_or_create(config.state_dir)
+        self.boot_id = tokens.new_id()
+        self.registry = Registry(config, self.boot_id)
+        self._fingerprint = ""
+        self._nickname = ""
+        self._descriptor: SignedDescriptor | None = None
+
+    def descriptor(self) -> SignedDescriptor:
+        if self._descriptor is None:
+            self._descriptor = descriptor.build(
+                self.identity, self.config, fingerprint=self._fingerprint, nickname=self._nickname,
+                boot_id=self.boot_id,
+            )  # fmt: skip
+        return self._descriptor
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set or SIGTERM/SIGINT arrives, then clean up."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        self.registry.reset_storage()
+        ctl: stem.control.Controller = await asyncio.to_thread(control.connect, self.config.control)
+        try:
+            self._fingerprint = await asyncio.to_thread(ctl.get_info, "fingerprint")
+            self._nickname = await asyncio.to_thread(ctl.get_conf, "Nickname", "")
+        except stem.ControllerError as exc:
+            ctl.close()
+            raise BentoError(
+                f"the tor at {self.config.control} is not a relay ({exc})",
+                fix="a Bento box runs beside a relay: set ORPort in its torrc",
+            ) from None
+        sockets = [_bind("127.0.0.1", self.config.api_port)]
+        if self.config.listen:
+            sockets.append(_bind(*parse_address(self.config.listen)))
+        api_port: int = sockets[0].getsockname()[1]
+        web = _EmbeddedUvicorn(
+            uvicorn.Config(
+                create_app(self.registry, self.descriptor), log_level="warning", access_log=False,
+                lifespan="off", ws_max_size=2 << 20, timeout_graceful_shutdown=2,
+            )
+        )  # fmt: skip
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                serving = tasks.create_task(web.serve(sockets=sockets))
+                reaper = tasks.create_task(self.registry.reap_forever())
+                try:
+                    if self.config.onion:
+                        await self._publish(ctl, api_port)
+                    self._write_status(api_port, sockets)
+                    log.info("serving %s.onion for relay %s", self.identity.onion, self._nickname)
+                    await stop.wait()
+                finally:
+                    await self._withdraw(ctl)
+                    await self.registry.aclose()
+                    web.should_exit = True
+                    reaper.cancel()
+                await serving
+        finally:
+            for sock in sockets:
+                sock.close()
+            ctl.close()
+            with contextlib.suppress(FileNotFoundError):
+                (self.config.state_dir / STATUS_FILE).unlink()
+
+    async def _publish(self, ctl: stem.control.Controller, api_port: int) -> None:
+        key_type, key_content = onion.tor_key_blob(self.identity.seed).split(":", 1)
+        try:
+            await asyncio.to_thread(
+                ctl.create_ephemeral_hidden_service, {80: api_port}, key_type=key_type,
+                key_content=key_content, await_publication=True, timeout=120,
+            )  # fmt: skip
+        except (stem.ControllerError, stem.Timeout) as exc:
+            raise BentoError(f"tor did not publish the onion service: {exc}") from None
+        if self.config.advertise:
+            contact = await asyncio.to_thread(ctl.get_conf, "ContactInfo", "")
+            wanted = advert.with_onion(contact, self.identity.onion)
+            if wanted != contact:
+                await asyncio.to_thread(ctl.set_conf, "ContactInfo", wanted)
+
+    async def _withdraw(self, ctl: stem.control.Controller) -> None:
+        """Remove the advertisement and the onion service; best effort (tor may be gone)."""
+        with contextlib.suppress(stem.ControllerError, stem.SocketError, OSError):
+            if self.config.advertise and self.config.onion:
+                contact = await asyncio.to_thread(ctl.get_conf, "ContactInfo", "")
+                if advert.onion_in(contact) == self.identity.onion:
+                    await asyncio.to_thread(ctl.set_conf, "ContactInfo", advert.without(contact) or None)
+            if self.config.onion:
+                await asyncio.to_thread(ctl.remove_ephemeral_hidden_service, self.identity.onion)
+
+    def _write_status(self, api_port: int, sockets: list[socket.socket]) -> None:
+        """``state_dir/server.json``: where this server listens, for tools on the same machine."""
+        status = {
+            "pid": os.getpid(),
+            "onion": self.identity.onion if self.config.onion else None,
+            "api": f"127.0.0.1:{api_port}",
+            "listen": [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in sockets[1:]],
+            "fingerprint": self._fingerprint,
+            "nickname": self._nickname,
+            "boot_id": self.boot_id,
+        }
+        path = self.config.state_dir / STATUS_FILE
+        path.with_suffix(".tmp").write_text(json.dumps(status))
+        path.with_suffix(".tmp").replace(path)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BentoError(f"cannot listen on {host}:{port}: {exc}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock

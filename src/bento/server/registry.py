@@ -1,0 +1,172 @@
+"""The functions a box holds and their sessions, with the capabilities that guard them.
+
+Functions live in memory and in ``state_dir/functions/<id>``; neither survives a server
+restart (see docs/api.md, "Restarts"). Tokens are kept only as SHA-256 digests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bento.protocol.manifest import Manifest
+from bento.protocol.messages import CodeKind, SessionState
+from bento.server import code, tokens
+from bento.server.config import ServerConfig
+from bento.server.session import Session
+
+
+class BoxError(Exception):
+    """A request the box refuses: ``code`` is stable for programs, the message is for people."""
+
+    def __init__(self, status: int, code: str, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.fix = status, code, message, fix
+
+
+@dataclass
+class Function:
+    id: str
+    manifest: Manifest
+    code_dir: Path
+    entry_points: list[str]
+    invocation_digest: bytes
+    shutdown_digest: bytes
+    created_at: float = field(default_factory=time.time)
+    sessions: dict[str, Session] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Deployed:
+    function: Function
+    invocation_token: str
+    shutdown_token: str
+
+
+class Registry:
+    """Every function and session of this box; owns the tasks that run sessions."""
+
+    def __init__(self, config: ServerConfig, boot_id: str) -> None:
+        self.config = config
+        self.boot_id = boot_id
+        self.root = config.state_dir / "functions"
+        self.functions: dict[str, Function] = {}
+        self.sessions: dict[str, Session] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def reset_storage(self) -> None:
+        """Remove code left by a previous run: functions do not survive a restart."""
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(mode=0o700, parents=True)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def deploy(self, manifest: Manifest, kind: CodeKind, encoded: str) -> Deployed:
+        raw = code.decode(encoded) if encoded else b""
+        if len(raw) > self.config.max_upload_bytes:
+            raise BoxError(413, "upload-too-large",
+                           f"the code is {len(raw)} bytes; this box accepts at most {self.config.max_upload_bytes}",
+                           "make the upload smaller, or choose a box with a larger limit")  # fmt: skip
+        function_id = tokens.new_id()
+        target = self.root / function_id
+        try:
+            entry_points = code.install(raw, kind, manifest, target / "code", self.config.max_upload_bytes)
+        except code.CodeError as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            raise BoxError(422, "bad-code", str(exc), "fix the code and deploy again") from None
+        invocation, shutdown = tokens.new_token(), tokens.new_token()
+        function = Function(
+            id=function_id, manifest=manifest, code_dir=target / "code", entry_points=entry_points,
+            invocation_digest=tokens.digest(invocation), shutdown_digest=tokens.digest(shutdown),
+        )  # fmt: skip
+        self.functions[function_id] = function
+        return Deployed(function, invocation, shutdown)
+
+    def function(self, function_id: str, token: str | None, *, shutdown: bool = False) -> Function:
+        """The function, if ``token`` is the right capability for it (invocation or shutdown)."""
+        function = self.functions.get(function_id)
+        if function is None:
+            raise BoxError(404, "unknown-function", f"no function {function_id} on this box",
+                           "it was shut down, or the box restarted since it was deployed "
+                           f"(the box's boot id is now {self.boot_id}); deploy it again")  # fmt: skip
+        if token is None:
+            raise BoxError(401, "missing-token", "this request needs a token (Authorization: Bearer ...)")
+        expected = function.shutdown_digest if shutdown else function.invocation_digest
+        if not tokens.matches(token, expected):
+            which = "shutdown" if shutdown else "invocation"
+            raise BoxError(403, "wrong-token", f"that is not the {which} token of function {function_id}")
+        return function
+
+    def invoke(self, function: Function, entry: str, args: list[Any], kwargs: dict[str, Any]) -> Session:
+        if entry not in function.entry_points:
+            listed = ", ".join(function.entry_points) or "none"
+            raise BoxError(
+                404, "unknown-entry", f"the function has no entry point {entry!r} (it has: {listed})"
+            )
+        running = sum(1 for s in self.sessions.values() if not s.ended)
+        if running >= self.config.max_sessions:
+            raise BoxError(503, "box-full", f"this box runs at most {self.config.max_sessions} sessions at once",
+                           "try again later, or use another box")  # fmt: skip
+        session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
+        function.sessions[session.id] = session
+        self.sessions[session.id] = session
+        self._own(session.run(str(function.code_dir), function.manifest.module, args, kwargs,
+                              self.config.session_wall_seconds))  # fmt: skip
+        return session
+
+    def session(self, session_id: str, token: str | None) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise BoxError(404, "unknown-session", f"no session {session_id} on this box",
+                           "it ended long ago, its function was shut down, or the box restarted")  # fmt: skip
+        self.function(session.function_id, token)
+        return session
+
+    async def shutdown(self, function: Function) -> int:
+        """Kill every instance of ``function``, then delete its code and its tokens."""
+        del self.functions[function.id]
+        stopped = 0
+        for session in function.sessions.values():
+            self.sessions.pop(session.id, None)
+            if not session.ended and session.instance is not None:
+                session.instance.kill()
+                stopped += 1
+        for session in function.sessions.values():
+            await session.done.wait()
+        await asyncio.to_thread(shutil.rmtree, function.code_dir.parent, True)
+        return stopped
+
+    # --- task ownership -----------------------------------------------------------------
+
+    def _own(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reap_forever(self, interval: float = 30.0) -> None:
+        """Forget sessions that ended more than ``session_retention_seconds`` ago."""
+        while True:
+            await asyncio.sleep(interval)
+            horizon = time.time() - self.config.session_retention_seconds
+            for session in list(self.sessions.values()):
+                if session.ended_at is not None and session.ended_at < horizon and session.attachment is None:
+                    del self.sessions[session.id]
+                    function = self.functions.get(session.function_id)
+                    if function is not None:
+                        function.sessions.pop(session.id, None)
+
+    async def aclose(self) -> None:
+        """Stop every session (killing its instance) and wait for each to finish."""
+        for task in self._tasks:
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def running_sessions(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.state is SessionState.RUNNING)

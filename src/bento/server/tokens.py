@@ -1,0 +1,28 @@
+"""Capability tokens: 256-bit random strings; the server keeps only their hashes.
+
+A token is a capability, not an identity: whoever holds it may do the one thing it is
+for. Hashes are compared in constant time, and a token never reaches a log or an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)  # 256 bits
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(16)  # 128 bits, for function and session ids
+
+
+def digest(token: str) -> bytes:
+    # Tokens carry 256 bits of entropy, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).digest()
+
+
+def matches(token: str | None, expected: bytes) -> bool:
+    return token is not None and hmac.compare_digest(digest(token), expected)
