@@ -50,9 +50,12 @@ async def test_an_onion_service_made_through_a_relay_control_port_is_reachable(t
     async with LocalSite({"/": b"behind an onion"}) as site:
         with control.connect(relay.control_address) as ctl:
             service = ctl.create_ephemeral_hidden_service(
-                {80: site.port}, key_type="NEW", key_content="ED25519-V3",
-                await_publication=True, timeout=90,
-            )  # fmt: skip
+                {80: site.port},
+                key_type="NEW",
+                key_content="ED25519-V3",
+                await_publication=True,
+                timeout=90,
+            )
             try:
                 body = await fetch_via_socks(testnet.socks_address, f"http://{service.service_id}.onion/")
             finally:
@@ -76,9 +79,11 @@ def test_testnet_run_gives_the_command_its_network_and_leaves_nothing_behind(tmp
     run = [bento, "testnet", "run", "--dir", str(directory), "--relays", "3"]
     result = subprocess.run(
         [*run, "--", sys.executable, "-c", probe],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True,
+        text=True,
+        timeout=240,
         env={**os.environ, "PATH": f"{bento.parent}:{os.environ['PATH']}"},
-    )  # fmt: skip
+    )
     assert result.returncode == 7, result.stderr
     seen = json.loads(result.stdout)
     status = seen["status"]

@@ -14,8 +14,16 @@ from bento.tor.testnet.config import render_torrc
 
 
 def _nodes() -> list[Node]:
-    auth = Node(Role.AUTHORITY, "auth0", "/d/auth0", 1, or_port=2, dir_port=3, fingerprint="A" * 40,
-                v3_identity="B" * 40)  # fmt: skip
+    auth = Node(
+        Role.AUTHORITY,
+        "auth0",
+        "/d/auth0",
+        1,
+        or_port=2,
+        dir_port=3,
+        fingerprint="A" * 40,
+        v3_identity="B" * 40,
+    )
     exit_ = Node(Role.EXIT, "exit0", "/d/exit0", 4, or_port=5, fingerprint="C" * 40)
     relay = Node(Role.RELAY, "relay0", "/d/relay0", 6, or_port=7, fingerprint="D" * 40)
     client = Node(Role.CLIENT, "client", "/d/client", 8, socks_port=9)

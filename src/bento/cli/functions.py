@@ -110,8 +110,10 @@ def cmd_descriptor(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(descriptor)
     else:
-        console.print(f"[green]verified[/green]: signed by {info.onion}.onion, advertised by relay "
-                      f"{info.nickname} ({info.fingerprint})")  # fmt: skip
+        console.print(
+            f"[green]verified[/green]: signed by {info.onion}.onion, advertised by relay "
+            f"{info.nickname} ({info.fingerprint})"
+        )
         console.print_json(json.dumps(descriptor))
     return 0
 
@@ -145,9 +147,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     async def upload() -> Deployment:
         size = args.file.stat().st_size if args.file.is_file() else 0
         with Progress(
-            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            console=errors, disable=args.json or size < PROGRESS_ABOVE, transient=True,
-        ) as bar:  # fmt: skip
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=errors,
+            disable=args.json or size < PROGRESS_ABOVE,
+            transient=True,
+        ) as bar:
             task = bar.add_task(f"uploading to {info.nickname}", total=None)
             async with Box(info.onion, socks=args.socks, info=info) as box:
                 return await box.deploy(
@@ -160,13 +167,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     keyring.functions[deployment.function_id] = deployment
     keyring.save()
     if args.json:
-        emit_json({
-            "function_id": deployment.function_id, "name": deployment.name, "box": info.nickname,
-            "onion": info.onion, "entry_points": deployment.entry_points, "keyring": str(keyring.path),
-        })  # fmt: skip
+        emit_json(
+            {
+                "function_id": deployment.function_id,
+                "name": deployment.name,
+                "box": info.nickname,
+                "onion": info.onion,
+                "entry_points": deployment.entry_points,
+                "keyring": str(keyring.path),
+            }
+        )
     else:
-        console.print(f"deployed [bold]{deployment.name}[/bold] to {info.nickname}: function "
-                      f"{deployment.function_id}")  # fmt: skip
+        console.print(
+            f"deployed [bold]{deployment.name}[/bold] to {info.nickname}: function {deployment.function_id}"
+        )
         console.print(f"  entry points: {', '.join(deployment.entry_points) or '(none)'}")
         console.print(f"  tokens saved in {keyring.path}")
     return 0
@@ -234,11 +248,16 @@ async def _talk(box: Box, deployment: Deployment, session_id: str, as_json: bool
     ended = stream.ended
     assert ended is not None
     if as_json:
-        emit_json({
-            "session_id": session_id, "state": ended.state.value, "result": ended.result,
-            "error": ended.error.model_dump() if ended.error else None, "reason": ended.reason,
-            "output": collected.decode(errors="replace"),
-        })  # fmt: skip
+        emit_json(
+            {
+                "session_id": session_id,
+                "state": ended.state.value,
+                "result": ended.result,
+                "error": ended.error.model_dump() if ended.error else None,
+                "reason": ended.reason,
+                "output": collected.decode(errors="replace"),
+            }
+        )
     elif ended.state is SessionState.COMPLETED:
         errors.print(f"[green]completed[/green], result: {json.dumps(ended.result)}")
     else:
@@ -282,8 +301,15 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     for column in ("session", "entry", "state", "attached", "out", "in", "buffered"):
         table.add_column(column, no_wrap=True)
     for s in listing.sessions:
-        table.add_row(s.session_id, s.entry, s.state.value, "yes" if s.attached else "no",
-                      str(s.bytes_out), str(s.bytes_in), str(s.buffered))  # fmt: skip
+        table.add_row(
+            s.session_id,
+            s.entry,
+            s.state.value,
+            "yes" if s.attached else "no",
+            str(s.bytes_out),
+            str(s.bytes_in),
+            str(s.buffered),
+        )
     console.print(table)
     return 0
 
@@ -302,6 +328,8 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(response.model_dump(mode="json"))
     else:
-        console.print(f"{deployment.name} ({deployment.function_id}) shut down; "
-                      f"{response.sessions_stopped} running session(s) stopped; its tokens are void")  # fmt: skip
+        console.print(
+            f"{deployment.name} ({deployment.function_id}) shut down; "
+            f"{response.sessions_stopped} running session(s) stopped; its tokens are void"
+        )
     return 0

@@ -35,6 +35,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     logging.getLogger("stem").setLevel(logging.WARNING)
+    logging.getLogger("bento").setLevel(logging.INFO)
     config = ServerConfig.load(
         args.config,
         {

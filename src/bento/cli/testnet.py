@@ -116,15 +116,23 @@ def print_status(status: dict[str, Any]) -> None:
     for node in status["nodes"]:
         ports = ", ".join(
             f"{name} {node[key]}"
-            for name, key in (("or", "or_port"), ("dir", "dir_port"), ("socks", "socks_port"),
-                              ("ctl", "control_port"))
+            for name, key in (
+                ("or", "or_port"),
+                ("dir", "dir_port"),
+                ("socks", "socks_port"),
+                ("ctl", "control_port"),
+            )
             if node[key]
-        )  # fmt: skip
+        )
         process = f"[green]alive[/green] {node['pid']}" if node["alive"] else "[red]dead[/red]"
         table.add_row(
-            node["role"], node["nickname"], node["fingerprint"] or "-", ports,
-            " ".join(f for f in node["flags"] if f in _NOTABLE_FLAGS) or "-", process,
-        )  # fmt: skip
+            node["role"],
+            node["nickname"],
+            node["fingerprint"] or "-",
+            ports,
+            " ".join(f for f in node["flags"] if f in _NOTABLE_FLAGS) or "-",
+            process,
+        )
     console.print(table)
     console.print(f"client SOCKS {status['socks']}   client control {status['control']}")
 

@@ -32,7 +32,7 @@ from bento.protocol.messages import (
     SessionList,
     ShutdownResponse,
     UploadResponse,
-)  # fmt: skip
+)
 
 Model = TypeVar("Model", bound=BaseModel)
 Progress = Callable[[int, int], None]
@@ -47,8 +47,9 @@ class Box:
     or a local test server); ``socks=None`` then connects directly.
     """
 
-    def __init__(self, onion: str, *, socks: str | None, info: BoxInfo | None = None,
-                 base_url: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, onion: str, *, socks: str | None, info: BoxInfo | None = None, base_url: str | None = None
+    ) -> None:
         self.onion = onion
         self.info = info
         self.socks = socks
@@ -67,8 +68,16 @@ class Box:
 
     # --- requests -----------------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, model: type[Model], *, token: str | None = None,
-                       headers: dict[str, str] | None = None, **kwargs: Any) -> Model:  # fmt: skip
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        model: type[Model],
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Model:
         headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         try:
             response = await self._http.request(method, path, headers=headers, **kwargs)
@@ -90,8 +99,10 @@ class Box:
         signed = await self._request("GET", "/v1/descriptor", SignedDescriptor)
         descriptor = signed.verify()
         if descriptor.onion != self.onion:
-            raise BentoError(f"the box at {self.onion}.onion sent the descriptor of {descriptor.onion}.onion",
-                             fix="do not use this box")  # fmt: skip
+            raise BentoError(
+                f"the box at {self.onion}.onion sent the descriptor of {descriptor.onion}.onion",
+                fix="do not use this box",
+            )
         if self.info is not None and descriptor.relay_fingerprint != self.info.fingerprint:
             raise BentoError(
                 f"the box's descriptor names relay {descriptor.relay_fingerprint}, but relay "
@@ -100,23 +111,37 @@ class Box:
             )
         return descriptor
 
-    async def deploy(self, code: Path | bytes, manifest: Manifest, *, kind: CodeKind | None = None,
-                     progress: Progress | None = None) -> Deployment:  # fmt: skip
+    async def deploy(
+        self,
+        code: Path | bytes,
+        manifest: Manifest,
+        *,
+        kind: CodeKind | None = None,
+        progress: Progress | None = None,
+    ) -> Deployment:
         """Upload ``code`` (a .py file, a directory, or bytes) and return its deployment record."""
         raw, detected = _read_code(code)
-        body = json.dumps({
-            "manifest": manifest.model_dump(mode="json"),
-            "kind": (kind or detected).value,
-            "code": base64.b64encode(raw).decode(),
-        }).encode()  # fmt: skip
+        body = json.dumps(
+            {
+                "manifest": manifest.model_dump(mode="json"),
+                "kind": (kind or detected).value,
+                "code": base64.b64encode(raw).decode(),
+            }
+        ).encode()
         descriptor = await self.descriptor()
         uploaded = await self._upload(body, progress)
         return Deployment(
-            function_id=uploaded.function_id, name=manifest.name, onion=self.onion,
-            relay_fingerprint=descriptor.relay_fingerprint, relay_nickname=descriptor.relay_nickname,
-            invocation_token=uploaded.invocation_token, shutdown_token=uploaded.shutdown_token,
-            boot_id=uploaded.boot_id, entry_points=uploaded.entry_points, deployed_at=time.time(),
-        )  # fmt: skip
+            function_id=uploaded.function_id,
+            name=manifest.name,
+            onion=self.onion,
+            relay_fingerprint=descriptor.relay_fingerprint,
+            relay_nickname=descriptor.relay_nickname,
+            invocation_token=uploaded.invocation_token,
+            shutdown_token=uploaded.shutdown_token,
+            boot_id=uploaded.boot_id,
+            entry_points=uploaded.entry_points,
+            deployed_at=time.time(),
+        )
 
     async def _upload(self, body: bytes, progress: Progress | None) -> UploadResponse:
         return await self._request(
@@ -127,37 +152,58 @@ class Box:
             headers={"Content-Type": "application/json", "Content-Length": str(len(body))},
         )
 
-    async def invoke(self, deployment: Deployment, entry: str, args: list[Any] | None = None,
-                     kwargs: dict[str, Any] | None = None) -> str:  # fmt: skip
+    async def invoke(
+        self,
+        deployment: Deployment,
+        entry: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> str:
         """Start a session running ``entry(*args, **kwargs)``; returns the session id."""
         request = InvokeRequest(entry=entry, args=args or [], kwargs=kwargs or {})
         response = await self._request(
-            "POST", f"/v1/functions/{deployment.function_id}/sessions", InvokeResponse,
-            token=deployment.invocation_token, json=request.model_dump(mode="json"),
-        )  # fmt: skip
+            "POST",
+            f"/v1/functions/{deployment.function_id}/sessions",
+            InvokeResponse,
+            token=deployment.invocation_token,
+            json=request.model_dump(mode="json"),
+        )
         return response.session_id
 
     async def sessions(self, deployment: Deployment) -> SessionList:
-        return await self._request("GET", f"/v1/functions/{deployment.function_id}/sessions", SessionList,
-                                   token=deployment.invocation_token)  # fmt: skip
+        return await self._request(
+            "GET",
+            f"/v1/functions/{deployment.function_id}/sessions",
+            SessionList,
+            token=deployment.invocation_token,
+        )
 
     async def session(self, deployment: Deployment, session_id: str) -> SessionInfo:
-        return await self._request("GET", f"/v1/sessions/{session_id}", SessionInfo,
-                                   token=deployment.invocation_token)  # fmt: skip
+        return await self._request(
+            "GET", f"/v1/sessions/{session_id}", SessionInfo, token=deployment.invocation_token
+        )
 
     async def shutdown(self, deployment: Deployment) -> ShutdownResponse:
-        return await self._request("DELETE", f"/v1/functions/{deployment.function_id}", ShutdownResponse,
-                                   token=deployment.shutdown_token)  # fmt: skip
+        return await self._request(
+            "DELETE",
+            f"/v1/functions/{deployment.function_id}",
+            ShutdownResponse,
+            token=deployment.shutdown_token,
+        )
 
     async def attach(self, deployment: Deployment, session_id: str) -> SessionStream:
         """Open the session's stream; output resumes after the last byte any client acknowledged."""
         url = self.base_url.replace("http://", "ws://", 1) + f"/v1/sessions/{session_id}/stream"
         try:
             websocket = await connect(
-                url, proxy=f"socks5h://{self.socks}" if self.socks else None,
+                url,
+                proxy=f"socks5h://{self.socks}" if self.socks else None,
                 additional_headers={"Authorization": f"Bearer {deployment.invocation_token}"},
-                open_timeout=120, max_size=4 << 20, ping_interval=30, ping_timeout=120,
-            )  # fmt: skip
+                open_timeout=120,
+                max_size=4 << 20,
+                ping_interval=30,
+                ping_timeout=120,
+            )
         except InvalidStatus as exc:
             raise BentoError(
                 f"the box {self.name} refused the stream: HTTP {exc.response.status_code}"

@@ -55,10 +55,13 @@ def discover(control_address: str) -> list[BoxInfo]:
             continue
         boxes.append(
             BoxInfo(
-                nickname=desc.nickname, fingerprint=desc.fingerprint, flags=tuple(sorted(status.flags)),
-                onion=onion, address=f"{desc.address}:{desc.or_port}",
+                nickname=desc.nickname,
+                fingerprint=desc.fingerprint,
+                flags=tuple(sorted(status.flags)),
+                onion=onion,
+                address=f"{desc.address}:{desc.or_port}",
             )
-        )  # fmt: skip
+        )
     return sorted(boxes, key=lambda b: b.nickname)
 
 
@@ -70,6 +73,8 @@ def resolve(name: str, boxes: list[BoxInfo]) -> BoxInfo:
         return matches[0]
     known = ", ".join(b.nickname for b in boxes) or "none"
     if not matches:
-        raise BentoError(f"no Bento box called {name!r} in the consensus (boxes: {known})",
-                         fix="run `bento boxes` to list them")  # fmt: skip
+        raise BentoError(
+            f"no Bento box called {name!r} in the consensus (boxes: {known})",
+            fix="run `bento boxes` to list them",
+        )
     raise BentoError(f"{name!r} names several boxes; use a fingerprint or onion address")

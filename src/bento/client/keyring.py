@@ -76,13 +76,17 @@ class Keyring:
         if named:
             ids = ", ".join(f.function_id for f in named)
             raise BentoError(f"several functions are called {name!r}: {ids}", fix="name one by its id")
-        raise BentoError(f"no function {name!r} in the keyring {self.path}",
-                         fix="`bento deploy` one first, or check BENTO_KEYRING")  # fmt: skip
+        raise BentoError(
+            f"no function {name!r} in the keyring {self.path}",
+            fix="`bento deploy` one first, or check BENTO_KEYRING",
+        )
 
     def function_of_session(self, session_id: str) -> Deployment:
         if session_id not in self.sessions:
-            raise BentoError(f"no session {session_id} in the keyring {self.path}",
-                             fix="use the session id that `bento invoke` printed")  # fmt: skip
+            raise BentoError(
+                f"no session {session_id} in the keyring {self.path}",
+                fix="use the session id that `bento invoke` printed",
+            )
         return self.function(self.sessions[session_id])
 
     def forget(self, function_id: str) -> None:

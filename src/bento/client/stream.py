@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from types import TracebackType
 
@@ -69,10 +70,8 @@ class SessionStream:
 
     async def close_input(self) -> None:
         """Tell the function there is no more input (its ``api.recv()`` returns None)."""
-        try:
+        with contextlib.suppress(ConnectionClosed):  # the session is over: nothing awaits input
             await self._ws.send(InputEnd().model_dump_json())
-        except ConnectionClosed:
-            pass  # the session is over; nothing is waiting for input any more
 
     async def close(self) -> None:
         """Detach. The session runs on at the box; its output waits for the next attach."""

@@ -13,10 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bento.protocol.manifest import Manifest
 
-# Function and session ids: 128-bit random, URL-safe. Tokens: 256-bit random.
-ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"
-TOKEN_PATTERN = r"^[A-Za-z0-9_-]{43}$"
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

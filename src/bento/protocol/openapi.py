@@ -22,12 +22,23 @@ from bento.protocol.messages import (
     ShutdownResponse,
     UploadRequest,
     UploadResponse,
-)  # fmt: skip
+)
 
 _MODELS: list[type[BaseModel]] = [
-    SignedDescriptor, UploadRequest, UploadResponse, InvokeRequest, InvokeResponse, SessionInfo,
-    SessionList, ShutdownResponse, ErrorBody, Attached, Ack, InputEnd, Ended,
-]  # fmt: skip
+    SignedDescriptor,
+    UploadRequest,
+    UploadResponse,
+    InvokeRequest,
+    InvokeResponse,
+    SessionInfo,
+    SessionList,
+    ShutdownResponse,
+    ErrorBody,
+    Attached,
+    Ack,
+    InputEnd,
+    Ended,
+]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:

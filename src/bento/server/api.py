@@ -32,7 +32,7 @@ from bento.protocol.messages import (
     ShutdownResponse,
     UploadRequest,
     UploadResponse,
-)  # fmt: skip
+)
 from bento.protocol.openapi import openapi_document
 from bento.server.registry import BoxError, Registry
 from bento.server.session import Session
@@ -134,8 +134,12 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "no-such-endpoint", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return _error(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}",
-                      "see GET /v1/openapi.json for the API")  # fmt: skip
+        return _error(
+            exc.status_code,
+            code,
+            f"{request.method} {request.url.path}: {exc.detail}",
+            "see GET /v1/openapi.json for the API",
+        )
 
     routes = [
         Route("/v1/descriptor", get_descriptor, methods=["GET"]),

@@ -55,9 +55,12 @@ class BentoServer:
     def descriptor(self) -> SignedDescriptor:
         if self._descriptor is None:
             self._descriptor = descriptor.build(
-                self.identity, self.config, fingerprint=self._fingerprint, nickname=self._nickname,
+                self.identity,
+                self.config,
+                fingerprint=self._fingerprint,
+                nickname=self._nickname,
                 boot_id=self.boot_id,
-            )  # fmt: skip
+            )
         return self._descriptor
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -68,6 +71,13 @@ class BentoServer:
             loop.add_signal_handler(sig, stop.set)
         self.registry.reset_storage()
         ctl: stem.control.Controller = await asyncio.to_thread(control.connect, self.config.control)
+
+        def on_tor_status(_controller: object, state: stem.control.State, _when: float) -> None:
+            if state == stem.control.State.CLOSED:  # tor went away: a box without its relay stops
+                log.warning("lost tor's control connection; stopping")
+                loop.call_soon_threadsafe(stop.set)
+
+        ctl.add_status_listener(on_tor_status)
         try:
             self._fingerprint = await asyncio.to_thread(ctl.get_info, "fingerprint")
             self._nickname = await asyncio.to_thread(ctl.get_conf, "Nickname", "")
@@ -83,10 +93,14 @@ class BentoServer:
         api_port: int = sockets[0].getsockname()[1]
         web = _EmbeddedUvicorn(
             uvicorn.Config(
-                create_app(self.registry, self.descriptor), log_level="warning", access_log=False,
-                lifespan="off", ws_max_size=2 << 20, timeout_graceful_shutdown=2,
+                create_app(self.registry, self.descriptor),
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                ws_max_size=2 << 20,
+                timeout_graceful_shutdown=2,
             )
-        )  # fmt: skip
+        )
         try:
             async with asyncio.TaskGroup() as tasks:
                 serving = tasks.create_task(web.serve(sockets=sockets))
@@ -114,9 +128,13 @@ class BentoServer:
         key_type, key_content = onion.tor_key_blob(self.identity.seed).split(":", 1)
         try:
             await asyncio.to_thread(
-                ctl.create_ephemeral_hidden_service, {80: api_port}, key_type=key_type,
-                key_content=key_content, await_publication=True, timeout=120,
-            )  # fmt: skip
+                ctl.create_ephemeral_hidden_service,
+                {80: api_port},
+                key_type=key_type,
+                key_content=key_content,
+                await_publication=True,
+                timeout=120,
+            )
         except (stem.ControllerError, stem.Timeout) as exc:
             raise BentoError(f"tor did not publish the onion service: {exc}") from None
         if self.config.advertise:

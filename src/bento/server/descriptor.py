@@ -28,8 +28,9 @@ def default_policy(config: ServerConfig) -> dict[str, Any]:
     }
 
 
-def build(identity: Identity, config: ServerConfig, *, fingerprint: str, nickname: str,
-          boot_id: str) -> SignedDescriptor:  # fmt: skip
+def build(
+    identity: Identity, config: ServerConfig, *, fingerprint: str, nickname: str, boot_id: str
+) -> SignedDescriptor:
     descriptor = Descriptor(
         relay_fingerprint=fingerprint,
         relay_nickname=nickname,

@@ -8,6 +8,7 @@ run from the START frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -35,7 +36,11 @@ class Instance:
         ours, theirs = socket.socketpair()
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-m", "bento.runtime", str(theirs.fileno()),
+                sys.executable,
+                "-I",
+                "-m",
+                "bento.runtime",
+                str(theirs.fileno()),
                 pass_fds=[theirs.fileno()],
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
@@ -43,7 +48,7 @@ class Instance:
                 cwd=code_dir,
                 env=_ENV,
                 start_new_session=True,  # its own process group, killed as a whole
-            )  # fmt: skip
+            )
         except BaseException:
             ours.close()
             raise
@@ -55,10 +60,8 @@ class Instance:
     def kill(self) -> None:
         """Kill the instance and anything it started; harmless if it is gone."""
         if self.process.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.writer.close()
 
     async def drain_stderr(self, limit: int = 4096) -> str:

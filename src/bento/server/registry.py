@@ -69,9 +69,12 @@ class Registry:
     def deploy(self, manifest: Manifest, kind: CodeKind, encoded: str) -> Deployed:
         raw = code.decode(encoded) if encoded else b""
         if len(raw) > self.config.max_upload_bytes:
-            raise BoxError(413, "upload-too-large",
-                           f"the code is {len(raw)} bytes; this box accepts at most {self.config.max_upload_bytes}",
-                           "make the upload smaller, or choose a box with a larger limit")  # fmt: skip
+            raise BoxError(
+                413,
+                "upload-too-large",
+                f"the code is {len(raw)} bytes; this box accepts at most {self.config.max_upload_bytes}",
+                "make the upload smaller, or choose a box with a larger limit",
+            )
         function_id = tokens.new_id()
         target = self.root / function_id
         try:
@@ -81,9 +84,13 @@ class Registry:
             raise BoxError(422, "bad-code", str(exc), "fix the code and deploy again") from None
         invocation, shutdown = tokens.new_token(), tokens.new_token()
         function = Function(
-            id=function_id, manifest=manifest, code_dir=target / "code", entry_points=entry_points,
-            invocation_digest=tokens.digest(invocation), shutdown_digest=tokens.digest(shutdown),
-        )  # fmt: skip
+            id=function_id,
+            manifest=manifest,
+            code_dir=target / "code",
+            entry_points=entry_points,
+            invocation_digest=tokens.digest(invocation),
+            shutdown_digest=tokens.digest(shutdown),
+        )
         self.functions[function_id] = function
         return Deployed(function, invocation, shutdown)
 
@@ -91,9 +98,13 @@ class Registry:
         """The function, if ``token`` is the right capability for it (invocation or shutdown)."""
         function = self.functions.get(function_id)
         if function is None:
-            raise BoxError(404, "unknown-function", f"no function {function_id} on this box",
-                           "it was shut down, or the box restarted since it was deployed "
-                           f"(the box's boot id is now {self.boot_id}); deploy it again")  # fmt: skip
+            raise BoxError(
+                404,
+                "unknown-function",
+                f"no function {function_id} on this box",
+                "it was shut down, or the box restarted since it was deployed "
+                f"(the box's boot id is now {self.boot_id}); deploy it again",
+            )
         if token is None:
             raise BoxError(401, "missing-token", "this request needs a token (Authorization: Bearer ...)")
         expected = function.shutdown_digest if shutdown else function.invocation_digest
@@ -110,20 +121,35 @@ class Registry:
             )
         running = sum(1 for s in self.sessions.values() if not s.ended)
         if running >= self.config.max_sessions:
-            raise BoxError(503, "box-full", f"this box runs at most {self.config.max_sessions} sessions at once",
-                           "try again later, or use another box")  # fmt: skip
+            raise BoxError(
+                503,
+                "box-full",
+                f"this box runs at most {self.config.max_sessions} sessions at once",
+                "try again later, or use another box",
+            )
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
         function.sessions[session.id] = session
         self.sessions[session.id] = session
-        self._own(session.run(str(function.code_dir), function.manifest.module, args, kwargs,
-                              self.config.session_wall_seconds))  # fmt: skip
+        self._own(
+            session.run(
+                str(function.code_dir),
+                function.manifest.module,
+                args,
+                kwargs,
+                self.config.session_wall_seconds,
+            )
+        )
         return session
 
     def session(self, session_id: str, token: str | None) -> Session:
         session = self.sessions.get(session_id)
         if session is None:
-            raise BoxError(404, "unknown-session", f"no session {session_id} on this box",
-                           "it ended long ago, its function was shut down, or the box restarted")  # fmt: skip
+            raise BoxError(
+                404,
+                "unknown-session",
+                f"no session {session_id} on this box",
+                "it ended long ago, its function was shut down, or the box restarted",
+            )
         self.function(session.function_id, token)
         return session
 

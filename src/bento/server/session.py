@@ -51,8 +51,9 @@ class Session:
 
     # --- driving the instance ---------------------------------------------------------
 
-    async def run(self, code_dir: str, module: str, args: list[Any], kwargs: dict[str, Any],
-                  wall_seconds: float) -> None:  # fmt: skip
+    async def run(
+        self, code_dir: str, module: str, args: list[Any], kwargs: dict[str, Any], wall_seconds: float
+    ) -> None:
         """Start the instance and pump its frames until it exits. Owned by the supervisor."""
         try:
             self.instance = await Instance.start_in(code_dir)
@@ -119,8 +120,9 @@ class Session:
             else:
                 raise FrameError(f"unexpected {kind.name} frame from the instance")
 
-    async def _finish(self, state: SessionState, *, result: Any = None, error: FunctionError | None = None,
-                      reason: str = "") -> None:  # fmt: skip
+    async def _finish(
+        self, state: SessionState, *, result: Any = None, error: FunctionError | None = None, reason: str = ""
+    ) -> None:
         if self.ended:
             return
         self.state, self.result, self.error, self.reason = state, result, error, reason

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bento.tor import advert
 from bento.tor.testnet.state import Node, Role
 
 
@@ -61,7 +62,7 @@ UseMicrodescriptors 0
 _RELAY = """\
 Address 127.0.0.1
 ORPort 127.0.0.1:{or_port}
-ContactInfo {nickname}@testnet.invalid
+ContactInfo {contact}
 SocksPort 0
 """
 
@@ -111,6 +112,11 @@ def render_torrc(node: Node, nodes: list[Node], owner_pid: int | None) -> str:
         "or_port": node.or_port,
         "dir_port": node.dir_port,
         "socks_port": node.socks_port,
+        # A box is advertised from the first descriptor on, so clients find it without
+        # waiting for the relay to republish (its server would add the same item).
+        "contact": advert.with_onion(f"{node.nickname}@testnet.invalid", node.bento_onion)
+        if node.bento_onion
+        else f"{node.nickname}@testnet.invalid",
     }
     parts = [_COMMON]
     if node.role is Role.CLIENT:

@@ -21,6 +21,7 @@ from python_socks.sync import Proxy
 from bento.errors import BentoError
 from bento.tor import control
 from bento.tor.process import exit_status, log_tail, spawn_detached
+from bento.tor.testnet import boxes
 from bento.tor.testnet.config import TestnetConfig, write_torrc
 from bento.tor.testnet.state import STATE_FILE, Node, Role, TestnetState
 
@@ -81,6 +82,8 @@ class Testnet:
         try:
             say(f"generating keys for {len(state.nodes) - 1} relays and authorities")
             _generate_keys(state.nodes)
+            for node in _box_nodes(state.nodes, config.bento_boxes):
+                boxes.prepare(node, directory)
             for node in state.nodes:
                 write_torrc(node, state.nodes, config.owner_pid)
             say(f"starting {len(state.nodes)} tor processes")
@@ -94,6 +97,8 @@ class Testnet:
             if config.owner_pid == os.getpid():
                 net._take_ownership(deadline=started + config.bootstrap_timeout)
             net._wait_ready(deadline=started + config.bootstrap_timeout, say=say)
+            if state.boxes:
+                net._start_boxes(deadline=started + config.bootstrap_timeout, say=say)
         except BaseException:
             net._release()
             net._kill_all()
@@ -155,6 +160,8 @@ class Testnet:
         Testnet(state)._kill_all()
         for node in state.nodes:
             shutil.rmtree(node.data_dir, ignore_errors=True)
+            if node.bento_dir is not None:
+                shutil.rmtree(node.bento_dir, ignore_errors=True)
         with suppress(FileNotFoundError):
             (directory / STATE_FILE).unlink()
         with suppress(OSError):
@@ -162,9 +169,33 @@ class Testnet:
         return True
 
     def _kill_all(self) -> None:
+        for node in self.state.boxes:  # first, so that each can withdraw from its tor
+            boxes.stop(node)
         for node in self.state.nodes:
             if (proc := node.process) is not None:
                 proc.stop()
+
+    def _start_boxes(self, *, deadline: float, say: Progress) -> None:
+        say(f"starting {len(self.state.boxes)} Bento server(s)")
+        for node in self.state.boxes:
+            boxes.start(node)
+        self.state.save()
+        for node in self.state.boxes:
+            boxes.wait_published(node, deadline)
+        boxes.wait_reachable(self.state.boxes, self.socks_address, deadline)
+        say("every Bento box answers over Tor")
+
+    def restart_box(self, nickname: str, timeout: float = 120.0) -> None:
+        """Stop the Bento server beside relay ``nickname`` and start it again."""
+        node = next((n for n in self.state.boxes if n.nickname == nickname), None)
+        if node is None:
+            raise TestnetError(f"{nickname} is not a Bento box of this testnet")
+        boxes.stop(node)
+        boxes.start(node)
+        self.state.save()
+        deadline = time.monotonic() + timeout
+        boxes.wait_published(node, deadline)
+        boxes.wait_reachable([node], self.socks_address, deadline)
 
     def __enter__(self) -> Testnet:
         return self
@@ -219,12 +250,20 @@ class Testnet:
                 "pid": n.pid,
                 "alive": n.alive(),
                 "flags": flags.get(n.fingerprint or "", []),
+                "bento": None
+                if n.bento_dir is None
+                else {
+                    "onion": n.bento_onion,
+                    "pid": n.bento_pid,
+                    "alive": n.bento_alive(),
+                    **boxes.server_status(n),
+                },
             }
             for n in self.state.nodes
         ]
         return {
             "directory": self.state.directory,
-            "running": all(n["alive"] for n in nodes),
+            "running": all(n["alive"] for n in nodes) and all(n.bento_alive() for n in self.state.boxes),
             "bootstrap_seconds": self.state.bootstrap_seconds,
             "socks": self.socks_address,
             "control": self.control_address,
@@ -365,6 +404,12 @@ def _plan(directory: Path, config: TestnetConfig) -> list[Node]:
     return nodes
 
 
+def _box_nodes(nodes: list[Node], count: int) -> list[Node]:
+    """The relays that run Bento: exits first (a box that is an exit can fetch for users)."""
+    candidates = [n for n in nodes if n.role is Role.EXIT] + [n for n in nodes if n.role is Role.RELAY]
+    return candidates[:count]
+
+
 def _generate_keys(nodes: list[Node]) -> None:
     """Relay identity keys for every relay, v3 authority keys for authorities (in parallel)."""
     jobs: list[tuple[Node, str, subprocess.Popen[bytes]]] = []
@@ -372,21 +417,60 @@ def _generate_keys(nodes: list[Node]) -> None:
         if not node.is_relay:
             continue
         data = Path(node.data_dir)
-        jobs.append((node, "identity", _run(
-            [TOR, "--quiet", "--ignore-missing-torrc", "-f", os.devnull, "--defaults-torrc", os.devnull,
-             "--list-fingerprint", "--orport", "1", "--nickname", node.nickname,
-             "--datadirectory", str(data)],
-            cwd=data,
-        )))  # fmt: skip
+        jobs.append(
+            (
+                node,
+                "identity",
+                _run(
+                    [
+                        TOR,
+                        "--quiet",
+                        "--ignore-missing-torrc",
+                        "-f",
+                        os.devnull,
+                        "--defaults-torrc",
+                        os.devnull,
+                        "--list-fingerprint",
+                        "--orport",
+                        "1",
+                        "--nickname",
+                        node.nickname,
+                        "--datadirectory",
+                        str(data),
+                    ],
+                    cwd=data,
+                ),
+            )
+        )
         if node.role is Role.AUTHORITY:
             keys = data / "keys"
             keys.mkdir(mode=0o700, exist_ok=True)
-            jobs.append((node, "authority", _run(
-                ["tor-gencert", "--create-identity-key", "-m", "12", "-a", f"127.0.0.1:{node.dir_port}",
-                 "-i", str(keys / "authority_identity_key"), "-s", str(keys / "authority_signing_key"),
-                 "-c", str(keys / "authority_certificate"), "--passphrase-fd", "0"],
-                cwd=data, stdin=b"\n",
-            )))  # fmt: skip
+            jobs.append(
+                (
+                    node,
+                    "authority",
+                    _run(
+                        [
+                            "tor-gencert",
+                            "--create-identity-key",
+                            "-m",
+                            "12",
+                            "-a",
+                            f"127.0.0.1:{node.dir_port}",
+                            "-i",
+                            str(keys / "authority_identity_key"),
+                            "-s",
+                            str(keys / "authority_signing_key"),
+                            "-c",
+                            str(keys / "authority_certificate"),
+                            "--passphrase-fd",
+                            "0",
+                        ],
+                        cwd=data,
+                        stdin=b"\n",
+                    ),
+                )
+            )
     for node, what, proc in jobs:
         out = proc.stdout.read() if proc.stdout is not None else b""
         if proc.wait(timeout=120) != 0:

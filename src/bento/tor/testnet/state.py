@@ -38,6 +38,10 @@ class Node:
     fingerprint: str | None = None
     v3_identity: str | None = None  # authorities only: their v3 signing identity
     pid: int | None = None
+    # Relays that are Bento boxes: the Bento server beside them.
+    bento_dir: str | None = None
+    bento_onion: str | None = None
+    bento_pid: int | None = None
 
     @property
     def torrc(self) -> Path:
@@ -59,6 +63,15 @@ class Node:
         return self.process is not None and self.process.alive()
 
     @property
+    def bento_process(self) -> ProcessRecord | None:
+        if self.bento_pid is None or self.bento_dir is None:
+            return None
+        return ProcessRecord(self.bento_pid, self.bento_dir)
+
+    def bento_alive(self) -> bool:
+        return self.bento_process is not None and self.bento_process.alive()
+
+    @property
     def is_relay(self) -> bool:
         return self.role is not Role.CLIENT
 
@@ -73,6 +86,10 @@ class TestnetState:
     @property
     def client(self) -> Node:
         return next(n for n in self.nodes if n.role is Role.CLIENT)
+
+    @property
+    def boxes(self) -> list[Node]:
+        return [n for n in self.nodes if n.bento_dir is not None]
 
     def by_role(self, role: Role) -> list[Node]:
         return [n for n in self.nodes if n.role is role]

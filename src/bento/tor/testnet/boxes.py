@@ -1,0 +1,105 @@
+"""Bento servers on testnet relays (``bento testnet up --bento-boxes M``).
+
+Each box gets its identity before its relay starts, so the relay's very first
+descriptor already advertises ``bento=<onion>``; the server is started once the network
+is usable, and is ready when its onion service answers through the testnet's client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from bento.errors import BentoError
+from bento.server import identity
+from bento.server.daemon import STATUS_FILE
+from bento.tor.process import log_tail, spawn_detached
+from bento.tor.testnet.state import Node
+
+
+def prepare(node: Node, directory: Path) -> None:
+    """Make the box's state directory and identity; its onion goes into the relay's torrc."""
+    state_dir = directory / f"{node.nickname}-bento"
+    node.bento_dir = str(state_dir)
+    node.bento_onion = identity.load_or_create(state_dir).onion
+
+
+def start(node: Node) -> None:
+    """Start the Bento server beside ``node``'s tor, detached like the tor processes."""
+    assert node.bento_dir is not None
+    state_dir = Path(node.bento_dir)
+    (state_dir / STATUS_FILE).unlink(missing_ok=True)
+    node.bento_pid = spawn_detached(
+        [
+            sys.executable,
+            "-m",
+            "bento",
+            "server",
+            "--control",
+            node.control_address,
+            "--state-dir",
+            str(state_dir),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        log=state_dir / "server.log",
+        cwd=state_dir,
+    )
+
+
+def stop(node: Node) -> None:
+    if (proc := node.bento_process) is not None:
+        proc.stop(grace=10.0)
+
+
+def wait_published(node: Node, deadline: float) -> None:
+    """Wait until the server has published its onion service (it writes server.json then)."""
+    assert node.bento_dir is not None
+    status = Path(node.bento_dir) / STATUS_FILE
+    while not status.exists():
+        if not node.bento_alive():
+            log = Path(node.bento_dir) / "server.log"
+            raise BentoError(
+                f"the Bento server of {node.nickname} exited during start-up; "
+                f"the end of its log ({log}):\n{log_tail(log)}"
+            )
+        if time.monotonic() > deadline:
+            raise BentoError(f"the Bento server of {node.nickname} did not publish its onion service in time")
+        time.sleep(0.2)
+
+
+def server_status(node: Node) -> dict[str, object]:
+    assert node.bento_dir is not None
+    try:
+        data: dict[str, object] = json.loads((Path(node.bento_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
+def wait_reachable(nodes: list[Node], socks: str, deadline: float) -> None:
+    """Wait until every box's descriptor can be fetched (and verified) through the client."""
+    from bento.client.box import Box  # the client depends on the testnet's users, not vice versa
+
+    async def probe(node: Node) -> None:
+        assert node.bento_onion is not None
+        while True:
+            try:
+                async with asyncio.timeout(max(1.0, min(30.0, deadline - time.monotonic()))):
+                    async with Box(node.bento_onion, socks=socks) as box:
+                        await box.descriptor()
+                return
+            except (BentoError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise BentoError(f"the box on {node.nickname} is not reachable over Tor") from None
+                await asyncio.sleep(1.0)
+
+    async def probe_all() -> None:
+        async with asyncio.TaskGroup() as group:
+            for node in nodes:
+                group.create_task(probe(node))
+
+    asyncio.run(probe_all())
