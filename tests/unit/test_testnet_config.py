@@ -85,7 +85,8 @@ def test_a_process_is_only_signalled_while_its_marker_is_on_its_command_line() -
         stranger.stop()  # a recycled pid: must not be killed
         assert sleeper.poll() is None
         ProcessRecord(sleeper.pid, "marker-one").stop()
-        assert sleeper.wait(timeout=5) == -15
+        assert not ProcessRecord(sleeper.pid, "marker-one").alive()
+        assert not Path(f"/proc/{sleeper.pid}").exists()  # stopped and reaped
     finally:
         sleeper.kill()
         sleeper.wait()
