@@ -10,6 +10,7 @@ command line (the path of its own config file), and is only ever signalled after
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,20 +40,17 @@ class ProcessRecord:
 
     def stop(self, *, grace: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; harmless if already gone."""
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
-            _reap(self.pid)
-            if not self.alive():
-                return
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                return
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                _reap(self.pid)
+        try:
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
                 if not self.alive():
                     return
-                time.sleep(0.05)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, sig)
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and self.alive():
+                    time.sleep(0.05)
+        finally:
+            _reap(self.pid)  # if it was our child, leave no zombie
 
 
 def _reap(pid: int) -> None:
