@@ -17,6 +17,8 @@ from bento.tor.testnet.state import Node, Role
 
 @dataclass(frozen=True)
 class TestnetConfig:
+    __test__ = False  # not a pytest test class
+
     directory: Path
     authorities: int = 3
     relays: int = 5

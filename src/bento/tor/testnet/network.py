@@ -47,6 +47,8 @@ class Testnet:
     Used as a context manager it is stopped (every process, its state removed) on exit.
     """
 
+    __test__ = False  # not a pytest test class, despite its name
+
     def __init__(self, state: TestnetState) -> None:
         self.state = state
         # Control connections that own our tor processes (see control.take_ownership).

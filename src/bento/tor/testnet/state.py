@@ -78,6 +78,8 @@ class Node:
 
 @dataclass
 class TestnetState:
+    __test__ = False  # not a pytest test class
+
     directory: str
     nodes: list[Node] = field(default_factory=list)
     started_at: float | None = None

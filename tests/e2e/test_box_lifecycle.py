@@ -1,0 +1,162 @@
+"""The Bento box over Tor: find it, deploy, invoke, talk, detach, shut down."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from functions import ECHO, HELLO, SLOW, STREAM
+from support import TIMEOUT, deploy, drain, run
+
+from bento.client.box import Box
+from bento.client.discovery import discover, resolve
+from bento.protocol.messages import SessionState
+from bento.tor.testnet import Node, Role, Testnet
+
+pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 2)]
+
+
+def test_boxes_are_found_in_the_consensus_and_their_descriptors_verify(testnet: Testnet) -> None:
+    found = {b.nickname: b for b in discover(testnet.control_address)}
+    assert set(found) == {n.nickname for n in testnet.state.boxes}
+    for node in testnet.state.boxes:
+        info = found[node.nickname]
+        assert info.onion == node.bento_onion and info.fingerprint == node.fingerprint
+        assert "Exit" in info.flags
+        assert resolve(node.fingerprint or "", list(found.values())) == info
+        assert resolve(f"{node.bento_onion}.onion", list(found.values())) == info
+
+    async def check() -> None:
+        info = found[testnet.state.boxes[0].nickname]
+        async with Box(info.onion, socks=testnet.socks_address, info=info) as box:
+            descriptor = await box.descriptor()
+        assert descriptor.relay_fingerprint == info.fingerprint
+        assert descriptor.relay_nickname == info.nickname
+
+    asyncio.run(check())
+
+
+def test_the_cli_deploys_invokes_and_shuts_down_hello_world(testnet: Testnet, tmp_path: Path) -> None:
+    source = tmp_path / "hello.py"
+    source.write_text(HELLO)
+    keyring = tmp_path / "keyring.json"
+    env = {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(keyring)}
+    bento = [sys.executable, "-m", "bento"]
+
+    def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*bento, *args], env=env, input=stdin, capture_output=True, text=True, timeout=TIMEOUT
+        )
+
+    boxes = json.loads(cli("boxes", "--json").stdout)
+    assert {b["nickname"] for b in boxes} == {"exit0", "exit1"}
+    deployed = cli("deploy", str(source), "--box", "exit0", "--json")
+    assert deployed.returncode == 0, deployed.stderr
+    function_id = json.loads(deployed.stdout)["function_id"]
+    assert keyring.stat().st_mode & 0o777 == 0o600
+
+    invoked = cli("invoke", "hello", "main", '"Bento"')
+    assert invoked.returncode == 0, invoked.stderr
+    assert invoked.stdout == "hello Bento\n"
+    assert '{"greeted": "Bento"}' in invoked.stderr
+
+    as_json = json.loads(cli("invoke", function_id, "main", "--json").stdout)
+    assert as_json["state"] == "completed" and as_json["output"] == "hello world\n"
+
+    listed = json.loads(cli("sessions", "hello", "--json").stdout)
+    assert [s["state"] for s in listed["sessions"]] == ["completed", "completed"]
+
+    stopped = cli("shutdown", "hello", "--json")
+    assert stopped.returncode == 0, stopped.stderr
+    gone = cli("invoke", function_id, "main")
+    assert gone.returncode == 1 and "no function" in gone.stderr
+
+
+async def test_an_interactive_echo_survives_hundreds_of_round_trips(box: Box) -> None:
+    deployment = await deploy(box, ECHO, "echo")
+    session_id = await box.invoke(deployment, "upper")
+    async with await box.attach(deployment, session_id) as stream:
+        for i in range(300):
+            line = f"line {i} of the echo test\n"
+            await stream.send(line)
+            reply = b""
+            while len(reply) < len(line):
+                chunk = await asyncio.wait_for(stream.receive(), TIMEOUT)
+                assert chunk is not None
+                reply += chunk
+            assert reply == line.upper().encode()
+        await stream.close_input()
+        assert await stream.receive() is None
+    assert stream.ended is not None and stream.ended.result == 300
+    await box.shutdown(deployment)
+
+
+async def test_a_100_mb_stream_arrives_intact(box: Box) -> None:
+    deployment = await deploy(box, STREAM, "stream")
+    output, ended = await run(box, deployment, "blocks", 1600)  # 1600 x 64 KiB = 100 MiB
+    assert ended.state is SessionState.COMPLETED, ended.reason
+    assert len(output) == 1600 * 65536
+    assert hashlib.sha256(output).hexdigest() == ended.result
+    await box.shutdown(deployment)
+
+
+async def test_detach_mid_stream_then_reattach_loses_and_repeats_nothing(box: Box) -> None:
+    deployment = await deploy(box, STREAM, "stream")
+    blocks = 400  # 25 MiB: far more than the box buffers for an absent client
+    session_id = await box.invoke(deployment, "blocks", [blocks])
+    first = bytearray()
+    async with await box.attach(deployment, session_id) as stream:
+        while len(first) < 3 * 65536 + 1000:
+            chunk = await asyncio.wait_for(stream.receive(), TIMEOUT)
+            assert chunk is not None
+            first += chunk
+    # Detached: the function runs until the box's buffer is full, then waits for us.
+    await asyncio.sleep(3)
+    info = await box.session(deployment, session_id)
+    assert info.state is SessionState.RUNNING and not info.attached
+    assert info.buffered <= 4 << 20, "output held for an absent client must stay bounded"
+    assert info.bytes_out < blocks * 65536, "a function must not outrun an absent client"
+
+    rest, ended = await drain(box, deployment, session_id)
+    whole = bytes(first) + rest
+    assert len(whole) == blocks * 65536
+    numbers = [int.from_bytes(whole[i : i + 8], "big") for i in range(0, len(whole), 65536)]
+    assert numbers == list(range(blocks))
+    assert hashlib.sha256(whole).hexdigest() == ended.result
+    await box.shutdown(deployment)
+
+
+async def test_fifty_concurrent_sessions_on_one_box(box: Box) -> None:
+    deployment = await deploy(box, SLOW, "slow")
+    results = await asyncio.gather(*(run(box, deployment, "nap", 1.0, f"tag{i}") for i in range(50)))
+    for i, (output, ended) in enumerate(results):
+        assert ended.state is SessionState.COMPLETED, ended.reason
+        assert output == f"tag{i}\n".encode() and ended.result == f"tag{i}"
+    listing = await box.sessions(deployment)
+    assert len(listing.sessions) == 50
+    assert all(s.state is SessionState.COMPLETED for s in listing.sessions)
+    await box.shutdown(deployment)
+
+
+async def test_the_api_also_answers_on_the_relays_address_through_an_exit(
+    testnet: Testnet, box_node: Node
+) -> None:
+    from bento.tor.testnet.boxes import server_status
+
+    listen = server_status(box_node)["listen"]
+    assert isinstance(listen, list) and listen
+    assert box_node.bento_onion is not None
+    async with Box(box_node.bento_onion, socks=testnet.socks_address, base_url=f"http://{listen[0]}") as box:
+        descriptor = await box.descriptor()
+        assert descriptor.onion == box_node.bento_onion
+        deployment = await deploy(box, HELLO, "hello-via-exit")
+        output, ended = await run(box, deployment, "main", "exit")
+        assert output == b"hello exit\n" and ended.state is SessionState.COMPLETED
+        await box.shutdown(deployment)
+    assert box_node.role is Role.EXIT

@@ -1,0 +1,126 @@
+"""Wrong tokens, bad code, crashing functions, restarts: clear errors, and the box keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import pytest
+from functions import BROKEN, HELLO
+from support import TIMEOUT, deploy, run
+
+from bento.client.box import Box
+from bento.client.keyring import Deployment
+from bento.errors import BentoError
+from bento.protocol.manifest import Manifest
+from bento.protocol.messages import SessionState
+from bento.server.tokens import new_token
+from bento.tor.testnet import Node, Testnet
+
+pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 2)]
+
+
+async def test_every_token_misuse_is_refused(box: Box) -> None:
+    mine = await deploy(box, HELLO, "mine")
+    theirs = await deploy(box, HELLO, "theirs")
+    forged = dataclasses.replace(mine, invocation_token=new_token(), shutdown_token=new_token())
+    swapped = dataclasses.replace(
+        mine, invocation_token=mine.shutdown_token, shutdown_token=mine.invocation_token
+    )
+    borrowed = dataclasses.replace(
+        mine, invocation_token=theirs.invocation_token, shutdown_token=theirs.shutdown_token
+    )
+    garbage = dataclasses.replace(mine, invocation_token="not a token", shutdown_token="'; DROP")
+
+    for wrong in (forged, swapped, borrowed, garbage):
+        with pytest.raises(BentoError, match="not the invocation token"):
+            await box.invoke(wrong, "main")
+        with pytest.raises(BentoError, match="not the invocation token"):
+            await box.sessions(wrong)
+        with pytest.raises(BentoError, match="not the shutdown token"):
+            await box.shutdown(wrong)
+    session_id = await box.invoke(mine, "main")
+    with pytest.raises(BentoError, match="not the invocation token"):
+        await box.session(borrowed, session_id)
+    with pytest.raises(BentoError, match="refused|invocation token"):
+        stream = await box.attach(forged, session_id)
+        await stream.receive()
+
+    # Nothing above disturbed the function: its own tokens still work.
+    output, ended = await run(box, mine, "main", "still here")
+    assert output == b"hello still here\n" and ended.state is SessionState.COMPLETED
+
+    stopped = await box.shutdown(mine)
+    assert stopped.function_id == mine.function_id
+    with pytest.raises(BentoError, match="no function"):
+        await box.invoke(mine, "main")
+    with pytest.raises(BentoError, match="no session"):
+        await box.session(mine, session_id)
+    with pytest.raises(BentoError, match="no function"):
+        await box.shutdown(mine)  # a shutdown token is single-use: its function is gone
+    await box.shutdown(theirs)
+
+
+async def test_bad_code_and_crashing_functions_get_clear_errors(box: Box) -> None:
+    with pytest.raises(BentoError, match="syntax error in main.py line 2"):
+        await deploy(box, "def main():\n    return (\n", "syntax")
+    with pytest.raises(BentoError, match="not a Python module name"):
+        await box.deploy(b"x = 1", Manifest.model_construct(name="x", module="no such", description=""))
+
+    broken = await deploy(box, BROKEN, "broken")
+    with pytest.raises(BentoError, match="no entry point 'missing' .*fail, not_json, vanish"):
+        await box.invoke(broken, "missing")
+
+    output, ended = await run(box, broken, "fail", "on purpose")
+    assert output == b"about to fail\n"
+    assert ended.state is SessionState.ERROR and ended.error is not None
+    assert ended.error.type == "ValueError" and ended.error.message == "on purpose"
+    assert "raise ValueError(message)" in ended.error.traceback
+
+    _, ended = await run(box, broken, "vanish", 3)
+    assert ended.state is SessionState.ERROR and "exit status 3" in ended.reason
+
+    _, ended = await run(box, broken, "not_json")
+    assert ended.error is not None and ended.error.type == "TypeError" and "JSON" in ended.error.message
+
+    # The box serves everyone else throughout.
+    hello = await deploy(box, HELLO, "after-the-crashes")
+    output, ended = await run(box, hello, "main")
+    assert output == b"hello world\n" and ended.state is SessionState.COMPLETED
+    await box.shutdown(broken)
+    await box.shutdown(hello)
+
+
+async def test_an_oversize_upload_is_refused_and_nothing_is_kept(box: Box) -> None:
+    descriptor = await box.descriptor()
+    limit = descriptor.policy["max_upload_bytes"]
+    padding = "#" * (limit + 1)
+    with pytest.raises(BentoError, match="at most"):
+        await deploy(box, HELLO + padding, "too-big")
+
+
+async def test_functions_do_not_survive_a_server_restart(testnet: Testnet, box_node: Node) -> None:
+    """Decided: functions, sessions and tokens live in the server's memory only.
+
+    A restart drops them all (and deletes their code); the onion address stays, the
+    boot id changes, and clients are told to deploy again.
+    """
+    assert box_node.bento_onion is not None
+    async with Box(box_node.bento_onion, socks=testnet.socks_address) as box:
+        before = await box.descriptor()
+        deployment: Deployment = await deploy(box, HELLO, "ephemeral")
+    code_dir = f"{box_node.bento_dir}/functions/{deployment.function_id}"
+
+    await asyncio.to_thread(testnet.restart_box, box_node.nickname)
+
+    async with Box(box_node.bento_onion, socks=testnet.socks_address) as box:
+        after = await box.descriptor()
+        assert after.onion == before.onion and after.boot_id != before.boot_id
+        with pytest.raises(BentoError, match=f"box restarted.*boot id is now {after.boot_id}"):
+            await box.invoke(deployment, "main")
+        again = await deploy(box, HELLO, "redeployed")
+        output, _ = await run(box, again, "main")
+        assert output == b"hello world\n"
+        await box.shutdown(again)
+    assert not Path(code_dir).exists()
