@@ -10,7 +10,6 @@ command line (the path of its own config file), and is only ever signalled after
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import os
 import signal
 import subprocess
