@@ -4,17 +4,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from bento.cli.output import console, step
 from bento.cli.testnet import print_status
+from bento.client.box import Box
+from bento.client.discovery import discover
+from bento.errors import BentoError
+from bento.protocol.manifest import Manifest
 from bento.tor.testnet import Testnet, TestnetConfig
 from bento.tor.testnet.site import LocalSite
 from bento.tor.testnet.trace import fetch_with_path
+
+# The function the demo deploys: it greets, then shouts back every line it is sent.
+SHOUT = '''\
+from bento.runtime import api
+
+
+def shout(name):
+    api.send(f"hello {name}, I am running on a Tor relay\\n")
+    lines = 0
+    while (line := api.recv()) is not None:
+        api.send(line.upper())
+        lines += 1
+    return {"lines": lines}
+'''
 
 
 def register(commands: Any) -> None:
@@ -29,35 +50,96 @@ def say(text: str) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     say(
         "Bento runs on Tor. This demo starts a private Tor network made of real tor "
-        "processes on this machine (127.0.0.1 only: no traffic leaves it)."
+        "processes on this machine (127.0.0.1 only: no traffic leaves it), with a Bento "
+        "server beside two of its relays."
     )
     with tempfile.TemporaryDirectory(prefix="bento-demo-") as tmp:
-        config = TestnetConfig(directory=Path(tmp) / "testnet", owner_pid=os.getpid())
+        config = TestnetConfig(directory=Path(tmp) / "testnet", bento_boxes=2, owner_pid=os.getpid())
         started = time.monotonic()
         with Testnet.start(config, progress=step) as net:
             say(
                 f"The network is up after {time.monotonic() - started:.1f} s: 3 directory "
-                "authorities vote on a consensus that lists 5 relays (3 of them exits), and a "
-                "Tor client has built a circuit through them."
+                "authorities vote on a consensus that lists 5 relays (3 of them exits); two exits "
+                "run Bento; a Tor client has built circuits through them."
             )
             print_status(net.status())
-            asyncio.run(_fetch_page(net))
-        say("Stopping the network: every tor process it started is gone, and its state removed.")
+            asyncio.run(_tour(net))
+        say("Stopping the network: every tor and Bento process it started is gone, its state removed.")
     console.print("\n[green]Demo finished.[/green]")
     return 0
+
+
+async def _tour(net: Testnet) -> None:
+    await _fetch_page(net)
+
+    say(
+        "Finding Bento boxes needs no central server: a box advertises `bento=<onion address>` "
+        "in its relay's ContactInfo, which every Tor client already downloads."
+    )
+    boxes = await asyncio.to_thread(discover, net.control_address)
+    table = Table()
+    for column in ("nickname", "fingerprint", "onion address"):
+        table.add_column(column, no_wrap=True)
+    for found in boxes:
+        table.add_row(found.nickname, found.fingerprint, f"{found.onion}.onion")
+    console.print(table)
+    info = boxes[0]
+
+    async with Box(info.onion, socks=net.socks_address, info=info) as box:
+        descriptor = await box.descriptor()
+        say(
+            f"We pick {info.nickname} and fetch its descriptor over Tor. It is signed by the key "
+            f"behind {info.onion[:16]}….onion and names relay {descriptor.relay_fingerprint[:16]}…, "
+            "the relay that advertised it: verified."
+        )
+        say("We upload this function, over Tor, to the box:")
+        console.print(SHOUT, markup=False, highlight=False)
+        deployment = await box.deploy(SHOUT.encode(), Manifest(name="shout"))
+        say(
+            f"The box answers with a function id ({deployment.function_id}) and two secret "
+            "tokens: one to invoke the function, one to shut it down. It keeps only their hashes."
+        )
+
+        session_id = await box.invoke(deployment, "shout", ["newcomer"])
+        say(f"We invoke shout('newcomer'): session {session_id}. We talk to it:")
+        async with await box.attach(deployment, session_id) as stream:
+            console.print(f"   [green]box says:[/green] {(await _line(stream)).rstrip()}")
+            for line in ("bento boxes run code on relays", "every byte went over tor"):
+                console.print(f"   [blue]we send:[/blue]  {line}")
+                await stream.send(line + "\n")
+                console.print(f"   [green]box says:[/green] {(await _line(stream)).rstrip()}")
+            await stream.close_input()
+            while await stream.receive() is not None:
+                pass
+        assert stream.ended is not None
+        say(f"The session ended ({stream.ended.state.value}) and returned {json.dumps(stream.ended.result)}.")
+
+        await box.shutdown(deployment)
+        say("We shut the function down with its shutdown token: code, sessions and tokens are gone.")
+        try:
+            await box.invoke(deployment, "shout", ["again"])
+        except BentoError as exc:
+            console.print(f"   invoking it again: [red]{exc.message}[/red]")
+
+
+async def _line(stream: Any) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = await asyncio.wait_for(stream.receive(), 120)
+        if chunk is None:
+            break
+        data += chunk
+    return data.decode()
 
 
 async def _fetch_page(net: Testnet) -> None:
     page = b"<html><body><h1>Hello from 127.0.0.1</h1></body></html>"
     async with LocalSite({"/": page}) as site:
         say(
-            f"A small web server is listening on {site.url}. We fetch it through the client's "
-            f"SOCKS port ({net.socks_address}), so the request crosses three relays and leaves "
-            "Tor at an exit."
+            f"First, plain Tor: a small web server listens on {site.url}; we fetch it through "
+            f"the client's SOCKS port ({net.socks_address}), across relays, out of an exit."
         )
         body, path = await fetch_with_path(net.control_address, net.socks_address, site.url)
-        hops = " -> ".join(["you", *path, f"{site.url}"])
-        say(f"Fetched {len(body)} bytes over this circuit: {hops}")
         if body != page:
-            raise RuntimeError("the page came back altered")
-        console.print(f"   [dim]{body.decode()}[/dim]")
+            raise BentoError("the page came back altered")
+        say(f"Fetched {len(body)} bytes over the circuit: {' -> '.join(['you', *path, site.url])}")
