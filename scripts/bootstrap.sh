@@ -13,6 +13,10 @@ command -v tor >/dev/null 2>&1 || missing+=(tor)
 command -v tor-gencert >/dev/null 2>&1 || missing+=(tor)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)
+command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+# Functions run on the system's Python inside the sandbox (standard library only).
+[[ -x /usr/bin/python3 ]] || missing+=(python3)
 if ((${#missing[@]})); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then

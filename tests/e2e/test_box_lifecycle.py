@@ -16,7 +16,9 @@ from support import TIMEOUT, deploy, drain, run
 
 from bento.client.box import Box
 from bento.client.discovery import discover, resolve
+from bento.protocol.manifest import Manifest
 from bento.protocol.messages import SessionState
+from bento.protocol.policy import Needs
 from bento.tor.testnet import Node, Role, Testnet
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 2)]
@@ -54,7 +56,9 @@ def test_the_cli_deploys_invokes_and_shuts_down_hello_world(testnet: Testnet, tm
             [*bento, *args], env=env, input=stdin, capture_output=True, text=True, timeout=TIMEOUT
         )
 
-    boxes = json.loads(cli("boxes", "--json").stdout)
+    listed_boxes = cli("boxes", "--json")
+    assert listed_boxes.returncode == 0, listed_boxes.stderr
+    boxes = json.loads(listed_boxes.stdout)
     assert {b["nickname"] for b in boxes} == {"exit0", "exit1"}
     deployed = cli("deploy", str(source), "--box", "exit0", "--json")
     assert deployed.returncode == 0, deployed.stderr
@@ -133,7 +137,9 @@ async def test_detach_mid_stream_then_reattach_loses_and_repeats_nothing(box: Bo
 
 
 async def test_fifty_concurrent_sessions_on_one_box(box: Box) -> None:
-    deployment = await deploy(box, SLOW, "slow")
+    deployment = await box.deploy(
+        SLOW.encode(), Manifest(name="slow", needs=Needs(instances=50, memory_mb=64))
+    )
     results = await asyncio.gather(*(run(box, deployment, "nap", 1.0, f"tag{i}") for i in range(50)))
     for i, (output, ended) in enumerate(results):
         assert ended.state is SessionState.COMPLETED, ended.reason

@@ -15,6 +15,7 @@ from bento.client.keyring import Deployment
 from bento.errors import BentoError
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import SessionState
+from bento.sandbox.launch import work_dir_of
 from bento.server.tokens import new_token
 from bento.tor.testnet import Node, Testnet
 
@@ -94,7 +95,7 @@ async def test_bad_code_and_crashing_functions_get_clear_errors(box: Box) -> Non
 
 async def test_an_oversize_upload_is_refused_and_nothing_is_kept(box: Box) -> None:
     descriptor = await box.descriptor()
-    limit = descriptor.policy["max_upload_bytes"]
+    limit = descriptor.policy.max_upload_bytes
     padding = "#" * (limit + 1)
     with pytest.raises(BentoError, match="at most"):
         await deploy(box, HELLO + padding, "too-big")
@@ -110,7 +111,9 @@ async def test_functions_do_not_survive_a_server_restart(testnet: Testnet, box_n
     async with Box(box_node.bento_onion, socks=testnet.socks_address) as box:
         before = await box.descriptor()
         deployment: Deployment = await deploy(box, HELLO, "ephemeral")
-    code_dir = f"{box_node.bento_dir}/functions/{deployment.function_id}"
+    assert box_node.bento_dir is not None
+    code_dir = work_dir_of(Path(box_node.bento_dir)) / "functions" / deployment.function_id
+    assert code_dir.exists()
 
     await asyncio.to_thread(testnet.restart_box, box_node.nickname)
 
@@ -123,4 +126,4 @@ async def test_functions_do_not_survive_a_server_restart(testnet: Testnet, box_n
         output, _ = await run(box, again, "main")
         assert output == b"hello world\n"
         await box.shutdown(again)
-    assert not Path(code_dir).exists()
+    assert not code_dir.exists()

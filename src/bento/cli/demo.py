@@ -24,7 +24,7 @@ from bento.tor.testnet.site import LocalSite
 from bento.tor.testnet.trace import fetch_with_path
 
 # The function the demo deploys: it greets, then shouts back every line it is sent.
-SHOUT = '''\
+SHOUT = """\
 from bento.runtime import api
 
 
@@ -35,7 +35,7 @@ def shout(name):
         api.send(line.upper())
         lines += 1
     return {"lines": lines}
-'''
+"""
 
 
 def register(commands: Any) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bento.protocol.policy import NodePolicy
 from bento.tor import onion
 
 FORMAT = "bento-descriptor-1"
@@ -23,8 +23,8 @@ class Runtime(BaseModel):
 
     language: str = "python"
     python: str = Field(description="the Python version functions run on")
-    isolation: str = Field(description="how instances are confined on this box, in words")
-    sgx: bool = Field(default=False, description="whether functions can run in an SGX enclave here")
+    isolation: dict[str, str] = Field(description="each limit, and how this host enforces it (or not)")
+    sgx: bool = Field(default=False, description="whether functions can run in an SGX enclave here (not yet)")
 
 
 class Descriptor(BaseModel):
@@ -37,7 +37,7 @@ class Descriptor(BaseModel):
     server_version: str
     boot_id: str = Field(description="changes at every server restart; functions do not survive one")
     published: float
-    policy: dict[str, Any] = Field(description="the node policy: what functions may do here")
+    policy: NodePolicy = Field(description="the node policy: what functions may do here")
     runtime: Runtime
 
     def signed_bytes(self) -> bytes:

@@ -1,8 +1,7 @@
-"""What a function declares it needs.
+"""A function's manifest: its name, the module to load, and what it needs.
 
-The manifest travels with the code at upload. The node policy that bounds it (and the
-sandbox that enforces it) grow with the sandbox; today it names the function and the
-module to load.
+The manifest travels with the code at upload. A box admits it only if its ``needs`` fit
+the box's node policy (bento.protocol.policy), then enforces those needs in the sandbox.
 """
 
 from __future__ import annotations
@@ -10,6 +9,8 @@ from __future__ import annotations
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bento.protocol.policy import Needs
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -24,6 +25,7 @@ class Manifest(BaseModel):
         description="the module to import: a single uploaded file is always saved as this module",
     )
     description: str = Field(default="", max_length=2000)
+    needs: Needs = Field(default_factory=Needs, description="resources and capabilities it asks for")
 
     @field_validator("module")
     @classmethod

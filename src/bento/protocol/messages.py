@@ -60,6 +60,26 @@ class SessionState(StrEnum):
     KILLED = "killed"
 
 
+class EndCause(StrEnum):
+    """Why a session ended."""
+
+    COMPLETED = "completed"  # the function returned
+    ERROR = "error"  # it raised, or its process died
+    MEMORY = "memory"  # killed: over its memory limit
+    CPU = "cpu"  # killed: over its CPU-time limit
+    WALL = "wall"  # killed: over its wall-clock limit
+    OUTPUT = "output"  # killed: sent more than its output limit
+    POLICY = "policy"  # killed: broke the sandbox's rules (e.g. the channel protocol)
+    SHUTDOWN = "shutdown"  # killed: its function was shut down, or the server stopped
+
+
+class ResourceUsage(Strict):
+    cpu_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
 class FunctionError(Strict):
     type: str
     message: str
@@ -76,6 +96,9 @@ class SessionInfo(Strict):
     bytes_out: int = Field(description="bytes the function has sent")
     bytes_in: int = Field(description="bytes the client has sent")
     buffered: int = Field(description="output bytes not yet acknowledged by a client")
+    cause: EndCause | None = Field(default=None, description="why it ended, once it has")
+    reason: str = ""
+    usage: ResourceUsage = Field(default_factory=ResourceUsage)
 
 
 class SessionList(Strict):
@@ -117,6 +140,8 @@ class Ended(Strict):
 
     type: Literal["end"] = "end"
     state: SessionState
+    cause: EndCause
     result: Any = None
     error: FunctionError | None = None
     reason: str = ""
+    usage: ResourceUsage = Field(default_factory=ResourceUsage)

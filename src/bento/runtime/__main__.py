@@ -7,6 +7,7 @@ server is shared with this process but that socket.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import socket
@@ -17,6 +18,7 @@ from typing import Any
 from bento.protocol.frames import MAX_PAYLOAD, Frame, FrameError, decode_json, encode
 from bento.runtime import api
 from bento.runtime.channel import Channel
+from bento.runtime.confine import install_filter
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
@@ -30,6 +32,9 @@ def run(channel: Channel) -> None:
         raise FrameError("the first frame must be START")
     start = decode_json(first[1])
     api._bind(channel)
+    if start.get("seccomp"):
+        # Before anything of the function runs: from here on, only what it declared.
+        install_filter(base64.b64decode(start["seccomp"]))
     sys.path.insert(0, start["code_dir"])
     try:
         module = importlib.import_module(start["module"])

@@ -23,7 +23,6 @@ from bento.protocol.descriptor import SignedDescriptor
 from bento.protocol.messages import (
     Ack,
     Attached,
-    Ended,
     ErrorBody,
     InputEnd,
     InvokeRequest,
@@ -74,7 +73,7 @@ def _json(model: BaseModel, status: int = 200) -> JSONResponse:
 
 
 def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -> Starlette:
-    upload_limit = registry.config.max_upload_bytes * 4 // 3 + JSON_LIMIT  # base64, plus the manifest
+    upload_limit = registry.policy.max_upload_bytes * 4 // 3 + JSON_LIMIT  # base64, plus the manifest
 
     async def get_descriptor(request: Request) -> Response:
         return _json(descriptor())
@@ -183,8 +182,7 @@ async def _send_output(session: Session, websocket: WebSocket) -> None:
     while (data := await session.output.read(offset)) is not None:
         await websocket.send_bytes(data)
         offset += len(data)
-    end = Ended(state=session.state, result=session.result, error=session.error, reason=session.reason)
-    await websocket.send_text(end.model_dump_json())
+    await websocket.send_text(session.ended_event().model_dump_json())
 
 
 async def _receive_input(session: Session, websocket: WebSocket) -> None:

@@ -4,7 +4,11 @@
 control = "127.0.0.1:9051"      # the relay's control port
 state_dir = "/var/lib/bento"
 listen = "203.0.113.5:8080"     # optional: also reachable by circuits exiting here
-max_upload_bytes = 10_485_760
+
+[policy]                        # the node policy: see docs/operator.md
+total_memory_mb = 2048
+[policy.instance]
+memory_mb = 256
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bento.errors import BentoError
+from bento.protocol.policy import NodePolicy
 
 
 class ServerConfig(BaseModel):
@@ -27,15 +32,13 @@ class ServerConfig(BaseModel):
     advertise: bool = Field(default=True, description="add bento=<onion> to the relay's ContactInfo")
     api_port: int = Field(default=0, ge=0, le=65535, description="local port behind the onion; 0 picks one")
     listen: str | None = Field(default=None, description="also serve the API on this host:port")
-    max_upload_bytes: int = Field(default=10 << 20, gt=0, description="largest code upload accepted")
+    policy: NodePolicy = Field(default_factory=NodePolicy, description="what functions may do here")
     session_buffer_bytes: int = Field(
         default=4 << 20, gt=0, description="output held per session for a slow or absent client"
     )
-    session_wall_seconds: float = Field(default=3600, gt=0, description="a session is killed after this")
     session_retention_seconds: float = Field(
         default=600, gt=0, description="how long an ended session can still be attached to"
     )
-    max_sessions: int = Field(default=256, gt=0, description="running sessions on this box at once")
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict[str, Any]) -> ServerConfig:

@@ -26,6 +26,7 @@ from bento.protocol.descriptor import SignedDescriptor
 from bento.server import descriptor, identity, tokens
 from bento.server.api import create_app
 from bento.server.config import ServerConfig
+from bento.sandbox.launch import SandboxHost
 from bento.server.registry import Registry
 from bento.tor import advert, control, onion
 from bento.tor.control import parse_address
@@ -47,7 +48,8 @@ class BentoServer:
         self.config = config
         self.identity = identity.load_or_create(config.state_dir)
         self.boot_id = tokens.new_id()
-        self.registry = Registry(config, self.boot_id)
+        self.sandbox = SandboxHost(config.policy, config.state_dir)
+        self.registry = Registry(config, self.boot_id, self.sandbox)
         self._fingerprint = ""
         self._nickname = ""
         self._descriptor: SignedDescriptor | None = None
@@ -60,6 +62,8 @@ class BentoServer:
                 fingerprint=self._fingerprint,
                 nickname=self._nickname,
                 boot_id=self.boot_id,
+                enforced=self.sandbox.enforced(),
+                python=self.sandbox.python_version,
             )
         return self._descriptor
 
@@ -121,6 +125,7 @@ class BentoServer:
             for sock in sockets:
                 sock.close()
             ctl.close()
+            self.sandbox.close()
             with contextlib.suppress(FileNotFoundError):
                 (self.config.state_dir / STATUS_FILE).unlink()
 

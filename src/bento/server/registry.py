@@ -19,6 +19,8 @@ from bento.protocol.messages import CodeKind, SessionState
 from bento.server import code, tokens
 from bento.server.config import ServerConfig
 from bento.server.session import Session
+from bento.sandbox.launch import SandboxHost
+from bento.protocol.policy import violations
 
 
 class BoxError(Exception):
@@ -51,10 +53,12 @@ class Deployed:
 class Registry:
     """Every function and session of this box; owns the tasks that run sessions."""
 
-    def __init__(self, config: ServerConfig, boot_id: str) -> None:
+    def __init__(self, config: ServerConfig, boot_id: str, sandbox: SandboxHost) -> None:
         self.config = config
+        self.policy = config.policy
+        self.sandbox = sandbox
         self.boot_id = boot_id
-        self.root = config.state_dir / "functions"
+        self.root = sandbox.root / "functions"
         self.functions: dict[str, Function] = {}
         self.sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -63,22 +67,33 @@ class Registry:
         """Remove code left by a previous run: functions do not survive a restart."""
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(mode=0o700, parents=True)
+        self.sandbox.share(self.root)
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def deploy(self, manifest: Manifest, kind: CodeKind, encoded: str) -> Deployed:
+        problems = violations(manifest.needs, self.policy)
+        if problems:
+            raise BoxError(
+                403,
+                "exceeds-policy",
+                "the manifest asks for more than this box's policy allows: " + "; ".join(problems),
+                "lower the manifest's needs, or pick a box that fits (`bento boxes --fits MANIFEST`)",
+            )
         raw = code.decode(encoded) if encoded else b""
-        if len(raw) > self.config.max_upload_bytes:
+        limit = self.policy.max_upload_bytes
+        if len(raw) > limit:
             raise BoxError(
                 413,
                 "upload-too-large",
-                f"the code is {len(raw)} bytes; this box accepts at most {self.config.max_upload_bytes}",
+                f"the code is {len(raw)} bytes; this box accepts at most {limit}",
                 "make the upload smaller, or choose a box with a larger limit",
             )
         function_id = tokens.new_id()
         target = self.root / function_id
         try:
-            entry_points = code.install(raw, kind, manifest, target / "code", self.config.max_upload_bytes)
+            entry_points = code.install(raw, kind, manifest, target / "code", limit)
+            self.sandbox.share(target)
         except code.CodeError as exc:
             shutil.rmtree(target, ignore_errors=True)
             raise BoxError(422, "bad-code", str(exc), "fix the code and deploy again") from None
@@ -119,27 +134,36 @@ class Registry:
             raise BoxError(
                 404, "unknown-entry", f"the function has no entry point {entry!r} (it has: {listed})"
             )
-        running = sum(1 for s in self.sessions.values() if not s.ended)
-        if running >= self.config.max_sessions:
-            raise BoxError(
-                503,
-                "box-full",
-                f"this box runs at most {self.config.max_sessions} sessions at once",
-                "try again later, or use another box",
-            )
+        self._admit(function)
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
         function.sessions[session.id] = session
         self.sessions[session.id] = session
-        self._own(
-            session.run(
-                str(function.code_dir),
-                function.manifest.module,
-                args,
-                kwargs,
-                self.config.session_wall_seconds,
-            )
-        )
+        self._own(session.run(self.sandbox, function.code_dir, function.manifest, args, kwargs))
         return session
+
+    def _admit(self, function: Function) -> None:
+        """Refuse an instance that would take Bento, or this function, past the policy."""
+        needs = function.manifest.needs
+        running = [s for s in self.sessions.values() if not s.ended]
+        mine = sum(1 for s in running if s.function_id == function.id)
+        if mine >= min(needs.instances, self.policy.instances_per_function):
+            raise BoxError(
+                503, "function-busy",
+                f"the function already runs {mine} instances, as many as its manifest asks for",
+                "wait for a session to end, or deploy with a larger needs.instances",
+            )  # fmt: skip
+        memory = sum(self.functions[s.function_id].manifest.needs.memory_mb for s in running
+                     if s.function_id in self.functions)  # fmt: skip
+        if (
+            len(running) >= self.policy.instances_total
+            or memory + needs.memory_mb > self.policy.total_memory_mb
+        ):
+            raise BoxError(
+                503, "box-full",
+                f"this box is at its limit ({len(running)} instances, {memory} MB of "
+                f"{self.policy.total_memory_mb} MB promised)",
+                "try again later, or use another box",
+            )  # fmt: skip
 
     def session(self, session_id: str, token: str | None) -> Session:
         session = self.sessions.get(session_id)
@@ -159,8 +183,8 @@ class Registry:
         stopped = 0
         for session in function.sessions.values():
             self.sessions.pop(session.id, None)
-            if not session.ended and session.instance is not None:
-                session.instance.kill()
+            if not session.ended:
+                session.kill("its function was shut down")
                 stopped += 1
         for session in function.sessions.values():
             await session.done.wait()

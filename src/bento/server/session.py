@@ -1,16 +1,23 @@
-"""A session: one invocation of a function, its instance, and its output stream."""
+"""A session: one invocation of a function, its sandboxed instance, and its output stream."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from bento.protocol.frames import HEADER, Frame, FrameError, decode_header, decode_json, encode, encode_json
-from bento.protocol.messages import FunctionError, SessionInfo, SessionState
+from bento.protocol.manifest import Manifest
+from bento.protocol.messages import EndCause, Ended, FunctionError, ResourceUsage, SessionInfo, SessionState
+from bento.sandbox.launch import Exited, Instance, SandboxHost, SandboxUnavailable, encode_filter
 from bento.server.buffer import OutputBuffer
-from bento.server.instance import Instance, describe_exit
+
+_STATE = {EndCause.COMPLETED: SessionState.COMPLETED, EndCause.ERROR: SessionState.ERROR}
+_MB = 1 << 20
 
 
 class Session:
@@ -21,89 +28,83 @@ class Session:
         self.started_at = time.time()
         self.ended_at: float | None = None
         self.state = SessionState.RUNNING
+        self.cause: EndCause | None = None
         self.result: Any = None
         self.error: FunctionError | None = None
         self.reason = ""
+        self.usage = ResourceUsage()
         self.output = OutputBuffer(buffer_bytes)
-        self.bytes_in = 0
         self.instance: Instance | None = None
         self.attachment: object | None = None  # the one client connection attached, if any
         self.done = asyncio.Event()
         self.started = asyncio.Event()  # set once the instance exists (or failed to)
+        self._writer: asyncio.StreamWriter | None = None
         self._input_lock = asyncio.Lock()
+        self._verdict: tuple[EndCause, str] | None = None  # set when we decide to kill it
 
     @property
     def ended(self) -> bool:
         return self.state is not SessionState.RUNNING
 
     def info(self) -> SessionInfo:
+        self.usage.bytes_out = self.output.end
         return SessionInfo(
-            session_id=self.id,
-            entry=self.entry,
-            state=self.state,
-            attached=self.attachment is not None,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            bytes_out=self.output.end,
-            bytes_in=self.bytes_in,
-            buffered=self.output.held,
-        )
+            session_id=self.id, entry=self.entry, state=self.state, attached=self.attachment is not None,
+            started_at=self.started_at, ended_at=self.ended_at, bytes_out=self.output.end,
+            bytes_in=self.usage.bytes_in, buffered=self.output.held, cause=self.cause, reason=self.reason,
+            usage=self.usage,
+        )  # fmt: skip
+
+    def ended_event(self) -> Ended:
+        assert self.cause is not None
+        return Ended(
+            state=self.state, cause=self.cause, result=self.result, error=self.error, reason=self.reason,
+            usage=self.usage,
+        )  # fmt: skip
 
     # --- driving the instance ---------------------------------------------------------
 
-    async def run(
-        self, code_dir: str, module: str, args: list[Any], kwargs: dict[str, Any], wall_seconds: float
-    ) -> None:
-        """Start the instance and pump its frames until it exits. Owned by the supervisor."""
+    async def run(self, sandbox: SandboxHost, code_dir: Path, manifest: Manifest, args: list[Any],
+                  kwargs: dict[str, Any]) -> None:  # fmt: skip
+        """Start the sandboxed instance and pump its frames until it exits. Owned by the registry."""
+        needs = manifest.needs
+        ours, theirs = socket.socketpair()
         try:
-            self.instance = await Instance.start_in(code_dir)
-        except OSError as exc:
-            await self._finish(SessionState.ERROR, reason=f"the instance could not start: {exc}")
+            self.instance = await sandbox.spawn(code_dir, needs, theirs.fileno())
+        except (OSError, SandboxUnavailable) as exc:
+            ours.close()
+            await self._finish(EndCause.ERROR, reason=f"the sandbox could not start: {exc}")
             return
         finally:
+            theirs.close()
             self.started.set()
         instance = self.instance
-        stderr = asyncio.ensure_future(instance.drain_stderr())
+        reader, self._writer = await asyncio.open_connection(sock=ours, limit=2 << 20)
+        stderr = asyncio.ensure_future(_drain(instance))
+        start = {
+            "code_dir": "/function", "module": manifest.module, "entry": self.entry, "args": args,
+            "kwargs": kwargs, "seccomp": encode_filter(sandbox.manifest_filter(needs)),
+        }  # fmt: skip
         try:
-            start = {
-                "code_dir": code_dir,
-                "module": module,
-                "entry": self.entry,
-                "args": args,
-                "kwargs": kwargs,
-            }
-            instance.writer.write(encode_json(Frame.START, start))
-            async with asyncio.timeout(wall_seconds):
-                await self._pump(instance)
-                returncode = await instance.process.wait()
+            self._writer.write(encode_json(Frame.START, start))
+            async with asyncio.timeout(needs.wall_seconds):
+                await self._pump(reader, needs.output_mb * _MB)
+                await instance.wait()
         except TimeoutError:
-            instance.kill()
-            await self._finish(SessionState.KILLED, reason=f"wall-clock limit of {wall_seconds:g} s reached")
+            self._verdict = (EndCause.WALL, f"wall-clock limit of {needs.wall_seconds} s reached")
         except (FrameError, ValueError) as exc:
-            instance.kill()
-            await self._finish(SessionState.KILLED, reason=f"protocol violation by the instance: {exc}")
+            self._verdict = (EndCause.POLICY, f"broke the instance protocol: {exc}")
         except asyncio.CancelledError:
-            instance.kill()
-            await self._finish(SessionState.KILLED, reason="stopped by the server")
+            self._verdict = (EndCause.SHUTDOWN, "stopped by the server")
             raise
-        else:
-            if not self.ended:
-                tail = await stderr
-                detail = f"; its last words: {tail.strip()[-1000:]}" if tail.strip() else ""
-                await self._finish(
-                    SessionState.ERROR,
-                    reason=f"the function's process ended with {describe_exit(returncode)} "
-                    f"before returning{detail}",
-                )
         finally:
             instance.kill()
-            await instance.process.wait()
-            stderr.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stderr
+            exited = await instance.wait()
+            self._writer.close()
+            tail = await stderr
+            await self._conclude(exited, needs.cpu_seconds, tail)
 
-    async def _pump(self, instance: Instance) -> None:
-        reader = instance.reader
+    async def _pump(self, reader: asyncio.StreamReader, output_limit: int) -> None:
         while True:
             try:
                 kind, length = decode_header(await reader.readexactly(HEADER.size))
@@ -111,45 +112,104 @@ class Session:
             except (asyncio.IncompleteReadError, ConnectionError):
                 return  # the instance closed its end: it is exiting
             if kind is Frame.OUTPUT:
+                if self.output.end + len(payload) > output_limit:
+                    self._verdict = (
+                        EndCause.OUTPUT,
+                        f"sent more than its output limit of {output_limit} bytes",
+                    )
+                    return
                 await self.output.put(payload)  # waits while the client is behind
             elif kind is Frame.RESULT:
-                await self._finish(SessionState.COMPLETED, result=decode_json(payload).get("value"))
+                self.result = decode_json(payload).get("value")
+                self._verdict = self._verdict or (EndCause.COMPLETED, "")
             elif kind is Frame.ERROR:
-                error = FunctionError.model_validate(decode_json(payload))
-                await self._finish(SessionState.ERROR, error=error, reason=f"{error.type}: {error.message}")
+                self.error = FunctionError.model_validate(decode_json(payload))
+                cause = EndCause.MEMORY if self.error.type == "MemoryError" else EndCause.ERROR
+                self._verdict = self._verdict or (cause, f"{self.error.type}: {self.error.message}")
             else:
                 raise FrameError(f"unexpected {kind.name} frame from the instance")
 
-    async def _finish(
-        self, state: SessionState, *, result: Any = None, error: FunctionError | None = None, reason: str = ""
-    ) -> None:
+    async def _conclude(self, exited: Exited, cpu_limit: int, stderr_tail: str) -> None:
+        """Say why the session ended, from what we decided and what the kernel reports."""
+        self.usage.cpu_seconds = round(exited.usage.cpu_seconds, 3)
+        self.usage.peak_memory_bytes = exited.usage.peak_memory_bytes
+        if exited.oom_killed and (self._verdict is None or self._verdict[0] is not EndCause.COMPLETED):
+            verdict = (EndCause.MEMORY, "killed: over its memory limit")
+        elif self._verdict is not None:
+            verdict = self._verdict
+        elif exited.usage.cpu_seconds >= cpu_limit - 0.05 or _signalled(exited.returncode, signal.SIGXCPU):
+            verdict = (EndCause.CPU, f"killed: over its CPU-time limit of {cpu_limit} s")
+        else:
+            last = f"; its last words: {stderr_tail.strip()[-1000:]}" if stderr_tail.strip() else ""
+            verdict = (EndCause.ERROR, f"the function's process ended with {_describe(exited.returncode)} "
+                       f"before returning{last}")  # fmt: skip
+        await self._finish(*verdict)
+
+    async def _finish(self, cause: EndCause, reason: str = "") -> None:
         if self.ended:
             return
-        self.state, self.result, self.error, self.reason = state, result, error, reason
+        self.cause, self.reason = cause, reason
+        self.state = _STATE.get(cause, SessionState.KILLED)
+        self.usage.bytes_out = self.output.end
         self.ended_at = time.time()
         await self.output.close()
         self.done.set()
+
+    def kill(self, reason: str) -> None:
+        if self.instance is not None and not self.ended:
+            self._verdict = self._verdict or (EndCause.SHUTDOWN, reason)
+            self.instance.kill()
 
     # --- input from the client ---------------------------------------------------------
 
     async def send_input(self, data: bytes) -> None:
         """Forward client bytes to the function; waits while the function is not reading."""
         await self.started.wait()
-        if self.ended or self.instance is None:
+        if self.ended or self._writer is None:
             return
         async with self._input_lock:
-            self.bytes_in += len(data)
+            self.usage.bytes_in += len(data)
             view = memoryview(data)
             with contextlib.suppress(ConnectionError):
                 for start in range(0, len(view), 1 << 20):
-                    self.instance.writer.write(encode(Frame.INPUT, bytes(view[start : start + (1 << 20)])))
-                    await self.instance.writer.drain()
+                    self._writer.write(encode(Frame.INPUT, bytes(view[start : start + (1 << 20)])))
+                    await self._writer.drain()
 
     async def close_input(self) -> None:
         await self.started.wait()
-        if self.ended or self.instance is None:
+        if self.ended or self._writer is None:
             return
         async with self._input_lock:
             with contextlib.suppress(ConnectionError):
-                self.instance.writer.write(encode(Frame.EOF))
-                await self.instance.writer.drain()
+                self._writer.write(encode(Frame.EOF))
+                await self._writer.drain()
+
+
+async def _drain(instance: Instance, limit: int = 4096) -> str:
+    """Read the instance's stderr all along (a full pipe would block it); keep the end."""
+    assert instance.process.stderr is not None
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), instance.process.stderr
+    )
+    tail = b""
+    try:
+        while chunk := await reader.read(65536):
+            tail = (tail + chunk)[-limit:]
+    finally:
+        transport.close()
+    return tail.decode(errors="replace")
+
+
+def _signalled(returncode: int, sig: signal.Signals) -> bool:
+    # bubblewrap reports a child killed by a signal as 128 + the signal's number.
+    return returncode in (-sig, 128 + sig)
+
+
+def _describe(returncode: int) -> str:
+    for code in (-returncode, returncode - 128):
+        if 0 < code < 65:
+            with contextlib.suppress(ValueError):
+                return f"signal {signal.Signals(code).name}"
+    return f"exit status {returncode}"

@@ -1,0 +1,129 @@
+"""Node policies and function needs: one vocabulary for what a function may do.
+
+The operator writes a :class:`NodePolicy` (TOML, published in the box's descriptor);
+a function declares its :class:`Needs` in its manifest. A box admits a function only if
+every need fits the policy (:func:`violations` lists each one that does not), and the
+sandbox then enforces the *needs*, not the policy: a function gets what it asked for.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SyscallProfile(StrEnum):
+    """Groups of system calls a function may use (see bento.sandbox.seccomp)."""
+
+    COMPUTE = "compute"  # memory, files in the sandbox, time, threads, pipes, the Bento channel
+    PROCESSES = "processes"  # fork and exec (of the few binaries the sandbox holds)
+    NETWORK = "network"  # sockets of its own (TCP/UDP; never raw or packet sockets)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InstanceLimits(Model):
+    """What one instance may use."""
+
+    memory_mb: int = Field(default=256, ge=16, description="memory (cgroup, else address space)")
+    cpu_seconds: int = Field(default=60, ge=1, description="CPU time before the instance is killed")
+    wall_seconds: int = Field(default=600, ge=1, description="wall-clock time before it is killed")
+    processes: int = Field(default=32, ge=1, description="processes and threads at once")
+    open_files: int = Field(default=256, ge=16, description="open file descriptors")
+    scratch_mb: int = Field(default=64, ge=1, description="size of its RAM-only /tmp")
+    output_mb: int = Field(default=1024, ge=1, description="bytes it may send to its client, in MB")
+
+
+class NetworkPolicy(Model):
+    allowed: bool = Field(default=False, description="connections through the broker at all")
+    listen: bool = Field(default=False, description="accepting connections")
+    # Destinations are always also bounded by the relay's own exit policy, read live from tor.
+
+
+class TorPolicy(Model):
+    circuits: bool = Field(default=False, description="building circuits")
+    onion_services: bool = Field(default=False, description="publishing onion services")
+
+
+class StoragePolicy(Model):
+    allowed: bool = Field(default=False, description="encrypted per-function storage")
+    max_mb: int = Field(default=0, ge=0)
+
+
+class NodePolicy(Model):
+    """The operator's rules for every function on this box."""
+
+    instance: InstanceLimits = Field(default_factory=InstanceLimits, description="the most one instance gets")
+    instances_per_function: int = Field(default=64, ge=1)
+    instances_total: int = Field(default=256, ge=1)
+    total_memory_mb: int = Field(default=4096, ge=16, description="all of Bento's instances together")
+    total_cpu_share: float = Field(default=1.0, gt=0, description="CPU cores all of Bento may use at once")
+    max_upload_bytes: int = Field(default=10 << 20, gt=0)
+    syscall_profiles: list[SyscallProfile] = Field(default_factory=lambda: [SyscallProfile.COMPUTE])
+    network: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    tor: TorPolicy = Field(default_factory=TorPolicy)
+    storage: StoragePolicy = Field(default_factory=StoragePolicy)
+
+
+class Needs(Model):
+    """What a function asks for (the ``needs`` table of its manifest). Defaults are modest."""
+
+    memory_mb: int = Field(default=128, ge=16)
+    cpu_seconds: int = Field(default=30, ge=1)
+    wall_seconds: int = Field(default=300, ge=1)
+    processes: int = Field(default=8, ge=1)
+    open_files: int = Field(default=64, ge=16)
+    scratch_mb: int = Field(default=16, ge=1)
+    output_mb: int = Field(default=256, ge=1)
+    instances: int = Field(default=8, ge=1, description="instances of this function at once")
+    syscall_profiles: list[SyscallProfile] = Field(default_factory=lambda: [SyscallProfile.COMPUTE])
+    network: bool = False
+    listen: bool = False
+    tor_circuits: bool = False
+    onion_services: bool = False
+    storage_mb: int = Field(default=0, ge=0)
+
+
+_PER_INSTANCE = (
+    "memory_mb",
+    "cpu_seconds",
+    "wall_seconds",
+    "processes",
+    "open_files",
+    "scratch_mb",
+    "output_mb",
+)
+
+
+def violations(needs: Needs, policy: NodePolicy) -> list[str]:
+    """Every way ``needs`` exceeds ``policy``, in words; empty if the function is admissible."""
+    found = []
+    for name in _PER_INSTANCE:
+        wanted, allowed = getattr(needs, name), getattr(policy.instance, name)
+        if wanted > allowed:
+            found.append(f"{name}: asks for {wanted}, the box allows at most {allowed}")
+    if needs.instances > policy.instances_per_function:
+        found.append(f"instances: asks for {needs.instances}, at most {policy.instances_per_function}")
+    if needs.memory_mb > policy.total_memory_mb:
+        found.append(
+            f"memory_mb: {needs.memory_mb} is more than all of Bento may use ({policy.total_memory_mb})"
+        )
+    for profile in needs.syscall_profiles:
+        if profile not in policy.syscall_profiles:
+            allowed_profiles = ", ".join(p.value for p in policy.syscall_profiles)
+            found.append(f"syscall profile {profile.value!r} is not allowed (allowed: {allowed_profiles})")
+    flags = (
+        (needs.network, policy.network.allowed, "network: the box allows no network access"),
+        (needs.listen, policy.network.listen, "listen: the box allows no listening sockets"),
+        (needs.tor_circuits, policy.tor.circuits, "tor_circuits: the box allows no circuits"),
+        (needs.onion_services, policy.tor.onion_services, "onion_services: the box allows no onion services"),
+    )
+    found.extend(message for wanted, allowed, message in flags if wanted and not allowed)
+    if needs.storage_mb and not policy.storage.allowed:
+        found.append("storage_mb: the box allows no storage")
+    elif needs.storage_mb > policy.storage.max_mb:
+        found.append(f"storage_mb: asks for {needs.storage_mb}, at most {policy.storage.max_mb}")
+    return found

@@ -1,0 +1,135 @@
+"""Memory, process and CPU caps through the kernel's cgroups, v1 or v2, where we may use them.
+
+Bento makes one group for itself under the cgroup it was started in, holding the caps on
+all of Bento together (so the relay never starves), and one child group per instance.
+A host that gives us no writable cgroups still runs Bento: the rlimits remain, and the
+descriptor says which limits are enforced here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+CPU_PERIOD_US = 100_000
+
+
+def _own_paths() -> dict[str, str]:
+    """Controller name (or "" for v2) -> our cgroup path, from /proc/self/cgroup."""
+    paths = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            paths[controller] = path
+    return paths
+
+
+@dataclass
+class Group:
+    """One cgroup, spread over the controller hierarchies that hold it (v1) or one (v2)."""
+
+    version: int
+    dirs: dict[str, Path]  # controller -> directory ("unified" for v2)
+
+    def _write(self, controller: str, name: str, value: str) -> None:
+        directory = self.dirs.get(controller) or self.dirs.get("unified")
+        if directory is not None:
+            (directory / name).write_text(value)
+
+    def _read(self, controller: str, name: str) -> str | None:
+        directory = self.dirs.get(controller) or self.dirs.get("unified")
+        try:
+            return (directory / name).read_text() if directory else None
+        except OSError:
+            return None
+
+    def limit(self, *, memory_bytes: int, pids: int, cpus: float | None = None) -> None:
+        if self.version == 2:
+            self._write("unified", "memory.max", str(memory_bytes))
+            with contextlib.suppress(OSError):
+                self._write("unified", "memory.swap.max", "0")
+            self._write("unified", "pids.max", str(pids))
+            if cpus is not None:
+                self._write("unified", "cpu.max", f"{int(cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+        else:
+            self._write("memory", "memory.limit_in_bytes", str(memory_bytes))
+            with contextlib.suppress(OSError):  # only where swap accounting is on
+                self._write("memory", "memory.memsw.limit_in_bytes", str(memory_bytes))
+            self._write("pids", "pids.max", str(pids))
+            if cpus is not None and "cpu" in self.dirs:
+                self._write("cpu", "cpu.cfs_period_us", str(CPU_PERIOD_US))
+                self._write("cpu", "cpu.cfs_quota_us", str(int(cpus * CPU_PERIOD_US)))
+
+    def procs_files(self) -> list[str]:
+        """The cgroup.procs files a process writes its pid into to join this group."""
+        return [str(d / "cgroup.procs") for d in self.dirs.values()]
+
+    def peak_memory(self) -> int | None:
+        value = self._read("memory", "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes")
+        return int(value) if value and value.strip().isdigit() else None
+
+    def oom_killed(self) -> bool:
+        if self.version == 2:
+            text = self._read("unified", "memory.events") or ""
+        else:
+            text = self._read("memory", "memory.oom_control") or ""
+            if "oom_kill" not in text:  # kernels before 4.13: hitting the limit is the best we know
+                failcnt = self._read("memory", "memory.failcnt")
+                return bool(failcnt and failcnt.strip() not in ("", "0"))
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip() not in ("", "0"):
+                return True
+        return False
+
+    def child(self, name: str) -> Group:
+        dirs = {c: d / name for c, d in self.dirs.items()}
+        for directory in dirs.values():
+            directory.mkdir(exist_ok=True)
+        return Group(self.version, dirs)
+
+    def remove(self) -> None:
+        for directory in self.dirs.values():
+            for child in sorted(directory.glob("*/"), reverse=True):
+                if (child / "cgroup.procs").exists():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
+def bento_group(name: str) -> Group | None:
+    """Make Bento's own group (``name``) under ours; None where cgroups are not ours to use."""
+    try:
+        own = _own_paths()
+    except OSError:
+        return None
+    unified = ROOT / "cgroup.controllers"
+    if unified.exists():  # pure v2
+        base = ROOT / own.get("", "/").lstrip("/")
+        group = Group(2, {"unified": base / name})
+    else:
+        dirs = {}
+        for controller in ("memory", "pids", "cpu"):
+            mount = ROOT / controller
+            if (mount / "cgroup.procs").exists():
+                dirs[controller] = mount / own.get(controller, "/").lstrip("/") / name
+        if "memory" not in dirs or "pids" not in dirs:
+            return None
+        group = Group(1, dirs)
+    try:
+        for directory in group.dirs.values():
+            directory.mkdir(exist_ok=True)
+            if not os.access(directory / "cgroup.procs", os.W_OK):
+                raise PermissionError(directory)
+        if group.version == 2:  # children need the controllers enabled below us
+            (group.dirs["unified"] / "cgroup.subtree_control").write_text("+memory +pids +cpu")
+    except OSError:
+        for directory in group.dirs.values():
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        return None
+    return group

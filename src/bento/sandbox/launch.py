@@ -1,0 +1,286 @@
+"""Starting an instance inside its sandbox, and waiting for it with its resource usage.
+
+The command line is a chain of small, well-known tools, each doing one thing:
+
+    sh -c 'join the instance cgroups; exec "$@"'     (only where cgroups are ours)
+    prlimit --as --cpu --nproc --nofile --fsize --core=0
+    setpriv --reuid=UID --regid=GID --clear-groups    (only when the server runs as root)
+    bwrap --unshare-all --disable-userns --die-with-parent --seccomp FD ...
+    /usr/bin/python3 -I -S -c '<runtime bootstrap>' CHANNEL_FD
+
+The instance inherits exactly one extra file descriptor, its end of the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bento.protocol.policy import Needs, NodePolicy, SyscallProfile
+from bento.sandbox import cgroups, seccomp
+
+SANDBOX_GID = 199_999  # group of every instance: may read function code, nothing else of ours
+UID_BASE = 200_000  # instance n runs as uid UID_BASE + n (so per-uid limits are per instance)
+INNER_ID = 65534  # the uid and gid an instance sees for itself
+PYTHON = "/usr/bin/python3"
+BOOTSTRAP = "import sys; sys.path[:0] = ['/opt/bento']; from bento.runtime.__main__ import main; main()"
+_MB = 1 << 20
+# Address space is a coarse backstop (cgroups give the real memory cap): Python maps far
+# more than it touches, so the rlimit is a multiple of the memory limit.
+_ADDRESS_SPACE_FACTOR = 4
+_ADDRESS_SPACE_FLOOR = 1024 * _MB
+
+
+class SandboxUnavailable(Exception):
+    """This host cannot confine instances (no bubblewrap, no user namespaces, ...)."""
+
+
+@dataclass
+class Usage:
+    cpu_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+
+
+@dataclass
+class Exited:
+    returncode: int
+    usage: Usage = field(default_factory=Usage)
+    oom_killed: bool = False
+
+
+class SandboxHost:
+    """What a server knows about confining instances on this host."""
+
+    def __init__(self, policy: NodePolicy, state_dir: Path) -> None:
+        """``state_dir`` stays private; what instances may read lives in :attr:`root`."""
+        for tool in ("bwrap", "prlimit"):
+            if shutil.which(tool) is None:
+                raise SandboxUnavailable(
+                    f"`{tool}` is not installed (Debian: apt-get install bubblewrap util-linux)"
+                )
+        if not Path(PYTHON).exists():
+            raise SandboxUnavailable(f"{PYTHON} is not installed (Debian: apt-get install python3)")
+        self.policy = policy
+        self.privileged = os.geteuid() == 0
+        self.root = _work_dir(state_dir)
+        self.runtime_dir = self.root / "runtime"
+        self.group = cgroups.bento_group(f"bento-{os.getpid()}")
+        if self.group is not None:
+            # Bento as a whole: the operator's totals, so instances can never starve the relay.
+            self.group.limit(
+                memory_bytes=policy.total_memory_mb * _MB, pids=policy.instances_total * policy.instance.processes,
+                cpus=policy.total_cpu_share,
+            )  # fmt: skip
+        self._free_slots = list(range(policy.instances_total))
+        self.policy_filter = seccomp.compile_filter(policy.syscall_profiles, allow_exec=True)
+        self.python_version = subprocess.run(
+            [PYTHON, "-I", "-S", "-c", "import platform; print(platform.python_version())"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.strip()  # fmt: skip
+        self._install_runtime()
+        self.share(self.root)
+
+    def enforced(self) -> dict[str, str]:
+        """Which limits this host enforces, and how: published in the descriptor."""
+        cg = f"cgroup v{self.group.version}" if self.group else ""
+        return {
+            "namespaces": "bubblewrap: user, pid, ipc, uts, mount, cgroup, net",
+            "syscalls": "seccomp allow-list (libseccomp)",
+            "memory": cg or "rlimit address space only (no writable cgroups on this host)",
+            "processes": cg or ("rlimit per instance uid" if self.privileged else "not enforced"),
+            "cpu_time": "rlimit",
+            "cpu_share": cg
+            if self.group and ("cpu" in self.group.dirs or self.group.version == 2)
+            else "not enforced",
+            "uid": "a distinct unprivileged uid per instance" if self.privileged else "the server's uid",
+            "total": cg or "admission control only",
+        }
+
+    def _install_runtime(self) -> None:
+        """Copy the runtime (standard library only) where sandboxes can read it."""
+        import bento
+
+        package = Path(bento.__file__).parent
+        target = self.runtime_dir / "bento"
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        (target / "protocol").mkdir(parents=True)
+        (target / "runtime").mkdir()
+        (target / "__init__.py").write_text("")
+        (target / "protocol" / "__init__.py").write_text("")
+        shutil.copy(package / "protocol" / "frames.py", target / "protocol")
+        for source in (package / "runtime").glob("*.py"):
+            shutil.copy(source, target / "runtime")
+        self.share(self.runtime_dir)
+
+    def share(self, root: Path) -> None:
+        """Make ``root`` readable by instances (and, when we are root, by nobody else)."""
+        for path in [root, *root.rglob("*")]:
+            if self.privileged:
+                os.chown(path, 0, SANDBOX_GID)
+                path.chmod(0o750 if path.is_dir() else 0o640)
+            else:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+
+    def manifest_filter(self, needs: Needs) -> bytes:
+        allowed = [p for p in needs.syscall_profiles if p in self.policy.syscall_profiles]
+        return seccomp.compile_filter(allowed, allow_exec=SyscallProfile.PROCESSES in allowed)
+
+    async def spawn(self, code_dir: Path, needs: Needs, channel_fd: int) -> Instance:
+        if not self._free_slots:
+            raise SandboxUnavailable("every instance slot is in use")
+        slot = self._free_slots.pop(0)
+        group = None
+        try:
+            if self.group is not None:
+                group = self.group.child(f"i{slot}")
+                group.limit(memory_bytes=needs.memory_mb * _MB, pids=needs.processes)
+            filter_fd = seccomp.memfd(self.policy_filter)
+            try:
+                argv = self._argv(code_dir, needs, slot, group, channel_fd, filter_fd)
+                process = subprocess.Popen(
+                    argv, pass_fds=(channel_fd, filter_fd), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                )  # fmt: skip
+            finally:
+                os.close(filter_fd)
+        except BaseException:
+            self._release(slot, group)
+            raise
+        return Instance(process, group, lambda: self._release(slot, group))
+
+    def _release(self, slot: int, group: cgroups.Group | None) -> None:
+        if group is not None:
+            group.remove()
+        self._free_slots.append(slot)
+
+    def _argv(self, code_dir: Path, needs: Needs, slot: int, group: cgroups.Group | None,
+              channel_fd: int, filter_fd: int) -> list[str]:  # fmt: skip
+        argv: list[str] = []
+        if group is not None:
+            join = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+            argv += ["/bin/sh", "-c", join, "sh", *group.procs_files(), "--"]
+        address_space = max(_ADDRESS_SPACE_FLOOR, needs.memory_mb * _MB * _ADDRESS_SPACE_FACTOR)
+        argv += [
+            "prlimit", f"--as={address_space}", f"--cpu={needs.cpu_seconds}:{needs.cpu_seconds + 1}",
+            f"--nofile={needs.open_files}", f"--fsize={needs.scratch_mb * _MB}", "--core=0",
+        ]  # fmt: skip
+        if self.privileged:
+            argv.append(f"--nproc={needs.processes}")
+        argv.append("--")
+        if self.privileged:
+            argv += [
+                "setpriv", f"--reuid={UID_BASE + slot}", f"--regid={SANDBOX_GID}", "--clear-groups",
+                "--inh-caps=-all", "--",
+            ]  # fmt: skip
+        argv += [
+            "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+            "--uid", str(INNER_ID), "--gid", str(INNER_ID), "--hostname", "bento",
+            "--ro-bind", "/usr", "/usr",
+        ]  # fmt: skip
+        for name in ("bin", "lib", "lib64", "sbin"):
+            path = Path("/") / name
+            if path.is_symlink():
+                argv += ["--symlink", os.readlink(path), f"/{name}"]
+            elif path.is_dir():
+                argv += ["--ro-bind", str(path), f"/{name}"]
+        if Path("/etc/ssl/certs").is_dir():
+            argv += ["--ro-bind", "/etc/ssl/certs", "/etc/ssl/certs"]
+        argv += [
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", str(needs.scratch_mb * _MB), "--perms", "1777", "--tmpfs", "/tmp",
+            "--ro-bind", str(code_dir), "/function",
+            "--ro-bind", str(self.runtime_dir), "/opt/bento",
+            "--remount-ro", "/",
+            "--chdir", "/function", "--clearenv",
+            "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
+            "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+            "--seccomp", str(filter_fd),
+            PYTHON, "-I", "-S", "-c", BOOTSTRAP, str(channel_fd),
+        ]  # fmt: skip
+        return argv
+
+    def close(self) -> None:
+        if self.group is not None:
+            self.group.remove()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Instance:
+    """A sandboxed process: its stderr, its exit, and what it used."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], group: cgroups.Group | None, release: Callable[[], None]
+    ) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.group = group
+        self._release = release
+        self._exited: asyncio.Future[Exited] = asyncio.get_running_loop().create_future()
+        self._pidfd = os.pidfd_open(self.pid)
+        asyncio.get_running_loop().add_reader(self._pidfd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status, rusage = self.pid, 0, None
+        if pid == 0:
+            return
+        loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self.process.returncode = os.waitstatus_to_exitcode(status)  # so Popen never reaps it again
+        usage = Usage()
+        if rusage is not None:
+            usage.cpu_seconds = rusage.ru_utime + rusage.ru_stime
+            usage.peak_memory_bytes = rusage.ru_maxrss * 1024
+        oom = False
+        if self.group is not None:
+            usage.peak_memory_bytes = self.group.peak_memory() or usage.peak_memory_bytes
+            oom = self.group.oom_killed()
+        self._release()
+        if not self._exited.done():
+            self._exited.set_result(Exited(self.process.returncode, usage, oom))
+
+    async def wait(self) -> Exited:
+        return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        """Kill the whole sandbox (bubblewrap takes everything inside with it)."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+
+def work_dir_of(state_dir: Path) -> Path:
+    """Where instances' code and the runtime live: outside the private state directory.
+
+    Under the temporary directory (RAM on most hosts), named after the state directory
+    so that a restarted server finds and clears what its predecessor left.
+    """
+    name = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"bento-{name}"
+
+
+def _work_dir(state_dir: Path) -> Path:
+    root = work_dir_of(state_dir)
+    if root.exists():
+        if root.is_symlink() or root.stat().st_uid != os.geteuid():
+            raise SandboxUnavailable(f"{root} exists and is not ours; remove it")
+        shutil.rmtree(root)
+    root.mkdir(mode=0o700)
+    return root
+
+
+def encode_filter(program: bytes) -> str:
+    return base64.b64encode(program).decode()
