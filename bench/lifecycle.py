@@ -7,10 +7,12 @@ Starts one testnet with a Bento box on relay exit0 and measures, on that one net
    (the server's local API port, no Tor).
 2. invoke -> first output byte: the same for a function already deployed.
 3. throughput: a function streams N MiB (random bytes, in api.send chunks) through the
-   box over Tor, read at the client; divided by a plain TCP stream of the same size
-   served as an ephemeral v3 onion service on the same relay (exit0) and read through
-   the same SOCKS port, so that both paths are onion-service circuits to that relay.
-   The two are alternated.
+   box over Tor, read at the client, against a plain TCP stream of the same size served
+   as an ephemeral v3 onion service on the same relay (exit0) and read through the same
+   SOCKS port, so that both are onion-service circuits to that relay. Two ways: the
+   box's own onion vs. a TCP onion, each transfer on a fresh circuit; and one onion
+   service carrying both (port 80: the box's API, 81: TCP), a pair on one circuit.
+   Box and TCP alternate; the box is also measured without Tor.
 4. memory: the server's RSS idle after start and after a number of sessions, and the
    USS (private memory) of an instance blocked in api.recv().
 
@@ -25,14 +27,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import socketserver
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from python_socks.async_.asyncio import Proxy
 
@@ -186,16 +191,12 @@ def tcp_sender() -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def onion_service(node: Node, port: int) -> Iterator[str]:
-    """An ephemeral v3 onion service on ``node``'s tor pointing at 127.0.0.1:port."""
+def onion_service(node: Node, ports: dict[int, int]) -> Iterator[str]:
+    """An ephemeral v3 onion service on ``node``'s tor: virtual port -> 127.0.0.1 port."""
     ctl = control.connect(node.control_address)
     try:
         service = ctl.create_ephemeral_hidden_service(
-            {80: port},
-            key_type="NEW",
-            key_content="ED25519-V3",
-            await_publication=True,
-            timeout=120,
+            ports, key_type="NEW", key_content="ED25519-V3", await_publication=True, timeout=120
         )
         try:
             yield str(service.service_id)
@@ -239,11 +240,10 @@ async def box_stream(box: Box, deployment: Deployment, total: int, chunk: int) -
     return rate.done(total)
 
 
-async def tcp_stream(socks: str, onion: str, total: int) -> tuple[float, float]:
+async def tcp_stream(socks: str, onion: str, port: int, total: int) -> tuple[float, float]:
     rate = Rate(time.perf_counter())
-    sock = await Proxy.from_url(f"socks5://{socks}").connect(
-        dest_host=f"{onion}.onion", dest_port=80, timeout=120
-    )
+    proxy = Proxy.from_url(f"socks5://{socks}")
+    sock = await proxy.connect(dest_host=f"{onion}.onion", dest_port=port, timeout=120)
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
         writer.write(b"%d\n" % total)
@@ -257,28 +257,80 @@ async def tcp_stream(socks: str, onion: str, total: int) -> tuple[float, float]:
     return rate.done(total)
 
 
-async def throughput(
-    box: Box, deployment: Deployment, socks: str, onion: str, total: int, chunk: int, runs: int
-) -> dict[str, list[tuple[float, float]]]:
-    for attempt in range(10):  # warm-up: the new onion's descriptor and both circuits
+async def reach(socks: str, onion: str, port: int) -> None:
+    """A small TCP transfer, retried: fetches a new onion's descriptor and builds the circuit."""
+    for attempt in range(10):
         try:
-            await tcp_stream(socks, onion, MIB)
-            break
+            await tcp_stream(socks, onion, port, 64 << 10)
+            return
         except Exception as exc:
-            print(f"warm-up of the TCP onion failed ({type(exc).__name__}: {exc}); retrying")
             if attempt == 9:
                 raise
+            print(f"{onion}.onion not reachable yet ({type(exc).__name__}: {exc}); retrying")
             await asyncio.sleep(3)
-    await box_stream(box, deployment, MIB, chunk)
-    figures: dict[str, list[tuple[float, float]]] = {"box": [], "tcp": []}
+
+
+Rates = tuple[float, float]  # (streaming MiB/s, end-to-end MiB/s)
+
+
+async def throughput(
+    *,
+    socks: str,
+    box_onion: str,
+    deployment: Deployment,
+    tcp_onion: str,
+    shared_onion: str,
+    direct: Box,
+    server_pid: int,
+    total: int,
+    chunk: int,
+    runs: int,
+) -> dict[str, list[Any]]:
+    """(box, TCP) pairs of transfers, two ways, each pair on circuits of its own.
+
+    "separate": the box's own onion service vs. the TCP onion, each transfer on a fresh
+    circuit. "shared": one onion service on the box's relay with the box's API on port 80
+    and the TCP sender on port 81, both transfers of a pair on the same (warm) circuit.
+    Distinct SOCKS credentials give distinct circuits (Tor's IsolateSOCKSAuth). Also: the
+    box without Tor ("direct"), and the server's CPU time per MiB of box transfers.
+    """
+    server_cpu = 0.0
+
+    async def box_on(circuit: str, base_url: str | None = None) -> Rates:
+        nonlocal server_cpu
+        async with Box(box_onion, socks=f"{circuit}:x@{socks}", base_url=base_url) as box:
+            before = cpu_seconds(server_pid)
+            rates = await box_stream(box, deployment, total, chunk)
+            server_cpu += cpu_seconds(server_pid) - before
+            return rates
+
+    await reach(socks, tcp_onion, 80)
+    await reach(socks, shared_onion, 81)
+    figures: dict[str, list[Any]] = {"separate": [], "shared": [], "direct": []}
     for run in range(runs):
-        figures["box"].append(await box_stream(box, deployment, total, chunk))
-        figures["tcp"].append(await tcp_stream(socks, onion, total))
-        box_rate, tcp_rate = figures["box"][-1][0], figures["tcp"][-1][0]
-        print(
-            f"throughput run {run + 1}: box {box_rate:.2f} MiB/s, tcp {tcp_rate:.2f} MiB/s, "
-            f"ratio {box_rate / tcp_rate:.2f}"
-        )
+        figures["direct"].append((await box_stream(direct, deployment, total, chunk))[0])
+        print(f"throughput run {run + 1} (direct, no Tor): box {figures['direct'][-1]:.2f} MiB/s")
+        for way in ("separate", "shared"):
+            circuit = f"bench-{way}-{run}"
+            if way == "separate":
+                box_go = functools.partial(box_on, f"{circuit}-box")
+                tcp_go = functools.partial(tcp_stream, f"{circuit}-tcp:x@{socks}", tcp_onion, 80, total)
+            else:
+                await reach(f"{circuit}:x@{socks}", shared_onion, 81)
+                box_go = functools.partial(box_on, circuit, base_url=f"http://{shared_onion}.onion")
+                tcp_go = functools.partial(tcp_stream, f"{circuit}:x@{socks}", shared_onion, 81, total)
+            if run % 2:  # alternate which of the pair goes first
+                tcp_rates = await tcp_go()
+                box_rates = await box_go()
+            else:
+                box_rates = await box_go()
+                tcp_rates = await tcp_go()
+            figures[way].append((box_rates, tcp_rates))
+            print(
+                f"throughput run {run + 1} ({way}): box {box_rates[0]:.2f} MiB/s, "
+                f"tcp {tcp_rates[0]:.2f} MiB/s, ratio {box_rates[0] / tcp_rates[0]:.2f}"
+            )
+    figures["server_ms_per_mib"] = [server_cpu * 1000 / (2 * runs * total / MIB)]
     return figures
 
 
@@ -302,14 +354,35 @@ def uss_mib(pid: int) -> float:
     return _proc_kib(Path(f"/proc/{pid}/smaps_rollup"), ("Private_Clean", "Private_Dirty")) / 1024
 
 
-def children(pid: int) -> list[int]:
-    found = []
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _parents() -> dict[int, int]:
+    """pid -> ppid for every process."""
+    parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
-            fields = stat.read_text().rpartition(")")[2].split()
-            if int(fields[1]) == pid:
-                found.append(int(stat.parent.name))
+            parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+    return parents
+
+
+def children(pid: int) -> list[int]:
+    return [child for child, parent in _parents().items() if parent == pid]
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    parents = _parents()
+    found = [pid]
+    for member in found:
+        found += [child for child, parent in parents.items() if parent == member]
     return found
+
+
+def comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
 async def sessions_then_rss(box: Box, deployment: Deployment, server_pid: int, count: int) -> float:
@@ -319,8 +392,14 @@ async def sessions_then_rss(box: Box, deployment: Deployment, server_pid: int, c
     return rss_mib(server_pid)
 
 
-async def idle_instances(box: Box, deployment: Deployment, server_pid: int, count: int) -> list[float]:
-    """USS of ``count`` instances, each blocked in api.recv()."""
+async def idle_instances(
+    box: Box, deployment: Deployment, server_pid: int, count: int
+) -> tuple[list[float], list[float], str]:
+    """USS of ``count`` instances blocked in api.recv(): (Python process, whole tree, its processes).
+
+    An instance is a child of the server (with a sandbox: bwrap or a wrapper that execs it,
+    with the function's Python below); the tree counts every process of the instance.
+    """
     before = set(children(server_pid))
     streams = []
     try:
@@ -331,10 +410,21 @@ async def idle_instances(box: Box, deployment: Deployment, server_pid: int, coun
             if await stream.receive() != b"ready":
                 raise RuntimeError("the idle function did not say it was ready")
         await asyncio.sleep(0.5)  # blocked in recv() by now
-        instances = [pid for pid in children(server_pid) if pid not in before]
-        if len(instances) != count:
-            raise RuntimeError(f"found {len(instances)} new instance processes, expected {count}")
-        return [uss_mib(pid) for pid in instances]
+        roots = [pid for pid in children(server_pid) if pid not in before]
+        if len(roots) != count:
+            raise RuntimeError(f"found {len(roots)} new instance processes, expected {count}")
+        pythons: list[float] = []
+        trees: list[float] = []
+        shape = ""
+        for root in roots:
+            members = tree(root)
+            python = [pid for pid in members if comm(pid).startswith("python")]
+            if len(python) != 1:
+                raise RuntimeError(f"instance {root}: expected one Python process, found {python}")
+            pythons.append(uss_mib(python[0]))
+            trees.append(sum(uss_mib(pid) for pid in members))
+            shape = " > ".join(comm(pid) for pid in members)
+        return pythons, trees, shape
     finally:
         for stream in streams:
             await stream.close_input()
@@ -357,23 +447,34 @@ async def measure(net: Testnet, args: argparse.Namespace) -> dict[str, object]:
     async with tor, direct:
         deployment = await direct.deploy(BENCH, Manifest(name="bench"))
         results["rss_sessions"] = await sessions_then_rss(direct, deployment, server_pid, args.sessions)
-        results["uss_idle"] = await idle_instances(direct, deployment, server_pid, args.idle_instances)
+        python, whole, shape = await idle_instances(direct, deployment, server_pid, args.idle_instances)
+        results["uss_python"], results["uss_tree"], results["instance_shape"] = python, whole, shape
         print(
             f"server RSS idle {results['rss_idle']:.1f} MiB, after {args.sessions} sessions "
-            f"{results['rss_sessions']:.1f} MiB; idle instance USS "
-            + ", ".join(f"{u:.1f}" for u in results["uss_idle"])  # type: ignore[attr-defined]
+            f"{results['rss_sessions']:.1f} MiB; idle instance USS (Python) "
+            + ", ".join(f"{u:.1f}" for u in python)
+            + " MiB, (whole instance) "
+            + ", ".join(f"{u:.1f}" for u in whole)
             + " MiB"
         )
         results["latency"] = await latencies({"tor": tor, "direct": direct}, deployment, args.runs)
-        with tcp_sender() as port, onion_service(node, port) as tcp_onion:
+        api_port = int(str(status["api"]).rpartition(":")[2])
+        with (
+            tcp_sender() as port,
+            onion_service(node, {80: port}) as tcp_onion,
+            onion_service(node, {80: api_port, 81: port}) as shared_onion,
+        ):
             results["throughput"] = await throughput(
-                tor,
-                deployment,
-                net.socks_address,
-                tcp_onion,
-                args.megabytes * MIB,
-                args.chunk_kib << 10,
-                args.throughput_runs,
+                socks=net.socks_address,
+                box_onion=onion,
+                deployment=deployment,
+                tcp_onion=tcp_onion,
+                shared_onion=shared_onion,
+                direct=direct,
+                server_pid=server_pid,
+                total=args.megabytes * MIB,
+                chunk=args.chunk_kib << 10,
+                runs=args.throughput_runs,
             )
         session_id = await direct.invoke(deployment, "hello", ["compression"])
         async with await direct.attach(deployment, session_id) as stream:
@@ -386,20 +487,46 @@ async def measure(net: Testnet, args: argparse.Namespace) -> dict[str, object]:
     return results
 
 
+def revision() -> str:
+    """The commit measured, and whether src/ differed from it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *argv], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + (" + uncommitted changes in src/" if git("status", "--porcelain", "--", "src") else "")
+
+
 def report(results: dict[str, object], args: argparse.Namespace, command: str) -> None:
     latency: dict[str, dict[str, list[float]]] = results["latency"]  # type: ignore[assignment]
-    rates: dict[str, list[tuple[float, float]]] = results["throughput"]  # type: ignore[assignment]
-    uss: list[float] = results["uss_idle"]  # type: ignore[assignment]
+    rates: dict[str, list[Any]] = results["throughput"]  # type: ignore[assignment]
+    uss_python: list[float] = results["uss_python"]  # type: ignore[assignment]
+    uss_tree: list[float] = results["uss_tree"]  # type: ignore[assignment]
 
     def ms(samples: list[float]) -> str:
         return summary([s * 1000 for s in samples], "ms")
 
-    box_rates, tcp_rates = [r[0] for r in rates["box"]], [r[0] for r in rates["tcp"]]
-    ratios = [b / t for b, t in zip(box_rates, tcp_rates, strict=True)]
-    e2e = statistics.median(r[1] for r in rates["box"]) / statistics.median(r[1] for r in rates["tcp"])
-    ratio = statistics.median(box_rates) / statistics.median(tcp_rates)
+    def pairs(way: str) -> tuple[str, float]:
+        box, tcp = [p[0][0] for p in rates[way]], [p[1][0] for p in rates[way]]
+        ratio = statistics.median(box) / statistics.median(tcp)
+        each = ", ".join(f"{b / t:.2f}" for b, t in zip(box, tcp, strict=True))
+        text = (
+            f"  - box: {summary(box, 'MiB/s')}\n  - TCP: {summary(tcp, 'MiB/s')}\n"
+            f"  - box / TCP: **{ratio:.2f}** (median over median; per pair {each})"
+        )
+        return text, ratio
+
+    separate, _ = pairs("separate")
+    shared, ratio = pairs("shared")
+    e2e = statistics.median(p[0][1] for p in rates["shared"]) / statistics.median(
+        p[1][1] for p in rates["shared"]
+    )
     verdict = "meets" if ratio >= 0.9 else "MISSES"
     body = f"""\
+- code: {revision()}
+
 One testnet (3 authorities, 5 relays, 1 client), one Bento box on exit0. "tor": the client
 library through the testnet client's SOCKS port to the box's onion service (warm: HTTP
 connection and rendezvous circuit already up); "direct": the same server at its local API
@@ -415,22 +542,33 @@ Invoke -> first output byte (already deployed: invoke, attach, first chunk):
 - tor: {ms(latency["invoke"]["tor"])}
 - direct: {ms(latency["invoke"]["direct"])}
 
-Throughput over Tor, {args.megabytes} MiB each, first to last byte at the client, alternated:
+Throughput over Tor: {args.megabytes} MiB per transfer, MiB/s from the first to the last byte
+at the client. Box: a function streams random bytes in {args.chunk_kib} KiB api.send chunks, read
+with the client library. TCP: a plain TCP sender on 127.0.0.1 (a thread of the benchmark), read
+through the same SOCKS port. Pairs alternate which goes first; each pair gets circuits of its own
+(SOCKS isolation).
 
-- box (function streaming {args.chunk_kib} KiB api.send chunks, random bytes): {summary(box_rates, "MiB/s")}
-- plain TCP (ephemeral onion service on exit0, same SOCKS port): {summary(tcp_rates, "MiB/s")}
-- box / TCP: {ratio:.2f} (median over median; per pair {", ".join(f"{r:.2f}" for r in ratios)}); \
-including set-up (invoke + attach vs SOCKS connect): {e2e:.2f}
-- target >= 0.9: {verdict} it
-- session WebSocket extensions negotiated: {results["ws_extensions"]}
+- separate onion services on exit0 (the box's own; an ephemeral one for TCP), a fresh
+  circuit per transfer:
+{separate}
+- one ephemeral onion service on exit0 (port 80: the box's API, port 81: TCP), both
+  transfers of a pair on the same circuit (the fair comparison):
+{shared}
+  - including set-up (invoke + attach vs. SOCKS connect): {e2e:.2f}
+- target box / TCP >= 0.9 (same circuit): {verdict} it
+- the box without Tor (direct), same transfer: {summary(rates["direct"], "MiB/s")}
+- server CPU per MiB of box transfers over Tor: {rates["server_ms_per_mib"][0]:.1f} ms; \
+session WebSocket extensions negotiated: {results["ws_extensions"]}
 
 Memory (the box's server process, and its instances):
 
 - server RSS idle after start: {results["rss_idle"]:.1f} MiB
 - server RSS after {args.sessions} more sessions (ended, still retained): {results["rss_sessions"]:.1f} MiB
 - server RSS at the end of this run (all of the above; function shut down): {results["rss_end"]:.1f} MiB
-- idle instance USS (blocked in api.recv(), Private_Clean + Private_Dirty), \
-{len(uss)} instances: {summary(uss, "MiB")}
+- idle instance USS (blocked in api.recv(); USS = Private_Clean + Private_Dirty of
+  smaps_rollup), {len(uss_python)} instances at once:
+  - its Python process: {summary(uss_python, "MiB")}
+  - the whole instance ({results["instance_shape"]}): {summary(uss_tree, "MiB")}
 """
     record("Bento lifecycle", command, body)
 

@@ -78,15 +78,19 @@ class SandboxHost:
         if self.group is not None:
             # Bento as a whole: the operator's totals, so instances can never starve the relay.
             self.group.limit(
-                memory_bytes=policy.total_memory_mb * _MB, pids=policy.instances_total * policy.instance.processes,
+                memory_bytes=policy.total_memory_mb * _MB,
+                pids=policy.instances_total * policy.instance.processes,
                 cpus=policy.total_cpu_share,
-            )  # fmt: skip
+            )
         self._free_slots = list(range(policy.instances_total))
         self.policy_filter = seccomp.compile_filter(policy.syscall_profiles, allow_exec=True)
         self.python_version = subprocess.run(
             [PYTHON, "-I", "-S", "-c", "import platform; print(platform.python_version())"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout.strip()  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
         self._install_runtime()
         self.share(self.root)
 
@@ -147,10 +151,15 @@ class SandboxHost:
             filter_fd = seccomp.memfd(self.policy_filter)
             try:
                 argv = self._argv(code_dir, needs, slot, group, channel_fd, filter_fd)
-                process = subprocess.Popen(
-                    argv, pass_fds=(channel_fd, filter_fd), stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                )  # fmt: skip
+                # Popen only forks and execs (it returns once exec succeeded); the wait is ours.
+                process = subprocess.Popen(  # noqa: ASYNC220
+                    argv,
+                    pass_fds=(channel_fd, filter_fd),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
             finally:
                 os.close(filter_fd)
         except BaseException:
@@ -163,30 +172,57 @@ class SandboxHost:
             group.remove()
         self._free_slots.append(slot)
 
-    def _argv(self, code_dir: Path, needs: Needs, slot: int, group: cgroups.Group | None,
-              channel_fd: int, filter_fd: int) -> list[str]:  # fmt: skip
+    def _argv(
+        self,
+        code_dir: Path,
+        needs: Needs,
+        slot: int,
+        group: cgroups.Group | None,
+        channel_fd: int,
+        filter_fd: int,
+    ) -> list[str]:
         argv: list[str] = []
         if group is not None:
             join = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
             argv += ["/bin/sh", "-c", join, "sh", *group.procs_files(), "--"]
         address_space = max(_ADDRESS_SPACE_FLOOR, needs.memory_mb * _MB * _ADDRESS_SPACE_FACTOR)
         argv += [
-            "prlimit", f"--as={address_space}", f"--cpu={needs.cpu_seconds}:{needs.cpu_seconds + 1}",
-            f"--nofile={needs.open_files}", f"--fsize={needs.scratch_mb * _MB}", "--core=0",
-        ]  # fmt: skip
+            "prlimit",
+            f"--as={address_space}",
+            f"--cpu={needs.cpu_seconds}:{needs.cpu_seconds + 1}",
+            f"--nofile={needs.open_files}",
+            f"--fsize={needs.scratch_mb * _MB}",
+            "--core=0",
+        ]
         if self.privileged:
             argv.append(f"--nproc={needs.processes}")
         argv.append("--")
         if self.privileged:
             argv += [
-                "setpriv", f"--reuid={UID_BASE + slot}", f"--regid={SANDBOX_GID}", "--clear-groups",
-                "--inh-caps=-all", "--",
-            ]  # fmt: skip
+                "setpriv",
+                f"--reuid={UID_BASE + slot}",
+                f"--regid={SANDBOX_GID}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+            ]
         argv += [
-            "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-            "--uid", str(INNER_ID), "--gid", str(INNER_ID), "--hostname", "bento",
-            "--ro-bind", "/usr", "/usr",
-        ]  # fmt: skip
+            "bwrap",
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--die-with-parent",
+            "--new-session",
+            "--uid",
+            str(INNER_ID),
+            "--gid",
+            str(INNER_ID),
+            "--hostname",
+            "bento",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ]
         for name in ("bin", "lib", "lib64", "sbin"):
             path = Path("/") / name
             if path.is_symlink():
@@ -196,17 +232,48 @@ class SandboxHost:
         if Path("/etc/ssl/certs").is_dir():
             argv += ["--ro-bind", "/etc/ssl/certs", "/etc/ssl/certs"]
         argv += [
-            "--proc", "/proc", "--dev", "/dev",
-            "--size", str(needs.scratch_mb * _MB), "--perms", "1777", "--tmpfs", "/tmp",
-            "--ro-bind", str(code_dir), "/function",
-            "--ro-bind", str(self.runtime_dir), "/opt/bento",
-            "--remount-ro", "/",
-            "--chdir", "/function", "--clearenv",
-            "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
-            "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
-            "--seccomp", str(filter_fd),
-            PYTHON, "-I", "-S", "-c", BOOTSTRAP, str(channel_fd),
-        ]  # fmt: skip
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--size",
+            str(needs.scratch_mb * _MB),
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/tmp",  # noqa: S108
+            "--ro-bind",
+            str(code_dir),
+            "/function",
+            "--ro-bind",
+            str(self.runtime_dir),
+            "/opt/bento",
+            "--remount-ro",
+            "/",
+            "--chdir",
+            "/function",
+            "--clearenv",
+            "--setenv",
+            "PATH",
+            "/usr/bin:/bin",
+            "--setenv",
+            "LANG",
+            "C.UTF-8",
+            "--setenv",
+            "HOME",
+            "/tmp",  # noqa: S108 (inside the sandbox: its own RAM-only scratch)
+            "--setenv",
+            "PYTHONDONTWRITEBYTECODE",
+            "1",
+            "--seccomp",
+            str(filter_fd),
+            PYTHON,
+            "-I",
+            "-S",
+            "-c",
+            BOOTSTRAP,
+            str(channel_fd),
+        ]
         return argv
 
     def close(self) -> None:

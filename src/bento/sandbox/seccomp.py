@@ -10,6 +10,7 @@ not allowed fails with EPERM; a foreign system-call ABI (32-bit calls) kills.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -73,9 +74,10 @@ def compile_filter(profiles: Iterable[SyscallProfile], *, allow_exec: bool) -> b
         flt.add_rule(seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, _NAMESPACE_FLAGS, 0))
     else:
         flt.add_rule(
-            seccomp.ALLOW, "clone",
+            seccomp.ALLOW,
+            "clone",
             seccomp.Arg(0, seccomp.MASKED_EQ, _NAMESPACE_FLAGS | _CLONE_THREAD, _CLONE_THREAD),
-        )  # fmt: skip
+        )
     flt.add_rule(
         seccomp.ERRNO(errno.ENOSYS), "clone3"
     )  # its flags are out of a filter's reach: libc falls back
@@ -86,9 +88,11 @@ def compile_filter(profiles: Iterable[SyscallProfile], *, allow_exec: bool) -> b
         for family in (socket.AF_INET, socket.AF_INET6):
             for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
                 flt.add_rule(
-                    seccomp.ALLOW, "socket",
-                    seccomp.Arg(0, seccomp.EQ, family), seccomp.Arg(1, seccomp.MASKED_EQ, _SOCK_TYPE_MASK, kind),
-                )  # fmt: skip
+                    seccomp.ALLOW,
+                    "socket",
+                    seccomp.Arg(0, seccomp.EQ, family),
+                    seccomp.Arg(1, seccomp.MASKED_EQ, _SOCK_TYPE_MASK, kind),
+                )
     with tempfile.TemporaryFile() as out:
         flt.export_bpf(out)
         out.seek(0)
@@ -96,10 +100,9 @@ def compile_filter(profiles: Iterable[SyscallProfile], *, allow_exec: bool) -> b
 
 
 def _allow(flt: seccomp.SyscallFilter, name: str) -> None:
-    try:
+    # Names that are not system calls on this architecture (the legacy open on arm64) are skipped.
+    with contextlib.suppress(RuntimeError, ValueError, OSError):
         flt.add_rule(seccomp.ALLOW, name)
-    except (RuntimeError, ValueError, OSError):
-        pass  # not a system call on this architecture (e.g. the legacy open on arm64)
 
 
 def memfd(program: bytes) -> int:

@@ -23,10 +23,10 @@ import uvicorn
 
 from bento.errors import BentoError
 from bento.protocol.descriptor import SignedDescriptor
+from bento.sandbox.launch import SandboxHost
 from bento.server import descriptor, identity, tokens
 from bento.server.api import create_app
 from bento.server.config import ServerConfig
-from bento.sandbox.launch import SandboxHost
 from bento.server.registry import Registry
 from bento.tor import advert, control, onion
 from bento.tor.control import parse_address

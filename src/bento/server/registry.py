@@ -16,11 +16,11 @@ from typing import Any
 
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind, SessionState
+from bento.protocol.policy import violations
+from bento.sandbox.launch import SandboxHost
 from bento.server import code, tokens
 from bento.server.config import ServerConfig
 from bento.server.session import Session
-from bento.sandbox.launch import SandboxHost
-from bento.protocol.policy import violations
 
 
 class BoxError(Exception):
@@ -148,22 +148,27 @@ class Registry:
         mine = sum(1 for s in running if s.function_id == function.id)
         if mine >= min(needs.instances, self.policy.instances_per_function):
             raise BoxError(
-                503, "function-busy",
+                503,
+                "function-busy",
                 f"the function already runs {mine} instances, as many as its manifest asks for",
                 "wait for a session to end, or deploy with a larger needs.instances",
-            )  # fmt: skip
-        memory = sum(self.functions[s.function_id].manifest.needs.memory_mb for s in running
-                     if s.function_id in self.functions)  # fmt: skip
+            )
+        memory = sum(
+            self.functions[s.function_id].manifest.needs.memory_mb
+            for s in running
+            if s.function_id in self.functions
+        )
         if (
             len(running) >= self.policy.instances_total
             or memory + needs.memory_mb > self.policy.total_memory_mb
         ):
             raise BoxError(
-                503, "box-full",
+                503,
+                "box-full",
                 f"this box is at its limit ({len(running)} instances, {memory} MB of "
                 f"{self.policy.total_memory_mb} MB promised)",
                 "try again later, or use another box",
-            )  # fmt: skip
+            )
 
     def session(self, session_id: str, token: str | None) -> Session:
         session = self.sessions.get(session_id)

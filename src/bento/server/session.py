@@ -49,23 +49,41 @@ class Session:
     def info(self) -> SessionInfo:
         self.usage.bytes_out = self.output.end
         return SessionInfo(
-            session_id=self.id, entry=self.entry, state=self.state, attached=self.attachment is not None,
-            started_at=self.started_at, ended_at=self.ended_at, bytes_out=self.output.end,
-            bytes_in=self.usage.bytes_in, buffered=self.output.held, cause=self.cause, reason=self.reason,
+            session_id=self.id,
+            entry=self.entry,
+            state=self.state,
+            attached=self.attachment is not None,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            bytes_out=self.output.end,
+            bytes_in=self.usage.bytes_in,
+            buffered=self.output.held,
+            cause=self.cause,
+            reason=self.reason,
             usage=self.usage,
-        )  # fmt: skip
+        )
 
     def ended_event(self) -> Ended:
         assert self.cause is not None
         return Ended(
-            state=self.state, cause=self.cause, result=self.result, error=self.error, reason=self.reason,
+            state=self.state,
+            cause=self.cause,
+            result=self.result,
+            error=self.error,
+            reason=self.reason,
             usage=self.usage,
-        )  # fmt: skip
+        )
 
     # --- driving the instance ---------------------------------------------------------
 
-    async def run(self, sandbox: SandboxHost, code_dir: Path, manifest: Manifest, args: list[Any],
-                  kwargs: dict[str, Any]) -> None:  # fmt: skip
+    async def run(
+        self,
+        sandbox: SandboxHost,
+        code_dir: Path,
+        manifest: Manifest,
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> None:
         """Start the sandboxed instance and pump its frames until it exits. Owned by the registry."""
         needs = manifest.needs
         ours, theirs = socket.socketpair()
@@ -82,9 +100,13 @@ class Session:
         reader, self._writer = await asyncio.open_connection(sock=ours, limit=2 << 20)
         stderr = asyncio.ensure_future(_drain(instance))
         start = {
-            "code_dir": "/function", "module": manifest.module, "entry": self.entry, "args": args,
-            "kwargs": kwargs, "seccomp": encode_filter(sandbox.manifest_filter(needs)),
-        }  # fmt: skip
+            "code_dir": "/function",
+            "module": manifest.module,
+            "entry": self.entry,
+            "args": args,
+            "kwargs": kwargs,
+            "seccomp": encode_filter(sandbox.manifest_filter(needs)),
+        }
         try:
             self._writer.write(encode_json(Frame.START, start))
             async with asyncio.timeout(needs.wall_seconds):
@@ -141,8 +163,10 @@ class Session:
             verdict = (EndCause.CPU, f"killed: over its CPU-time limit of {cpu_limit} s")
         else:
             last = f"; its last words: {stderr_tail.strip()[-1000:]}" if stderr_tail.strip() else ""
-            verdict = (EndCause.ERROR, f"the function's process ended with {_describe(exited.returncode)} "
-                       f"before returning{last}")  # fmt: skip
+            verdict = (
+                EndCause.ERROR,
+                f"the function's process ended with {_describe(exited.returncode)} before returning{last}",
+            )
         await self._finish(*verdict)
 
     async def _finish(self, cause: EndCause, reason: str = "") -> None:
