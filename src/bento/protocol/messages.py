@@ -78,6 +78,8 @@ class ResourceUsage(Strict):
     peak_memory_bytes: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    network_granted: int = Field(default=0, description="broker requests granted")
+    network_denied: int = Field(default=0, description="broker requests refused")
 
 
 class FunctionError(Strict):

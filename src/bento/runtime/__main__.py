@@ -16,7 +16,7 @@ import traceback
 from typing import Any
 
 from bento.protocol.frames import MAX_PAYLOAD, Frame, FrameError, decode_json, encode
-from bento.runtime import api
+from bento.runtime import api, net
 from bento.runtime.channel import Channel
 from bento.runtime.confine import install_filter
 
@@ -56,6 +56,8 @@ def run(channel: Channel) -> None:
 
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
+    if len(sys.argv) > 2:
+        net._bind(socket.socket(fileno=int(sys.argv[2])))
     try:
         run(Channel(sock))
     except (EOFError, BrokenPipeError, ConnectionResetError):

@@ -15,6 +15,9 @@ import time
 
 from bento.protocol.frames import Frame
 from bento.runtime.channel import Channel
+from bento.runtime.net import connect, listen, resolve
+
+__all__ = ["connect", "listen", "poll", "recv", "resolve", "send"]
 
 _channel: Channel | None = None
 _pending: list[bytes] = []

@@ -139,7 +139,7 @@ class SandboxHost:
         allowed = [p for p in needs.syscall_profiles if p in self.policy.syscall_profiles]
         return seccomp.compile_filter(allowed, allow_exec=SyscallProfile.PROCESSES in allowed)
 
-    async def spawn(self, code_dir: Path, needs: Needs, channel_fd: int) -> Instance:
+    async def spawn(self, code_dir: Path, needs: Needs, channel_fd: int, broker_fd: int) -> Instance:
         if not self._free_slots:
             raise SandboxUnavailable("every instance slot is in use")
         slot = self._free_slots.pop(0)
@@ -150,11 +150,11 @@ class SandboxHost:
                 group.limit(memory_bytes=needs.memory_mb * _MB, pids=needs.processes)
             filter_fd = seccomp.memfd(self.policy_filter)
             try:
-                argv = self._argv(code_dir, needs, slot, group, channel_fd, filter_fd)
+                argv = self._argv(code_dir, needs, slot, group, (channel_fd, broker_fd), filter_fd)
                 # Popen only forks and execs (it returns once exec succeeded); the wait is ours.
                 process = subprocess.Popen(  # noqa: ASYNC220
                     argv,
-                    pass_fds=(channel_fd, filter_fd),
+                    pass_fds=(channel_fd, broker_fd, filter_fd),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
@@ -178,7 +178,7 @@ class SandboxHost:
         needs: Needs,
         slot: int,
         group: cgroups.Group | None,
-        channel_fd: int,
+        fds: tuple[int, int],
         filter_fd: int,
     ) -> list[str]:
         argv: list[str] = []
@@ -272,7 +272,8 @@ class SandboxHost:
             "-S",
             "-c",
             BOOTSTRAP,
-            str(channel_fd),
+            str(fds[0]),
+            str(fds[1]),
         ]
         return argv
 

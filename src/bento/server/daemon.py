@@ -24,7 +24,7 @@ import uvicorn
 from bento.errors import BentoError
 from bento.protocol.descriptor import SignedDescriptor
 from bento.sandbox.launch import SandboxHost
-from bento.server import descriptor, identity, tokens
+from bento.server import broker, descriptor, identity, tokens
 from bento.server.api import create_app
 from bento.server.config import ServerConfig
 from bento.server.registry import Registry
@@ -49,7 +49,8 @@ class BentoServer:
         self.identity = identity.load_or_create(config.state_dir)
         self.boot_id = tokens.new_id()
         self.sandbox = SandboxHost(config.policy, config.state_dir)
-        self.registry = Registry(config, self.boot_id, self.sandbox)
+        self.gate = broker.closed_gate()
+        self.registry = Registry(config, self.boot_id, self.sandbox, self.gate)
         self._fingerprint = ""
         self._nickname = ""
         self._descriptor: SignedDescriptor | None = None
@@ -109,6 +110,9 @@ class BentoServer:
             async with asyncio.TaskGroup() as tasks:
                 serving = tasks.create_task(web.serve(sockets=sockets))
                 reaper = tasks.create_task(self.registry.reap_forever())
+                own = {(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in sockets}
+                await asyncio.to_thread(broker.refresh, self.gate, ctl, own)
+                gatekeeping = tasks.create_task(self._refresh_gate_forever(ctl, own))
                 try:
                     if self.config.onion:
                         await self._publish(ctl, api_port)
@@ -120,6 +124,7 @@ class BentoServer:
                     await self.registry.aclose()
                     web.should_exit = True
                     reaper.cancel()
+                    gatekeeping.cancel()
                 await serving
         finally:
             for sock in sockets:
@@ -128,6 +133,15 @@ class BentoServer:
             self.sandbox.close()
             with contextlib.suppress(FileNotFoundError):
                 (self.config.state_dir / STATUS_FILE).unlink()
+
+    async def _refresh_gate_forever(self, ctl: stem.control.Controller, own: set[tuple[str, int]]) -> None:
+        """Follow the relay's exit policy as the operator changes it."""
+        while True:
+            await asyncio.sleep(30)
+            try:
+                await asyncio.to_thread(broker.refresh, self.gate, ctl, own)
+            except (stem.ControllerError, stem.SocketError) as exc:
+                log.warning("could not re-read the exit policy (keeping the last one): %s", exc)
 
     async def _publish(self, ctl: stem.control.Controller, api_port: int) -> None:
         key_type, key_content = onion.tor_key_blob(self.identity.seed).split(":", 1)

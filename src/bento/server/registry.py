@@ -19,6 +19,7 @@ from bento.protocol.messages import CodeKind, SessionState
 from bento.protocol.policy import violations
 from bento.sandbox.launch import SandboxHost
 from bento.server import code, tokens
+from bento.server.broker import Broker, Gatekeeper
 from bento.server.config import ServerConfig
 from bento.server.session import Session
 
@@ -53,10 +54,11 @@ class Deployed:
 class Registry:
     """Every function and session of this box; owns the tasks that run sessions."""
 
-    def __init__(self, config: ServerConfig, boot_id: str, sandbox: SandboxHost) -> None:
+    def __init__(self, config: ServerConfig, boot_id: str, sandbox: SandboxHost, gate: Gatekeeper) -> None:
         self.config = config
         self.policy = config.policy
         self.sandbox = sandbox
+        self.gate = gate
         self.boot_id = boot_id
         self.root = sandbox.root / "functions"
         self.functions: dict[str, Function] = {}
@@ -138,7 +140,8 @@ class Registry:
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
         function.sessions[session.id] = session
         self.sessions[session.id] = session
-        self._own(session.run(self.sandbox, function.code_dir, function.manifest, args, kwargs))
+        broker = Broker(function.manifest.needs, self.policy, self.gate)
+        self._own(session.run(self.sandbox, broker, function.code_dir, function.manifest, args, kwargs))
         return session
 
     def _admit(self, function: Function) -> None:

@@ -14,6 +14,7 @@ from bento.protocol.frames import HEADER, Frame, FrameError, decode_header, deco
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import EndCause, Ended, FunctionError, ResourceUsage, SessionInfo, SessionState
 from bento.sandbox.launch import Exited, Instance, SandboxHost, SandboxUnavailable, encode_filter
+from bento.server.broker import Broker
 from bento.server.buffer import OutputBuffer
 
 _STATE = {EndCause.COMPLETED: SessionState.COMPLETED, EndCause.ERROR: SessionState.ERROR}
@@ -41,6 +42,7 @@ class Session:
         self._writer: asyncio.StreamWriter | None = None
         self._input_lock = asyncio.Lock()
         self._verdict: tuple[EndCause, str] | None = None  # set when we decide to kill it
+        self._broker: Broker | None = None
 
     @property
     def ended(self) -> bool:
@@ -79,6 +81,7 @@ class Session:
     async def run(
         self,
         sandbox: SandboxHost,
+        broker: Broker,
         code_dir: Path,
         manifest: Manifest,
         args: list[Any],
@@ -87,16 +90,21 @@ class Session:
         """Start the sandboxed instance and pump its frames until it exits. Owned by the registry."""
         needs = manifest.needs
         ours, theirs = socket.socketpair()
+        broker_ours, broker_theirs = socket.socketpair()
         try:
-            self.instance = await sandbox.spawn(code_dir, needs, theirs.fileno())
+            self.instance = await sandbox.spawn(code_dir, needs, theirs.fileno(), broker_theirs.fileno())
         except (OSError, SandboxUnavailable) as exc:
             ours.close()
+            broker_ours.close()
             await self._finish(EndCause.ERROR, reason=f"the sandbox could not start: {exc}")
             return
         finally:
             theirs.close()
+            broker_theirs.close()
             self.started.set()
         instance = self.instance
+        self._broker = broker
+        brokering = asyncio.ensure_future(broker.serve(broker_ours))
         reader, self._writer = await asyncio.open_connection(sock=ours, limit=2 << 20)
         stderr = asyncio.ensure_future(_drain(instance))
         start = {
@@ -123,6 +131,10 @@ class Session:
             instance.kill()
             exited = await instance.wait()
             self._writer.close()
+            brokering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await brokering
+            broker_ours.close()
             tail = await stderr
             await self._conclude(exited, needs.cpu_seconds, tail)
 
@@ -154,6 +166,9 @@ class Session:
     async def _conclude(self, exited: Exited, cpu_limit: int, stderr_tail: str) -> None:
         """Say why the session ended, from what we decided and what the kernel reports."""
         self.usage.cpu_seconds = round(exited.usage.cpu_seconds, 3)
+        if self._broker is not None:
+            self.usage.network_granted = self._broker.granted
+            self.usage.network_denied = self._broker.denied
         self.usage.peak_memory_bytes = exited.usage.peak_memory_bytes
         if exited.oom_killed and (self._verdict is None or self._verdict[0] is not EndCause.COMPLETED):
             verdict = (EndCause.MEMORY, "killed: over its memory limit")

@@ -27,17 +27,43 @@ def prepare(node: Node, directory: Path) -> None:
     node.bento_onion = identity.load_or_create(state_dir).onion
 
 
+# Testnet boxes let functions do everything a test may want to try, within modest limits.
+SERVER_CONFIG = """\
+# Written by `bento testnet`: the policy of a testnet Bento box.
+[policy]
+syscall_profiles = ["compute", "processes", "network"]
+total_memory_mb = 6144
+total_cpu_share = 1.5
+instances_total = 128
+
+[policy.instance]
+memory_mb = 256
+cpu_seconds = 20
+wall_seconds = 120
+processes = 32
+scratch_mb = 32
+
+[policy.network]
+allowed = true
+listen = true
+"""
+
+
 def start(node: Node) -> None:
     """Start the Bento server beside ``node``'s tor, detached like the tor processes."""
     assert node.bento_dir is not None
     state_dir = Path(node.bento_dir)
     (state_dir / STATUS_FILE).unlink(missing_ok=True)
+    config = state_dir / "server.toml"
+    config.write_text(SERVER_CONFIG)
     node.bento_pid = spawn_detached(
         [
             sys.executable,
             "-m",
             "bento",
             "server",
+            "--config",
+            str(config),
             "--control",
             node.control_address,
             "--state-dir",

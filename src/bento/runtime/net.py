@@ -1,0 +1,102 @@
+"""The network, as a function sees it: every connection is made by the broker.
+
+``connect``, ``listen`` and ``resolve`` ask the server's broker over the inherited
+broker socket; it checks the request against the manifest and the relay's exit policy
+and hands back a real socket. ``socket.create_connection`` and ``socket.getaddrinfo``
+are routed here too, so ``urllib.request`` and most libraries work unchanged. A refused
+request raises :class:`PermissionError` with the broker's reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import threading
+from typing import Any
+
+_broker: socket.socket | None = None
+_lock = threading.Lock()
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _bind(sock: socket.socket) -> None:
+    global _broker
+    _broker = sock
+    socket.create_connection = create_connection
+    socket.getaddrinfo = getaddrinfo
+
+
+def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]:
+    if _broker is None:
+        raise PermissionError("no network broker in this process (not running inside Bento)")
+    with _lock:  # one request at a time: replies are not tagged
+        _broker.sendall(json.dumps(request).encode())
+        data, fds, _flags, _addr = socket.recv_fds(_broker, 65536, 1)
+    if not data:
+        raise ConnectionError("the Bento broker went away")
+    reply: dict[str, Any] = json.loads(data)
+    sock = socket.socket(fileno=fds[0]) if fds else None
+    if not reply.get("ok"):
+        if sock is not None:
+            sock.close()
+        error = reply.get("error", "refused")
+        raise PermissionError(f"Bento broker: {error}") if reply.get("denied") else OSError(error)
+    return reply, sock
+
+
+def connect(host: str, port: int, timeout: float | None = None) -> socket.socket:
+    """A TCP connection to ``host:port``, opened by the broker if policy allows it."""
+    _, sock = _ask({"op": "connect", "host": host, "port": int(port)})
+    assert sock is not None
+    sock.settimeout(timeout)
+    return sock
+
+
+def listen(port: int = 0) -> socket.socket:
+    """A listening TCP socket on the box's loopback (port 0: any free port)."""
+    _, sock = _ask({"op": "listen", "port": int(port)})
+    assert sock is not None
+    return sock
+
+
+def resolve(host: str) -> list[str]:
+    """The addresses of ``host``, resolved by the broker (the sandbox has no resolver)."""
+    reply, _ = _ask({"op": "resolve", "host": host})
+    return list(reply["addresses"])
+
+
+def create_connection(
+    address: tuple[str, int],
+    timeout: float | None | object = socket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+    source_address: Any = None,
+    *,
+    all_errors: bool = False,
+) -> socket.socket:
+    host, port = address[0], address[1]
+    sock = connect(host, port)
+    if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
+        sock.settimeout(timeout)  # type: ignore[arg-type]
+    return sock
+
+
+def getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0) -> Any:
+    if host is None or _is_ip(host):
+        return _real_getaddrinfo(host, port, family, type, proto, flags)
+    numeric_port = int(port) if port is not None else 0
+    results = []
+    for address in resolve(host.decode() if isinstance(host, bytes) else str(host)):
+        fam = socket.AF_INET6 if ":" in address else socket.AF_INET
+        if family in (0, fam):
+            results.append((fam, type or socket.SOCK_STREAM, proto or 6, "", (address, numeric_port)))
+    if not results:
+        raise socket.gaierror(socket.EAI_NONAME, f"{host!r} has no usable address")
+    return results
+
+
+def _is_ip(host: Any) -> bool:
+    try:
+        ipaddress.ip_address(host.decode() if isinstance(host, bytes) else host)
+    except ValueError:
+        return False
+    return True
