@@ -23,7 +23,7 @@ _real_getaddrinfo = socket.getaddrinfo
 def _bind(sock: socket.socket) -> None:
     global _broker
     _broker = sock
-    socket.create_connection = create_connection
+    socket.create_connection = create_connection  # type: ignore[assignment]
     socket.getaddrinfo = getaddrinfo
 
 
@@ -68,7 +68,7 @@ def resolve(host: str) -> list[str]:
 
 def create_connection(
     address: tuple[str, int],
-    timeout: float | None | object = socket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+    timeout: float | object | None = socket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
     source_address: Any = None,
     *,
     all_errors: bool = False,
