@@ -200,6 +200,7 @@ class Box:
                 proxy=f"socks5h://{self.socks}" if self.socks else None,
                 additional_headers={"Authorization": f"Bearer {deployment.invocation_token}"},
                 open_timeout=120,
+                compression=None,  # see the server: no deflate on session streams
                 max_size=4 << 20,
                 ping_interval=30,
                 ping_timeout=120,

@@ -72,8 +72,8 @@ class Needs(Model):
     """What a function asks for (the ``needs`` table of its manifest). Defaults are modest."""
 
     memory_mb: int = Field(default=128, ge=16)
-    cpu_seconds: int = Field(default=30, ge=1)
-    wall_seconds: int = Field(default=300, ge=1)
+    cpu_seconds: int = Field(default=10, ge=1)
+    wall_seconds: int = Field(default=120, ge=1)
     processes: int = Field(default=8, ge=1)
     open_files: int = Field(default=64, ge=16)
     scratch_mb: int = Field(default=16, ge=1)

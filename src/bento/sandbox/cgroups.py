@@ -71,6 +71,19 @@ class Group:
         value = self._read("memory", "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes")
         return int(value) if value and value.strip().isdigit() else None
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by every process that was ever in the group."""
+        if self.version == 2:
+            for line in (self._read("unified", "cpu.stat") or "").splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec" and value.strip().isdigit():
+                    return int(value) / 1e6
+            return None
+        if "cpuacct" not in self.dirs:
+            return None
+        value = self._read("cpuacct", "cpuacct.usage")
+        return int(value) / 1e9 if value and value.strip().isdigit() else None
+
     def oom_killed(self) -> bool:
         if self.version == 2:
             text = self._read("unified", "memory.events") or ""
@@ -113,7 +126,7 @@ def bento_group(name: str) -> Group | None:
         group = Group(2, {"unified": base / name})
     else:
         dirs = {}
-        for controller in ("memory", "pids", "cpu"):
+        for controller in ("memory", "pids", "cpu", "cpuacct"):
             mount = ROOT / controller
             if (mount / "cgroup.procs").exists():
                 dirs[controller] = mount / own.get(controller, "/").lstrip("/") / name

@@ -315,6 +315,7 @@ class Instance:
         oom = False
         if self.group is not None:
             usage.peak_memory_bytes = self.group.peak_memory() or usage.peak_memory_bytes
+            usage.cpu_seconds = self.group.cpu_seconds() or usage.cpu_seconds
             oom = self.group.oom_killed()
         self._release()
         if not self._exited.done():

@@ -102,6 +102,9 @@ class BentoServer:
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
+                # Function output is mostly incompressible; deflate would burn the relay's CPU
+                # and let message lengths leak what was compressed together.
+                ws_per_message_deflate=False,
                 ws_max_size=2 << 20,
                 timeout_graceful_shutdown=2,
             )

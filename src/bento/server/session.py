@@ -151,6 +151,8 @@ class Session:
                         EndCause.OUTPUT,
                         f"sent more than its output limit of {output_limit} bytes",
                     )
+                    if self.instance is not None:
+                        self.instance.kill()
                     return
                 await self.output.put(payload)  # waits while the client is behind
             elif kind is Frame.RESULT:

@@ -38,8 +38,8 @@ instances_total = 128
 
 [policy.instance]
 memory_mb = 256
-cpu_seconds = 20
-wall_seconds = 120
+cpu_seconds = 60
+wall_seconds = 600
 processes = 32
 scratch_mb = 32
 

@@ -1,0 +1,204 @@
+"""Functions that attack their box: each is stopped, with a clear reason, and the box keeps serving.
+
+Every attack is a real function uploaded over Tor to a testnet box. Throughout, a
+well-behaved function on the same box answers pings; its latency is reported (the 2x
+target is measured by bench/hostile_latency.py, not asserted here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from hostile import HOSTILE, PING
+from support import TIMEOUT, run
+
+from bento.client.box import Box
+from bento.client.keyring import Deployment
+from bento.protocol.manifest import Manifest
+from bento.protocol.messages import EndCause, SessionState
+from bento.protocol.policy import Needs, SyscallProfile
+from bento.tor.testnet import Node, Role, Testnet
+from bento.tor.testnet.boxes import server_status
+from bento.tor.testnet.site import LocalSite
+
+pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
+
+NEEDS = Needs(
+    memory_mb=64, cpu_seconds=3, wall_seconds=8, processes=8, open_files=64, scratch_mb=4, output_mb=1,
+    network=True, instances=4,
+)  # fmt: skip
+
+
+@pytest.fixture
+async def hostile(box: Box) -> AsyncIterator[Deployment]:
+    deployment = await box.deploy(HOSTILE.encode(), Manifest(name="hostile", needs=NEEDS))
+    yield deployment
+    await box.shutdown(deployment)
+
+
+class Pinger:
+    """A well-behaved function's session, pinged over Tor while the attacks run."""
+
+    def __init__(self, box: Box, deployment: Deployment) -> None:
+        self.box, self.deployment = box, deployment
+        self.latencies: list[float] = []
+
+    async def measure(self, stream: object, rounds: int) -> list[float]:
+        from bento.client.stream import SessionStream
+
+        assert isinstance(stream, SessionStream)
+        out = []
+        for i in range(rounds):
+            started = time.monotonic()
+            await stream.send(f"{i}\n")
+            reply = await asyncio.wait_for(stream.receive(), 30)
+            assert reply == f"{i}\n".encode(), reply
+            out.append(time.monotonic() - started)
+            await asyncio.sleep(0.2)
+        return out
+
+
+async def test_hostile_functions_are_stopped_and_the_box_keeps_serving(
+    testnet: Testnet, box: Box, box_node: Node, hostile: Deployment, tmp_path: Path
+) -> None:
+    ping = await box.deploy(PING.encode(), Manifest(name="ping"))
+    pinger = Pinger(box, ping)
+    session_id = await box.invoke(ping, "ping")
+    async with await box.attach(ping, session_id) as stream:
+        idle = await pinger.measure(stream, 10)
+        stop = asyncio.Event()
+
+        async def keep_pinging() -> list[float]:
+            seen: list[float] = []
+            while not stop.is_set():
+                seen += await pinger.measure(stream, 1)
+            return seen
+
+        background = asyncio.ensure_future(keep_pinging())
+        try:
+            await _attacks(testnet, box, box_node, hostile)
+        finally:
+            stop.set()
+            busy = await background
+    print(f"\nping latency: idle median {statistics.median(idle) * 1000:.0f} ms, "
+          f"under attack median {statistics.median(busy) * 1000:.0f} ms, max {max(busy) * 1000:.0f} ms "
+          f"({len(busy)} pings)")  # fmt: skip
+    assert busy, "the well-behaved function must keep answering during the attacks"
+    await box.shutdown(ping)
+
+
+async def _attacks(testnet: Testnet, box: Box, node: Node, hostile: Deployment) -> None:
+    tor_dir = Path(node.data_dir)
+    status = server_status(node)
+
+    async def attack(entry: str, *args: object) -> tuple[bytes, object]:
+        output, ended = await run(box, hostile, entry, *args)
+        return output, ended
+
+    # Files outside the sandbox: server state, tor's keys, the host's secrets.
+    secrets = [f"{node.bento_dir}/identity.key", str(tor_dir / "keys" / "secret_id_key"), "/etc/shadow",
+               "/root/.bashrc", str(tor_dir / "torrc")]  # fmt: skip
+    _, ended = await attack("read_files", secrets)
+    assert ended.state is SessionState.COMPLETED
+    for path, outcome in ended.result.items():
+        assert outcome.startswith(("FileNotFoundError", "PermissionError")), (path, outcome)
+
+    _, ended = await attack("write_files", ["/function/x.py", "/usr/x", "/x", "/opt/bento/x", "/tmp/ok"])
+    result = ended.result
+    assert result.pop("/tmp/ok") == "ALLOWED: 1", "scratch space must be writable"
+    for path, outcome in result.items():
+        assert outcome.startswith(("OSError", "PermissionError", "FileNotFoundError")), (path, outcome)
+
+    _, ended = await attack("fill_scratch")
+    assert ended.result["error"] in ("ENOSPC", "EFBIG") and ended.result["written"] <= NEEDS.scratch_mb << 20
+
+    _, ended = await attack("memory_bomb")
+    assert ended.state is not SessionState.COMPLETED and ended.cause is EndCause.MEMORY, ended.reason
+
+    _, ended = await attack("spin")
+    assert ended.cause is EndCause.CPU, ended.reason
+    assert ended.usage.cpu_seconds >= NEEDS.cpu_seconds - 0.5
+
+    started = time.monotonic()
+    _, ended = await attack("sleep_forever")
+    assert ended.cause is EndCause.WALL, ended.reason
+    assert time.monotonic() - started < NEEDS.wall_seconds + 30
+
+    output, ended = await attack("flood")
+    assert ended.cause is EndCause.OUTPUT, ended.reason
+    assert len(output) <= NEEDS.output_mb << 20
+
+    _, ended = await attack("sockets")
+    for kind in ("packet", "raw", "netlink"):
+        assert ended.result[kind].startswith("PermissionError"), ended.result
+    assert ended.result["interfaces"] == ["lo"]
+
+    control = (node.control_port, "tor's control port")
+    api_port = int(str(status["api"]).rsplit(":", 1)[1])
+    targets = [("127.0.0.1", node.control_port), ("127.0.0.1", node.or_port), ("127.0.0.1", api_port),
+               ("192.0.2.1", 80)]  # fmt: skip
+    _, ended = await attack("reach", targets)
+    for target, outcome in ended.result.items():
+        assert not outcome.startswith("ALLOWED"), (target, outcome, control)
+        if target.startswith("broker"):
+            assert outcome.startswith("PermissionError: Bento broker"), (target, outcome)
+    assert "own services" in ended.result[f"broker 127.0.0.1:{node.control_port}"]
+    assert "exit policy" in ended.result["broker 192.0.2.1:80"]
+    assert ended.usage.network_denied == 4
+
+    async with LocalSite({"/": b"fetched through the broker"}) as site:
+        _, ended = await attack("fetch", site.url)
+    assert ended.result == "fetched through the broker", ended.reason
+    assert ended.usage.network_granted == 1
+
+    server_pid = int(str(status["pid"]))
+    _, ended = await attack("privileges", server_pid)
+    result = ended.result
+    assert result.pop("uid") == 65534
+    for action, outcome in result.items():
+        assert outcome.startswith(("PermissionError", "ProcessLookupError", "OSError: [Errno 1]")), (
+            action,
+            outcome,
+        )
+
+    _, ended = await attack("devices")
+    assert ended.result.pop("/dev/null") == "ALLOWED: b''"
+    for device, outcome in ended.result.items():
+        assert outcome.startswith(("FileNotFoundError", "PermissionError")), (device, outcome)
+
+    _, ended = await attack("proc_root")
+    assert not {"root", "home", "work", "var", "srv"} & set(ended.result["listing"]), ended.result
+    assert ended.result["shadow"].startswith("FileNotFoundError")
+    assert len(ended.result["pids"]) <= 3, "the instance sees only its own processes"
+
+    _, ended = await attack("descriptors")
+    links = ended.result
+    assert len(links) <= 6, links  # stdin, stdout, stderr, the channel, the broker, the listing itself
+    for fd, target in links.items():
+        assert not any(word in target for word in ("bento-", "testnet", "identity", ".key")), (fd, target)
+
+    _, ended = await attack("open_files")
+    assert ended.result["error"] == "EMFILE" and ended.result["opened"] <= NEEDS.open_files
+
+    procs = await box.deploy(
+        HOSTILE.encode(),
+        Manifest(name="forker", needs=NEEDS.model_copy(update={"syscall_profiles": [SyscallProfile.COMPUTE,
+                                                                                    SyscallProfile.PROCESSES]})),
+    )  # fmt: skip
+    _, ended = await run(box, procs, "fork_bomb")
+    assert ended.state is SessionState.COMPLETED, ended.reason
+    assert ended.result["error"] == "EAGAIN" and ended.result["children"] < NEEDS.processes, ended.result
+    _, ended = await run(box, hostile, "fork_bomb")  # without the processes profile: no fork at all
+    assert ended.result["children"] == 0 and ended.result["error"] == "EPERM", ended.result
+    await box.shutdown(procs)
+
+    # After all that, the server is the same process, and serves.
+    assert server_status(node)["pid"] == status["pid"]
+    assert node.bento_alive() and node.role is Role.EXIT
+    assert (await box.descriptor()).boot_id
+    del testnet
