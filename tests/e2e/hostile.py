@@ -106,7 +106,8 @@ def reach(targets):
             s.connect((host, port))
             return "connected"
         out[f"direct {host}:{port}"] = _outcome(direct)
-        out[f"broker {host}:{port}"] = _outcome(lambda host=host, port=port: api.connect(host, port, timeout=5))
+        brokered = lambda host=host, port=port: api.connect(host, port, timeout=5)  # noqa: E731
+        out[f"broker {host}:{port}"] = _outcome(brokered)
     return out
 
 
@@ -147,7 +148,8 @@ def proc_root():
 
 
 def descriptors():
-    return {fd: _outcome(lambda fd=fd: os.readlink(f"/proc/self/fd/{fd}")) for fd in os.listdir("/proc/self/fd")}
+    listing = os.listdir("/proc/self/fd")
+    return {fd: _outcome(lambda fd=fd: os.readlink(f"/proc/self/fd/{fd}")) for fd in listing}
 
 
 def open_files():

@@ -81,8 +81,8 @@ class Group:
             return None
         if "cpuacct" not in self.dirs:
             return None
-        value = self._read("cpuacct", "cpuacct.usage")
-        return int(value) / 1e9 if value and value.strip().isdigit() else None
+        usage = self._read("cpuacct", "cpuacct.usage")
+        return int(usage) / 1e9 if usage and usage.strip().isdigit() else None
 
     def oom_killed(self) -> bool:
         if self.version == 2:
