@@ -25,13 +25,18 @@ from bento.client.keyring import Deployment, Keyring
 from bento.client.stream import SessionStream
 from bento.errors import BentoError
 from bento.protocol.manifest import Manifest
-from bento.protocol.messages import SessionState
+from bento.protocol.messages import ResourceUsage, SessionState
+from bento.protocol.policy import violations
 
 PROGRESS_ABOVE = 1 << 20  # show a progress bar for uploads larger than this
 
 
 def register(commands: Any) -> None:
     boxes = commands.add_parser("boxes", help="list the Bento boxes in the Tor consensus")
+    boxes.add_argument(
+        "--fits", type=Path, metavar="MANIFEST",
+        help="only boxes whose policy admits this manifest (fetches each descriptor over Tor)",
+    )  # fmt: skip
     client_options.add(boxes, control=True)
     boxes.set_defaults(handler=cmd_boxes)
 
@@ -82,6 +87,8 @@ def register(commands: Any) -> None:
 
 def cmd_boxes(args: argparse.Namespace) -> int:
     boxes = discover(args.control)
+    if args.fits is not None:
+        boxes = asyncio.run(_fitting(boxes, _read_manifest(args.fits, {}), args.socks))
     if args.json:
         emit_json([b.as_json() for b in boxes])
         return 0
@@ -93,6 +100,25 @@ def cmd_boxes(args: argparse.Namespace) -> int:
         table.add_row(box.nickname, box.fingerprint, flags, f"{box.onion}.onion")
     console.print(table)
     return 0
+
+
+async def _fitting(boxes: list[BoxInfo], manifest: Manifest, socks: str) -> list[BoxInfo]:
+    """The boxes whose verified descriptor admits ``manifest``; the others are reported."""
+
+    async def check(info: BoxInfo) -> BoxInfo | None:
+        try:
+            async with Box(info.onion, socks=socks, info=info) as box:
+                problems = violations(manifest.needs, (await box.descriptor()).policy)
+        except BentoError as exc:
+            errors.print(f"[yellow]{info.nickname}[/yellow]: skipped ({exc.message})")
+            return None
+        if problems:
+            errors.print(f"[dim]{info.nickname}: does not fit: {'; '.join(problems)}[/dim]")
+            return None
+        return info
+
+    results = await asyncio.gather(*(check(b) for b in boxes))
+    return [b for b in results if b is not None]
 
 
 def _find(args: argparse.Namespace) -> BoxInfo:
@@ -122,16 +148,22 @@ def cmd_descriptor(args: argparse.Namespace) -> int:
 
 
 def _manifest(args: argparse.Namespace) -> Manifest:
-    data: dict[str, Any] = {}
-    if args.manifest is not None:
-        try:
-            text = args.manifest.read_text()
-            data = json.loads(text) if args.manifest.suffix == ".json" else tomllib.loads(text)
-        except (OSError, ValueError) as exc:
-            raise BentoError(f"cannot read the manifest {args.manifest}: {exc}") from None
-    if args.name:
-        data["name"] = args.name
-    data.setdefault("name", args.file.name.removesuffix(".py").removesuffix(".tar.gz") or "function")
+    defaults = {"name": args.name or args.file.name.removesuffix(".py").removesuffix(".tar.gz") or "function"}
+    if args.manifest is None:
+        return Manifest.model_validate(defaults)
+    manifest = _read_manifest(args.manifest, defaults)
+    return manifest.model_copy(update={"name": args.name}) if args.name else manifest
+
+
+def _read_manifest(path: Path, defaults: dict[str, Any]) -> Manifest:
+    """A manifest file, TOML or JSON (``name``, ``module``, ``description``, ``[needs]``)."""
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (OSError, ValueError) as exc:
+        raise BentoError(f"cannot read the manifest {path}: {exc}") from None
+    data = {**defaults, **data}
+    data.setdefault("name", path.stem)
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
@@ -255,16 +287,30 @@ async def _talk(box: Box, deployment: Deployment, session_id: str, as_json: bool
                 "result": ended.result,
                 "error": ended.error.model_dump() if ended.error else None,
                 "reason": ended.reason,
+                "cause": ended.cause.value,
+                "usage": ended.usage.model_dump(),
                 "output": collected.decode(errors="replace"),
             }
         )
     elif ended.state is SessionState.COMPLETED:
         errors.print(f"[green]completed[/green], result: {json.dumps(ended.result)}")
+        errors.print(f"[dim]{_usage(ended.usage)}[/dim]")
     else:
         if ended.error is not None and ended.error.traceback:
             errors.print(ended.error.traceback.rstrip(), markup=False)
-        errors.print(f"[red]{ended.state.value}[/red]: {ended.reason}")
+        errors.print(f"[red]{ended.state.value} ({ended.cause.value})[/red]: {ended.reason}")
+        errors.print(f"[dim]{_usage(ended.usage)}[/dim]")
     return {SessionState.COMPLETED: 0, SessionState.ERROR: 1}.get(ended.state, 2)
+
+
+def _usage(usage: ResourceUsage) -> str:
+    text = (
+        f"used {usage.cpu_seconds:.2f} s CPU, {usage.peak_memory_bytes / 2**20:.1f} MiB peak memory, "
+        f"{usage.bytes_out} B out, {usage.bytes_in} B in"
+    )
+    if usage.network_granted or usage.network_denied:
+        text += f", {usage.network_granted} connection(s), {usage.network_denied} refused"
+    return text
 
 
 async def _feed_stdin(stream: SessionStream) -> None:
@@ -298,17 +344,20 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         emit_json(listing.model_dump(mode="json"))
         return 0
     table = Table(title=f"sessions of {deployment.name} ({deployment.function_id})")
-    for column in ("session", "entry", "state", "attached", "out", "in", "buffered"):
+    for column in ("session", "entry", "state", "attached", "out", "in", "buffered", "cpu s", "peak MiB"):
         table.add_column(column, no_wrap=True)
     for s in listing.sessions:
+        state = s.state.value if s.cause in (None, "completed", "error") else f"{s.state.value} ({s.cause})"
         table.add_row(
             s.session_id,
             s.entry,
-            s.state.value,
+            state,
             "yes" if s.attached else "no",
             str(s.bytes_out),
             str(s.bytes_in),
             str(s.buffered),
+            f"{s.usage.cpu_seconds:.2f}",
+            f"{s.usage.peak_memory_bytes / 2**20:.1f}",
         )
     console.print(table)
     return 0

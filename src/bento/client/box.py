@@ -33,6 +33,7 @@ from bento.protocol.messages import (
     ShutdownResponse,
     UploadResponse,
 )
+from bento.protocol.policy import violations
 
 Model = TypeVar("Model", bound=BaseModel)
 Progress = Callable[[int, int], None]
@@ -129,6 +130,12 @@ class Box:
             }
         ).encode()
         descriptor = await self.descriptor()
+        problems = violations(manifest.needs, descriptor.policy)
+        if problems:  # the box would refuse it: say why before uploading anything
+            raise BentoError(
+                f"the box {self.name} would refuse this function: " + "; ".join(problems),
+                fix="lower the manifest's needs, or find a box that fits with `bento boxes --fits MANIFEST`",
+            )
         uploaded = await self._upload(body, progress)
         return Deployment(
             function_id=uploaded.function_id,

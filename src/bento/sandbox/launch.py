@@ -30,7 +30,8 @@ from bento.protocol.policy import Needs, NodePolicy, SyscallProfile
 from bento.sandbox import cgroups, seccomp
 
 SANDBOX_GID = 199_999  # group of every instance: may read function code, nothing else of ours
-UID_BASE = 200_000  # instance n runs as uid UID_BASE + n (so per-uid limits are per instance)
+UID_BASE = 200_000  # instances run as uids from here up, one uid each (so per-uid limits are per instance)
+UID_BLOCK = 4096  # uids claimed by one server; blocks are claimed so that two servers never share a uid
 INNER_ID = 65534  # the uid and gid an instance sees for itself
 PYTHON = "/usr/bin/python3"
 BOOTSTRAP = "import sys; sys.path[:0] = ['/opt/bento']; from bento.runtime.__main__ import main; main()"
@@ -82,7 +83,11 @@ class SandboxHost:
                 pids=policy.instances_total * policy.instance.processes,
                 cpus=policy.total_cpu_share,
             )
-        self._free_slots = list(range(policy.instances_total))
+        self._uid_base = 0
+        self._uid_claim: Path | None = None
+        if self.privileged:
+            self._uid_base, self._uid_claim = _claim_uid_block()
+        self._free_slots = list(range(min(policy.instances_total, UID_BLOCK)))
         self.policy_filter = seccomp.compile_filter(policy.syscall_profiles, allow_exec=True)
         self.python_version = subprocess.run(
             [PYTHON, "-I", "-S", "-c", "import platform; print(platform.python_version())"],
@@ -200,7 +205,7 @@ class SandboxHost:
         if self.privileged:
             argv += [
                 "setpriv",
-                f"--reuid={UID_BASE + slot}",
+                f"--reuid={self._uid_base + slot}",
                 f"--regid={SANDBOX_GID}",
                 "--clear-groups",
                 "--inh-caps=-all",
@@ -281,6 +286,8 @@ class SandboxHost:
         if self.group is not None:
             self.group.remove()
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._uid_claim is not None:
+            self._uid_claim.unlink(missing_ok=True)
 
 
 class Instance:
@@ -329,6 +336,25 @@ class Instance:
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
+
+
+def _claim_uid_block() -> tuple[int, Path]:
+    """A block of uids no other Bento server on this host uses (a lock file per block)."""
+    for block in range(1000):
+        claim = Path(tempfile.gettempdir()) / f"bento-uids-{block}"
+        try:
+            fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            with contextlib.suppress(OSError, ValueError):
+                owner = int(claim.read_text())
+                if not Path(f"/proc/{owner}").exists():  # its server died: take it over
+                    claim.write_text(str(os.getpid()))
+                    return UID_BASE + block * UID_BLOCK, claim
+            continue
+        with os.fdopen(fd, "w") as out:
+            out.write(str(os.getpid()))
+        return UID_BASE + block * UID_BLOCK, claim
+    raise SandboxUnavailable("no free block of sandbox uids (1000 Bento servers on one host?)")
 
 
 def work_dir_of(state_dir: Path) -> Path:
