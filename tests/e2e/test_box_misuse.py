@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,8 @@ from bento.client.box import Box
 from bento.client.keyring import Deployment
 from bento.errors import BentoError
 from bento.protocol.manifest import Manifest
-from bento.protocol.messages import SessionState
+from bento.protocol.messages import SessionState, UploadResponse
+from bento.protocol.policy import Needs
 from bento.sandbox.launch import work_dir_of
 from bento.server.tokens import new_token
 from bento.tor.testnet import Node, Testnet
@@ -127,3 +132,44 @@ async def test_functions_do_not_survive_a_server_restart(testnet: Testnet, box_n
         assert output == b"hello world\n"
         await box.shutdown(again)
     assert not code_dir.exists()
+
+
+async def test_a_manifest_that_exceeds_the_policy_is_refused_with_every_violation(
+    testnet: Testnet, box: Box, tmp_path: Path
+) -> None:
+    greedy = Manifest(
+        name="greedy",
+        needs=Needs(memory_mb=100_000, cpu_seconds=100_000, tor_circuits=True, storage_mb=10),
+    )
+    expected = ["memory_mb", "cpu_seconds", "tor_circuits", "storage_mb"]
+    # The client refuses before uploading...
+    with pytest.raises(BentoError, match="would refuse") as caught:
+        await box.deploy(HELLO.encode(), greedy)
+    assert all(word in str(caught.value) for word in expected), caught.value
+    # ...and the box refuses on its own, whatever the client does.
+    body = {"manifest": greedy.model_dump(mode="json"), "kind": "module", "code": ""}
+    with pytest.raises(BentoError, match="asks for more than this box's policy allows") as caught:
+        await box._request("POST", "/v1/functions", UploadResponse, json=body)
+    assert all(word in str(caught.value) for word in expected), caught.value
+
+    descriptor = await box.descriptor()
+    assert descriptor.policy.network.allowed and descriptor.runtime.isolation["syscalls"].startswith(
+        "seccomp"
+    )
+
+    manifest = tmp_path / "greedy.toml"
+    manifest.write_text('name = "greedy"\n[needs]\nmemory_mb = 100000\n')
+    modest = tmp_path / "modest.toml"
+    modest.write_text('name = "modest"\n[needs]\nmemory_mb = 64\nnetwork = true\n')
+    env = {**os.environ, **testnet.environment()}
+
+    def fits(path: Path) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "bento", "boxes", "--fits", str(path), "--json"],
+            env=env, capture_output=True, text=True, timeout=TIMEOUT,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return sorted(b["nickname"] for b in json.loads(done.stdout))
+
+    assert fits(manifest) == []
+    assert fits(modest) == ["exit0", "exit1"]
