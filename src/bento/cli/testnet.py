@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -33,6 +34,10 @@ def register(commands: Any) -> None:
     _add_dir_option(status)
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     status.set_defaults(handler=cmd_status)
+
+    env = sub.add_parser("env", help="print `export BENTO_...` lines: eval \"$(bento testnet env)\"")
+    _add_dir_option(env)
+    env.set_defaults(handler=cmd_env)
 
     down = sub.add_parser("down", help="stop the testnet and remove its state")
     _add_dir_option(down)
@@ -135,6 +140,13 @@ def print_status(status: dict[str, Any]) -> None:
         )
     console.print(table)
     console.print(f"client SOCKS {status['socks']}   client control {status['control']}")
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    net = Testnet.attach(args.dir or default_directory())
+    for name, value in net.environment().items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
