@@ -35,7 +35,7 @@ def register(commands: Any) -> None:
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     status.set_defaults(handler=cmd_status)
 
-    env = sub.add_parser("env", help="print `export BENTO_...` lines: eval \"$(bento testnet env)\"")
+    env = sub.add_parser("env", help='print `export BENTO_...` lines: eval "$(bento testnet env)"')
     _add_dir_option(env)
     env.set_defaults(handler=cmd_env)
 
@@ -116,7 +116,7 @@ _NOTABLE_FLAGS = ("Authority", "Exit", "Guard", "HSDir", "BadExit")
 
 def print_status(status: dict[str, Any]) -> None:
     table = Table(title=f"testnet in {status['directory']}")
-    for column in ("role", "nickname", "fingerprint", "ports", "flags", "process"):
+    for column in ("role", "nickname", "fingerprint", "ports", "flags", "process", "bento box"):
         table.add_column(column, no_wrap=column in ("fingerprint", "process"))
     for node in status["nodes"]:
         ports = ", ".join(
@@ -130,6 +130,12 @@ def print_status(status: dict[str, Any]) -> None:
             if node[key]
         )
         process = f"[green]alive[/green] {node['pid']}" if node["alive"] else "[red]dead[/red]"
+        box = node.get("bento")
+        bento = (
+            "-"
+            if not box
+            else f"{box['onion'][:12]}… " + ("[green]up[/green]" if box["alive"] else "[red]down[/red]")
+        )
         table.add_row(
             node["role"],
             node["nickname"],
@@ -137,6 +143,7 @@ def print_status(status: dict[str, Any]) -> None:
             ports,
             " ".join(f for f in node["flags"] if f in _NOTABLE_FLAGS) or "-",
             process,
+            bento,
         )
     console.print(table)
     console.print(f"client SOCKS {status['socks']}   client control {status['control']}")
