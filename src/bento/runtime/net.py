@@ -9,11 +9,13 @@ request raises :class:`PermissionError` with the broker's reason.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import socket
 import threading
-from typing import Any
+
+TYPE_CHECKING = False  # importing typing would cost the sandbox ~3 ms of start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 _broker: socket.socket | None = None
 _lock = threading.Lock()
@@ -95,6 +97,8 @@ def getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0, proto: int
 
 
 def _is_ip(host: Any) -> bool:
+    import ipaddress  # only when resolving: it is slow to import
+
     try:
         ipaddress.ip_address(host.decode() if isinstance(host, bytes) else host)
     except ValueError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -141,8 +142,8 @@ class SandboxHost:
                 path.chmod(0o755 if path.is_dir() else 0o644)
 
     def manifest_filter(self, needs: Needs) -> bytes:
-        allowed = [p for p in needs.syscall_profiles if p in self.policy.syscall_profiles]
-        return seccomp.compile_filter(allowed, allow_exec=SyscallProfile.PROCESSES in allowed)
+        allowed = frozenset(p for p in needs.syscall_profiles if p in self.policy.syscall_profiles)
+        return _filter_for(allowed)
 
     async def spawn(self, code_dir: Path, needs: Needs, channel_fd: int, broker_fd: int) -> Instance:
         if not self._free_slots:
@@ -336,6 +337,12 @@ class Instance:
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
+
+
+@functools.lru_cache(maxsize=16)
+def _filter_for(profiles: frozenset[SyscallProfile]) -> bytes:
+    """Compiled once per set of profiles: libseccomp takes milliseconds per filter."""
+    return seccomp.compile_filter(profiles, allow_exec=SyscallProfile.PROCESSES in profiles)
 
 
 def _claim_uid_block() -> tuple[int, Path]:
