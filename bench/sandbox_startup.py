@@ -1,0 +1,72 @@
+"""Start-up cost of a sandboxed instance: invoke -> the function's first instruction, no Tor.
+
+Drives the box's registry in-process (the same code the API calls), with the real
+sandbox: bubblewrap, seccomp, rlimits and (as root) cgroups and a per-instance uid. The
+function's first instruction sends one byte; the clock stops when the server receives it.
+Targets (issue 4): <= 60 ms median cold; <= 10 ms with a pool of pre-started sandboxes.
+
+    python bench/sandbox_startup.py [--runs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from record import record, summary
+
+from bento.protocol.manifest import Manifest
+from bento.protocol.messages import CodeKind
+from bento.sandbox.launch import SandboxHost
+from bento.server.broker import closed_gate
+from bento.server.config import ServerConfig
+from bento.server.registry import Registry
+
+FIRST_INSTRUCTION = b"from bento.runtime import api\n\ndef main():\n    api.send(b'!')\n"
+
+
+async def measure(runs: int) -> list[float]:
+    with tempfile.TemporaryDirectory(prefix="bento-bench-") as tmp:
+        config = ServerConfig(state_dir=Path(tmp) / "state")
+        sandbox = SandboxHost(config.policy, config.state_dir)
+        registry = Registry(config, "bench", sandbox, closed_gate())
+        registry.reset_storage()
+        try:
+            deployed = registry.deploy(
+                Manifest(name="first"), CodeKind.MODULE, base64.b64encode(FIRST_INSTRUCTION).decode()
+            )
+            samples = []
+            for _ in range(runs + 3):  # the first runs warm the page cache
+                started = time.perf_counter()
+                session = registry.invoke(deployed.function, "main", [], {})
+                await session.output.read(0)
+                samples.append(time.perf_counter() - started)
+                await session.done.wait()
+            return [s * 1000 for s in samples[3:]]
+        finally:
+            await registry.aclose()
+            sandbox.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    cold = asyncio.run(measure(args.runs))
+    verdict = "meets" if statistics.median(cold) <= 60 else "MISSES"
+    record(
+        "Sandbox start-up",
+        f"python bench/sandbox_startup.py --runs {args.runs}",
+        f"invoke -> first instruction of the function, in-process, no Tor, real sandbox:\n\n"
+        f"- cold (a new sandbox per invocation): {summary(cold, 'ms')}; target <= 60 ms median: {verdict}\n"
+        f"- pooled (pre-started sandboxes): not implemented yet, so the <= 10 ms target is not met\n",
+    )
+
+
+if __name__ == "__main__":
+    main()
