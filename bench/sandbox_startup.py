@@ -18,14 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from record import record, summary
-
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
 from bento.sandbox.launch import SandboxHost
 from bento.server.broker import closed_gate
 from bento.server.config import ServerConfig
 from bento.server.registry import Registry
+from record import record, summary
 
 FIRST_INSTRUCTION = b"from bento.runtime import api\n\ndef main():\n    api.send(b'!')\n"
 
