@@ -27,6 +27,7 @@ class Frame(IntEnum):
     OUTPUT = 4  # instance -> server: bytes for the client
     RESULT = 5  # instance -> server: JSON {"value": ...}; the session completed
     ERROR = 6  # instance -> server: JSON {"type", "message", "traceback"}
+    READY = 7  # instance -> server, first: the runtime is up and waits for START
 
 
 class FrameError(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 import importlib
 import json
+import resource
 import socket
 import sys
 
@@ -31,11 +32,15 @@ def _error(exc: BaseException) -> dict[str, Any]:
 
 
 def run(channel: Channel) -> None:
+    channel.send(Frame.READY)
     first = channel.read_frame()
     if first is None or first[0] is not Frame.START:
         raise FrameError("the first frame must be START")
     start = decode_json(first[1])
     api._bind(channel)
+    for name, value in start.get("rlimits", {}).items():
+        # A pooled sandbox started with the policy's maxima: lower them to the manifest's.
+        resource.setrlimit(getattr(resource, name), (value, value + (name == "RLIMIT_CPU")))
     if start.get("seccomp"):
         # Before anything of the function runs: from here on, only what it declared.
         install_filter(binascii.a2b_base64(start["seccomp"]))

@@ -21,12 +21,14 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bento.protocol.frames import HEADER, Frame, FrameError, decode_header
 from bento.protocol.policy import Needs, NodePolicy, SyscallProfile
 from bento.sandbox import cgroups, seccomp
 
@@ -89,6 +91,8 @@ class SandboxHost:
         if self.privileged:
             self._uid_base, self._uid_claim = _claim_uid_block()
         self._free_slots = list(range(min(policy.instances_total, UID_BLOCK)))
+        self._pool: list[Instance] = []
+        self._pool_changed = asyncio.Event()
         self.policy_filter = seccomp.compile_filter(policy.syscall_profiles, allow_exec=True)
         self.python_version = subprocess.run(
             [PYTHON, "-I", "-S", "-c", "import platform; print(platform.python_version())"],
@@ -145,10 +149,59 @@ class SandboxHost:
         allowed = frozenset(p for p in needs.syscall_profiles if p in self.policy.syscall_profiles)
         return _filter_for(allowed)
 
-    async def spawn(self, code_dir: Path, needs: Needs, channel_fd: int, broker_fd: int) -> Instance:
+    # --- instances: cold, or from the pool ---------------------------------------------
+
+    async def acquire(self, code_dir: Path, needs: Needs) -> Instance:
+        """An instance for ``code_dir`` under ``needs``: a pooled one if any waits, else a new one.
+
+        A pooled sandbox was started with the policy's maxima and an empty /function; it
+        gets the code copied in, its cgroup lowered to the manifest's needs here, and it
+        lowers its own rlimits and seccomp filter from the START frame before the
+        function's code is loaded.
+        """
+        while self._pool:
+            instance = self._pool.pop()
+            self._pool_changed.set()
+            if instance.process.returncode is not None or instance.slot_dir is None:
+                continue  # died while waiting
+            shutil.copytree(code_dir, instance.slot_dir, dirs_exist_ok=True)
+            self.share(instance.slot_dir)
+            if instance.group is not None:
+                instance.group.limit(memory_bytes=needs.memory_mb * _MB, pids=needs.processes)
+            instance.rlimits = _rlimits(needs, self.privileged)
+            return instance
+        return await self.spawn(code_dir, needs)
+
+    async def keep_pool(self, size: int) -> None:
+        """Keep ``size`` sandboxes started and waiting. Owned by the server; cancel to stop."""
+        maxima = Needs(**{k: getattr(self.policy.instance, k) for k in _LIMITS}, instances=1)
+        try:
+            while True:
+                while len(self._pool) < size and len(self._free_slots) > size:
+                    slot_dir = self.root / "pool" / os.urandom(8).hex()
+                    slot_dir.mkdir(parents=True)
+                    self.share(slot_dir.parent)
+                    instance = await self.spawn(slot_dir, maxima)
+                    instance.slot_dir = slot_dir
+                    if await _ready(instance):
+                        self._pool.append(instance)
+                    else:
+                        instance.kill()
+                self._pool_changed.clear()
+                await self._pool_changed.wait()
+        finally:
+            for instance in self._pool:
+                instance.kill()
+            self._pool.clear()
+
+    async def spawn(self, code_dir: Path, needs: Needs) -> Instance:
+        """A new sandbox with ``code_dir`` at /function and ``needs`` as its limits."""
         if not self._free_slots:
             raise SandboxUnavailable("every instance slot is in use")
         slot = self._free_slots.pop(0)
+        ours, theirs = socket.socketpair()
+        broker_ours, broker_theirs = socket.socketpair()
+        channel_fd, broker_fd = theirs.fileno(), broker_theirs.fileno()
         group = None
         try:
             if self.group is not None:
@@ -168,10 +221,14 @@ class SandboxHost:
                 )
             finally:
                 os.close(filter_fd)
+                theirs.close()
+                broker_theirs.close()
         except BaseException:
+            ours.close()
+            broker_ours.close()
             self._release(slot, group)
             raise
-        return Instance(process, group, lambda: self._release(slot, group))
+        return Instance(process, group, lambda: self._release(slot, group), ours, broker_ours)
 
     def _release(self, slot: int, group: cgroups.Group | None) -> None:
         if group is not None:
@@ -191,17 +248,17 @@ class SandboxHost:
         if group is not None:
             join = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
             argv += ["/bin/sh", "-c", join, "sh", *group.procs_files(), "--"]
-        address_space = max(_ADDRESS_SPACE_FLOOR, needs.memory_mb * _MB * _ADDRESS_SPACE_FACTOR)
+        limits = _rlimits(needs, self.privileged)
         argv += [
             "prlimit",
-            f"--as={address_space}",
-            f"--cpu={needs.cpu_seconds}:{needs.cpu_seconds + 1}",
-            f"--nofile={needs.open_files}",
-            f"--fsize={needs.scratch_mb * _MB}",
+            f"--as={limits['RLIMIT_AS']}",
+            f"--cpu={limits['RLIMIT_CPU']}:{limits['RLIMIT_CPU'] + 1}",  # SIGXCPU, then SIGKILL
+            f"--nofile={limits['RLIMIT_NOFILE']}",
+            f"--fsize={limits['RLIMIT_FSIZE']}",
             "--core=0",
         ]
-        if self.privileged:
-            argv.append(f"--nproc={needs.processes}")
+        if "RLIMIT_NPROC" in limits:
+            argv.append(f"--nproc={limits['RLIMIT_NPROC']}")
         argv.append("--")
         if self.privileged:
             argv += [
@@ -295,11 +352,20 @@ class Instance:
     """A sandboxed process: its stderr, its exit, and what it used."""
 
     def __init__(
-        self, process: subprocess.Popen[bytes], group: cgroups.Group | None, release: Callable[[], None]
+        self,
+        process: subprocess.Popen[bytes],
+        group: cgroups.Group | None,
+        release: Callable[[], None],
+        channel: socket.socket,
+        broker: socket.socket,
     ) -> None:
         self.process = process
         self.pid = process.pid
         self.group = group
+        self.channel = channel  # our ends of its two sockets
+        self.broker = broker
+        self.slot_dir: Path | None = None  # a pooled sandbox's /function, filled when taken
+        self.rlimits: dict[str, int] = {}  # what a pooled sandbox must lower itself to
         self._release = release
         self._exited: asyncio.Future[Exited] = asyncio.get_running_loop().create_future()
         self._pidfd = os.pidfd_open(self.pid)
@@ -326,6 +392,8 @@ class Instance:
             usage.cpu_seconds = self.group.cpu_seconds() or usage.cpu_seconds
             oom = self.group.oom_killed()
         self._release()
+        if self.slot_dir is not None:
+            shutil.rmtree(self.slot_dir, ignore_errors=True)
         if not self._exited.done():
             self._exited.set_result(Exited(self.process.returncode, usage, oom))
 
@@ -337,6 +405,43 @@ class Instance:
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
+
+
+async def _ready(instance: Instance, timeout: float = 30.0) -> bool:
+    """Wait for the runtime's READY frame, so that a pooled sandbox is truly warm."""
+    loop = asyncio.get_running_loop()
+    instance.channel.setblocking(False)
+    header = b""
+    try:
+        async with asyncio.timeout(timeout):
+            while len(header) < HEADER.size:
+                chunk = await loop.sock_recv(instance.channel, HEADER.size - len(header))
+                if not chunk:
+                    return False
+                header += chunk
+    except (TimeoutError, OSError):
+        return False
+    try:
+        return decode_header(header) == (Frame.READY, 0)
+    except FrameError:
+        return False
+
+
+_LIMITS = ("memory_mb", "cpu_seconds", "wall_seconds", "processes", "open_files", "scratch_mb", "output_mb")
+
+
+def _rlimits(needs: Needs, privileged: bool) -> dict[str, int]:
+    """The rlimits for ``needs`` (what prlimit sets for a cold start), by resource name."""
+    limits = {
+        "RLIMIT_AS": max(_ADDRESS_SPACE_FLOOR, needs.memory_mb * _MB * _ADDRESS_SPACE_FACTOR),
+        "RLIMIT_CPU": needs.cpu_seconds,
+        "RLIMIT_NOFILE": needs.open_files,
+        "RLIMIT_FSIZE": needs.scratch_mb * _MB,
+        "RLIMIT_CORE": 0,
+    }
+    if privileged:
+        limits["RLIMIT_NPROC"] = needs.processes
+    return limits
 
 
 @functools.lru_cache(maxsize=16)

@@ -32,6 +32,9 @@ class ServerConfig(BaseModel):
     advertise: bool = Field(default=True, description="add bento=<onion> to the relay's ContactInfo")
     api_port: int = Field(default=0, ge=0, le=65535, description="local port behind the onion; 0 picks one")
     listen: str | None = Field(default=None, description="also serve the API on this host:port")
+    pool_size: int = Field(
+        default=2, ge=0, le=64, description="sandboxes kept started and waiting, for fast invocations"
+    )
     policy: NodePolicy = Field(default_factory=NodePolicy, description="what functions may do here")
     session_buffer_bytes: int = Field(
         default=4 << 20, gt=0, description="output held per session for a slow or absent client"

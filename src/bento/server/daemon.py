@@ -116,6 +116,7 @@ class BentoServer:
                 own = {(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in sockets}
                 await asyncio.to_thread(broker.refresh, self.gate, ctl, own)
                 gatekeeping = tasks.create_task(self._refresh_gate_forever(ctl, own))
+                pool = tasks.create_task(self.sandbox.keep_pool(self.config.pool_size))
                 try:
                     if self.config.onion:
                         await self._publish(ctl, api_port)
@@ -128,6 +129,7 @@ class BentoServer:
                     web.should_exit = True
                     reaper.cancel()
                     gatekeeping.cancel()
+                    pool.cancel()
                 await serving
         finally:
             for sock in sockets:

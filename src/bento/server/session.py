@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -89,23 +88,17 @@ class Session:
     ) -> None:
         """Start the sandboxed instance and pump its frames until it exits. Owned by the registry."""
         needs = manifest.needs
-        ours, theirs = socket.socketpair()
-        broker_ours, broker_theirs = socket.socketpair()
         try:
-            self.instance = await sandbox.spawn(code_dir, needs, theirs.fileno(), broker_theirs.fileno())
+            self.instance = await sandbox.acquire(code_dir, needs)
         except (OSError, SandboxUnavailable) as exc:
-            ours.close()
-            broker_ours.close()
             await self._finish(EndCause.ERROR, reason=f"the sandbox could not start: {exc}")
             return
         finally:
-            theirs.close()
-            broker_theirs.close()
             self.started.set()
         instance = self.instance
         self._broker = broker
-        brokering = asyncio.ensure_future(broker.serve(broker_ours))
-        reader, self._writer = await asyncio.open_connection(sock=ours, limit=2 << 20)
+        brokering = asyncio.ensure_future(broker.serve(instance.broker))
+        reader, self._writer = await asyncio.open_connection(sock=instance.channel, limit=2 << 20)
         stderr = asyncio.ensure_future(_drain(instance))
         start = {
             "code_dir": "/function",
@@ -114,6 +107,7 @@ class Session:
             "args": args,
             "kwargs": kwargs,
             "seccomp": encode_filter(sandbox.manifest_filter(needs)),
+            "rlimits": instance.rlimits,
         }
         try:
             self._writer.write(encode_json(Frame.START, start))
@@ -134,7 +128,7 @@ class Session:
             brokering.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await brokering
-            broker_ours.close()
+            instance.broker.close()
             tail = await stderr
             await self._conclude(exited, needs.cpu_seconds, tail)
 
@@ -155,6 +149,8 @@ class Session:
                         self.instance.kill()
                     return
                 await self.output.put(payload)  # waits while the client is behind
+            elif kind is Frame.READY:
+                continue  # a cold instance announces itself too
             elif kind is Frame.RESULT:
                 self.result = decode_json(payload).get("value")
                 self._verdict = self._verdict or (EndCause.COMPLETED, "")

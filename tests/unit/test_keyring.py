@@ -1,0 +1,138 @@
+"""The client's keyring: a private, atomically written wallet of capabilities."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from bento.client import keyring
+from bento.client.keyring import Deployment, Keyring
+from bento.errors import BentoError
+
+
+def _deployment(function_id: str, name: str) -> Deployment:
+    return Deployment(
+        function_id=function_id,
+        name=name,
+        onion="a" * 56,
+        relay_fingerprint="A" * 40,
+        relay_nickname="relay",
+        invocation_token=f"INVOKE-SECRET-{function_id}",
+        shutdown_token=f"SHUTDOWN-SECRET-{function_id}",
+        boot_id="boot",
+        entry_points=["main"],
+        deployed_at=1.5,
+    )
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "config" / "bento" / "keyring.json"
+
+
+def _filled(path: Path) -> Keyring:
+    ring = Keyring(path)
+    ring.functions = {d.function_id: d for d in (_deployment("f1", "echo"), _deployment("f2", "echo"))}
+    ring.functions["f3"] = _deployment("f3", "browser")
+    ring.sessions = {"s1": "f1", "s2": "f3", "s3": "f1"}
+    ring.save()
+    return ring
+
+
+def test_it_is_private_and_round_trips(path: Path) -> None:
+    saved = _filled(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    loaded = Keyring(path)
+    assert loaded.functions == saved.functions
+    assert loaded.sessions == saved.sessions
+
+
+def test_saving_replaces_a_readable_file_with_a_private_one(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_text('{"functions": {}, "sessions": {}}')
+    path.chmod(0o644)
+    _filled(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_crash_while_saving_leaves_the_old_keyring_whole(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ring = _filled(path)
+    before = path.read_bytes()
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    ring.functions["f4"] = _deployment("f4", "new")
+    monkeypatch.setattr(json, "dump", crash)  # the keyring module's json is this one
+    with pytest.raises(OSError, match="disk full"):
+        ring.save()
+    assert path.read_bytes() == before
+    monkeypatch.undo()
+    assert set(Keyring(path).functions) == {"f1", "f2", "f3"}
+
+
+def test_lookup_by_id_or_unique_name(path: Path) -> None:
+    ring = _filled(path)
+    assert ring.function("f2").function_id == "f2"
+    assert ring.function("browser").function_id == "f3"
+    with pytest.raises(BentoError, match=r"several functions are called 'echo': f1, f2") as ambiguous:
+        ring.function("echo")
+    assert ambiguous.value.fix == "name one by its id"
+    with pytest.raises(BentoError, match="no function 'nope' in the keyring") as missing:
+        ring.function("nope")
+    assert missing.value.fix
+
+
+def test_sessions_lead_to_their_function(path: Path) -> None:
+    ring = _filled(path)
+    assert ring.function_of_session("s2").name == "browser"
+    with pytest.raises(BentoError, match="no session s9"):
+        ring.function_of_session("s9")
+    ring.forget("f1")
+    assert set(ring.functions) == {"f2", "f3"}
+    assert ring.sessions == {"s2": "f3"}
+    ring.forget("unknown")  # harmless
+
+
+def test_tokens_never_appear_in_reprs(path: Path) -> None:
+    ring = _filled(path)
+    for shown in (repr(ring.functions), str(ring.functions["f1"]), repr(list(ring.functions.values()))):
+        assert "SECRET" not in shown
+    assert "f1" in repr(ring.functions["f1"]) and "echo" in repr(ring.functions["f1"])
+
+
+def test_a_corrupt_keyring_is_a_clear_error(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_text("{ not json")
+    with pytest.raises(BentoError, match="cannot read the keyring"):
+        Keyring(path)
+
+
+def test_a_missing_keyring_is_empty(path: Path) -> None:
+    ring = Keyring(path)
+    assert (ring.functions, ring.sessions) == ({}, {})
+    assert not path.exists(), "reading does not create it"
+
+
+def test_default_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BENTO_KEYRING", str(tmp_path / "mine.json"))
+    assert keyring.default_path() == tmp_path / "mine.json"
+    monkeypatch.delenv("BENTO_KEYRING")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert keyring.default_path() == tmp_path / "xdg" / "bento" / "keyring.json"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert keyring.default_path() == tmp_path / "home" / ".config" / "bento" / "keyring.json"
+
+
+def test_the_file_is_plain_json(path: Path) -> None:
+    _filled(path)
+    data = json.loads(path.read_text())
+    assert data["sessions"] == {"s1": "f1", "s2": "f3", "s3": "f1"}
+    assert data["functions"]["f1"]["invocation_token"] == "INVOKE-SECRET-f1"
