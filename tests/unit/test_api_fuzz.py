@@ -12,10 +12,9 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from localbox import LocalBox, Uploaded, upload_body
+from localbox import LocalBox, Uploaded
 
 from bento.protocol.messages import ErrorBody
-from bento.server import code
 
 T = TypeVar("T")
 FUNCTION = "def main(*args, **kwargs):\n    return [len(args), sorted(kwargs)]\n"
@@ -164,27 +163,6 @@ def _requests(draw: st.DrawFn, function: Uploaded) -> dict[str, Any]:
     return {"method": method, "path": path, "headers": headers, "body": draw(_bodies)}
 
 
-def _hits_a_known_bug(request: dict[str, Any]) -> bool:
-    """Inputs that reach bugs already pinned by xfail tests; drop this once they are fixed.
-
-    test_api_inprocess.py::test_code_that_is_not_base64_is_refused: an upload whose ``code``
-    is a string that is not base64 raises CodeError outside the handler (HTTP 500).
-    """
-    if request["method"].upper() != "POST" or request["path"] != "/v1/functions":
-        return False
-    try:
-        body = json.loads(request["body"])
-        encoded = body["code"]
-        if not isinstance(encoded, str) or not encoded:
-            return False
-        code.decode(encoded)
-    except (ValueError, KeyError, TypeError):
-        return False
-    except code.CodeError:
-        return True
-    return False
-
-
 def _check(response: Any, request: dict[str, Any]) -> None:
     status = response.status_code
     assert status < 500, f"{status} for {request}: {response.text[:500]}"
@@ -228,8 +206,6 @@ async def test_malformed_requests_get_4xx_error_bodies_and_the_box_survives(box:
     @given(data=st.data())
     def fuzz(data: st.DataObject) -> None:
         request = data.draw(_requests(current[0]))
-        if _hits_a_known_bug(request):
-            return
         response = _on_loop(
             loop,
             box.http.request(
@@ -269,8 +245,6 @@ async def test_structured_nonsense_is_refused_with_a_reason(box: LocalBox) -> No
         content = _encode(body)
         if kind == "upload":
             request = {"method": "POST", "path": "/v1/functions", "headers": {}, "body": content}
-            if _hits_a_known_bug(request):
-                return
             response = _on_loop(loop, box.http.post("/v1/functions", content=content))
         else:
             request = {"method": "POST", "path": "sessions", "headers": {}, "body": content}
@@ -289,13 +263,3 @@ async def test_structured_nonsense_is_refused_with_a_reason(box: LocalBox) -> No
     await _run_in_thread(fuzz)
     await box.registry.aclose()
     await _still_works(box)
-
-
-def test_the_known_bug_filter_only_drops_bad_base64() -> None:
-    post = {"method": "POST", "path": "/v1/functions", "headers": {}}
-    assert _hits_a_known_bug(
-        {**post, "body": json.dumps(upload_body("x", name="n") | {"code": "!"}).encode()}
-    )
-    assert not _hits_a_known_bug({**post, "body": json.dumps(upload_body("x = 1")).encode()})
-    assert not _hits_a_known_bug({**post, "body": b"not json"})
-    assert not _hits_a_known_bug({**post, "method": "PUT", "body": b'{"code": "!"}'})

@@ -16,7 +16,6 @@ from localbox import BOOT_ID, LocalBox, bearer, upload_body
 from bento.protocol.descriptor import SignedDescriptor
 from bento.protocol.messages import EndCause, SessionState
 from bento.server import tokens
-from bento.server.code import CodeError
 
 SOURCE = """
 import time
@@ -440,12 +439,6 @@ async def test_output_over_the_limit_kills_the_session_at_once(box: LocalBox) ->
 # --- known bugs: these describe the intended behaviour and fail today -------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=CodeError,
-    reason="BUG src/bento/server/registry.py deploy(): code.decode() runs outside the try that turns "
-    "CodeError into a 422, so code that is not base64 is an unhandled exception (HTTP 500)",
-)
 @pytest.mark.parametrize("code", ["not base64!", "QUJ", "ÄÖÜ"])
 async def test_code_that_is_not_base64_is_refused(box: LocalBox, code: str) -> None:
     response = await box.http.post("/v1/functions", json={"manifest": {"name": "x"}, "code": code})
@@ -454,11 +447,6 @@ async def test_code_that_is_not_base64_is_refused(box: LocalBox, code: str) -> N
     assert not list(box.registry.root.iterdir())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG src/bento/server/api.py invoke(): the function is looked up before the body is read; "
-    "a shutdown while the body arrives leaves an orphan session nobody can reach or stop",
-)
 async def test_invoke_racing_a_shutdown_starts_no_orphan_session(box: LocalBox) -> None:
     function = await box.upload(SOURCE)
     reading, release = asyncio.Event(), asyncio.Event()
@@ -509,11 +497,6 @@ async def test_shutdown_leaves_no_process_behind(box: LocalBox) -> None:
     assert instance.process.returncode is not None, "the function's process is gone"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG src/bento/server/session.py run(): after the RESULT frame the session waits for the process "
-    "to exit; a non-daemon thread keeps it 'running' (no Ended for the client) until the wall-clock limit",
-)
 async def test_a_returned_function_ends_its_session_promptly(box: LocalBox) -> None:
     function = await box.upload(LINGER)
     session_id = await box.invoke(function, "linger")
@@ -521,12 +504,6 @@ async def test_a_returned_function_ends_its_session_promptly(box: LocalBox) -> N
     assert (info["state"], box.registry.sessions[session_id].result) == ("completed", "returned")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG src/bento/server/session.py _pump(): a RESULT frame whose JSON is not an object raises "
-    "AttributeError (not FrameError): the task dies with it and the session ends 'error' with a misleading "
-    "'process ended with signal SIGKILL before returning' instead of cause 'policy'",
-)
 async def test_a_malformed_result_frame_is_a_protocol_violation(box: LocalBox) -> None:
     function = await box.upload(
         "import time\n"

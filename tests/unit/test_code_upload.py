@@ -101,11 +101,6 @@ def test_syntax_errors_are_refused_with_the_file_and_line(tmp_path: Path) -> Non
         pytest.param(
             b"x = 1\x00\n",
             "main.py",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG src/bento/server/code.py _check_syntax(): for NUL bytes, Python 3.11.4+ raises a "
-                "SyntaxError without filename or line: the message says 'syntax error in None line None'",
-            ),
             id="nul-names-the-file",
         ),
         (b"\tdef f():\n pass\n", "line 1"),  # indentation
@@ -229,13 +224,6 @@ def test_decode_round_trips() -> None:
     assert code.decode("QUJD") == b"ABC"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG src/bento/server/code.py _check_syntax()/_entry_points(): compile() and ast.parse() raise "
-    "RecursionError or MemoryError on deeply nested code (a 3 kB module); uncaught, the upload is an "
-    "HTTP 500 and the code directory is left behind",
-)
 @pytest.mark.parametrize(
     "nested",
     [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bento.tor.process import ProcessRecord
+from bento.tor.process import ProcessRecord, wait_for_exec
 from bento.tor.testnet import Node, Role, Testnet, TestnetConfig, TestnetError, TestnetState
 from bento.tor.testnet.config import render_torrc
 
@@ -78,6 +78,7 @@ def test_down_without_a_testnet_is_harmless_and_touches_nothing_else(tmp_path: P
 
 def test_a_process_is_only_signalled_while_its_marker_is_on_its_command_line() -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "marker-one"])
+    wait_for_exec(sleeper.pid, sys.executable)
     try:
         assert ProcessRecord(sleeper.pid, "marker-one").alive()
         stranger = ProcessRecord(sleeper.pid, "some-other-torrc")

@@ -89,7 +89,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "upload a function",
                     "requestBody": {"required": True, **_json_body(UploadRequest)},
-                    "responses": _responses(201, UploadResponse, 413, 422),
+                    "responses": _responses(201, UploadResponse, 403, 413, 422),
                 }
             },
             "/v1/functions/{function_id}": {
@@ -106,7 +106,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": invocation,
                     "parameters": [_path("function_id")],
                     "requestBody": {"required": True, **_json_body(InvokeRequest)},
-                    "responses": _responses(201, InvokeResponse, 401, 403, 404, 422, 503),
+                    "responses": _responses(201, InvokeResponse, 401, 403, 404, 413, 422, 503),
                 },
                 "get": {
                     "summary": "list the function's sessions",

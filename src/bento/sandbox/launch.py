@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import functools
 import hashlib
 import os
@@ -92,6 +93,8 @@ class SandboxHost:
             self._uid_base, self._uid_claim = _claim_uid_block()
         self._free_slots = list(range(min(policy.instances_total, UID_BLOCK)))
         self._pool: list[Instance] = []
+        self._tracked: set[int] = set()  # pids of our instances: waited for by Instance itself
+        _become_subreaper()
         self._pool_changed = asyncio.Event()
         self.policy_filter = seccomp.compile_filter(policy.syscall_profiles, allow_exec=True)
         self.python_version = subprocess.run(
@@ -172,6 +175,17 @@ class SandboxHost:
             return instance
         return await self.spawn(code_dir, needs)
 
+    async def reap_orphans_forever(self, interval: float = 1.0) -> None:
+        """Reap what killed sandboxes leave behind. Owned by the server; cancel to stop.
+
+        Killing a sandbox kills bubblewrap; its inner process dies with it (die-with-parent)
+        but is orphaned first. As a child subreaper we inherit such orphans and must reap
+        them, or they linger as zombies counted against their uid's process limit.
+        """
+        while True:
+            await asyncio.sleep(interval)
+            _reap_orphans(self._tracked)  # procfs reads and WNOHANG waits: never block
+
     async def keep_pool(self, size: int) -> None:
         """Keep ``size`` sandboxes started and waiting. Owned by the server; cancel to stop."""
         maxima = Needs(**{k: getattr(self.policy.instance, k) for k in _LIMITS}, instances=1)
@@ -228,12 +242,14 @@ class SandboxHost:
             broker_ours.close()
             self._release(slot, group)
             raise
-        return Instance(process, group, lambda: self._release(slot, group), ours, broker_ours)
+        self._tracked.add(process.pid)
+        return Instance(process, group, lambda: self._release(slot, group, process.pid), ours, broker_ours)
 
-    def _release(self, slot: int, group: cgroups.Group | None) -> None:
+    def _release(self, slot: int, group: cgroups.Group | None, pid: int | None = None) -> None:
         if group is not None:
             group.remove()
-        self._free_slots.append(slot)
+        self._free_slots.append(slot)  # to the back: the slot used longest ago is reused first
+        self._tracked.discard(pid or 0)
 
     def _argv(
         self,
@@ -407,13 +423,13 @@ class Instance:
                 os.killpg(self.pid, signal.SIGKILL)
 
 
-async def _ready(instance: Instance, timeout: float = 30.0) -> bool:
+async def _ready(instance: Instance, patience: float = 30.0) -> bool:
     """Wait for the runtime's READY frame, so that a pooled sandbox is truly warm."""
     loop = asyncio.get_running_loop()
     instance.channel.setblocking(False)
     header = b""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(patience):
             while len(header) < HEADER.size:
                 chunk = await loop.sock_recv(instance.channel, HEADER.size - len(header))
                 if not chunk:
@@ -442,6 +458,28 @@ def _rlimits(needs: Needs, privileged: bool) -> dict[str, int]:
     if privileged:
         limits["RLIMIT_NPROC"] = needs.processes
     return limits
+
+
+def _reap_orphans(tracked: set[int]) -> None:
+    """Reap our zombie children that no Instance waits for."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in tracked:
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] == "Z" and int(fields[1]) == me:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry.name), os.WNOHANG)
+
+
+def _become_subreaper() -> None:
+    """Inherit the orphans of our sandboxes, so that we can reap them (best effort)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
 @functools.lru_cache(maxsize=16)

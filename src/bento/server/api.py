@@ -52,7 +52,7 @@ def _bearer(headers: Any) -> str | None:
 
 async def _body(request: Request, model: type[Model], limit: int) -> Model:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BoxError(413, "body-too-large", f"the request body is over {limit} bytes")
     data = bytearray()
     async for chunk in request.stream():
@@ -179,7 +179,11 @@ async def _attach(session: Session, websocket: WebSocket) -> None:
 async def _send_output(session: Session, websocket: WebSocket) -> None:
     offset = session.output.acked
     await websocket.send_text(Attached(offset=offset).model_dump_json())
-    while (data := await session.output.read(offset)) is not None:
+    while True:
+        offset = max(offset, session.output.acked)  # a client may acknowledge ahead of us
+        data = await session.output.read(offset)
+        if data is None:
+            break
         await websocket.send_bytes(data)
         offset += len(data)
     await websocket.send_text(session.ended_event().model_dump_json())

@@ -60,19 +60,26 @@ def _unpack(raw: bytes, target: Path, limit: int) -> None:
 
 
 def _check_syntax(path: Path, root: Path) -> None:
+    name = str(path.relative_to(root))
     try:
-        compile(path.read_bytes(), str(path.relative_to(root)), "exec", dont_inherit=True)
+        compile(path.read_bytes(), name, "exec", dont_inherit=True)
     except SyntaxError as exc:
-        raise CodeError(f"syntax error in {exc.filename} line {exc.lineno}: {exc.msg}") from None
+        where = f"{exc.filename or name}" + (f" line {exc.lineno}" if exc.lineno else "")
+        raise CodeError(f"syntax error in {where}: {exc.msg}") from None
     except ValueError as exc:  # e.g. NUL bytes
-        raise CodeError(f"{path.relative_to(root)} is not Python source: {exc}") from None
+        raise CodeError(f"{name} is not Python source: {exc}") from None
+    except (RecursionError, MemoryError):  # pathological nesting: refuse, do not crash
+        raise CodeError(f"{name} is too deeply nested to compile") from None
 
 
 def _entry_points(root: Path, module: str) -> list[str]:
     parts = module.split(".")
     for candidate in (root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")):
         if candidate.is_file():
-            tree = ast.parse(candidate.read_bytes())
+            try:
+                tree = ast.parse(candidate.read_bytes())
+            except (RecursionError, MemoryError):
+                raise CodeError(f"{module} is too deeply nested to parse") from None
             return sorted(
                 node.name
                 for node in tree.body

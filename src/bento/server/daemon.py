@@ -117,6 +117,7 @@ class BentoServer:
                 await asyncio.to_thread(broker.refresh, self.gate, ctl, own)
                 gatekeeping = tasks.create_task(self._refresh_gate_forever(ctl, own))
                 pool = tasks.create_task(self.sandbox.keep_pool(self.config.pool_size))
+                orphans = tasks.create_task(self.sandbox.reap_orphans_forever())
                 try:
                     if self.config.onion:
                         await self._publish(ctl, api_port)
@@ -130,6 +131,7 @@ class BentoServer:
                     reaper.cancel()
                     gatekeeping.cancel()
                     pool.cancel()
+                    orphans.cancel()
                 await serving
         finally:
             for sock in sockets:

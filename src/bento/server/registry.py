@@ -82,7 +82,10 @@ class Registry:
                 "the manifest asks for more than this box's policy allows: " + "; ".join(problems),
                 "lower the manifest's needs, or pick a box that fits (`bento boxes --fits MANIFEST`)",
             )
-        raw = code.decode(encoded) if encoded else b""
+        try:
+            raw = code.decode(encoded) if encoded else b""
+        except code.CodeError as exc:
+            raise BoxError(422, "bad-code", str(exc), "send the code base64-encoded") from None
         limit = self.policy.max_upload_bytes
         if len(raw) > limit:
             raise BoxError(
@@ -99,6 +102,9 @@ class Registry:
         except code.CodeError as exc:
             shutil.rmtree(target, ignore_errors=True)
             raise BoxError(422, "bad-code", str(exc), "fix the code and deploy again") from None
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)  # nothing of a failed upload is kept
+            raise
         invocation, shutdown = tokens.new_token(), tokens.new_token()
         function = Function(
             id=function_id,
@@ -131,6 +137,8 @@ class Registry:
         return function
 
     def invoke(self, function: Function, entry: str, args: list[Any], kwargs: dict[str, Any]) -> Session:
+        if self.functions.get(function.id) is not function:  # shut down while the request arrived
+            raise BoxError(404, "unknown-function", f"function {function.id} was just shut down")
         if entry not in function.entry_points:
             listed = ", ".join(function.entry_points) or "none"
             raise BoxError(

@@ -18,6 +18,7 @@ from bento.server.buffer import OutputBuffer
 
 _STATE = {EndCause.COMPLETED: SessionState.COMPLETED, EndCause.ERROR: SessionState.ERROR}
 _MB = 1 << 20
+RETURN_GRACE = 2.0  # seconds an instance may take to exit after its function returned
 
 
 class Session:
@@ -113,7 +114,13 @@ class Session:
             self._writer.write(encode_json(Frame.START, start))
             async with asyncio.timeout(needs.wall_seconds):
                 await self._pump(reader, needs.output_mb * _MB)
-                await instance.wait()
+                if self._verdict is not None:
+                    # It has answered: a thread it left behind must not keep the session open.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(RETURN_GRACE):
+                            await instance.wait()
+                else:
+                    await instance.wait()
         except TimeoutError:
             self._verdict = (EndCause.WALL, f"wall-clock limit of {needs.wall_seconds} s reached")
         except (FrameError, ValueError) as exc:
@@ -152,7 +159,10 @@ class Session:
             elif kind is Frame.READY:
                 continue  # a cold instance announces itself too
             elif kind is Frame.RESULT:
-                self.result = decode_json(payload).get("value")
+                result = decode_json(payload)
+                if not isinstance(result, dict):
+                    raise FrameError("a RESULT frame must hold a JSON object")
+                self.result = result.get("value")
                 self._verdict = self._verdict or (EndCause.COMPLETED, "")
             elif kind is Frame.ERROR:
                 self.error = FunctionError.model_validate(decode_json(payload))

@@ -49,13 +49,24 @@ class ProcessRecord:
                 while time.monotonic() < deadline and self.alive():
                     time.sleep(0.05)
         finally:
-            _reap(self.pid)  # if it was our child, leave no zombie
+            _reap(self.pid, patience=1.0)  # if it was our child, leave no zombie
 
 
-def _reap(pid: int) -> None:
-    """Collect an exited child of ours so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def _reap(pid: int, patience: float = 0.0) -> None:
+    """Collect an exited child of ours so it does not linger as a zombie.
+
+    A dying process loses its command line before it becomes a zombie, so a caller that
+    just saw it go may wait up to ``patience`` seconds for it to become reapable.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # not our child, or already reaped
+        if done or time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
 
 
 def spawn_detached(argv: Sequence[str], *, log: Path, cwd: Path, env: dict[str, str] | None = None) -> int:
@@ -74,7 +85,21 @@ def spawn_detached(argv: Sequence[str], *, log: Path, cwd: Path, env: dict[str, 
             env=env,
             start_new_session=True,
         )
+    wait_for_exec(proc.pid, argv[0])
     return proc.pid
+
+
+def wait_for_exec(pid: int, program: str, patience: float = 5.0) -> None:
+    """Wait until ``pid`` runs ``program``: Popen can return before the child's exec shows
+    in /proc, and until then the child still carries its parent's command line."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(program.encode() + b"\0"):
+                return
+        except OSError:
+            return  # already gone: whoever checks on it will see that
+        time.sleep(0.002)
 
 
 def exit_status(pid: int) -> int | None:
