@@ -32,6 +32,8 @@ TOR = "tor"
 class TestnetError(BentoError):
     """The testnet could not be started, found or stopped."""
 
+    __test__ = False  # not a pytest test class, despite its name
+
 
 def default_directory() -> Path:
     """``$BENTO_TESTNET_DIR``, else ``$XDG_STATE_HOME/bento/testnet`` (~/.local/state/...)."""
