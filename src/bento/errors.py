@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """A pydantic validation error as one line: ``field.path: problem; ...``."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_input=False)
+    )
+
 
 class BentoError(Exception):
     """An error a user can act on: what went wrong, and (when known) how to fix it."""

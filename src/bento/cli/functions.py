@@ -23,7 +23,7 @@ from bento.client.box import Box
 from bento.client.discovery import BoxInfo, discover, resolve
 from bento.client.keyring import Deployment, Keyring
 from bento.client.stream import SessionStream
-from bento.errors import BentoError
+from bento.errors import BentoError, describe_validation
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import ResourceUsage, SessionState
 from bento.protocol.policy import violations
@@ -167,8 +167,7 @@ def _read_manifest(path: Path, defaults: dict[str, Any]) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BentoError(f"invalid manifest: {problems}") from None
+        raise BentoError(f"invalid manifest: {describe_validation(exc)}") from None
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:

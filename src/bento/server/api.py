@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from bento.errors import describe_validation
 from bento.protocol.descriptor import SignedDescriptor
 from bento.protocol.messages import (
     Ack,
@@ -62,9 +63,7 @@ async def _body(request: Request, model: type[Model], limit: int) -> Model:
     try:
         return model.model_validate_json(bytes(data))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_input=False)
-        )
+        problems = describe_validation(exc)
         raise BoxError(422, "invalid-request", f"malformed {model.__name__}: {problems}") from None
 
 

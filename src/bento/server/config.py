@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bento.errors import BentoError
+from bento.errors import BentoError, describe_validation
 from bento.protocol.policy import NodePolicy
 
 
@@ -55,5 +55,4 @@ class ServerConfig(BaseModel):
         try:
             return cls(**data)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise BentoError(f"invalid server config: {problems}") from None
+            raise BentoError(f"invalid server config: {describe_validation(exc)}") from None
