@@ -97,6 +97,8 @@ class Session:
         finally:
             self.started.set()
         instance = self.instance
+        if self._verdict is not None:  # killed while it was starting
+            instance.kill()
         self._broker = broker
         brokering = asyncio.ensure_future(broker.serve(instance.broker))
         reader, self._writer = await asyncio.open_connection(sock=instance.channel, limit=2 << 20)
@@ -203,8 +205,11 @@ class Session:
         self.done.set()
 
     def kill(self, reason: str) -> None:
-        if self.instance is not None and not self.ended:
-            self._verdict = self._verdict or (EndCause.SHUTDOWN, reason)
+        """Stop the instance; if it is still starting, it is killed as soon as it exists."""
+        if self.ended:
+            return
+        self._verdict = self._verdict or (EndCause.SHUTDOWN, reason)
+        if self.instance is not None:
             self.instance.kill()
 
     # --- input from the client ---------------------------------------------------------
