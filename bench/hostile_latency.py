@@ -16,37 +16,23 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bento.client.box import Box
 from bento.client.keyring import Deployment
-from bento.client.stream import SessionStream
 from bento.protocol.manifest import Manifest
 from bento.protocol.policy import Needs, SyscallProfile
 from bento.tor.testnet import Testnet, TestnetConfig
 from record import record, summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
-from hostile import HOSTILE, PING
+from hostile import HOSTILE, PING, ping_round_trips  # the attacks of the hostile-function tests
 
 ATTACKS = ("spin", "memory_bomb", "fork_bomb", "flood", "fill_scratch", "open_files")
 NEEDS = Needs(
     memory_mb=64, cpu_seconds=3, wall_seconds=8, processes=8, open_files=64, scratch_mb=4, output_mb=1,
     instances=len(ATTACKS), syscall_profiles=[SyscallProfile.COMPUTE, SyscallProfile.PROCESSES],
 )  # fmt: skip
-
-
-async def pings(stream: SessionStream, count: int) -> list[float]:
-    out = []
-    for i in range(count):
-        started = time.perf_counter()
-        await stream.send(f"{i}\n")
-        reply = await asyncio.wait_for(stream.receive(), 60)
-        assert reply == f"{i}\n".encode(), reply
-        out.append((time.perf_counter() - started) * 1000)
-        await asyncio.sleep(0.1)
-    return out
 
 
 async def attack_waves(box: Box, hostile: Deployment, waves: int) -> None:
@@ -66,12 +52,12 @@ async def measure(net: Testnet, count: int, waves: int) -> tuple[list[float], li
         hostile = await box.deploy(HOSTILE.encode(), Manifest(name="hostile", needs=NEEDS))
         session_id = await box.invoke(ping, "ping")
         async with await box.attach(ping, session_id) as stream:
-            await pings(stream, 5)  # warm up the circuit
-            idle = await pings(stream, count)
+            await ping_round_trips(stream, 5)  # warm up the circuit
+            idle = await ping_round_trips(stream, count)
             attacking = asyncio.ensure_future(attack_waves(box, hostile, waves))
             busy: list[float] = []
             while not attacking.done():
-                busy += await pings(stream, 1)
+                busy += await ping_round_trips(stream, 1)
             await attacking
         await box.shutdown(ping)
         await box.shutdown(hostile)

@@ -1,8 +1,32 @@
-"""A function that attacks the box it runs on, one entry point per attack.
+"""A function that attacks the box it runs on, one entry point per attack; and a pinger.
 
 Each entry point tries something a box must not allow and reports what happened, so
 the test can assert on the outcome; some are stopped by the box killing the instance.
+PING is a well-behaved function whose round trips (:func:`ping_round_trips`) show
+whether the box keeps serving under attack (tests/e2e/test_hostile.py,
+bench/hostile_latency.py).
 """
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bento.client.stream import SessionStream
+
+
+async def ping_round_trips(stream: SessionStream, count: int, pause: float = 0.1) -> list[float]:
+    """``count`` round trips through a PING session, in milliseconds."""
+    out = []
+    for i in range(count):
+        started = time.perf_counter()
+        await stream.send(f"{i}\n")
+        reply = await asyncio.wait_for(stream.receive(), 60)
+        assert reply == f"{i}\n".encode(), reply
+        out.append((time.perf_counter() - started) * 1000)
+        await asyncio.sleep(pause)
+    return out
+
 
 HOSTILE = r'''
 import ctypes

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hostile import HOSTILE, PING
+from hostile import HOSTILE, PING, ping_round_trips
 from support import TIMEOUT, run
 
 from bento.client.box import Box
@@ -41,42 +41,19 @@ async def hostile(box: Box) -> AsyncIterator[Deployment]:
     await box.shutdown(deployment)
 
 
-class Pinger:
-    """A well-behaved function's session, pinged over Tor while the attacks run."""
-
-    def __init__(self, box: Box, deployment: Deployment) -> None:
-        self.box, self.deployment = box, deployment
-        self.latencies: list[float] = []
-
-    async def measure(self, stream: object, rounds: int) -> list[float]:
-        from bento.client.stream import SessionStream
-
-        assert isinstance(stream, SessionStream)
-        out = []
-        for i in range(rounds):
-            started = time.monotonic()
-            await stream.send(f"{i}\n")
-            reply = await asyncio.wait_for(stream.receive(), 30)
-            assert reply == f"{i}\n".encode(), reply
-            out.append(time.monotonic() - started)
-            await asyncio.sleep(0.2)
-        return out
-
-
 async def test_hostile_functions_are_stopped_and_the_box_keeps_serving(
     testnet: Testnet, box: Box, box_node: Node, hostile: Deployment, tmp_path: Path
 ) -> None:
     ping = await box.deploy(PING.encode(), Manifest(name="ping"))
-    pinger = Pinger(box, ping)
     session_id = await box.invoke(ping, "ping")
     async with await box.attach(ping, session_id) as stream:
-        idle = await pinger.measure(stream, 10)
+        idle = await ping_round_trips(stream, 10)
         stop = asyncio.Event()
 
         async def keep_pinging() -> list[float]:
             seen: list[float] = []
             while not stop.is_set():
-                seen += await pinger.measure(stream, 1)
+                seen += await ping_round_trips(stream, 1, pause=0.2)
             return seen
 
         background = asyncio.ensure_future(keep_pinging())
@@ -85,8 +62,8 @@ async def test_hostile_functions_are_stopped_and_the_box_keeps_serving(
         finally:
             stop.set()
             busy = await background
-    print(f"\nping latency: idle median {statistics.median(idle) * 1000:.0f} ms, "
-          f"under attack median {statistics.median(busy) * 1000:.0f} ms, max {max(busy) * 1000:.0f} ms "
+    print(f"\nping latency: idle median {statistics.median(idle):.0f} ms, "
+          f"under attack median {statistics.median(busy):.0f} ms, max {max(busy):.0f} ms "
           f"({len(busy)} pings)")  # fmt: skip
     assert busy, "the well-behaved function must keep answering during the attacks"
     await box.shutdown(ping)
