@@ -92,6 +92,14 @@ async def _tour(net: Testnet) -> None:
             f"behind {info.onion[:16]}….onion and names relay {descriptor.relay_fingerprint[:16]}…, "
             "the relay that advertised it: verified."
         )
+        policy, isolation = descriptor.policy, descriptor.runtime.isolation
+        say(
+            f"Its node policy says what functions may do there: at most {policy.instance.memory_mb} MB "
+            f"and {policy.instance.cpu_seconds} s of CPU each, {policy.instances_total} at once. Each runs "
+            f"in its own sandbox ({isolation['namespaces']}; {isolation['syscalls']}; memory capped by "
+            f"{isolation['memory']}), and reaches the network only through a broker bound by the "
+            "relay's exit policy."
+        )
         say("We upload this function, over Tor, to the box:")
         console.print(SHOUT, markup=False, highlight=False)
         deployment = await box.deploy(SHOUT.encode(), Manifest(name="shout"))
@@ -112,7 +120,12 @@ async def _tour(net: Testnet) -> None:
             while await stream.receive() is not None:
                 pass
         assert stream.ended is not None
-        say(f"The session ended ({stream.ended.state.value}) and returned {json.dumps(stream.ended.result)}.")
+        usage = stream.ended.usage
+        say(
+            f"The session ended ({stream.ended.state.value}) and returned {json.dumps(stream.ended.result)}, "
+            f"having used {usage.cpu_seconds:.2f} s of CPU and {usage.peak_memory_bytes / 2**20:.0f} MiB "
+            "of memory at its peak."
+        )
 
         await box.shutdown(deployment)
         say("We shut the function down with its shutdown token: code, sessions and tokens are gone.")
