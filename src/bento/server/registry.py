@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bento.protocol.manifest import Manifest
-from bento.protocol.messages import CodeKind, SessionState
+from bento.protocol.messages import CodeKind
 from bento.protocol.policy import violations
 from bento.sandbox.launch import SandboxHost
 from bento.server import code, tokens
@@ -233,6 +233,3 @@ class Registry:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    def running_sessions(self) -> int:
-        return sum(1 for s in self.sessions.values() if s.state is SessionState.RUNNING)

@@ -49,7 +49,6 @@ class Session:
         return self.state is not SessionState.RUNNING
 
     def info(self) -> SessionInfo:
-        self.usage.bytes_out = self.output.end
         return SessionInfo(
             session_id=self.id,
             entry=self.entry,
@@ -62,8 +61,15 @@ class Session:
             buffered=self.output.held,
             cause=self.cause,
             reason=self.reason,
-            usage=self.usage,
+            usage=self._current_usage(),
         )
+
+    def _current_usage(self) -> ResourceUsage:
+        """Usage so far: what the kernel reported at exit, plus the counts kept elsewhere."""
+        live = {"bytes_out": self.output.end}
+        if self._broker is not None:
+            live |= {"network_granted": self._broker.granted, "network_denied": self._broker.denied}
+        return self.usage.model_copy(update=live)
 
     def ended_event(self) -> Ended:
         assert self.cause is not None
@@ -73,7 +79,7 @@ class Session:
             result=self.result,
             error=self.error,
             reason=self.reason,
-            usage=self.usage,
+            usage=self._current_usage(),
         )
 
     # --- driving the instance ---------------------------------------------------------
@@ -176,9 +182,6 @@ class Session:
     async def _conclude(self, exited: Exited, cpu_limit: int, stderr_tail: str) -> None:
         """Say why the session ended, from what we decided and what the kernel reports."""
         self.usage.cpu_seconds = round(exited.usage.cpu_seconds, 3)
-        if self._broker is not None:
-            self.usage.network_granted = self._broker.granted
-            self.usage.network_denied = self._broker.denied
         self.usage.peak_memory_bytes = exited.usage.peak_memory_bytes
         if exited.oom_killed and (self._verdict is None or self._verdict[0] is not EndCause.COMPLETED):
             verdict = (EndCause.MEMORY, "killed: over its memory limit")
@@ -199,7 +202,6 @@ class Session:
             return
         self.cause, self.reason = cause, reason
         self.state = _STATE.get(cause, SessionState.KILLED)
-        self.usage.bytes_out = self.output.end
         self.ended_at = time.time()
         await self.output.close()
         self.done.set()
