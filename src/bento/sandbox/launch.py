@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,6 +358,12 @@ class SandboxHost:
         return argv
 
     def close(self) -> None:
+        # Killed sandboxes leave orphans that die a moment later: reap them before we go,
+        # or they outlive us as zombies of whatever reaps (or does not) after us.
+        deadline = time.monotonic() + 2.0
+        while _reap_orphans(self._tracked) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _reap_orphans(self._tracked)
         if self.group is not None:
             self.group.remove()
         shutil.rmtree(self.root, ignore_errors=True)
@@ -460,19 +467,27 @@ def _rlimits(needs: Needs, privileged: bool) -> dict[str, int]:
     return limits
 
 
-def _reap_orphans(tracked: set[int]) -> None:
-    """Reap our zombie children that no Instance waits for."""
+def _reap_orphans(tracked: set[int]) -> int:
+    """Reap our zombie children that no Instance waits for; return how many orphaned
+    sandbox processes (bubblewrap) are still dying."""
     me = os.getpid()
+    dying = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in tracked:
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            name, rest = (entry / "stat").read_text().rsplit(")", 1)
+            fields = rest.split()
+        except (OSError, ValueError):
             continue
-        if fields[0] == "Z" and int(fields[1]) == me:
+        if int(fields[1]) != me:
+            continue
+        if fields[0] == "Z":
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(int(entry.name), os.WNOHANG)
+        elif name.endswith("(bwrap"):
+            dying += 1
+    return dying
 
 
 def _become_subreaper() -> None:
