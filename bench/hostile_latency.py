@@ -22,7 +22,7 @@ from bento.client.box import Box
 from bento.client.keyring import Deployment
 from bento.protocol.manifest import Manifest
 from bento.protocol.policy import Needs, SyscallProfile
-from bento.tor.testnet import Testnet, TestnetConfig
+from bento.testnet import Testnet, TestnetConfig
 from record import record, summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))

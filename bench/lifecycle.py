@@ -49,9 +49,9 @@ from bento.client.keyring import Deployment
 from bento.client.stream import SessionStream
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import SessionState
+from bento.testnet import Node, Testnet, TestnetConfig
+from bento.testnet.boxes import server_status
 from bento.tor import control
-from bento.tor.testnet import Node, Testnet, TestnetConfig
-from bento.tor.testnet.boxes import server_status
 from record import record, summary
 
 MIB = 1 << 20

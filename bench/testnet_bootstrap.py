@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bento.tor.testnet import Testnet, TestnetConfig
+from bento.testnet import Testnet, TestnetConfig
 from record import record, summary
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from bento.client.box import Box
-from bento.tor.testnet import Node, Testnet, TestnetConfig
+from bento.testnet import Node, Testnet, TestnetConfig
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from bento.client.discovery import discover, resolve
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import SessionState
 from bento.protocol.policy import Needs
-from bento.tor.testnet import Node, Role, Testnet
+from bento.testnet import Node, Role, Testnet
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 2)]
 
@@ -153,7 +153,7 @@ async def test_fifty_concurrent_sessions_on_one_box(box: Box) -> None:
 async def test_the_api_also_answers_on_the_relays_address_through_an_exit(
     testnet: Testnet, box_node: Node
 ) -> None:
-    from bento.tor.testnet.boxes import server_status
+    from bento.testnet.boxes import server_status
 
     listen = server_status(box_node)["listen"]
     assert isinstance(listen, list) and listen

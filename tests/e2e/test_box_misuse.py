@@ -22,7 +22,7 @@ from bento.protocol.messages import SessionState, UploadResponse
 from bento.protocol.policy import Needs
 from bento.sandbox.launch import work_dir_of
 from bento.server.tokens import new_token
-from bento.tor.testnet import Node, Testnet
+from bento.testnet import Node, Testnet
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 2)]
 

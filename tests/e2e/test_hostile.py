@@ -22,9 +22,9 @@ from bento.client.keyring import Deployment
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import EndCause, SessionState
 from bento.protocol.policy import Needs, SyscallProfile
-from bento.tor.testnet import Node, Role, Testnet
-from bento.tor.testnet.boxes import server_status
-from bento.tor.testnet.site import LocalSite
+from bento.testnet import Node, Role, Testnet
+from bento.testnet.boxes import server_status
+from bento.testnet.site import LocalSite
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
 

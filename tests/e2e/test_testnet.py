@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from bento.testnet import Role, Testnet
+from bento.testnet.site import LocalSite
+from bento.testnet.trace import fetch_via_socks, fetch_with_path
 from bento.tor import control
-from bento.tor.testnet import Role, Testnet
-from bento.tor.testnet.site import LocalSite
-from bento.tor.testnet.trace import fetch_via_socks, fetch_with_path
 
 pytestmark = pytest.mark.testnet
 

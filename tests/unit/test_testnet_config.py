@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from bento.testnet import Node, Role, Testnet, TestnetConfig, TestnetError, TestnetState
+from bento.testnet.config import render_torrc
 from bento.tor.process import ProcessRecord, wait_for_exec
-from bento.tor.testnet import Node, Role, Testnet, TestnetConfig, TestnetError, TestnetState
-from bento.tor.testnet.config import render_torrc
 
 
 def _nodes() -> list[Node]:
@@ -96,7 +96,7 @@ def test_a_process_is_only_signalled_while_its_marker_is_on_its_command_line() -
 def test_a_tor_that_fails_to_start_is_named_with_its_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bento.tor.testnet import config as config_module
+    from bento.testnet import config as config_module
 
     real = config_module.render_torrc
 

@@ -19,9 +19,9 @@ from bento.client.box import Box
 from bento.client.discovery import discover
 from bento.errors import BentoError
 from bento.protocol.manifest import Manifest
-from bento.tor.testnet import Testnet, TestnetConfig
-from bento.tor.testnet.site import LocalSite
-from bento.tor.testnet.trace import fetch_with_path
+from bento.testnet import Testnet, TestnetConfig
+from bento.testnet.site import LocalSite
+from bento.testnet.trace import fetch_with_path
 
 # The function the demo deploys: it greets, then shouts back every line it is sent.
 SHOUT = """\

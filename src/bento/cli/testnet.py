@@ -14,7 +14,7 @@ from rich.table import Table
 
 from bento.cli.output import console, emit_json, step
 from bento.errors import BentoError
-from bento.tor.testnet import Testnet, TestnetConfig, default_directory
+from bento.testnet import Testnet, TestnetConfig, default_directory
 
 
 def register(commands: Any) -> None:

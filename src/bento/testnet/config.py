@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bento.testnet.state import Node, Role
 from bento.tor import advert
-from bento.tor.testnet.state import Node, Role
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class TestnetConfig:
     owner_pid: int | None = None
 
     def validate(self) -> None:
-        from bento.tor.testnet.network import TestnetError
+        from bento.testnet.network import TestnetError
 
         if self.authorities < 3:
             raise TestnetError("a testnet needs at least 3 directory authorities")

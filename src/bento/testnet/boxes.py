@@ -16,8 +16,8 @@ from pathlib import Path
 from bento.errors import BentoError
 from bento.server import identity
 from bento.server.daemon import STATUS_FILE
+from bento.testnet.state import Node
 from bento.tor.process import log_tail, spawn_detached
-from bento.tor.testnet.state import Node
 
 
 def prepare(node: Node, directory: Path) -> None:

@@ -19,11 +19,11 @@ from python_socks import ProxyError, ProxyTimeoutError
 from python_socks.sync import Proxy
 
 from bento.errors import BentoError
+from bento.testnet import boxes
+from bento.testnet.config import TestnetConfig, write_torrc
+from bento.testnet.state import STATE_FILE, Node, Role, TestnetState
 from bento.tor import control
 from bento.tor.process import exit_status, log_tail, spawn_detached
-from bento.tor.testnet import boxes
-from bento.tor.testnet.config import TestnetConfig, write_torrc
-from bento.tor.testnet.state import STATE_FILE, Node, Role, TestnetState
 
 Progress = Callable[[str], None]
 TOR = "tor"

@@ -8,9 +8,9 @@ the benchmarks all run on it; nothing outside this package assumes it.
 ...     print(net.socks_address)
 """
 
-from bento.tor.testnet.config import TestnetConfig
-from bento.tor.testnet.network import Testnet, TestnetError, default_directory
-from bento.tor.testnet.state import Node, Role, TestnetState
+from bento.testnet.config import TestnetConfig
+from bento.testnet.network import Testnet, TestnetError, default_directory
+from bento.testnet.state import Node, Role, TestnetState
 
 __all__ = [
     "Node",
