@@ -23,7 +23,7 @@ import uvicorn
 
 from bento.errors import BentoError
 from bento.protocol.descriptor import SignedDescriptor
-from bento.sandbox.launch import SandboxHost
+from bento.sandbox.host import SandboxHost
 from bento.server import broker, descriptor, identity, tokens
 from bento.server.api import create_app
 from bento.server.config import ServerConfig
@@ -48,7 +48,9 @@ class BentoServer:
         self.config = config
         self.identity = identity.load_or_create(config.state_dir)
         self.boot_id = tokens.new_id()
-        self.sandbox = SandboxHost(config.policy, config.state_dir)
+        self.sandbox = SandboxHost(
+            config.policy, config.state_dir, accept_unenforced=config.accept_unenforced
+        )
         self.gate = broker.closed_gate()
         self.registry = Registry(config, self.boot_id, self.sandbox, self.gate)
         self._fingerprint = ""
@@ -117,7 +119,7 @@ class BentoServer:
                 await asyncio.to_thread(broker.refresh, self.gate, ctl, own)
                 gatekeeping = tasks.create_task(self._refresh_gate_forever(ctl, own))
                 pool = tasks.create_task(self.sandbox.keep_pool(self.config.pool_size))
-                orphans = tasks.create_task(self.sandbox.reap_orphans_forever())
+                watchdog = tasks.create_task(self.sandbox.watch_forever())
                 try:
                     if self.config.onion:
                         await self._publish(ctl, api_port)
@@ -131,7 +133,7 @@ class BentoServer:
                     reaper.cancel()
                     gatekeeping.cancel()
                     pool.cancel()
-                    orphans.cancel()
+                    watchdog.cancel()
                 await serving
         finally:
             for sock in sockets:

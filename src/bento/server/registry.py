@@ -17,7 +17,7 @@ from typing import Any
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
 from bento.protocol.policy import violations
-from bento.sandbox.launch import SandboxHost
+from bento.sandbox.host import SandboxHost
 from bento.server import code, tokens
 from bento.server.broker import Broker, Gatekeeper
 from bento.server.config import ServerConfig

@@ -12,7 +12,8 @@ from typing import Any
 from bento.protocol.frames import HEADER, Frame, FrameError, decode_header, decode_json, encode, encode_json
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import EndCause, Ended, FunctionError, ResourceUsage, SessionInfo, SessionState
-from bento.sandbox.launch import Exited, Instance, SandboxHost, SandboxUnavailable, encode_filter
+from bento.sandbox.host import SandboxHost, SandboxUnavailable
+from bento.sandbox.instance import Exited, Instance
 from bento.server.broker import Broker
 from bento.server.buffer import OutputBuffer
 
@@ -115,8 +116,7 @@ class Session:
             "entry": self.entry,
             "args": args,
             "kwargs": kwargs,
-            "seccomp": encode_filter(sandbox.manifest_filter(needs)),
-            "rlimits": instance.rlimits,
+            "confine": instance.confinement,
         }
         try:
             self._writer.write(encode_json(Frame.START, start))

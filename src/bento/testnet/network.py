@@ -19,6 +19,7 @@ from python_socks import ProxyError, ProxyTimeoutError
 from python_socks.sync import Proxy
 
 from bento.errors import BentoError
+from bento.sandbox import uids
 from bento.testnet import boxes
 from bento.testnet.config import TestnetConfig, write_torrc
 from bento.testnet.state import STATE_FILE, Node, Role, TestnetState
@@ -86,8 +87,9 @@ class Testnet:
         try:
             say(f"generating keys for {len(state.nodes) - 1} relays and authorities")
             _generate_keys(state.nodes)
-            for node in _box_nodes(state.nodes, config.bento_boxes):
-                boxes.prepare(node, directory)
+            box_nodes = _box_nodes(state.nodes, config.bento_boxes)
+            for node in box_nodes:
+                boxes.prepare(node, directory, user=config.box_user if node is box_nodes[-1] else None)
             for node in state.nodes:
                 write_torrc(node, state.nodes, config.owner_pid)
             say(f"starting {len(state.nodes)} tor processes")
@@ -132,9 +134,7 @@ class Testnet:
             while True:
                 self._check_alive()
                 try:
-                    lease = control.take_ownership(
-                        node.control_address, Path(node.data_dir) / "control_auth_cookie"
-                    )
+                    lease = control.take_ownership(node.control_address, node.control_cookie)
                 except (OSError, BentoError):
                     if time.monotonic() > deadline:
                         raise TestnetError(f"{node.nickname}'s control port never opened") from None
@@ -166,6 +166,7 @@ class Testnet:
             shutil.rmtree(node.data_dir, ignore_errors=True)
             if node.bento_dir is not None:
                 shutil.rmtree(node.bento_dir, ignore_errors=True)
+        uids.clean_stale()  # the uid blocks of servers that died without releasing theirs
         with suppress(FileNotFoundError):
             (directory / STATE_FILE).unlink()
         with suppress(OSError):
