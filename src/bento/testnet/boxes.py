@@ -47,6 +47,10 @@ scratch_mb = 32
 [policy.network]
 allowed = true
 listen = true
+
+[policy.storage]
+allowed = true
+max_mb = 64
 """
 
 
