@@ -121,7 +121,13 @@ def openapi_document() -> dict[str, Any]:
                     "security": invocation,
                     "parameters": [_path("session_id")],
                     "responses": _responses(200, SessionInfo, 401, 403, 404),
-                }
+                },
+                "delete": {
+                    "summary": "kill one session; returns its state once it has ended",
+                    "security": invocation,
+                    "parameters": [_path("session_id")],
+                    "responses": _responses(200, SessionInfo, 401, 403, 404),
+                },
             },
         },
     }

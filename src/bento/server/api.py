@@ -105,6 +105,10 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
     async def session_info(request: Request) -> Response:
         return _json(registry.session(request.path_params["session_id"], _bearer(request.headers)).info())
 
+    async def kill_session(request: Request) -> Response:
+        session = registry.session(request.path_params["session_id"], _bearer(request.headers))
+        return _json(await registry.kill(session))
+
     async def shutdown(request: Request) -> Response:
         function = registry.function(
             request.path_params["function_id"], _bearer(request.headers), shutdown=True
@@ -147,6 +151,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         Route("/v1/functions/{function_id}/sessions", invoke, methods=["POST"]),
         Route("/v1/functions/{function_id}/sessions", list_sessions, methods=["GET"]),
         Route("/v1/sessions/{session_id}", session_info, methods=["GET"]),
+        Route("/v1/sessions/{session_id}", kill_session, methods=["DELETE"]),
         WebSocketRoute("/v1/sessions/{session_id}/stream", stream),
     ]
     return Starlette(routes=routes, exception_handlers={BoxError: box_error, HTTPException: http_error})

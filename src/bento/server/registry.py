@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bento.protocol.manifest import Manifest
-from bento.protocol.messages import CodeKind
+from bento.protocol.messages import CodeKind, SessionInfo
 from bento.protocol.policy import violations
 from bento.sandbox.launch import SandboxHost
 from bento.server import code, tokens
@@ -192,6 +192,12 @@ class Registry:
             )
         self.function(session.function_id, token)
         return session
+
+    async def kill(self, session: Session) -> SessionInfo:
+        """Kill one session (its client asked); its output stays retained like any ended one's."""
+        session.kill("killed by its client")
+        await session.done.wait()
+        return session.info()
 
     async def shutdown(self, function: Function) -> int:
         """Kill every instance of ``function``, then delete its code and its tokens."""
