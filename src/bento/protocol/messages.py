@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 
 
@@ -20,7 +21,7 @@ class Strict(BaseModel):
 
 class ErrorBody(Strict):
     error: str = Field(description="what went wrong, in words")
-    code: str = Field(description="a stable machine-readable code, e.g. 'unknown-function'")
+    code: ErrorCode = Field(description="a stable machine-readable code (see docs/api.md, Errors)")
     fix: str | None = Field(default=None, description="what to do about it, when known")
 
 
@@ -78,6 +79,7 @@ class ResourceUsage(Strict):
     peak_memory_bytes: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    log_bytes: int = Field(default=0, description="bytes the function printed (its logs)")
     network_granted: int = Field(default=0, description="broker requests granted")
     network_denied: int = Field(default=0, description="broker requests refused")
 
@@ -117,11 +119,44 @@ class ShutdownResponse(Strict):
 # Binary messages are stream bytes, in both directions. Text messages are JSON events:
 
 
+class Invoked(Strict):
+    """Server -> client, first message on ``/v1/functions/{id}/invoke``: the session started."""
+
+    type: Literal["invoked"] = "invoked"
+    session_id: str
+
+
 class Attached(Strict):
     """Server -> client, first message: output resumes at byte ``offset`` of the stream."""
 
     type: Literal["attached"] = "attached"
     offset: int
+
+
+class LogStream(StrEnum):
+    STDOUT = "stdout"  # print(), sys.stdout
+    STDERR = "stderr"  # sys.stderr, warnings, logging
+
+
+class Log(Strict):
+    """Server -> client: what the function printed, apart from its output stream.
+
+    ``offset`` counts the session's log bytes (UTF-8) from its start, so a client that
+    re-attaches asks for the logs after the last one it saw and gets each line once."""
+
+    type: Literal["log"] = "log"
+    stream: LogStream
+    offset: int = Field(ge=0)
+    text: str
+
+
+class SessionLogs(Strict):
+    """``GET /v1/sessions/{id}/logs``: what the box still holds of a session's logs."""
+
+    session_id: str
+    dropped: int = Field(description="log bytes no longer held: the oldest go first past the cap")
+    total: int = Field(description="log bytes the function wrote")
+    logs: list[Log]
 
 
 class Ack(Strict):

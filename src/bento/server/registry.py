@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
 from bento.protocol.policy import violations
@@ -27,9 +28,13 @@ from bento.server.session import Session
 class BoxError(Exception):
     """A request the box refuses: ``code`` is stable for programs, the message is for people."""
 
-    def __init__(self, status: int, code: str, message: str, fix: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, fix: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.fix = status, code, message, fix
+        self.code, self.message, self.fix = code, message, fix
+
+    @property
+    def status(self) -> int:
+        return self.code.status
 
 
 @dataclass
@@ -77,20 +82,18 @@ class Registry:
         problems = violations(manifest.needs, self.policy)
         if problems:
             raise BoxError(
-                403,
-                "exceeds-policy",
+                ErrorCode.EXCEEDS_POLICY,
                 "the manifest asks for more than this box's policy allows: " + "; ".join(problems),
                 "lower the manifest's needs, or pick a box that fits (`bento boxes --fits MANIFEST`)",
             )
         try:
             raw = code.decode(encoded) if encoded else b""
         except code.CodeError as exc:
-            raise BoxError(422, "bad-code", str(exc), "send the code base64-encoded") from None
+            raise BoxError(ErrorCode.BAD_CODE, str(exc), "send the code base64-encoded") from None
         limit = self.policy.max_upload_bytes
         if len(raw) > limit:
             raise BoxError(
-                413,
-                "upload-too-large",
+                ErrorCode.UPLOAD_TOO_LARGE,
                 f"the code is {len(raw)} bytes; this box accepts at most {limit}",
                 "make the upload smaller, or choose a box with a larger limit",
             )
@@ -101,7 +104,7 @@ class Registry:
             self.sandbox.share(target)
         except code.CodeError as exc:
             shutil.rmtree(target, ignore_errors=True)
-            raise BoxError(422, "bad-code", str(exc), "fix the code and deploy again") from None
+            raise BoxError(ErrorCode.BAD_CODE, str(exc), "fix the code and deploy again") from None
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)  # nothing of a failed upload is kept
             raise
@@ -122,27 +125,26 @@ class Registry:
         function = self.functions.get(function_id)
         if function is None:
             raise BoxError(
-                404,
-                "unknown-function",
+                ErrorCode.UNKNOWN_FUNCTION,
                 f"no function {function_id} on this box",
                 "it was shut down, or the box restarted since it was deployed "
                 f"(the box's boot id is now {self.boot_id}); deploy it again",
             )
         if token is None:
-            raise BoxError(401, "missing-token", "this request needs a token (Authorization: Bearer ...)")
+            raise BoxError(ErrorCode.MISSING_TOKEN, "this request needs a token (Authorization: Bearer ...)")
         expected = function.shutdown_digest if shutdown else function.invocation_digest
         if not tokens.matches(token, expected):
             which = "shutdown" if shutdown else "invocation"
-            raise BoxError(403, "wrong-token", f"that is not the {which} token of function {function_id}")
+            raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not the {which} token of function {function_id}")
         return function
 
     def invoke(self, function: Function, entry: str, args: list[Any], kwargs: dict[str, Any]) -> Session:
         if self.functions.get(function.id) is not function:  # shut down while the request arrived
-            raise BoxError(404, "unknown-function", f"function {function.id} was just shut down")
+            raise BoxError(ErrorCode.UNKNOWN_FUNCTION, f"function {function.id} was just shut down")
         if entry not in function.entry_points:
             listed = ", ".join(function.entry_points) or "none"
             raise BoxError(
-                404, "unknown-entry", f"the function has no entry point {entry!r} (it has: {listed})"
+                ErrorCode.UNKNOWN_ENTRY, f"the function has no entry point {entry!r} (it has: {listed})"
             )
         self._admit(function)
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
@@ -159,8 +161,7 @@ class Registry:
         mine = sum(1 for s in running if s.function_id == function.id)
         if mine >= min(needs.instances, self.policy.instances_per_function):
             raise BoxError(
-                503,
-                "function-busy",
+                ErrorCode.FUNCTION_BUSY,
                 f"the function already runs {mine} instances, as many as its manifest asks for",
                 "wait for a session to end, or deploy with a larger needs.instances",
             )
@@ -174,8 +175,7 @@ class Registry:
             or memory + needs.memory_mb > self.policy.total_memory_mb
         ):
             raise BoxError(
-                503,
-                "box-full",
+                ErrorCode.BOX_FULL,
                 f"this box is at its limit ({len(running)} instances, {memory} MB of "
                 f"{self.policy.total_memory_mb} MB promised)",
                 "try again later, or use another box",
@@ -185,8 +185,7 @@ class Registry:
         session = self.sessions.get(session_id)
         if session is None:
             raise BoxError(
-                404,
-                "unknown-session",
+                ErrorCode.UNKNOWN_SESSION,
                 f"no session {session_id} on this box",
                 "it ended long ago, its function was shut down, or the box restarted",
             )
