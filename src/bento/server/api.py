@@ -7,6 +7,7 @@ and hands over to the registry. Every refusal is an ``ErrorBody`` with a stable 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,6 +25,9 @@ from bento.protocol.descriptor import SignedDescriptor
 from bento.protocol.messages import (
     Ack,
     Attached,
+    BlindTokenKey,
+    BlindTokenRequest,
+    BlindTokenResponse,
     ErrorBody,
     InputEnd,
     InvokeRequest,
@@ -34,7 +38,8 @@ from bento.protocol.messages import (
     UploadResponse,
 )
 from bento.protocol.openapi import openapi_document
-from bento.server.registry import BoxError, Registry
+from bento.protocol.private_token import Right, TokenError, is_blinded
+from bento.server.registry import BoxError, Function, Registry
 from bento.server.session import Session
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -92,10 +97,41 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         )
 
     async def invoke(request: Request) -> Response:
-        function = registry.function(request.path_params["function_id"], _bearer(request.headers))
+        token = _bearer(request.headers)
+        function = registry.function(request.path_params["function_id"], token, spend=True)
         body = await _body(request, InvokeRequest, JSON_LIMIT)
-        session = registry.invoke(function, body.entry, body.args, body.kwargs)
+        session = registry.invoke(function, body.entry, body.args, body.kwargs, opened_by=token)
         return _json(InvokeResponse(session_id=session.id), 201)
+
+    def issuer_of(request: Request, right: str) -> Function:
+        """The function whose right's blinded tokens are asked for; the plain token is needed."""
+        if right not in ("invoke", "shutdown"):
+            raise BoxError(404, "no-such-endpoint", f"there are no {right!r} tokens; try invoke or shutdown")
+        token = _bearer(request.headers)
+        if token is not None and is_blinded(token):
+            raise BoxError(403, "wrong-token", "blinded tokens are issued for the plain token only")
+        return registry.function(request.path_params["function_id"], token, shutdown=right == "shutdown")
+
+    async def token_key(function: Function, right: Right) -> BlindTokenKey:
+        spki, key_id = await function.issuer.public_key(right)
+        return BlindTokenKey(right=right, token_key=base64.b64encode(spki).decode(), key_id=key_id.hex())
+
+    async def blind_token_key(request: Request) -> Response:
+        right = request.path_params["right"]
+        return _json(await token_key(issuer_of(request, right), right))
+
+    async def blind_tokens(request: Request) -> Response:
+        function = issuer_of(request, request.path_params["right"])
+        body = await _body(request, BlindTokenRequest, JSON_LIMIT)
+        if body.right != request.path_params["right"]:
+            raise BoxError(422, "invalid-request", "the body's right differs from the path's")
+        try:
+            signatures = await function.issuer.sign(body.right, [base64.b64decode(b) for b in body.blinded])
+        except TokenError as exc:
+            raise BoxError(422, "bad-blinded-token", str(exc)) from None
+        key = await token_key(function, body.right)
+        encoded = [base64.b64encode(s).decode() for s in signatures]
+        return _json(BlindTokenResponse(**key.model_dump(), blind_signatures=encoded))
 
     async def list_sessions(request: Request) -> Response:
         function = registry.function(request.path_params["function_id"], _bearer(request.headers))
@@ -107,8 +143,10 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
 
     async def shutdown(request: Request) -> Response:
         function = registry.function(
-            request.path_params["function_id"], _bearer(request.headers), shutdown=True
+            request.path_params["function_id"], _bearer(request.headers), shutdown=True, spend=True
         )
+        if is_blinded(token := _bearer(request.headers) or ""):
+            registry.spend(function, token, "shutdown")
         stopped = await registry.shutdown(function)
         return _json(ShutdownResponse(function_id=function.id, sessions_stopped=stopped))
 
@@ -146,6 +184,8 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         Route("/v1/functions/{function_id}", shutdown, methods=["DELETE"]),
         Route("/v1/functions/{function_id}/sessions", invoke, methods=["POST"]),
         Route("/v1/functions/{function_id}/sessions", list_sessions, methods=["GET"]),
+        Route("/v1/functions/{function_id}/blind-tokens/{right}", blind_token_key, methods=["GET"]),
+        Route("/v1/functions/{function_id}/blind-tokens/{right}", blind_tokens, methods=["POST"]),
         Route("/v1/sessions/{session_id}", session_info, methods=["GET"]),
         WebSocketRoute("/v1/sessions/{session_id}/stream", stream),
     ]

@@ -17,8 +17,10 @@ from typing import Any
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
 from bento.protocol.policy import violations
+from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.sandbox.launch import SandboxHost
 from bento.server import code, tokens
+from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker import Broker, Gatekeeper
 from bento.server.config import ServerConfig
 from bento.server.session import Session
@@ -42,6 +44,10 @@ class Function:
     shutdown_digest: bytes
     created_at: float = field(default_factory=time.time)
     sessions: dict[str, Session] = field(default_factory=dict)
+    issuer: BlindIssuer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.issuer = BlindIssuer(self.id)
 
 
 @dataclass(frozen=True)
@@ -117,8 +123,14 @@ class Registry:
         self.functions[function_id] = function
         return Deployed(function, invocation, shutdown)
 
-    def function(self, function_id: str, token: str | None, *, shutdown: bool = False) -> Function:
-        """The function, if ``token`` is the right capability for it (invocation or shutdown)."""
+    def function(
+        self, function_id: str, token: str | None, *, shutdown: bool = False, spend: bool = False
+    ) -> Function:
+        """The function, if ``token`` is the right capability for it (invocation or shutdown).
+
+        ``spend``: the request uses the right up (an invocation or a shutdown), so a blinded
+        token may stand for it, once; other requests need the plain token.
+        """
         function = self.functions.get(function_id)
         if function is None:
             raise BoxError(
@@ -130,13 +142,34 @@ class Registry:
             )
         if token is None:
             raise BoxError(401, "missing-token", "this request needs a token (Authorization: Bearer ...)")
+        which = "shutdown" if shutdown else "invocation"
+        if is_blinded(token):
+            if not spend:
+                raise BoxError(
+                    403,
+                    "single-use-token",
+                    "a blinded token is spent on one invocation or shutdown, and then reaches only "
+                    "the session it opened",
+                    "use the plain token, or GET /v1/sessions/{id} with the token that opened it",
+                )
+            try:  # spent only where the request is carried out, so a refusal costs nothing
+                function.issuer.verify(token, "shutdown" if shutdown else "invoke")
+            except TokenError as exc:
+                raise BoxError(403, "wrong-token", f"that is not a valid {which} token: {exc}") from None
+            return function
         expected = function.shutdown_digest if shutdown else function.invocation_digest
         if not tokens.matches(token, expected):
-            which = "shutdown" if shutdown else "invocation"
             raise BoxError(403, "wrong-token", f"that is not the {which} token of function {function_id}")
         return function
 
-    def invoke(self, function: Function, entry: str, args: list[Any], kwargs: dict[str, Any]) -> Session:
+    def invoke(
+        self,
+        function: Function,
+        entry: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        opened_by: str | None = None,
+    ) -> Session:
         if self.functions.get(function.id) is not function:  # shut down while the request arrived
             raise BoxError(404, "unknown-function", f"function {function.id} was just shut down")
         if entry not in function.entry_points:
@@ -146,6 +179,9 @@ class Registry:
             )
         self._admit(function)
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
+        if opened_by is not None and is_blinded(opened_by):
+            self.spend(function, opened_by, "invoke")
+            session.opened_by = tokens.digest(opened_by)
         function.sessions[session.id] = session
         self.sessions[session.id] = session
         broker = Broker(function.manifest.needs, self.policy, self.gate)
@@ -181,6 +217,14 @@ class Registry:
                 "try again later, or use another box",
             )
 
+    @staticmethod
+    def spend(function: Function, token: str, right: Right) -> None:
+        """Use a blinded token up, where the request it pays for is carried out."""
+        try:
+            function.issuer.spend(token, right)
+        except TokenError as exc:
+            raise BoxError(403, "wrong-token", f"that is not a valid {right} token: {exc}") from None
+
     def session(self, session_id: str, token: str | None) -> Session:
         session = self.sessions.get(session_id)
         if session is None:
@@ -190,6 +234,11 @@ class Registry:
                 f"no session {session_id} on this box",
                 "it ended long ago, its function was shut down, or the box restarted",
             )
+        if token is not None and is_blinded(token):
+            # The token that opened a session keeps reaching that session, and only it.
+            if session.opened_by is None or not tokens.matches(token, session.opened_by):
+                raise BoxError(403, "wrong-token", f"that token did not open session {session_id}")
+            return session
         self.function(session.function_id, token)
         return session
 
