@@ -12,6 +12,9 @@ from bento.protocol.descriptor import SignedDescriptor
 from bento.protocol.messages import (
     Ack,
     Attached,
+    BlindTokenKey,
+    BlindTokenRequest,
+    BlindTokenResponse,
     Ended,
     ErrorBody,
     InputEnd,
@@ -38,6 +41,9 @@ _MODELS: list[type[BaseModel]] = [
     Ack,
     InputEnd,
     Ended,
+    BlindTokenKey,
+    BlindTokenRequest,
+    BlindTokenResponse,
 ]
 
 
@@ -115,6 +121,21 @@ def openapi_document() -> dict[str, Any]:
                     "responses": _responses(200, SessionList, 401, 403, 404),
                 },
             },
+            "/v1/functions/{function_id}/blind-tokens/{right}": {
+                "get": {
+                    "summary": "the key that signs this function's blinded tokens for a right",
+                    "description": "Needs the plain token of the same right (invocation or shutdown).",
+                    "parameters": [_path("function_id"), _right()],
+                    "responses": _responses(200, BlindTokenKey, 401, 403, 404, 422),
+                },
+                "post": {
+                    "summary": "blind-sign token requests (RFC 9474): single-use, unlinkable rights",
+                    "description": "Needs the plain token of the same right (invocation or shutdown).",
+                    "parameters": [_path("function_id"), _right()],
+                    "requestBody": {"required": True, **_json_body(BlindTokenRequest)},
+                    "responses": _responses(200, BlindTokenResponse, 401, 403, 404, 413, 422),
+                },
+            },
             "/v1/sessions/{session_id}": {
                 "get": {
                     "summary": "one session's state",
@@ -129,3 +150,7 @@ def openapi_document() -> dict[str, Any]:
 
 def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _right() -> dict[str, Any]:
+    return {"name": "right", "in": "path", "required": True, "schema": {"enum": ["invoke", "shutdown"]}}

@@ -106,7 +106,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
     def issuer_of(request: Request, right: str) -> Function:
         """The function whose right's blinded tokens are asked for; the plain token is needed."""
         if right not in ("invoke", "shutdown"):
-            raise BoxError(404, "no-such-endpoint", f"there are no {right!r} tokens; try invoke or shutdown")
+            raise BoxError(422, "invalid-request", f"there are no {right[:20]!r} tokens: invoke or shutdown")
         token = _bearer(request.headers)
         if token is not None and is_blinded(token):
             raise BoxError(403, "wrong-token", "blinded tokens are issued for the plain token only")
