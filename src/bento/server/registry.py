@@ -24,6 +24,7 @@ from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker import Broker, Gatekeeper
 from bento.server.config import ServerConfig
 from bento.server.session import Session
+from bento.server.store import StorageChannel, Store
 
 
 class BoxError(Exception):
@@ -67,6 +68,7 @@ class Registry:
         self.gate = gate
         self.boot_id = boot_id
         self.root = sandbox.root / "functions"
+        self.store = Store(config.state_dir / "storage")
         self.functions: dict[str, Function] = {}
         self.sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -76,6 +78,7 @@ class Registry:
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(mode=0o700, parents=True)
         self.sandbox.share(self.root)
+        self.store.reset()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -184,7 +187,11 @@ class Registry:
             session.opened_by = tokens.digest(opened_by)
         function.sessions[session.id] = session
         self.sessions[session.id] = session
-        broker = Broker(function.manifest.needs, self.policy, self.gate)
+        needs = function.manifest.needs
+        storage = None
+        if needs.storage_mb and self.policy.storage.allowed:
+            storage = StorageChannel(self.store.of(function.id, needs.storage_mb))
+        broker = Broker(needs, self.policy, self.gate, storage)
         self._own(session.run(self.sandbox, broker, function.code_dir, function.manifest, args, kwargs))
         return session
 
@@ -254,6 +261,7 @@ class Registry:
         for session in function.sessions.values():
             await session.done.wait()
         await asyncio.to_thread(shutil.rmtree, function.code_dir.parent, True)
+        await self.store.shred(function.id)  # its key first, then its ciphertext
         return stopped
 
     # --- task ownership -----------------------------------------------------------------
@@ -282,3 +290,4 @@ class Registry:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.store.aclose()
