@@ -170,6 +170,7 @@ def local_registry(
                 boot_id=BOOT_ID,
                 enforced=sandbox.enforced(),
                 python=sandbox.python_version,
+                storage=registry.store.offer() if config.policy.storage.allowed else None,
             )
             yield registry, signed
         finally:

@@ -18,6 +18,18 @@ from bento.tor import onion
 FORMAT = "bento-descriptor-1"
 
 
+class StorageOffer(BaseModel):
+    """What a box's function storage protects, in plain words (see docs/operator.md, "Storage")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cipher: str = Field(description="the AEAD every stored object is sealed with")
+    keys: str = Field(description="where the per-function keys live, and what protects them there")
+    lifetime: str = Field(description="how long stored data lives")
+    protects_against: list[str]
+    does_not_protect_against: list[str]
+
+
 class Runtime(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -25,6 +37,7 @@ class Runtime(BaseModel):
     python: str = Field(description="the Python version functions run on")
     isolation: dict[str, str] = Field(description="each limit, and how this host enforces it (or not)")
     sgx: bool = Field(default=False, description="whether functions can run in an SGX enclave here (not yet)")
+    storage: StorageOffer | None = Field(default=None, description="function storage, if the policy has it")
 
 
 class Descriptor(BaseModel):

@@ -30,6 +30,7 @@ class Meaning:
 class ErrorCode(StrEnum):
     MISSING_TOKEN = "missing-token"  # noqa: S105 (a code, not a secret)
     WRONG_TOKEN = "wrong-token"  # noqa: S105
+    SINGLE_USE_TOKEN = "single-use-token"  # noqa: S105
     EXCEEDS_POLICY = "exceeds-policy"
     UNKNOWN_FUNCTION = "unknown-function"
     UNKNOWN_SESSION = "unknown-session"
@@ -40,6 +41,7 @@ class ErrorCode(StrEnum):
     UPLOAD_TOO_LARGE = "upload-too-large"
     INVALID_REQUEST = "invalid-request"
     BAD_CODE = "bad-code"
+    BAD_BLINDED_TOKEN = "bad-blinded-token"  # noqa: S105
     FUNCTION_BUSY = "function-busy"
     BOX_FULL = "box-full"
     HTTP_ERROR = "http-error"
@@ -60,6 +62,7 @@ class ErrorCode(StrEnum):
 TABLE: dict[ErrorCode, Meaning] = {
     ErrorCode.MISSING_TOKEN: Meaning(401, "The request needs a token and has none."),
     ErrorCode.WRONG_TOKEN: Meaning(403, "The token is not this function's token of the right kind."),
+    ErrorCode.SINGLE_USE_TOKEN: Meaning(403, "A blinded token is spent, or used beyond its session."),
     ErrorCode.EXCEEDS_POLICY: Meaning(403, "The manifest asks for more than the box's policy allows."),
     ErrorCode.UNKNOWN_FUNCTION: Meaning(404, "No such function: shut down, or the box restarted."),
     ErrorCode.UNKNOWN_SESSION: Meaning(404, "No such session: ended long ago, or the box restarted."),
@@ -70,6 +73,7 @@ TABLE: dict[ErrorCode, Meaning] = {
     ErrorCode.UPLOAD_TOO_LARGE: Meaning(413, "The code is larger than the policy's max_upload_bytes."),
     ErrorCode.INVALID_REQUEST: Meaning(422, "The body does not match the request model."),
     ErrorCode.BAD_CODE: Meaning(422, "The code cannot be used (encoding, syntax, archive, module)."),
+    ErrorCode.BAD_BLINDED_TOKEN: Meaning(422, "A blinded token request the issuer cannot sign."),
     ErrorCode.FUNCTION_BUSY: Meaning(503, "The function runs as many instances as it asked for.", True),
     ErrorCode.BOX_FULL: Meaning(503, "The box is at its instance or memory limit.", True),
     ErrorCode.HTTP_ERROR: Meaning(400, "Any other refusal by the HTTP layer."),

@@ -7,7 +7,7 @@ refused with a 4xx and an :class:`ErrorBody` saying what is wrong.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -113,6 +113,29 @@ class SessionList(Strict):
 class ShutdownResponse(Strict):
     function_id: str
     sessions_stopped: int
+
+
+# Base64 of one RSA-2048 blinded message or blind signature (256 bytes): 344 characters.
+_BLIND_B64 = Field(pattern=r"^[A-Za-z0-9+/]{342}==$|^[A-Za-z0-9+/]{343}=$|^[A-Za-z0-9+/]{344}$")
+
+
+class BlindTokenRequest(Strict):
+    """Ask for single-use rights the box signs without seeing (RFC 9474; see docs/api.md)."""
+
+    right: Literal["invoke", "shutdown"] = Field(description="the right the tokens carry")
+    blinded: list[Annotated[str, _BLIND_B64]] = Field(
+        min_length=1, max_length=32, description="blinded token inputs, base64"
+    )
+
+
+class BlindTokenKey(Strict):
+    right: Literal["invoke", "shutdown"]
+    token_key: str = Field(description="the right's RSA-2048 key, SubjectPublicKeyInfo DER, base64")
+    key_id: str = Field(description="SHA-256 of token_key, hex: the same for every answer of this function")
+
+
+class BlindTokenResponse(BlindTokenKey):
+    blind_signatures: list[str] = Field(description="one per blinded input, in order, base64")
 
 
 # --- the session WebSocket ----------------------------------------------------------

@@ -13,6 +13,9 @@ from bento.protocol.errors import ErrorCode
 from bento.protocol.messages import (
     Ack,
     Attached,
+    BlindTokenKey,
+    BlindTokenRequest,
+    BlindTokenResponse,
     Ended,
     ErrorBody,
     InputEnd,
@@ -45,9 +48,12 @@ _MODELS: list[type[BaseModel]] = [
     Ack,
     InputEnd,
     Ended,
+    BlindTokenKey,
+    BlindTokenRequest,
+    BlindTokenResponse,
 ]
 _C = ErrorCode
-_AUTH = (_C.MISSING_TOKEN, _C.WRONG_TOKEN, _C.UNKNOWN_FUNCTION)
+_AUTH = (_C.MISSING_TOKEN, _C.WRONG_TOKEN, _C.SINGLE_USE_TOKEN, _C.UNKNOWN_FUNCTION)
 _SESSION = (*_AUTH, _C.UNKNOWN_SESSION)
 
 
@@ -147,6 +153,28 @@ def openapi_document() -> dict[str, Any]:
                     "responses": _responses(200, SessionList, *_AUTH),
                 },
             },
+            "/v1/functions/{function_id}/blind-tokens/{right}": {
+                "get": {
+                    "summary": "the key that signs this function's blinded tokens for a right",
+                    "description": "Needs the plain token of the same right (invocation or shutdown).",
+                    "parameters": [_path("function_id"), _right()],
+                    "responses": _responses(200, BlindTokenKey, *_AUTH, _C.INVALID_REQUEST),
+                },
+                "post": {
+                    "summary": "blind-sign token requests (RFC 9474): single-use, unlinkable rights",
+                    "description": "Needs the plain token of the same right (invocation or shutdown).",
+                    "parameters": [_path("function_id"), _right()],
+                    "requestBody": {"required": True, **_json_body(BlindTokenRequest)},
+                    "responses": _responses(
+                        200,
+                        BlindTokenResponse,
+                        *_AUTH,
+                        _C.BODY_TOO_LARGE,
+                        _C.INVALID_REQUEST,
+                        _C.BAD_BLINDED_TOKEN,
+                    ),
+                },
+            },
             "/v1/sessions/{session_id}": {
                 "get": {
                     "summary": "one session's state",
@@ -169,3 +197,7 @@ def openapi_document() -> dict[str, Any]:
 
 def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _right() -> dict[str, Any]:
+    return {"name": "right", "in": "path", "required": True, "schema": {"enum": ["invoke", "shutdown"]}}

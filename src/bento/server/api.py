@@ -27,6 +27,9 @@ from bento.protocol.errors import ErrorCode
 from bento.protocol.messages import (
     Ack,
     Attached,
+    BlindTokenKey,
+    BlindTokenRequest,
+    BlindTokenResponse,
     ErrorBody,
     InputEnd,
     Invoked,
@@ -39,7 +42,8 @@ from bento.protocol.messages import (
     UploadResponse,
 )
 from bento.protocol.openapi import openapi_document
-from bento.server.registry import BoxError, Registry
+from bento.protocol.private_token import Right, TokenError, is_blinded
+from bento.server.registry import BoxError, Function, Registry
 from bento.server.session import Session
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -99,10 +103,43 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         )
 
     async def invoke(request: Request) -> Response:
-        function = registry.function(request.path_params["function_id"], _bearer(request.headers))
+        token = _bearer(request.headers)
+        function = registry.function(request.path_params["function_id"], token, spend=True)
         body = await _body(request, InvokeRequest, JSON_LIMIT)
-        session = registry.invoke(function, body.entry, body.args, body.kwargs)
+        session = registry.invoke(function, body.entry, body.args, body.kwargs, opened_by=token)
         return _json(InvokeResponse(session_id=session.id), 201)
+
+    def issuer_of(request: Request, right: str) -> Function:
+        """The function whose right's blinded tokens are asked for; the plain token is needed."""
+        if right not in ("invoke", "shutdown"):
+            raise BoxError(
+                ErrorCode.INVALID_REQUEST, f"there are no {right[:20]!r} tokens: invoke or shutdown"
+            )
+        token = _bearer(request.headers)
+        if token is not None and is_blinded(token):
+            raise BoxError(ErrorCode.WRONG_TOKEN, "blinded tokens are issued for the plain token only")
+        return registry.function(request.path_params["function_id"], token, shutdown=right == "shutdown")
+
+    async def token_key(function: Function, right: Right) -> BlindTokenKey:
+        spki, key_id = await function.issuer.public_key(right)
+        return BlindTokenKey(right=right, token_key=base64.b64encode(spki).decode(), key_id=key_id.hex())
+
+    async def blind_token_key(request: Request) -> Response:
+        right = request.path_params["right"]
+        return _json(await token_key(issuer_of(request, right), right))
+
+    async def blind_tokens(request: Request) -> Response:
+        function = issuer_of(request, request.path_params["right"])
+        body = await _body(request, BlindTokenRequest, JSON_LIMIT)
+        if body.right != request.path_params["right"]:
+            raise BoxError(ErrorCode.INVALID_REQUEST, "the body's right differs from the path's")
+        try:
+            signatures = await function.issuer.sign(body.right, [base64.b64decode(b) for b in body.blinded])
+        except TokenError as exc:
+            raise BoxError(ErrorCode.BAD_BLINDED_TOKEN, str(exc)) from None
+        key = await token_key(function, body.right)
+        encoded = [base64.b64encode(s).decode() for s in signatures]
+        return _json(BlindTokenResponse(**key.model_dump(), blind_signatures=encoded))
 
     async def list_sessions(request: Request) -> Response:
         function = registry.function(request.path_params["function_id"], _bearer(request.headers))
@@ -114,8 +151,10 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
 
     async def shutdown(request: Request) -> Response:
         function = registry.function(
-            request.path_params["function_id"], _bearer(request.headers), shutdown=True
+            request.path_params["function_id"], _bearer(request.headers), shutdown=True, spend=True
         )
+        if is_blinded(token := _bearer(request.headers) or ""):
+            registry.spend(function, token, "shutdown")
         stopped = await registry.shutdown(function)
         return _json(ShutdownResponse(function_id=function.id, sessions_stopped=stopped))
 
@@ -146,9 +185,10 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         """Invoke and attach in one round trip: the invocation comes with the upgrade request."""
         await websocket.accept()
         try:
-            function = registry.function(websocket.path_params["function_id"], _bearer(websocket.headers))
-            body = await _invocation(websocket)
-            session = registry.invoke(function, body.entry, body.args, body.kwargs)
+            token = _bearer(websocket.headers)
+            body = await _invocation(websocket)  # before the token is spent: a bad request costs none
+            function = registry.function(websocket.path_params["function_id"], token, spend=True)
+            session = registry.invoke(function, body.entry, body.args, body.kwargs, opened_by=token)
         except BoxError as exc:
             await _refuse(websocket, exc)
             return
@@ -180,6 +220,8 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         Route("/v1/functions/{function_id}", shutdown, methods=["DELETE"]),
         Route("/v1/functions/{function_id}/sessions", invoke, methods=["POST"]),
         Route("/v1/functions/{function_id}/sessions", list_sessions, methods=["GET"]),
+        Route("/v1/functions/{function_id}/blind-tokens/{right}", blind_token_key, methods=["GET"]),
+        Route("/v1/functions/{function_id}/blind-tokens/{right}", blind_tokens, methods=["POST"]),
         Route("/v1/sessions/{session_id}", session_info, methods=["GET"]),
         Route("/v1/sessions/{session_id}/logs", session_logs, methods=["GET"]),
         WebSocketRoute("/v1/sessions/{session_id}/stream", stream),

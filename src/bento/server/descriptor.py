@@ -6,7 +6,7 @@ import base64
 import time
 
 from bento import __version__
-from bento.protocol.descriptor import Descriptor, Runtime, SignedDescriptor
+from bento.protocol.descriptor import Descriptor, Runtime, SignedDescriptor, StorageOffer
 from bento.server.config import ServerConfig
 from bento.server.identity import Identity
 
@@ -20,6 +20,7 @@ def build(
     boot_id: str,
     enforced: dict[str, str],
     python: str,
+    storage: StorageOffer | None = None,
 ) -> SignedDescriptor:
     """The descriptor, signed: the node policy in force and how this host enforces it."""
     descriptor = Descriptor(
@@ -30,7 +31,7 @@ def build(
         boot_id=boot_id,
         published=time.time(),
         policy=config.policy,
-        runtime=Runtime(python=python, isolation=enforced),
+        runtime=Runtime(python=python, isolation=enforced, storage=storage),
     )
     signature = base64.b64encode(identity.sign(descriptor.signed_bytes())).decode()
     return SignedDescriptor(descriptor=descriptor, signature=signature)

@@ -18,11 +18,14 @@ from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
 from bento.protocol.policy import violations
+from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.sandbox.launch import SandboxHost
 from bento.server import code, tokens
+from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker import Broker, Gatekeeper
 from bento.server.config import ServerConfig
 from bento.server.session import Session
+from bento.server.store import StorageChannel, Store
 
 
 class BoxError(Exception):
@@ -47,6 +50,10 @@ class Function:
     shutdown_digest: bytes
     created_at: float = field(default_factory=time.time)
     sessions: dict[str, Session] = field(default_factory=dict)
+    issuer: BlindIssuer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.issuer = BlindIssuer(self.id)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class Registry:
         self.gate = gate
         self.boot_id = boot_id
         self.root = sandbox.root / "functions"
+        self.store = Store(config.state_dir / "storage")
         self.functions: dict[str, Function] = {}
         self.sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -75,6 +83,7 @@ class Registry:
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(mode=0o700, parents=True)
         self.sandbox.share(self.root)
+        self.store.reset()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -120,8 +129,14 @@ class Registry:
         self.functions[function_id] = function
         return Deployed(function, invocation, shutdown)
 
-    def function(self, function_id: str, token: str | None, *, shutdown: bool = False) -> Function:
-        """The function, if ``token`` is the right capability for it (invocation or shutdown)."""
+    def function(
+        self, function_id: str, token: str | None, *, shutdown: bool = False, spend: bool = False
+    ) -> Function:
+        """The function, if ``token`` is the right capability for it (invocation or shutdown).
+
+        ``spend``: the request uses the right up (an invocation or a shutdown), so a blinded
+        token may stand for it, once; other requests need the plain token.
+        """
         function = self.functions.get(function_id)
         if function is None:
             raise BoxError(
@@ -132,13 +147,33 @@ class Registry:
             )
         if token is None:
             raise BoxError(ErrorCode.MISSING_TOKEN, "this request needs a token (Authorization: Bearer ...)")
+        which = "shutdown" if shutdown else "invocation"
+        if is_blinded(token):
+            if not spend:
+                raise BoxError(
+                    ErrorCode.SINGLE_USE_TOKEN,
+                    "a blinded token is spent on one invocation or shutdown, and then reaches only "
+                    "the session it opened",
+                    "use the plain token, or GET /v1/sessions/{id} with the token that opened it",
+                )
+            try:  # spent only where the request is carried out, so a refusal costs nothing
+                function.issuer.verify(token, "shutdown" if shutdown else "invoke")
+            except TokenError as exc:
+                raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not a valid {which} token: {exc}") from None
+            return function
         expected = function.shutdown_digest if shutdown else function.invocation_digest
         if not tokens.matches(token, expected):
-            which = "shutdown" if shutdown else "invocation"
             raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not the {which} token of function {function_id}")
         return function
 
-    def invoke(self, function: Function, entry: str, args: list[Any], kwargs: dict[str, Any]) -> Session:
+    def invoke(
+        self,
+        function: Function,
+        entry: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        opened_by: str | None = None,
+    ) -> Session:
         if self.functions.get(function.id) is not function:  # shut down while the request arrived
             raise BoxError(ErrorCode.UNKNOWN_FUNCTION, f"function {function.id} was just shut down")
         if entry not in function.entry_points:
@@ -148,9 +183,16 @@ class Registry:
             )
         self._admit(function)
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
+        if opened_by is not None and is_blinded(opened_by):
+            self.spend(function, opened_by, "invoke")
+            session.opened_by = tokens.digest(opened_by)
         function.sessions[session.id] = session
         self.sessions[session.id] = session
-        broker = Broker(function.manifest.needs, self.policy, self.gate)
+        needs = function.manifest.needs
+        storage = None
+        if needs.storage_mb and self.policy.storage.allowed:
+            storage = StorageChannel(self.store.of(function.id, needs.storage_mb))
+        broker = Broker(needs, self.policy, self.gate, storage)
         self._own(session.run(self.sandbox, broker, function.code_dir, function.manifest, args, kwargs))
         return session
 
@@ -181,6 +223,14 @@ class Registry:
                 "try again later, or use another box",
             )
 
+    @staticmethod
+    def spend(function: Function, token: str, right: Right) -> None:
+        """Use a blinded token up, where the request it pays for is carried out."""
+        try:
+            function.issuer.spend(token, right)
+        except TokenError as exc:
+            raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not a valid {right} token: {exc}") from None
+
     def session(self, session_id: str, token: str | None) -> Session:
         session = self.sessions.get(session_id)
         if session is None:
@@ -189,6 +239,11 @@ class Registry:
                 f"no session {session_id} on this box",
                 "it ended long ago, its function was shut down, or the box restarted",
             )
+        if token is not None and is_blinded(token):
+            # The token that opened a session keeps reaching that session, and only it.
+            if session.opened_by is None or not tokens.matches(token, session.opened_by):
+                raise BoxError(ErrorCode.WRONG_TOKEN, f"that token did not open session {session_id}")
+            return session
         self.function(session.function_id, token)
         return session
 
@@ -204,6 +259,7 @@ class Registry:
         for session in function.sessions.values():
             await session.done.wait()
         await asyncio.to_thread(shutil.rmtree, function.code_dir.parent, True)
+        await self.store.shred(function.id)  # its key first, then its ciphertext
         return stopped
 
     # --- task ownership -----------------------------------------------------------------
@@ -232,3 +288,4 @@ class Registry:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.store.aclose()

@@ -57,6 +57,7 @@ class Session:
         self._input_lock = asyncio.Lock()
         self._verdict: tuple[EndCause, str] | None = None  # set when we decide to kill it
         self._broker: Broker | None = None
+        self.opened_by: bytes | None = None  # digest of the blinded token that opened it, if one did
 
     @property
     def ended(self) -> bool:
