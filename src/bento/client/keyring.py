@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class Deployment:
     boot_id: str
     entry_points: list[str]
     deployed_at: float
+    token_keys: dict[str, str] = field(default_factory=dict)  # right -> key id of its blinded tokens
 
     def __repr__(self) -> str:  # tokens never reach logs or tracebacks
         return f"Deployment({self.function_id}, {self.name!r} on {self.relay_nickname})"
@@ -151,6 +152,12 @@ class Keyring:
     def add_session(self, session_id: str, function_id: str) -> None:
         with self.update():
             self.sessions[session_id] = function_id
+
+    def record_token_keys(self, deployment: Deployment) -> None:
+        """Keep the blinded-token key ids ``deployment`` has learnt (key consistency)."""
+        with self.update():
+            if (current := self.functions.get(deployment.function_id)) is not None:
+                current.token_keys.update(deployment.token_keys)
 
     def forget(self, function_id: str, *, how: str = "forgotten") -> Deployment | None:
         """Drop a function's tokens; its sessions are remembered as belonging to a gone function."""
