@@ -96,7 +96,9 @@ TestingMinExitFlagThreshold 0
 """
 
 # IPv4 without 127.0.0.0/8, as the few prefixes an exit policy can say it with.
-_NOT_LOOPBACK = sorted(ipaddress.ip_network("0.0.0.0/0").address_exclude(ipaddress.ip_network("127.0.0.0/8")))
+_NOT_LOOPBACK = sorted(
+    ipaddress.IPv4Network("0.0.0.0/0").address_exclude(ipaddress.IPv4Network("127.0.0.0/8"))
+)
 
 _EXIT = (
     """\
