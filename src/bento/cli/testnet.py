@@ -17,12 +17,8 @@ from bento.errors import BentoError
 from bento.testnet import Testnet, TestnetConfig, default_directory
 
 
-def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "testnet",
-        help="run a private Tor network on 127.0.0.1",
-        description="A private Tor network of real tor processes on 127.0.0.1, for trying Bento.",
-    )
+def add_testnet(parser: argparse.ArgumentParser) -> None:
+    parser.description = "A private Tor network of real tor processes on 127.0.0.1, for trying Bento."
     sub = parser.add_subparsers(dest="testnet_command", required=True, metavar="ACTION")
 
     up = sub.add_parser("up", help="start a testnet and leave it running")
