@@ -31,7 +31,12 @@ def png(red: int, green: int, blue: int) -> bytes:
 
     rows = b"".join(b"\x00" + bytes((red, green, blue)) * 2 for _ in range(2))
     header = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 @dataclass
@@ -131,7 +136,9 @@ def finish(first: Server, third: Server) -> None:
 <style>@import url("/css/imported.css"); .s {{ background-image: url("/img/style-el.png"); }}</style>
 <script src="{third.origin}/lib.js"></script>
 </head><body background="/img/bg-attr.png">
-<h1 class="imp s">A page</h1>
+<h1 class="s">A page</h1>
+<h2>Its parts</h2>
+<div class="imp" style="width: 2px; height: 2px"></div>
 <img id="plain" src="img/a.png" srcset="img/a.png 1x, img/a2.png 2x">
 <picture><source media="(min-width: 1px)" srcset="/img/wide.png"><img id="pic" src="img/a.png"></picture>
 <img id="moved" src="/old.png">
@@ -145,7 +152,7 @@ def finish(first: Server, third: Server) -> None:
 """
     css = f"""@font-face {{ font-family: "Test"; src: url("{third.origin}/font.woff2") format("woff2"); }}
 .font {{ font-family: "Test", sans-serif; }}
-h1 {{ background: url(../img/css.png); }}
+h2 {{ background: url(../img/css.png); }}
 """
     first.files["/"] = (page.encode(), "text/html; charset=utf-8")
     first.files["/css/site.css"] = (css.encode(), "text/css")

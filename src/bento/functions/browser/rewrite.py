@@ -17,7 +17,7 @@ import hashlib
 import mimetypes
 import posixpath
 import re
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from . import discover
 from .discover import BASE, CSS, DROP, FETCHED, LINK, SRCSET
@@ -93,6 +93,17 @@ def _local(reference: str, base: str, here: str, names: dict[str, str]) -> str:
     return posixpath.relpath(target, posixpath.dirname(here) or ".")
 
 
+def _link(value: str, base: str) -> str:
+    """A link a person may follow: absolute, with its fragment; in-page anchors stay as they are."""
+    if value.strip().startswith("#"):
+        return value
+    try:
+        url = urljoin(base, value.strip())
+    except ValueError:
+        return value
+    return url if urlsplit(url).scheme in ("http", "https") else value
+
+
 def rewrite_stylesheet(css: str, base: str, here: str, names: dict[str, str]) -> str:
     return discover.rewrite_css(css, lambda value, _import: _local(value, base, here, names))
 
@@ -107,7 +118,7 @@ def rewrite_html(text: str, base: str, here: str, names: dict[str, str]) -> str:
         if kind == CSS:
             return rewrite_stylesheet(value, base, here, names)
         if kind == LINK:
-            return discover.absolute(value, base) or value
+            return _link(value, base)
         if kind in (BASE, DROP):
             return None
         return value
