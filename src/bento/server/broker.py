@@ -27,6 +27,7 @@ from typing import Any
 import stem.control
 
 from bento.protocol.policy import Needs, NodePolicy
+from bento.server.store import StorageChannel, StorageRefused
 
 log = logging.getLogger("bento.broker")
 MAX_REQUEST = 4096
@@ -68,27 +69,32 @@ class Broker:
     needs: Needs
     policy: NodePolicy
     gate: Gatekeeper
+    storage: StorageChannel | None = None  # None: the manifest asks for no storage
     denied: int = 0
     granted: int = 0
 
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
-        while True:
-            try:
-                request = await loop.sock_recv(sock, MAX_REQUEST)
-            except OSError:
-                return
-            if not request:
-                return
-            reply, fd = await self._answer(request)
-            try:
-                await _send(sock, json.dumps(reply).encode(), fd)
-            except OSError:
-                return
-            finally:
-                if fd is not None:
-                    fd.close()
+        try:
+            while True:
+                try:
+                    request = await loop.sock_recv(sock, MAX_REQUEST)
+                except OSError:
+                    return
+                if not request:
+                    return
+                reply, fd = await self._answer(request)
+                try:
+                    await _send(sock, json.dumps(reply).encode(), fd)
+                except OSError:
+                    return
+                finally:
+                    if fd is not None:
+                        fd.close()
+        finally:
+            if self.storage is not None:
+                await self.storage.aclose()
 
     async def _answer(self, raw: bytes) -> tuple[dict[str, Any], socket.socket | None]:
         try:
@@ -102,8 +108,12 @@ class Broker:
             if op == "listen":
                 sock = self._listen(int(request.get("port", 0)))
                 return {"ok": True, "address": list(sock.getsockname()[:2])}, sock
+            if isinstance(op, str) and op.startswith("storage."):
+                if self.storage is None:
+                    raise Denied("storage is not in this function's manifest (needs.storage_mb)")
+                return await self.storage.answer(op, request)
             raise Denied(f"unknown broker request {op!r}")
-        except Denied as exc:
+        except (Denied, StorageRefused) as exc:
             self.denied += 1
             return {"ok": False, "error": str(exc), "denied": True}, None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
