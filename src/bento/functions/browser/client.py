@@ -150,17 +150,17 @@ async def browse(
     function, deployed = await deployment(box, keyring)
     arguments = [url, options.pad, options.scheme, options.user_agent, options.cookies, options.limits]
     try:
-        session_id = await box.invoke(function, "browse", arguments)
+        stream = await box.start(function, "browse", arguments)  # invoke and attach: one round trip
     except BentoError:
         if deployed:
             raise
         # The box forgot it (shut down, or the box restarted): deploy this code again, once.
         keyring.forget(function.function_id)
         function, deployed = await deployment(box, keyring, fresh=True)
-        session_id = await box.invoke(function, "browse", arguments)
-    keyring.sessions[session_id] = function.function_id
+        stream = await box.start(function, "browse", arguments)
+    keyring.sessions[stream.session_id] = function.function_id
     keyring.save()
-    async with await box.attach(function, session_id) as stream:
+    async with stream:
         received = await _receive(stream, out, started, on_page, progress)
     page = Page(url=url, directory=out, function_id=function.function_id, deployed=deployed, **received)
     page.seconds = time.monotonic() - started
