@@ -80,6 +80,8 @@ class ResourceUsage(Strict):
     bytes_out: int = 0
     network_granted: int = Field(default=0, description="broker requests granted")
     network_denied: int = Field(default=0, description="broker requests refused")
+    circuits: int = Field(default=0, description="Tor circuits it built")
+    onion_services: int = Field(default=0, description="onion services it published")
 
 
 class FunctionError(Strict):

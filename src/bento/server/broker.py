@@ -26,7 +26,9 @@ from typing import Any
 
 import stem.control
 
+from bento.errors import BentoError
 from bento.protocol.policy import Needs, NodePolicy
+from bento.server.function_tor import InstanceTor
 
 log = logging.getLogger("bento.broker")
 MAX_REQUEST = 4096
@@ -68,8 +70,14 @@ class Broker:
     needs: Needs
     policy: NodePolicy
     gate: Gatekeeper
+    tor: InstanceTor | None = None  # Tor for functions, when the box offers it
     denied: int = 0
     granted: int = 0
+
+    async def aclose(self) -> None:
+        """The instance has ended: give up what it held in Tor."""
+        if self.tor is not None:
+            await self.tor.close()
 
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -102,13 +110,21 @@ class Broker:
             if op == "listen":
                 sock = self._listen(int(request.get("port", 0)))
                 return {"ok": True, "address": list(sock.getsockname()[:2])}, sock
+            if isinstance(op, str) and op.startswith("tor."):
+                if self.tor is None:
+                    raise Denied("this box offers no Tor for functions, or the manifest asks for none")
+                reply, fd = await self.tor.handle(op, request)
+                self.granted += 1
+                return {"ok": True, **reply}, fd
             raise Denied(f"unknown broker request {op!r}")
-        except Denied as exc:
+        except (Denied, PermissionError) as exc:
             self.denied += 1
             return {"ok": False, "error": str(exc), "denied": True}, None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.denied += 1
             return {"ok": False, "error": f"malformed broker request: {exc}", "denied": True}, None
+        except BentoError as exc:
+            return {"ok": False, "error": exc.message, "denied": False}, None
         except OSError as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "denied": False}, None
 
@@ -157,6 +173,8 @@ class Broker:
         except OSError:
             sock.close()
             raise
+        if self.tor is not None:
+            self.tor.listening(sock)  # an onion service may lead to it
         self.granted += 1
         return sock
 

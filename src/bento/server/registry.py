@@ -21,7 +21,9 @@ from bento.sandbox.launch import SandboxHost
 from bento.server import code, tokens
 from bento.server.broker import Broker, Gatekeeper
 from bento.server.config import ServerConfig
+from bento.server.function_tor import InstanceTor
 from bento.server.session import Session
+from bento.server.tor_for_functions import TorForFunctions
 
 
 class BoxError(Exception):
@@ -64,6 +66,7 @@ class Registry:
         self.functions: dict[str, Function] = {}
         self.sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.tor: TorForFunctions | None = None  # set by the daemon when the box offers Tor
 
     def reset_storage(self) -> None:
         """Remove code left by a previous run: functions do not survive a restart."""
@@ -149,6 +152,9 @@ class Registry:
         function.sessions[session.id] = session
         self.sessions[session.id] = session
         broker = Broker(function.manifest.needs, self.policy, self.gate)
+        needs = function.manifest.needs
+        if self.tor is not None and (needs.tor_circuits or needs.onion_services):
+            broker.tor = InstanceTor.open(self.tor, function.id, needs, self.policy)
         self._own(session.run(self.sandbox, broker, function.code_dir, function.manifest, args, kwargs))
         return session
 

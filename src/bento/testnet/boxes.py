@@ -46,6 +46,10 @@ scratch_mb = 32
 [policy.network]
 allowed = true
 listen = true
+
+[policy.tor]
+circuits = true
+onion_services = true
 """
 
 
