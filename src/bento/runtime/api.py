@@ -17,11 +17,11 @@ from __future__ import annotations
 import time
 
 from bento.protocol.frames import Frame
-from bento.runtime import tor
+from bento.runtime import storage, tor
 from bento.runtime.channel import Channel
 from bento.runtime.net import connect, listen, resolve
 
-__all__ = ["connect", "listen", "poll", "recv", "resolve", "send", "tor"]
+__all__ = ["connect", "listen", "poll", "recv", "resolve", "send", "storage", "tor"]
 
 _channel: Channel | None = None
 _pending: list[bytes] = []

@@ -29,6 +29,7 @@ import stem.control
 from bento.errors import BentoError
 from bento.protocol.policy import Needs, NodePolicy
 from bento.server.function_tor import InstanceTor
+from bento.server.store import StorageChannel, StorageRefused
 
 log = logging.getLogger("bento.broker")
 MAX_REQUEST = 4096
@@ -70,6 +71,7 @@ class Broker:
     needs: Needs
     policy: NodePolicy
     gate: Gatekeeper
+    storage: StorageChannel | None = None  # None: the manifest asks for no storage
     tor: InstanceTor | None = None  # Tor for functions, when the box offers it
     denied: int = 0
     granted: int = 0
@@ -82,21 +84,25 @@ class Broker:
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
-        while True:
-            try:
-                request = await loop.sock_recv(sock, MAX_REQUEST)
-            except OSError:
-                return
-            if not request:
-                return
-            reply, fd = await self._answer(request)
-            try:
-                await _send(sock, json.dumps(reply).encode(), fd)
-            except OSError:
-                return
-            finally:
-                if fd is not None:
-                    fd.close()
+        try:
+            while True:
+                try:
+                    request = await loop.sock_recv(sock, MAX_REQUEST)
+                except OSError:
+                    return
+                if not request:
+                    return
+                reply, fd = await self._answer(request)
+                try:
+                    await _send(sock, json.dumps(reply).encode(), fd)
+                except OSError:
+                    return
+                finally:
+                    if fd is not None:
+                        fd.close()
+        finally:
+            if self.storage is not None:
+                await self.storage.aclose()
 
     async def _answer(self, raw: bytes) -> tuple[dict[str, Any], socket.socket | None]:
         try:
@@ -110,6 +116,10 @@ class Broker:
             if op == "listen":
                 sock = self._listen(int(request.get("port", 0)))
                 return {"ok": True, "address": list(sock.getsockname()[:2])}, sock
+            if isinstance(op, str) and op.startswith("storage."):
+                if self.storage is None:
+                    raise Denied("storage is not in this function's manifest (needs.storage_mb)")
+                return await self.storage.answer(op, request)
             if isinstance(op, str) and op.startswith("tor."):
                 if self.tor is None:
                     raise Denied("this box offers no Tor for functions, or the manifest asks for none")
@@ -117,7 +127,7 @@ class Broker:
                 self.granted += 1
                 return {"ok": True, **reply}, fd
             raise Denied(f"unknown broker request {op!r}")
-        except (Denied, PermissionError) as exc:
+        except (Denied, StorageRefused, PermissionError) as exc:
             self.denied += 1
             return {"ok": False, "error": str(exc), "denied": True}, None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
