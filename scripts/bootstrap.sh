@@ -21,6 +21,8 @@ command -v tshark >/dev/null 2>&1 || missing+=(tshark)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # Functions run on the system's Python inside the sandbox (standard library only).
 [[ -x /usr/bin/python3 ]] || missing+=(python3)
+# The Browser tests open fetched pages in a real browser: Debian's chromium, driven by Playwright.
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
 if ((${#missing[@]})); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
