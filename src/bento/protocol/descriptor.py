@@ -30,6 +30,16 @@ class StorageOffer(BaseModel):
     does_not_protect_against: list[str]
 
 
+class OfferedPackage(BaseModel):
+    """A distribution the box installs read-only for functions to import."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+    modules: list[str] = Field(description="the top-level modules it makes importable")
+
+
 class Runtime(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -37,6 +47,9 @@ class Runtime(BaseModel):
     python: str = Field(description="the Python version functions run on")
     isolation: dict[str, str] = Field(description="each limit, and how this host enforces it (or not)")
     sgx: bool = Field(default=False, description="whether functions can run in an SGX enclave here (not yet)")
+    packages: list[OfferedPackage] = Field(
+        default_factory=list, description="packages functions can import beyond the standard library"
+    )
     storage: StorageOffer | None = Field(default=None, description="function storage, if the policy has it")
 
 

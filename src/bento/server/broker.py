@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import json
 import logging
@@ -120,7 +121,10 @@ class Broker:
             self.denied += 1
             return {"ok": False, "error": f"malformed broker request: {exc}", "denied": True}, None
         except OSError as exc:
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "denied": False}, None
+            # The errno lets the function's runtime raise the same exception class it would have.
+            code = exc.errno or (errno.ETIMEDOUT if isinstance(exc, TimeoutError) else None)
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "denied": False, "errno": code}
+            return reply, None
 
     def _require_network(self) -> None:
         if not (self.needs.network and self.policy.network.allowed):

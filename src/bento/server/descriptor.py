@@ -6,7 +6,7 @@ import base64
 import time
 
 from bento import __version__
-from bento.protocol.descriptor import Descriptor, Runtime, SignedDescriptor, StorageOffer
+from bento.protocol.descriptor import Descriptor, OfferedPackage, Runtime, SignedDescriptor, StorageOffer
 from bento.server.config import ServerConfig
 from bento.server.identity import Identity
 
@@ -21,6 +21,7 @@ def build(
     enforced: dict[str, str],
     python: str,
     storage: StorageOffer | None = None,
+    packages: list[OfferedPackage] | None = None,
 ) -> SignedDescriptor:
     """The descriptor, signed: the node policy in force and how this host enforces it."""
     descriptor = Descriptor(
@@ -31,7 +32,7 @@ def build(
         boot_id=boot_id,
         published=time.time(),
         policy=config.policy,
-        runtime=Runtime(python=python, isolation=enforced, storage=storage),
+        runtime=Runtime(python=python, isolation=enforced, storage=storage, packages=packages or []),
     )
     signature = base64.b64encode(identity.sign(descriptor.signed_bytes())).decode()
     return SignedDescriptor(descriptor=descriptor, signature=signature)
