@@ -6,11 +6,15 @@ from __future__ import annotations
 import base64
 import io
 import tarfile
+import tempfile
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
-from localbox import LocalBox, Uploaded
+from localbox import LocalBox
+
+from bento.protocol.manifest import Manifest
 
 MAIN = """
 import asyncio, socket, sys
@@ -91,10 +95,14 @@ async def _upload(box: LocalBox, files: dict[str, bytes | str], needs: dict[str,
 async def _call(
     box: LocalBox, needs: dict[str, Any], entry: str, files: dict[str, bytes | str] = FILES
 ) -> Any:
-    response = await _upload(box, files, needs)
-    assert response.status_code == 201, response.text
-    body = response.json()
-    function = Uploaded(body["function_id"], body["invocation_token"], body["shutdown_token"], [], body)
+    """Deploy ``files`` as a directory, with the real client, and run ``entry`` to its end."""
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, data in files.items():
+            path = Path(scratch) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data.encode() if isinstance(data, str) else data)
+        manifest = Manifest.model_validate({"name": "pkgs", "needs": needs})
+        function = await box.client.deploy(Path(scratch), manifest)
     session_id = await box.invoke(function, entry)
     info = await box.wait_state(function, session_id, timeout=60)
     error = box.registry.sessions[session_id].error

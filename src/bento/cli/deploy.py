@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tarfile
+import tempfile
 from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -14,6 +16,7 @@ from bento.cli.manifests import read_manifest
 from bento.cli.output import console, emit_json, errors
 from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
+from bento.protocol import imports
 from bento.protocol.manifest import Manifest
 
 PROGRESS_ABOVE = 1 << 20  # show a progress bar for uploads larger than this
@@ -40,6 +43,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     manifest = _manifest(args)
     info = find_box(args)
     keyring = Keyring(args.keyring)
+    warnings: list[str] = []
 
     async def upload() -> Deployment:
         size = args.file.stat().st_size if args.file.is_file() else 0
@@ -54,6 +58,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         ) as bar:
             task = bar.add_task(f"uploading to {info.nickname}", total=None)
             async with Box(info.onion, socks=args.socks, info=info) as box:
+                offered = [m for p in (await box.descriptor()).runtime.packages for m in p.modules]
+                warnings.extend(unprovided_imports(args.file, offered))
+                for warning in warnings:
+                    errors.print(f"[yellow]warning[/yellow]: {warning}")
                 return await box.deploy(
                     args.file,
                     manifest,
@@ -72,6 +80,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 "onion": info.onion,
                 "entry_points": deployment.entry_points,
                 "keyring": str(keyring.path),
+                "warnings": warnings,
             }
         )
     else:
@@ -81,3 +90,30 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         console.print(f"  entry points: {', '.join(deployment.entry_points) or '(none)'}")
         console.print(f"  tokens saved in {keyring.path}")
     return 0
+
+
+def unprovided_imports(code: Path, offered: list[str]) -> list[str]:
+    """One warning per module the code imports that neither the upload nor the box provides."""
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        if code.is_dir():
+            root = code
+        elif code.name.endswith((".tar.gz", ".tgz")):
+            try:
+                with tarfile.open(code, "r:gz") as archive:
+                    archive.extractall(root, filter="data")
+            except (tarfile.TarError, OSError):
+                return []  # the box will say what is wrong with the archive
+        else:
+            (root / code.name).write_bytes(code.read_bytes())
+        found = imports.missing(root, offered)
+    return [f"{', '.join(files)} imports {module!r}, {_remedy(module)}" for module, files in found.items()]
+
+
+def _remedy(module: str) -> str:
+    if module.startswith("bento."):
+        return "which this box does not offer: pick a box whose descriptor lists the package 'bento'"
+    return (
+        "which neither the upload nor the box provides: ship it in vendor/ "
+        f"(pip install --target vendor {module}) or pick a box that offers it"
+    )

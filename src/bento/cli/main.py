@@ -31,6 +31,7 @@ COMMANDS: dict[str, Command] = {
     "attach": Command("invoke", "re-attach to a session; resumes where output stopped"),
     "sessions": Command("sessions", "list a function's sessions, their end cause and reason"),
     "shutdown": Command("functions", "stop a function and delete it from its box"),
+    "tokens": Command("tokens", "single-use, unlinkable rights to a function (blinded tokens)"),
     "server": Command("server", "run a Bento box beside a Tor relay (foreground; stop with SIGTERM)"),
     "testnet": Command("testnet", "run a private Tor network on 127.0.0.1"),
     "demo": Command("demo", "a guided tour of Bento on a private Tor network"),

@@ -21,16 +21,21 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import bento
 from bento.errors import BentoError
 from bento.protocol.descriptor import OfferedPackage
+from bento.protocol.imports import imports_of
 from bento.sandbox.launch import PYTHON
 
 BENTO = "bento"
-# What bento.client needs at run time (the server's own dependencies are not offered).
-CLIENT_DEPENDENCIES = ("httpx", "socksio", "websockets", "python-socks", "pydantic", "stem", "cryptography")
+# The parts of Bento a function may use (the client, and what it builds on); what they
+# import is found by scanning them, so the offer follows the code.
+CLIENT_PARTS = ("__init__.py", "errors.py", "client", "protocol", "tor")
+# Imported only at run time, when the client reaches Tor's SOCKS port (httpx[socks]).
+CLIENT_LAZY = ("socksio",)
 SITE = "site"  # under the runtime directory: /opt/bento/site in the sandbox
 _COMPILED = (".so", ".pyd")
 _IGNORE = shutil.ignore_patterns("__pycache__")
@@ -59,10 +64,25 @@ def install(runtime_dir: Path, names: list[str]) -> list[OfferedPackage]:
         # The whole library over the runtime's own subset (the same files, and the rest).
         shutil.copytree(Path(bento.__file__).parent, runtime_dir / BENTO, ignore=_IGNORE, dirs_exist_ok=True)
         offered.append(OfferedPackage(name=BENTO, version=bento.__version__, modules=[BENTO]))
-        wanted.extend(CLIENT_DEPENDENCIES)
+        wanted.extend(client_dependencies())
     for dist in _closure(wanted):
         offered.append(_copy(dist, site, suffixes))
     return sorted(offered, key=lambda p: p.name)
+
+
+def client_dependencies() -> list[str]:
+    """The distributions that Bento's client library imports (found with ``ast``)."""
+    package = Path(bento.__file__).parent
+    modules: set[str] = set()
+    for part in CLIENT_PARTS:
+        path = package / part
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            modules |= imports_of(file.read_bytes(), str(file))
+    owners = metadata.packages_distributions()
+    return sorted(
+        {dist for module in modules - set(sys.stdlib_module_names) for dist in owners.get(module, [])}
+    )
 
 
 def _key(name: str) -> str:

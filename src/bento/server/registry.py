@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from bento.protocol.descriptor import OfferedPackage
+from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
 from bento.protocol.policy import violations
+from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.sandbox.launch import SandboxHost
 from bento.server import code, packages, tokens
+from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker import Broker, Gatekeeper
 from bento.server.config import ServerConfig
 from bento.server.session import Session
@@ -29,9 +32,13 @@ from bento.server.store import StorageChannel, Store
 class BoxError(Exception):
     """A request the box refuses: ``code`` is stable for programs, the message is for people."""
 
-    def __init__(self, status: int, code: str, message: str, fix: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, fix: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.fix = status, code, message, fix
+        self.code, self.message, self.fix = code, message, fix
+
+    @property
+    def status(self) -> int:
+        return self.code.status
 
 
 @dataclass
@@ -44,6 +51,10 @@ class Function:
     shutdown_digest: bytes
     created_at: float = field(default_factory=time.time)
     sessions: dict[str, Session] = field(default_factory=dict)
+    issuer: BlindIssuer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.issuer = BlindIssuer(self.id)
 
 
 @dataclass(frozen=True)
@@ -84,20 +95,18 @@ class Registry:
         problems = violations(manifest.needs, self.policy)
         if problems:
             raise BoxError(
-                403,
-                "exceeds-policy",
+                ErrorCode.EXCEEDS_POLICY,
                 "the manifest asks for more than this box's policy allows: " + "; ".join(problems),
                 "lower the manifest's needs, or pick a box that fits (`bento boxes --fits MANIFEST`)",
             )
         try:
             raw = code.decode(encoded) if encoded else b""
         except code.CodeError as exc:
-            raise BoxError(422, "bad-code", str(exc), "send the code base64-encoded") from None
+            raise BoxError(ErrorCode.BAD_CODE, str(exc), "send the code base64-encoded") from None
         limit = self.policy.max_upload_bytes
         if len(raw) > limit:
             raise BoxError(
-                413,
-                "upload-too-large",
+                ErrorCode.UPLOAD_TOO_LARGE,
                 f"the code is {len(raw)} bytes; this box accepts at most {limit}",
                 "make the upload smaller, or choose a box with a larger limit",
             )
@@ -108,7 +117,7 @@ class Registry:
             self.sandbox.share(target)
         except code.CodeError as exc:
             shutil.rmtree(target, ignore_errors=True)
-            raise BoxError(422, "bad-code", str(exc), "fix the code and deploy again") from None
+            raise BoxError(ErrorCode.BAD_CODE, str(exc), "fix the code and deploy again") from None
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)  # nothing of a failed upload is kept
             raise
@@ -124,35 +133,63 @@ class Registry:
         self.functions[function_id] = function
         return Deployed(function, invocation, shutdown)
 
-    def function(self, function_id: str, token: str | None, *, shutdown: bool = False) -> Function:
-        """The function, if ``token`` is the right capability for it (invocation or shutdown)."""
+    def function(
+        self, function_id: str, token: str | None, *, shutdown: bool = False, spend: bool = False
+    ) -> Function:
+        """The function, if ``token`` is the right capability for it (invocation or shutdown).
+
+        ``spend``: the request uses the right up (an invocation or a shutdown), so a blinded
+        token may stand for it, once; other requests need the plain token.
+        """
         function = self.functions.get(function_id)
         if function is None:
             raise BoxError(
-                404,
-                "unknown-function",
+                ErrorCode.UNKNOWN_FUNCTION,
                 f"no function {function_id} on this box",
                 "it was shut down, or the box restarted since it was deployed "
                 f"(the box's boot id is now {self.boot_id}); deploy it again",
             )
         if token is None:
-            raise BoxError(401, "missing-token", "this request needs a token (Authorization: Bearer ...)")
+            raise BoxError(ErrorCode.MISSING_TOKEN, "this request needs a token (Authorization: Bearer ...)")
+        which = "shutdown" if shutdown else "invocation"
+        if is_blinded(token):
+            if not spend:
+                raise BoxError(
+                    ErrorCode.SINGLE_USE_TOKEN,
+                    "a blinded token is spent on one invocation or shutdown, and then reaches only "
+                    "the session it opened",
+                    "use the plain token, or GET /v1/sessions/{id} with the token that opened it",
+                )
+            try:  # spent only where the request is carried out, so a refusal costs nothing
+                function.issuer.verify(token, "shutdown" if shutdown else "invoke")
+            except TokenError as exc:
+                raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not a valid {which} token: {exc}") from None
+            return function
         expected = function.shutdown_digest if shutdown else function.invocation_digest
         if not tokens.matches(token, expected):
-            which = "shutdown" if shutdown else "invocation"
-            raise BoxError(403, "wrong-token", f"that is not the {which} token of function {function_id}")
+            raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not the {which} token of function {function_id}")
         return function
 
-    def invoke(self, function: Function, entry: str, args: list[Any], kwargs: dict[str, Any]) -> Session:
+    def invoke(
+        self,
+        function: Function,
+        entry: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        opened_by: str | None = None,
+    ) -> Session:
         if self.functions.get(function.id) is not function:  # shut down while the request arrived
-            raise BoxError(404, "unknown-function", f"function {function.id} was just shut down")
+            raise BoxError(ErrorCode.UNKNOWN_FUNCTION, f"function {function.id} was just shut down")
         if entry not in function.entry_points:
             listed = ", ".join(function.entry_points) or "none"
             raise BoxError(
-                404, "unknown-entry", f"the function has no entry point {entry!r} (it has: {listed})"
+                ErrorCode.UNKNOWN_ENTRY, f"the function has no entry point {entry!r} (it has: {listed})"
             )
         self._admit(function)
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
+        if opened_by is not None and is_blinded(opened_by):
+            self.spend(function, opened_by, "invoke")
+            session.opened_by = tokens.digest(opened_by)
         function.sessions[session.id] = session
         self.sessions[session.id] = session
         needs = function.manifest.needs
@@ -170,8 +207,7 @@ class Registry:
         mine = sum(1 for s in running if s.function_id == function.id)
         if mine >= min(needs.instances, self.policy.instances_per_function):
             raise BoxError(
-                503,
-                "function-busy",
+                ErrorCode.FUNCTION_BUSY,
                 f"the function already runs {mine} instances, as many as its manifest asks for",
                 "wait for a session to end, or deploy with a larger needs.instances",
             )
@@ -185,22 +221,33 @@ class Registry:
             or memory + needs.memory_mb > self.policy.total_memory_mb
         ):
             raise BoxError(
-                503,
-                "box-full",
+                ErrorCode.BOX_FULL,
                 f"this box is at its limit ({len(running)} instances, {memory} MB of "
                 f"{self.policy.total_memory_mb} MB promised)",
                 "try again later, or use another box",
             )
 
+    @staticmethod
+    def spend(function: Function, token: str, right: Right) -> None:
+        """Use a blinded token up, where the request it pays for is carried out."""
+        try:
+            function.issuer.spend(token, right)
+        except TokenError as exc:
+            raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not a valid {right} token: {exc}") from None
+
     def session(self, session_id: str, token: str | None) -> Session:
         session = self.sessions.get(session_id)
         if session is None:
             raise BoxError(
-                404,
-                "unknown-session",
+                ErrorCode.UNKNOWN_SESSION,
                 f"no session {session_id} on this box",
                 "it ended long ago, its function was shut down, or the box restarted",
             )
+        if token is not None and is_blinded(token):
+            # The token that opened a session keeps reaching that session, and only it.
+            if session.opened_by is None or not tokens.matches(token, session.opened_by):
+                raise BoxError(ErrorCode.WRONG_TOKEN, f"that token did not open session {session_id}")
+            return session
         self.function(session.function_id, token)
         return session
 
