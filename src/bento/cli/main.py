@@ -29,6 +29,7 @@ COMMANDS: dict[str, Command] = {
     "deploy": Command("deploy", "upload a function to a box"),
     "invoke": Command("invoke", "run an entry point; streams output to stdout and stdin to the function"),
     "attach": Command("invoke", "re-attach to a session; resumes where output stopped"),
+    "logs": Command("invoke", "what a session's function printed, while the box keeps the session"),
     "sessions": Command("sessions", "list a function's sessions, their end cause and reason"),
     "shutdown": Command("functions", "stop a function and delete it from its box"),
     "tokens": Command("tokens", "single-use, unlinkable rights to a function (blinded tokens)"),
