@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import stat
 import sys
 from typing import Any
 
-from bento.cli import client_options
+from bento.cli import arguments, client_options
 from bento.cli.output import console, emit_json, errors
 from bento.client.box import Box
 from bento.client.keyring import Keyring
@@ -30,12 +31,17 @@ QUIET_TRIES = 2  # re-attach tries made before the user is told the box is hard 
 
 def add_invoke(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "ARGS are JSON values (3, true, '\"text\"', '{\"k\": 1}'); anything that is not "
-        "valid JSON is passed as a string. Nothing is ever evaluated."
+        "ARGS and the values of --kw are JSON (3, true, '\"text\"', '{\"k\": 1}'), or plain strings "
+        "with --str; anything else is an error. Nothing is ever evaluated. Ctrl-C detaches: the "
+        "session goes on, and `bento attach SESSION` picks it up."
     )
     parser.add_argument("function", help="function id, or its name if unique in the keyring")
     parser.add_argument("entry", help="the entry point: a top-level function of the module")
-    parser.add_argument("args", nargs="*", help="JSON arguments")
+    parser.add_argument("args", nargs="*", metavar="ARG", help="positional arguments, JSON")
+    parser.add_argument(
+        "--kw", action="append", default=[], metavar="NAME=VALUE", help="a keyword argument, VALUE JSON"
+    )
+    parser.add_argument("--str", action="store_true", help="every ARG and --kw VALUE is a plain string")
     parser.add_argument("--detach", action="store_true", help="start the session and print its id only")
     client_options.add(parser)
     parser.set_defaults(handler=cmd_invoke)
@@ -57,33 +63,27 @@ def add_logs(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=cmd_logs)
 
 
-def _json_arg(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def cmd_invoke(args: argparse.Namespace) -> int:
+    positional, keywords = arguments.parse(args.args, args.kw, strings=args.str)
     keyring = Keyring(args.keyring)
     deployment = keyring.function(args.function)
-    arguments = [_json_arg(a) for a in args.args]
-    started: list[str] = []
+    started: list[str] = []  # the session id, once there is one
 
     async def run() -> int:
         async with Box(deployment.onion, socks=args.socks) as box:
             if args.detach:
-                session_id = await box.invoke(deployment, args.entry, arguments)
-                _remember(keyring, session_id, deployment.function_id)
+                session_id = await box.invoke(deployment, args.entry, positional, keywords)
+                started.append(session_id)
+                keyring.add_session(session_id, deployment.function_id)
                 if args.json:
                     emit_json({"session_id": session_id})
                 else:
                     console.print(session_id)
                 return ExitStatus.OK
             # Invoke and attach in one round trip: output follows the box's first answer.
-            stream = await box.start(deployment, args.entry, arguments)
+            stream = await box.start(deployment, args.entry, positional, keywords)
             started.append(stream.session_id)
-            _remember(keyring, stream.session_id, deployment.function_id)
+            keyring.add_session(stream.session_id, deployment.function_id)
             if not args.json:
                 errors.print(f"[dim]session {stream.session_id}[/dim]")
             return await _talk(stream, args.json)
@@ -91,17 +91,26 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run())
     except KeyboardInterrupt:
-        if started:
-            errors.print(
-                f"interrupted: session {started[0]} goes on at the box; "
-                f"`bento attach {started[0]}` to talk to it again"
-            )
-        return ExitStatus.INTERRUPTED
+        return _detached(args, started[0]) if started else ExitStatus.INTERRUPTED
 
 
-def _remember(keyring: Keyring, session_id: str, function_id: str) -> None:
-    keyring.sessions[session_id] = function_id
-    keyring.save()
+def _detached(args: argparse.Namespace, session_id: str) -> int:
+    """Ctrl-C left the session running on its box: say so, and how to get back to it."""
+    command = ["bento", "attach", session_id]
+    if args.keyring is not None:
+        command += ["--keyring", shlex.quote(str(args.keyring))]
+    if args.socks != client_options.default_socks():
+        command += ["--socks", args.socks]
+    attach = " ".join(command)
+    kill = attach.replace("bento attach", "bento kill", 1)
+    if args.json:
+        emit_json({"session_id": session_id, "detached": True, "attach": attach, "kill": kill})
+    else:
+        errors.print(
+            f"\n[yellow]detached[/yellow]: session {session_id} goes on on its box. "
+            f"Attach again with:\n  {attach}\nor stop it with:\n  {kill}"
+        )
+    return ExitStatus.INTERRUPTED
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -112,7 +121,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
         async with Box(deployment.onion, socks=args.socks) as box:
             return await _talk(await box.attach(deployment, args.session), args.json)
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return _detached(args, args.session)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

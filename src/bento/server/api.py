@@ -149,6 +149,10 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
     async def session_info(request: Request) -> Response:
         return _json(registry.session(request.path_params["session_id"], _bearer(request.headers)).info())
 
+    async def kill_session(request: Request) -> Response:
+        session = registry.session(request.path_params["session_id"], _bearer(request.headers))
+        return _json(await registry.kill(session))
+
     async def shutdown(request: Request) -> Response:
         function = registry.function(
             request.path_params["function_id"], _bearer(request.headers), shutdown=True, spend=True
@@ -223,6 +227,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         Route("/v1/functions/{function_id}/blind-tokens/{right}", blind_token_key, methods=["GET"]),
         Route("/v1/functions/{function_id}/blind-tokens/{right}", blind_tokens, methods=["POST"]),
         Route("/v1/sessions/{session_id}", session_info, methods=["GET"]),
+        Route("/v1/sessions/{session_id}", kill_session, methods=["DELETE"]),
         Route("/v1/sessions/{session_id}/logs", session_logs, methods=["GET"]),
         WebSocketRoute("/v1/sessions/{session_id}/stream", stream),
         WebSocketRoute("/v1/functions/{function_id}/invoke", invoke_stream),
