@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from localbox import LocalBox, local_registry
+from localbox import LocalBox, local_registry, serving
 
 from bento.server.api import create_app
 
@@ -23,8 +23,8 @@ async def box(box_limits: dict[str, Any]) -> AsyncIterator[LocalBox]:
     with local_registry(**box_limits) as (registry, signed):
         app = create_app(registry, lambda: signed)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://box", timeout=30) as client:
-            try:
-                yield LocalBox(registry, signed, client)
-            finally:
-                await registry.aclose()
+        async with (
+            serving(registry),
+            httpx.AsyncClient(transport=transport, base_url="http://box", timeout=30) as client,
+        ):
+            yield LocalBox(registry, signed, client)

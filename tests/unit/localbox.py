@@ -13,8 +13,7 @@ import itertools
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,16 +95,14 @@ class LocalBox:
     async def wait_state(
         self, function: Uploaded, session_id: str, *, ended: bool = True, timeout: float = 15.0
     ) -> dict[str, Any]:
-        """Poll GET /v1/sessions/{id} until the session has ended (or, with ended=False, has started)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            info = await self.session_info(function, session_id)
-            session = self.registry.sessions[session_id]
-            if (info["state"] != "running") if ended else session.instance is not None:
-                return info
-            if time.monotonic() > deadline:
-                raise AssertionError(f"session {session_id} still {info['state']} after {timeout} s")
-            await asyncio.sleep(0.02)
+        """Wait until the session has ended (or, with ended=False, its instance exists); its info."""
+        session = self.registry.sessions[session_id]
+        event = session.done if ended else session.started
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"session {session_id} still {session.state} after {timeout} s") from None
+        return await self.session_info(function, session_id)
 
 
 def upload_body(
@@ -137,6 +134,26 @@ def _private_uids(slots: int) -> None:
     """
     if hasattr(launch, "UID_BASE"):
         launch.UID_BASE = 10_000_000 + (os.getpid() % 1024) * 1_000_000 + (next(_hosts) % 3000) * slots
+
+
+@contextlib.asynccontextmanager
+async def serving(registry: Registry) -> AsyncIterator[Registry]:
+    """The registry running (its task group owning every session) in a task of its own, as in
+    the daemon: a fixture's set-up and tear-down may run in different tasks, a task group may not."""
+    ready, stop = asyncio.Event(), asyncio.Event()
+
+    async def run() -> None:
+        async with registry.running():
+            ready.set()
+            await stop.wait()
+
+    runner = asyncio.create_task(run())
+    await asyncio.wait([runner, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+    try:
+        yield registry
+    finally:
+        stop.set()
+        await runner
 
 
 @contextlib.contextmanager

@@ -98,6 +98,9 @@ class SessionInfo(Strict):
     bytes_out: int = Field(description="bytes the function has sent")
     bytes_in: int = Field(description="bytes the client has sent")
     buffered: int = Field(description="output bytes not yet acknowledged by a client")
+    output_expired: bool = Field(
+        default=False, description="its unacknowledged output was dropped to bound the box's memory"
+    )
     cause: EndCause | None = Field(default=None, description="why it ended, once it has")
     reason: str = ""
     usage: ResourceUsage = Field(default_factory=ResourceUsage)

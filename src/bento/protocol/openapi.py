@@ -120,7 +120,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "one session's state",
                     "security": invocation,
                     "parameters": [_path("session_id")],
-                    "responses": _responses(200, SessionInfo, 401, 403, 404),
+                    "responses": _responses(200, SessionInfo, 401, 403, 404, 410),
                 }
             },
         },

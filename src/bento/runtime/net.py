@@ -1,10 +1,11 @@
 """The network, as a function sees it: every connection is made by the broker.
 
 ``connect``, ``listen`` and ``resolve`` ask the server's broker over the inherited
-broker socket; it checks the request against the manifest and the relay's exit policy
-and hands back a real socket. ``socket.create_connection`` and ``socket.getaddrinfo``
-are routed here too, so ``urllib.request`` and most libraries work unchanged. A refused
-request raises :class:`PermissionError` with the broker's reason.
+broker socket (``SOCK_SEQPACKET``: one JSON request, one JSON reply, each one message,
+a granted socket attached to its reply); it checks the request against the manifest
+and the relay's exit policy and hands back a real socket. ``socket.create_connection``
+and ``socket.getaddrinfo`` are routed here too, so ``urllib.request`` and most libraries
+work unchanged. A refused request raises :class:`PermissionError` with the broker's reason.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 _broker: socket.socket | None = None
+MAX_REPLY = 65536
 _lock = threading.Lock()
 _real_getaddrinfo = socket.getaddrinfo
 
@@ -33,17 +35,22 @@ def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]
     if _broker is None:
         raise PermissionError("no network broker in this process (not running inside Bento)")
     with _lock:  # one request at a time: replies are not tagged
-        _broker.sendall(json.dumps(request).encode())
-        data, fds, _flags, _addr = socket.recv_fds(_broker, 65536, 1)
-    if not data:
-        raise ConnectionError("the Bento broker went away")
-    reply: dict[str, Any] = json.loads(data)
+        _broker.send(json.dumps(request).encode())
+        data, fds, _flags, _addr = socket.recv_fds(_broker, MAX_REPLY, 1)
     sock = socket.socket(fileno=fds[0]) if fds else None
-    if not reply.get("ok"):
+    try:
+        if not data:
+            raise ConnectionError("the Bento broker went away")
+        reply = json.loads(data)
+        if not isinstance(reply, dict):
+            raise ConnectionError("the Bento broker sent a malformed reply")
+        if not reply.get("ok"):
+            error = str(reply.get("error", "refused"))
+            raise PermissionError(f"Bento broker: {error}") if reply.get("denied") else OSError(error)
+    except BaseException:
         if sock is not None:
             sock.close()
-        error = reply.get("error", "refused")
-        raise PermissionError(f"Bento broker: {error}") if reply.get("denied") else OSError(error)
+        raise
     return reply, sock
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -67,6 +67,20 @@ async def _body(request: Request, model: type[Model], limit: int) -> Model:
         raise BoxError(422, "invalid-request", f"malformed {model.__name__}: {problems}") from None
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _route(path: str, **by_method: Endpoint) -> Route:
+    """One route per path, whatever its methods: so a 405 names every method the path has."""
+    if "GET" in by_method:
+        by_method["HEAD"] = by_method["GET"]
+
+    async def endpoint(request: Request) -> Response:
+        return await by_method[request.method](request)
+
+    return Route(path, endpoint, methods=list(by_method))
+
+
 def _json(model: BaseModel, status: int = 200) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json"), status)
 
@@ -79,7 +93,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
 
     async def upload(request: Request) -> Response:
         body = await _body(request, UploadRequest, upload_limit)
-        deployed = registry.deploy(body.manifest, body.kind, body.code)
+        deployed = await registry.deploy(body.manifest, body.kind, body.code)
         return _json(
             UploadResponse(
                 function_id=deployed.function.id,
@@ -119,6 +133,13 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         await websocket.accept()
         try:
             session = registry.session(websocket.path_params["session_id"], _bearer(websocket.headers))
+            if session.output.expired:
+                raise BoxError(
+                    410,
+                    "output-expired",
+                    f"the output of session {session.id} was dropped, to keep the box's memory bounded",
+                    "attach sooner after invoking: the box keeps a bounded amount of ended sessions' output",
+                )
         except BoxError as exc:
             await websocket.send_json(ErrorBody(error=exc.message, code=exc.code, fix=exc.fix).model_dump())
             await websocket.close(1008)
@@ -132,21 +153,22 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "no-such-endpoint", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return _error(
+        response = _error(
             exc.status_code,
             code,
             f"{request.method} {request.url.path}: {exc.detail}",
             "see GET /v1/openapi.json for the API",
         )
+        response.headers.update(exc.headers or {})  # 405 carries Allow (RFC 9110, 15.5.6)
+        return response
 
     routes = [
-        Route("/v1/descriptor", get_descriptor, methods=["GET"]),
-        Route("/v1/openapi.json", openapi, methods=["GET"]),
-        Route("/v1/functions", upload, methods=["POST"]),
-        Route("/v1/functions/{function_id}", shutdown, methods=["DELETE"]),
-        Route("/v1/functions/{function_id}/sessions", invoke, methods=["POST"]),
-        Route("/v1/functions/{function_id}/sessions", list_sessions, methods=["GET"]),
-        Route("/v1/sessions/{session_id}", session_info, methods=["GET"]),
+        _route("/v1/descriptor", GET=get_descriptor),
+        _route("/v1/openapi.json", GET=openapi),
+        _route("/v1/functions", POST=upload),
+        _route("/v1/functions/{function_id}", DELETE=shutdown),
+        _route("/v1/functions/{function_id}/sessions", POST=invoke, GET=list_sessions),
+        _route("/v1/sessions/{session_id}", GET=session_info),
         WebSocketRoute("/v1/sessions/{session_id}/stream", stream),
     ]
     return Starlette(routes=routes, exception_handlers={BoxError: box_error, HTTPException: http_error})
@@ -206,7 +228,7 @@ async def _control(session: Session, text: str) -> None:
         except ValidationError:
             continue
         if isinstance(event, Ack):
-            await session.output.ack(event.offset)
+            session.output.ack(event.offset)
         else:
             await session.close_input()
         return
