@@ -439,7 +439,8 @@ async def test_output_over_the_limit_kills_the_session_at_once(box: LocalBox) ->
 async def test_code_that_is_not_base64_is_refused(box: LocalBox, code: str) -> None:
     response = await box.http.post("/v1/functions", json={"manifest": {"name": "x"}, "code": code})
     assert response.status_code == 422
-    assert response.json()["code"] == "bad-code"
+    assert response.json()["code"] == "invalid-request"  # the schema's pattern says what base64 is
+    assert "code: String should match pattern" in response.json()["error"]
     assert not list(box.registry.root.iterdir())
 
 

@@ -32,7 +32,10 @@ class CodeKind(StrEnum):
 class UploadRequest(Strict):
     manifest: Manifest
     kind: CodeKind = CodeKind.MODULE
-    code: str = Field(description="the code, base64-encoded")
+    code: str = Field(
+        description="the code, base64-encoded (RFC 4648, with padding)",
+        pattern=r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+    )
 
 
 class UploadResponse(Strict):

@@ -81,19 +81,30 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/v1/descriptor": {
                 "get": {
+                    "operationId": "getDescriptor",
                     "summary": "the box's signed descriptor",
                     "responses": _responses(200, SignedDescriptor),
                 }
             },
             "/v1/functions": {
                 "post": {
+                    "operationId": "upload",
                     "summary": "upload a function",
                     "requestBody": {"required": True, **_json_body(UploadRequest)},
-                    "responses": _responses(201, UploadResponse, 403, 413, 422),
+                    "responses": _linked(
+                        _responses(201, UploadResponse, 403, 413, 422),
+                        201,
+                        {
+                            "invoke": ("invoke", {"function_id": "$response.body#/function_id"}),
+                            "listSessions": ("listSessions", {"function_id": "$response.body#/function_id"}),
+                            "shutdown": ("shutdown", {"function_id": "$response.body#/function_id"}),
+                        },
+                    ),
                 }
             },
             "/v1/functions/{function_id}": {
                 "delete": {
+                    "operationId": "shutdown",
                     "summary": "shut a function down: kill its instances, delete its code and tokens",
                     "security": [{"shutdownToken": []}],
                     "parameters": [_path("function_id")],
@@ -102,13 +113,19 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/functions/{function_id}/sessions": {
                 "post": {
+                    "operationId": "invoke",
                     "summary": "invoke an entry point: starts a session",
                     "security": invocation,
                     "parameters": [_path("function_id")],
                     "requestBody": {"required": True, **_json_body(InvokeRequest)},
-                    "responses": _responses(201, InvokeResponse, 401, 403, 404, 413, 422, 503),
+                    "responses": _linked(
+                        _responses(201, InvokeResponse, 401, 403, 404, 413, 422, 503),
+                        201,
+                        {"getSession": ("getSession", {"session_id": "$response.body#/session_id"})},
+                    ),
                 },
                 "get": {
+                    "operationId": "listSessions",
                     "summary": "list the function's sessions",
                     "security": invocation,
                     "parameters": [_path("function_id")],
@@ -117,6 +134,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/sessions/{session_id}": {
                 "get": {
+                    "operationId": "getSession",
                     "summary": "one session's state",
                     "security": invocation,
                     "parameters": [_path("session_id")],
@@ -125,6 +143,17 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+
+
+def _linked(
+    responses: dict[str, Any], status: int, links: dict[str, tuple[str, dict[str, str]]]
+) -> dict[str, Any]:
+    """OpenAPI links from a response to the operations it enables (upload -> invoke -> session)."""
+    responses[str(status)]["links"] = {
+        name: {"operationId": operation, "parameters": parameters}
+        for name, (operation, parameters) in links.items()
+    }
+    return responses
 
 
 def _path(name: str) -> dict[str, Any]:

@@ -61,7 +61,7 @@ async def _body(request: Request, model: type[Model], limit: int) -> Model:
         if len(data) > limit:
             raise BoxError(413, "body-too-large", f"the request body is over {limit} bytes")
     try:
-        return model.model_validate_json(bytes(data))
+        return model.model_validate_json(bytes(data), strict=True)  # JSON types as documented: no coercion
     except ValidationError as exc:
         problems = describe_validation(exc)
         raise BoxError(422, "invalid-request", f"malformed {model.__name__}: {problems}") from None
