@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class Deployment:
     boot_id: str
     entry_points: list[str]
     deployed_at: float
+    token_keys: dict[str, str] = field(default_factory=dict)  # right -> key id of its blinded tokens
 
     def __repr__(self) -> str:  # tokens never reach logs or tracebacks
         return f"Deployment({self.function_id}, {self.name!r} on {self.relay_nickname})"

@@ -7,10 +7,11 @@ refused with a 4xx and an :class:`ErrorBody` saying what is wrong.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 
 
@@ -20,7 +21,7 @@ class Strict(BaseModel):
 
 class ErrorBody(Strict):
     error: str = Field(description="what went wrong, in words")
-    code: str = Field(description="a stable machine-readable code, e.g. 'unknown-function'")
+    code: ErrorCode = Field(description="a stable machine-readable code (see docs/api.md, Errors)")
     fix: str | None = Field(default=None, description="what to do about it, when known")
 
 
@@ -81,6 +82,7 @@ class ResourceUsage(Strict):
     peak_memory_bytes: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    log_bytes: int = Field(default=0, description="bytes the function printed (its logs)")
     network_granted: int = Field(default=0, description="broker requests granted")
     network_denied: int = Field(default=0, description="broker requests refused")
 
@@ -119,8 +121,38 @@ class ShutdownResponse(Strict):
     sessions_stopped: int
 
 
+# Base64 of one RSA-2048 blinded message or blind signature (256 bytes): 344 characters.
+_BLIND_B64 = Field(pattern=r"^[A-Za-z0-9+/]{342}==$|^[A-Za-z0-9+/]{343}=$|^[A-Za-z0-9+/]{344}$")
+
+
+class BlindTokenRequest(Strict):
+    """Ask for single-use rights the box signs without seeing (RFC 9474; see docs/api.md)."""
+
+    right: Literal["invoke", "shutdown"] = Field(description="the right the tokens carry")
+    blinded: list[Annotated[str, _BLIND_B64]] = Field(
+        min_length=1, max_length=32, description="blinded token inputs, base64"
+    )
+
+
+class BlindTokenKey(Strict):
+    right: Literal["invoke", "shutdown"]
+    token_key: str = Field(description="the right's RSA-2048 key, SubjectPublicKeyInfo DER, base64")
+    key_id: str = Field(description="SHA-256 of token_key, hex: the same for every answer of this function")
+
+
+class BlindTokenResponse(BlindTokenKey):
+    blind_signatures: list[str] = Field(description="one per blinded input, in order, base64")
+
+
 # --- the session WebSocket ----------------------------------------------------------
 # Binary messages are stream bytes, in both directions. Text messages are JSON events:
+
+
+class Invoked(Strict):
+    """Server -> client, first message on ``/v1/functions/{id}/invoke``: the session started."""
+
+    type: Literal["invoked"] = "invoked"
+    session_id: str
 
 
 class Attached(Strict):
@@ -128,6 +160,32 @@ class Attached(Strict):
 
     type: Literal["attached"] = "attached"
     offset: int
+
+
+class LogStream(StrEnum):
+    STDOUT = "stdout"  # print(), sys.stdout
+    STDERR = "stderr"  # sys.stderr, warnings, logging
+
+
+class Log(Strict):
+    """Server -> client: what the function printed, apart from its output stream.
+
+    ``offset`` counts the session's log bytes (UTF-8) from its start, so a client that
+    re-attaches asks for the logs after the last one it saw and gets each line once."""
+
+    type: Literal["log"] = "log"
+    stream: LogStream
+    offset: int = Field(ge=0)
+    text: str
+
+
+class SessionLogs(Strict):
+    """``GET /v1/sessions/{id}/logs``: what the box still holds of a session's logs."""
+
+    session_id: str
+    dropped: int = Field(description="log bytes no longer held: the oldest go first past the cap")
+    total: int = Field(description="log bytes the function wrote")
+    logs: list[Log]
 
 
 class Ack(Strict):

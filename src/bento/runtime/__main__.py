@@ -15,7 +15,7 @@ import socket
 import sys
 
 from bento.protocol.frames import MAX_PAYLOAD, Frame, FrameError, decode_json, encode
-from bento.runtime import api, net
+from bento.runtime import api, logs, net
 from bento.runtime.channel import Channel
 from bento.runtime.confine import install_filter
 
@@ -45,6 +45,7 @@ def run(channel: Channel) -> None:
         # Before anything of the function runs: from here on, only what it declared.
         install_filter(binascii.a2b_base64(start["seccomp"]))
     sys.path.insert(0, start["code_dir"])
+    logs.capture(channel)
     try:
         module = importlib.import_module(start["module"])
         entry = getattr(module, start["entry"], None)
@@ -58,9 +59,11 @@ def run(channel: Channel) -> None:
         if len(encoded) > MAX_PAYLOAD:
             raise ValueError(f"the return value is over {MAX_PAYLOAD} bytes; stream it with api.send()")
     except Exception as exc:
+        logs.flush()
         channel.send_json(Frame.ERROR, _error(exc))
         return
-    channel.sock.sendall(encode(Frame.RESULT, encoded))
+    logs.flush()
+    channel.send_frame(encode(Frame.RESULT, encoded))
 
 
 def main() -> None:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import time
 
 from bento.protocol.frames import Frame
+from bento.runtime import storage
 from bento.runtime.channel import Channel
 from bento.runtime.net import connect, listen, resolve
 
-__all__ = ["connect", "listen", "poll", "recv", "resolve", "send"]
+__all__ = ["connect", "listen", "poll", "recv", "resolve", "send", "storage"]
 
 _channel: Channel | None = None
 _pending: list[bytes] = []

@@ -65,6 +65,7 @@ class BentoServer:
                 boot_id=self.boot_id,
                 enforced=self.sandbox.enforced(),
                 python=self.sandbox.python_version,
+                storage=self.registry.store.offer() if self.config.policy.storage.allowed else None,
             )
         return self._descriptor
 

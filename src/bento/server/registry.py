@@ -16,16 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
 from bento.protocol.policy import violations
+from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.sandbox.launch import SandboxHost
 from bento.server import code, tokens
+from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker import Broker, Context, Gatekeeper
 from bento.server.broker.network import system_resolver
 from bento.server.config import ServerConfig
 from bento.server.retention import Retention
 from bento.server.session import Session
+from bento.server.store import StorageChannel, Store
 
 T = TypeVar("T")
 
@@ -33,9 +37,13 @@ T = TypeVar("T")
 class BoxError(Exception):
     """A request the box refuses: ``code`` is stable for programs, the message is for people."""
 
-    def __init__(self, status: int, code: str, message: str, fix: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, fix: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.fix = status, code, message, fix
+        self.code, self.message, self.fix = code, message, fix
+
+    @property
+    def status(self) -> int:
+        return self.code.status
 
 
 @dataclass
@@ -48,6 +56,10 @@ class Function:
     shutdown_digest: bytes
     created_at: float = field(default_factory=time.time)
     sessions: dict[str, Session] = field(default_factory=dict)
+    issuer: BlindIssuer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.issuer = BlindIssuer(self.id)
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class Registry:
         self.gate = gate
         self.boot_id = boot_id
         self.root = sandbox.root / "functions"
+        self.store = Store(config.state_dir / "storage")
         self.functions: dict[str, Function] = {}
         self.sessions: dict[str, Session] = {}
         self.retention = Retention(
@@ -80,6 +93,7 @@ class Registry:
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(mode=0o700, parents=True)
         self.sandbox.share(self.root)
+        self.store.reset()
 
     @contextlib.asynccontextmanager
     async def running(self, reap_interval: float = 30.0) -> AsyncIterator[Registry]:
@@ -99,6 +113,7 @@ class Registry:
                 reaper.cancel()
                 for task in self._tasks.values():
                     task.cancel()
+        await self.store.aclose()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -106,20 +121,18 @@ class Registry:
         problems = violations(manifest.needs, self.policy)
         if problems:
             raise BoxError(
-                403,
-                "exceeds-policy",
+                ErrorCode.EXCEEDS_POLICY,
                 "the manifest asks for more than this box's policy allows: " + "; ".join(problems),
                 "lower the manifest's needs, or pick a box that fits (`bento boxes --fits MANIFEST`)",
             )
         try:
             raw = await _in_thread(code.decode, encoded) if encoded else b""
         except code.CodeError as exc:
-            raise BoxError(422, "bad-code", str(exc), "send the code base64-encoded") from None
+            raise BoxError(ErrorCode.BAD_CODE, str(exc), "send the code base64-encoded") from None
         limit = self.policy.max_upload_bytes
         if len(raw) > limit:
             raise BoxError(
-                413,
-                "upload-too-large",
+                ErrorCode.UPLOAD_TOO_LARGE,
                 f"the code is {len(raw)} bytes; this box accepts at most {limit}",
                 "make the upload smaller, or choose a box with a larger limit",
             )
@@ -129,7 +142,7 @@ class Registry:
             entry_points = await _in_thread(self._install, raw, kind, manifest, target)
         except code.CodeError as exc:
             await _in_thread(shutil.rmtree, target, True)
-            raise BoxError(422, "bad-code", str(exc), "fix the code and deploy again") from None
+            raise BoxError(ErrorCode.BAD_CODE, str(exc), "fix the code and deploy again") from None
         except BaseException:
             await _in_thread(shutil.rmtree, target, True)  # nothing of a failed upload is kept
             raise
@@ -151,48 +164,73 @@ class Registry:
         self.sandbox.share(target)
         return entry_points
 
-    def function(self, function_id: str, token: str | None, *, shutdown: bool = False) -> Function:
-        """The function, if ``token`` is the right capability for it (invocation or shutdown)."""
+    def function(
+        self, function_id: str, token: str | None, *, shutdown: bool = False, spend: bool = False
+    ) -> Function:
+        """The function, if ``token`` is the right capability for it (invocation or shutdown).
+
+        ``spend``: the request uses the right up (an invocation or a shutdown), so a blinded
+        token may stand for it, once; other requests need the plain token.
+        """
         function = self.functions.get(function_id)
         if function is None:
             raise BoxError(
-                404,
-                "unknown-function",
+                ErrorCode.UNKNOWN_FUNCTION,
                 f"no function {function_id} on this box",
                 "it was shut down, or the box restarted since it was deployed "
                 f"(the box's boot id is now {self.boot_id}); deploy it again",
             )
         if token is None:
-            raise BoxError(401, "missing-token", "this request needs a token (Authorization: Bearer ...)")
+            raise BoxError(ErrorCode.MISSING_TOKEN, "this request needs a token (Authorization: Bearer ...)")
+        which = "shutdown" if shutdown else "invocation"
+        if is_blinded(token):
+            if not spend:
+                raise BoxError(
+                    ErrorCode.SINGLE_USE_TOKEN,
+                    "a blinded token is spent on one invocation or shutdown, and then reaches only "
+                    "the session it opened",
+                    "use the plain token, or GET /v1/sessions/{id} with the token that opened it",
+                )
+            try:  # spent only where the request is carried out, so a refusal costs nothing
+                function.issuer.verify(token, "shutdown" if shutdown else "invoke")
+            except TokenError as exc:
+                raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not a valid {which} token: {exc}") from None
+            return function
         expected = function.shutdown_digest if shutdown else function.invocation_digest
         if not tokens.matches(token, expected):
-            which = "shutdown" if shutdown else "invocation"
-            raise BoxError(403, "wrong-token", f"that is not the {which} token of function {function_id}")
+            raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not the {which} token of function {function_id}")
         return function
 
-    def invoke(self, function: Function, entry: str, args: list[Any], kwargs: dict[str, Any]) -> Session:
+    def invoke(
+        self,
+        function: Function,
+        entry: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        opened_by: str | None = None,
+    ) -> Session:
         if self.functions.get(function.id) is not function:  # shut down while the request arrived
-            raise BoxError(404, "unknown-function", f"function {function.id} was just shut down")
+            raise BoxError(ErrorCode.UNKNOWN_FUNCTION, f"function {function.id} was just shut down")
         if entry not in function.entry_points:
             listed = ", ".join(function.entry_points) or "none"
             raise BoxError(
-                404, "unknown-entry", f"the function has no entry point {entry!r} (it has: {listed})"
+                ErrorCode.UNKNOWN_ENTRY, f"the function has no entry point {entry!r} (it has: {listed})"
             )
         if self._group is None:
-            raise BoxError(503, "box-stopping", "this box is stopping", "try again later, or use another box")
+            raise BoxError(ErrorCode.BOX_STOPPING, "this box is stopping", "try again later, or use another box")
         self._admit(function)
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
-        broker = Broker(
-            Context(
-                function.manifest.needs,
-                self.policy,
-                self.gate,
-                system_resolver,
-                function_id=function.id,
-                session_id=session.id,
-            )
+        if opened_by is not None and is_blinded(opened_by):
+            self.spend(function, opened_by, "invoke")
+            session.opened_by = tokens.digest(opened_by)
+        needs = function.manifest.needs
+        storage = None
+        if needs.storage_mb and self.policy.storage.allowed:
+            storage = StorageChannel(self.store.of(function.id, needs.storage_mb))
+        context = Context(
+            needs, self.policy, self.gate, system_resolver, function.id, session.id, storage=storage
         )
-        run = session.run(self.sandbox, broker, function.code_dir, function.manifest, args, kwargs)
+        run = session.run(self.sandbox, Broker(context), function.code_dir, function.manifest, args, kwargs)
         task = self._group.create_task(run)
         task.add_done_callback(functools.partial(self._ran, session))
         self._tasks[session.id] = task
@@ -215,8 +253,7 @@ class Registry:
         mine = sum(1 for s in running if s.function_id == function.id)
         if mine >= min(needs.instances, self.policy.instances_per_function):
             raise BoxError(
-                503,
-                "function-busy",
+                ErrorCode.FUNCTION_BUSY,
                 f"the function already runs {mine} instances, as many as its manifest asks for",
                 "wait for a session to end, or deploy with a larger needs.instances",
             )
@@ -230,30 +267,40 @@ class Registry:
             or memory + needs.memory_mb > self.policy.total_memory_mb
         ):
             raise BoxError(
-                503,
-                "box-full",
+                ErrorCode.BOX_FULL,
                 f"this box is at its limit ({len(running)} instances, {memory} MB of "
                 f"{self.policy.total_memory_mb} MB promised)",
                 "try again later, or use another box",
             )
 
+    @staticmethod
+    def spend(function: Function, token: str, right: Right) -> None:
+        """Use a blinded token up, where the request it pays for is carried out."""
+        try:
+            function.issuer.spend(token, right)
+        except TokenError as exc:
+            raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not a valid {right} token: {exc}") from None
+
     def session(self, session_id: str, token: str | None) -> Session:
         session = self.sessions.get(session_id)
         if session is None and self.retention.gone(session_id):
             raise BoxError(
-                410,
-                "session-expired",
+                ErrorCode.SESSION_EXPIRED,
                 f"session {session_id} ended and was forgotten, to keep the box's memory bounded",
                 f"attach within {self.config.session_retention_seconds:.0f} s of a session's end; "
                 "the box keeps only the most recent ended sessions",
             )
         if session is None:
             raise BoxError(
-                404,
-                "unknown-session",
+                ErrorCode.UNKNOWN_SESSION,
                 f"no session {session_id} on this box",
                 "it ended long ago, its function was shut down, or the box restarted",
             )
+        if token is not None and is_blinded(token):
+            # The token that opened a session keeps reaching that session, and only it.
+            if session.opened_by is None or not tokens.matches(token, session.opened_by):
+                raise BoxError(ErrorCode.WRONG_TOKEN, f"that token did not open session {session_id}")
+            return session
         self.function(session.function_id, token)
         return session
 
@@ -270,6 +317,7 @@ class Registry:
         for session in function.sessions.values():
             await session.done.wait()
         await _in_thread(shutil.rmtree, function.code_dir.parent, True)
+        await self.store.shred(function.id)  # its key first, then its ciphertext
         return stopped
 
     async def stop_sessions(self, reason: str = "stopped by the server") -> None:

@@ -30,8 +30,8 @@ class Retention:
 
     @property
     def output_bytes(self) -> int:
-        """Unacknowledged output that ended sessions hold, together."""
-        return sum(session.output.held for session in self._ended.values())
+        """Unacknowledged output and logs that ended sessions hold, together."""
+        return sum(s.output.held + s.logs.held for s in self._ended.values())
 
     def ended(self, session: Session) -> list[Session]:
         """Keep ``session``; drop the oldest output over the byte cap. Returns sessions to forget."""
@@ -40,8 +40,8 @@ class Retention:
         for older in self._ended.values():
             if excess <= 0:
                 break
-            if older.attachment is None and older.output.held:  # an attached client is reading it
-                excess -= older.output.expire()
+            if older.attachment is None and (older.output.held or older.logs.held):  # else being read
+                excess -= older.output.expire() + older.logs.expire()
         over = len(self._ended) - self.max_sessions
         return list(self._ended.values())[: max(over, 0)]
 

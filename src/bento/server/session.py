@@ -15,20 +15,33 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from bento.errors import describe_validation
 from bento.protocol.frames import HEADER, Frame, FrameError, decode_header, encode, encode_json
 from bento.protocol.manifest import Manifest
-from bento.protocol.messages import EndCause, Ended, FunctionError, ResourceUsage, SessionInfo, SessionState
+from bento.protocol.messages import (
+    EndCause,
+    Ended,
+    FunctionError,
+    LogStream,
+    ResourceUsage,
+    SessionInfo,
+    SessionState,
+)
 from bento.sandbox.launch import Exited, Instance, SandboxHost, SandboxUnavailable, encode_filter
 from bento.server.broker import Broker
 from bento.server.buffer import OutputBuffer
+from bento.server.logs import LogBuffer
 
 log = logging.getLogger("bento.session")
 M = TypeVar("M", bound=BaseModel)
 _STATE = {EndCause.COMPLETED: SessionState.COMPLETED, EndCause.ERROR: SessionState.ERROR}
 _MB = 1 << 20
 RETURN_GRACE = 2.0  # seconds an instance may take to exit after its function returned
+LOG_BYTES = 1 << 20  # the newest log bytes a session keeps
+_LOG_STREAMS = {b"1": LogStream.STDOUT, b"2": LogStream.STDERR}
 
 
 class Session:
-    def __init__(self, session_id: str, function_id: str, entry: str, buffer_bytes: int) -> None:
+    def __init__(
+        self, session_id: str, function_id: str, entry: str, buffer_bytes: int, log_bytes: int = LOG_BYTES
+    ) -> None:
         self.id = session_id
         self.function_id = function_id
         self.entry = entry
@@ -41,6 +54,7 @@ class Session:
         self.reason = ""
         self.usage = ResourceUsage()
         self.output = OutputBuffer(buffer_bytes)
+        self.logs = LogBuffer(log_bytes)
         self.instance: Instance | None = None
         self.attachment: object | None = None  # the one client connection attached, if any
         self.done = asyncio.Event()
@@ -51,6 +65,7 @@ class Session:
         self._broker: Broker | None = None
         self._driving: asyncio.Task[None] | None = None  # the task reading its channel
         self._stderr_tail = b""
+        self.opened_by: bytes | None = None  # digest of the blinded token that opened it, if one did
 
     @property
     def ended(self) -> bool:
@@ -75,7 +90,7 @@ class Session:
 
     def _current_usage(self) -> ResourceUsage:
         """Usage so far: what the kernel reported at exit, plus the counts kept elsewhere."""
-        live = {"bytes_out": self.output.end}
+        live = {"bytes_out": self.output.end, "log_bytes": self.logs.total}
         if self._broker is not None:
             live |= {"network_granted": self._broker.granted, "network_denied": self._broker.denied}
         return self.usage.model_copy(update=live)
@@ -234,16 +249,19 @@ class Session:
                 payload = await reader.readexactly(length)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return  # the instance closed its end: it is exiting
-            if kind is Frame.OUTPUT:
-                if self.output.end + len(payload) > output_limit:
+            if kind in (Frame.OUTPUT, Frame.LOG):
+                if self.output.end + self.logs.total + len(payload) > output_limit:
                     self._verdict = (
                         EndCause.OUTPUT,
-                        f"sent more than its output limit of {output_limit} bytes",
+                        f"sent more than its output limit of {output_limit} bytes (output and logs)",
                     )
                     if self.instance is not None:
                         self.instance.kill()
                     return
-                await self.output.put(payload)  # waits while the client is behind
+                if kind is Frame.LOG:
+                    await self.logs.put(_log_stream(payload[:1]), payload[1:])
+                else:
+                    await self.output.put(payload)  # waits while the client is behind
             elif kind is Frame.READY:
                 continue  # a cold instance announces itself too
             elif kind is Frame.RESULT:
@@ -282,6 +300,7 @@ class Session:
         self.cause, self.reason = cause, reason
         self.state = _STATE.get(cause, SessionState.KILLED)
         self.ended_at = time.time()
+        self.logs.close()
         self.output.close()
         self.done.set()
 
@@ -338,6 +357,13 @@ def _parse(kind: Frame, model: type[M], payload: bytes) -> M:
         return model.model_validate_json(payload)
     except ValidationError as exc:
         raise FrameError(f"malformed {kind.name} frame: {describe_validation(exc)}") from None
+
+
+def _log_stream(tag: bytes) -> LogStream:
+    stream = _LOG_STREAMS.get(tag)
+    if stream is None:
+        raise FrameError(f"a LOG frame must start with b'1' or b'2', not {tag!r}")
+    return stream
 
 
 def _signalled(returncode: int, sig: signal.Signals) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bento.testnet.errors import TestnetError
 from bento.testnet.state import Node, Role
 from bento.tor import advert
 
@@ -30,8 +31,6 @@ class TestnetConfig:
     owner_pid: int | None = None
 
     def validate(self) -> None:
-        from bento.testnet.network import TestnetError
-
         if self.authorities < 3:
             raise TestnetError("a testnet needs at least 3 directory authorities")
         if self.relays < 3:

@@ -96,6 +96,12 @@ class TestnetState:
     def by_role(self, role: Role) -> list[Node]:
         return [n for n in self.nodes if n.role is role]
 
+    def live_processes(self) -> list[str]:
+        """What still runs of this testnet: tor nicknames, and ``NICK-bento`` for servers."""
+        return [n.nickname for n in self.nodes if n.alive()] + [
+            f"{n.nickname}-bento" for n in self.boxes if n.bento_alive()
+        ]
+
     def save(self) -> None:
         path = Path(self.directory) / STATE_FILE
         tmp = path.with_suffix(".tmp")

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from bento.errors import describe_validation
 from bento.protocol.policy import Needs, NodePolicy
 from bento.server.broker.gate import Denied, Gatekeeper
+from bento.server.store import StorageChannel
 
 Resolver = Callable[[str], Awaitable[list[str]]]  # a host name -> its addresses, as text
 
@@ -60,8 +61,14 @@ class Context:
     resolver: Resolver
     function_id: str = ""
     session_id: str = ""
+    storage: StorageChannel | None = None  # None: the manifest asks for no storage
     granted: int = 0
     denied: int = 0
+
+    async def aclose(self) -> None:
+        """Release what the operations hold for this instance (it has gone)."""
+        if self.storage is not None:
+            await self.storage.aclose()
 
     def require_network(self) -> None:
         if not (self.needs.network and self.policy.network.allowed):

@@ -44,6 +44,12 @@ class Broker:
 
     async def serve(self, sock: socket.socket) -> None:
         """Answer requests until the instance closes its end. Raises nothing a function causes."""
+        try:
+            await self._serve(sock)
+        finally:
+            await self.context.aclose()
+
+    async def _serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
         while True:
