@@ -217,7 +217,9 @@ class Registry:
                 ErrorCode.UNKNOWN_ENTRY, f"the function has no entry point {entry!r} (it has: {listed})"
             )
         if self._group is None:
-            raise BoxError(ErrorCode.BOX_STOPPING, "this box is stopping", "try again later, or use another box")
+            raise BoxError(
+                ErrorCode.BOX_STOPPING, "this box is stopping", "try again later, or use another box"
+            )
         self._admit(function)
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
         if opened_by is not None and is_blinded(opened_by):
