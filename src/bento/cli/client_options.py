@@ -7,10 +7,14 @@ import os
 from pathlib import Path
 
 
+def default_socks() -> str:
+    return os.environ.get("BENTO_SOCKS", "127.0.0.1:9050")
+
+
 def add(parser: argparse.ArgumentParser, *, control: bool = False, wide: bool = False) -> None:
     parser.add_argument(
         "--socks",
-        default=os.environ.get("BENTO_SOCKS", "127.0.0.1:9050"),
+        default=default_socks(),
         help="the Tor client's SOCKS port (default: $BENTO_SOCKS or 127.0.0.1:9050)",
     )
     if control:

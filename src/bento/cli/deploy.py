@@ -8,22 +8,33 @@ from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from bento.cli import client_options
+from bento.cli import client_options, code_check
 from bento.cli.boxes import find_box
+from bento.cli.functions import shut_down
 from bento.cli.manifests import read_manifest
 from bento.cli.output import console, emit_json, errors
 from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
+from bento.errors import BentoError
 from bento.protocol.manifest import Manifest
 
 PROGRESS_ABOVE = 1 << 20  # show a progress bar for uploads larger than this
 
 
 def add_deploy(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Upload a function. Its tokens go to the keyring. A name already in the keyring is refused "
+        "unless --replace (the old function is shut down once the new one is up) or --as NEW."
+    )
     parser.add_argument("file", type=Path, help="a .py module, a directory, or a .tar.gz archive")
     parser.add_argument("--box", required=True, help="nickname, fingerprint or onion address")
     parser.add_argument("--manifest", type=Path, help="manifest file (TOML or JSON)")
-    parser.add_argument("--name", help="the function's name (default: the file's name)")
+    parser.add_argument(
+        "--name", "--as", dest="name", metavar="NAME", help="the function's name (default: the file's name)"
+    )
+    parser.add_argument(
+        "--replace", action="store_true", help="shut down the keyring's function of this name once deployed"
+    )
     client_options.add(parser, control=True)
     parser.set_defaults(handler=cmd_deploy)
 
@@ -38,8 +49,16 @@ def _manifest(args: argparse.Namespace) -> Manifest:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     manifest = _manifest(args)
-    info = find_box(args)
+    code_check.check(args.file, manifest)
     keyring = Keyring(args.keyring)
+    old = keyring.named(manifest.name)
+    if old and not args.replace:
+        listed = ", ".join(f"{d.function_id} on {d.relay_nickname}" for d in old)
+        raise BentoError(
+            f"a function called {manifest.name!r} is already in the keyring: {listed}",
+            fix="--replace shuts it down and deploys this one; --as NEW deploys this one under another name",
+        )
+    info = find_box(args)
 
     async def upload() -> Deployment:
         size = args.file.stat().st_size if args.file.is_file() else 0
@@ -61,8 +80,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 )
 
     deployment = asyncio.run(upload())
-    keyring.functions[deployment.function_id] = deployment
-    keyring.save()
+    keyring.add(deployment)
+    replaced = [d.function_id for d in old if _replace(d, args)]
     if args.json:
         emit_json(
             {
@@ -71,6 +90,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 "box": info.nickname,
                 "onion": info.onion,
                 "entry_points": deployment.entry_points,
+                "replaced": replaced,
                 "keyring": str(keyring.path),
             }
         )
@@ -79,5 +99,23 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             f"deployed [bold]{deployment.name}[/bold] to {info.nickname}: function {deployment.function_id}"
         )
         console.print(f"  entry points: {', '.join(deployment.entry_points) or '(none)'}")
+        for function_id in replaced:
+            console.print(f"  replaced {function_id}: shut down")
         console.print(f"  tokens saved in {keyring.path}")
     return 0
+
+
+def _replace(old: Deployment, args: argparse.Namespace) -> bool:
+    """Shut down the function the new one replaces; a failure leaves it in the keyring, said so."""
+    keyring = Keyring(args.keyring)
+    try:
+        asyncio.run(shut_down(old, args.socks))
+    except BentoError as exc:
+        errors.print(
+            f"[yellow]warning[/yellow]: could not shut down the old {old.name} ({old.function_id} on "
+            f"{old.relay_nickname}): {exc.message}\n  it stays in the keyring: `bento shutdown "
+            f"{old.function_id}` once its box answers, or `bento forget {old.function_id}` if it is gone"
+        )
+        return False
+    keyring.forget(old.function_id, how="replaced")
+    return True

@@ -1,15 +1,37 @@
-"""Managing the functions in the keyring: ``shutdown``."""
+"""The functions in the keyring: ``functions`` (with a reachability check), ``forget``, ``shutdown``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+import time
+from collections import defaultdict
 
 from bento.cli import client_options
-from bento.cli.output import console, emit_json
+from bento.cli.output import console, emit_json, print_table, table
 from bento.client.box import Box
-from bento.client.keyring import Keyring
+from bento.client.keyring import Deployment, Keyring
+from bento.errors import BentoError
+
+CHECK_TIMEOUT = 30.0  # seconds for every box to answer; an onion service can take a while
+
+
+def add_functions(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--offline", action="store_true", help="only list the keyring; do not ask the boxes (no Tor)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=CHECK_TIMEOUT,
+        help=f"seconds to wait for the boxes' answers (default {CHECK_TIMEOUT:.0f})",
+    )  # fmt: skip
+    client_options.add(parser, wide=True)
+    parser.set_defaults(handler=cmd_functions)
+
+
+def add_forget(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("functions", nargs="+", metavar="FUNCTION", help="function id or name")
+    client_options.add(parser)
+    parser.set_defaults(handler=cmd_forget)
 
 
 def add_shutdown(parser: argparse.ArgumentParser) -> None:
@@ -18,22 +40,118 @@ def add_shutdown(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=cmd_shutdown)
 
 
+# --- functions --------------------------------------------------------------------------
+
+
+async def check(deployments: list[Deployment], socks: str, within: float) -> dict[str, tuple[str, str]]:
+    """For each function id, ``(status, detail)``: ``up`` (its box lists its sessions),
+    ``gone`` (its box answers but refuses it: shut down, or the box restarted) or
+    ``unreachable`` (no answer within ``within`` seconds). One connection per box."""
+    by_box: dict[str, list[Deployment]] = defaultdict(list)
+    for deployment in deployments:
+        by_box[deployment.onion].append(deployment)
+    found: dict[str, tuple[str, str]] = {}
+
+    async def ask(box: Box, deployment: Deployment) -> None:
+        try:
+            listing = await box.sessions(deployment)
+        except BentoError as exc:
+            try:  # the descriptor needs no token: does the box answer at all?
+                await box.descriptor()
+            except BentoError:
+                found[deployment.function_id] = ("unreachable", exc.message)
+            else:
+                found[deployment.function_id] = ("gone", exc.message)
+            return
+        running = sum(s.state.value == "running" for s in listing.sessions)
+        found[deployment.function_id] = ("up", f"{len(listing.sessions)} session(s), {running} running")
+
+    async def ask_box(onion: str, on_box: list[Deployment]) -> None:
+        async with Box(onion, socks=socks) as box:
+            await asyncio.gather(*(ask(box, d) for d in on_box))
+
+    try:
+        async with asyncio.timeout(within):
+            await asyncio.gather(*(ask_box(onion, on_box) for onion, on_box in by_box.items()))
+    except TimeoutError:
+        pass  # those that did not answer in time are unreachable
+    for deployment in deployments:
+        found.setdefault(deployment.function_id, ("unreachable", f"no answer within {within:.0f} s"))
+    return found
+
+
+def cmd_functions(args: argparse.Namespace) -> int:
+    keyring = Keyring(args.keyring)
+    deployments = sorted(keyring.functions.values(), key=lambda d: d.deployed_at)
+    if args.offline or not deployments:
+        status = {d.function_id: ("unchecked", "") for d in deployments}
+    else:
+        status = asyncio.run(check(deployments, args.socks, args.timeout))
+    if args.json:
+        emit_json(
+            [
+                {
+                    "function_id": d.function_id,
+                    "name": d.name,
+                    "box": d.relay_nickname,
+                    "onion": d.onion,
+                    "relay_fingerprint": d.relay_fingerprint,
+                    "deployed_at": d.deployed_at,
+                    "entry_points": d.entry_points,
+                    "status": status[d.function_id][0],
+                    "detail": status[d.function_id][1],
+                }
+                for d in deployments
+            ]
+        )
+        return 0
+    rows = table(
+        ("name", "function", "box", "onion address", "deployed", "status"),
+        title=f"{len(deployments)} function(s) in {keyring.path}",
+        wide=args.wide,
+    )
+    colours = {"up": "green", "gone": "red", "unreachable": "yellow", "unchecked": "dim"}
+    for d in deployments:
+        state, detail = status[d.function_id]
+        shown = f"[{colours[state]}]{state}[/{colours[state]}]" + (f": {detail}" if detail else "")
+        deployed = time.strftime("%Y-%m-%d %H:%M", time.localtime(d.deployed_at))
+        rows.add_row(d.name, d.function_id, d.relay_nickname, f"{d.onion}.onion", deployed, shown)
+    print_table(rows, wide=args.wide)
+    if any(s == "gone" for s, _ in status.values()):
+        console.print("[dim]a gone function's tokens are useless: `bento forget FUNCTION` drops them[/dim]")
+    return 0
+
+
+# --- forget and shutdown ----------------------------------------------------------------
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    keyring = Keyring(args.keyring)
+    chosen = [keyring.function(name) for name in args.functions]  # every name checked before any change
+    forgotten = [d for d in chosen if keyring.forget(d.function_id) is not None]
+    if args.json:
+        emit_json({"forgotten": [d.function_id for d in forgotten], "keyring": str(keyring.path)})
+    for d in forgotten if not args.json else []:
+        console.print(f"forgot {d.name} ({d.function_id}) on {d.relay_nickname}: its tokens are deleted")
+    return 0
+
+
+async def shut_down(deployment: Deployment, socks: str) -> int:
+    """Shut ``deployment`` down on its box; the number of sessions that were stopped."""
+    async with Box(deployment.onion, socks=socks) as box:
+        return (await box.shutdown(deployment)).sessions_stopped
+
+
 def cmd_shutdown(args: argparse.Namespace) -> int:
     keyring = Keyring(args.keyring)
     deployment = keyring.function(args.function)
-
-    async def stop() -> Any:
-        async with Box(deployment.onion, socks=args.socks) as box:
-            return await box.shutdown(deployment)
-
-    response = asyncio.run(stop())
-    keyring.forget(deployment.function_id)
-    keyring.save()
+    stopped = asyncio.run(shut_down(deployment, args.socks))
+    keyring.forget(deployment.function_id, how="shut down")
     if args.json:
-        emit_json(response.model_dump(mode="json"))
+        emit_json({"function_id": deployment.function_id, "sessions_stopped": stopped})
     else:
         console.print(
             f"{deployment.name} ({deployment.function_id}) shut down; "
-            f"{response.sessions_stopped} running session(s) stopped; its tokens are void"
+            f"{stopped} running session(s) stopped; its tokens are void"
         )
     return 0

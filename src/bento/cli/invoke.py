@@ -7,11 +7,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import stat
 import sys
-from typing import Any
 
-from bento.cli import client_options
+from bento.cli import arguments, client_options
 from bento.cli.output import console, emit_json, errors
 from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
@@ -22,12 +22,17 @@ from bento.protocol.messages import ResourceUsage, SessionState
 
 def add_invoke(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "ARGS are JSON values (3, true, '\"text\"', '{\"k\": 1}'); anything that is not "
-        "valid JSON is passed as a string. Nothing is ever evaluated."
+        "ARGS and the values of --kw are JSON (3, true, '\"text\"', '{\"k\": 1}'), or plain strings "
+        "with --str; anything else is an error. Nothing is ever evaluated. Ctrl-C detaches: the "
+        "session goes on, and `bento attach SESSION` picks it up."
     )
     parser.add_argument("function", help="function id, or its name if unique in the keyring")
     parser.add_argument("entry", help="the entry point: a top-level function of the module")
-    parser.add_argument("args", nargs="*", help="JSON arguments")
+    parser.add_argument("args", nargs="*", metavar="ARG", help="positional arguments, JSON")
+    parser.add_argument(
+        "--kw", action="append", default=[], metavar="NAME=VALUE", help="a keyword argument, VALUE JSON"
+    )
+    parser.add_argument("--str", action="store_true", help="every ARG and --kw VALUE is a plain string")
     parser.add_argument("--detach", action="store_true", help="start the session and print its id only")
     client_options.add(parser)
     parser.set_defaults(handler=cmd_invoke)
@@ -39,22 +44,17 @@ def add_attach(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=cmd_attach)
 
 
-def _json_arg(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def cmd_invoke(args: argparse.Namespace) -> int:
+    positional, keywords = arguments.parse(args.args, args.kw, strings=args.str)
     keyring = Keyring(args.keyring)
     deployment = keyring.function(args.function)
+    started: list[str] = []  # the session id, once there is one
 
     async def run() -> int:
         async with Box(deployment.onion, socks=args.socks) as box:
-            session_id = await box.invoke(deployment, args.entry, [_json_arg(a) for a in args.args])
-            keyring.sessions[session_id] = deployment.function_id
-            keyring.save()
+            session_id = await box.invoke(deployment, args.entry, positional, keywords)
+            started.append(session_id)
+            keyring.add_session(session_id, deployment.function_id)
             if args.detach:
                 if args.json:
                     emit_json({"session_id": session_id})
@@ -65,7 +65,29 @@ def cmd_invoke(args: argparse.Namespace) -> int:
                 errors.print(f"[dim]session {session_id}[/dim]")
             return await _talk(box, deployment, session_id, args.json)
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return _detached(args, started[0]) if started else 130
+
+
+def _detached(args: argparse.Namespace, session_id: str) -> int:
+    """Ctrl-C left the session running on its box: say so, and how to get back to it."""
+    command = ["bento", "attach", session_id]
+    if args.keyring is not None:
+        command += ["--keyring", shlex.quote(str(args.keyring))]
+    if args.socks != client_options.default_socks():
+        command += ["--socks", args.socks]
+    attach = " ".join(command)
+    kill = attach.replace("bento attach", "bento kill", 1)
+    if args.json:
+        emit_json({"session_id": session_id, "detached": True, "attach": attach, "kill": kill})
+    else:
+        errors.print(
+            f"\n[yellow]detached[/yellow]: session {session_id} goes on on its box. "
+            f"Attach again with:\n  {attach}\nor stop it with:\n  {kill}"
+        )
+    return 130
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -76,7 +98,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
         async with Box(deployment.onion, socks=args.socks) as box:
             return await _talk(box, deployment, args.session, args.json)
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return _detached(args, args.session)
 
 
 async def _talk(box: Box, deployment: Deployment, session_id: str, as_json: bool) -> int:

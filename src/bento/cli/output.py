@@ -46,7 +46,7 @@ def table(columns: Sequence[str], *, title: str | None = None, wide: bool = Fals
 
 
 def print_table(rows: Table, *, wide: bool = False) -> None:
-    console.print(rows, width=WIDE if wide else None, crop=not wide)
+    (Console(highlight=False, width=WIDE) if wide else console).print(rows)
 
 
 def fail(error: BentoError, *, as_json: bool = False) -> int:

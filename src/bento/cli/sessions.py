@@ -1,4 +1,4 @@
-"""``bento sessions``: a function's sessions, how each ended and what it used."""
+"""``bento sessions`` and ``bento kill``: a function's sessions, how each ended, what it used."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import asyncio
 from typing import Any
 
 from bento.cli import client_options
-from bento.cli.output import emit_json, print_table, table
+from bento.cli.output import console, emit_json, print_table, table
 from bento.client.box import Box
 from bento.client.keyring import Keyring
+from bento.protocol.messages import SessionInfo
+
+KILLED_BY_CLIENT = "killed by its client"  # the reason the box gives
 
 
 def add_sessions(parser: argparse.ArgumentParser) -> None:
@@ -49,4 +52,30 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             f"{s.usage.peak_memory_bytes / 2**20:.1f}",
         )
     print_table(rows, wide=args.wide)
+    return 0
+
+
+def add_kill(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session", help="session id (as `bento invoke` printed it)")
+    client_options.add(parser)
+    parser.set_defaults(handler=cmd_kill)
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    deployment = Keyring(args.keyring).function_of_session(args.session)
+
+    async def kill() -> SessionInfo:
+        async with Box(deployment.onion, socks=args.socks) as box:
+            return await box.kill(deployment, args.session)
+
+    info = asyncio.run(kill())
+    if args.json:
+        emit_json(info.model_dump(mode="json"))
+    elif info.reason == KILLED_BY_CLIENT:
+        console.print(f"session {info.session_id} of {deployment.name} killed; its output stays retained")
+    else:
+        console.print(
+            f"session {info.session_id} had already ended: {info.state.value} "
+            f"({info.cause.value if info.cause else '-'}) {info.reason}".rstrip()
+        )
     return 0

@@ -40,7 +40,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
             return await blind_tokens.obtain(box, deployment, args.right, args.count)
 
     tokens = asyncio.run(obtain())
-    keyring.save()  # the key id it now knows for this right (key consistency)
+    keyring.record_token_keys(deployment)  # the key id it now knows for this right (key consistency)
     caps = [Capability(args.right, deployment.onion, deployment.function_id, t).encode() for t in tokens]
     if args.json:
         emit_json({"right": args.right, "key_id": deployment.token_keys[args.right], "capabilities": caps})

@@ -163,6 +163,12 @@ class Box:
             }
         ).encode()
         descriptor = await self.descriptor()
+        if len(raw) > descriptor.policy.max_upload_bytes:  # refuse before sending a byte of it
+            raise BentoError(
+                f"the code is {len(raw)} bytes; the box {self.name} accepts at most "
+                f"{descriptor.policy.max_upload_bytes} (its policy's max_upload_bytes)",
+                fix="make the upload smaller (leave data out: fetch it at run time), or use another box",
+            )
         problems = violations(manifest.needs, descriptor.policy)
         if problems:  # the box would refuse it: say why before uploading anything
             raise BentoError(
@@ -221,6 +227,12 @@ class Box:
     async def session(self, deployment: Deployment, session_id: str) -> SessionInfo:
         return await self._request(
             "GET", f"/v1/sessions/{session_id}", SessionInfo, token=deployment.invocation_token
+        )
+
+    async def kill(self, deployment: Deployment, session_id: str) -> SessionInfo:
+        """Kill one session; returns its state once it has ended. Its function goes on."""
+        return await self._request(
+            "DELETE", f"/v1/sessions/{session_id}", SessionInfo, token=deployment.invocation_token
         )
 
     async def shutdown(self, deployment: Deployment) -> ShutdownResponse:

@@ -74,7 +74,7 @@ class EndCause(StrEnum):
     WALL = "wall"  # killed: over its wall-clock limit
     OUTPUT = "output"  # killed: sent more than its output limit
     POLICY = "policy"  # killed: broke the sandbox's rules (e.g. the channel protocol)
-    SHUTDOWN = "shutdown"  # killed: its function was shut down, or the server stopped
+    SHUTDOWN = "shutdown"  # killed: its function was shut down, the server stopped, or its client killed it
 
 
 class ResourceUsage(Strict):

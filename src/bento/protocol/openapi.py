@@ -200,7 +200,13 @@ def openapi_document() -> dict[str, Any]:
                     "security": invocation,
                     "parameters": [_path("session_id")],
                     "responses": _responses(200, SessionInfo, *_SESSION),
-                }
+                },
+                "delete": {
+                    "summary": "kill one session; returns its state once it has ended",
+                    "security": invocation,
+                    "parameters": [_path("session_id")],
+                    "responses": _responses(200, SessionInfo, *_SESSION),
+                },
             },
             "/v1/sessions/{session_id}/logs": {
                 "get": {

@@ -163,6 +163,10 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
     async def session_info(request: Request) -> Response:
         return _json(registry.session(request.path_params["session_id"], _bearer(request.headers)).info())
 
+    async def kill_session(request: Request) -> Response:
+        session = registry.session(request.path_params["session_id"], _bearer(request.headers))
+        return _json(await registry.kill(session))
+
     async def shutdown(request: Request) -> Response:
         function = registry.function(
             request.path_params["function_id"], _bearer(request.headers), shutdown=True, spend=True
@@ -242,7 +246,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         _route("/v1/functions/{function_id}", DELETE=shutdown),
         _route("/v1/functions/{function_id}/sessions", POST=invoke, GET=list_sessions),
         _route("/v1/functions/{function_id}/blind-tokens/{right}", GET=blind_token_key, POST=blind_tokens),
-        _route("/v1/sessions/{session_id}", GET=session_info),
+        _route("/v1/sessions/{session_id}", GET=session_info, DELETE=kill_session),
         _route("/v1/sessions/{session_id}/logs", GET=session_logs),
         WebSocketRoute("/v1/sessions/{session_id}/stream", stream),
         WebSocketRoute("/v1/functions/{function_id}/invoke", invoke_stream),

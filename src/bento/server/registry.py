@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
-from bento.protocol.messages import CodeKind
+from bento.protocol.messages import CodeKind, SessionInfo
 from bento.protocol.policy import violations
 from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.sandbox.launch import SandboxHost
@@ -305,6 +305,12 @@ class Registry:
             return session
         self.function(session.function_id, token)
         return session
+
+    async def kill(self, session: Session) -> SessionInfo:
+        """Kill one session (its client asked); its output stays retained like any ended one's."""
+        session.kill("killed by its client")
+        await session.done.wait()
+        return session.info()
 
     async def shutdown(self, function: Function) -> int:
         """Kill every instance of ``function``, then delete its code and its tokens."""
