@@ -357,7 +357,7 @@ async def test_a_function_runs_at_most_the_instances_it_asked_for(box: LocalBox)
         ({"memory_mb": 100_000}, "memory_mb"),
         ({"wall_seconds": 10**6}, "wall_seconds"),
         ({"network": True}, "network"),
-        ({"onion_services": True}, "onion_services"),
+        ({"onion_services": 1}, "onion_services"),
         ({"syscall_profiles": ["network"]}, "syscall profile 'network'"),
         ({"storage_mb": 1}, "storage_mb"),
     ],

@@ -27,9 +27,11 @@ from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker import Broker, Context, Gatekeeper
 from bento.server.broker.network import system_resolver
 from bento.server.config import ServerConfig
+from bento.server.function_tor import InstanceTor
 from bento.server.retention import Retention
 from bento.server.session import Session
 from bento.server.store import StorageChannel, Store
+from bento.server.tor_for_functions import TorForFunctions
 
 T = TypeVar("T")
 
@@ -87,6 +89,7 @@ class Registry:
         )
         self._group: asyncio.TaskGroup | None = None  # while running(): owns every session's task
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.tor: TorForFunctions | None = None  # set by the daemon when the box offers Tor
 
     def reset_storage(self) -> None:
         """Remove code left by a previous run: functions do not survive a restart (blocking)."""
@@ -229,8 +232,11 @@ class Registry:
         storage = None
         if needs.storage_mb and self.policy.storage.allowed:
             storage = StorageChannel(self.store.of(function.id, needs.storage_mb))
+        tor = None
+        if self.tor is not None and (needs.tor_circuits or needs.onion_services):
+            tor = InstanceTor.open(self.tor, function.id, needs, self.policy)
         context = Context(
-            needs, self.policy, self.gate, system_resolver, function.id, session.id, storage=storage
+            needs, self.policy, self.gate, system_resolver, function.id, session.id, storage=storage, tor=tor
         )
         run = session.run(self.sandbox, Broker(context), function.code_dir, function.manifest, args, kwargs)
         task = self._group.create_task(run)

@@ -93,6 +93,8 @@ class Session:
         live = {"bytes_out": self.output.end, "log_bytes": self.logs.total}
         if self._broker is not None:
             live |= {"network_granted": self._broker.granted, "network_denied": self._broker.denied}
+            if (tor := self._broker.context.tor) is not None:
+                live |= {"circuits": tor.circuits_built, "onion_services": tor.onions_published}
         return self.usage.model_copy(update=live)
 
     def ended_event(self) -> Ended:
@@ -134,6 +136,7 @@ class Session:
             if self.instance is not None:
                 self.instance.kill()
             self.started.set()
+            await broker.aclose()  # also when the sandbox never started and the broker never served
 
     async def _run(
         self,

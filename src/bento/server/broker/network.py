@@ -114,4 +114,6 @@ async def listen(context: Context, request: Listen) -> Granted:
     except OSError:
         sock.close()
         raise
+    if context.tor is not None:
+        context.tor.listening(sock)  # an onion service of the function's may lead to it
     return Granted({"address": list(sock.getsockname()[:2])}, sock)

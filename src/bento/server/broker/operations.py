@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from bento.errors import describe_validation
 from bento.protocol.policy import Needs, NodePolicy
 from bento.server.broker.gate import Denied, Gatekeeper
+from bento.server.function_tor import InstanceTor
 from bento.server.store import StorageChannel
 
 Resolver = Callable[[str], Awaitable[list[str]]]  # a host name -> its addresses, as text
@@ -62,13 +63,20 @@ class Context:
     function_id: str = ""
     session_id: str = ""
     storage: StorageChannel | None = None  # None: the manifest asks for no storage
+    tor: InstanceTor | None = None  # Tor for functions, when the box offers it and the manifest asks
     granted: int = 0
     denied: int = 0
+    closed: bool = False
 
     async def aclose(self) -> None:
-        """Release what the operations hold for this instance (it has gone)."""
+        """Release what the operations hold for this instance (it has gone); once."""
+        if self.closed:
+            return
+        self.closed = True
         if self.storage is not None:
             await self.storage.aclose()
+        if self.tor is not None:
+            await self.tor.close()
 
     def require_network(self) -> None:
         if not (self.needs.network and self.policy.network.allowed):
@@ -84,17 +92,17 @@ class Operation(Generic[R]):
     handler: Callable[[Context, R], Awaitable[Granted]]
 
     @property
-    def name(self) -> str:
-        (name,) = typing.get_args(self.request.model_fields["op"].annotation)
-        return str(name)
+    def names(self) -> tuple[str, ...]:
+        """The ``op`` values it serves: usually one; a family of operations may share a model."""
+        return tuple(str(name) for name in typing.get_args(self.request.model_fields["op"].annotation))
 
 
 class Table:
     """The operations a broker serves, and the one parser for all their requests."""
 
     def __init__(self, *operations: Operation[Any]) -> None:
-        self.operations = {op.name: op for op in operations}
-        if len(self.operations) != len(operations):
+        self.operations = {name: op for op in operations for name in op.names}
+        if len(self.operations) != sum(len(op.names) for op in operations):
             raise ValueError("two broker operations share a name")
         union = functools.reduce(operator.or_, [op.request for op in operations])
         tagged: Any = Annotated[union, Field(discriminator="op")]

@@ -42,6 +42,10 @@ class Broker:
     def denied(self) -> int:
         return self.context.denied
 
+    async def aclose(self) -> None:
+        """The instance has ended: release what its operations hold (storage transfers, Tor)."""
+        await self.context.aclose()
+
     async def serve(self, sock: socket.socket) -> None:
         """Answer requests until the instance closes its end. Raises nothing a function causes."""
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bento.server.broker import network, storage
+from bento.server.broker import network, storage, tor
 from bento.server.broker.operations import Operation, Table
 
 OPERATIONS = Table(
@@ -14,4 +14,5 @@ OPERATIONS = Table(
     Operation(storage.StorageDelete, storage.storage),
     Operation(storage.StorageList, storage.storage),
     Operation(storage.StorageUsage, storage.storage),
+    Operation(tor.TorRequest, tor.tor),
 )
