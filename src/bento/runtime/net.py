@@ -3,9 +3,10 @@
 ``connect``, ``listen`` and ``resolve`` ask the server's broker over the inherited
 broker socket (``SOCK_SEQPACKET``: one JSON request, one JSON reply, each one message,
 a granted socket attached to its reply); it checks the request against the manifest
-and the relay's exit policy and hands back a real socket. ``socket.create_connection``
-and ``socket.getaddrinfo`` are routed here too, so ``urllib.request`` and most libraries
-work unchanged. A refused request raises :class:`PermissionError` with the broker's reason.
+and the relay's exit policy and hands back a real socket. ``socket.create_connection``,
+``socket.getaddrinfo`` and every TCP socket's ``connect`` are routed here too
+(bento.runtime.routing), so ``urllib.request``, requests, httpx and asyncio streams work
+unchanged. A refused request raises :class:`PermissionError` with the broker's reason.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _broker: socket.socket | None = None
 MAX_REPLY = 65536
 _lock = threading.Lock()
 _real_getaddrinfo = socket.getaddrinfo
+_real_connect = socket.socket.connect
 
 
 def _bind(sock: socket.socket) -> None:
@@ -29,6 +31,9 @@ def _bind(sock: socket.socket) -> None:
     _broker = sock
     socket.create_connection = create_connection  # type: ignore[assignment]
     socket.getaddrinfo = getaddrinfo
+    from bento.runtime import routing
+
+    routing.install()
 
 
 def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]:
@@ -46,7 +51,10 @@ def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]
             raise ConnectionError("the Bento broker sent a malformed reply")
         if not reply.get("ok"):
             error = str(reply.get("error", "refused"))
-            raise PermissionError(f"Bento broker: {error}") if reply.get("denied") else OSError(error)
+            if reply.get("denied"):
+                raise PermissionError(f"Bento broker: {error}")
+            code = reply.get("errno")  # e.g. ConnectionRefusedError, as a direct connect would raise
+            raise OSError(code, error) if isinstance(code, int) else OSError(error)
     except BaseException:
         if sock is not None:
             sock.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import socket
 from typing import Annotated, Literal
@@ -49,7 +50,7 @@ async def system_resolver(host: str) -> list[str]:
         async with asyncio.timeout(RESOLVE_TIMEOUT):
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except TimeoutError:
-        raise OSError(f"resolving {host} took over {RESOLVE_TIMEOUT:.0f} s") from None
+        raise TimeoutError(errno.ETIMEDOUT, f"resolving {host} took over {RESOLVE_TIMEOUT:.0f} s") from None
     return [str(info[4][0]) for info in infos]
 
 
@@ -89,7 +90,9 @@ async def connect(context: Context, request: Connect) -> Granted:
                 await loop.sock_connect(sock, (str(address), request.port))
         except TimeoutError:
             sock.close()
-            last = OSError(f"connecting to {address}:{request.port} took over {CONNECT_TIMEOUT:.0f} s")
+            last = TimeoutError(
+                errno.ETIMEDOUT, f"connecting to {address}:{request.port} took over {CONNECT_TIMEOUT:.0f} s"
+            )
             continue
         except OSError as exc:
             sock.close()

@@ -83,7 +83,15 @@ class Broker:
         except Malformed as exc:
             return self._refuse("malformed", f"malformed broker request: {exc}"), None
         except OSError as exc:
-            return _encode({"ok": False, "code": "failed", "denied": False, "error": _describe(exc)}), None
+            # The errno lets the function's runtime raise the exception class a direct call would.
+            failed = {
+                "ok": False,
+                "code": "failed",
+                "denied": False,
+                "error": _describe(exc),
+                "errno": exc.errno,
+            }
+            return _encode(failed), None
         except Exception:  # a bug of ours must not become the function's problem, nor end the broker
             log.exception("broker operation failed")
             return _INTERNAL, None
