@@ -1,8 +1,30 @@
-"""The one error type users see, with the fix attached."""
+"""The errors users and programs see: one root, ``BentoError``, with the fix attached.
+
+    BentoError                  anything Bento cannot do, with what to do about it
+    ├── TransportError          the box could not be reached (Tor, the network)
+    │   └── ConnectionLost      a session's connection dropped and stayed down
+    ├── ProtocolError           the box sent something malformed or inconsistent
+    └── Refused                 the box refused the request: ``code`` and ``status`` kept
+        ├── Unauthorized        401, 403: a missing or wrong token, or beyond the policy
+        ├── NotFound            404: no such function, session, entry point
+        ├── TooLarge            413
+        ├── Invalid             422: a malformed request, or unusable code
+        └── Busy                503: retry later
+
+>>> error = Refused.from_body(404, {"error": "no function f1", "code": "unknown-function"})
+>>> type(error).__name__, error.code, error.status
+('NotFound', <ErrorCode.UNKNOWN_FUNCTION: 'unknown-function'>, 404)
+>>> isinstance(error, BentoError)
+True
+"""
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from pydantic import ValidationError
+
+from bento.protocol.errors import ErrorCode, ExitStatus
 
 
 def describe_validation(exc: ValidationError) -> str:
@@ -15,6 +37,8 @@ def describe_validation(exc: ValidationError) -> str:
 class BentoError(Exception):
     """An error a user can act on: what went wrong, and (when known) how to fix it."""
 
+    exit_status: ClassVar[ExitStatus] = ExitStatus.ERROR
+
     def __init__(self, message: str, *, fix: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -22,3 +46,75 @@ class BentoError(Exception):
 
     def __str__(self) -> str:
         return self.message if self.fix is None else f"{self.message}\n  fix: {self.fix}"
+
+
+class TransportError(BentoError):
+    """The box could not be reached, or the connection to it broke."""
+
+
+class ConnectionLost(TransportError):
+    """A session's connection dropped, and re-attaching failed for longer than the client waits."""
+
+
+class ProtocolError(BentoError):
+    """The box answered something that is not the Bento protocol, or contradicts itself."""
+
+
+class Refused(BentoError):
+    """The box refused: ``code`` (an :class:`ErrorCode`, or the raw string of a newer box's
+    code) is for programs, ``status`` is the HTTP status it came with."""
+
+    def __init__(self, message: str, *, code: ErrorCode | str, status: int, fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.code = code
+        self.status = status
+
+    @property
+    def retry(self) -> bool:
+        """The same request may succeed later (the box or the function is busy)."""
+        return isinstance(self.code, ErrorCode) and self.code.retry
+
+    @staticmethod
+    def from_body(status: int, body: dict[str, Any], *, where: str = "the box") -> Refused:
+        """The exception for an ``ErrorBody`` (already parsed as JSON) that came with ``status``."""
+        raw = str(body.get("code", ErrorCode.HTTP_ERROR))
+        code: ErrorCode | str = ErrorCode(raw) if raw in _CODES else raw
+        fix = body.get("fix")
+        kind = _BY_STATUS.get(status, Refused)
+        return kind(
+            f"{where} refused: {body.get('error', f'HTTP {status}')}",
+            code=code,
+            status=status,
+            fix=fix if isinstance(fix, str) else None,
+        )
+
+
+class Unauthorized(Refused):
+    """401 or 403: no token, the wrong token, or a request the box's policy forbids."""
+
+
+class NotFound(Refused):
+    """404: no such function, session, entry point or endpoint."""
+
+
+class TooLarge(Refused):
+    """413: the request or the code is larger than the box accepts."""
+
+
+class Invalid(Refused):
+    """422: a malformed request, or code the box cannot use."""
+
+
+class Busy(Refused):
+    """503: the box or the function is at its limit; retry later."""
+
+
+_CODES = frozenset(code.value for code in ErrorCode)
+_BY_STATUS: dict[int, type[Refused]] = {
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    413: TooLarge,
+    422: Invalid,
+    503: Busy,
+}

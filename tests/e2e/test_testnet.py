@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +107,86 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def test_two_runs_without_dir_proceed_at_once_and_a_killed_run_takes_its_command_along(
+    tmp_path: Path,
+) -> None:
+    """Each `run` gets a directory of its own; SIGKILL on `run` kills the command and the tors."""
+    bento = Path(sys.executable).with_name("bento")
+    probe = (
+        "import json, os, sys, time;"
+        "open(sys.argv[1] + '.tmp', 'w').write(json.dumps("
+        "{'pid': os.getpid(), 'dir': os.environ['BENTO_TESTNET_DIR']}));"
+        "os.rename(sys.argv[1] + '.tmp', sys.argv[1]);"
+        "time.sleep(600)"
+    )
+    runs = []
+    for name in ("a", "b"):
+        runs.append(
+            subprocess.Popen(
+                [
+                    bento,
+                    "testnet",
+                    "run",
+                    "--relays",
+                    "3",
+                    "--",
+                    sys.executable,
+                    "-c",
+                    probe,
+                    tmp_path / name,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env={k: v for k, v in os.environ.items() if k != "BENTO_TESTNET_DIR"},
+            )
+        )
+    try:
+        seen = [_await_json(tmp_path / name, run, timeout=300) for name, run in zip("ab", runs, strict=True)]
+        assert seen[0]["dir"] != seen[1]["dir"]
+        statuses = [json.loads((Path(s["dir"]) / "testnet.json").read_text()) for s in seen]
+
+        runs[0].kill()  # SIGKILL: no handler of `run` gets to forward anything
+        runs[0].wait(timeout=10)
+        assert _gone(seen[0]["pid"], timeout=10), "the command of a killed `run` survived it"
+        for node in statuses[0]["nodes"]:
+            if not _gone(node["pid"], timeout=30):
+                log = Path(node["data_dir"]) / "notice.log"
+                cmd = Path(f"/proc/{node['pid']}/cmdline").read_bytes()
+                raise AssertionError(
+                    f"{node['nickname']} survived the killed `run` ({cmd!r}):\n{log.read_text()}"
+                )
+        assert runs[1].poll() is None, "the second run was disturbed by the first"
+
+        runs[1].terminate()  # forwarded to the command; the testnet comes down in order
+        assert runs[1].wait(timeout=60) != 0
+        assert _gone(seen[1]["pid"], timeout=10)
+        assert not Path(seen[1]["dir"]).exists()
+    finally:
+        for run in runs:
+            run.kill()
+            run.wait()
+        for status in statuses if "statuses" in locals() else []:
+            subprocess.run([bento, "testnet", "down", "--dir", status["directory"]], capture_output=True)
+
+
+def _await_json(path: Path, run: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if run.poll() is not None:
+            log = path.with_suffix(".log").read_text(errors="replace")
+            raise AssertionError(f"`bento testnet run` exited early:\n{log}")
+        assert time.monotonic() < deadline, f"no testnet came up for {path.name} in {timeout} s"
+        time.sleep(0.2)
+    result: dict[str, Any] = json.loads(path.read_text())
+    return result
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -11,19 +11,22 @@ import base64
 import contextlib
 import shutil
 import tempfile
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from httpx_ws.transport import ASGIWebSocketTransport
 
+from bento.client import Box, Deployment
 from bento.protocol.descriptor import SignedDescriptor
+from bento.protocol.manifest import Manifest
 from bento.protocol.policy import NodePolicy
 from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.server import broker, descriptor, identity
+from bento.server.api import create_app
 from bento.server.config import ServerConfig
 from bento.server.registry import Registry
 
@@ -34,13 +37,11 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@dataclass
-class Uploaded:
-    function_id: str
-    invocation_token: str
-    shutdown_token: str
-    entry_points: list[str]
-    body: dict[str, Any] = field(repr=False)
+@dataclass(repr=False)
+class Uploaded(Deployment):
+    """A deployment, with the raw headers that tests of the API's edges need."""
+
+    body: dict[str, Any] = field(default_factory=dict)
 
     @property
     def invoke_auth(self) -> dict[str, str]:
@@ -52,57 +53,54 @@ class Uploaded:
 
 
 class LocalBox:
-    """The app, its registry and an HTTP client bound to it."""
+    """The app and its registry; ``client`` is the real Bento client bound to the app in
+    process, ``http`` a raw HTTP client for requests no client would send."""
 
-    def __init__(self, registry: Registry, signed: SignedDescriptor, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, registry: Registry, signed: SignedDescriptor, client: Box, http: httpx.AsyncClient
+    ) -> None:
         self.registry = registry
         self.signed = signed
-        self.http = client
+        self.client = client
+        self.http = http
 
     async def upload(
         self, source: str, *, name: str = "test", module: str = "main", needs: dict[str, Any] | None = None
     ) -> Uploaded:
-        body = upload_body(source, name=name, module=module, needs=needs)
-        response = await self.http.post("/v1/functions", json=body)
-        assert response.status_code == 201, response.text
-        body = response.json()
-        return Uploaded(
-            body["function_id"],
-            body["invocation_token"],
-            body["shutdown_token"],
-            body["entry_points"],
-            body,
-        )
+        manifest = Manifest.model_validate({"name": name, "module": module, "needs": needs or {}})
+        deployed = await self.client.deploy(source.encode(), manifest)
+        return Uploaded(**asdict(deployed), body={"boot_id": deployed.boot_id})
 
-    async def invoke(self, function: Uploaded, entry: str, *args: Any, **kwargs: Any) -> str:
-        response = await self.http.post(
-            f"/v1/functions/{function.function_id}/sessions",
-            json={"entry": entry, "args": list(args), "kwargs": kwargs},
-            headers=function.invoke_auth,
-        )
-        assert response.status_code == 201, response.text
-        session_id: str = response.json()["session_id"]
-        return session_id
+    async def invoke(self, function: Deployment, entry: str, *args: Any, **kwargs: Any) -> str:
+        return await self.client.invoke(function, entry, list(args), kwargs)
 
-    async def session_info(self, function: Uploaded, session_id: str) -> dict[str, Any]:
-        response = await self.http.get(f"/v1/sessions/{session_id}", headers=function.invoke_auth)
-        assert response.status_code == 200, response.text
-        info: dict[str, Any] = response.json()
-        return info
+    async def session_info(self, function: Deployment, session_id: str) -> dict[str, Any]:
+        return (await self.client.session(function, session_id)).model_dump(mode="json")
 
     async def wait_state(
-        self, function: Uploaded, session_id: str, *, ended: bool = True, timeout: float = 15.0
+        self, function: Deployment, session_id: str, *, ended: bool = True, timeout: float = 15.0
     ) -> dict[str, Any]:
-        """Poll GET /v1/sessions/{id} until the session has ended (or, with ended=False, has started)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            info = await self.session_info(function, session_id)
-            session = self.registry.sessions[session_id]
-            if (info["state"] != "running") if ended else session.instance is not None:
-                return info
-            if time.monotonic() > deadline:
-                raise AssertionError(f"session {session_id} still {info['state']} after {timeout} s")
-            await asyncio.sleep(0.02)
+        """Wait until the session has ended (or, with ended=False, its instance exists); its info."""
+        session = self.registry.sessions[session_id]
+        event = session.done if ended else session.started
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"session {session_id} still {session.state} after {timeout} s") from None
+        return await self.session_info(function, session_id)
+
+
+@contextlib.asynccontextmanager
+async def serving(registry: Registry, signed: SignedDescriptor) -> AsyncIterator[LocalBox]:
+    """The real client and a raw HTTP client, both bound to the app in process."""
+    app = create_app(registry, lambda: signed)
+    onion = signed.verify().onion
+    transport = ASGIWebSocketTransport(app=app)
+    async with (
+        Box(onion, socks=None, base_url="http://box", transport=transport) as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://box", timeout=30) as http,
+    ):
+        yield LocalBox(registry, signed, client, http)
 
 
 def upload_body(
@@ -135,7 +133,7 @@ def local_registry(
     )
     try:
         try:
-            sandbox = SandboxHost(config.policy, config.state_dir)
+            sandbox = SandboxHost(config.policy, config.state_dir, accept_unenforced=["cpu_share"])
         except SandboxUnavailable as exc:
             pytest.skip(f"this host cannot sandbox instances: {exc}")
         try:
@@ -149,6 +147,8 @@ def local_registry(
                 boot_id=BOOT_ID,
                 enforced=sandbox.enforced(),
                 python=sandbox.python_version,
+                storage=registry.store.offer() if config.policy.storage.allowed else None,
+                packages=registry.offered,
             )
             yield registry, signed
         finally:

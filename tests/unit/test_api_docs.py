@@ -10,6 +10,7 @@ from pathlib import Path
 from localbox import LocalBox
 
 from bento.protocol import frames
+from bento.protocol.errors import ErrorCode
 from bento.protocol.messages import EndCause, SessionState
 from bento.protocol.openapi import openapi_document
 from bento.protocol.policy import NodePolicy
@@ -25,14 +26,16 @@ REGENERATE = (
 
 
 def _error_codes() -> dict[str, int]:
-    """Every ErrorBody code the server can answer, with its status, read from the source."""
-    codes: dict[str, int] = {}
+    """Every ErrorBody code the server can answer, with its status: the protocol's one table."""
+    return {code.value: code.status for code in ErrorCode if code is not ErrorCode.HTTP_ERROR}
+
+
+def test_the_server_answers_only_codes_of_the_table() -> None:
     for module in (api, registry):
         source = Path(module.__file__ or "").read_text()
-        for status, name in re.findall(r'BoxError\(\s*(\d{3}),\s*"([a-z-]+)"', source):
-            codes[name] = int(status)
-    codes.update({"no-such-endpoint": 404, "method-not-allowed": 405})
-    return codes
+        assert not re.findall(r"BoxError\(\s*\d", source), "a status belongs in bento.protocol.errors"
+        for name in re.findall(r"ErrorCode\.([A-Z_]+)", source):
+            assert name in ErrorCode.__members__
 
 
 def test_openapi_json_is_up_to_date() -> None:
@@ -120,7 +123,7 @@ STATUSES = {
     ("delete", "/v1/functions/{function_id}"): {200, 401, 403, 404},
     ("post", "/v1/functions/{function_id}/sessions"): {201, 401, 403, 404, 413, 422, 503},
     ("get", "/v1/functions/{function_id}/sessions"): {200, 401, 403, 404},
-    ("get", "/v1/sessions/{session_id}"): {200, 401, 403, 404},
+    ("get", "/v1/sessions/{session_id}"): {200, 401, 403, 404, 410},
 }
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,10 +38,10 @@ def path(tmp_path: Path) -> Path:
 
 def _filled(path: Path) -> Keyring:
     ring = Keyring(path)
-    ring.functions = {d.function_id: d for d in (_deployment("f1", "echo"), _deployment("f2", "echo"))}
-    ring.functions["f3"] = _deployment("f3", "browser")
-    ring.sessions = {"s1": "f1", "s2": "f3", "s3": "f1"}
-    ring.save()
+    for function_id, name in (("f1", "echo"), ("f2", "echo"), ("f3", "browser")):
+        ring.add(_deployment(function_id, name))
+    for session_id, function_id in (("s1", "f1"), ("s2", "f3"), ("s3", "f1")):
+        ring.add_session(session_id, function_id)
     return ring
 
 
@@ -68,11 +71,11 @@ def test_a_crash_while_saving_leaves_the_old_keyring_whole(
     def crash(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    ring.functions["f4"] = _deployment("f4", "new")
     monkeypatch.setattr(json, "dump", crash)  # the keyring module's json is this one
     with pytest.raises(OSError, match="disk full"):
-        ring.save()
+        ring.add(_deployment("f4", "new"))
     assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["keyring.json", "keyring.json.lock"]
     monkeypatch.undo()
     assert set(Keyring(path).functions) == {"f1", "f2", "f3"}
 
@@ -94,10 +97,17 @@ def test_sessions_lead_to_their_function(path: Path) -> None:
     assert ring.function_of_session("s2").name == "browser"
     with pytest.raises(BentoError, match="no session s9"):
         ring.function_of_session("s9")
-    ring.forget("f1")
+    assert ring.forget("f1") == _deployment("f1", "echo")
     assert set(ring.functions) == {"f2", "f3"}
-    assert ring.sessions == {"s2": "f3"}
-    ring.forget("unknown")  # harmless
+    assert set(Keyring(path).functions) == {"f2", "f3"}
+    with pytest.raises(
+        BentoError,
+        match=r"session s3 belonged to function f1 \('echo' on relay\), which was "
+        "forgotten",
+    ) as gone:
+        Keyring(path).function_of_session("s3")
+    assert gone.value.fix and "SECRET" not in path.read_text().split('"gone"')[1]
+    assert ring.forget("unknown") is None  # harmless
 
 
 def test_tokens_never_appear_in_reprs(path: Path) -> None:
@@ -136,3 +146,56 @@ def test_the_file_is_plain_json(path: Path) -> None:
     data = json.loads(path.read_text())
     assert data["sessions"] == {"s1": "f1", "s2": "f3", "s3": "f1"}
     assert data["functions"]["f1"]["invocation_token"] == "INVOKE-SECRET-f1"
+
+
+def test_a_shut_down_function_is_named_as_such(path: Path) -> None:
+    ring = _filled(path)
+    ring.forget("f3", how="shut down")
+    with pytest.raises(BentoError, match=r"session s2 belonged to function f3 .* was shut down at .*: its "):
+        Keyring(path).function_of_session("s2")
+    with pytest.raises(BentoError, match=r"function f3 \('browser' on relay\) was shut down"):
+        Keyring(path).function("f3")
+    ring.add(_deployment("f3", "browser"))  # deployed again under the same id: known again
+    assert Keyring(path).function_of_session("s2").function_id == "f3"
+
+
+def test_changes_are_made_on_the_file_s_latest_state(path: Path) -> None:
+    """Two keyrings loaded before either changes: neither loses the other's change."""
+    first, second = Keyring(path), Keyring(path)
+    first.add(_deployment("f1", "a"))
+    second.add(_deployment("f2", "b"))
+    second.add_session("s1", "f1")
+    first.forget("f2")
+    loaded = Keyring(path)
+    assert set(loaded.functions) == {"f1"} and loaded.sessions == {"s1": "f1"}
+
+
+WRITER = """
+import sys
+from bento.client.keyring import Deployment, Keyring
+ring = Keyring()
+worker = sys.argv[1]
+for i in range(int(sys.argv[2])):
+    ring.add(Deployment(f"f-{worker}-{i}", "n", "a" * 56, "A" * 40, "r", "t", "t", "b", [], 0.0))
+    ring.add_session(f"s-{worker}-{i}", f"f-{worker}-{i}")
+    if i % 2:
+        ring.forget(f"f-{worker}-{i}")
+"""
+
+
+def test_many_processes_at_once_lose_nothing(path: Path) -> None:
+    workers, each = 12, 15
+    env = {**os.environ, "BENTO_KEYRING": str(path)}
+    processes = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(w), str(each)], env=env, stderr=subprocess.PIPE)
+        for w in range(workers)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()
+    ring = Keyring(path)
+    kept = {f"f-{w}-{i}" for w in range(workers) for i in range(0, each, 2)}
+    assert set(ring.functions) == kept
+    assert set(ring.gone) == {f"f-{w}-{i}" for w in range(workers) for i in range(1, each, 2)}
+    assert len(ring.sessions) == workers * each
+    assert sorted(p.name for p in path.parent.iterdir()) == ["keyring.json", "keyring.json.lock"]

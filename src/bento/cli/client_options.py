@@ -7,10 +7,14 @@ import os
 from pathlib import Path
 
 
-def add(parser: argparse.ArgumentParser, *, control: bool = False) -> None:
+def default_socks() -> str:
+    return os.environ.get("BENTO_SOCKS", "127.0.0.1:9050")
+
+
+def add(parser: argparse.ArgumentParser, *, control: bool = False, wide: bool = False) -> None:
     parser.add_argument(
         "--socks",
-        default=os.environ.get("BENTO_SOCKS", "127.0.0.1:9050"),
+        default=default_socks(),
         help="the Tor client's SOCKS port (default: $BENTO_SOCKS or 127.0.0.1:9050)",
     )
     if control:
@@ -22,4 +26,8 @@ def add(parser: argparse.ArgumentParser, *, control: bool = False) -> None:
     parser.add_argument(
         "--keyring", type=Path, default=None, help="the token keyring (default: $BENTO_KEYRING)"
     )
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts (errors too)")
+    if wide:
+        parser.add_argument(
+            "--wide", action="store_true", help="keep each table row on one line (long ids are not wrapped)"
+        )

@@ -38,8 +38,7 @@ def shout(name):
 """
 
 
-def register(commands: Any) -> None:
-    parser = commands.add_parser("demo", help="a guided tour of Bento on a private Tor network")
+def add_demo(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=cmd_demo)
 
 

@@ -1,7 +1,7 @@
 """How the ``bento`` command talks to people and to scripts.
 
 Human output goes through rich (tables, colours, progress); ``--json`` prints one JSON
-document on stdout and nothing else there, so scripts can parse it.
+document on stdout and nothing else there, so scripts can parse it, errors included.
 """
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from bento.errors import BentoError
 
@@ -20,6 +22,8 @@ from bento.errors import BentoError
 _width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
 console = Console(highlight=False, soft_wrap=True, width=_width)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+WIDE = 1000  # columns for --wide: every table row on one line, however long
 
 
 def emit_json(data: Any) -> None:
@@ -32,7 +36,28 @@ def step(message: str) -> None:
     errors.print(f"[dim]…[/dim] {message}")
 
 
-def fail(error: BentoError) -> int:
+def table(columns: Sequence[str], *, title: str | None = None, wide: bool = False) -> Table:
+    """A table whose cells are never cut: a long id or onion address wraps onto more lines
+    (``overflow="fold"``) unless ``wide``, where every row stays on one line."""
+    rows = Table(title=title)
+    for column in columns:
+        rows.add_column(column, overflow="fold", no_wrap=wide)
+    return rows
+
+
+def print_table(rows: Table, *, wide: bool = False) -> None:
+    (Console(highlight=False, width=WIDE) if wide else console).print(rows)
+
+
+def fail(error: BentoError, *, as_json: bool = False) -> int:
+    """Report ``error``: on stderr for people; with ``--json``, as JSON on stdout."""
+    if as_json:
+        report: dict[str, Any] = {"error": {"message": error.message, "fix": error.fix}}
+        for extra in ("code", "status"):  # kept from the box's answer where the client has them
+            if (value := getattr(error, extra, None)) is not None:
+                report["error"][extra] = value
+        emit_json(report)
+        return 1
     errors.print(f"[bold red]error:[/bold red] {error.message}", markup=True)
     if error.fix:
         errors.print(f"[bold]fix:[/bold] {error.fix}")

@@ -6,18 +6,13 @@ import argparse
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
 
 from bento.server.config import ServerConfig
 from bento.server.daemon import BentoServer
 
 
-def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "server",
-        help="run a Bento box beside a Tor relay (foreground; stop with SIGTERM)",
-        description="Attach to a relay's control port and serve the Bento API as an onion service.",
-    )
+def add_server(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Attach to a relay's control port and serve the Bento API as an onion service."
     parser.add_argument("--config", type=Path, help="TOML config file (see docs/operator.md)")
     parser.add_argument("--control", help="the relay's control port, host:port (default 127.0.0.1:9051)")
     parser.add_argument("--state-dir", type=Path, help="keys and function code (default /var/lib/bento)")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import os
 import shlex
 import signal
 import subprocess
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +21,17 @@ from bento.errors import BentoError
 from bento.testnet import Testnet, TestnetConfig, default_directory
 
 
-def register(commands: Any) -> None:
-    parser = commands.add_parser(
-        "testnet",
-        help="run a private Tor network on 127.0.0.1",
-        description="A private Tor network of real tor processes on 127.0.0.1, for trying Bento.",
-    )
+def add_testnet(parser: argparse.ArgumentParser) -> None:
+    parser.description = "A private Tor network of real tor processes on 127.0.0.1, for trying Bento."
     sub = parser.add_subparsers(dest="testnet_command", required=True, metavar="ACTION")
 
     up = sub.add_parser("up", help="start a testnet and leave it running")
     _add_up_options(up)
+    up.add_argument(
+        "--force",
+        action="store_true",
+        help="stop and replace a testnet in DIR even if some of its processes still run",
+    )
     up.add_argument("--json", action="store_true", help="print the status as JSON")
     up.set_defaults(handler=cmd_up)
 
@@ -47,24 +52,24 @@ def register(commands: Any) -> None:
         "run",
         help="start a testnet, run a command on it, stop it",
         description="Start a testnet, run CMD with BENTO_SOCKS, BENTO_CONTROL and BENTO_TESTNET_DIR "
-        "set, then stop the testnet. Exits with CMD's status.",
+        "set, then stop the testnet. Exits with CMD's status. Without --dir the testnet gets a fresh "
+        "directory of its own, so that several runs can proceed at once; if this command is killed, "
+        "the testnet and CMD die with it.",
     )
-    _add_up_options(run)
+    _add_up_options(run, dir_help="state directory (default: a fresh one under $TMPDIR, removed after)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     run.set_defaults(handler=cmd_run)
 
 
-def _add_dir_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=None,
-        help="state directory (default: $BENTO_TESTNET_DIR or ~/.local/state/bento/testnet)",
-    )
+_DIR_HELP = "state directory (default: $BENTO_TESTNET_DIR or ~/.local/state/bento/testnet)"
 
 
-def _add_up_options(parser: argparse.ArgumentParser) -> None:
-    _add_dir_option(parser)
+def _add_dir_option(parser: argparse.ArgumentParser, help: str = _DIR_HELP) -> None:
+    parser.add_argument("--dir", type=Path, default=None, help=help)
+
+
+def _add_up_options(parser: argparse.ArgumentParser, dir_help: str = _DIR_HELP) -> None:
+    _add_dir_option(parser, dir_help)
     parser.add_argument("--relays", type=int, default=5, help="relays besides the authorities (default 5)")
     parser.add_argument("--exits", type=int, default=3, help="how many relays are exits (default 3)")
     parser.add_argument("--authorities", type=int, default=3, help="directory authorities (default 3)")
@@ -72,22 +77,30 @@ def _add_up_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for a usable network (default 120)"
     )
+    parser.add_argument(
+        "--corpus-sites", type=int, default=100, help="test-corpus sites to serve (default 100; 0: none)"
+    )
+    parser.add_argument("--corpus-seed", type=int, default=0, help="seed of the test corpus (default 0)")
 
 
-def _config(args: argparse.Namespace, owner_pid: int | None = None) -> TestnetConfig:
+def _config(
+    args: argparse.Namespace, owner_pid: int | None = None, directory: Path | None = None
+) -> TestnetConfig:
     return TestnetConfig(
-        directory=args.dir or default_directory(),
+        directory=directory or args.dir or default_directory(),
         authorities=args.authorities,
         relays=args.relays,
         exits=args.exits,
         bento_boxes=args.bento_boxes,
         bootstrap_timeout=args.timeout,
+        corpus_sites=args.corpus_sites,
+        corpus_seed=args.corpus_seed,
         owner_pid=owner_pid,
     )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    net = Testnet.start(_config(args), progress=step)
+    net = Testnet.start(_config(args), progress=step, force=args.force)
     if args.json:
         emit_json(net.status())
         return 0
@@ -169,10 +182,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise BentoError("no command to run", fix="bento testnet run -- CMD [ARGS...]")
-    # The testnet is tied to this process: if it is killed, tor follows.
-    with Testnet.start(_config(args, owner_pid=os.getpid()), progress=step) as net:
+    with contextlib.ExitStack() as stack:
+        directory = args.dir
+        if directory is None:
+            # A directory of this run's own: a second `run` beside it is not refused. The
+            # testnet removes what it put there, and the directory goes once empty.
+            directory = Path(tempfile.mkdtemp(prefix="bento-testnet-run-"))
+            stack.callback(_remove_if_empty, directory)
+        # The testnet is tied to this process: if it is killed, tor follows.
+        net = stack.enter_context(
+            Testnet.start(_config(args, owner_pid=os.getpid(), directory=directory), progress=step)
+        )
         step(f"testnet up in {net.state.bootstrap_seconds:.1f} s; running {' '.join(cmd)}")
-        child = subprocess.Popen(cmd, env={**os.environ, **net.environment()})
+        child = subprocess.Popen(
+            cmd, env={**os.environ, **net.environment()}, preexec_fn=_die_with_parent(os.getpid())
+        )
         # Forward SIGTERM so the testnet still comes down in order.
         previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
         try:
@@ -182,3 +206,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             return child.wait()
         finally:
             signal.signal(signal.SIGTERM, previous)
+    raise AssertionError("unreachable")  # for mypy: the with block returns or raises
+
+
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the kernel kills the child when ``parent`` dies, even by SIGKILL,
+    which no signal handler of ours could forward."""
+
+    def arm() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died before the prctl took effect
+            os._exit(137)
+
+    return arm
+
+
+def _remove_if_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.rmdir()

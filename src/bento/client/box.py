@@ -1,71 +1,90 @@
-"""Talking to one Bento box over Tor: descriptor, deploy, invoke, attach, sessions, shutdown."""
+"""Talking to one Bento box over Tor: descriptor, deploy, invoke, attach, sessions, logs, shutdown.
+
+The box is reached through an ``httpx`` transport: by default Tor's SOCKS port; in tests,
+``httpx_ws.transport.ASGIWebSocketTransport(app)`` runs this same client against the
+server's app in process (HTTP and the session WebSockets alike).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import io
+import contextlib
 import json
-import tarfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
+from httpx_ws import AsyncWebSocketSession, WebSocketUpgradeError, aconnect_ws
 from pydantic import BaseModel, ValidationError
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from bento.client.discovery import BoxInfo
 from bento.client.keyring import Deployment
-from bento.client.stream import SessionStream
-from bento.errors import BentoError
+from bento.client.stream import Link, Retry, SessionStream
+from bento.client.upload import Progress, chunks, read_code
+from bento.errors import BentoError, ProtocolError, Refused, TransportError, describe_validation
 from bento.protocol.descriptor import Descriptor, SignedDescriptor
+from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import (
     CodeKind,
-    ErrorBody,
     InvokeRequest,
     InvokeResponse,
+    Log,
     SessionInfo,
     SessionList,
+    SessionLogs,
     ShutdownResponse,
     UploadResponse,
 )
 from bento.protocol.policy import violations
 
 Model = TypeVar("Model", bound=BaseModel)
-Progress = Callable[[int, int], None]
 TIMEOUT = httpx.Timeout(120.0, connect=120.0)  # an onion service can take a while to reach
-UPLOAD_CHUNK = 64 << 10
+HEADER_INVOCATION = 6 << 10  # larger invocations go in the first message (one more round trip)
 
 
 class Box:
     """One box, reached at ``http://<onion>.onion`` through a Tor SOCKS port.
 
     ``base_url`` overrides the address (a box's TCP listener reached through an exit,
-    or a local test server); ``socks=None`` then connects directly.
+    or a local test server); ``socks=None`` then connects directly. ``transport`` replaces
+    the network altogether (see the module's docstring). ``retry`` says how hard session
+    streams try to re-attach when their connection drops.
     """
 
     def __init__(
-        self, onion: str, *, socks: str | None, info: BoxInfo | None = None, base_url: str | None = None
+        self,
+        onion: str,
+        *,
+        socks: str | None,
+        info: BoxInfo | None = None,
+        base_url: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: Retry | None = None,
     ) -> None:
         self.onion = onion
         self.info = info
         self.socks = socks
+        self.retry = retry or Retry()
         self.base_url = base_url or f"http://{onion}.onion"
-        proxy = f"socks5://{socks}" if socks else None
-        self._http = httpx.AsyncClient(base_url=self.base_url, proxy=proxy, timeout=TIMEOUT)
+        proxy = f"socks5://{socks}" if socks and transport is None else None
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, proxy=proxy, transport=transport, timeout=TIMEOUT
+        )
         self.name = info.nickname if info else onion[:16]
 
     async def __aenter__(self) -> Box:
+        await self._http.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._http.aclose()
+        await self._http.__aexit__(exc_type, exc, tb)
 
     # --- requests -----------------------------------------------------------------------
 
@@ -83,16 +102,30 @@ class Box:
         try:
             response = await self._http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
-            raise BentoError(
-                f"cannot reach the box {self.name} over Tor: {type(exc).__name__}: {exc}",
-                fix="check that the Tor client is running (BENTO_SOCKS) and that the box is up",
-            ) from None
+            raise self._unreachable(exc) from None
         if response.status_code >= 400:
-            raise _refusal(self.name, response)
+            raise self._refusal(response.status_code, response.content)
         try:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
-            raise BentoError(f"the box {self.name} sent a malformed {model.__name__}: {exc}") from None
+            raise ProtocolError(f"the box {self.name} sent a malformed {model.__name__}: {exc}") from None
+
+    def _unreachable(self, exc: BaseException) -> TransportError:
+        return TransportError(
+            f"cannot reach the box {self.name} over Tor: {type(exc).__name__}: {exc}",
+            fix="check that the Tor client is running (BENTO_SOCKS) and that the box is up",
+        )
+
+    def _refusal(self, status: int, content: bytes) -> BentoError:
+        try:
+            body = json.loads(content)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or "error" not in body:
+            return Refused(
+                f"the box {self.name} answered HTTP {status}", code=ErrorCode.HTTP_ERROR, status=status
+            )
+        return Refused.from_body(status, body, where=f"the box {self.name}")
 
     async def descriptor(self) -> Descriptor:
         """The box's descriptor, verified: signed by the key of the onion address we reached,
@@ -100,12 +133,12 @@ class Box:
         signed = await self._request("GET", "/v1/descriptor", SignedDescriptor)
         descriptor = signed.verify()
         if descriptor.onion != self.onion:
-            raise BentoError(
+            raise ProtocolError(
                 f"the box at {self.onion}.onion sent the descriptor of {descriptor.onion}.onion",
                 fix="do not use this box",
             )
         if self.info is not None and descriptor.relay_fingerprint != self.info.fingerprint:
-            raise BentoError(
+            raise ProtocolError(
                 f"the box's descriptor names relay {descriptor.relay_fingerprint}, but relay "
                 f"{self.info.fingerprint} advertises it",
                 fix="do not use this box: its advertisement and its descriptor disagree",
@@ -121,7 +154,7 @@ class Box:
         progress: Progress | None = None,
     ) -> Deployment:
         """Upload ``code`` (a .py file, a directory, or bytes) and return its deployment record."""
-        raw, detected = _read_code(code)
+        raw, detected = read_code(code)
         body = json.dumps(
             {
                 "manifest": manifest.model_dump(mode="json"),
@@ -130,6 +163,12 @@ class Box:
             }
         ).encode()
         descriptor = await self.descriptor()
+        if len(raw) > descriptor.policy.max_upload_bytes:  # refuse before sending a byte of it
+            raise BentoError(
+                f"the code is {len(raw)} bytes; the box {self.name} accepts at most "
+                f"{descriptor.policy.max_upload_bytes} (its policy's max_upload_bytes)",
+                fix="make the upload smaller (leave data out: fetch it at run time), or use another box",
+            )
         problems = violations(manifest.needs, descriptor.policy)
         if problems:  # the box would refuse it: say why before uploading anything
             raise BentoError(
@@ -155,7 +194,7 @@ class Box:
             "POST",
             "/v1/functions",
             UploadResponse,
-            content=_chunks(body, progress),
+            content=chunks(body, progress),
             headers={"Content-Type": "application/json", "Content-Length": str(len(body))},
         )
 
@@ -167,7 +206,7 @@ class Box:
         kwargs: dict[str, Any] | None = None,
     ) -> str:
         """Start a session running ``entry(*args, **kwargs)``; returns the session id."""
-        request = InvokeRequest(entry=entry, args=args or [], kwargs=kwargs or {})
+        request = _invocation(entry, args, kwargs)
         response = await self._request(
             "POST",
             f"/v1/functions/{deployment.function_id}/sessions",
@@ -190,6 +229,12 @@ class Box:
             "GET", f"/v1/sessions/{session_id}", SessionInfo, token=deployment.invocation_token
         )
 
+    async def kill(self, deployment: Deployment, session_id: str) -> SessionInfo:
+        """Kill one session; returns its state once it has ended. Its function goes on."""
+        return await self._request(
+            "DELETE", f"/v1/sessions/{session_id}", SessionInfo, token=deployment.invocation_token
+        )
+
     async def shutdown(self, deployment: Deployment) -> ShutdownResponse:
         return await self._request(
             "DELETE",
@@ -198,66 +243,125 @@ class Box:
             token=deployment.shutdown_token,
         )
 
-    async def attach(self, deployment: Deployment, session_id: str) -> SessionStream:
-        """Open the session's stream; output resumes after the last byte any client acknowledged."""
-        url = self.base_url.replace("http://", "ws://", 1) + f"/v1/sessions/{session_id}/stream"
+    async def logs(self, deployment: Deployment, session_id: str) -> SessionLogs:
+        """What the function printed in this session, as far as the box still holds it."""
+        return await self._request(
+            "GET", f"/v1/sessions/{session_id}/logs", SessionLogs, token=deployment.invocation_token
+        )
+
+    async def start(
+        self,
+        deployment: Deployment,
+        entry: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        on_log: Callable[[Log], None] | None = None,
+    ) -> SessionStream:
+        """Invoke ``entry(*args, **kwargs)`` and stream the session, in one round trip.
+
+        The invocation travels in the WebSocket upgrade request, so its output follows the
+        box's answer at once; ``stream.session_id`` names the session for a later attach.
+        """
+        request = _invocation(entry, args, kwargs)
+        encoded = base64.urlsafe_b64encode(request.model_dump_json().encode()).decode()
+        in_header = len(encoded) <= HEADER_INVOCATION
+        link = await self._open(
+            f"/v1/functions/{deployment.function_id}/invoke",
+            deployment,
+            {"Bento-Invocation": encoded} if in_header else {},
+        )
         try:
-            websocket = await connect(
-                url,
-                proxy=f"socks5h://{self.socks}" if self.socks else None,
-                additional_headers={"Authorization": f"Bearer {deployment.invocation_token}"},
-                open_timeout=120,
-                compression=None,  # see the server: no deflate on session streams
-                max_size=4 << 20,
-                ping_interval=30,
-                ping_timeout=120,
+            if not in_header:
+                await link.ws.send_text(request.model_dump_json())
+            session_id = await self._invoked(link)
+        except BaseException:
+            await link.close()
+            raise
+        stream = SessionStream(
+            link,
+            session_id,
+            lambda logs_from: self._attach(deployment, session_id, logs_from),
+            retry=self.retry,
+            on_log=on_log,
+        )
+        return stream
+
+    async def _invoked(self, link: Link) -> str:
+        try:
+            async with asyncio.timeout(TIMEOUT.read):
+                text = await link.ws.receive_text()
+        except TimeoutError:
+            raise TransportError(f"the box {self.name} did not answer the invocation in time") from None
+        except Exception as exc:  # the link broke, or the box sent bytes first
+            raise self._unreachable(exc) from None
+        try:
+            event = json.loads(text)
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and event.get("type") == "invoked":
+            return str(event["session_id"])
+        if isinstance(event, dict) and "error" in event:
+            raise self._refusal(_status_of(event), text.encode())
+        raise ProtocolError(f"the box {self.name} answered the invocation with {text[:200]!r}")
+
+    async def attach(
+        self, deployment: Deployment, session_id: str, *, on_log: Callable[[Log], None] | None = None
+    ) -> SessionStream:
+        """Open the session's stream; output resumes after the last byte any client acknowledged."""
+        link = await self._attach(deployment, session_id, 0)
+        return SessionStream(
+            link,
+            session_id,
+            lambda logs_from: self._attach(deployment, session_id, logs_from),
+            retry=self.retry,
+            on_log=on_log,
+        )
+
+    async def _attach(self, deployment: Deployment, session_id: str, logs_from: int) -> Link:
+        return await self._open(
+            f"/v1/sessions/{session_id}/stream", deployment, {}, params={"logs_from": str(logs_from)}
+        )
+
+    async def _open(
+        self, path: str, deployment: Deployment, headers: dict[str, str], params: dict[str, str] | None = None
+    ) -> Link:
+        stack = contextlib.AsyncExitStack()
+        try:
+            ws: AsyncWebSocketSession = await stack.enter_async_context(
+                aconnect_ws(
+                    path,
+                    self._http,
+                    headers={**headers, "Authorization": f"Bearer {deployment.invocation_token}"},
+                    params=params,
+                    max_message_size_bytes=4 << 20,
+                    queue_size=64,  # with 256 KiB messages: at most 16 MiB waits in the client
+                    keepalive_ping_interval_seconds=30,
+                    keepalive_ping_timeout_seconds=120,
+                )
             )
-        except InvalidStatus as exc:
-            raise BentoError(
-                f"the box {self.name} refused the stream: HTTP {exc.response.status_code}"
-            ) from None
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise BentoError(
-                f"cannot open session {session_id} on the box {self.name}: {type(exc).__name__}: {exc}",
-                fix="check that the Tor client is running and the box is up; then attach again",
-            ) from None
-        return SessionStream(websocket, session_id)
+        except WebSocketUpgradeError as exc:
+            await stack.aclose()
+            content = b""
+            with contextlib.suppress(httpx.HTTPError):
+                content = await exc.response.aread()
+            raise self._refusal(exc.response.status_code, content) from None
+        except (httpx.HTTPError, OSError) as exc:
+            await stack.aclose()
+            raise self._unreachable(exc) from None
+        return Link(ws, stack)
 
 
-def _refusal(box: str, response: httpx.Response) -> BentoError:
+def _invocation(entry: str, args: list[Any] | None, kwargs: dict[str, Any] | None) -> InvokeRequest:
     try:
-        body = ErrorBody.model_validate_json(response.content)
-    except ValidationError:
-        return BentoError(f"the box {box} answered HTTP {response.status_code}")
-    return BentoError(f"the box {box} refused: {body.error}", fix=body.fix)
+        return InvokeRequest(entry=entry, args=args or [], kwargs=kwargs or {})
+    except ValidationError as exc:
+        raise BentoError(
+            f"cannot invoke {entry!r}: {describe_validation(exc)}",
+            fix="name an entry point (a Python identifier) and pass JSON arguments",
+        ) from None
 
 
-def _read_code(code: Path | bytes) -> tuple[bytes, CodeKind]:
-    if isinstance(code, bytes):
-        return code, CodeKind.MODULE
-    if code.is_dir():
-        return _archive(code), CodeKind.TAR_GZ
-    try:
-        raw = code.read_bytes()
-    except OSError as exc:
-        raise BentoError(f"cannot read {code}: {exc.strerror}") from None
-    if code.name.endswith((".tar.gz", ".tgz")):
-        return raw, CodeKind.TAR_GZ
-    return raw, CodeKind.MODULE
-
-
-def _archive(directory: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for path in sorted(directory.rglob("*")):
-            if "__pycache__" in path.parts or not path.is_file():
-                continue
-            archive.add(path, arcname=str(path.relative_to(directory)))
-    return buffer.getvalue()
-
-
-async def _chunks(body: bytes, progress: Progress | None) -> AsyncIterator[bytes]:
-    for start in range(0, len(body), UPLOAD_CHUNK):
-        yield body[start : start + UPLOAD_CHUNK]
-        if progress is not None:
-            progress(min(start + UPLOAD_CHUNK, len(body)), len(body))
+def _status_of(event: dict[str, Any]) -> int:
+    code = str(event.get("code"))
+    return ErrorCode(code).status if code in ErrorCode._value2member_map_ else 400

@@ -2,18 +2,33 @@
 
 One JSON file, mode 0600, at ``$BENTO_KEYRING`` or ``$XDG_CONFIG_HOME/bento/keyring.json``.
 Whoever can read it can use and shut down your functions: it is a wallet of
-capabilities, and is written atomically so a crash never leaves half of it.
+capabilities.
+
+Several ``bento`` processes use it at once (two terminals, a script invoking in
+parallel), so every change is a read-modify-write under an exclusive ``flock`` on a lock
+file beside it: the file is re-read under the lock, changed, and written to a temporary
+file of its own (``mkstemp``) that atomically replaces it. No change is lost to a
+concurrent writer, and a crash never leaves half a keyring. Readers need no lock: they
+always see a whole file, old or new.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from dataclasses import asdict, dataclass
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bento.errors import BentoError
+
+LOCK_WAIT = 10.0  # seconds to wait for another bento process's change (each takes milliseconds)
+GONE_KEPT = 200  # functions remembered after they are shut down, so `attach` can say what happened
 
 
 def default_path() -> Path:
@@ -35,9 +50,21 @@ class Deployment:
     boot_id: str
     entry_points: list[str]
     deployed_at: float
+    token_keys: dict[str, str] = field(default_factory=dict)  # right -> key id of its blinded tokens
 
     def __repr__(self) -> str:  # tokens never reach logs or tracebacks
         return f"Deployment({self.function_id}, {self.name!r} on {self.relay_nickname})"
+
+
+@dataclass
+class Gone:
+    """A function the keyring no longer holds tokens for: no secret is kept."""
+
+    function_id: str
+    name: str
+    relay_nickname: str
+    how: str  # "shut down", "forgotten", "replaced"
+    at: float
 
 
 class Keyring:
@@ -45,26 +72,108 @@ class Keyring:
         self.path = path or default_path()
         self.functions: dict[str, Deployment] = {}
         self.sessions: dict[str, str] = {}  # session id -> function id
+        self.gone: dict[str, Gone] = {}  # function id -> how it left
         self._load()
+
+    # --- reading and writing ------------------------------------------------------------
 
     def _load(self) -> None:
         try:
             raw: dict[str, Any] = json.loads(self.path.read_text())
+            functions = {k: Deployment(**v) for k, v in raw.get("functions", {}).items()}
+            gone = {k: Gone(**v) for k, v in raw.get("gone", {}).items()}
+            sessions = {str(k): str(v) for k, v in raw.get("sessions", {}).items()}
         except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            raise BentoError(f"cannot read the keyring {self.path}: {exc}") from None
-        self.functions = {k: Deployment(**v) for k, v in raw.get("functions", {}).items()}
-        self.sessions = dict(raw.get("sessions", {}))
+            functions, gone, sessions = {}, {}, {}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise BentoError(
+                f"cannot read the keyring {self.path}: {exc}",
+                fix="restore it from a backup, or move it away to start an empty one",
+            ) from None
+        self.functions, self.sessions, self.gone = functions, sessions, gone
 
-    def save(self) -> None:
+    @contextlib.contextmanager
+    def update(self) -> Iterator[Keyring]:
+        """Change the keyring: locked, re-read, changed by the caller, written back.
+
+        Hold it for local work only (never across a request to a box): other ``bento``
+        processes wait for it. An exception inside leaves the file as it was.
+        """
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        data = {"functions": {k: asdict(v) for k, v in self.functions.items()}, "sessions": self.sessions}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(data, out, indent=2)
-        os.replace(tmp, self.path)
+        lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self._lock(lock)
+            self._load()
+            yield self
+            self._write()
+        finally:
+            os.close(lock)  # releases the lock
+
+    def _lock(self, fd: int) -> None:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BentoError(
+                        f"the keyring {self.path} stayed locked by another bento process "
+                        f"for {LOCK_WAIT:.0f} s",
+                        fix="wait for it to finish (a stopped `bento` holds it: resume or end it)",
+                    ) from None
+                time.sleep(0.01)  # lock contention backoff; changes take milliseconds
+
+    def _write(self) -> None:
+        data = {
+            "functions": {k: asdict(v) for k, v in self.functions.items()},
+            "sessions": self.sessions,
+            "gone": {k: asdict(v) for k, v in self.gone.items()},
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as out:  # mkstemp made it 0600
+                json.dump(data, out, indent=2)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    # --- changes (each one locked) ------------------------------------------------------
+
+    def add(self, deployment: Deployment) -> None:
+        with self.update():
+            self.functions[deployment.function_id] = deployment
+            self.gone.pop(deployment.function_id, None)
+
+    def add_session(self, session_id: str, function_id: str) -> None:
+        with self.update():
+            self.sessions[session_id] = function_id
+
+    def record_token_keys(self, deployment: Deployment) -> None:
+        """Keep the blinded-token key ids ``deployment`` has learnt (key consistency)."""
+        with self.update():
+            if (current := self.functions.get(deployment.function_id)) is not None:
+                current.token_keys.update(deployment.token_keys)
+
+    def forget(self, function_id: str, *, how: str = "forgotten") -> Deployment | None:
+        """Drop a function's tokens; its sessions are remembered as belonging to a gone function."""
+        with self.update():
+            deployment = self.functions.pop(function_id, None)
+            if deployment is not None:
+                self.gone[function_id] = Gone(
+                    function_id, deployment.name, deployment.relay_nickname, how, time.time()
+                )
+                for old in sorted(self.gone, key=lambda k: self.gone[k].at)[:-GONE_KEPT]:
+                    del self.gone[old]
+            kept = set(self.functions) | set(self.gone)
+            self.sessions = {s: f for s, f in self.sessions.items() if f in kept}
+            return deployment
+
+    # --- lookups ------------------------------------------------------------------------
 
     def function(self, name: str) -> Deployment:
         """A function by id, or by name if exactly one deployed function has it."""
@@ -76,19 +185,37 @@ class Keyring:
         if named:
             ids = ", ".join(f.function_id for f in named)
             raise BentoError(f"several functions are called {name!r}: {ids}", fix="name one by its id")
+        if name in self.gone:
+            raise self._gone_error(self.gone[name], f"function {name}")
         raise BentoError(
             f"no function {name!r} in the keyring {self.path}",
-            fix="`bento deploy` one first, or check BENTO_KEYRING",
+            fix="`bento functions` lists what it holds; `bento deploy` one first, or check BENTO_KEYRING",
         )
 
+    def named(self, name: str) -> list[Deployment]:
+        return [f for f in self.functions.values() if f.name == name]
+
     def function_of_session(self, session_id: str) -> Deployment:
-        if session_id not in self.sessions:
+        function_id = self.sessions.get(session_id)
+        if function_id is None:
             raise BentoError(
                 f"no session {session_id} in the keyring {self.path}",
-                fix="use the session id that `bento invoke` printed",
+                fix="use the session id that `bento invoke` printed; `bento sessions FUNCTION` lists them",
             )
-        return self.function(self.sessions[session_id])
+        if function_id in self.gone:
+            raise self._gone_error(self.gone[function_id], f"session {session_id}")
+        return self.function(function_id)
 
-    def forget(self, function_id: str) -> None:
-        self.functions.pop(function_id, None)
-        self.sessions = {s: f for s, f in self.sessions.items() if f != function_id}
+    def _gone_error(self, gone: Gone, what: str) -> BentoError:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(gone.at))
+        function = f"function {gone.function_id} ({gone.name!r} on {gone.relay_nickname})"
+        subject = function if what.startswith("function") else f"{what} belonged to {function}, which"
+        if gone.how == "forgotten":
+            return BentoError(
+                f"{subject} was forgotten at {when}: the keyring no longer holds its tokens",
+                fix="without its tokens nothing can reach it; deploy it again to run it anew",
+            )
+        return BentoError(
+            f"{subject} was {gone.how} at {when}: its sessions and their output went with it",
+            fix="nothing is left to attach to; deploy it again to run it anew",
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,13 +19,58 @@ from bento.tor import onion
 FORMAT = "bento-descriptor-1"
 
 
+class StorageOffer(BaseModel):
+    """What a box's function storage protects, in plain words (see docs/operator.md, "Storage")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cipher: str = Field(description="the AEAD every stored object is sealed with")
+    keys: str = Field(description="where the per-function keys live, and what protects them there")
+    lifetime: str = Field(description="how long stored data lives")
+    protects_against: list[str]
+    does_not_protect_against: list[str]
+
+
+class OfferedPackage(BaseModel):
+    """A distribution the box installs read-only for functions to import."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+    modules: list[str] = Field(description="the top-level modules it makes importable")
+
+
+class Conclave(BaseModel):
+    """What protects a function from this box itself (see docs/operator.md, "Conclaves")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enclave: Literal["none", "gramine-sgx"] = Field(
+        description="what functions run in: 'none' is an ordinary sandboxed process the operator can inspect"
+    )
+    host: str = Field(description="what this host offers for enclaves, in one sentence")
+    attestation: str | None = Field(
+        default=None, description="the enclave's attestation (an SGX quote, base64); only with an enclave"
+    )
+    protects_against: list[str]
+    does_not_protect_against: list[str]
+
+
 class Runtime(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     language: str = "python"
     python: str = Field(description="the Python version functions run on")
     isolation: dict[str, str] = Field(description="each limit, and how this host enforces it (or not)")
-    sgx: bool = Field(default=False, description="whether functions can run in an SGX enclave here (not yet)")
+    sgx: bool = Field(
+        default=False, description="whether functions run in an SGX enclave here (see conclave)"
+    )
+    conclave: Conclave | None = Field(default=None, description="what protects functions from the box itself")
+    packages: list[OfferedPackage] = Field(
+        default_factory=list, description="packages functions can import beyond the standard library"
+    )
+    storage: StorageOffer | None = Field(default=None, description="function storage, if the policy has it")
 
 
 class Descriptor(BaseModel):

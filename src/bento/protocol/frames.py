@@ -28,6 +28,7 @@ class Frame(IntEnum):
     RESULT = 5  # instance -> server: JSON {"value": ...}; the session completed
     ERROR = 6  # instance -> server: JSON {"type", "message", "traceback"}
     READY = 7  # instance -> server, first: the runtime is up and waits for START
+    LOG = 8  # instance -> server: b"1" (stdout) or b"2" (stderr), then UTF-8 text it printed
 
 
 class FrameError(Exception):

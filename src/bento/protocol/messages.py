@@ -7,10 +7,11 @@ refused with a 4xx and an :class:`ErrorBody` saying what is wrong.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 
 
@@ -20,7 +21,7 @@ class Strict(BaseModel):
 
 class ErrorBody(Strict):
     error: str = Field(description="what went wrong, in words")
-    code: str = Field(description="a stable machine-readable code, e.g. 'unknown-function'")
+    code: ErrorCode = Field(description="a stable machine-readable code (see docs/api.md, Errors)")
     fix: str | None = Field(default=None, description="what to do about it, when known")
 
 
@@ -32,7 +33,10 @@ class CodeKind(StrEnum):
 class UploadRequest(Strict):
     manifest: Manifest
     kind: CodeKind = CodeKind.MODULE
-    code: str = Field(description="the code, base64-encoded")
+    code: str = Field(
+        description="the code, base64-encoded (RFC 4648, with padding)",
+        pattern=r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+    )
 
 
 class UploadResponse(Strict):
@@ -70,7 +74,7 @@ class EndCause(StrEnum):
     WALL = "wall"  # killed: over its wall-clock limit
     OUTPUT = "output"  # killed: sent more than its output limit
     POLICY = "policy"  # killed: broke the sandbox's rules (e.g. the channel protocol)
-    SHUTDOWN = "shutdown"  # killed: its function was shut down, or the server stopped
+    SHUTDOWN = "shutdown"  # killed: its function was shut down, the server stopped, or its client killed it
 
 
 class ResourceUsage(Strict):
@@ -78,8 +82,11 @@ class ResourceUsage(Strict):
     peak_memory_bytes: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    log_bytes: int = Field(default=0, description="bytes the function printed (its logs)")
     network_granted: int = Field(default=0, description="broker requests granted")
     network_denied: int = Field(default=0, description="broker requests refused")
+    circuits: int = Field(default=0, description="Tor circuits it built")
+    onion_services: int = Field(default=0, description="onion services it published")
 
 
 class FunctionError(Strict):
@@ -98,6 +105,9 @@ class SessionInfo(Strict):
     bytes_out: int = Field(description="bytes the function has sent")
     bytes_in: int = Field(description="bytes the client has sent")
     buffered: int = Field(description="output bytes not yet acknowledged by a client")
+    output_expired: bool = Field(
+        default=False, description="its unacknowledged output was dropped to bound the box's memory"
+    )
     cause: EndCause | None = Field(default=None, description="why it ended, once it has")
     reason: str = ""
     usage: ResourceUsage = Field(default_factory=ResourceUsage)
@@ -113,8 +123,38 @@ class ShutdownResponse(Strict):
     sessions_stopped: int
 
 
+# Base64 of one RSA-2048 blinded message or blind signature (256 bytes): 344 characters.
+_BLIND_B64 = Field(pattern=r"^[A-Za-z0-9+/]{342}==$|^[A-Za-z0-9+/]{343}=$|^[A-Za-z0-9+/]{344}$")
+
+
+class BlindTokenRequest(Strict):
+    """Ask for single-use rights the box signs without seeing (RFC 9474; see docs/api.md)."""
+
+    right: Literal["invoke", "shutdown"] = Field(description="the right the tokens carry")
+    blinded: list[Annotated[str, _BLIND_B64]] = Field(
+        min_length=1, max_length=32, description="blinded token inputs, base64"
+    )
+
+
+class BlindTokenKey(Strict):
+    right: Literal["invoke", "shutdown"]
+    token_key: str = Field(description="the right's RSA-2048 key, SubjectPublicKeyInfo DER, base64")
+    key_id: str = Field(description="SHA-256 of token_key, hex: the same for every answer of this function")
+
+
+class BlindTokenResponse(BlindTokenKey):
+    blind_signatures: list[str] = Field(description="one per blinded input, in order, base64")
+
+
 # --- the session WebSocket ----------------------------------------------------------
 # Binary messages are stream bytes, in both directions. Text messages are JSON events:
+
+
+class Invoked(Strict):
+    """Server -> client, first message on ``/v1/functions/{id}/invoke``: the session started."""
+
+    type: Literal["invoked"] = "invoked"
+    session_id: str
 
 
 class Attached(Strict):
@@ -122,6 +162,32 @@ class Attached(Strict):
 
     type: Literal["attached"] = "attached"
     offset: int
+
+
+class LogStream(StrEnum):
+    STDOUT = "stdout"  # print(), sys.stdout
+    STDERR = "stderr"  # sys.stderr, warnings, logging
+
+
+class Log(Strict):
+    """Server -> client: what the function printed, apart from its output stream.
+
+    ``offset`` counts the session's log bytes (UTF-8) from its start, so a client that
+    re-attaches asks for the logs after the last one it saw and gets each line once."""
+
+    type: Literal["log"] = "log"
+    stream: LogStream
+    offset: int = Field(ge=0)
+    text: str
+
+
+class SessionLogs(Strict):
+    """``GET /v1/sessions/{id}/logs``: what the box still holds of a session's logs."""
+
+    session_id: str
+    dropped: int = Field(description="log bytes no longer held: the oldest go first past the cap")
+    total: int = Field(description="log bytes the function wrote")
+    logs: list[Log]
 
 
 class Ack(Strict):

@@ -13,7 +13,7 @@ import socket
 import sys
 
 from bento.protocol.frames import MAX_PAYLOAD, Frame, FrameError, decode_json, encode
-from bento.runtime import api, confine, net
+from bento.runtime import api, confine, logs, net, packages
 from bento.runtime.channel import Channel
 
 TYPE_CHECKING = False  # importing typing would cost the sandbox ~3 ms of start-up
@@ -37,7 +37,8 @@ def run(channel: Channel) -> None:
     api._bind(channel)
     # Before anything of the function runs: from here on, only what it declared.
     confine.apply(start["confine"])
-    sys.path.insert(0, start["code_dir"])
+    packages.setup(start["code_dir"])
+    logs.capture(channel)
     try:
         module = importlib.import_module(start["module"])
         entry = getattr(module, start["entry"], None)
@@ -51,9 +52,11 @@ def run(channel: Channel) -> None:
         if len(encoded) > MAX_PAYLOAD:
             raise ValueError(f"the return value is over {MAX_PAYLOAD} bytes; stream it with api.send()")
     except Exception as exc:
+        logs.flush()
         channel.send_json(Frame.ERROR, _error(exc))
         return
-    channel.sock.sendall(encode(Frame.RESULT, encoded))
+    logs.flush()
+    channel.send_frame(encode(Frame.RESULT, encoded))
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import select
 import socket
+import threading
 
 from bento.protocol.frames import HEADER, MAX_PAYLOAD, Frame, decode_header, encode, encode_json
 
@@ -17,18 +18,26 @@ class Channel:
         self.sock = sock
         self._buffer = bytearray()
         self.input_closed = False
+        self._send_lock = threading.Lock()  # a function's threads may print while it sends
 
     # --- writing -------------------------------------------------------------------
     def send(self, kind: Frame, payload: bytes = b"") -> None:
         # A full socket blocks here: that is the backpressure from a slow client.
         view = memoryview(payload)
-        if not view:
-            self.sock.sendall(encode(kind))
-        for start in range(0, len(view), MAX_PAYLOAD):
-            self.sock.sendall(encode(kind, bytes(view[start : start + MAX_PAYLOAD])))
+        with self._send_lock:
+            if not view:
+                self.sock.sendall(encode(kind))
+            for start in range(0, len(view), MAX_PAYLOAD):
+                self.sock.sendall(encode(kind, bytes(view[start : start + MAX_PAYLOAD])))
 
     def send_json(self, kind: Frame, value: Any) -> None:
-        self.sock.sendall(encode_json(kind, value))
+        with self._send_lock:
+            self.sock.sendall(encode_json(kind, value))
+
+    def send_frame(self, frame: bytes) -> None:
+        """An already encoded frame (the result, built before anything is sent)."""
+        with self._send_lock:
+            self.sock.sendall(frame)
 
     # --- reading -------------------------------------------------------------------
     def _frame_ready(self) -> bool:

@@ -7,8 +7,10 @@ and hands over to the registry. Every refusal is an ``ErrorBody`` with a stable 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -21,28 +23,37 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bento.errors import describe_validation
 from bento.protocol.descriptor import SignedDescriptor
+from bento.protocol.errors import ErrorCode
 from bento.protocol.messages import (
     Ack,
     Attached,
+    BlindTokenKey,
+    BlindTokenRequest,
+    BlindTokenResponse,
     ErrorBody,
     InputEnd,
+    Invoked,
     InvokeRequest,
     InvokeResponse,
     SessionList,
+    SessionLogs,
     ShutdownResponse,
     UploadRequest,
     UploadResponse,
 )
 from bento.protocol.openapi import openapi_document
-from bento.server.registry import BoxError, Registry
+from bento.protocol.private_token import Right, TokenError, is_blinded
+from bento.server.registry import BoxError, Function, Registry
 from bento.server.session import Session
 
 Model = TypeVar("Model", bound=BaseModel)
 JSON_LIMIT = 64 << 10  # every request body but an upload is small
+FIRST_MESSAGE_TIMEOUT = 60.0  # seconds a WebSocket invocation may take to send its request
 
 
-def _error(status: int, code: str, message: str, fix: str | None = None) -> JSONResponse:
-    return JSONResponse(ErrorBody(error=message, code=code, fix=fix).model_dump(exclude_none=True), status)
+def _error(code: ErrorCode, message: str, fix: str | None = None, status: int | None = None) -> JSONResponse:
+    body = ErrorBody(error=message, code=code, fix=fix).model_dump(mode="json", exclude_none=True)
+    return JSONResponse(body, status or code.status)
 
 
 def _bearer(headers: Any) -> str | None:
@@ -54,17 +65,31 @@ def _bearer(headers: Any) -> str | None:
 async def _body(request: Request, model: type[Model], limit: int) -> Model:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise BoxError(413, "body-too-large", f"the request body is over {limit} bytes")
+        raise BoxError(ErrorCode.BODY_TOO_LARGE, f"the request body is over {limit} bytes")
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
         if len(data) > limit:
-            raise BoxError(413, "body-too-large", f"the request body is over {limit} bytes")
+            raise BoxError(ErrorCode.BODY_TOO_LARGE, f"the request body is over {limit} bytes")
     try:
-        return model.model_validate_json(bytes(data))
+        return model.model_validate_json(bytes(data), strict=True)  # JSON types as documented: no coercion
     except ValidationError as exc:
         problems = describe_validation(exc)
-        raise BoxError(422, "invalid-request", f"malformed {model.__name__}: {problems}") from None
+        raise BoxError(ErrorCode.INVALID_REQUEST, f"malformed {model.__name__}: {problems}") from None
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _route(path: str, **by_method: Endpoint) -> Route:
+    """One route per path, whatever its methods: so a 405 names every method the path has."""
+    if "GET" in by_method:
+        by_method["HEAD"] = by_method["GET"]
+
+    async def endpoint(request: Request) -> Response:
+        return await by_method[request.method](request)
+
+    return Route(path, endpoint, methods=list(by_method))
 
 
 def _json(model: BaseModel, status: int = 200) -> JSONResponse:
@@ -79,7 +104,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
 
     async def upload(request: Request) -> Response:
         body = await _body(request, UploadRequest, upload_limit)
-        deployed = registry.deploy(body.manifest, body.kind, body.code)
+        deployed = await registry.deploy(body.manifest, body.kind, body.code)
         return _json(
             UploadResponse(
                 function_id=deployed.function.id,
@@ -92,10 +117,43 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         )
 
     async def invoke(request: Request) -> Response:
-        function = registry.function(request.path_params["function_id"], _bearer(request.headers))
+        token = _bearer(request.headers)
+        function = registry.function(request.path_params["function_id"], token, spend=True)
         body = await _body(request, InvokeRequest, JSON_LIMIT)
-        session = registry.invoke(function, body.entry, body.args, body.kwargs)
+        session = registry.invoke(function, body.entry, body.args, body.kwargs, opened_by=token)
         return _json(InvokeResponse(session_id=session.id), 201)
+
+    def issuer_of(request: Request, right: str) -> Function:
+        """The function whose right's blinded tokens are asked for; the plain token is needed."""
+        if right not in ("invoke", "shutdown"):
+            raise BoxError(
+                ErrorCode.INVALID_REQUEST, f"there are no {right[:20]!r} tokens: invoke or shutdown"
+            )
+        token = _bearer(request.headers)
+        if token is not None and is_blinded(token):
+            raise BoxError(ErrorCode.WRONG_TOKEN, "blinded tokens are issued for the plain token only")
+        return registry.function(request.path_params["function_id"], token, shutdown=right == "shutdown")
+
+    async def token_key(function: Function, right: Right) -> BlindTokenKey:
+        spki, key_id = await function.issuer.public_key(right)
+        return BlindTokenKey(right=right, token_key=base64.b64encode(spki).decode(), key_id=key_id.hex())
+
+    async def blind_token_key(request: Request) -> Response:
+        right = request.path_params["right"]
+        return _json(await token_key(issuer_of(request, right), right))
+
+    async def blind_tokens(request: Request) -> Response:
+        function = issuer_of(request, request.path_params["right"])
+        body = await _body(request, BlindTokenRequest, JSON_LIMIT)
+        if body.right != request.path_params["right"]:
+            raise BoxError(ErrorCode.INVALID_REQUEST, "the body's right differs from the path's")
+        try:
+            signatures = await function.issuer.sign(body.right, [base64.b64decode(b) for b in body.blinded])
+        except TokenError as exc:
+            raise BoxError(ErrorCode.BAD_BLINDED_TOKEN, str(exc)) from None
+        key = await token_key(function, body.right)
+        encoded = [base64.b64encode(s).decode() for s in signatures]
+        return _json(BlindTokenResponse(**key.model_dump(), blind_signatures=encoded))
 
     async def list_sessions(request: Request) -> Response:
         function = registry.function(request.path_params["function_id"], _bearer(request.headers))
@@ -105,54 +163,134 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
     async def session_info(request: Request) -> Response:
         return _json(registry.session(request.path_params["session_id"], _bearer(request.headers)).info())
 
+    async def kill_session(request: Request) -> Response:
+        session = registry.session(request.path_params["session_id"], _bearer(request.headers))
+        return _json(await registry.kill(session))
+
     async def shutdown(request: Request) -> Response:
         function = registry.function(
-            request.path_params["function_id"], _bearer(request.headers), shutdown=True
+            request.path_params["function_id"], _bearer(request.headers), shutdown=True, spend=True
         )
+        if is_blinded(token := _bearer(request.headers) or ""):
+            registry.spend(function, token, "shutdown")
         stopped = await registry.shutdown(function)
         return _json(ShutdownResponse(function_id=function.id, sessions_stopped=stopped))
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
+    async def session_logs(request: Request) -> Response:
+        session = registry.session(request.path_params["session_id"], _bearer(request.headers))
+        logs = SessionLogs(
+            session_id=session.id,
+            dropped=session.logs.dropped,
+            total=session.logs.total,
+            logs=session.logs.since(0),
+        )
+        return _json(logs)
+
     async def stream(websocket: WebSocket) -> None:
         await websocket.accept()
         try:
             session = registry.session(websocket.path_params["session_id"], _bearer(websocket.headers))
+            if session.output.expired:
+                raise BoxError(
+                    ErrorCode.OUTPUT_EXPIRED,
+                    f"the output of session {session.id} was dropped, to keep the box's memory bounded",
+                    "attach sooner after invoking: the box keeps a bounded amount of ended sessions' output",
+                )
+            logs_from = _logs_from(websocket)
         except BoxError as exc:
-            await websocket.send_json(ErrorBody(error=exc.message, code=exc.code, fix=exc.fix).model_dump())
-            await websocket.close(1008)
+            await _refuse(websocket, exc)
             return
-        await _attach(session, websocket)
+        await _attach(session, websocket, logs_from)
+
+    async def invoke_stream(websocket: WebSocket) -> None:
+        """Invoke and attach in one round trip: the invocation comes with the upgrade request."""
+        await websocket.accept()
+        try:
+            token = _bearer(websocket.headers)
+            body = await _invocation(websocket)  # before the token is spent: a bad request costs none
+            function = registry.function(websocket.path_params["function_id"], token, spend=True)
+            session = registry.invoke(function, body.entry, body.args, body.kwargs, opened_by=token)
+        except BoxError as exc:
+            await _refuse(websocket, exc)
+            return
+        except (WebSocketDisconnect, ConnectionError, RuntimeError):
+            return  # the client left before it said what to invoke
+        await websocket.send_text(Invoked(session_id=session.id).model_dump_json())
+        await _attach(session, websocket, 0)
 
     async def box_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BoxError)
-        return _error(exc.status, exc.code, exc.message, exc.fix)
+        return _error(exc.code, exc.message, exc.fix)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        code = {404: "no-such-endpoint", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return _error(
-            exc.status_code,
+        code = {404: ErrorCode.NO_SUCH_ENDPOINT, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
+            exc.status_code, ErrorCode.HTTP_ERROR
+        )
+        response = _error(
             code,
             f"{request.method} {request.url.path}: {exc.detail}",
             "see GET /v1/openapi.json for the API",
+            exc.status_code,
         )
+        response.headers.update(exc.headers or {})  # 405 carries Allow (RFC 9110, 15.5.6)
+        return response
 
     routes = [
-        Route("/v1/descriptor", get_descriptor, methods=["GET"]),
-        Route("/v1/openapi.json", openapi, methods=["GET"]),
-        Route("/v1/functions", upload, methods=["POST"]),
-        Route("/v1/functions/{function_id}", shutdown, methods=["DELETE"]),
-        Route("/v1/functions/{function_id}/sessions", invoke, methods=["POST"]),
-        Route("/v1/functions/{function_id}/sessions", list_sessions, methods=["GET"]),
-        Route("/v1/sessions/{session_id}", session_info, methods=["GET"]),
+        _route("/v1/descriptor", GET=get_descriptor),
+        _route("/v1/openapi.json", GET=openapi),
+        _route("/v1/functions", POST=upload),
+        _route("/v1/functions/{function_id}", DELETE=shutdown),
+        _route("/v1/functions/{function_id}/sessions", POST=invoke, GET=list_sessions),
+        _route("/v1/functions/{function_id}/blind-tokens/{right}", GET=blind_token_key, POST=blind_tokens),
+        _route("/v1/sessions/{session_id}", GET=session_info, DELETE=kill_session),
+        _route("/v1/sessions/{session_id}/logs", GET=session_logs),
         WebSocketRoute("/v1/sessions/{session_id}/stream", stream),
+        WebSocketRoute("/v1/functions/{function_id}/invoke", invoke_stream),
     ]
     return Starlette(routes=routes, exception_handlers={BoxError: box_error, HTTPException: http_error})
 
 
-async def _attach(session: Session, websocket: WebSocket) -> None:
+async def _refuse(websocket: WebSocket, exc: BoxError) -> None:
+    body = ErrorBody(error=exc.message, code=exc.code, fix=exc.fix)
+    await websocket.send_text(body.model_dump_json())
+    await websocket.close(1008)
+
+
+def _logs_from(websocket: WebSocket) -> int:
+    raw = websocket.query_params.get("logs_from", "0")
+    if not (raw.isascii() and raw.isdigit() and len(raw) < 19):
+        raise BoxError(ErrorCode.INVALID_REQUEST, f"logs_from must be a byte offset, not {raw[:40]!r}")
+    return int(raw)
+
+
+async def _invocation(websocket: WebSocket) -> InvokeRequest:
+    """The InvokeRequest: base64url JSON in the ``Bento-Invocation`` header, else the first message."""
+    header = websocket.headers.get("bento-invocation")
+    try:
+        if header is not None:
+            raw = base64.urlsafe_b64decode(header.encode("ascii"))
+        else:
+            async with asyncio.timeout(FIRST_MESSAGE_TIMEOUT):
+                message = await websocket.receive()
+            raw = (message.get("text") or "").encode() or message.get("bytes") or b""
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise BoxError(ErrorCode.INVALID_REQUEST, "Bento-Invocation is not base64url") from None
+    except TimeoutError:
+        raise BoxError(ErrorCode.INVALID_REQUEST, "no invocation arrived in time") from None
+    if len(raw) > JSON_LIMIT:
+        raise BoxError(ErrorCode.BODY_TOO_LARGE, f"the invocation is over {JSON_LIMIT} bytes")
+    try:
+        return InvokeRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = describe_validation(exc)
+        raise BoxError(ErrorCode.INVALID_REQUEST, f"malformed InvokeRequest: {problems}") from None
+
+
+async def _attach(session: Session, websocket: WebSocket, logs_from: int) -> None:
     """Stream the session's output to this client and its input to the function.
 
     The newest attachment wins: an older connection (say, one whose network died
@@ -165,9 +303,12 @@ async def _attach(session: Session, websocket: WebSocket) -> None:
             await previous.close(4001, "another client attached to this session")
     try:
         async with asyncio.TaskGroup() as group:
-            sender = group.create_task(_send_output(session, websocket))
+            lock = asyncio.Lock()  # one message at a time from the two senders
+            logs = group.create_task(_send_logs(session, websocket, logs_from, lock))
+            sender = group.create_task(_send_output(session, websocket, logs, lock))
             await _receive_input(session, websocket)
             sender.cancel()
+            logs.cancel()
     except* (WebSocketDisconnect, ConnectionError, RuntimeError):
         pass  # the client went away; the session runs on, its output buffered
     finally:
@@ -175,17 +316,35 @@ async def _attach(session: Session, websocket: WebSocket) -> None:
             session.attachment = None
 
 
-async def _send_output(session: Session, websocket: WebSocket) -> None:
+async def _send_output(
+    session: Session, websocket: WebSocket, logs: asyncio.Task[None], lock: asyncio.Lock
+) -> None:
     offset = session.output.acked
-    await websocket.send_text(Attached(offset=offset).model_dump_json())
+    async with lock:
+        await websocket.send_text(Attached(offset=offset).model_dump_json())
     while True:
-        offset = max(offset, session.output.acked)  # a client may acknowledge ahead of us
         data = await session.output.read(offset)
         if data is None:
             break
-        await websocket.send_bytes(data)
-        offset += len(data)
-    await websocket.send_text(session.ended_event().model_dump_json())
+        # The buffer reads from `acked` when an ack got ahead of us (a late ack from a client's
+        # previous connection): say where these bytes start, so the client skips nothing.
+        start = max(offset, session.output.acked)
+        async with lock:
+            if start != offset:
+                await websocket.send_text(Attached(offset=start).model_dump_json())
+            await websocket.send_bytes(data)
+        offset = start + len(data)
+    await logs  # every log line before the end
+    async with lock:
+        await websocket.send_text(session.ended_event().model_dump_json())
+
+
+async def _send_logs(session: Session, websocket: WebSocket, offset: int, lock: asyncio.Lock) -> None:
+    while (entries := await session.logs.read(offset)) is not None:
+        for entry in entries:
+            async with lock:
+                await websocket.send_text(entry.model_dump_json())
+            offset = entry.offset + len(entry.text.encode())
 
 
 async def _receive_input(session: Session, websocket: WebSocket) -> None:
@@ -206,7 +365,7 @@ async def _control(session: Session, text: str) -> None:
         except ValidationError:
             continue
         if isinstance(event, Ack):
-            await session.output.ack(event.offset)
+            session.output.ack(event.offset)
         else:
             await session.close_input()
         return

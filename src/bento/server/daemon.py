@@ -28,7 +28,8 @@ from bento.server import broker, descriptor, identity, tokens
 from bento.server.api import create_app
 from bento.server.config import ServerConfig
 from bento.server.registry import Registry
-from bento.tor import advert, control, onion
+from bento.server.tor_for_functions import TorForFunctions
+from bento.tor import advert, client_tor, control, onion
 from bento.tor.control import parse_address
 
 log = logging.getLogger("bento.server")
@@ -67,6 +68,8 @@ class BentoServer:
                 boot_id=self.boot_id,
                 enforced=self.sandbox.enforced(),
                 python=self.sandbox.python_version,
+                storage=self.registry.store.offer() if self.config.policy.storage.allowed else None,
+                packages=self.registry.offered,
             )
         return self._descriptor
 
@@ -76,7 +79,7 @@ class BentoServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        self.registry.reset_storage()
+        await asyncio.to_thread(self.registry.reset_storage)
         ctl: stem.control.Controller = await asyncio.to_thread(control.connect, self.config.control)
 
         def on_tor_status(_controller: object, state: stem.control.State, _when: float) -> None:
@@ -114,26 +117,33 @@ class BentoServer:
         try:
             async with asyncio.TaskGroup() as tasks:
                 serving = tasks.create_task(web.serve(sockets=sockets))
-                reaper = tasks.create_task(self.registry.reap_forever())
                 own = {(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in sockets}
+                function_tor = await self._start_function_tor(ctl)
+                owned_tor = None
+                if function_tor is not None:
+                    own |= function_tor.listeners()  # never a function's destination
+                    owned_tor = tasks.create_task(function_tor.serve())
                 await asyncio.to_thread(broker.refresh, self.gate, ctl, own)
                 gatekeeping = tasks.create_task(self._refresh_gate_forever(ctl, own))
                 pool = tasks.create_task(self.sandbox.keep_pool(self.config.pool_size))
                 watchdog = tasks.create_task(self.sandbox.watch_forever())
                 try:
-                    if self.config.onion:
-                        await self._publish(ctl, api_port)
-                    self._write_status(api_port, sockets)
-                    log.info("serving %s.onion for relay %s", self.identity.onion, self._nickname)
-                    await stop.wait()
+                    async with self.registry.running():  # leaving it stops every session
+                        try:
+                            if self.config.onion:
+                                await self._publish(ctl, api_port)
+                            self._write_status(api_port, sockets)
+                            log.info("serving %s.onion for relay %s", self.identity.onion, self._nickname)
+                            await stop.wait()
+                        finally:
+                            await self._withdraw(ctl)
                 finally:
-                    await self._withdraw(ctl)
-                    await self.registry.aclose()
                     web.should_exit = True
-                    reaper.cancel()
                     gatekeeping.cancel()
                     pool.cancel()
                     watchdog.cancel()
+                    if owned_tor is not None:
+                        owned_tor.cancel()  # after the registry: instances give back their circuits first
                 await serving
         finally:
             for sock in sockets:
@@ -142,6 +152,17 @@ class BentoServer:
             self.sandbox.close()
             with contextlib.suppress(FileNotFoundError):
                 (self.config.state_dir / STATUS_FILE).unlink()
+
+    async def _start_function_tor(self, ctl: stem.control.Controller) -> TorForFunctions | None:
+        """The client-only tor for functions' circuits, if the policy offers Tor at all."""
+        policy = self.config.policy.tor
+        if not (policy.circuits or policy.onion_services):
+            return None
+        function_tor = TorForFunctions(self.config.state_dir)
+        lines = await asyncio.to_thread(client_tor.relay_directory_lines, ctl)
+        await function_tor.start(lines)
+        self.registry.tor = function_tor
+        return function_tor
 
     async def _refresh_gate_forever(self, ctl: stem.control.Controller, own: set[tuple[str, int]]) -> None:
         """Follow the relay's exit policy as the operator changes it."""

@@ -6,7 +6,15 @@ import base64
 import time
 
 from bento import __version__
-from bento.protocol.descriptor import Descriptor, Runtime, SignedDescriptor
+from bento.protocol.descriptor import (
+    Conclave,
+    Descriptor,
+    OfferedPackage,
+    Runtime,
+    SignedDescriptor,
+    StorageOffer,
+)
+from bento.sandbox import conclave
 from bento.server.config import ServerConfig
 from bento.server.identity import Identity
 
@@ -20,6 +28,8 @@ def build(
     boot_id: str,
     enforced: dict[str, str],
     python: str,
+    storage: StorageOffer | None = None,
+    packages: list[OfferedPackage] | None = None,
 ) -> SignedDescriptor:
     """The descriptor, signed: the node policy in force and how this host enforces it."""
     descriptor = Descriptor(
@@ -30,7 +40,40 @@ def build(
         boot_id=boot_id,
         published=time.time(),
         policy=config.policy,
-        runtime=Runtime(python=python, isolation=enforced),
+        runtime=Runtime(
+            python=python,
+            isolation=enforced,
+            sgx=False,
+            conclave=conclave_statement(conclave.probe(), storage),
+            storage=storage,
+            packages=packages or [],
+        ),
     )
     signature = base64.b64encode(identity.sign(descriptor.signed_bytes())).decode()
     return SignedDescriptor(descriptor=descriptor, signature=signature)
+
+
+def conclave_statement(host: conclave.HostEnclaves, storage: StorageOffer | None) -> Conclave:
+    """What protects a function from this box, with no enclave: exactly, and no more."""
+    protects = [
+        "other functions on this box: each instance runs in a sandbox of its own (see isolation)",
+        "observers of the network: clients reach the box only over Tor, and functions never learn "
+        "who their client is",
+    ]
+    if storage is not None:
+        protects.append(
+            "anyone who reads the box's disk, now or later: stored data is sealed under keys held only "
+            "in the server's memory and destroyed at shutdown"
+        )
+    return Conclave(
+        enclave="none",
+        host=host.summary(),
+        protects_against=protects,
+        does_not_protect_against=[
+            "the box's operator, or anyone in control of its host: with no enclave they can read and "
+            "change the function's code, its memory, its inputs and outputs, and the storage keys "
+            "while it runs",
+            "a box that lies about what it runs: without attestation nothing proves this descriptor's "
+            "runtime is the one in use",
+        ],
+    )

@@ -9,7 +9,9 @@ the benchmarks all run on it; nothing outside this package assumes it.
 """
 
 from bento.testnet.config import TestnetConfig
-from bento.testnet.network import Testnet, TestnetError, default_directory
+from bento.testnet.errors import TestnetError
+from bento.testnet.network import Testnet
+from bento.testnet.plan import default_directory
 from bento.testnet.state import Node, Role, TestnetState
 
 __all__ = [

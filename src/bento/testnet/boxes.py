@@ -14,12 +14,13 @@ import pwd
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bento.errors import BentoError
 from bento.server import identity
 from bento.server.daemon import STATUS_FILE
-from bento.testnet.state import Node
+from bento.testnet.state import Node, TestnetState
 from bento.tor.process import log_tail, spawn_detached
 
 
@@ -48,6 +49,7 @@ SERVER_CONFIG = """\
 # Written by `bento testnet`: the policy of a testnet Bento box.
 [policy]
 syscall_profiles = ["compute", "processes", "network"]
+packages = ["bento", "selectolax"]  # selectolax: Browser's HTML parser
 total_memory_mb = 6144
 total_cpu_share = 1.5
 instances_total = 128
@@ -62,6 +64,14 @@ scratch_mb = 32
 [policy.network]
 allowed = true
 listen = true
+
+[policy.tor]
+circuits = true
+onion_services = true
+
+[policy.storage]
+allowed = true
+max_mb = 64
 """
 
 
@@ -164,9 +174,12 @@ def server_status(node: Node) -> dict[str, object]:
     return data
 
 
-def wait_reachable(nodes: list[Node], socks: str, deadline: float) -> None:
-    """Wait until every box's descriptor can be fetched (and verified) through the client."""
+def unreachable(nodes: list[Node], socks: str, deadline: float) -> dict[str, str]:
+    """Wait until every box's descriptor can be fetched (and verified) through the client;
+    returns, by nickname, why each box that still could not be reached by ``deadline``."""
     from bento.client.box import Box  # the client depends on the testnet's users, not vice versa
+
+    failures: dict[str, str] = {}
 
     async def probe(node: Node) -> None:
         assert node.bento_onion is not None
@@ -176,9 +189,12 @@ def wait_reachable(nodes: list[Node], socks: str, deadline: float) -> None:
                     async with Box(node.bento_onion, socks=socks) as box:
                         await box.descriptor()
                 return
-            except (BentoError, TimeoutError):
+            except (BentoError, TimeoutError) as exc:
                 if time.monotonic() > deadline:
-                    raise BentoError(f"the box on {node.nickname} is not reachable over Tor") from None
+                    failures[node.nickname] = (
+                        f"the box on {node.nickname} is not reachable over Tor ({exc or type(exc).__name__})"
+                    )
+                    return
                 await asyncio.sleep(1.0)
 
     async def probe_all() -> None:
@@ -187,3 +203,52 @@ def wait_reachable(nodes: list[Node], socks: str, deadline: float) -> None:
                 group.create_task(probe(node))
 
     asyncio.run(probe_all())
+    return failures
+
+
+# A box's onion service is now and then slow to publish (its relay's first HSDir uploads
+# fail while the consensus settles): that box is restarted, not the whole testnet failed.
+ATTEMPTS = 3
+ATTEMPT_SECONDS = 60.0
+
+
+def start_all(
+    state: TestnetState,
+    socks: str,
+    *,
+    deadline: float,
+    say: Callable[[str], None],
+    only: list[Node] | None = None,
+) -> None:
+    """Start the Bento servers of ``state`` (or ``only`` these) and wait until each answers
+    over Tor, restarting a box that does not publish or answer within ``ATTEMPT_SECONDS``."""
+    pending = list(state.boxes if only is None else only)
+    for node in pending:
+        start(node)
+    state.save()
+    for attempt in range(1, ATTEMPTS + 1):
+        attempt_deadline = min(deadline, time.monotonic() + ATTEMPT_SECONDS)
+        failures: dict[str, str] = {}
+        for node in pending:
+            try:
+                wait_published(node, attempt_deadline)
+            except BentoError as exc:
+                failures[node.nickname] = str(exc)
+        published = [n for n in pending if n.nickname not in failures]
+        failures |= unreachable(published, socks, attempt_deadline)
+        if not failures:
+            return
+        pending = [n for n in pending if n.nickname in failures]
+        if attempt == ATTEMPTS or time.monotonic() >= deadline:
+            raise BentoError(
+                "; ".join(failures.values()),
+                fix=f"see server.log in {state.directory}/{pending[0].nickname}-bento, or raise --timeout",
+            )
+        for node in pending:
+            say(
+                f"restarting the Bento server of {node.nickname} "
+                f"(attempt {attempt + 1}): {failures[node.nickname]}"
+            )
+            stop(node)
+            start(node)
+        state.save()

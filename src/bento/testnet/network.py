@@ -5,43 +5,28 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import stem
 import stem.control
-from python_socks import ProxyError, ProxyTimeoutError
-from python_socks.sync import Proxy
 
 from bento.errors import BentoError
 from bento.sandbox import uids
-from bento.testnet import boxes
+from bento.testnet import boxes, keys, readiness, services
 from bento.testnet.config import TestnetConfig, write_torrc
-from bento.testnet.state import STATE_FILE, Node, Role, TestnetState
+from bento.testnet.corpus import Corpus
+from bento.testnet.errors import TestnetError
+from bento.testnet.plan import box_nodes, default_directory, plan
+from bento.testnet.readiness import Progress
+from bento.testnet.state import STATE_FILE, Node, TestnetState
 from bento.tor import control
-from bento.tor.process import exit_status, log_tail, spawn_detached
+from bento.tor.process import spawn_detached
 
-Progress = Callable[[str], None]
-TOR = "tor"
-
-
-class TestnetError(BentoError):
-    """The testnet could not be started, found or stopped."""
-
-    __test__ = False  # not a pytest test class, despite its name
-
-
-def default_directory() -> Path:
-    """``$BENTO_TESTNET_DIR``, else ``$XDG_STATE_HOME/bento/testnet`` (~/.local/state/...)."""
-    if env := os.environ.get("BENTO_TESTNET_DIR"):
-        return Path(env)
-    state_home = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(state_home) / "bento" / "testnet"
+__all__ = ["Testnet", "TestnetError", "default_directory"]
 
 
 class Testnet:
@@ -60,51 +45,72 @@ class Testnet:
     # ----------------------------------------------------------------- lifecycle
 
     @classmethod
-    def start(cls, config: TestnetConfig, progress: Progress | None = None) -> Testnet:
+    def start(
+        cls, config: TestnetConfig, progress: Progress | None = None, *, force: bool = False
+    ) -> Testnet:
         """Start a testnet in ``config.directory`` and return once a circuit can be built.
 
-        Stale state left in that directory by a crash is cleaned up first; a testnet that
-        is still fully running there is an error.
+        What a crash left in that directory is cleaned up first. If any process of an
+        earlier testnet there still runs (a box with its functions, say), that is an error
+        unless ``force`` is given: then those processes are stopped and their state removed.
         """
         say = progress or (lambda _msg: None)
         config.validate()
         directory = config.directory.resolve()
         old = TestnetState.load(directory)
         if old is not None:
-            if old.nodes and all(n.alive() for n in old.nodes):
+            if (alive := old.live_processes()) and not force:
                 raise TestnetError(
-                    f"a testnet is already running in {directory}",
-                    fix="stop it with `bento testnet down`, or use --dir for a second one",
+                    f"a testnet in {directory} still has live processes ({', '.join(alive)})",
+                    fix="stop it with `bento testnet down`, replace it with `bento testnet up --force`, "
+                    "or use --dir for a second one",
                 )
-            say("cleaning up a previous testnet that did not shut down")
+            say("stopping and removing the previous testnet" if alive else "cleaning up a dead testnet")
             cls.down(directory)
         directory.mkdir(parents=True, exist_ok=True)
 
         started = time.monotonic()
-        state = TestnetState(directory=str(directory), started_at=time.time())
-        state.nodes = _plan(directory, config)
+        deadline = started + config.bootstrap_timeout
+        state = TestnetState(
+            directory=str(directory),
+            started_at=time.time(),
+            corpus_seed=config.corpus_seed,
+            corpus_sites=config.corpus_sites,
+        )
+        state.nodes = plan(directory, config)
         net = cls(state)
         try:
+            corpus = net.corpus
+            say("starting the nameserver" + (f" and {len(corpus.sites)} corpus sites" if corpus else ""))
+            state.services.append(services.start_nameserver(directory, corpus))
+            if corpus is not None:
+                state.services.append(services.start_corpus(directory, corpus))
+            state.save()
+            for service in state.services:
+                services.wait_ready(service, deadline)
+            services.write_resolv_conf(directory, state.services[0])
             say(f"generating keys for {len(state.nodes) - 1} relays and authorities")
-            _generate_keys(state.nodes)
-            box_nodes = _box_nodes(state.nodes, config.bento_boxes)
-            for node in box_nodes:
-                boxes.prepare(node, directory, user=config.box_user if node is box_nodes[-1] else None)
+            keys.generate(state.nodes)
+            boxed = box_nodes(state.nodes, config.bento_boxes)
+            for node in boxed:  # the last one's server runs as config.box_user, if any
+                boxes.prepare(node, directory, user=config.box_user if node is boxed[-1] else None)
             for node in state.nodes:
                 write_torrc(node, state.nodes, config.owner_pid)
             say(f"starting {len(state.nodes)} tor processes")
             for node in state.nodes:
                 node.pid = spawn_detached(
-                    [TOR, "-f", str(node.torrc), "--defaults-torrc", os.devnull],
+                    [keys.TOR, "-f", str(node.torrc), "--defaults-torrc", os.devnull],
                     log=Path(node.data_dir) / "stdout.log",
                     cwd=Path(node.data_dir),
                 )
             state.save()
             if config.owner_pid == os.getpid():
-                net._take_ownership(deadline=started + config.bootstrap_timeout)
-            net._wait_ready(deadline=started + config.bootstrap_timeout, say=say)
+                net._take_ownership(deadline=deadline)
+            readiness.wait_ready(state, deadline=deadline, say=say)
             if state.boxes:
-                net._start_boxes(deadline=started + config.bootstrap_timeout, say=say)
+                say(f"starting {len(state.boxes)} Bento server(s)")
+                boxes.start_all(state, net.socks_address, deadline=deadline, say=say)
+                say("every Bento box answers over Tor")
         except BaseException:
             net._release()
             net._kill_all()
@@ -132,7 +138,7 @@ class Testnet:
     def _take_ownership(self, *, deadline: float) -> None:
         for node in self.state.nodes:
             while True:
-                self._check_alive()
+                readiness.check_alive(self.state)
                 try:
                     lease = control.take_ownership(node.control_address, node.control_cookie)
                 except (OSError, BentoError):
@@ -166,9 +172,13 @@ class Testnet:
             shutil.rmtree(node.data_dir, ignore_errors=True)
             if node.bento_dir is not None:
                 shutil.rmtree(node.bento_dir, ignore_errors=True)
-        uids.clean_stale()  # the uid blocks of servers that died without releasing theirs
-        with suppress(FileNotFoundError):
-            (directory / STATE_FILE).unlink()
+        leftovers = [directory / name for name in (STATE_FILE, services.ZONE, services.RESOLV_CONF)]
+        for service in state.services:
+            ready = Path(service.ready_file)
+            leftovers += [ready, ready.with_suffix(".tmp"), service.log]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        uids.clean_stale()  # the uid blocks of Bento servers that died without releasing them
         with suppress(OSError):
             directory.rmdir()  # only if we left it empty
         return True
@@ -179,16 +189,9 @@ class Testnet:
         for node in self.state.nodes:
             if (proc := node.process) is not None:
                 proc.stop()
-
-    def _start_boxes(self, *, deadline: float, say: Progress) -> None:
-        say(f"starting {len(self.state.boxes)} Bento server(s)")
-        for node in self.state.boxes:
-            boxes.start(node)
-        self.state.save()
-        for node in self.state.boxes:
-            boxes.wait_published(node, deadline)
-        boxes.wait_reachable(self.state.boxes, self.socks_address, deadline)
-        say("every Bento box answers over Tor")
+        for service in self.state.services:
+            if (proc := service.process) is not None:
+                proc.stop()
 
     def restart_box(self, nickname: str, timeout: float = 120.0) -> None:
         """Stop the Bento server beside relay ``nickname`` and start it again."""
@@ -196,11 +199,13 @@ class Testnet:
         if node is None:
             raise TestnetError(f"{nickname} is not a Bento box of this testnet")
         boxes.stop(node)
-        boxes.start(node)
-        self.state.save()
-        deadline = time.monotonic() + timeout
-        boxes.wait_published(node, deadline)
-        boxes.wait_reachable([node], self.socks_address, deadline)
+        boxes.start_all(
+            self.state,
+            self.socks_address,
+            deadline=time.monotonic() + timeout,
+            say=lambda _msg: None,
+            only=[node],
+        )
 
     def __enter__(self) -> Testnet:
         return self
@@ -228,17 +233,40 @@ class Testnet:
     def nodes(self) -> list[Node]:
         return self.state.nodes
 
+    @property
+    def corpus(self) -> Corpus | None:
+        """The sites this testnet serves (``corpus_port``), named by its nameserver."""
+        if not self.state.corpus_sites:
+            return None
+        return Corpus(seed=self.state.corpus_seed, sites=self.state.corpus_sites)
+
+    @property
+    def corpus_port(self) -> int | None:
+        service = self.state.service("corpus")
+        return None if service is None else service.port
+
+    @property
+    def nameserver(self) -> str | None:
+        """``127.0.0.1:PORT`` of the testnet's nameserver (UDP)."""
+        service = self.state.service("nameserver")
+        return None if service is None or service.port is None else f"127.0.0.1:{service.port}"
+
     def relays(self) -> list[Node]:
         """Every relay (authorities included), in start order."""
         return [n for n in self.state.nodes if n.is_relay]
 
     def environment(self) -> dict[str, str]:
         """The variables a command run on this testnet gets (see ``bento testnet run``)."""
-        return {
+        env = {
             "BENTO_SOCKS": self.socks_address,
             "BENTO_CONTROL": self.control_address,
             "BENTO_TESTNET_DIR": str(self.directory),
         }
+        if self.nameserver is not None:
+            env["BENTO_NAMESERVER"] = self.nameserver
+        if self.corpus_port is not None:
+            env["BENTO_CORPUS"] = f"{self.state.corpus_seed}:{self.state.corpus_sites}:{self.corpus_port}"
+        return env
 
     def status(self) -> dict[str, Any]:
         """Every node with role, nickname, fingerprint, ports, flags and liveness (JSON-ready)."""
@@ -268,11 +296,17 @@ class Testnet:
         ]
         return {
             "directory": self.state.directory,
-            "running": all(n["alive"] for n in nodes) and all(n.bento_alive() for n in self.state.boxes),
+            "running": all(n["alive"] for n in nodes)
+            and all(n.bento_alive() for n in self.state.boxes)
+            and all(s.alive() for s in self.state.services),
             "bootstrap_seconds": self.state.bootstrap_seconds,
             "socks": self.socks_address,
             "control": self.control_address,
             "nodes": nodes,
+            "services": [
+                {"name": s.name, "pid": s.pid, "port": s.port, "alive": s.alive()}
+                for s in self.state.services
+            ],
         }
 
     def _consensus_flags(self) -> dict[str, list[str]]:
@@ -284,224 +318,3 @@ class Testnet:
                 return {s.fingerprint: sorted(s.flags) for s in ctl.get_network_statuses()}
         except (BentoError, stem.ControllerError, stem.SocketError):
             return {}
-
-    # ----------------------------------------------------------------- readiness
-
-    def _wait_ready(self, *, deadline: float, say: Progress) -> None:
-        """Wait until the client lists every relay as Running and has built a circuit."""
-        expected = {n.fingerprint for n in self.relays()}
-        client = self.state.client
-        last_report = ""
-        with ExitStack() as stack:
-            ctl: stem.control.Controller | None = None
-            while True:
-                self._check_alive()
-                if time.monotonic() > deadline:
-                    raise TestnetError(
-                        f"the testnet did not become usable in time ({last_report or 'no consensus'})",
-                        fix=f"see the logs under {self.directory} (notice.log of each node)",
-                    )
-                if ctl is None:
-                    with suppress(BentoError):
-                        ctl = stack.enter_context(control.connect(client.control_address))
-                if ctl is not None:
-                    listed = _running_fingerprints(ctl)
-                    report = f"consensus lists {len(listed & expected)}/{len(expected)} relays"
-                    if report != last_report:
-                        say(report)
-                        last_report = report
-                    if expected <= listed and _build_circuit(ctl, deadline):
-                        # A built circuit proves little: the client may still lack
-                        # the descriptors it needs to pick an exit. Only a stream
-                        # through an exit proves the network usable.
-                        if _exit_stream_works(self.socks_address):
-                            say("the client built a circuit and reached 127.0.0.1 through an exit")
-                            return
-                        last_report = "no stream through an exit yet"
-                time.sleep(0.5)
-
-    def _check_alive(self) -> None:
-        for node in self.state.nodes:
-            if not node.alive():
-                # Errors before tor opens its log file (a bad option) only reach stdout.
-                log = node.log if node.log.exists() else Path(node.data_dir) / "stdout.log"
-                status = exit_status(node.pid) if node.pid is not None else None
-                how = "" if status is None else f" (exit status {status})"
-                raise TestnetError(
-                    f"tor node {node.nickname} ({node.role}) exited during start-up{how}; "
-                    f"the end of its log ({log}):\n{log_tail(log)}",
-                    fix="read the log above; a port clash is fixed by running `bento testnet up` again",
-                )
-
-
-def _running_fingerprints(ctl: stem.control.Controller) -> set[str]:
-    try:
-        return {s.fingerprint for s in ctl.get_network_statuses() if "Running" in s.flags}
-    except stem.ControllerError:
-        return set()  # no consensus yet
-
-
-def _build_circuit(ctl: stem.control.Controller, deadline: float) -> bool:
-    """Build one general circuit and close it again; False if that failed this time."""
-    timeout = max(1.0, min(15.0, deadline - time.monotonic()))
-    try:
-        circuit_id = ctl.new_circuit(await_build=True, timeout=timeout)
-    except (stem.ControllerError, stem.CircuitExtensionFailed, stem.Timeout):
-        return False
-    with suppress(stem.ControllerError):
-        ctl.close_circuit(circuit_id)
-    return True
-
-
-def _exit_stream_works(socks_address: str, timeout: float = 8.0) -> bool:
-    """Open a stream through the client's SOCKS port to a listener of ours on loopback."""
-    host, port = control.parse_address(socks_address)
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        listener.settimeout(timeout)
-        try:
-            proxy = Proxy.from_url(f"socks5://{host}:{port}")
-            with proxy.connect("127.0.0.1", listener.getsockname()[1], timeout=timeout) as stream:
-                peer, _ = listener.accept()
-                with peer:
-                    peer.sendall(b"ok")
-                stream.settimeout(timeout)
-                return stream.recv(2) == b"ok"
-        except (OSError, ProxyError, ProxyTimeoutError):
-            return False
-
-
-# --------------------------------------------------------------------- planning
-
-
-def _free_ports(count: int) -> Iterator[int]:
-    """``count`` distinct ports free on 127.0.0.1 right now (held open together, then freed)."""
-    with ExitStack() as stack:
-        socks = []
-        for _ in range(count):
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        ports = [s.getsockname()[1] for s in socks]
-    return iter(ports)
-
-
-def _plan(directory: Path, config: TestnetConfig) -> list[Node]:
-    """Nicknames, roles, data directories and ports of every node."""
-    roles = (
-        [(Role.AUTHORITY, f"auth{i}") for i in range(config.authorities)]
-        + [(Role.EXIT, f"exit{i}") for i in range(config.exits)]
-        + [(Role.RELAY, f"relay{i}") for i in range(config.relays - config.exits)]
-        + [(Role.CLIENT, "client")]
-    )
-    ports = _free_ports(3 * len(roles))
-    nodes = []
-    for role, nickname in roles:
-        data_dir = directory / nickname
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        node = Node(role=role, nickname=nickname, data_dir=str(data_dir), control_port=next(ports))
-        if role is Role.CLIENT:
-            node.socks_port = next(ports)
-        else:
-            node.or_port = next(ports)
-        if role is Role.AUTHORITY:
-            node.dir_port = next(ports)
-        nodes.append(node)
-    return nodes
-
-
-def _box_nodes(nodes: list[Node], count: int) -> list[Node]:
-    """The relays that run Bento: exits first (a box that is an exit can fetch for users)."""
-    candidates = [n for n in nodes if n.role is Role.EXIT] + [n for n in nodes if n.role is Role.RELAY]
-    return candidates[:count]
-
-
-def _generate_keys(nodes: list[Node]) -> None:
-    """Relay identity keys for every relay, v3 authority keys for authorities (in parallel)."""
-    jobs: list[tuple[Node, str, subprocess.Popen[bytes]]] = []
-    for node in nodes:
-        if not node.is_relay:
-            continue
-        data = Path(node.data_dir)
-        jobs.append(
-            (
-                node,
-                "identity",
-                _run(
-                    [
-                        TOR,
-                        "--quiet",
-                        "--ignore-missing-torrc",
-                        "-f",
-                        os.devnull,
-                        "--defaults-torrc",
-                        os.devnull,
-                        "--list-fingerprint",
-                        "--orport",
-                        "1",
-                        "--nickname",
-                        node.nickname,
-                        "--datadirectory",
-                        str(data),
-                    ],
-                    cwd=data,
-                ),
-            )
-        )
-        if node.role is Role.AUTHORITY:
-            keys = data / "keys"
-            keys.mkdir(mode=0o700, exist_ok=True)
-            jobs.append(
-                (
-                    node,
-                    "authority",
-                    _run(
-                        [
-                            "tor-gencert",
-                            "--create-identity-key",
-                            "-m",
-                            "12",
-                            "-a",
-                            f"127.0.0.1:{node.dir_port}",
-                            "-i",
-                            str(keys / "authority_identity_key"),
-                            "-s",
-                            str(keys / "authority_signing_key"),
-                            "-c",
-                            str(keys / "authority_certificate"),
-                            "--passphrase-fd",
-                            "0",
-                        ],
-                        cwd=data,
-                        stdin=b"\n",
-                    ),
-                )
-            )
-    for node, what, proc in jobs:
-        out = proc.stdout.read() if proc.stdout is not None else b""
-        if proc.wait(timeout=120) != 0:
-            raise TestnetError(
-                f"generating {what} keys for {node.nickname} failed: {out.decode(errors='replace').strip()}"
-            )
-    for node in nodes:
-        if node.is_relay:
-            node.fingerprint = (Path(node.data_dir) / "fingerprint").read_text().split()[1]
-        if node.role is Role.AUTHORITY:
-            cert = (Path(node.data_dir) / "keys" / "authority_certificate").read_text()
-            node.v3_identity = next(
-                line.split()[1] for line in cert.splitlines() if line.startswith("fingerprint ")
-            )
-
-
-def _run(argv: list[str], *, cwd: Path, stdin: bytes | None = None) -> subprocess.Popen[bytes]:
-    if shutil.which(argv[0]) is None:
-        raise TestnetError(
-            f"`{argv[0]}` is not installed",
-            fix="install Debian's tor package (sudo apt-get install tor), or run ./scripts/demo",
-        )
-    proc = subprocess.Popen(
-        argv, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    if proc.stdin is not None:
-        proc.stdin.write(stdin or b"")
-        proc.stdin.close()
-    return proc

@@ -1,0 +1,352 @@
+"""Per-function storage: a small key-value store whose disk only ever holds ciphertext.
+
+A function's objects are shared by all its instances and sessions and kept until the
+function is shut down. Each object is one file, ``storage/<function id>/<object id>``,
+holding a random 96-bit nonce and the AES-256-GCM encryption of the value, with the
+function id, the object id and the key name as associated data: a file moved to another
+name, another function or an older version of the same key fails authentication. Object
+ids are random and the index (key name -> object) lives only in memory, so key names
+never reach the disk either; what the disk shows is the number and size of objects.
+
+The key of each function is random and exists only in the server's memory (see
+bento.server.keyvault). Shutting a function down deletes its files and destroys its key
+(crypto-shredding: a copy of the files taken earlier stays unreadable). A server restart
+loses every key, so every function's storage: by design, as functions themselves do not
+survive a restart.
+
+Functions reach their store through the broker (:class:`StorageChannel`); values travel
+over a socket pair made for each transfer, so the broker's own messages stay small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from bento.protocol.descriptor import StorageOffer
+from bento.server.keyvault import KeyVault
+
+MAGIC = b"BST1"
+NONCE_BYTES = 12
+MAX_KEY_BYTES = 256
+MAX_OBJECTS = 10_000
+TRANSFER_TIMEOUT = 120.0  # seconds a function may take to send a value it announced
+_CHUNK = 1 << 16
+
+
+class StorageRefused(Exception):
+    """A storage request the box refuses; the message goes back to the function."""
+
+
+@dataclass
+class _Object:
+    object_id: str
+    size: int
+
+
+@dataclass
+class Reservation:
+    """Quota held for a write under way; released once, however the write ends."""
+
+    store: FunctionStore
+    size: int
+    released: bool = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.store.reserved -= self.size
+
+
+@dataclass
+class FunctionStore:
+    """One function's objects, its quota and the handle of its key."""
+
+    function_id: str
+    directory: Path
+    quota: int  # bytes: values plus key names
+    vault: KeyVault
+    key_handle: tuple[int, int]
+    objects: dict[str, _Object] = field(default_factory=dict)
+    reserved: int = 0  # bytes of writes under way
+    shredded: bool = False
+
+    @property
+    def used(self) -> int:
+        return sum(obj.size + len(name.encode()) for name, obj in self.objects.items())
+
+    def usage(self) -> dict[str, int]:
+        return {"used": self.used, "quota": self.quota, "objects": len(self.objects)}
+
+    def _live(self) -> None:
+        if self.shredded:
+            raise StorageRefused("the function was shut down; its storage is gone")
+
+    def reserve(self, key: str, size: int) -> Reservation:
+        """Count a write of ``size`` bytes against the quota before it is sent."""
+        self._live()
+        check_key(key)
+        if size < 0:
+            raise StorageRefused("a value's size cannot be negative")
+        if key not in self.objects and len(self.objects) >= MAX_OBJECTS:
+            raise StorageRefused(f"the store holds {MAX_OBJECTS} objects, the most it may; delete some")
+        replaced = self.objects.get(key)
+        charge = size + len(key.encode())
+        free = self.quota - self.used - self.reserved + (replaced.size + len(key.encode()) if replaced else 0)
+        if charge > free:
+            raise StorageRefused(
+                f"storage quota exceeded: writing {key!r} needs {charge} bytes, {max(free, 0)} of "
+                f"{self.quota} are free (the manifest's needs.storage_mb); delete objects or ask for more"
+            )
+        self.reserved += charge
+        return Reservation(self, charge)
+
+    async def put(self, key: str, value: bytes, reservation: Reservation) -> None:
+        """Encrypt and write ``value`` (reserved with :meth:`reserve`), replacing any older one."""
+        try:
+            self._live()
+            object_id = os.urandom(16).hex()
+            sealed = await asyncio.to_thread(self._seal, object_id, key, value)
+            path = self.directory / object_id
+            try:
+                await asyncio.to_thread(_write_new, path, sealed)
+                self._live()  # shut down while we wrote: leave nothing behind
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+            old = self.objects.get(key)
+            self.objects[key] = _Object(object_id, len(value))
+        finally:
+            reservation.release()
+        if old is not None:
+            await asyncio.to_thread((self.directory / old.object_id).unlink, True)
+
+    async def get(self, key: str) -> bytes:
+        self._live()
+        check_key(key)
+        obj = self.objects.get(key)
+        if obj is None:
+            raise KeyError(key)
+        try:
+            blob = await asyncio.to_thread((self.directory / obj.object_id).read_bytes)
+        except FileNotFoundError:
+            raise StorageRefused(f"the object {key!r} vanished from the box's disk") from None
+        self._live()  # the key may have been destroyed while we read
+        return await asyncio.to_thread(self._open, obj.object_id, key, blob)
+
+    async def delete(self, key: str) -> bool:
+        self._live()
+        check_key(key)
+        obj = self.objects.pop(key, None)
+        if obj is not None:
+            await asyncio.to_thread((self.directory / obj.object_id).unlink, True)
+        return obj is not None
+
+    def keys(self, prefix: str = "") -> list[str]:
+        self._live()
+        return sorted(name for name in self.objects if name.startswith(prefix))
+
+    def _associated(self, object_id: str, key: str) -> bytes:
+        return b"\0".join((b"bento-storage-1", self.function_id.encode(), object_id.encode(), key.encode()))
+
+    def _seal(self, object_id: str, key: str, value: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        cipher = AESGCM(self.vault.key(self.key_handle))
+        return MAGIC + nonce + cipher.encrypt(nonce, value, self._associated(object_id, key))
+
+    def _open(self, object_id: str, key: str, blob: bytes) -> bytes:
+        if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + NONCE_BYTES + 16:
+            raise StorageRefused(f"the object {key!r} is damaged on the box's disk")
+        nonce = blob[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
+        cipher = AESGCM(self.vault.key(self.key_handle))
+        try:
+            return cipher.decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES :], self._associated(object_id, key))
+        except InvalidTag:
+            raise StorageRefused(
+                f"the object {key!r} failed authentication: it was altered on the box's disk"
+            ) from None
+
+
+def check_key(key: str) -> None:
+    if not isinstance(key, str) or not key:
+        raise StorageRefused("a storage key is a non-empty string")
+    if len(key.encode()) > MAX_KEY_BYTES or "\0" in key:
+        raise StorageRefused(f"a storage key has at most {MAX_KEY_BYTES} UTF-8 bytes and no NUL")
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+class Store:
+    """Every function's store on this box, under ``root`` (in the server's state directory)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.vault = KeyVault()
+        self._functions: dict[str, FunctionStore] = {}
+
+    def reset(self) -> None:
+        """Delete what an earlier server left: its keys died with it, so it is noise."""
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(mode=0o700, parents=True)
+
+    def of(self, function_id: str, quota_mb: int) -> FunctionStore:
+        """The store of ``function_id``, made (with a new key) at its first use."""
+        store = self._functions.get(function_id)
+        if store is None:
+            directory = self.root / function_id
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            store = FunctionStore(function_id, directory, quota_mb << 20, self.vault, self.vault.create())
+            self._functions[function_id] = store
+        return store
+
+    async def shred(self, function_id: str) -> None:
+        """Destroy the function's key, then delete its ciphertext."""
+        store = self._functions.pop(function_id, None)
+        if store is None:
+            return
+        store.shredded = True
+        self.vault.destroy(store.key_handle)
+        store.objects.clear()
+        await asyncio.to_thread(shutil.rmtree, store.directory, True)
+
+    async def aclose(self) -> None:
+        for function_id in list(self._functions):
+            await self.shred(function_id)
+
+    def offer(self) -> StorageOffer:
+        """What this store protects, for the descriptor: honest about the operator."""
+        held = self.vault.protections
+        return StorageOffer(
+            cipher="AES-256-GCM, a random nonce per object; function id, object id and key name "
+            "authenticated with each value",
+            keys="one random key per function, only in the Bento server's memory "
+            f"(locked against swap: {'yes' if held.locked else 'no'}; "
+            f"left out of core dumps: {'yes' if held.undumpable else 'no'}); never on disk",
+            lifetime="until the function is shut down (key destroyed, ciphertext deleted) or the server "
+            "restarts (keys lost, so the data is lost: by design)",
+            protects_against=[
+                "anyone who reads the box's disk, its backups or a stolen drive: only ciphertext, "
+                "random object names and sizes are there",
+                "tampering with, swapping or rolling back stored objects on disk: detected, the read fails",
+                "recovering data of a function after its shutdown, even from an earlier disk copy",
+            ],
+            does_not_protect_against=[
+                "the box's operator or root reading the server's memory (keys) or the function's memory "
+                "(values in use): without SGX the operator is trusted with what functions handle",
+                "the number, sizes and timing of writes, which the disk shows",
+                "loss of the data when the server restarts",
+                # Bento runs no enclave yet (runtime.sgx is false): say what one would change.
+                "this box has no SGX: with SGX the keys and the function would live in an attested "
+                "enclave, out of the operator's reach; the disk would still show sizes and timing",
+            ],
+        )
+
+
+class StorageChannel:
+    """The storage operations of one instance's broker; owns the transfers it starts."""
+
+    OPS = ("storage.put", "storage.get", "storage.delete", "storage.list", "storage.usage")
+
+    def __init__(self, store: FunctionStore) -> None:
+        self.store = store
+        self._transfers: set[asyncio.Task[None]] = set()
+
+    async def answer(self, op: str, request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]:
+        """The reply to a storage request, and the socket a value travels over (if any)."""
+        store = self.store
+        if op == "storage.usage":
+            store._live()
+            return {"ok": True, **store.usage()}, None
+        if op == "storage.delete":
+            return {"ok": True, "existed": await store.delete(request["key"])}, None
+        if op == "storage.list":
+            body = json.dumps(store.keys(str(request.get("prefix", "")))).encode()
+            return self._send(body)
+        if op == "storage.get":
+            try:
+                value = await store.get(request["key"])
+            except KeyError:
+                return {"ok": True, "found": False}, None
+            return self._send(value)
+        if op == "storage.put":
+            key, size = request["key"], request["size"]
+            if not isinstance(size, int) or isinstance(size, bool):
+                raise StorageRefused("a value's size is an integer")
+            reservation = store.reserve(key, size)
+            ours, theirs = socket.socketpair()
+            # Released however the transfer ends, even if it is cancelled before it starts.
+            self._own(self._receive(ours, key, size, reservation)).add_done_callback(
+                lambda _: reservation.release()
+            )
+            return {"ok": True}, theirs
+        raise StorageRefused(f"unknown storage request {op!r}")
+
+    def _send(self, body: bytes) -> tuple[dict[str, Any], socket.socket]:
+        ours, theirs = socket.socketpair()
+        self._own(self._write(ours, body))
+        return {"ok": True, "found": True, "size": len(body)}, theirs
+
+    async def _write(self, sock: socket.socket, body: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        with sock, contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(TRANSFER_TIMEOUT):
+                await loop.sock_sendall(sock, body)
+
+    async def _receive(self, sock: socket.socket, key: str, size: int, reservation: Reservation) -> None:
+        """Read the announced value, store it, and say how that went on the same socket."""
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        with sock:
+            value = bytearray()
+            try:
+                async with asyncio.timeout(TRANSFER_TIMEOUT):
+                    while len(value) < size:
+                        chunk = await loop.sock_recv(sock, min(_CHUNK, size - len(value)))
+                        if not chunk:
+                            break
+                        value += chunk
+            except (OSError, TimeoutError):
+                pass
+            status: dict[str, Any] = {"ok": True}
+            if len(value) != size:
+                reservation.release()
+                status = {"ok": False, "error": f"the value ended after {len(value)} of {size} bytes"}
+            else:
+                try:
+                    await self.store.put(key, bytes(value), reservation)
+                except StorageRefused as exc:
+                    status = {"ok": False, "error": str(exc)}
+                except OSError as exc:
+                    status = {"ok": False, "error": f"the box could not write the value: {exc.strerror}"}
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(TRANSFER_TIMEOUT):
+                    await loop.sock_sendall(sock, json.dumps(status).encode())
+
+    def _own(self, coroutine: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
+        self._transfers.add(task)
+        task.add_done_callback(self._transfers.discard)
+        return task
+
+    async def aclose(self) -> None:
+        """Stop the transfers under way (the instance is gone): nothing half-written is kept."""
+        for task in self._transfers:
+            task.cancel()
+        for task in list(self._transfers):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,62 @@
+"""Where a testnet lives: its directory, and each node's nickname, role, data directory and ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+from bento.testnet.config import TestnetConfig
+from bento.testnet.state import Node, Role
+
+
+def default_directory() -> Path:
+    """``$BENTO_TESTNET_DIR``, else ``$XDG_STATE_HOME/bento/testnet`` (~/.local/state/...)."""
+    if env := os.environ.get("BENTO_TESTNET_DIR"):
+        return Path(env)
+    state_home = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state_home) / "bento" / "testnet"
+
+
+def free_ports(count: int) -> Iterator[int]:
+    """``count`` distinct ports free on 127.0.0.1 right now (held open together, then freed)."""
+    with ExitStack() as stack:
+        socks = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        ports = [s.getsockname()[1] for s in socks]
+    return iter(ports)
+
+
+def plan(directory: Path, config: TestnetConfig) -> list[Node]:
+    """Nicknames, roles, data directories and ports of every node."""
+    roles = (
+        [(Role.AUTHORITY, f"auth{i}") for i in range(config.authorities)]
+        + [(Role.EXIT, f"exit{i}") for i in range(config.exits)]
+        + [(Role.RELAY, f"relay{i}") for i in range(config.relays - config.exits)]
+        + [(Role.CLIENT, "client")]
+    )
+    ports = free_ports(3 * len(roles))
+    nodes = []
+    for role, nickname in roles:
+        data_dir = directory / nickname
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        node = Node(role=role, nickname=nickname, data_dir=str(data_dir), control_port=next(ports))
+        if role is Role.CLIENT:
+            node.socks_port = next(ports)
+        else:
+            node.or_port = next(ports)
+        if role is Role.AUTHORITY:
+            node.dir_port = next(ports)
+        nodes.append(node)
+    return nodes
+
+
+def box_nodes(nodes: list[Node], count: int) -> list[Node]:
+    """The relays that run Bento: exits first (a box that is an exit can fetch for users)."""
+    candidates = [n for n in nodes if n.role is Role.EXIT] + [n for n in nodes if n.role is Role.RELAY]
+    return candidates[:count]

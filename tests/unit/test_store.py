@@ -1,0 +1,205 @@
+"""Per-function storage: ciphertext on disk, authenticated, quota'd, shredded at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from bento.server.keyvault import KEY_BYTES, KeyVault
+from bento.server.store import MAX_KEY_BYTES, StorageChannel, StorageRefused, Store
+
+SECRET = b"the launch codes are 0000"
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def _grep(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in _files(root) if needle in p.read_bytes()]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "storage")
+    store.reset()
+    return store
+
+
+async def _put(fs: object, key: str, value: bytes) -> None:
+    await fs.put(key, value, fs.reserve(key, len(value)))  # type: ignore[attr-defined]
+
+
+async def test_values_round_trip_and_disk_holds_only_ciphertext(store: Store) -> None:
+    fs = store.of("f1", 1)
+    await _put(fs, "secret-name", SECRET)
+    await _put(fs, "empty", b"")
+    assert await fs.get("secret-name") == SECRET
+    assert await fs.get("empty") == b""
+    assert fs.keys() == ["empty", "secret-name"]
+    assert fs.keys("sec") == ["secret-name"]
+    assert len(_files(store.root)) == 2
+    assert not _grep(store.root, SECRET), "a value reached the disk in clear"
+    assert not _grep(store.root, b"secret-name"), "a key name reached the disk"
+    assert all(p.stat().st_mode & 0o077 == 0 for p in _files(store.root))
+    assert fs.usage() == {
+        "used": len(SECRET) + len("secret-name") + len("empty"),
+        "quota": 1 << 20,
+        "objects": 2,
+    }
+
+
+async def test_replacing_a_value_leaves_one_object(store: Store) -> None:
+    fs = store.of("f1", 1)
+    await _put(fs, "k", b"one")
+    await _put(fs, "k", b"two")
+    assert await fs.get("k") == b"two"
+    assert len(_files(store.root)) == 1
+    assert await fs.delete("k") is True
+    assert await fs.delete("k") is False
+    assert _files(store.root) == []
+    with pytest.raises(KeyError):
+        await fs.get("k")
+
+
+async def test_tampering_moving_and_rollback_fail_authentication(store: Store) -> None:
+    fs = store.of("f1", 1)
+    await _put(fs, "a", b"value of a")
+    await _put(fs, "b", b"value of b")
+    file_a = store.root / "f1" / fs.objects["a"].object_id
+    file_b = store.root / "f1" / fs.objects["b"].object_id
+    old_a = file_a.read_bytes()
+
+    damaged = bytearray(old_a)
+    damaged[-1] ^= 1
+    file_a.write_bytes(bytes(damaged))
+    with pytest.raises(StorageRefused, match="failed authentication"):
+        await fs.get("a")
+
+    file_a.write_bytes(file_b.read_bytes())  # b's ciphertext under a's name
+    with pytest.raises(StorageRefused, match="failed authentication"):
+        await fs.get("a")
+
+    file_a.write_bytes(old_a)
+    await _put(fs, "a", b"newer value of a")
+    (store.root / "f1" / fs.objects["a"].object_id).write_bytes(old_a)  # roll back to the old version
+    with pytest.raises(StorageRefused, match="failed authentication"):
+        await fs.get("a")
+
+    other = store.of("f2", 1)
+    await _put(other, "a", b"x")
+    (store.root / "f2" / other.objects["a"].object_id).write_bytes(file_b.read_bytes())
+    with pytest.raises(StorageRefused, match="failed authentication"):
+        await other.get("a")
+
+
+async def test_quota_counts_values_and_keys_and_allows_replacement(store: Store) -> None:
+    fs = store.of("f1", 1)
+    quota = 1 << 20
+    await _put(fs, "big", bytes(quota - 3))
+    with pytest.raises(StorageRefused, match="storage quota exceeded.*needs.storage_mb"):
+        fs.reserve("more", 1)
+    await _put(fs, "big", bytes(quota - 3))  # replacing frees the old value's share first
+    with pytest.raises(StorageRefused, match="quota"):
+        fs.reserve("big", quota)
+    assert fs.reserved == 0
+    assert fs.used == quota
+
+
+@pytest.mark.parametrize("key", ["", "a\0b", "k" * (MAX_KEY_BYTES + 1), 7])
+async def test_bad_keys_are_refused(store: Store, key: object) -> None:
+    fs = store.of("f1", 1)
+    with pytest.raises(StorageRefused, match="storage key"):
+        fs.reserve(key, 1)  # type: ignore[arg-type]
+
+
+async def test_shutdown_shreds_key_and_ciphertext(store: Store) -> None:
+    fs = store.of("f1", 1)
+    await _put(fs, "k", SECRET)
+    page, slot = fs.key_handle
+    await store.shred("f1")
+    assert not (store.root / "f1").exists()
+    memory = store.vault._pages[page].memory
+    assert memory[slot * KEY_BYTES : (slot + 1) * KEY_BYTES] == bytes(KEY_BYTES), "the key was not zeroed"
+    with pytest.raises(StorageRefused, match="shut down"):
+        await fs.get("k")
+    assert store.of("f1", 1).keys() == [], "a new store of the same id starts empty, with a new key"
+
+
+def test_vault_keys_are_distinct_and_reused_slots_are_fresh() -> None:
+    vault = KeyVault()
+    handles = [vault.create() for _ in range(200)]  # more than one page holds
+    keys = {vault.key(h) for h in handles}
+    assert len(keys) == 200
+    vault.destroy(handles[0])
+    with pytest.raises(KeyError):
+        vault.key(handles[0])
+    again = vault.create()
+    assert vault.key(again) not in keys
+    assert vault.protections.locked, "mlock failed on this host (RLIMIT_MEMLOCK?)"
+    assert vault.protections.undumpable
+
+
+async def test_a_restarted_store_forgets_everything(tmp_path: Path) -> None:
+    first = Store(tmp_path / "storage")
+    first.reset()
+    await _put(first.of("f1", 1), "k", SECRET)
+    second = Store(tmp_path / "storage")
+    second.reset()
+    assert _files(tmp_path) == []
+
+
+async def test_channel_put_get_list_over_socket_pairs(store: Store) -> None:
+    channel = StorageChannel(store.of("f1", 1))
+    reply, sock = await channel.answer("storage.put", {"key": "k", "size": len(SECRET)})
+    assert reply == {"ok": True} and sock is not None
+    assert json.loads(await asyncio.to_thread(_exchange, sock, SECRET)) == {"ok": True}
+    reply, sock = await channel.answer("storage.get", {"key": "k"})
+    assert reply == {"ok": True, "found": True, "size": len(SECRET)} and sock is not None
+    assert await asyncio.to_thread(_exchange, sock, b"") == SECRET
+    assert (await channel.answer("storage.get", {"key": "nothing"}))[0] == {"ok": True, "found": False}
+    reply, sock = await channel.answer("storage.list", {"prefix": ""})
+    assert sock is not None
+    assert json.loads(await asyncio.to_thread(_exchange, sock, b"")) == ["k"]
+    await channel.aclose()
+
+
+async def test_channel_short_write_keeps_nothing_and_frees_the_quota(store: Store) -> None:
+    fs = store.of("f1", 1)
+    channel = StorageChannel(fs)
+    _, sock = await channel.answer("storage.put", {"key": "k", "size": 100})
+    assert sock is not None
+    status = json.loads(await asyncio.to_thread(_exchange, sock, b"only ten b"))
+    assert status["ok"] is False and "10 of 100" in status["error"]
+    assert fs.reserved == 0 and fs.keys() == [] and _files(store.root) == []
+    with pytest.raises(StorageRefused):
+        await channel.answer("storage.put", {"key": "k", "size": "100"})
+    await channel.aclose()
+
+
+async def test_channel_closed_mid_transfer_frees_the_quota(store: Store) -> None:
+    fs = store.of("f1", 1)
+    channel = StorageChannel(fs)
+    _, sock = await channel.answer("storage.put", {"key": "k", "size": 1000})
+    assert sock is not None
+    with sock:
+        sock.sendall(b"x" * 10)
+        await channel.aclose()  # the instance died
+    assert fs.reserved == 0 and fs.keys() == []
+
+
+def _exchange(sock: socket.socket, send: bytes) -> bytes:
+    """The function's side of a transfer: send, close our direction, read to the end."""
+    with sock:
+        sock.settimeout(10)
+        if send:  # a put; a get only reads (the box may have closed its end already)
+            sock.sendall(send)
+            sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data
