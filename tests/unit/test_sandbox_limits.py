@@ -126,7 +126,7 @@ class Box:
         name = "forker" if SyscallProfile.PROCESSES in needs.syscall_profiles else "limits"
         if name not in self.functions:
             code = base64.b64encode(CODE.encode()).decode()
-            deployed = self.registry.deploy(Manifest(name=name, needs=needs), CodeKind.MODULE, code)
+            deployed = await self.registry.deploy(Manifest(name=name, needs=needs), CodeKind.MODULE, code)
             self.functions[name] = deployed.function
         if self.pooled:
             async with asyncio.timeout(30):
@@ -157,12 +157,12 @@ async def box(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
         if pooled:
             tasks.append(asyncio.ensure_future(sandbox.keep_pool(2)))
         try:
-            yield Box(registry, sandbox, pooled)
+            async with registry.running():
+                yield Box(registry, sandbox, pooled)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await registry.aclose()
             sandbox.close()
 
 
