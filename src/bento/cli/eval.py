@@ -11,9 +11,9 @@ QUICK = {"folds": 3, "df_epochs": 10, "kfp_trees": 200}
 
 
 def add_eval(parser: argparse.ArgumentParser) -> None:
-    kinds = parser.add_subparsers(dest="evaluation", required=True, metavar="EVALUATION")
+    kinds = parser.add_subparsers(dest="eval_command", required=True, metavar="EVALUATION")
     wf = kinds.add_parser("wf", help="website fingerprinting on the client's link (Table 1)")
-    steps = wf.add_subparsers(dest="step", required=True, metavar="STEP")
+    steps = wf.add_subparsers(dest="wf_command", required=True, metavar="STEP")
 
     attack = steps.add_parser("attack", help="train and test the attacks; resumes where it stopped")
     attack.add_argument("dataset", type=Path, help="the dataset directory (traces/ inside)")
