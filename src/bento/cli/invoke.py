@@ -54,7 +54,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         async with Box(deployment.onion, socks=args.socks) as box:
             session_id = await box.invoke(deployment, args.entry, positional, keywords)
             started.append(session_id)
-            keyring.add_session(session_id, deployment.function_id)
+            await asyncio.to_thread(keyring.add_session, session_id, deployment.function_id)
             if args.detach:
                 if args.json:
                     emit_json({"session_id": session_id})
