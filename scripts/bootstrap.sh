@@ -17,6 +17,8 @@ command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 # Functions run on the system's Python inside the sandbox (standard library only).
 [[ -x /usr/bin/python3 ]] || missing+=(python3)
+# The Browser tests open fetched pages in a real browser: Debian's chromium, driven by Playwright.
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
 if ((${#missing[@]})); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then

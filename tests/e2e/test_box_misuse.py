@@ -139,7 +139,7 @@ async def test_a_manifest_that_exceeds_the_policy_is_refused_with_every_violatio
 ) -> None:
     greedy = Manifest(
         name="greedy",
-        needs=Needs(memory_mb=100_000, cpu_seconds=100_000, tor_circuits=True, storage_mb=10),
+        needs=Needs(memory_mb=100_000, cpu_seconds=100_000, tor_circuits=1000, storage_mb=100_000),
     )
     expected = ["memory_mb", "cpu_seconds", "tor_circuits", "storage_mb"]
     # The client refuses before uploading...

@@ -82,6 +82,8 @@ class ResourceUsage(Strict):
     log_bytes: int = Field(default=0, description="bytes the function printed (its logs)")
     network_granted: int = Field(default=0, description="broker requests granted")
     network_denied: int = Field(default=0, description="broker requests refused")
+    circuits: int = Field(default=0, description="Tor circuits it built")
+    onion_services: int = Field(default=0, description="onion services it published")
 
 
 class FunctionError(Strict):

@@ -44,8 +44,14 @@ class NetworkPolicy(Model):
 
 
 class TorPolicy(Model):
-    circuits: bool = Field(default=False, description="building circuits")
+    """Tor for functions: circuits and onion services in the box's client-only tor."""
+
+    circuits: bool = Field(default=False, description="building circuits and opening streams over them")
+    max_circuits: int = Field(default=8, ge=0, le=256, description="circuits one instance may hold at once")
     onion_services: bool = Field(default=False, description="publishing onion services")
+    max_onion_services: int = Field(
+        default=2, ge=0, le=64, description="onion services one instance may publish"
+    )
 
 
 class StoragePolicy(Model):
@@ -82,8 +88,9 @@ class Needs(Model):
     syscall_profiles: list[SyscallProfile] = Field(default_factory=lambda: [SyscallProfile.COMPUTE])
     network: bool = False
     listen: bool = False
-    tor_circuits: bool = False
-    onion_services: bool = False
+    # Counts (a manifest's ``true`` reads as 1): circuits held at once, services published.
+    tor_circuits: int = Field(default=0, ge=0, description="circuits at once (0: none)")
+    onion_services: int = Field(default=0, ge=0, description="onion services it publishes (0: none)")
     storage_mb: int = Field(default=0, ge=0)
 
 
@@ -122,6 +129,15 @@ def violations(needs: Needs, policy: NodePolicy) -> list[str]:
         (needs.onion_services, policy.tor.onion_services, "onion_services: the box allows no onion services"),
     )
     found.extend(message for wanted, allowed, message in flags if wanted and not allowed)
+    counts = (
+        (needs.tor_circuits, policy.tor.circuits, policy.tor.max_circuits, "tor_circuits"),
+        (needs.onion_services, policy.tor.onion_services, policy.tor.max_onion_services, "onion_services"),
+    )
+    found.extend(
+        f"{name}: asks for {wanted}, the box allows at most {most}"
+        for wanted, allowed, most, name in counts
+        if allowed and wanted > most
+    )
     if needs.storage_mb and not policy.storage.allowed:
         found.append("storage_mb: the box allows no storage")
     elif needs.storage_mb > policy.storage.max_mb:

@@ -7,6 +7,9 @@ A session is a byte stream in both directions between the function and its clien
         while (line := api.recv()) is not None:   # None: the client closed its input
             api.send(line.upper())
         return "done"                           # ends the session with a JSON result
+
+``connect``, ``listen`` and ``resolve`` reach the network through the broker;
+``tor`` builds circuits and publishes onion services (see bento.runtime.tor).
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ from __future__ import annotations
 import time
 
 from bento.protocol.frames import Frame
-from bento.runtime import storage
+from bento.runtime import storage, tor
 from bento.runtime.channel import Channel
 from bento.runtime.net import connect, listen, resolve
 
-__all__ = ["connect", "listen", "poll", "recv", "resolve", "send", "storage"]
+__all__ = ["connect", "listen", "poll", "recv", "resolve", "send", "storage", "tor"]
 
 _channel: Channel | None = None
 _pending: list[bytes] = []

@@ -26,7 +26,9 @@ from typing import Any
 
 import stem.control
 
+from bento.errors import BentoError
 from bento.protocol.policy import Needs, NodePolicy
+from bento.server.function_tor import InstanceTor
 from bento.server.store import StorageChannel, StorageRefused
 
 log = logging.getLogger("bento.broker")
@@ -70,8 +72,14 @@ class Broker:
     policy: NodePolicy
     gate: Gatekeeper
     storage: StorageChannel | None = None  # None: the manifest asks for no storage
+    tor: InstanceTor | None = None  # Tor for functions, when the box offers it
     denied: int = 0
     granted: int = 0
+
+    async def aclose(self) -> None:
+        """The instance has ended: give up what it held in Tor."""
+        if self.tor is not None:
+            await self.tor.close()
 
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -112,13 +120,21 @@ class Broker:
                 if self.storage is None:
                     raise Denied("storage is not in this function's manifest (needs.storage_mb)")
                 return await self.storage.answer(op, request)
+            if isinstance(op, str) and op.startswith("tor."):
+                if self.tor is None:
+                    raise Denied("this box offers no Tor for functions, or the manifest asks for none")
+                reply, fd = await self.tor.handle(op, request)
+                self.granted += 1
+                return {"ok": True, **reply}, fd
             raise Denied(f"unknown broker request {op!r}")
-        except (Denied, StorageRefused) as exc:
+        except (Denied, StorageRefused, PermissionError) as exc:
             self.denied += 1
             return {"ok": False, "error": str(exc), "denied": True}, None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.denied += 1
             return {"ok": False, "error": f"malformed broker request: {exc}", "denied": True}, None
+        except BentoError as exc:
+            return {"ok": False, "error": exc.message, "denied": False}, None
         except OSError as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "denied": False}, None
 
@@ -167,6 +183,8 @@ class Broker:
         except OSError:
             sock.close()
             raise
+        if self.tor is not None:
+            self.tor.listening(sock)  # an onion service may lead to it
         self.granted += 1
         return sock
 

@@ -28,7 +28,8 @@ from bento.server import broker, descriptor, identity, tokens
 from bento.server.api import create_app
 from bento.server.config import ServerConfig
 from bento.server.registry import Registry
-from bento.tor import advert, control, onion
+from bento.server.tor_for_functions import TorForFunctions
+from bento.tor import advert, client_tor, control, onion
 from bento.tor.control import parse_address
 
 log = logging.getLogger("bento.server")
@@ -115,6 +116,11 @@ class BentoServer:
                 serving = tasks.create_task(web.serve(sockets=sockets))
                 reaper = tasks.create_task(self.registry.reap_forever())
                 own = {(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in sockets}
+                function_tor = await self._start_function_tor(ctl)
+                owned_tor = None
+                if function_tor is not None:
+                    own |= function_tor.listeners()  # never a function's destination
+                    owned_tor = tasks.create_task(function_tor.serve())
                 await asyncio.to_thread(broker.refresh, self.gate, ctl, own)
                 gatekeeping = tasks.create_task(self._refresh_gate_forever(ctl, own))
                 pool = tasks.create_task(self.sandbox.keep_pool(self.config.pool_size))
@@ -133,6 +139,8 @@ class BentoServer:
                     gatekeeping.cancel()
                     pool.cancel()
                     orphans.cancel()
+                    if owned_tor is not None:
+                        owned_tor.cancel()  # after the registry: instances give back their circuits first
                 await serving
         finally:
             for sock in sockets:
@@ -141,6 +149,17 @@ class BentoServer:
             self.sandbox.close()
             with contextlib.suppress(FileNotFoundError):
                 (self.config.state_dir / STATUS_FILE).unlink()
+
+    async def _start_function_tor(self, ctl: stem.control.Controller) -> TorForFunctions | None:
+        """The client-only tor for functions' circuits, if the policy offers Tor at all."""
+        policy = self.config.policy.tor
+        if not (policy.circuits or policy.onion_services):
+            return None
+        function_tor = TorForFunctions(self.config.state_dir)
+        lines = await asyncio.to_thread(client_tor.relay_directory_lines, ctl)
+        await function_tor.start(lines)
+        self.registry.tor = function_tor
+        return function_tor
 
     async def _refresh_gate_forever(self, ctl: stem.control.Controller, own: set[tuple[str, int]]) -> None:
         """Follow the relay's exit policy as the operator changes it."""

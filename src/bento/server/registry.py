@@ -24,8 +24,10 @@ from bento.server import code, tokens
 from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker import Broker, Gatekeeper
 from bento.server.config import ServerConfig
+from bento.server.function_tor import InstanceTor
 from bento.server.session import Session
 from bento.server.store import StorageChannel, Store
+from bento.server.tor_for_functions import TorForFunctions
 
 
 class BoxError(Exception):
@@ -77,6 +79,7 @@ class Registry:
         self.functions: dict[str, Function] = {}
         self.sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.tor: TorForFunctions | None = None  # set by the daemon when the box offers Tor
 
     def reset_storage(self) -> None:
         """Remove code left by a previous run: functions do not survive a restart."""
@@ -193,6 +196,8 @@ class Registry:
         if needs.storage_mb and self.policy.storage.allowed:
             storage = StorageChannel(self.store.of(function.id, needs.storage_mb))
         broker = Broker(needs, self.policy, self.gate, storage)
+        if self.tor is not None and (needs.tor_circuits or needs.onion_services):
+            broker.tor = InstanceTor.open(self.tor, function.id, needs, self.policy)
         self._own(session.run(self.sandbox, broker, function.code_dir, function.manifest, args, kwargs))
         return session
 

@@ -84,6 +84,8 @@ class Session:
         live = {"bytes_out": self.output.end, "log_bytes": self.logs.total}
         if self._broker is not None:
             live |= {"network_granted": self._broker.granted, "network_denied": self._broker.denied}
+            if (tor := self._broker.tor) is not None:
+                live |= {"circuits": tor.circuits_built, "onion_services": tor.onions_published}
         return self.usage.model_copy(update=live)
 
     def ended_event(self) -> Ended:
@@ -113,6 +115,7 @@ class Session:
         try:
             self.instance = await sandbox.acquire(code_dir, needs)
         except (OSError, SandboxUnavailable) as exc:
+            await broker.aclose()
             await self._finish(EndCause.ERROR, reason=f"the sandbox could not start: {exc}")
             return
         finally:
@@ -159,6 +162,7 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError):
                 await brokering
             instance.broker.close()
+            await broker.aclose()
             tail = await stderr
             await self._conclude(exited, needs.cpu_seconds, tail)
 

@@ -48,6 +48,10 @@ scratch_mb = 32
 allowed = true
 listen = true
 
+[policy.tor]
+circuits = true
+onion_services = true
+
 [policy.storage]
 allowed = true
 max_mb = 64

@@ -1,0 +1,149 @@
+"""``bento browse URL --box EXIT``: a whole page fetched at an exit by Browser, padded.
+
+Deploys Browser to the box (or reuses the deployment of the same code in the keyring),
+fetches, verifies the archive against its header, unpacks it into ``--out``, opens it
+with ``--open`` as soon as the page's bytes are in, and reports once the padding has
+arrived too (only then is it safe to do anything else on the link).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import time
+import webbrowser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from bento.cli import client_options
+from bento.cli.boxes import find_box
+from bento.cli.output import console, emit_json, errors
+from bento.client.box import Box
+from bento.client.keyring import Keyring
+from bento.errors import BentoError
+from bento.functions.browser import client as browser
+from bento.functions.browser.pad import SCHEMES
+
+DEFAULT_PAD = 1_000_000  # the paper's nominal 1 MB: Deep Fingerprinting falls from 93.9% to 8.25%
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """``1MB`` (10^6), ``512KiB`` (2^10), ``0``, ``1048576``: a byte count."""
+    match = _SIZE.match(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 0, 512KB, 1MB, 1MiB, 7MB)")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def _cookie(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name.strip(), value
+
+
+def add_browse(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="the page: an http:// or https:// URL, fetched at the exit")
+    parser.add_argument("--box", required=True, help="the exit box: nickname, fingerprint or onion address")
+    parser.add_argument(
+        "--pad", type=parse_size, default=None, metavar="SIZE",
+        help="pad the transfer to a multiple of SIZE (default 1MB; 0: no padding)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pad-scheme", choices=SCHEMES, default="multiple",
+        help="multiple: to a multiple of --pad; padme: PURBs' Padmé (at most 12%% more, no size to choose)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, help="directory to unpack into (default: HOST-TIME, created)")
+    parser.add_argument("--open", action="store_true", help="open the page in a browser as soon as it is in")
+    parser.add_argument("--user-agent", default="", help="the User-Agent the box sends (default: Firefox's)")
+    parser.add_argument(
+        "--cookie", type=_cookie, action="append", default=[], metavar="NAME=VALUE",
+        help="a cookie for the page's own host (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--timeout", type=float, help="seconds for each request at the box (default 20)")
+    parser.add_argument("--concurrency", type=int, help="requests at once at the box (default 8)")
+    client_options.add(parser, control=True)
+    parser.set_defaults(handler=cmd_browse)
+
+
+def _options(args: argparse.Namespace) -> browser.Options:
+    if args.pad_scheme == "padme" and args.pad is not None:
+        raise BentoError(
+            "Padmé chooses the padded size itself", fix="drop --pad, or use --pad-scheme multiple"
+        )
+    limits = {
+        k: v for k, v in (("timeout", args.timeout), ("concurrency", args.concurrency)) if v is not None
+    }
+    return browser.Options(
+        pad=(DEFAULT_PAD if args.pad is None else args.pad) if args.pad_scheme == "multiple" else 0,
+        scheme=args.pad_scheme,
+        user_agent=args.user_agent,
+        cookies=dict(args.cookie),
+        limits=limits,
+    )
+
+
+def cmd_browse(args: argparse.Namespace) -> int:
+    parts = urlsplit(args.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BentoError(f"{args.url!r} is not an http:// or https:// URL", fix="give the page's full URL")
+    options = _options(args)
+    out = args.out or Path(f"{parts.hostname}-{time.strftime('%Y%m%d-%H%M%S')}")
+    info = find_box(args)
+    keyring = Keyring(args.keyring)
+
+    async def shown(main: Path) -> None:
+        if args.open:
+            await asyncio.to_thread(webbrowser.open, main.as_uri())
+
+    async def run() -> browser.Page:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=errors,
+            disable=args.json,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"Browser on {info.nickname}", total=None)
+            async with Box(info.onion, socks=args.socks, info=info) as box:
+                return await browser.browse(
+                    box,
+                    keyring,
+                    args.url,
+                    out,
+                    options,
+                    on_page=shown,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+
+    page = asyncio.run(run())
+    if args.json:
+        emit_json({**page.as_json(), "box": info.nickname, "scheme": options.scheme, "pad": options.pad})
+        return 0
+    how = "deployed now" if page.deployed else "reused"
+    console.print(f"fetched [bold]{args.url}[/bold] through Browser on {info.nickname} ({how})")
+    console.print(f"  page:      {page.main}")
+    failed = page.failed
+    console.print(f"  resources: {len(page.resources)}" + (f", {len(failed)} not fetched" if failed else ""))
+    scheme = f"multiple of {options.pad} B" if options.scheme == "multiple" else "Padmé"
+    console.print(
+        f"  bytes:     {page.archive_bytes} archive + {page.padding_bytes} padding = "
+        f"{page.received_bytes} on your link ({scheme})"
+    )
+    console.print(
+        f"  time:      page after {page.seconds_to_page:.2f} s, padding done after {page.seconds:.2f} s "
+        f"(the box fetched for {page.index.get('seconds', 0)} s)"
+    )
+    for resource in failed[:10]:
+        errors.print(f"[yellow]not fetched[/yellow] {resource.get('url')}: {resource.get('error')}")
+    if len(failed) > 10:
+        errors.print(f"[yellow]… and {len(failed) - 10} more[/yellow] (see {page.directory}/bento-page.json)")
+    return 0

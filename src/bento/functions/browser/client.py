@@ -1,0 +1,265 @@
+"""Browser from the user's side: deploy it (or reuse a deployment), browse, verify, unpack.
+
+The code uploaded is this package's box-side modules, as the package ``bento_browser``;
+its deployment is named after a hash of that code, so a keyring entry is reused only
+for exactly this code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bento.client.box import Box
+from bento.client.keyring import Deployment, Keyring
+from bento.client.stream import SessionStream
+from bento.errors import BentoError
+from bento.protocol.manifest import Manifest
+from bento.protocol.messages import CodeKind, SessionState
+from bento.protocol.policy import Needs, SyscallProfile
+
+from . import pack, wire
+
+PACKAGE = "bento_browser"
+BOX_MODULES = ("__init__", "wire", "pad", "discover", "rewrite", "fetch", "pack", "function")
+MAX_ARCHIVE = 256 << 20  # the most a client accepts from a box before refusing the transfer
+MAX_UNPACKED = 1 << 30
+MAX_MEMBERS = 10_000
+Progress = Callable[[int, int | None], None]  # (bytes received, bytes expected once known)
+
+
+def code() -> bytes:
+    """The uploaded package: the box-side modules, as a reproducible .tar.gz."""
+    here = Path(__file__).parent
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name in BOX_MODULES:
+            data = (here / f"{name}.py").read_bytes()
+            info = tarfile.TarInfo(f"{PACKAGE}/{name}.py")
+            info.size, info.mode = len(data), 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(buffer.getvalue(), mtime=0)
+
+
+def manifest() -> Manifest:
+    version = hashlib.sha256(code()).hexdigest()[:12]
+    return Manifest(
+        name=f"browser-{version}",
+        module=f"{PACKAGE}.function",
+        description="Browser: fetches a page with its resources at the exit, packs and pads it",
+        needs=Needs(
+            network=True,
+            syscall_profiles=[SyscallProfile.COMPUTE, SyscallProfile.NETWORK],
+            memory_mb=192,
+            cpu_seconds=60,
+            wall_seconds=300,
+            processes=16,  # the fetching threads
+            open_files=128,
+            output_mb=256,
+        ),
+    )
+
+
+async def deployment(box: Box, keyring: Keyring, *, fresh: bool = False) -> tuple[Deployment, bool]:
+    """Browser on ``box``: the keyring's deployment of this code, else a new one (saved)."""
+    wanted = manifest()
+    for known in keyring.functions.values():
+        if not fresh and known.name == wanted.name and known.onion == box.onion:
+            return known, False
+    deployed = await box.deploy(code(), wanted, kind=CodeKind.TAR_GZ)
+    keyring.add(deployed)
+    return deployed, True
+
+
+@dataclass
+class Options:
+    pad: int = 0
+    scheme: str = "multiple"
+    user_agent: str = ""
+    cookies: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Page:
+    url: str
+    directory: Path
+    main: Path
+    index: dict[str, Any]
+    archive_bytes: int
+    padding_bytes: int
+    received_bytes: int
+    seconds_to_page: float
+    seconds: float = 0.0
+    function_id: str = ""
+    deployed: bool = False
+
+    @property
+    def resources(self) -> list[dict[str, Any]]:
+        return list(self.index.get("resources", []))
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.resources if r.get("error")]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "final_url": self.index.get("final_url"),
+            "directory": str(self.directory),
+            "main": str(self.main),
+            "archive": pack.ARCHIVE,
+            "resources": len(self.resources),
+            "resources_failed": [{"url": r.get("url"), "error": r.get("error")} for r in self.failed],
+            "archive_bytes": self.archive_bytes,
+            "padding_bytes": self.padding_bytes,
+            "received_bytes": self.received_bytes,
+            "seconds_to_page": round(self.seconds_to_page, 3),
+            "seconds": round(self.seconds, 3),
+            "box_seconds": self.index.get("seconds"),
+            "parser": self.index.get("parser"),
+            "function_id": self.function_id,
+            "deployed": self.deployed,
+        }
+
+
+async def browse(
+    box: Box,
+    keyring: Keyring,
+    url: str,
+    out: Path,
+    options: Options | None = None,
+    *,
+    on_page: Callable[[Path], Awaitable[None]] | None = None,
+    progress: Progress | None = None,
+) -> Page:
+    """Fetch ``url`` through Browser on ``box`` into the directory ``out`` (created; must be empty)."""
+    options = options or Options()
+    _prepare(out)
+    started = time.monotonic()
+    function, deployed = await deployment(box, keyring)
+    arguments = [url, options.pad, options.scheme, options.user_agent, options.cookies, options.limits]
+    try:
+        stream = await box.start(function, "browse", arguments)  # invoke and attach: one round trip
+    except BentoError:
+        if deployed:
+            raise
+        # The box forgot it (shut down, or the box restarted): deploy this code again, once.
+        keyring.forget(function.function_id, how="replaced")
+        function, deployed = await deployment(box, keyring, fresh=True)
+        stream = await box.start(function, "browse", arguments)
+    keyring.add_session(stream.session_id, function.function_id)
+    async with stream:
+        received = await _receive(stream, out, started, on_page, progress)
+    page = Page(url=url, directory=out, function_id=function.function_id, deployed=deployed, **received)
+    page.seconds = time.monotonic() - started
+    return page
+
+
+def _prepare(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BentoError(f"{out} exists and is not an empty directory", fix="name a new directory with --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BentoError(f"cannot create {out}: {exc.strerror}") from None
+
+
+async def _receive(
+    stream: SessionStream,
+    out: Path,
+    started: float,
+    on_page: Callable[[Path], Awaitable[None]] | None,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """Header, archive (verified, unpacked, shown), then exactly the announced padding."""
+    buffer = bytearray()
+    header: tuple[int, int, bytes] | None = None
+    found: dict[str, Any] = {}
+    padding = total = 0
+    async for chunk in stream:
+        total += len(chunk)
+        data = chunk
+        if header is None:
+            buffer += data
+            if len(buffer) < wire.HEADER.size:
+                continue
+            header = _header(bytes(buffer[: wire.HEADER.size]))
+            data, buffer = bytes(buffer[wire.HEADER.size :]), bytearray()
+        length, announced, digest = header
+        if not found:
+            taken = data[: length - len(buffer)]
+            buffer += taken
+            data = data[len(taken) :]
+            if len(buffer) == length:
+                found = await asyncio.to_thread(_unpack, bytes(buffer), digest, out)
+                buffer = bytearray()
+                found["seconds_to_page"] = time.monotonic() - started
+                if on_page is not None:  # the page is shown now; the padding still has to arrive
+                    await on_page(found["main"])
+        padding += len(data)
+        if padding > announced:
+            raise BentoError(f"the box sent more padding than the {announced} bytes it announced")
+        if progress is not None:
+            progress(total, wire.HEADER.size + length + announced)
+    ended = stream.ended
+    if ended is not None and ended.state is not SessionState.COMPLETED:
+        error = ended.error
+        why = (
+            (error.message if error.type == "BrowseError" else f"{error.type}: {error.message}")
+            if error
+            else ""
+        )
+        raise BentoError(
+            f"Browser could not fetch the page: {why or ended.reason}",
+            fix="check the URL; the box fetches it from the exit, within its exit policy and limits",
+        )
+    if header is None or not found:
+        raise BentoError("the session ended before the whole page arrived")
+    if padding != announced:
+        raise BentoError(f"the box announced {announced} bytes of padding and sent {padding}")
+    return {**found, "archive_bytes": header[0], "padding_bytes": padding, "received_bytes": total}
+
+
+def _header(data: bytes) -> tuple[int, int, bytes]:
+    try:
+        length, padding, digest = wire.decode_header(data)
+    except wire.WireError as exc:
+        raise BentoError(f"the box's answer is not a Browser transfer: {exc}") from None
+    if not 0 < length <= MAX_ARCHIVE:
+        raise BentoError(f"the box announced a {length}-byte page; this client accepts 1 to {MAX_ARCHIVE}")
+    return length, padding, digest
+
+
+def _unpack(archive: bytes, digest: bytes, out: Path) -> dict[str, Any]:
+    """Verify the archive against the header's hash and unpack it safely into ``out``."""
+    if hashlib.sha256(archive).digest() != digest:
+        raise BentoError("the page's archive does not match the hash in its header: it was damaged")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            members = tar.getmembers()
+            if len(members) > MAX_MEMBERS or sum(m.size for m in members) > MAX_UNPACKED:
+                raise BentoError(f"the archive is too large to unpack ({len(members)} entries)")
+            if any(not m.isfile() for m in members):
+                raise BentoError("the archive holds something other than plain files")
+            tar.extractall(out, filter="data")  # no absolute paths, no escapes, no devices
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise BentoError(f"the page's archive cannot be unpacked: {exc}") from None
+    (out / pack.ARCHIVE).write_bytes(archive)
+    try:
+        index = json.loads((out / pack.INDEX).read_text())
+        main = (out / str(index["main"])).resolve()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BentoError(f"the archive has no usable {pack.INDEX}: {exc}") from None
+    if not isinstance(index, dict) or not main.is_relative_to(out.resolve()) or not main.is_file():
+        raise BentoError(f"the archive's {pack.INDEX} names no page inside it")
+    return {"index": index, "main": main}

@@ -1,0 +1,260 @@
+"""Fetching a page and everything it needs, inside the box's exit policy.
+
+Requests go through ``urllib`` with only the HTTP(S) handlers (no file:, ftp: or data:,
+no proxies from the environment). Inside a sandbox, ``socket.create_connection`` is the
+broker's, so every connection is checked against the function's manifest and the
+relay's exit policy, and a refusal arrives here as :class:`PermissionError`.
+
+urllib blocks, so the bounded concurrency is a small thread pool (the one place Bento's
+functions use threads: the standard library offers no asynchronous HTTP client, and a
+hand-written one would be a parser of our own). Each request has its own time limit,
+the whole page has a deadline, and every byte counts against one budget.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.cookiejar
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from . import discover
+from .discover import CSS, FETCHED, FRAME, RESOURCE, SRCSET, STYLESHEET
+
+DEFAULT_USER_AGENT = "Mozilla/5.0 (Windows NT 10.0; rv:128.0) Gecko/20100101 Firefox/128.0"
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+
+
+class PageError(Exception):
+    """The page itself could not be fetched; the message says why, for the user."""
+
+
+@dataclass
+class Limits:
+    timeout: float = 20.0  # seconds for one request, from connecting to its last byte
+    deadline: float = 120.0  # seconds for the whole page with its resources
+    concurrency: int = 8  # requests at once
+    max_bytes: int = 32 << 20  # bytes of all responses together
+    max_resources: int = 500  # resources besides the page
+    max_depth: int = 4  # nesting of frames and @imports below the page
+
+
+@dataclass
+class Resource:
+    url: str
+    kind: str = RESOURCE
+    depth: int = 0
+    final_url: str = ""
+    status: int = 0
+    content_type: str = ""
+    body: bytes = b""
+    error: str = ""
+    base: str = ""  # HTML: the URL its references are relative to
+    seconds: float = 0.0
+    _text: str | None = field(default=None, repr=False)
+
+    @property
+    def is_html(self) -> bool:
+        mime = self.content_type.split(";", 1)[0].strip().lower()
+        if mime:
+            return mime in ("text/html", "application/xhtml+xml")
+        return self.kind == FRAME and self.body.lstrip()[:1] == b"<"
+
+    @property
+    def is_css(self) -> bool:
+        mime = self.content_type.split(";", 1)[0].strip().lower()
+        return mime == "text/css" or (self.kind == STYLESHEET and mime in ("", "text/plain"))
+
+    def text(self) -> str:
+        """The body decoded: charset from the HTTP header, else a ``<meta charset>``, else UTF-8."""
+        if self._text is None:
+            found = re.search(r"charset=([A-Za-z0-9_.:-]+)", self.content_type, re.IGNORECASE)
+            charset = found.group(1) if found else None
+            if charset is None and (meta := _META_CHARSET.search(self.body[:2048])):
+                charset = meta.group(1).decode("ascii")
+            try:
+                self._text = self.body.decode(charset or "utf-8", errors="replace")
+            except LookupError:
+                self._text = self.body.decode("utf-8", errors="replace")
+        return self._text
+
+
+class _Budget:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def take(self, count: int) -> bool:
+        with self.lock:
+            if self.used + count > self.limit:
+                return False
+            self.used += count
+            return True
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Fetcher:
+    def __init__(self, limits: Limits, user_agent: str, cookies: dict[str, str], page_url: str) -> None:
+        self.limits = limits
+        self.user_agent = user_agent or DEFAULT_USER_AGENT
+        self.budget = _Budget(limits.max_bytes)
+        self.stopped = False
+        jar = http.cookiejar.CookieJar()
+        host = urlsplit(page_url).hostname or ""
+        for name, value in cookies.items():  # the user's cookies go to the page's own host only
+            jar.set_cookie(_cookie(host, name, value))
+        self.opener = urllib.request.OpenerDirector()
+        for handler in (
+            urllib.request.HTTPHandler(),
+            urllib.request.HTTPSHandler(),
+            urllib.request.HTTPRedirectHandler(),
+            urllib.request.HTTPErrorProcessor(),
+            urllib.request.HTTPCookieProcessor(jar),
+            urllib.request.HTTPDefaultErrorHandler(),
+            urllib.request.UnknownHandler(),
+        ):
+            self.opener.add_handler(handler)
+
+    def fetch(self, resource: Resource) -> Resource:
+        """Fill in ``resource`` from the web; on failure, its ``error`` says why."""
+        started = time.monotonic()
+        request = urllib.request.Request(  # noqa: S310 (the opener has HTTP(S) handlers only)
+            resource.url,
+            headers={"User-Agent": self.user_agent, "Accept": "*/*", "Accept-Encoding": "identity"},
+        )
+        try:
+            with self.opener.open(request, timeout=self.limits.timeout) as response:
+                resource.status = response.status
+                resource.final_url = response.url
+                resource.content_type = response.headers.get("Content-Type", "")
+                resource.body = self._read(response, started)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            resource.status = exc.code
+            resource.error = f"HTTP {exc.code} {exc.reason}"
+        except urllib.error.URLError as exc:
+            resource.error = explain(exc.reason, resource.url, self.limits.timeout)
+        except _TooLarge as exc:
+            resource.error = str(exc)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            resource.error = explain(exc, resource.url, self.limits.timeout)
+        resource.seconds = time.monotonic() - started
+        return resource
+
+    def _read(self, response: http.client.HTTPResponse, started: float) -> bytes:
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self.budget.limit - self.budget.used:
+            raise _TooLarge(f"{declared} bytes: over the limit of {self.budget.limit} bytes for the page")
+        chunks = []
+        while chunk := response.read(1 << 16):
+            if not self.budget.take(len(chunk)):
+                raise _TooLarge(f"over the limit of {self.budget.limit} bytes for the page")
+            if self.stopped or time.monotonic() - started > self.limits.timeout:
+                raise TimeoutError()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def explain(reason: object, url: str, timeout: float) -> str:
+    """A fetch failure in words: which of name, policy, refusal, timeout it was."""
+    host = urlsplit(url).hostname or url
+    text = str(reason)
+    if isinstance(reason, PermissionError):  # the broker: manifest or exit policy
+        return f"the box may not connect to {host}: {text.removeprefix('Bento broker: ')}"
+    if isinstance(reason, socket.gaierror) or "gaierror" in text or "Name or service not known" in text:
+        return f"the name {host} does not resolve (at the exit)"
+    if isinstance(reason, ConnectionRefusedError) or "Connection refused" in text:
+        return f"{host} refused the connection"
+    if isinstance(reason, TimeoutError) or "timed out" in text or "TimeoutError" in text:
+        return f"{host} did not answer within {timeout:g} s"
+    if isinstance(reason, http.client.HTTPException):
+        return f"{host} sent a malformed HTTP answer ({type(reason).__name__})"
+    return f"{host}: {type(reason).__name__}: {text}" if text else f"{host}: {type(reason).__name__}"
+
+
+def _cookie(host: str, name: str, value: str) -> http.cookiejar.Cookie:
+    return http.cookiejar.Cookie(
+        0, name, value, None, False, host, False, False, "/", True, False, None, True, None, None, {}
+    )
+
+
+def references(resource: Resource) -> list[tuple[str, str]]:
+    """(absolute URL, kind) of everything a fetched HTML document or style sheet needs."""
+    found: list[tuple[str, str]] = []
+    if resource.error:
+        return found
+    base = resource.final_url or resource.url
+    if resource.is_css:
+        for reference, is_import in discover.css_references(resource.text()):
+            if url := discover.absolute(reference, base):
+                found.append((url, STYLESHEET if is_import else RESOURCE))
+    elif resource.is_html:
+        resource.base = base = discover.html_base(resource.text(), base)
+
+        def visit(tag: str, attr: str, kind: str, value: str) -> str:
+            if kind in FETCHED:
+                candidates = [(value, kind)]
+            elif kind == SRCSET:
+                candidates = [(u, RESOURCE) for u, _ in discover.parse_srcset(value)]
+            elif kind == CSS:
+                candidates = [(u, STYLESHEET if i else RESOURCE) for u, i in discover.css_references(value)]
+            else:
+                candidates = []
+            found.extend((u, k) for r, k in candidates if (u := discover.absolute(r, base)))
+            return value
+
+        discover.walk_html(resource.text(), visit)
+    return found
+
+
+def crawl(
+    url: str, limits: Limits, user_agent: str = "", cookies: dict[str, str] | None = None
+) -> list[Resource]:
+    """The page (first) and every resource it needs, fetched. Raises PageError if the page fails."""
+    fetcher = Fetcher(limits, user_agent, cookies or {}, url)
+    deadline = time.monotonic() + limits.deadline
+    page = fetcher.fetch(Resource(url, FRAME))
+    if page.error:
+        raise PageError(f"cannot fetch {url}: {page.error}")
+    seen: dict[str, Resource] = {url: page}
+    pending: dict[Future[Resource], Resource] = {}
+    with ThreadPoolExecutor(limits.concurrency, thread_name_prefix="fetch") as pool:
+
+        def enqueue(parent: Resource) -> None:
+            if parent.depth >= limits.max_depth:
+                return
+            for ref, kind in references(parent):
+                if ref in seen:
+                    continue
+                resource = Resource(ref, kind, parent.depth + 1)
+                seen[ref] = resource
+                if len(seen) > limits.max_resources + 1:
+                    resource.error = f"not fetched: the page has more than {limits.max_resources} resources"
+                    continue
+                pending[pool.submit(fetcher.fetch, resource)] = resource
+
+        enqueue(page)
+        while pending:
+            done, _ = wait(
+                pending, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED
+            )
+            if not done:  # the page's deadline: what is still running stops at its next read
+                fetcher.stopped = True
+                for future, resource in pending.items():
+                    future.cancel()
+                    resource.error = f"not fetched: the page's limit of {limits.deadline:g} s ran out"
+                break
+            for future in done:
+                enqueue(pending.pop(future))
+    return list(seen.values())

@@ -1,0 +1,102 @@
+"""Browser's entry point on the box: ``browse(url, pad=..., scheme=...)``.
+
+It fetches the page with everything it needs, rewrites it to its local copies, packs it,
+and streams it to the client: a fixed header (``wire``), the archive, and then random
+padding up to the size the scheme gives, so the user's link shows one small upload, a
+pause, and one download whose length says little about the page. The session's result
+is ``None``: anything sized by the page after the padding would undo it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from urllib.parse import urlsplit
+
+from bento.runtime import api
+
+from . import discover, fetch, pack, pad, wire
+from .rewrite import localize
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+MAX_BLOCK = 64 << 20  # the largest padding block a client may ask for
+_CHUNK = 1 << 20
+
+
+class BrowseError(Exception):
+    """Browser could not deliver the page; the message says why."""
+
+
+def browse(
+    url: str,
+    pad_bytes: int = 0,
+    scheme: str = "multiple",
+    user_agent: str = "",
+    cookies: dict[str, str] | None = None,
+    limits: dict[str, Any] | None = None,
+) -> None:
+    """Fetch ``url`` and everything it needs; send header, archive, padding."""
+    _check(url, pad_bytes, scheme, user_agent, cookies)
+    options = fetch.Limits(**_limits(limits or {}))
+    started, fetched_at = time.monotonic(), time.time()
+    try:
+        fetched = fetch.crawl(url, options, user_agent, cookies or {})
+    except fetch.PageError as exc:
+        raise BrowseError(str(exc)) from None
+    page, resources = fetched[0], fetched[1:]
+    files, names = localize(page, resources)
+    seconds = time.monotonic() - started
+    archive = pack.pack(files, pack.index(page, resources, names, fetched_at, seconds, discover.PARSER))
+    sent = wire.HEADER.size + len(archive)
+    padding = pad.padded_size(sent, scheme, pad_bytes) - sent
+    api.send(wire.encode_header(len(archive), padding, hashlib.sha256(archive).digest()) + archive)
+    while padding > 0:  # after the page: the client shows it while these bytes still arrive
+        count = min(padding, _CHUNK)
+        api.send(os.urandom(count))
+        padding -= count
+
+
+def _check(url: Any, pad_bytes: Any, scheme: Any, user_agent: Any, cookies: Any) -> None:
+    if (
+        not isinstance(url, str)
+        or urlsplit(url).scheme not in ("http", "https")
+        or not urlsplit(url).hostname
+    ):
+        raise BrowseError(f"{url!r} is not an http:// or https:// URL")
+    if not isinstance(pad_bytes, int) or not 0 <= pad_bytes <= MAX_BLOCK:
+        raise BrowseError(f"the padding block must be 0 to {MAX_BLOCK} bytes, not {pad_bytes!r}")
+    if scheme not in pad.SCHEMES:
+        raise BrowseError(f"unknown padding scheme {scheme!r} (known: {', '.join(pad.SCHEMES)})")
+    if not isinstance(user_agent, str) or len(user_agent) > 512 or not user_agent.isprintable():
+        raise BrowseError("the user agent must be a printable string of at most 512 characters")
+    if cookies is not None and not (
+        isinstance(cookies, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in cookies.items())
+    ):
+        raise BrowseError("cookies must be an object of names to string values")
+
+
+_LIMITS = {  # name: (type, lowest, highest)
+    "timeout": (float, 1.0, 120.0),
+    "deadline": (float, 1.0, 600.0),
+    "concurrency": (int, 1, 12),
+    "max_bytes": (int, 1 << 10, 128 << 20),
+    "max_resources": (int, 0, 2000),
+    "max_depth": (int, 0, 8),
+}
+
+
+def _limits(given: dict[str, Any]) -> dict[str, Any]:
+    checked = {}
+    for name, value in given.items():
+        if name not in _LIMITS:
+            raise BrowseError(f"unknown limit {name!r} (known: {', '.join(_LIMITS)})")
+        kind, low, high = _LIMITS[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise BrowseError(f"the limit {name} must be a number from {low} to {high}, not {value!r}")
+        checked[name] = kind(value)
+    return checked

@@ -1,0 +1,389 @@
+"""Tor for functions: circuits, streams and onion services that belong to one function.
+
+The server starts a client-only tor for its functions (bento.tor.client_tor) and is its
+only controller. This module keeps the books: which circuit, stream and onion service
+belongs to which instance, and it is the only code that acts on that tor.
+
+- A circuit is built with purpose ``controller``, so tor never uses it for anything
+  else, and it is recorded against the one instance that asked: two functions never
+  share a circuit, and an instance can only see, use and close its own.
+- Tor attaches no stream itself (``__LeaveStreamsUnattached``). The server opens the
+  SOCKS connection for a function's stream with the instance's private SOCKS user
+  name; when tor announces the new stream, the server attaches it to that instance's
+  circuit (or, for an onion address, lets tor build the rendezvous circuit, isolated
+  per instance by that same user name). Any other stream is closed.
+- An onion service leads to a listener the function holds (``api.listen``); the server
+  keeps its own copy of that listening socket while the service exists, so the port
+  cannot pass to someone else. Services are removed when the function's last instance
+  ends or the function is shut down.
+
+Every Stem call blocks, so each goes through ``asyncio.to_thread``; Stem's events
+arrive on its own thread and are handed to the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import stem
+import stem.control
+from python_socks import ProxyError, ProxyTimeoutError
+from python_socks.async_.asyncio import Proxy
+
+from bento.errors import BentoError
+from bento.tor.client_tor import ClientTor
+from bento.tor.consensus import Directory
+
+log = logging.getLogger("bento.tor_for_functions")
+DIRECTORY_MAX_AGE = 60.0
+STREAM_TIMEOUT = 60.0
+EVENTS_KEPT = 256
+READY_TIMEOUT = 60.0
+
+
+class TorDenied(PermissionError):
+    """Not allowed by the manifest or the policy, or not this instance's to touch."""
+
+
+@dataclass
+class Circuit:
+    """One function circuit, as the server tracks it from tor's CIRC events."""
+
+    id: str
+    owner: str  # the instance's tag
+    path: list[str]
+    state: str = "building"  # building, built, failed, closed
+    reason: str = ""
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    built_seconds: float | None = None
+    launched: float = field(default_factory=time.monotonic)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "circuit": self.id,
+            "state": self.state,
+            "reason": self.reason,
+            "path": self.path,
+            "built_seconds": self.built_seconds,
+        }
+
+
+@dataclass
+class Owner:
+    """What one instance has made, and the events it has not read yet."""
+
+    tag: str
+    function_id: str
+    circuits: set[str] = field(default_factory=set)
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
+    news: asyncio.Event = field(default_factory=asyncio.Event)
+    streams: set[str] = field(default_factory=set)
+
+    def tell(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        self.news.set()
+
+
+@dataclass
+class _Pending:
+    circuit: str  # "0": tor picks (onion addresses)
+    attached: asyncio.Future[str]
+
+
+@dataclass
+class FunctionOnions:
+    """A function's onion services and the listening sockets they lead to."""
+
+    services: dict[str, int] = field(default_factory=dict)  # service id -> local port
+    listeners: dict[int, socket.socket] = field(default_factory=dict)
+    instances: int = 0
+
+
+class TorForFunctions:
+    """The box's client-only tor, shared by every function, and who owns what in it."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.data_dir = state_dir / "function-tor"
+        self.tor: ClientTor | None = None
+        self.ready = asyncio.Event()
+        self.failure: str | None = None
+        self.circuits: dict[str, Circuit] = {}
+        self.owners: dict[str, Owner] = {}
+        self.functions: dict[str, FunctionOnions] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._directory: tuple[float, Directory] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
+
+    # --- the tor process ----------------------------------------------------------------
+
+    async def start(self, directory_lines: list[str]) -> None:
+        """Start tor and follow its events; BentoError if it does not start."""
+        self._loop = asyncio.get_running_loop()
+        self.tor = await ClientTor.start(self.data_dir, directory_lines)
+        ctl = self.tor.controller
+        try:
+            await asyncio.to_thread(ctl.add_event_listener, self._circ_event, stem.control.EventType.CIRC)
+            await asyncio.to_thread(ctl.add_event_listener, self._stream_event, stem.control.EventType.STREAM)
+        except (stem.ControllerError, stem.SocketError) as exc:
+            await self.tor.stop()
+            raise BentoError(f"the functions' tor refused events: {exc}") from None
+
+    async def serve(self) -> None:
+        """Wait for tor to bootstrap, then keep it until cancelled (owned by the daemon)."""
+        assert self.tor is not None
+        try:
+            try:
+                await self.tor.wait_bootstrapped()
+            except BentoError as exc:
+                self.failure = exc.message
+                log.warning("functions get no Tor: %s", exc.message)
+                return
+            self.ready.set()
+            log.info("the functions' tor is ready (SOCKS %s:%d)", *self.tor.socks)
+            await asyncio.Event().wait()
+        finally:
+            self.ready.clear()
+            for job in list(self._jobs):
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
+            await self.tor.stop()
+
+    def listeners(self) -> set[tuple[str, int]]:
+        return self.tor.listeners() if self.tor is not None else set()
+
+    async def controller(self) -> stem.control.Controller:
+        """The controller once tor is bootstrapped (waiting up to READY_TIMEOUT); BentoError if not."""
+        if self.failure is None and not self.ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(READY_TIMEOUT):
+                    await self.ready.wait()
+        if self.tor is None or not self.ready.is_set():
+            raise BentoError(
+                "this box's Tor for functions is not available"
+                + (f": {self.failure}" if self.failure else " yet (still bootstrapping)")
+            )
+        return self.tor.controller
+
+    async def directory(self) -> Directory:
+        if self._directory is None or time.monotonic() - self._directory[0] > DIRECTORY_MAX_AGE:
+            ctl = await self.controller()
+            self._directory = (time.monotonic(), await asyncio.to_thread(Directory.read, ctl))
+        return self._directory[1]
+
+    # --- owners -------------------------------------------------------------------------
+
+    def enter(self, function_id: str) -> Owner:
+        owner = Owner(tag=secrets.token_hex(16), function_id=function_id)
+        self.owners[owner.tag] = owner
+        self.functions.setdefault(function_id, FunctionOnions()).instances += 1
+        return owner
+
+    async def leave(self, owner: Owner) -> None:
+        """An instance ended: close its circuits; after the function's last, its onions."""
+        self.owners.pop(owner.tag, None)
+        for circuit_id in list(owner.circuits):
+            await self.close_circuit(owner, circuit_id)
+        onions = self.functions.get(owner.function_id)
+        if onions is None:
+            return
+        onions.instances -= 1
+        if onions.instances <= 0:
+            del self.functions[owner.function_id]
+            for service_id in list(onions.services):
+                await self._remove_service(service_id)
+            for listener in onions.listeners.values():
+                listener.close()
+
+    def keep_listener(self, function_id: str, sock: socket.socket) -> None:
+        """Remember a listener the broker made for this function (a duplicate of it)."""
+        onions = self.functions.get(function_id)
+        if onions is not None:
+            onions.listeners[int(sock.getsockname()[1])] = sock.dup()
+
+    # --- circuits -----------------------------------------------------------------------
+
+    async def build(self, owner: Owner, path: list[str]) -> Circuit:
+        ctl = await self.controller()
+        try:
+            circuit_id = await asyncio.to_thread(ctl.extend_circuit, "0", path, "controller")
+        except stem.ControllerError as exc:
+            raise BentoError(f"tor refused to build the circuit: {exc}") from None
+        circuit = Circuit(id=str(circuit_id), owner=owner.tag, path=path)
+        self.circuits[circuit.id] = circuit
+        owner.circuits.add(circuit.id)
+        # Events that came before we knew the id were ignored: read its state once.
+        status = await asyncio.to_thread(ctl.get_circuit, circuit.id, None)
+        if status is None:
+            self._settle(circuit, "failed", "tor closed it at once")
+        elif status.status == stem.CircStatus.BUILT:
+            self._settle(circuit, "built")
+        return circuit
+
+    async def close_circuit(self, owner: Owner, circuit_id: str) -> None:
+        circuit = self.circuits.pop(circuit_id, None)
+        owner.circuits.discard(circuit_id)
+        if circuit is None:
+            return
+        if circuit.state in ("building", "built") and self.tor is not None:
+            with contextlib.suppress(stem.ControllerError, stem.SocketError):
+                await asyncio.to_thread(self.tor.controller.close_circuit, circuit_id)
+        self._settle(circuit, "closed", circuit.reason or "closed by the function")
+
+    def _settle(self, circuit: Circuit, state: str, reason: str = "") -> None:
+        if circuit.state in ("failed", "closed") or circuit.state == state:
+            return
+        circuit.state, circuit.reason = state, reason
+        if state == "built":
+            circuit.built_seconds = round(time.monotonic() - circuit.launched, 3)
+        circuit.settled.set()
+        owner = self.owners.get(circuit.owner)
+        if owner is not None:
+            owner.tell({"event": "circuit", **circuit.as_json()})
+
+    def _circ_event(self, event: Any) -> None:  # Stem's thread
+        assert self._loop is not None
+        why = (event.reason, event.remote_reason)
+        self._loop.call_soon_threadsafe(self._on_circ, event.id, event.status, *why)
+
+    def _on_circ(self, circuit_id: str, status: str, reason: str | None, remote: str | None) -> None:
+        circuit = self.circuits.get(circuit_id)
+        if circuit is None:
+            return
+        why = "; ".join(str(r) for r in (reason, remote) if r)
+        if status == stem.CircStatus.BUILT:
+            self._settle(circuit, "built")
+        elif status == stem.CircStatus.FAILED:
+            self._settle(circuit, "failed", why or "failed")
+        elif status == stem.CircStatus.CLOSED:
+            self._settle(circuit, "closed", why or "closed")
+
+    # --- streams ------------------------------------------------------------------------
+
+    async def open_stream(self, owner: Owner, circuit_id: str, host: str, port: int) -> socket.socket:
+        """A SOCKS connection through the functions' tor whose stream tor attaches to
+        ``circuit_id`` ("0": tor's choice, for onion addresses). Raises BentoError."""
+        await self.controller()
+        assert self.tor is not None
+        if owner.tag in self._pending:
+            raise BentoError("one stream at a time per instance")
+        pending = _Pending(circuit_id, asyncio.get_running_loop().create_future())
+        self._pending[owner.tag] = pending
+        proxy = Proxy.from_url(f"socks5://{owner.tag}:x@{self.tor.socks[0]}:{self.tor.socks[1]}", rdns=True)
+        try:
+            sock = await proxy.connect(host, port, timeout=STREAM_TIMEOUT)
+        except (ProxyError, ProxyTimeoutError, OSError) as exc:
+            reason = pending.attached.exception() if pending.attached.done() else None
+            raise BentoError(f"the stream to {host}:{port} failed: {reason or exc}") from None
+        finally:
+            self._pending.pop(owner.tag, None)
+            if not pending.attached.done():
+                pending.attached.cancel()
+        stream_id = pending.attached.result() if pending.attached.done() else ""
+        if stream_id:
+            owner.streams.add(stream_id)
+        return sock
+
+    def _stream_event(self, event: Any) -> None:  # Stem's thread
+        assert self._loop is not None
+        if event.purpose not in (None, stem.StreamPurpose.USER, stem.StreamPurpose.DNS_REQUEST):
+            return  # tor's own directory streams: tor attaches those
+        user = str(event.keyword_args.get("SOCKS_USERNAME", "")).strip('"')
+        self._loop.call_soon_threadsafe(self._on_stream, event.id, event.status, user)
+
+    def _on_stream(self, stream_id: str, status: str, user: str) -> None:
+        if status == stem.StreamStatus.CLOSED:
+            for owner in self.owners.values():
+                owner.streams.discard(stream_id)
+            return
+        if status not in (stem.StreamStatus.NEW, stem.StreamStatus.NEWRESOLVE):
+            return
+        pending = self._pending.get(user)
+        if pending is None or pending.attached.done():
+            self._own(self._close_stream(stream_id))  # nobody's: tor must not carry it
+            return
+        self._own(self._attach(stream_id, pending))
+
+    def _own(self, coroutine: Any) -> None:
+        """Run a short control-port job; :meth:`serve` cancels what is left when it ends."""
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _attach(self, stream_id: str, pending: _Pending) -> None:
+        assert self.tor is not None
+        try:
+            await asyncio.to_thread(self.tor.controller.attach_stream, stream_id, pending.circuit)
+        except stem.ControllerError as exc:
+            if not pending.attached.done():
+                pending.attached.set_exception(BentoError(f"tor would not attach the stream: {exc}"))
+            await self._close_stream(stream_id)
+            return
+        if not pending.attached.done():
+            pending.attached.set_result(stream_id)
+
+    async def _close_stream(self, stream_id: str) -> None:
+        if self.tor is not None:
+            with contextlib.suppress(stem.ControllerError, stem.SocketError):
+                await asyncio.to_thread(self.tor.controller.close_stream, stream_id)
+
+    # --- onion services -----------------------------------------------------------------
+
+    async def publish(
+        self,
+        owner: Owner,
+        port: int,
+        virtual_port: int,
+        key_blob: str | None,
+        client_auth: str | None,
+        wait: bool,
+    ) -> str:
+        onions = self.functions.get(owner.function_id)
+        if onions is None or port not in onions.listeners:
+            raise TorDenied(f"port {port} is not a listener of this function (open it with api.listen first)")
+        ctl = await self.controller()
+        key_type, key_content = key_blob.split(":", 1) if key_blob else ("NEW", "ED25519-V3")
+        try:
+            response = await asyncio.to_thread(
+                ctl.create_ephemeral_hidden_service,
+                {virtual_port: f"127.0.0.1:{port}"},
+                key_type=key_type,
+                key_content=key_content,
+                discard_key=True,
+                # Detached: the operator can list it (GETINFO onions/detached); it still
+                # dies with this tor, which dies with the server.
+                detached=True,
+                await_publication=wait,
+                timeout=120 if wait else None,
+                client_auth_v3=client_auth,
+            )
+        except (stem.ControllerError, stem.Timeout) as exc:
+            raise BentoError(f"tor did not publish the onion service: {exc}") from None
+        service_id = str(response.service_id)
+        if owner.function_id not in self.functions:  # its last instance ended meanwhile
+            await self._remove_service(service_id)
+            raise BentoError("the function ended while its onion service was published")
+        onions.services[service_id] = port
+        return service_id
+
+    async def remove(self, owner: Owner, address: str) -> None:
+        onions = self.functions.get(owner.function_id)
+        service_id = address.lower().removesuffix(".onion")
+        if onions is None or onions.services.pop(service_id, None) is None:
+            raise TorDenied(f"{address} is not an onion service of this function")
+        await self._remove_service(service_id)
+
+    async def _remove_service(self, service_id: str) -> None:
+        if self.tor is not None:
+            with contextlib.suppress(stem.ControllerError, stem.SocketError):
+                await asyncio.to_thread(self.tor.controller.remove_ephemeral_hidden_service, service_id)

@@ -1,0 +1,123 @@
+"""Browser's client: what it accepts from a box (every byte hostile until checked)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bento.errors import BentoError
+from bento.functions.browser import client, pack, wire
+from bento.protocol.messages import EndCause, Ended, FunctionError, SessionState
+
+DONE = Ended(state=SessionState.COMPLETED, cause=EndCause.COMPLETED)
+
+
+class Stream:
+    """What a session stream hands the client: chunks, then how the session ended."""
+
+    def __init__(self, data: bytes, chunk: int = 1000, ended: Ended = DONE) -> None:
+        self.data, self.chunk, self.final = data, chunk, ended
+        self.ended: Ended | None = None
+        self.sent = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.data), self.chunk):
+            self.sent = min(start + self.chunk, len(self.data))
+            yield self.data[start : start + self.chunk]
+        self.ended = self.final
+
+
+def archive(files: dict[str, bytes], index: dict[str, Any] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    members = {pack.INDEX: json.dumps(index or {"main": "index.html"}).encode(), **files}
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def transfer(body: bytes, padding: int, announced: int | None = None, digest: bytes | None = None) -> bytes:
+    header = wire.encode_header(len(body), padding if announced is None else announced,
+                                digest or hashlib.sha256(body).digest())  # fmt: skip
+    return header + body + bytes(padding)
+
+
+async def receive(stream: Stream, out: Path, **kwargs: Any) -> dict[str, Any]:
+    out.mkdir(exist_ok=True)
+    return await client._receive(stream, out, time.monotonic(), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_the_page_is_shown_before_the_padding_ends(tmp_path: Path) -> None:
+    body = archive({"index.html": b"<p>hi</p>", "resources/a.png": b"png"})
+    stream = Stream(transfer(body, 50_000), chunk=777)
+    shown_at: list[int] = []
+
+    async def on_page(main: Path) -> None:
+        assert main.read_bytes() == b"<p>hi</p>"
+        shown_at.append(stream.sent)
+
+    got = await receive(stream, tmp_path / "out", on_page=on_page, progress=None)
+    assert got["padding_bytes"] == 50_000 and got["received_bytes"] == len(stream.data)
+    assert shown_at and shown_at[0] < len(stream.data) - 40_000
+    assert (tmp_path / "out" / "page.tar.gz").read_bytes() == body
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"NOTBENTO" + bytes(48), "not a Browser transfer"),
+        (transfer(archive({"index.html": b"x"}), 10, digest=bytes(32)), "was damaged"),
+        (transfer(archive({"index.html": b"x"}), 10, announced=5), "more padding than the 5 bytes"),
+        (
+            transfer(archive({"index.html": b"x"}), 10, announced=20),
+            "announced 20 bytes of padding and sent 10",
+        ),
+        (transfer(archive({"../escape.html": b"x"}), 0), "cannot be unpacked"),
+        (transfer(archive({"index.html": b"x"}, {"main": "../../etc/passwd"}), 0), "names no page inside it"),
+        (transfer(b"not gzip at all", 0), "cannot be unpacked"),
+        (wire.encode_header(1 << 40, 0, bytes(32)), "accepts 1 to"),
+        (transfer(archive({"index.html": b"x"}), 0)[:100], "ended before the whole page arrived"),
+    ],
+)
+async def test_hostile_transfers_are_refused(tmp_path: Path, data: bytes, message: str) -> None:
+    with pytest.raises(BentoError, match=message):
+        await receive(Stream(data, chunk=64), tmp_path / "out", on_page=None, progress=None)
+    assert not (tmp_path / "escape.html").exists()
+
+
+async def test_links_in_the_archive_are_refused(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        link = tarfile.TarInfo("index.html")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    with pytest.raises(BentoError, match="other than plain files"):
+        await receive(Stream(transfer(buffer.getvalue(), 0)), tmp_path / "out", on_page=None, progress=None)
+
+
+async def test_a_failed_session_says_why(tmp_path: Path) -> None:
+    ended = Ended(
+        state=SessionState.ERROR, cause=EndCause.ERROR,
+        error=FunctionError(type="BrowseError", message="cannot fetch http://x/: HTTP 404 Not Found"),
+    )  # fmt: skip
+    with pytest.raises(BentoError, match="could not fetch the page: cannot fetch http://x/: HTTP 404"):
+        await receive(Stream(b"", ended=ended), tmp_path / "out", on_page=None, progress=None)
+
+
+def test_the_uploaded_code_is_the_box_modules_and_reproducible() -> None:
+    code = client.code()
+    assert code == client.code()
+    with tarfile.open(fileobj=io.BytesIO(code), mode="r:gz") as tar:
+        names = sorted(tar.getnames())
+    assert names == sorted(f"bento_browser/{m}.py" for m in client.BOX_MODULES)
+    assert client.manifest().name == f"browser-{hashlib.sha256(code).hexdigest()[:12]}"

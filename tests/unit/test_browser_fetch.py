@@ -1,0 +1,86 @@
+"""Browser's fetching, rewriting and packing, against real HTTP servers on loopback (no sandbox:
+the broker's part is tested end to end in tests/e2e/test_browser.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import tarfile
+
+import pytest
+
+from bento.functions.browser import fetch, pack
+from bento.functions.browser.rewrite import localize
+from browser_site import Server, finish, sample_site, serve
+
+
+async def crawl(url: str, **limits: object) -> list[fetch.Resource]:
+    return await asyncio.to_thread(fetch.crawl, url, fetch.Limits(**limits))  # type: ignore[arg-type]
+
+
+async def test_a_page_with_every_kind_of_reference_is_fetched_and_packed() -> None:
+    first, third = sample_site()
+    async with serve(first, third):
+        finish(first, third)
+        found = await crawl(f"{first.origin}/", concurrency=3)
+    page, resources = found[0], found[1:]
+    by_url = {r.url: r for r in resources}
+    assert page.status == 200 and page.is_html
+    assert by_url[f"{first.origin}/old.png"].final_url == f"{first.origin}/img/new.png"  # the redirect
+    assert by_url[f"{first.origin}/missing.png"].error == "HTTP 404 Not Found"
+    assert by_url[f"{third.origin}/font.woff2"].kind == "resource"  # from site.css's @font-face
+    assert by_url[f"{first.origin}/css/imported.css"].kind == "stylesheet"  # @import in <style>
+    assert f"{first.origin}/img/frame-bg.png" in by_url  # frame -> its style sheet -> its image
+    assert f"{first.origin}/elsewhere.html" not in by_url  # a link is not a resource
+    assert [r.url for r in resources if r.error] == [f"{first.origin}/missing.png"]
+
+    files, names = localize(page, resources)
+    archive = pack.pack(files, pack.index(page, resources, names, 0, 1.0, "test"))
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    index = json.loads(members.pop(pack.INDEX))
+    assert set(members) == set(files) and index["main"] == "index.html"
+    html = members["index.html"].decode("utf-8-sig")
+    assert first.origin not in html.replace(f'href="{first.origin}/elsewhere.html"', "")
+    assert third.origin not in html
+    css = members[names[f"{first.origin}/css/site.css"]].decode("utf-8-sig")
+    font = names[f"{third.origin}/font.woff2"]
+    assert f'url("{font.removeprefix("resources/")}")' in css  # relative to the sheet's own directory
+
+
+async def test_page_errors_say_what_went_wrong() -> None:
+    site = Server("127.0.0.1", "127.0.0.1", files={"/big": (b"x" * 5000, "text/html")})
+    async with serve(site):
+        with pytest.raises(fetch.PageError, match="HTTP 404"):
+            await crawl(f"{site.origin}/nothing")
+        with pytest.raises(fetch.PageError, match="over the limit of 4096 bytes"):
+            await crawl(f"{site.origin}/big", max_bytes=4096)
+        with pytest.raises(fetch.PageError, match="does not resolve"):
+            await crawl("http://-no-such-host.invalid/")  # refused by glibc itself: no DNS query
+    with pytest.raises(fetch.PageError, match="refused the connection"):
+        await crawl(f"{site.origin}/")  # the server is gone now
+
+
+async def test_limits_on_resources_are_reported_not_fatal() -> None:
+    images = "".join(f'<img src="/i{n}.png">' for n in range(5))
+    files = {"/": (images.encode(), "text/html")} | {f"/i{n}.png": (b"png", "image/png") for n in range(5)}
+    site = Server("127.0.0.1", "127.0.0.1", files=files)
+    async with serve(site):
+        found = await crawl(f"{site.origin}/", max_resources=3)
+    errors = [r.error for r in found if r.error]
+    assert len(found) == 6 and errors == ["not fetched: the page has more than 3 resources"] * 2
+
+
+def test_explain() -> None:
+    assert fetch.explain(PermissionError("Bento broker: the relay's exit policy does not allow 1.2.3.4:80"),
+                         "http://1.2.3.4/", 5) == (
+        "the box may not connect to 1.2.3.4: the relay's exit policy does not allow 1.2.3.4:80"
+    )  # fmt: skip
+    assert fetch.explain(
+        OSError("gaierror: [Errno -2] Name or service not known"), "http://n.example/", 5
+    ) == ("the name n.example does not resolve (at the exit)")
+    assert (
+        fetch.explain(OSError("TimeoutError: "), "http://n.example/", 5)
+        == "n.example did not answer within 5 s"
+    )
