@@ -171,6 +171,7 @@ def local_registry(
                 enforced=sandbox.enforced(),
                 python=sandbox.python_version,
                 storage=registry.store.offer() if config.policy.storage.allowed else None,
+                packages=registry.offered,
             )
             yield registry, signed
         finally:

@@ -86,15 +86,13 @@ def statuses(*codes: ErrorCode) -> list[int]:
 
 
 class ExitStatus(IntEnum):
-    """How ``bento`` exits: scripts can tell a function's failure from Bento's."""
+    """How ``bento`` exits. With ``--json``, the document on stdout says more."""
 
     OK = 0  # the command did what it was asked; a session completed
-    FUNCTION_ERROR = 1  # the session ended in an error the function raised
+    ERROR = 1  # the session's function raised, or Bento refused or failed (the box, Tor, the keyring)
     KILLED = 2  # the session was killed (a limit, a policy, a shutdown)
-    BENTO_ERROR = 3  # Bento refused or failed (the box, Tor, the keyring, the arguments)
-    UNREACHABLE = 4  # the box could not be reached, after retries
-    INTERRUPTED = 130  # Ctrl-C: the session, if any, goes on at the box
+    INTERRUPTED = 130  # Ctrl-C: a session, if any, goes on at the box
 
     @classmethod
     def for_session(cls, state: str) -> ExitStatus:
-        return {"completed": cls.OK, "error": cls.FUNCTION_ERROR}.get(state, cls.KILLED)
+        return {"completed": cls.OK, "error": cls.ERROR}.get(state, cls.KILLED)

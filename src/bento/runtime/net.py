@@ -2,8 +2,9 @@
 
 ``connect``, ``listen`` and ``resolve`` ask the server's broker over the inherited
 broker socket; it checks the request against the manifest and the relay's exit policy
-and hands back a real socket. ``socket.create_connection`` and ``socket.getaddrinfo``
-are routed here too, so ``urllib.request`` and most libraries work unchanged. A refused
+and hands back a real socket. ``socket.create_connection``, ``socket.getaddrinfo`` and
+every TCP socket's ``connect`` are routed here too (bento.runtime.routing), so
+``urllib.request``, requests, httpx and asyncio streams work unchanged. A refused
 request raises :class:`PermissionError` with the broker's reason.
 """
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 _broker: socket.socket | None = None
 _lock = threading.Lock()
 _real_getaddrinfo = socket.getaddrinfo
+_real_connect = socket.socket.connect
 
 
 def _bind(sock: socket.socket) -> None:
@@ -27,6 +29,9 @@ def _bind(sock: socket.socket) -> None:
     _broker = sock
     socket.create_connection = create_connection  # type: ignore[assignment]
     socket.getaddrinfo = getaddrinfo
+    from bento.runtime import routing
+
+    routing.install()
 
 
 def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]:
@@ -43,7 +48,10 @@ def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]
         if sock is not None:
             sock.close()
         error = reply.get("error", "refused")
-        raise PermissionError(f"Bento broker: {error}") if reply.get("denied") else OSError(error)
+        if reply.get("denied"):
+            raise PermissionError(f"Bento broker: {error}")
+        code = reply.get("errno")
+        raise OSError(code, error) if isinstance(code, int) else OSError(error)  # e.g. ConnectionRefusedError
     return reply, sock
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import json
 import logging
@@ -136,7 +137,10 @@ class Broker:
         except BentoError as exc:
             return {"ok": False, "error": exc.message, "denied": False}, None
         except OSError as exc:
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "denied": False}, None
+            # The errno lets the function's runtime raise the same exception class it would have.
+            code = exc.errno or (errno.ETIMEDOUT if isinstance(exc, TimeoutError) else None)
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "denied": False, "errno": code}
+            return reply, None
 
     def _require_network(self) -> None:
         if not (self.needs.network and self.policy.network.allowed):

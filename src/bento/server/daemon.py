@@ -67,6 +67,7 @@ class BentoServer:
                 enforced=self.sandbox.enforced(),
                 python=self.sandbox.python_version,
                 storage=self.registry.store.offer() if self.config.policy.storage.allowed else None,
+                packages=self.registry.offered,
             )
         return self._descriptor
 

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bento.protocol.descriptor import OfferedPackage
 from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind, SessionInfo
 from bento.protocol.policy import violations
 from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.sandbox.launch import SandboxHost
-from bento.server import code, tokens
+from bento.server import code, packages, tokens
 from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker import Broker, Gatekeeper
 from bento.server.config import ServerConfig
@@ -76,17 +77,20 @@ class Registry:
         self.boot_id = boot_id
         self.root = sandbox.root / "functions"
         self.store = Store(config.state_dir / "storage")
+        self.offered: list[OfferedPackage] = []
         self.functions: dict[str, Function] = {}
         self.sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.tor: TorForFunctions | None = None  # set by the daemon when the box offers Tor
 
     def reset_storage(self) -> None:
-        """Remove code left by a previous run: functions do not survive a restart."""
+        """Clear what a previous run left (functions do not survive restarts); install offered packages."""
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(mode=0o700, parents=True)
         self.sandbox.share(self.root)
         self.store.reset()
+        self.offered = packages.install(self.sandbox.runtime_dir, self.policy.packages)
+        self.sandbox.share(self.sandbox.runtime_dir)
 
     # --- lifecycle ----------------------------------------------------------------------
 
