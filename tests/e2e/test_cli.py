@@ -60,7 +60,7 @@ def test_functions_replace_kill_and_a_gone_function(cli: CLI, tmp_path: Path) ->
     waiter.write_text(WAITER)
     first = json.loads(ok(cli("deploy", str(waiter), "--box", "exit0", "--json")).stdout)["function_id"]
     refused = cli("deploy", str(waiter), "--box", "exit1", "--json")
-    assert refused.returncode == 3 and "--replace" in json.loads(refused.stdout)["error"]["fix"]
+    assert refused.returncode == 1 and "--replace" in json.loads(refused.stdout)["error"]["fix"]
     other = json.loads(ok(cli("deploy", str(waiter), "--box", "exit1", "--as", "waiter2", "--json")).stdout)
 
     session = json.loads(ok(cli("invoke", "waiter", "wait", "--detach", "--json")).stdout)["session_id"]
@@ -85,7 +85,7 @@ def test_functions_replace_kill_and_a_gone_function(cli: CLI, tmp_path: Path) ->
     replaced = json.loads(ok(cli("deploy", str(waiter), "--box", "exit1", "--replace", "--json")).stdout)
     assert replaced["replaced"] == [first]
     gone = cli("attach", session)
-    assert gone.returncode == 3 and f"belonged to function {first}" in gone.stderr
+    assert gone.returncode == 1 and f"belonged to function {first}" in gone.stderr
     assert "was replaced" in gone.stderr
     names = {f["name"]: f["function_id"] for f in json.loads(ok(cli("functions", "--json")).stdout)}
     assert names == {"waiter": replaced["function_id"], "waiter2": other["function_id"]}
@@ -129,7 +129,7 @@ def test_an_upload_over_the_box_s_limit_is_refused_before_it_is_sent(cli: CLI, t
     big = tmp_path / "big.py"
     big.write_text("def main():\n    pass\n\n" + ("#" * 99 + "\n") * (limit // 100 + 1))
     refused = cli("deploy", str(big), "--box", "exit0", "--json")
-    assert refused.returncode == 3
+    assert refused.returncode == 1
     error = json.loads(refused.stdout)["error"]
     assert f"accepts at most {limit}" in error["message"] and "max_upload_bytes" in error["message"]
 

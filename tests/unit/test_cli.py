@@ -75,11 +75,11 @@ def test_every_command_has_help(name: str) -> None:
 def test_an_error_names_the_fix_and_with_json_is_json(tmp_path: Path) -> None:
     env = {"BENTO_KEYRING": str(tmp_path / "keyring.json")}
     human = bento("sessions", "nothing", env=env)
-    assert human.returncode == 3 and human.stdout == ""
+    assert human.returncode == 1 and human.stdout == ""
     assert "error: no function 'nothing' in the keyring" in human.stderr
     assert "fix:" in human.stderr and "Traceback" not in human.stderr
     scripted = bento("sessions", "nothing", "--json", env=env)
-    assert scripted.returncode == 3, scripted.stderr
+    assert scripted.returncode == 1, scripted.stderr
     error = json.loads(scripted.stdout)["error"]
     assert error["message"].startswith("no function 'nothing' in the keyring")
     assert error["fix"]
@@ -115,7 +115,7 @@ def test_bad_arguments_are_errors_with_the_fix(values: list[str], keywords: list
 
 def test_invoke_refuses_an_argument_that_is_not_json_before_anything_else(tmp_path: Path) -> None:
     result = bento("invoke", "f", "main", "hello", env={"BENTO_KEYRING": str(tmp_path / "k.json")})
-    assert result.returncode == 3
+    assert result.returncode == 1
     assert "argument 1 is not valid JSON: 'hello'" in result.stderr and "--str" in result.stderr
 
 
@@ -125,7 +125,7 @@ def test_invoke_refuses_an_argument_that_is_not_json_before_anything_else(tmp_pa
 def deploy_error(tmp_path: Path, target: Path, *extra: str) -> str:
     env = {"BENTO_KEYRING": str(tmp_path / "keyring.json"), "BENTO_CONTROL": "127.0.0.1:1"}
     result = bento("deploy", str(target), "--box", "nowhere", *extra, env=env)
-    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     return result.stderr
 
 
@@ -192,10 +192,10 @@ def test_functions_offline_lists_the_keyring_without_tokens_and_forget_drops(tmp
     assert forgot.returncode == 0 and json.loads(forgot.stdout)["forgotten"] == ["F" * 43]
     assert json.loads(bento("functions", "--offline", "--json", env=env).stdout) == []
     attach = bento("attach", "S1", env=env)
-    assert attach.returncode == 3 and f"session S1 belonged to function {'F' * 43}" in attach.stderr
+    assert attach.returncode == 1 and f"session S1 belonged to function {'F' * 43}" in attach.stderr
     assert "forgotten" in attach.stderr
     again = bento("forget", "F" * 43, "--json", env=env)
-    assert again.returncode == 3 and "was forgotten" in json.loads(again.stdout)["error"]["message"]
+    assert again.returncode == 1 and "was forgotten" in json.loads(again.stdout)["error"]["message"]
 
 
 # --- shell completion --------------------------------------------------------------------

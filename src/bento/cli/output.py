@@ -51,7 +51,7 @@ def print_table(rows: Table, *, wide: bool = False) -> None:
 
 def fail(error: BentoError, *, as_json: bool = False) -> int:
     """Report ``error``: on stderr for people; with ``--json``, as JSON on stdout. Returns the
-    exit status its kind calls for (3: Bento refused or failed; 4: the box was unreachable)."""
+    exit status its kind calls for."""
     if as_json:
         report: dict[str, Any] = {"error": {"message": error.message, "fix": error.fix}}
         if isinstance(error, Refused):  # the box's own words for programs
