@@ -20,8 +20,10 @@ from pathlib import Path
 from bento.errors import BentoError
 from bento.server import identity
 from bento.server.daemon import STATUS_FILE
+from bento.testnet.services import RESOLV_CONF
 from bento.testnet.state import Node, TestnetState
 from bento.tor.process import log_tail, spawn_detached
+from bento.tor.resolver import read_resolv_conf
 
 
 def prepare(node: Node, directory: Path, user: str | None = None) -> None:
@@ -88,7 +90,10 @@ def start(node: Node) -> None:
     state_dir = Path(node.bento_dir)
     (state_dir / STATUS_FILE).unlink(missing_ok=True)
     config = state_dir / "server.toml"
-    config.write_text(SERVER_CONFIG if node.bento_user is None else SERVER_CONFIG_UNPRIVILEGED)
+    # The testnet's directory holds every relay's data directory (a box run by its own
+    # user keeps its state elsewhere).
+    base = SERVER_CONFIG if node.bento_user is None else SERVER_CONFIG_UNPRIVILEGED
+    config.write_text(_resolver_setting(Path(node.data_dir).parent) + base)
     prefix, env = _as_user(node)
     node.bento_pid = spawn_detached(
         [
@@ -142,6 +147,15 @@ def _runs_as(uid: int, program: str) -> bool:
         if not mode & bit:
             return False
     return True
+
+
+def _resolver_setting(directory: Path) -> str:
+    """The testnet's nameserver as the box's resolver (the same its relay's resolv.conf names)."""
+    nameservers = read_resolv_conf(directory / RESOLV_CONF)
+    if not nameservers:
+        return ""
+    host, port = nameservers[0]
+    return f'resolver = "{host}:{port}"  # the testnet\'s nameserver: no name leaves the machine\n'
 
 
 def stop(node: Node) -> None:
