@@ -76,6 +76,9 @@ class Instance:
         usage = Usage(self.cpu_seen, self.peak_resident)
         if rusage is not None:
             usage.cpu_seconds = max(usage.cpu_seconds, rusage.ru_utime + rusage.ru_stime)
+        if self.process.returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+            # The kernel sends SIGXCPU when its CPU time reaches the limit; samples lag behind.
+            usage.cpu_seconds = max(usage.cpu_seconds, float(self.spec.cpu_seconds))
         oom = self.over_memory
         if self.group is not None:
             usage.peak_memory_bytes = self.group.peak_memory() or usage.peak_memory_bytes
