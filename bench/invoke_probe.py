@@ -2,8 +2,9 @@
 
     PYTHONPATH=<tree>/src python bench/invoke_probe.py KEYRING FUNCTION SOCKS MODE RUNS
 
-MODE: ``post`` (POST /sessions, then attach: what every client did before) or ``ws``
-(``Box.start``: the invocation rides the WebSocket upgrade). Prints JSON: for a warm
+MODE: ``post`` (POST /sessions, then attach on a new connection: the wire pattern of the
+client before ``Box.start``, whose WebSocket library opened a Tor stream of its own) or
+``ws`` (``Box.start``: the invocation rides the WebSocket upgrade). Prints JSON: for a warm
 connection (one Box, reused) and a new connection per run (a new Box, as each ``bento``
 command has), the seconds from the call to the first output byte; and the time of a
 descriptor fetch on the warm connection (one HTTP round trip, for scale).
@@ -26,9 +27,13 @@ async def once(box: Box, deployment: Any, mode: str) -> float:
     started = time.perf_counter()
     if mode == "ws":
         stream = await box.start(deployment, "main", ["bench"])
-    else:
-        session_id = await box.invoke(deployment, "main", ["bench"])
-        stream = await box.attach(deployment, session_id)
+        return await first_byte(stream, started)
+    session_id = await box.invoke(deployment, "main", ["bench"])
+    async with Box(deployment.onion, socks=box.socks) as other:
+        return await first_byte(await other.attach(deployment, session_id), started)
+
+
+async def first_byte(stream: Any, started: float) -> float:
     async with stream:
         first = await stream.receive()
         elapsed = time.perf_counter() - started

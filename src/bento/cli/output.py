@@ -57,8 +57,8 @@ def fail(error: BentoError, *, as_json: bool = False) -> int:
             if (value := getattr(error, extra, None)) is not None:
                 report["error"][extra] = value
         emit_json(report)
-        return 1
+        return error.exit_status
     errors.print(f"[bold red]error:[/bold red] {error.message}", markup=True)
     if error.fix:
         errors.print(f"[bold]fix:[/bold] {error.fix}")
-    return 1
+    return error.exit_status
