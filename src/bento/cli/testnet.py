@@ -77,6 +77,10 @@ def _add_up_options(parser: argparse.ArgumentParser, dir_help: str = _DIR_HELP) 
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for a usable network (default 120)"
     )
+    parser.add_argument(
+        "--corpus-sites", type=int, default=100, help="test-corpus sites to serve (default 100; 0: none)"
+    )
+    parser.add_argument("--corpus-seed", type=int, default=0, help="seed of the test corpus (default 0)")
 
 
 def _config(
@@ -89,6 +93,8 @@ def _config(
         exits=args.exits,
         bento_boxes=args.bento_boxes,
         bootstrap_timeout=args.timeout,
+        corpus_sites=args.corpus_sites,
+        corpus_seed=args.corpus_seed,
         owner_pid=owner_pid,
     )
 

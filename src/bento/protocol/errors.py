@@ -42,8 +42,11 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid-request"
     BAD_CODE = "bad-code"
     BAD_BLINDED_TOKEN = "bad-blinded-token"  # noqa: S105
+    SESSION_EXPIRED = "session-expired"
+    OUTPUT_EXPIRED = "output-expired"
     FUNCTION_BUSY = "function-busy"
     BOX_FULL = "box-full"
+    BOX_STOPPING = "box-stopping"
     HTTP_ERROR = "http-error"
 
     @property
@@ -74,8 +77,15 @@ TABLE: dict[ErrorCode, Meaning] = {
     ErrorCode.INVALID_REQUEST: Meaning(422, "The body does not match the request model."),
     ErrorCode.BAD_CODE: Meaning(422, "The code cannot be used (encoding, syntax, archive, module)."),
     ErrorCode.BAD_BLINDED_TOKEN: Meaning(422, "A blinded token request the issuer cannot sign."),
+    ErrorCode.SESSION_EXPIRED: Meaning(
+        410, "The session ended and was forgotten, to bound the box's memory."
+    ),
+    ErrorCode.OUTPUT_EXPIRED: Meaning(
+        410, "The ended session's output was dropped, to bound the box's memory."
+    ),
     ErrorCode.FUNCTION_BUSY: Meaning(503, "The function runs as many instances as it asked for.", True),
     ErrorCode.BOX_FULL: Meaning(503, "The box is at its instance or memory limit.", True),
+    ErrorCode.BOX_STOPPING: Meaning(503, "The box is stopping; its sessions are being stopped."),
     ErrorCode.HTTP_ERROR: Meaning(400, "Any other refusal by the HTTP layer."),
 }
 
