@@ -239,3 +239,22 @@ def test_zsh_runs_the_same_completion() -> None:
     # zsh's own completion filters by prefix: the function offers every word that fits the place.
     assert "up" in complete("zsh", "bento testnet u")
     assert complete("zsh", "bento tokens hello --right ") == ["invoke", "shutdown"]
+
+
+def test_testnet_status_never_cuts_an_onion_address() -> None:
+    node = {
+        "role": "relay", "nickname": "exit0", "fingerprint": "F" * 40, "or_port": 1, "dir_port": 0,
+        "socks_port": 0, "control_port": 2, "flags": ["Exit"], "alive": True, "pid": 7,
+        "bento": {"onion": "q" * 56, "alive": True},
+    }  # fmt: skip
+    status = {"directory": "/tmp/net", "nodes": [node], "socks": "s", "control": "c"}
+    probe = f"from bento.cli.testnet import print_status; print_status({status!r})"
+    shown = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "70"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "…" not in shown.stdout and shown.stdout.count("q") == 56 and shown.stdout.count("F") == 40
