@@ -196,7 +196,7 @@ class Registry:
         if needs.storage_mb and self.policy.storage.allowed:
             storage = StorageChannel(self.store.of(function.id, needs.storage_mb))
         broker = Broker(needs, self.policy, self.gate, storage)
-        if self.tor is not None and (needs.tor_circuits or needs.onion_services):
+        if self.tor is not None and (needs.tor_circuits or needs.onion_services or needs.call_boxes):
             broker.tor = InstanceTor.open(self.tor, function.id, needs, self.policy)
         self._own(session.run(self.sandbox, broker, function.code_dir, function.manifest, args, kwargs))
         return session

@@ -51,6 +51,7 @@ listen = true
 [policy.tor]
 circuits = true
 onion_services = true
+call_boxes = true
 
 [policy.storage]
 allowed = true
