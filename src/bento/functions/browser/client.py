@@ -76,8 +76,7 @@ async def deployment(box: Box, keyring: Keyring, *, fresh: bool = False) -> tupl
         if not fresh and known.name == wanted.name and known.onion == box.onion:
             return known, False
     deployed = await box.deploy(code(), wanted, kind=CodeKind.TAR_GZ)
-    keyring.functions[deployed.function_id] = deployed
-    keyring.save()
+    keyring.add(deployed)
     return deployed, True
 
 
@@ -155,11 +154,10 @@ async def browse(
         if deployed:
             raise
         # The box forgot it (shut down, or the box restarted): deploy this code again, once.
-        keyring.forget(function.function_id)
+        keyring.forget(function.function_id, how="replaced")
         function, deployed = await deployment(box, keyring, fresh=True)
         stream = await box.start(function, "browse", arguments)
-    keyring.sessions[stream.session_id] = function.function_id
-    keyring.save()
+    keyring.add_session(stream.session_id, function.function_id)
     async with stream:
         received = await _receive(stream, out, started, on_page, progress)
     page = Page(url=url, directory=out, function_id=function.function_id, deployed=deployed, **received)
