@@ -38,26 +38,26 @@ async def measure(runs: int, pool: int) -> list[float]:
         registry.reset_storage()
         keeper = asyncio.ensure_future(sandbox.keep_pool(pool)) if pool else None
         try:
-            deployed = registry.deploy(
-                Manifest(name="first"), CodeKind.MODULE, base64.b64encode(FIRST_INSTRUCTION).decode()
-            )
-            samples = []
-            for _ in range(runs + 3):  # the first runs warm the page cache
-                if pool:  # measure a pooled start, as a box with idle sandboxes would see it
-                    while len(sandbox._pool) < pool:  # noqa: ASYNC110 (a benchmark's polling wait)
-                        await asyncio.sleep(0.01)
-                started = time.perf_counter()
-                session = registry.invoke(deployed.function, "main", [], {})
-                await session.output.read(0)
-                samples.append(time.perf_counter() - started)
-                await session.done.wait()
-            return [s * 1000 for s in samples[3:]]
+            async with registry.running():
+                deployed = await registry.deploy(
+                    Manifest(name="first"), CodeKind.MODULE, base64.b64encode(FIRST_INSTRUCTION).decode()
+                )
+                samples = []
+                for _ in range(runs + 3):  # the first runs warm the page cache
+                    if pool:  # measure a pooled start, as a box with idle sandboxes would see it
+                        while len(sandbox._pool) < pool:  # noqa: ASYNC110 (a benchmark's polling wait)
+                            await asyncio.sleep(0.01)
+                    started = time.perf_counter()
+                    session = registry.invoke(deployed.function, "main", [], {})
+                    await session.output.read(0)
+                    samples.append(time.perf_counter() - started)
+                    await session.done.wait()
+                return [s * 1000 for s in samples[3:]]
         finally:
             if keeper is not None:
                 keeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await keeper
-            await registry.aclose()
             sandbox.close()
 
 

@@ -37,7 +37,7 @@ def describe_validation(exc: ValidationError) -> str:
 class BentoError(Exception):
     """An error a user can act on: what went wrong, and (when known) how to fix it."""
 
-    exit_status: ClassVar[ExitStatus] = ExitStatus.BENTO_ERROR
+    exit_status: ClassVar[ExitStatus] = ExitStatus.ERROR
 
     def __init__(self, message: str, *, fix: str | None = None) -> None:
         super().__init__(message)
@@ -50,8 +50,6 @@ class BentoError(Exception):
 
 class TransportError(BentoError):
     """The box could not be reached, or the connection to it broke."""
-
-    exit_status = ExitStatus.UNREACHABLE
 
 
 class ConnectionLost(TransportError):

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from functions import ECHO, HELLO, SLOW, STREAM
@@ -56,6 +57,12 @@ def test_the_cli_deploys_invokes_and_shuts_down_hello_world(testnet: Testnet, tm
             [*bento, *args], env=env, input=stdin, capture_output=True, text=True, timeout=TIMEOUT
         )
 
+    def cli_json(*args: str) -> Any:
+        """The JSON a command printed; a failure shows what the command said on stderr."""
+        done = cli(*args, "--json")
+        assert done.returncode == 0, f"bento {' '.join(args)} --json exited {done.returncode}:\n{done.stderr}"
+        return json.loads(done.stdout)
+
     listed_boxes = cli("boxes", "--json")
     assert listed_boxes.returncode == 0, listed_boxes.stderr
     boxes = json.loads(listed_boxes.stdout)
@@ -70,10 +77,10 @@ def test_the_cli_deploys_invokes_and_shuts_down_hello_world(testnet: Testnet, tm
     assert invoked.stdout == "hello Bento\n"
     assert '{"greeted": "Bento"}' in invoked.stderr
 
-    as_json = json.loads(cli("invoke", function_id, "main", "--json").stdout)
+    as_json = cli_json("invoke", function_id, "main")
     assert as_json["state"] == "completed" and as_json["output"] == "hello world\n"
 
-    listed = json.loads(cli("sessions", "hello", "--json").stdout)
+    listed = cli_json("sessions", "hello")
     assert [s["state"] for s in listed["sessions"]] == ["completed", "completed"]
 
     stopped = cli("shutdown", "hello", "--json")

@@ -25,12 +25,9 @@ async def box(box_limits: dict[str, Any]) -> AsyncIterator[LocalBox]:
 
     async def serve() -> None:
         with local_registry(**box_limits) as (registry, signed):
-            try:
-                async with serving(registry, signed) as local:
-                    ready.set_result(local)
-                    await done.wait()
-            finally:
-                await registry.aclose()
+            async with registry.running(), serving(registry, signed) as local:
+                ready.set_result(local)
+                await done.wait()
 
     server = asyncio.create_task(serve())
     waiting = asyncio.ensure_future(ready)

@@ -13,7 +13,6 @@ import itertools
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,16 +83,14 @@ class LocalBox:
     async def wait_state(
         self, function: Deployment, session_id: str, *, ended: bool = True, timeout: float = 15.0
     ) -> dict[str, Any]:
-        """Poll GET /v1/sessions/{id} until the session has ended (or, with ended=False, has started)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            info = await self.session_info(function, session_id)
-            session = self.registry.sessions[session_id]
-            if (info["state"] != "running") if ended else session.instance is not None:
-                return info
-            if time.monotonic() > deadline:
-                raise AssertionError(f"session {session_id} still {info['state']} after {timeout} s")
-            await asyncio.sleep(0.02)
+        """Wait until the session has ended (or, with ended=False, its instance exists); its info."""
+        session = self.registry.sessions[session_id]
+        event = session.done if ended else session.started
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"session {session_id} still {session.state} after {timeout} s") from None
+        return await self.session_info(function, session_id)
 
 
 @contextlib.asynccontextmanager
@@ -171,6 +168,7 @@ def local_registry(
                 enforced=sandbox.enforced(),
                 python=sandbox.python_version,
                 storage=registry.store.offer() if config.policy.storage.allowed else None,
+                packages=registry.offered,
             )
             yield registry, signed
         finally:

@@ -123,7 +123,7 @@ STATUSES = {
     ("delete", "/v1/functions/{function_id}"): {200, 401, 403, 404},
     ("post", "/v1/functions/{function_id}/sessions"): {201, 401, 403, 404, 413, 422, 503},
     ("get", "/v1/functions/{function_id}/sessions"): {200, 401, 403, 404},
-    ("get", "/v1/sessions/{session_id}"): {200, 401, 403, 404},
+    ("get", "/v1/sessions/{session_id}"): {200, 401, 403, 404, 410},
 }
 
 

@@ -219,7 +219,7 @@ async def test_malformed_requests_get_4xx_error_bodies_and_the_box_survives(box:
 
     await _run_in_thread(fuzz)
     assert any(400 <= status < 500 for status in seen), seen
-    await box.registry.aclose()  # sessions the fuzzing started, if any
+    await box.registry.stop_sessions()  # sessions the fuzzing started, if any
     await _still_works(box)
 
 
@@ -261,5 +261,5 @@ async def test_structured_nonsense_is_refused_with_a_reason(box: LocalBox) -> No
             assert response.json()["code"] in {"invalid-request", "bad-code"}
 
     await _run_in_thread(fuzz)
-    await box.registry.aclose()
+    await box.registry.stop_sessions()
     await _still_works(box)

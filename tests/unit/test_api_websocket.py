@@ -115,11 +115,9 @@ def sync_box(request: pytest.FixtureRequest) -> Iterator[SyncBox]:
         local_registry(**limits) as (registry, signed),
         TestClient(create_app(registry, lambda: signed)) as client,
     ):
-        try:
+        assert client.portal is not None
+        with client.portal.wrap_async_context_manager(registry.running()):
             yield SyncBox(client, registry)
-        finally:
-            assert client.portal is not None
-            client.portal.call(registry.aclose)
 
 
 def test_stream_carries_bytes_both_ways_and_ends_with_the_result(sync_box: SyncBox) -> None:

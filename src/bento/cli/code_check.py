@@ -21,7 +21,8 @@ def check(path: Path, manifest: Manifest) -> None:
     if path.is_dir():
         module = _module_file(path, manifest.module)
         for source in sorted(path.rglob("*.py")):
-            _parse(source)
+            if source.relative_to(path).parts[0] != "vendor":  # third-party: the box skips it too
+                _parse(source)
     else:
         module = path
     _entry_points(module, _parse(module))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tarfile
+import tempfile
 from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -16,6 +18,7 @@ from bento.cli.output import console, emit_json, errors
 from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
 from bento.errors import BentoError
+from bento.protocol import imports
 from bento.protocol.manifest import Manifest
 
 PROGRESS_ABOVE = 1 << 20  # show a progress bar for uploads larger than this
@@ -59,6 +62,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             fix="--replace shuts it down and deploys this one; --as NEW deploys this one under another name",
         )
     info = find_box(args)
+    warnings: list[str] = []
 
     async def upload() -> Deployment:
         size = args.file.stat().st_size if args.file.is_file() else 0
@@ -73,6 +77,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         ) as bar:
             task = bar.add_task(f"uploading to {info.nickname}", total=None)
             async with Box(info.onion, socks=args.socks, info=info) as box:
+                offered = [m for p in (await box.descriptor()).runtime.packages for m in p.modules]
+                warnings.extend(unprovided_imports(args.file, offered))
+                for warning in warnings:
+                    errors.print(f"[yellow]warning[/yellow]: {warning}")
                 return await box.deploy(
                     args.file,
                     manifest,
@@ -92,6 +100,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 "entry_points": deployment.entry_points,
                 "replaced": replaced,
                 "keyring": str(keyring.path),
+                "warnings": warnings,
             }
         )
     else:
@@ -119,3 +128,30 @@ def _replace(old: Deployment, args: argparse.Namespace) -> bool:
         return False
     keyring.forget(old.function_id, how="replaced")
     return True
+
+
+def unprovided_imports(code: Path, offered: list[str]) -> list[str]:
+    """One warning per module the code imports that neither the upload nor the box provides."""
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        if code.is_dir():
+            root = code
+        elif code.name.endswith((".tar.gz", ".tgz")):
+            try:
+                with tarfile.open(code, "r:gz") as archive:
+                    archive.extractall(root, filter="data")
+            except (tarfile.TarError, OSError):
+                return []  # the box will say what is wrong with the archive
+        else:
+            (root / code.name).write_bytes(code.read_bytes())
+        found = imports.missing(root, offered)
+    return [f"{', '.join(files)} imports {module!r}, {_remedy(module)}" for module, files in found.items()]
+
+
+def _remedy(module: str) -> str:
+    if module.startswith("bento."):
+        return "which this box does not offer: pick a box whose descriptor lists the package 'bento'"
+    return (
+        "which neither the upload nor the box provides: ship it in vendor/ "
+        f"(pip install --target vendor {module}) or pick a box that offers it"
+    )

@@ -1,4 +1,9 @@
-"""``bento invoke`` and ``bento attach``: run an entry point and talk to its session."""
+"""``bento invoke``, ``bento attach`` and ``bento logs``: run an entry point and talk to its session.
+
+The function's output goes to stdout; what it prints (its logs) to stderr, dimmed, so
+the two never mix. A connection that drops is re-attached by the client library; the
+user hears of it only if the box stays unreachable.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,18 @@ import os
 import shlex
 import stat
 import sys
+from typing import Any
 
 from bento.cli import arguments, client_options
 from bento.cli.output import console, emit_json, errors
 from bento.client.box import Box
-from bento.client.keyring import Deployment, Keyring
-from bento.client.stream import SessionStream
+from bento.client.keyring import Keyring
+from bento.client.stream import Reconnecting, SessionStream
 from bento.errors import BentoError
-from bento.protocol.messages import ResourceUsage, SessionState
+from bento.protocol.errors import ExitStatus
+from bento.protocol.messages import Log, LogStream, ResourceUsage
+
+QUIET_TRIES = 2  # re-attach tries made before the user is told the box is hard to reach
 
 
 def add_invoke(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +53,16 @@ def add_attach(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=cmd_attach)
 
 
+def add_logs(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "What the session's function printed (print, stdout, stderr, warnings, logging), as far "
+        "as the box still holds it: the newest 1 MiB, while it keeps the session."
+    )
+    parser.add_argument("session", help="session id")
+    client_options.add(parser)
+    parser.set_defaults(handler=cmd_logs)
+
+
 def cmd_invoke(args: argparse.Namespace) -> int:
     positional, keywords = arguments.parse(args.args, args.kw, strings=args.str)
     keyring = Keyring(args.keyring)
@@ -52,23 +71,27 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with Box(deployment.onion, socks=args.socks) as box:
-            session_id = await box.invoke(deployment, args.entry, positional, keywords)
-            started.append(session_id)
-            keyring.add_session(session_id, deployment.function_id)
             if args.detach:
+                session_id = await box.invoke(deployment, args.entry, positional, keywords)
+                started.append(session_id)
+                keyring.add_session(session_id, deployment.function_id)
                 if args.json:
                     emit_json({"session_id": session_id})
                 else:
                     console.print(session_id)
-                return 0
+                return ExitStatus.OK
+            # Invoke and attach in one round trip: output follows the box's first answer.
+            stream = await box.start(deployment, args.entry, positional, keywords)
+            started.append(stream.session_id)
+            keyring.add_session(stream.session_id, deployment.function_id)
             if not args.json:
-                errors.print(f"[dim]session {session_id}[/dim]")
-            return await _talk(box, deployment, session_id, args.json)
+                errors.print(f"[dim]session {stream.session_id}[/dim]")
+            return await _talk(stream, args.json)
 
     try:
         return asyncio.run(run())
     except KeyboardInterrupt:
-        return _detached(args, started[0]) if started else 130
+        return _detached(args, started[0]) if started else ExitStatus.INTERRUPTED
 
 
 def _detached(args: argparse.Namespace, session_id: str) -> int:
@@ -87,7 +110,7 @@ def _detached(args: argparse.Namespace, session_id: str) -> int:
             f"\n[yellow]detached[/yellow]: session {session_id} goes on on its box. "
             f"Attach again with:\n  {attach}\nor stop it with:\n  {kill}"
         )
-    return 130
+    return ExitStatus.INTERRUPTED
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -96,7 +119,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with Box(deployment.onion, socks=args.socks) as box:
-            return await _talk(box, deployment, args.session, args.json)
+            return await _talk(await box.attach(deployment, args.session), args.json)
 
     try:
         return asyncio.run(run())
@@ -104,10 +127,47 @@ def cmd_attach(args: argparse.Namespace) -> int:
         return _detached(args, args.session)
 
 
-async def _talk(box: Box, deployment: Deployment, session_id: str, as_json: bool) -> int:
-    """Pump stdin to the session and its output to stdout until it ends."""
+def cmd_logs(args: argparse.Namespace) -> int:
+    keyring = Keyring(args.keyring)
+    deployment = keyring.function_of_session(args.session)
+
+    async def fetch() -> Any:
+        async with Box(deployment.onion, socks=args.socks) as box:
+            return await box.logs(deployment, args.session)
+
+    held = asyncio.run(fetch())
+    if args.json:
+        emit_json(held.model_dump(mode="json"))
+        return ExitStatus.OK
+    if held.dropped:
+        errors.print(f"[dim]({held.dropped} bytes of older logs are no longer kept)[/dim]")
+    for log in held.logs:
+        stream = sys.stdout if log.stream is LogStream.STDOUT else sys.stderr
+        stream.write(log.text)
+    sys.stdout.flush()
+    return ExitStatus.OK
+
+
+def _show_log(log: Log) -> None:
+    style = "dim" if log.stream is LogStream.STDOUT else "dim yellow"
+    errors.print(log.text.rstrip("\n"), style=style, markup=False, highlight=False)
+
+
+def _reconnecting(session_id: str) -> Reconnecting:
+    def tell(attempt: int, why: BaseException) -> None:
+        if attempt > QUIET_TRIES:  # a short pause is not news; a box that stays away is
+            errors.print(f"[yellow]the box is unreachable ({why}); re-attaching, try {attempt}…[/yellow]")
+
+    return tell
+
+
+async def _talk(stream: SessionStream, as_json: bool) -> int:
+    """Pump stdin to the session, its output to stdout and its logs to stderr, until it ends."""
     collected = bytearray()
-    async with await box.attach(deployment, session_id) as stream:
+    if not as_json:
+        stream.on_log = _show_log
+    stream.on_reconnect = _reconnecting(stream.session_id)
+    async with stream:
         feeder = asyncio.ensure_future(_feed_stdin(stream))
         try:
             async for chunk in stream:
@@ -125,7 +185,7 @@ async def _talk(box: Box, deployment: Deployment, session_id: str, as_json: bool
     if as_json:
         emit_json(
             {
-                "session_id": session_id,
+                "session_id": stream.session_id,
                 "state": ended.state.value,
                 "result": ended.result,
                 "error": ended.error.model_dump() if ended.error else None,
@@ -133,9 +193,11 @@ async def _talk(box: Box, deployment: Deployment, session_id: str, as_json: bool
                 "cause": ended.cause.value,
                 "usage": ended.usage.model_dump(),
                 "output": collected.decode(errors="replace"),
+                "logs": [{"stream": log.stream.value, "text": log.text} for log in stream.logs],
+                "reattached": stream.reattached,
             }
         )
-    elif ended.state is SessionState.COMPLETED:
+    elif ended.state.value == "completed":
         errors.print(f"[green]completed[/green], result: {json.dumps(ended.result)}")
         errors.print(f"[dim]{_usage(ended.usage)}[/dim]")
     else:
@@ -143,13 +205,13 @@ async def _talk(box: Box, deployment: Deployment, session_id: str, as_json: bool
             errors.print(ended.error.traceback.rstrip(), markup=False)
         errors.print(f"[red]{ended.state.value} ({ended.cause.value})[/red]: {ended.reason}")
         errors.print(f"[dim]{_usage(ended.usage)}[/dim]")
-    return {SessionState.COMPLETED: 0, SessionState.ERROR: 1}.get(ended.state, 2)
+    return ExitStatus.for_session(ended.state.value)
 
 
 def _usage(usage: ResourceUsage) -> str:
     text = (
         f"used {usage.cpu_seconds:.2f} s CPU, {usage.peak_memory_bytes / 2**20:.1f} MiB peak memory, "
-        f"{usage.bytes_out} B out, {usage.bytes_in} B in"
+        f"{usage.bytes_out} B out, {usage.bytes_in} B in, {usage.log_bytes} B of logs"
     )
     if usage.network_granted or usage.network_denied:
         text += f", {usage.network_granted} connection(s), {usage.network_denied} refused"

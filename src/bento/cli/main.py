@@ -29,6 +29,7 @@ COMMANDS: dict[str, Command] = {
     "deploy": Command("deploy", "upload a function to a box"),
     "invoke": Command("invoke", "run an entry point; streams output to stdout and stdin to the function"),
     "attach": Command("invoke", "re-attach to a session; resumes where output stopped"),
+    "logs": Command("invoke", "what a session's function printed, while the box keeps the session"),
     "sessions": Command("sessions", "list a function's sessions, their end cause and reason"),
     "kill": Command("sessions", "kill one session; its function goes on"),
     "functions": Command("functions", "list the functions in the keyring, and whether their boxes answer"),

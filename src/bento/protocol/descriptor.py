@@ -31,6 +31,16 @@ class StorageOffer(BaseModel):
     does_not_protect_against: list[str]
 
 
+class OfferedPackage(BaseModel):
+    """A distribution the box installs read-only for functions to import."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+    modules: list[str] = Field(description="the top-level modules it makes importable")
+
+
 class Conclave(BaseModel):
     """What protects a function from this box itself (see docs/operator.md, "Conclaves")."""
 
@@ -57,6 +67,9 @@ class Runtime(BaseModel):
         default=False, description="whether functions run in an SGX enclave here (see conclave)"
     )
     conclave: Conclave | None = Field(default=None, description="what protects functions from the box itself")
+    packages: list[OfferedPackage] = Field(
+        default_factory=list, description="packages functions can import beyond the standard library"
+    )
     storage: StorageOffer | None = Field(default=None, description="function storage, if the policy has it")
 
 

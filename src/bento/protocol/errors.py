@@ -42,8 +42,11 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid-request"
     BAD_CODE = "bad-code"
     BAD_BLINDED_TOKEN = "bad-blinded-token"  # noqa: S105
+    SESSION_EXPIRED = "session-expired"
+    OUTPUT_EXPIRED = "output-expired"
     FUNCTION_BUSY = "function-busy"
     BOX_FULL = "box-full"
+    BOX_STOPPING = "box-stopping"
     HTTP_ERROR = "http-error"
 
     @property
@@ -74,8 +77,15 @@ TABLE: dict[ErrorCode, Meaning] = {
     ErrorCode.INVALID_REQUEST: Meaning(422, "The body does not match the request model."),
     ErrorCode.BAD_CODE: Meaning(422, "The code cannot be used (encoding, syntax, archive, module)."),
     ErrorCode.BAD_BLINDED_TOKEN: Meaning(422, "A blinded token request the issuer cannot sign."),
+    ErrorCode.SESSION_EXPIRED: Meaning(
+        410, "The session ended and was forgotten, to bound the box's memory."
+    ),
+    ErrorCode.OUTPUT_EXPIRED: Meaning(
+        410, "The ended session's output was dropped, to bound the box's memory."
+    ),
     ErrorCode.FUNCTION_BUSY: Meaning(503, "The function runs as many instances as it asked for.", True),
     ErrorCode.BOX_FULL: Meaning(503, "The box is at its instance or memory limit.", True),
+    ErrorCode.BOX_STOPPING: Meaning(503, "The box is stopping; its sessions are being stopped."),
     ErrorCode.HTTP_ERROR: Meaning(400, "Any other refusal by the HTTP layer."),
 }
 
@@ -86,15 +96,13 @@ def statuses(*codes: ErrorCode) -> list[int]:
 
 
 class ExitStatus(IntEnum):
-    """How ``bento`` exits: scripts can tell a function's failure from Bento's."""
+    """How ``bento`` exits. With ``--json``, the document on stdout says more."""
 
     OK = 0  # the command did what it was asked; a session completed
-    FUNCTION_ERROR = 1  # the session ended in an error the function raised
+    ERROR = 1  # the session's function raised, or Bento refused or failed (the box, Tor, the keyring)
     KILLED = 2  # the session was killed (a limit, a policy, a shutdown)
-    BENTO_ERROR = 3  # Bento refused or failed (the box, Tor, the keyring, the arguments)
-    UNREACHABLE = 4  # the box could not be reached, after retries
-    INTERRUPTED = 130  # Ctrl-C: the session, if any, goes on at the box
+    INTERRUPTED = 130  # Ctrl-C: a session, if any, goes on at the box
 
     @classmethod
     def for_session(cls, state: str) -> ExitStatus:
-        return {"completed": cls.OK, "error": cls.FUNCTION_ERROR}.get(state, cls.KILLED)
+        return {"completed": cls.OK, "error": cls.ERROR}.get(state, cls.KILLED)

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bento.protocol.policy import Needs
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_MODULE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+_IDENTIFIER = re.compile(_MODULE)
 
 
 class Manifest(BaseModel):
@@ -23,6 +24,7 @@ class Manifest(BaseModel):
         default="main",
         max_length=200,
         description="the module to import: a single uploaded file is always saved as this module",
+        json_schema_extra={"pattern": _MODULE},  # checked by the validator, with a clearer message
     )
     description: str = Field(default="", max_length=2000)
     needs: Needs = Field(default_factory=Needs, description="resources and capabilities it asks for")

@@ -33,7 +33,10 @@ class CodeKind(StrEnum):
 class UploadRequest(Strict):
     manifest: Manifest
     kind: CodeKind = CodeKind.MODULE
-    code: str = Field(description="the code, base64-encoded")
+    code: str = Field(
+        description="the code, base64-encoded (RFC 4648, with padding)",
+        pattern=r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+    )
 
 
 class UploadResponse(Strict):
@@ -102,6 +105,9 @@ class SessionInfo(Strict):
     bytes_out: int = Field(description="bytes the function has sent")
     bytes_in: int = Field(description="bytes the client has sent")
     buffered: int = Field(description="output bytes not yet acknowledged by a client")
+    output_expired: bool = Field(
+        default=False, description="its unacknowledged output was dropped to bound the box's memory"
+    )
     cause: EndCause | None = Field(default=None, description="why it ended, once it has")
     reason: str = ""
     usage: ResourceUsage = Field(default_factory=ResourceUsage)

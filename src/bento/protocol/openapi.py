@@ -54,7 +54,7 @@ _MODELS: list[type[BaseModel]] = [
 ]
 _C = ErrorCode
 _AUTH = (_C.MISSING_TOKEN, _C.WRONG_TOKEN, _C.SINGLE_USE_TOKEN, _C.UNKNOWN_FUNCTION)
-_SESSION = (*_AUTH, _C.UNKNOWN_SESSION)
+_SESSION = (*_AUTH, _C.UNKNOWN_SESSION, _C.SESSION_EXPIRED)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -102,27 +102,38 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/v1/descriptor": {
                 "get": {
+                    "operationId": "getDescriptor",
                     "summary": "the box's signed descriptor",
                     "responses": _responses(200, SignedDescriptor),
                 }
             },
             "/v1/functions": {
                 "post": {
+                    "operationId": "upload",
                     "summary": "upload a function",
                     "requestBody": {"required": True, **_json_body(UploadRequest)},
-                    "responses": _responses(
+                    "responses": _linked(
+                        _responses(
+                            201,
+                            UploadResponse,
+                            _C.EXCEEDS_POLICY,
+                            _C.BODY_TOO_LARGE,
+                            _C.UPLOAD_TOO_LARGE,
+                            _C.INVALID_REQUEST,
+                            _C.BAD_CODE,
+                        ),
                         201,
-                        UploadResponse,
-                        _C.EXCEEDS_POLICY,
-                        _C.BODY_TOO_LARGE,
-                        _C.UPLOAD_TOO_LARGE,
-                        _C.INVALID_REQUEST,
-                        _C.BAD_CODE,
+                        {
+                            "invoke": ("invoke", {"function_id": "$response.body#/function_id"}),
+                            "listSessions": ("listSessions", {"function_id": "$response.body#/function_id"}),
+                            "shutdown": ("shutdown", {"function_id": "$response.body#/function_id"}),
+                        },
                     ),
                 }
             },
             "/v1/functions/{function_id}": {
                 "delete": {
+                    "operationId": "shutdown",
                     "summary": "shut a function down: kill its instances, delete its code and tokens",
                     "security": [{"shutdownToken": []}],
                     "parameters": [_path("function_id")],
@@ -131,22 +142,29 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/functions/{function_id}/sessions": {
                 "post": {
+                    "operationId": "invoke",
                     "summary": "invoke an entry point: starts a session",
                     "security": invocation,
                     "parameters": [_path("function_id")],
                     "requestBody": {"required": True, **_json_body(InvokeRequest)},
-                    "responses": _responses(
+                    "responses": _linked(
+                        _responses(
+                            201,
+                            InvokeResponse,
+                            *_AUTH,
+                            _C.UNKNOWN_ENTRY,
+                            _C.BODY_TOO_LARGE,
+                            _C.INVALID_REQUEST,
+                            _C.FUNCTION_BUSY,
+                            _C.BOX_FULL,
+                            _C.BOX_STOPPING,
+                        ),
                         201,
-                        InvokeResponse,
-                        *_AUTH,
-                        _C.UNKNOWN_ENTRY,
-                        _C.BODY_TOO_LARGE,
-                        _C.INVALID_REQUEST,
-                        _C.FUNCTION_BUSY,
-                        _C.BOX_FULL,
+                        {"getSession": ("getSession", {"session_id": "$response.body#/session_id"})},
                     ),
                 },
                 "get": {
+                    "operationId": "listSessions",
                     "summary": "list the function's sessions",
                     "security": invocation,
                     "parameters": [_path("function_id")],
@@ -177,6 +195,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/sessions/{session_id}": {
                 "get": {
+                    "operationId": "getSession",
                     "summary": "one session's state",
                     "security": invocation,
                     "parameters": [_path("session_id")],
@@ -199,6 +218,17 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+
+
+def _linked(
+    responses: dict[str, Any], status: int, links: dict[str, tuple[str, dict[str, str]]]
+) -> dict[str, Any]:
+    """OpenAPI links from a response to the operations it enables (upload -> invoke -> session)."""
+    responses[str(status)]["links"] = {
+        name: {"operationId": operation, "parameters": parameters}
+        for name, (operation, parameters) in links.items()
+    }
+    return responses
 
 
 def _path(name: str) -> dict[str, Any]:

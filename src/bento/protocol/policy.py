@@ -73,6 +73,10 @@ class NodePolicy(Model):
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
     tor: TorPolicy = Field(default_factory=TorPolicy)
     storage: StoragePolicy = Field(default_factory=StoragePolicy)
+    packages: list[str] = Field(
+        default_factory=list,
+        description='distributions offered read-only to functions ("bento": the client and its dependencies)',
+    )
 
 
 class Needs(Model):

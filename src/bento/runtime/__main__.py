@@ -15,7 +15,7 @@ import socket
 import sys
 
 from bento.protocol.frames import MAX_PAYLOAD, Frame, FrameError, decode_json, encode
-from bento.runtime import api, logs, net
+from bento.runtime import api, logs, net, packages
 from bento.runtime.channel import Channel
 from bento.runtime.confine import install_filter
 
@@ -44,7 +44,7 @@ def run(channel: Channel) -> None:
     if start.get("seccomp"):
         # Before anything of the function runs: from here on, only what it declared.
         install_filter(binascii.a2b_base64(start["seccomp"]))
-    sys.path.insert(0, start["code_dir"])
+    packages.setup(start["code_dir"])
     logs.capture(channel)
     try:
         module = importlib.import_module(start["module"])

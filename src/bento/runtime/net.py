@@ -1,10 +1,12 @@
 """The network, as a function sees it: every connection is made by the broker.
 
 ``connect``, ``listen`` and ``resolve`` ask the server's broker over the inherited
-broker socket; it checks the request against the manifest and the relay's exit policy
-and hands back a real socket. ``socket.create_connection`` and ``socket.getaddrinfo``
-are routed here too, so ``urllib.request`` and most libraries work unchanged. A refused
-request raises :class:`PermissionError` with the broker's reason.
+broker socket (``SOCK_SEQPACKET``: one JSON request, one JSON reply, each one message,
+a granted socket attached to its reply); it checks the request against the manifest
+and the relay's exit policy and hands back a real socket. ``socket.create_connection``,
+``socket.getaddrinfo`` and every TCP socket's ``connect`` are routed here too
+(bento.runtime.routing), so ``urllib.request``, requests, httpx and asyncio streams work
+unchanged. A refused request raises :class:`PermissionError` with the broker's reason.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 _broker: socket.socket | None = None
+MAX_REPLY = 65536
 _lock = threading.Lock()
 _real_getaddrinfo = socket.getaddrinfo
+_real_connect = socket.socket.connect
 
 
 def _bind(sock: socket.socket) -> None:
@@ -27,23 +31,34 @@ def _bind(sock: socket.socket) -> None:
     _broker = sock
     socket.create_connection = create_connection  # type: ignore[assignment]
     socket.getaddrinfo = getaddrinfo
+    from bento.runtime import routing
+
+    routing.install()
 
 
 def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]:
     if _broker is None:
         raise PermissionError("no network broker in this process (not running inside Bento)")
     with _lock:  # one request at a time: replies are not tagged
-        _broker.sendall(json.dumps(request).encode())
-        data, fds, _flags, _addr = socket.recv_fds(_broker, 65536, 1)
-    if not data:
-        raise ConnectionError("the Bento broker went away")
-    reply: dict[str, Any] = json.loads(data)
+        _broker.send(json.dumps(request).encode())
+        data, fds, _flags, _addr = socket.recv_fds(_broker, MAX_REPLY, 1)
     sock = socket.socket(fileno=fds[0]) if fds else None
-    if not reply.get("ok"):
+    try:
+        if not data:
+            raise ConnectionError("the Bento broker went away")
+        reply = json.loads(data)
+        if not isinstance(reply, dict):
+            raise ConnectionError("the Bento broker sent a malformed reply")
+        if not reply.get("ok"):
+            error = str(reply.get("error", "refused"))
+            if reply.get("denied"):
+                raise PermissionError(f"Bento broker: {error}")
+            code = reply.get("errno")  # e.g. ConnectionRefusedError, as a direct connect would raise
+            raise OSError(code, error) if isinstance(code, int) else OSError(error)
+    except BaseException:
         if sock is not None:
             sock.close()
-        error = reply.get("error", "refused")
-        raise PermissionError(f"Bento broker: {error}") if reply.get("denied") else OSError(error)
+        raise
     return reply, sock
 
 

@@ -215,7 +215,8 @@ class SandboxHost:
             raise SandboxUnavailable("every instance slot is in use")
         slot = self._free_slots.pop(0)
         ours, theirs = socket.socketpair()
-        broker_ours, broker_theirs = socket.socketpair()
+        # The broker keeps message boundaries: one request, one message (bento.server.broker).
+        broker_ours, broker_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         channel_fd, broker_fd = theirs.fileno(), broker_theirs.fileno()
         group = None
         try:

@@ -10,7 +10,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -72,10 +72,24 @@ async def _body(request: Request, model: type[Model], limit: int) -> Model:
         if len(data) > limit:
             raise BoxError(ErrorCode.BODY_TOO_LARGE, f"the request body is over {limit} bytes")
     try:
-        return model.model_validate_json(bytes(data))
+        return model.model_validate_json(bytes(data), strict=True)  # JSON types as documented: no coercion
     except ValidationError as exc:
         problems = describe_validation(exc)
         raise BoxError(ErrorCode.INVALID_REQUEST, f"malformed {model.__name__}: {problems}") from None
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _route(path: str, **by_method: Endpoint) -> Route:
+    """One route per path, whatever its methods: so a 405 names every method the path has."""
+    if "GET" in by_method:
+        by_method["HEAD"] = by_method["GET"]
+
+    async def endpoint(request: Request) -> Response:
+        return await by_method[request.method](request)
+
+    return Route(path, endpoint, methods=list(by_method))
 
 
 def _json(model: BaseModel, status: int = 200) -> JSONResponse:
@@ -90,7 +104,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
 
     async def upload(request: Request) -> Response:
         body = await _body(request, UploadRequest, upload_limit)
-        deployed = registry.deploy(body.manifest, body.kind, body.code)
+        deployed = await registry.deploy(body.manifest, body.kind, body.code)
         return _json(
             UploadResponse(
                 function_id=deployed.function.id,
@@ -179,6 +193,12 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         await websocket.accept()
         try:
             session = registry.session(websocket.path_params["session_id"], _bearer(websocket.headers))
+            if session.output.expired:
+                raise BoxError(
+                    ErrorCode.OUTPUT_EXPIRED,
+                    f"the output of session {session.id} was dropped, to keep the box's memory bounded",
+                    "attach sooner after invoking: the box keeps a bounded amount of ended sessions' output",
+                )
             logs_from = _logs_from(websocket)
         except BoxError as exc:
             await _refuse(websocket, exc)
@@ -210,25 +230,24 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         code = {404: ErrorCode.NO_SUCH_ENDPOINT, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
             exc.status_code, ErrorCode.HTTP_ERROR
         )
-        return _error(
+        response = _error(
             code,
             f"{request.method} {request.url.path}: {exc.detail}",
             "see GET /v1/openapi.json for the API",
             exc.status_code,
         )
+        response.headers.update(exc.headers or {})  # 405 carries Allow (RFC 9110, 15.5.6)
+        return response
 
     routes = [
-        Route("/v1/descriptor", get_descriptor, methods=["GET"]),
-        Route("/v1/openapi.json", openapi, methods=["GET"]),
-        Route("/v1/functions", upload, methods=["POST"]),
-        Route("/v1/functions/{function_id}", shutdown, methods=["DELETE"]),
-        Route("/v1/functions/{function_id}/sessions", invoke, methods=["POST"]),
-        Route("/v1/functions/{function_id}/sessions", list_sessions, methods=["GET"]),
-        Route("/v1/functions/{function_id}/blind-tokens/{right}", blind_token_key, methods=["GET"]),
-        Route("/v1/functions/{function_id}/blind-tokens/{right}", blind_tokens, methods=["POST"]),
-        Route("/v1/sessions/{session_id}", session_info, methods=["GET"]),
-        Route("/v1/sessions/{session_id}", kill_session, methods=["DELETE"]),
-        Route("/v1/sessions/{session_id}/logs", session_logs, methods=["GET"]),
+        _route("/v1/descriptor", GET=get_descriptor),
+        _route("/v1/openapi.json", GET=openapi),
+        _route("/v1/functions", POST=upload),
+        _route("/v1/functions/{function_id}", DELETE=shutdown),
+        _route("/v1/functions/{function_id}/sessions", POST=invoke, GET=list_sessions),
+        _route("/v1/functions/{function_id}/blind-tokens/{right}", GET=blind_token_key, POST=blind_tokens),
+        _route("/v1/sessions/{session_id}", GET=session_info, DELETE=kill_session),
+        _route("/v1/sessions/{session_id}/logs", GET=session_logs),
         WebSocketRoute("/v1/sessions/{session_id}/stream", stream),
         WebSocketRoute("/v1/functions/{function_id}/invoke", invoke_stream),
     ]
@@ -346,7 +365,7 @@ async def _control(session: Session, text: str) -> None:
         except ValidationError:
             continue
         if isinstance(event, Ack):
-            await session.output.ack(event.offset)
+            session.output.ack(event.offset)
         else:
             await session.close_input()
         return

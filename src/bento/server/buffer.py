@@ -5,6 +5,13 @@ Bytes have absolute offsets in the session's output stream. The buffer holds
 and re-attaches resumes at ``acked``, so nothing is lost and nothing acknowledged is
 sent twice. When the buffer holds ``capacity`` bytes, ``put`` waits: the function's
 writes block, which is the backpressure that keeps memory bounded.
+
+Once the session has ended, what it still holds counts against the box's total for
+retained output (bento.server.registry); the oldest is dropped first (:meth:`expire`),
+and a client that comes back for it learns that it is gone.
+
+Only ``put`` and ``read`` wait; everything else is synchronous, so that a session can
+always be concluded, even from a clean-up path that must not be interrupted.
 """
 
 from __future__ import annotations
@@ -15,59 +22,81 @@ from collections import deque
 READ_CHUNK = 256 << 10
 
 
+class Expired(Exception):
+    """The output was dropped to keep the box's memory bounded."""
+
+
 class OutputBuffer:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.acked = 0
         self.end = 0
         self.closed = False
+        self.expired = False
         self._chunks: deque[bytes] = deque()  # covers [acked, end) exactly
         self._skip = 0  # bytes of _chunks[0] already acknowledged
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()  # replaced on every change; waiters hold the old one
 
     @property
     def held(self) -> int:
         return self.end - self.acked
 
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     async def put(self, data: bytes) -> None:
-        async with self._changed:
-            # An empty buffer always takes the chunk, so a chunk larger than the
-            # capacity cannot wedge the stream.
-            await self._changed.wait_for(lambda: self.held == 0 or self.held + len(data) <= self.capacity)
-            self._chunks.append(data)
-            self.end += len(data)
-            self._changed.notify_all()
+        # An empty buffer always takes the chunk, so a chunk larger than the capacity
+        # cannot wedge the stream.
+        while self.held and self.held + len(data) > self.capacity:
+            await self._changed.wait()
+        self._chunks.append(data)
+        self.end += len(data)
+        self._notify()
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """No more output will come."""
-        async with self._changed:
-            self.closed = True
-            self._changed.notify_all()
+        self.closed = True
+        self._notify()
 
-    async def ack(self, offset: int) -> None:
+    def expire(self) -> int:
+        """Drop everything held (the session has ended and nobody came for it); the bytes freed."""
+        freed = self.held
+        self._chunks.clear()
+        self._skip = 0
+        self.acked = self.end
+        self.closed = self.expired = True
+        self._notify()
+        return freed
+
+    def ack(self, offset: int) -> None:
         """Everything before ``offset`` has been received; offsets out of range are clamped."""
-        async with self._changed:
-            offset = max(self.acked, min(offset, self.end))
-            drop = offset - self.acked
-            while drop:
-                first = len(self._chunks[0]) - self._skip
-                if drop >= first:
-                    self._chunks.popleft()
-                    self._skip = 0
-                    drop -= first
-                else:
-                    self._skip += drop
-                    drop = 0
-            self.acked = offset
-            self._changed.notify_all()
+        offset = max(self.acked, min(offset, self.end))
+        drop = offset - self.acked
+        while drop:
+            first = len(self._chunks[0]) - self._skip
+            if drop >= first:
+                self._chunks.popleft()
+                self._skip = 0
+                drop -= first
+            else:
+                self._skip += drop
+                drop = 0
+        self.acked = offset
+        self._notify()
 
     async def read(self, offset: int) -> bytes | None:
-        """Up to READ_CHUNK bytes from ``offset`` on; waits for them. None once all is read and closed."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.end > offset or self.closed)
-            if self.end <= offset:
-                return None
-            return self._slice(max(offset, self.acked))
+        """Up to READ_CHUNK bytes from ``offset`` on; waits for them. None once all is read and closed.
+
+        Raises :class:`Expired` if the bytes were dropped before they were acknowledged.
+        """
+        while self.end <= offset and not self.closed:
+            await self._changed.wait()
+        if self.expired and offset < self.end:
+            raise Expired(f"output from byte {offset} on was dropped to keep the box's memory bounded")
+        if self.end <= offset:
+            return None
+        return self._slice(max(offset, self.acked))
 
     def _slice(self, offset: int) -> bytes:
         position = self.acked - self._skip  # the offset at which _chunks[0] starts

@@ -3,6 +3,11 @@
 Code is checked at upload so that a syntax error is reported to the person deploying,
 not to whoever invokes later. Archives are unpacked with tarfile's "data" filter (no
 absolute paths, links out of the tree, devices or set-id bits) and bounded in size.
+
+An archive may ship pure-Python dependencies: a ``vendor/`` directory and ``.whl``
+files (at the top or in ``vendor/``), which the runtime puts on ``sys.path``. Their
+sources are not syntax-checked (third-party trees hold files never imported), but
+compiled parts are refused: the sandbox's Python is the box's, not the uploader's.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import base64
 import binascii
 import io
 import tarfile
+import zipfile
 from pathlib import Path
 
 from bento.protocol.manifest import Manifest
@@ -41,9 +47,33 @@ def install(raw: bytes, kind: CodeKind, manifest: Manifest, target: Path, max_by
         (target / f"{manifest.module}.py").write_bytes(raw)
     else:
         _unpack(raw, target, max_bytes * EXPANSION)
-    for path in sorted(target.rglob("*.py")):
-        _check_syntax(path, target)
+    for path in sorted(target.rglob("*")):
+        relative = path.relative_to(target)
+        if path.suffix in _COMPILED:
+            raise CodeError(f"{relative} is compiled code; only pure-Python code and packages are accepted")
+        if path.suffix == ".whl":
+            _check_wheel(path, relative)
+        elif path.suffix == ".py" and relative.parts[0] != "vendor":
+            _check_syntax(path, target)
     return _entry_points(target, manifest.module)
+
+
+_COMPILED = (".so", ".pyd", ".dylib")
+
+
+def _check_wheel(path: Path, relative: Path) -> None:
+    """A vendored wheel must be a zip of pure-Python code (it is imported in place)."""
+    try:
+        with zipfile.ZipFile(path) as wheel:
+            names = wheel.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CodeError(f"{relative} is not a wheel (a zip archive): {exc}") from None
+    compiled = [n for n in names if n.endswith(_COMPILED)]
+    if compiled:
+        raise CodeError(
+            f"{relative} has compiled parts ({compiled[0]}); only pure-Python wheels (py3-none-any) "
+            "can be vendored: use a package the box offers (see its descriptor) instead"
+        )
 
 
 def _unpack(raw: bytes, target: Path, limit: int) -> None:

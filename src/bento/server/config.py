@@ -42,6 +42,14 @@ class ServerConfig(BaseModel):
     session_retention_seconds: float = Field(
         default=600, gt=0, description="how long an ended session can still be attached to"
     )
+    retained_sessions: int = Field(
+        default=4096, gt=0, description="ended sessions kept at most; the oldest is forgotten first"
+    )
+    retained_output_bytes: int = Field(
+        default=64 << 20,
+        ge=0,
+        description="unacknowledged output of ended sessions kept, all together; the oldest is dropped first",
+    )
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict[str, Any]) -> ServerConfig:

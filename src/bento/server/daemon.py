@@ -67,6 +67,7 @@ class BentoServer:
                 enforced=self.sandbox.enforced(),
                 python=self.sandbox.python_version,
                 storage=self.registry.store.offer() if self.config.policy.storage.allowed else None,
+                packages=self.registry.offered,
             )
         return self._descriptor
 
@@ -76,7 +77,7 @@ class BentoServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        self.registry.reset_storage()
+        await asyncio.to_thread(self.registry.reset_storage)
         ctl: stem.control.Controller = await asyncio.to_thread(control.connect, self.config.control)
 
         def on_tor_status(_controller: object, state: stem.control.State, _when: float) -> None:
@@ -114,7 +115,6 @@ class BentoServer:
         try:
             async with asyncio.TaskGroup() as tasks:
                 serving = tasks.create_task(web.serve(sockets=sockets))
-                reaper = tasks.create_task(self.registry.reap_forever())
                 own = {(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in sockets}
                 function_tor = await self._start_function_tor(ctl)
                 owned_tor = None
@@ -126,16 +126,17 @@ class BentoServer:
                 pool = tasks.create_task(self.sandbox.keep_pool(self.config.pool_size))
                 orphans = tasks.create_task(self.sandbox.reap_orphans_forever())
                 try:
-                    if self.config.onion:
-                        await self._publish(ctl, api_port)
-                    self._write_status(api_port, sockets)
-                    log.info("serving %s.onion for relay %s", self.identity.onion, self._nickname)
-                    await stop.wait()
+                    async with self.registry.running():  # leaving it stops every session
+                        try:
+                            if self.config.onion:
+                                await self._publish(ctl, api_port)
+                            self._write_status(api_port, sockets)
+                            log.info("serving %s.onion for relay %s", self.identity.onion, self._nickname)
+                            await stop.wait()
+                        finally:
+                            await self._withdraw(ctl)
                 finally:
-                    await self._withdraw(ctl)
-                    await self.registry.aclose()
                     web.should_exit = True
-                    reaper.cancel()
                     gatekeeping.cancel()
                     pool.cancel()
                     orphans.cancel()

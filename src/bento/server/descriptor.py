@@ -6,7 +6,14 @@ import base64
 import time
 
 from bento import __version__
-from bento.protocol.descriptor import Conclave, Descriptor, Runtime, SignedDescriptor, StorageOffer
+from bento.protocol.descriptor import (
+    Conclave,
+    Descriptor,
+    OfferedPackage,
+    Runtime,
+    SignedDescriptor,
+    StorageOffer,
+)
 from bento.sandbox import conclave
 from bento.server.config import ServerConfig
 from bento.server.identity import Identity
@@ -22,6 +29,7 @@ def build(
     enforced: dict[str, str],
     python: str,
     storage: StorageOffer | None = None,
+    packages: list[OfferedPackage] | None = None,
 ) -> SignedDescriptor:
     """The descriptor, signed: the node policy in force and how this host enforces it."""
     descriptor = Descriptor(
@@ -38,6 +46,7 @@ def build(
             sgx=False,
             conclave=conclave_statement(conclave.probe(), storage),
             storage=storage,
+            packages=packages or [],
         ),
     )
     signature = base64.b64encode(identity.sign(descriptor.signed_bytes())).decode()

@@ -60,13 +60,11 @@ async def local_box(*, policy: NodePolicy | None = None, **settings: Any) -> Asy
                 python=sandbox.python_version,
             )
             transport = ASGIWebSocketTransport(app=create_app(registry, lambda: signed))
-            try:
-                async with Box(
-                    signed.verify().onion, socks=None, base_url="http://local", transport=transport
-                ) as box:
-                    yield box
-            finally:
-                await registry.aclose()
+            async with (
+                registry.running(),  # leaving it stops every session
+                Box(signed.verify().onion, socks=None, base_url="http://local", transport=transport) as box,
+            ):
+                yield box
         finally:
             sandbox.close()
     finally:

@@ -22,23 +22,38 @@ class LogBuffer:
         self.dropped = 0  # log bytes no longer held (the offset of the oldest held)
         self.closed = False
         self._entries: deque[Log] = deque()
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()  # replaced on every change; waiters hold the old one
+
+    @property
+    def held(self) -> int:
+        return self.total - self.dropped
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def put(self, stream: LogStream, data: bytes) -> None:
         text = data.decode(errors="replace")  # offsets count the bytes of what clients get
-        async with self._changed:
-            self._entries.append(Log(stream=stream, offset=self.total, text=text))
-            self.total += len(text.encode())
-            while self.total - self.dropped > self.capacity and len(self._entries) > 1:
-                oldest = self._entries.popleft()
-                self.dropped = self._entries[0].offset
-                del oldest
-            self._changed.notify_all()
+        self._entries.append(Log(stream=stream, offset=self.total, text=text))
+        self.total += len(text.encode())
+        while self.total - self.dropped > self.capacity and len(self._entries) > 1:
+            self._entries.popleft()
+            self.dropped = self._entries[0].offset
+        self._notify()
 
-    async def close(self) -> None:
-        async with self._changed:
-            self.closed = True
-            self._changed.notify_all()
+    def close(self) -> None:
+        """No more logs will come (synchronous, so that a session can always be concluded)."""
+        self.closed = True
+        self._notify()
+
+    def expire(self) -> int:
+        """Drop every entry (the session ended long ago; bento.server.retention); the bytes freed."""
+        freed = self.held
+        self._entries.clear()
+        self.dropped = self.total
+        self.closed = True
+        self._notify()
+        return freed
 
     def since(self, offset: int) -> list[Log]:
         """The entries held that end after ``offset``."""
@@ -46,8 +61,8 @@ class LogBuffer:
 
     async def read(self, offset: int) -> list[Log] | None:
         """The entries after ``offset``, waiting for one; None once closed and all read."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.total > offset or self.closed)
-            if self.total <= offset:
-                return None
-            return self.since(offset)
+        while self.total <= offset and not self.closed:
+            await self._changed.wait()
+        if self.total <= offset:
+            return None
+        return self.since(offset)

@@ -8,26 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shutil
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from bento.protocol.descriptor import OfferedPackage
 from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind, SessionInfo
 from bento.protocol.policy import violations
 from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.sandbox.launch import SandboxHost
-from bento.server import code, tokens
+from bento.server import code, packages, tokens
 from bento.server.blind_issuer import BlindIssuer
-from bento.server.broker import Broker, Gatekeeper
+from bento.server.broker import Broker, Context, Gatekeeper
+from bento.server.broker.network import system_resolver
 from bento.server.config import ServerConfig
 from bento.server.function_tor import InstanceTor
+from bento.server.retention import Retention
 from bento.server.session import Session
 from bento.server.store import StorageChannel, Store
 from bento.server.tor_for_functions import TorForFunctions
+
+T = TypeVar("T")
 
 
 class BoxError(Exception):
@@ -66,7 +73,7 @@ class Deployed:
 
 
 class Registry:
-    """Every function and session of this box; owns the tasks that run sessions."""
+    """Every function and session of this box; owns the tasks that run sessions (see :meth:`running`)."""
 
     def __init__(self, config: ServerConfig, boot_id: str, sandbox: SandboxHost, gate: Gatekeeper) -> None:
         self.config = config
@@ -76,21 +83,48 @@ class Registry:
         self.boot_id = boot_id
         self.root = sandbox.root / "functions"
         self.store = Store(config.state_dir / "storage")
+        self.offered: list[OfferedPackage] = []
         self.functions: dict[str, Function] = {}
         self.sessions: dict[str, Session] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.retention = Retention(
+            config.session_retention_seconds, config.retained_sessions, config.retained_output_bytes
+        )
+        self._group: asyncio.TaskGroup | None = None  # while running(): owns every session's task
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self.tor: TorForFunctions | None = None  # set by the daemon when the box offers Tor
 
     def reset_storage(self) -> None:
-        """Remove code left by a previous run: functions do not survive a restart."""
+        """Clear what a previous run left (functions do not survive restarts); install offered packages."""
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(mode=0o700, parents=True)
         self.sandbox.share(self.root)
         self.store.reset()
+        self.offered = packages.install(self.sandbox.runtime_dir, self.policy.packages)
+        self.sandbox.share(self.sandbox.runtime_dir)
+
+    @contextlib.asynccontextmanager
+    async def running(self, reap_interval: float = 30.0) -> AsyncIterator[Registry]:
+        """Serve sessions inside this block; leaving it stops every session and waits for each.
+
+        Every session's task lives in one task group: none outlives the block, and none
+        is left unwatched. A session's task never fails (it ends the session with a cause
+        instead), so one session cannot take the others down.
+        """
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            reaper = group.create_task(self.reap_forever(reap_interval))
+            try:
+                yield self
+            finally:
+                self._group = None  # no new sessions from here on
+                reaper.cancel()
+                for task in self._tasks.values():
+                    task.cancel()
+        await self.store.aclose()
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    def deploy(self, manifest: Manifest, kind: CodeKind, encoded: str) -> Deployed:
+    async def deploy(self, manifest: Manifest, kind: CodeKind, encoded: str) -> Deployed:
         problems = violations(manifest.needs, self.policy)
         if problems:
             raise BoxError(
@@ -99,7 +133,7 @@ class Registry:
                 "lower the manifest's needs, or pick a box that fits (`bento boxes --fits MANIFEST`)",
             )
         try:
-            raw = code.decode(encoded) if encoded else b""
+            raw = await _in_thread(code.decode, encoded) if encoded else b""
         except code.CodeError as exc:
             raise BoxError(ErrorCode.BAD_CODE, str(exc), "send the code base64-encoded") from None
         limit = self.policy.max_upload_bytes
@@ -112,13 +146,12 @@ class Registry:
         function_id = tokens.new_id()
         target = self.root / function_id
         try:
-            entry_points = code.install(raw, kind, manifest, target / "code", limit)
-            self.sandbox.share(target)
+            entry_points = await _in_thread(self._install, raw, kind, manifest, target)
         except code.CodeError as exc:
-            shutil.rmtree(target, ignore_errors=True)
+            await _in_thread(shutil.rmtree, target, True)
             raise BoxError(ErrorCode.BAD_CODE, str(exc), "fix the code and deploy again") from None
         except BaseException:
-            shutil.rmtree(target, ignore_errors=True)  # nothing of a failed upload is kept
+            await _in_thread(shutil.rmtree, target, True)  # nothing of a failed upload is kept
             raise
         invocation, shutdown = tokens.new_token(), tokens.new_token()
         function = Function(
@@ -131,6 +164,12 @@ class Registry:
         )
         self.functions[function_id] = function
         return Deployed(function, invocation, shutdown)
+
+    def _install(self, raw: bytes, kind: CodeKind, manifest: Manifest, target: Path) -> list[str]:
+        """Unpack, compile-check and share the code (blocking: run in a thread)."""
+        entry_points = code.install(raw, kind, manifest, target / "code", self.policy.max_upload_bytes)
+        self.sandbox.share(target)
+        return entry_points
 
     def function(
         self, function_id: str, token: str | None, *, shutdown: bool = False, spend: bool = False
@@ -184,22 +223,40 @@ class Registry:
             raise BoxError(
                 ErrorCode.UNKNOWN_ENTRY, f"the function has no entry point {entry!r} (it has: {listed})"
             )
+        if self._group is None:
+            raise BoxError(
+                ErrorCode.BOX_STOPPING, "this box is stopping", "try again later, or use another box"
+            )
         self._admit(function)
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
         if opened_by is not None and is_blinded(opened_by):
             self.spend(function, opened_by, "invoke")
             session.opened_by = tokens.digest(opened_by)
-        function.sessions[session.id] = session
-        self.sessions[session.id] = session
         needs = function.manifest.needs
         storage = None
         if needs.storage_mb and self.policy.storage.allowed:
             storage = StorageChannel(self.store.of(function.id, needs.storage_mb))
-        broker = Broker(needs, self.policy, self.gate, storage)
+        tor = None
         if self.tor is not None and (needs.tor_circuits or needs.onion_services or needs.call_boxes):
-            broker.tor = InstanceTor.open(self.tor, function.id, needs, self.policy)
-        self._own(session.run(self.sandbox, broker, function.code_dir, function.manifest, args, kwargs))
+            tor = InstanceTor.open(self.tor, function.id, needs, self.policy)
+        context = Context(
+            needs, self.policy, self.gate, system_resolver, function.id, session.id, storage=storage, tor=tor
+        )
+        run = session.run(self.sandbox, Broker(context), function.code_dir, function.manifest, args, kwargs)
+        task = self._group.create_task(run)
+        task.add_done_callback(functools.partial(self._ran, session))
+        self._tasks[session.id] = task
+        function.sessions[session.id] = session
+        self.sessions[session.id] = session
         return session
+
+    def _ran(self, session: Session, _task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never ran its clean-up: end the session here.
+        session.abandon("stopped by the server")
+        self._tasks.pop(session.id, None)
+        if session.id in self.sessions:  # not shut down meanwhile
+            for old in self.retention.ended(session):
+                self._forget(old)
 
     def _admit(self, function: Function) -> None:
         """Refuse an instance that would take Bento, or this function, past the policy."""
@@ -238,6 +295,13 @@ class Registry:
 
     def session(self, session_id: str, token: str | None) -> Session:
         session = self.sessions.get(session_id)
+        if session is None and self.retention.gone(session_id):
+            raise BoxError(
+                ErrorCode.SESSION_EXPIRED,
+                f"session {session_id} ended and was forgotten, to keep the box's memory bounded",
+                f"attach within {self.config.session_retention_seconds:.0f} s of a session's end; "
+                "the box keeps only the most recent ended sessions",
+            )
         if session is None:
             raise BoxError(
                 ErrorCode.UNKNOWN_SESSION,
@@ -264,39 +328,51 @@ class Registry:
         stopped = 0
         for session in function.sessions.values():
             self.sessions.pop(session.id, None)
+            self.retention.drop(session)
             if not session.ended:
                 session.kill("its function was shut down")
                 stopped += 1
         for session in function.sessions.values():
             await session.done.wait()
-        await asyncio.to_thread(shutil.rmtree, function.code_dir.parent, True)
+        await _in_thread(shutil.rmtree, function.code_dir.parent, True)
         await self.store.shred(function.id)  # its key first, then its ciphertext
         return stopped
 
-    # --- task ownership -----------------------------------------------------------------
+    async def stop_sessions(self, reason: str = "stopped by the server") -> None:
+        """Kill every running session and wait until each has ended (the box serves on)."""
+        running = [session for session in self.sessions.values() if not session.ended]
+        for session in running:
+            session.kill(reason)
+        for session in running:
+            await session.done.wait()
 
-    def _own(self, coroutine: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    # --- forgetting ----------------------------------------------------------------------
+
+    def _forget(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+        self.retention.forget(session)
+        function = self.functions.get(session.function_id)
+        if function is not None:
+            function.sessions.pop(session.id, None)
 
     async def reap_forever(self, interval: float = 30.0) -> None:
         """Forget sessions that ended more than ``session_retention_seconds`` ago."""
         while True:
             await asyncio.sleep(interval)
-            horizon = time.time() - self.config.session_retention_seconds
-            for session in list(self.sessions.values()):
-                if session.ended_at is not None and session.ended_at < horizon and session.attachment is None:
-                    del self.sessions[session.id]
-                    function = self.functions.get(session.function_id)
-                    if function is not None:
-                        function.sessions.pop(session.id, None)
+            self.reap()
 
-    async def aclose(self) -> None:
-        """Stop every session (killing its instance) and wait for each to finish."""
-        for task in self._tasks:
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.store.aclose()
+    def reap(self, now: float | None = None) -> None:
+        """Forget the ended sessions whose retention time is over at ``now``."""
+        for session in self.retention.due(now):
+            self._forget(session)
+
+
+async def _in_thread(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` off the event loop. A thread cannot be stopped: if we are cancelled,
+    we still wait for it to end, so that whatever cleans up after it runs after it."""
+    job = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait([job])
+        raise

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from bento.protocol.frames import HEADER, Frame, FrameError, decode_header, decode_json, encode, encode_json
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bento.errors import describe_validation
+from bento.protocol.frames import HEADER, Frame, FrameError, decode_header, encode, encode_json
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import (
     EndCause,
@@ -25,6 +29,8 @@ from bento.server.broker import Broker
 from bento.server.buffer import OutputBuffer
 from bento.server.logs import LogBuffer
 
+log = logging.getLogger("bento.session")
+M = TypeVar("M", bound=BaseModel)
 _STATE = {EndCause.COMPLETED: SessionState.COMPLETED, EndCause.ERROR: SessionState.ERROR}
 _MB = 1 << 20
 RETURN_GRACE = 2.0  # seconds an instance may take to exit after its function returned
@@ -57,6 +63,8 @@ class Session:
         self._input_lock = asyncio.Lock()
         self._verdict: tuple[EndCause, str] | None = None  # set when we decide to kill it
         self._broker: Broker | None = None
+        self._driving: asyncio.Task[None] | None = None  # the task reading its channel
+        self._stderr_tail = b""
         self.opened_by: bytes | None = None  # digest of the blinded token that opened it, if one did
 
     @property
@@ -74,6 +82,7 @@ class Session:
             bytes_out=self.output.end,
             bytes_in=self.usage.bytes_in,
             buffered=self.output.held,
+            output_expired=self.output.expired,
             cause=self.cause,
             reason=self.reason,
             usage=self._current_usage(),
@@ -84,7 +93,7 @@ class Session:
         live = {"bytes_out": self.output.end, "log_bytes": self.logs.total}
         if self._broker is not None:
             live |= {"network_granted": self._broker.granted, "network_denied": self._broker.denied}
-            if (tor := self._broker.tor) is not None:
+            if (tor := self._broker.context.tor) is not None:
                 live |= {"circuits": tor.circuits_built, "onion_services": tor.onions_published}
         return self.usage.model_copy(update=live)
 
@@ -110,61 +119,131 @@ class Session:
         args: list[Any],
         kwargs: dict[str, Any],
     ) -> None:
-        """Start the sandboxed instance and pump its frames until it exits. Owned by the registry."""
+        """Start the sandboxed instance, serve it until it exits, and say why it ended.
+
+        Owned by the registry. Whatever happens (a hostile instance, a bug of ours, a
+        cancellation) the session ends with a cause, and its instance is killed.
+        """
+        try:
+            await self._run(sandbox, broker, code_dir, manifest, args, kwargs)
+        except asyncio.CancelledError:
+            self._end(EndCause.SHUTDOWN, "stopped by the server")
+            raise
+        except Exception as exc:
+            log.exception("session %s failed", self.id)
+            self._end(EndCause.ERROR, f"the box failed while running this session ({type(exc).__name__})")
+        finally:
+            if self.instance is not None:
+                self.instance.kill()
+            self.started.set()
+            await broker.aclose()  # also when the sandbox never started and the broker never served
+
+    async def _run(
+        self,
+        sandbox: SandboxHost,
+        broker: Broker,
+        code_dir: Path,
+        manifest: Manifest,
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> None:
         needs = manifest.needs
         try:
-            self.instance = await sandbox.acquire(code_dir, needs)
+            instance = await sandbox.acquire(code_dir, needs)
         except (OSError, SandboxUnavailable) as exc:
-            await broker.aclose()
-            await self._finish(EndCause.ERROR, reason=f"the sandbox could not start: {exc}")
+            self._end(EndCause.ERROR, f"the sandbox could not start: {exc}")
             return
+        self.instance, self._broker = instance, broker
+        self.started.set()
+        try:
+            start = self._start_frame(sandbox, instance, manifest, args, kwargs)
+            if self._verdict is None:  # else it was killed while it was starting
+                async with asyncio.timeout(needs.wall_seconds):
+                    try:
+                        await self._serve(instance, broker, start, needs.output_mb * _MB)
+                    except* FrameError as group:
+                        problem = group.exceptions[0]
+                        self._verdict = self._verdict or (
+                            EndCause.POLICY,
+                            f"broke the instance protocol: {problem}",
+                        )
+        except TimeoutError:
+            self._verdict = self._verdict or (
+                EndCause.WALL,
+                f"wall-clock limit of {needs.wall_seconds} s reached",
+            )
         finally:
-            self.started.set()
-        instance = self.instance
-        if self._verdict is not None:  # killed while it was starting
             instance.kill()
-        self._broker = broker
-        brokering = asyncio.ensure_future(broker.serve(instance.broker))
-        reader, self._writer = await asyncio.open_connection(sock=instance.channel, limit=2 << 20)
-        stderr = asyncio.ensure_future(_drain(instance))
+            with contextlib.suppress(OSError):
+                instance.broker.close()
+            exited = await asyncio.shield(instance.wait())  # a kill is delivered at once
+        self._conclude(exited, needs.cpu_seconds)
+
+    def _start_frame(
+        self,
+        sandbox: SandboxHost,
+        instance: Instance,
+        manifest: Manifest,
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> bytes:
         start = {
             "code_dir": "/function",
             "module": manifest.module,
             "entry": self.entry,
             "args": args,
             "kwargs": kwargs,
-            "seccomp": encode_filter(sandbox.manifest_filter(needs)),
+            "seccomp": encode_filter(sandbox.manifest_filter(manifest.needs)),
             "rlimits": instance.rlimits,
         }
+        return encode_json(Frame.START, start)
+
+    async def _serve(self, instance: Instance, broker: Broker, start: bytes, output_limit: int) -> None:
+        """Everything an instance needs while it runs, in one task group: its broker, its stderr,
+        its channel. When one part fails, the others are cancelled and the caller kills it."""
+        reader, self._writer = await asyncio.open_connection(sock=instance.channel, limit=2 << 20)
         try:
-            self._writer.write(encode_json(Frame.START, start))
-            async with asyncio.timeout(needs.wall_seconds):
-                await self._pump(reader, needs.output_mb * _MB)
-                if self._verdict is not None:
-                    # It has answered: a thread it left behind must not keep the session open.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(RETURN_GRACE):
-                            await instance.wait()
-                else:
-                    await instance.wait()
-        except TimeoutError:
-            self._verdict = (EndCause.WALL, f"wall-clock limit of {needs.wall_seconds} s reached")
-        except (FrameError, ValueError) as exc:
-            self._verdict = (EndCause.POLICY, f"broke the instance protocol: {exc}")
-        except asyncio.CancelledError:
-            self._verdict = (EndCause.SHUTDOWN, "stopped by the server")
-            raise
+            async with asyncio.TaskGroup() as group:
+                brokering = group.create_task(broker.serve(instance.broker))
+                draining = group.create_task(self._drain_stderr(instance))
+                self._driving = group.create_task(self._drive(instance, reader, start, output_limit))
+                await asyncio.wait([self._driving])  # ends when the instance has exited
+                instance.kill()  # whatever it left behind goes too
+                brokering.cancel()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RETURN_GRACE):
+                        await asyncio.wait([draining])  # its last words, already written
+                draining.cancel()
         finally:
-            instance.kill()
-            exited = await instance.wait()
             self._writer.close()
-            brokering.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await brokering
-            instance.broker.close()
-            await broker.aclose()
-            tail = await stderr
-            await self._conclude(exited, needs.cpu_seconds, tail)
+
+    async def _drive(
+        self, instance: Instance, reader: asyncio.StreamReader, start: bytes, output_limit: int
+    ) -> None:
+        assert self._writer is not None
+        self._writer.write(start)
+        await self._pump(reader, output_limit)
+        if self._verdict is not None:
+            # It has answered: a thread it left behind must not keep the session open.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RETURN_GRACE):
+                    await instance.wait()
+        else:
+            await instance.wait()
+
+    async def _drain_stderr(self, instance: Instance, limit: int = 4096) -> None:
+        """Read the instance's stderr all along (a full pipe would block it); keep the end."""
+        assert instance.process.stderr is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), instance.process.stderr
+        )
+        try:
+            while chunk := await reader.read(65536):
+                self._stderr_tail = (self._stderr_tail + chunk)[-limit:]
+        finally:
+            transport.close()
 
     async def _pump(self, reader: asyncio.StreamReader, output_limit: int) -> None:
         while True:
@@ -189,19 +268,16 @@ class Session:
             elif kind is Frame.READY:
                 continue  # a cold instance announces itself too
             elif kind is Frame.RESULT:
-                result = decode_json(payload)
-                if not isinstance(result, dict):
-                    raise FrameError("a RESULT frame must hold a JSON object")
-                self.result = result.get("value")
+                self.result = _parse(kind, _Result, payload).value
                 self._verdict = self._verdict or (EndCause.COMPLETED, "")
             elif kind is Frame.ERROR:
-                self.error = FunctionError.model_validate(decode_json(payload))
+                self.error = _parse(kind, FunctionError, payload)
                 cause = EndCause.MEMORY if self.error.type == "MemoryError" else EndCause.ERROR
                 self._verdict = self._verdict or (cause, f"{self.error.type}: {self.error.message}")
             else:
                 raise FrameError(f"unexpected {kind.name} frame from the instance")
 
-    async def _conclude(self, exited: Exited, cpu_limit: int, stderr_tail: str) -> None:
+    def _conclude(self, exited: Exited, cpu_limit: int) -> None:
         """Say why the session ended, from what we decided and what the kernel reports."""
         self.usage.cpu_seconds = round(exited.usage.cpu_seconds, 3)
         self.usage.peak_memory_bytes = exited.usage.peak_memory_bytes
@@ -212,21 +288,23 @@ class Session:
         elif exited.usage.cpu_seconds >= cpu_limit - 0.05 or _signalled(exited.returncode, signal.SIGXCPU):
             verdict = (EndCause.CPU, f"killed: over its CPU-time limit of {cpu_limit} s")
         else:
-            last = f"; its last words: {stderr_tail.strip()[-1000:]}" if stderr_tail.strip() else ""
+            tail = self._stderr_tail.decode(errors="replace").strip()
+            last = f"; its last words: {tail[-1000:]}" if tail else ""
             verdict = (
                 EndCause.ERROR,
                 f"the function's process ended with {_describe(exited.returncode)} before returning{last}",
             )
-        await self._finish(*verdict)
+        self._end(*verdict)
 
-    async def _finish(self, cause: EndCause, reason: str = "") -> None:
+    def _end(self, cause: EndCause, reason: str = "") -> None:
+        """The session has ended (synchronous: nothing can interrupt it half-way)."""
         if self.ended:
             return
         self.cause, self.reason = cause, reason
         self.state = _STATE.get(cause, SessionState.KILLED)
         self.ended_at = time.time()
-        await self.logs.close()
-        await self.output.close()
+        self.logs.close()
+        self.output.close()
         self.done.set()
 
     def kill(self, reason: str) -> None:
@@ -236,6 +314,15 @@ class Session:
         self._verdict = self._verdict or (EndCause.SHUTDOWN, reason)
         if self.instance is not None:
             self.instance.kill()
+        if self._driving is not None:
+            self._driving.cancel()  # it may wait for a client to take output: nobody will
+
+    def abandon(self, reason: str) -> None:
+        """End the session now if it has not ended (its task never ran): kill what it started."""
+        if not self.ended:
+            if self.instance is not None:
+                self.instance.kill()
+            self._end(EndCause.SHUTDOWN, reason)
 
     # --- input from the client ---------------------------------------------------------
 
@@ -262,21 +349,17 @@ class Session:
                 await self._writer.drain()
 
 
-async def _drain(instance: Instance, limit: int = 4096) -> str:
-    """Read the instance's stderr all along (a full pipe would block it); keep the end."""
-    assert instance.process.stderr is not None
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), instance.process.stderr
-    )
-    tail = b""
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: Any = None
+
+
+def _parse(kind: Frame, model: type[M], payload: bytes) -> M:
+    """A JSON frame from the instance, as ``model``: bounded in depth, any flaw a FrameError."""
     try:
-        while chunk := await reader.read(65536):
-            tail = (tail + chunk)[-limit:]
-    finally:
-        transport.close()
-    return tail.decode(errors="replace")
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        raise FrameError(f"malformed {kind.name} frame: {describe_validation(exc)}") from None
 
 
 def _log_stream(tag: bytes) -> LogStream:

@@ -1,0 +1,305 @@
+"""The broker: it connects only to checked addresses, in every spelling, and survives any request.
+
+The broker runs for real here, on a real SOCK_SEQPACKET pair; only the resolver is faked,
+so that a name can change its answer between two lookups (DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bento.protocol.policy import Needs, NodePolicy
+from bento.server.broker import MAX_REQUEST, Broker, Context, Denied, Gatekeeper, normalise
+
+NETWORK = NodePolicy(network={"allowed": True, "listen": True})
+OWN_PORT = 9051  # stands for tor's control port, the API, ...
+
+
+class Resolver:
+    """Answers from a script, one answer per lookup (the last repeats); counts lookups."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = list(answers)
+        self.lookups = 0
+
+    async def __call__(self, host: str) -> list[str]:
+        self.lookups += 1
+        return self.answers[min(self.lookups, len(self.answers)) - 1]
+
+
+def _gate(own: set[tuple[str, int]] | None = None) -> Gatekeeper:
+    return Gatekeeper(exit_allows=lambda _ip, _port: True, forbidden=own or {("127.0.0.1", OWN_PORT)})
+
+
+def _broker(resolver: Any = None, gate: Gatekeeper | None = None, **needs: Any) -> Broker:
+    return Broker(
+        Context(
+            Needs(network=True, listen=True, **needs),
+            NETWORK,
+            gate or _gate(),
+            resolver or Resolver(["127.0.0.1"]),
+        )
+    )
+
+
+async def _ask(
+    broker: Broker, request: dict[str, Any] | bytes
+) -> tuple[dict[str, Any], socket.socket | None]:
+    raw = request if isinstance(request, bytes) else json.dumps(request).encode()
+    reply, granted = await broker.answer(raw)
+    return json.loads(reply), granted
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[int]:
+    """A listening socket on loopback that is not one of the box's own services."""
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+# --- rebinding, and every spelling of "this host" ---------------------------------------------
+
+
+async def test_a_name_that_changes_its_answer_is_connected_to_the_checked_address(site: int) -> None:
+    """First answer: a harmless site; any later answer: the box's own service. Only one lookup."""
+    resolver = Resolver(["127.0.0.1"], ["127.0.0.1"])
+    gate = _gate({("127.0.0.1", OWN_PORT)})
+    broker = _broker(resolver, gate)
+    reply, granted = await _ask(broker, {"op": "connect", "host": "rebind.example", "port": site})
+    assert reply == {"ok": True, "peer": ["127.0.0.1", site]}
+    assert granted is not None and granted.getpeername() == ("127.0.0.1", site)
+    granted.close()
+    assert resolver.lookups == 1, "connected to what was checked, not to a second answer"
+
+
+async def test_a_name_whose_first_answer_is_own_is_refused_whatever_comes_next() -> None:
+    resolver = Resolver(["192.0.2.7", "::ffff:127.0.0.1"], ["192.0.2.7"])
+    reply, granted = await _ask(
+        _broker(resolver), {"op": "connect", "host": "evil.example", "port": OWN_PORT}
+    )
+    assert (reply["ok"], reply["code"], granted) == (False, "denied", None)
+    assert "own services" in reply["error"]
+    assert resolver.lookups == 1
+
+
+LOOPBACK_SPELLINGS = [
+    "127.0.0.1",
+    "127.0.0.2",
+    "127.255.255.254",
+    "::1",
+    "::ffff:127.0.0.1",
+    "::ffff:7f00:1",
+    "0:0:0:0:0:ffff:127.0.0.1",
+    "2002:7f00:1::",  # 6to4 around 127.0.0.1
+]
+
+
+@pytest.mark.parametrize("spelling", LOOPBACK_SPELLINGS)
+async def test_every_literal_spelling_of_loopback_is_refused_for_own_ports(spelling: str) -> None:
+    reply, _ = await _ask(_broker(), {"op": "connect", "host": spelling, "port": OWN_PORT})
+    assert (reply["ok"], reply["code"]) == (False, "denied"), (spelling, reply)
+    assert "own services" in reply["error"]
+
+
+@pytest.mark.parametrize("spelling", ["0.0.0.0", "::", "::ffff:0.0.0.0"])
+async def test_the_unspecified_address_is_never_a_destination(spelling: str) -> None:
+    for port in (OWN_PORT, 80):
+        reply, _ = await _ask(_broker(), {"op": "connect", "host": spelling, "port": port})
+        assert (reply["ok"], reply["code"]) == (False, "denied"), (spelling, reply)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [["127.0.0.1"], ["127.0.0.2"], ["::1"], ["::ffff:127.0.0.1"], ["0.0.0.0"], ["93.184.216.34", "::1"]],
+)
+async def test_names_that_resolve_to_this_host_are_refused(answer: list[str]) -> None:
+    for name in ("localhost", "2130706433", "0x7f.1", "127.1", "rebind.example"):
+        reply, _ = await _ask(_broker(Resolver(answer)), {"op": "connect", "host": name, "port": OWN_PORT})
+        assert (reply["ok"], reply["code"]) == (False, "denied"), (name, answer, reply)
+
+
+async def test_a_service_bound_to_every_address_is_own_at_any_local_address() -> None:
+    gate = _gate({("0.0.0.0", OWN_PORT)})
+    for spelling in ("127.0.0.1", "127.3.2.1", "::ffff:127.0.0.9"):
+        with pytest.raises(Denied, match="own services"):
+            gate.check(normalise(spelling), OWN_PORT)
+
+
+async def test_an_address_of_a_local_interface_is_this_host() -> None:
+    """Not only loopback: any address this machine holds reaches a service bound to 0.0.0.0."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("127.0.0.1", 9))  # no packet leaves: this only picks a source address
+        local = probe.getsockname()[0]
+    with pytest.raises(Denied):
+        _gate().check(normalise(local), OWN_PORT)
+
+
+async def test_other_ports_on_loopback_and_other_hosts_pass_the_gate(site: int) -> None:
+    _gate().check(normalise("127.0.0.1"), site)
+    _gate().check(normalise("192.0.2.1"), OWN_PORT)  # not this host: only the exit policy decides
+
+
+async def test_the_exit_policy_sees_the_normalised_address() -> None:
+    seen: list[tuple[str, int]] = []
+    gate = Gatekeeper(exit_allows=lambda ip, port: bool(seen.append((ip, port))), forbidden=set())
+    with pytest.raises(Denied, match="exit policy"):
+        gate.check(normalise("::ffff:192.0.2.1"), 80)
+    assert seen == [("192.0.2.1", 80)]
+
+
+@pytest.mark.parametrize("spelling", ["fe80::1%lo", "::127.0.0.1", "not-an-ip"])
+def test_unusable_addresses_are_refused_by_name(spelling: str) -> None:
+    with pytest.raises(Denied):
+        normalise(spelling)
+
+
+# --- requests: bounded, typed, always answered --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "words"),
+    [
+        (b"[" * 4000, "malformed", "recursion limit"),
+        (b'{"op": "connect", "host": ' + b"[" * 2000 + b"}", "malformed", "recursion limit"),
+        (b"x" * (MAX_REQUEST + 1), "malformed", f"at most {MAX_REQUEST} bytes"),
+        (b"\xff\xfe", "malformed", "JSON"),
+        (b"[]", "malformed", "JSON object"),
+        (b"{}", "malformed", "'op'"),
+        (b'{"op": "teleport"}', "malformed", "unknown broker operation"),
+        (b'{"op": "connect", "host": "a", "port": 0}', "malformed", "port"),
+        (b'{"op": "connect", "host": "a", "port": 70000}', "malformed", "port"),
+        (b'{"op": "connect", "host": "a\\u0000b", "port": 80}', "malformed", "host"),
+        (b'{"op": "connect", "host": "' + b"a" * 254 + b'", "port": 80}', "malformed", "host"),
+        (b'{"op": "resolve", "host": "a", "extra": 1}', "malformed", "extra"),
+        (b'{"op": "listen", "port": 80}', "denied", "privileged"),
+    ],
+)
+async def test_bad_requests_get_a_clear_refusal(request_: bytes, code: str, words: str) -> None:
+    broker = _broker()
+    reply, granted = await _ask(broker, request_)
+    assert (reply["ok"], reply["code"], granted) == (False, code, None), reply
+    assert words in reply["error"], reply
+    assert broker.denied == 1 and broker.granted == 0
+
+
+async def test_a_manifest_without_network_gets_nothing() -> None:
+    broker = Broker(Context(Needs(), NETWORK, _gate(), Resolver(["192.0.2.1"])))
+    requests: list[dict[str, Any]] = [
+        {"op": "resolve", "host": "a.example"},
+        {"op": "connect", "host": "192.0.2.1", "port": 80},
+        {"op": "listen"},
+    ]
+    for request in requests:
+        reply, _ = await _ask(broker, request)
+        assert (reply["ok"], reply["code"]) == (False, "denied"), reply
+        assert "manifest" in reply["error"]
+
+
+async def test_a_failing_resolver_is_an_error_reply_not_a_dead_broker() -> None:
+    async def broken(host: str) -> list[str]:
+        raise RuntimeError("a bug in a resolver")
+
+    async def failing(host: str) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    reply, _ = await _ask(_broker(broken), {"op": "resolve", "host": "a.example"})
+    assert (reply["ok"], reply["code"], reply["error"]) == (False, "internal", "internal error")
+    reply, _ = await _ask(_broker(failing), {"op": "resolve", "host": "a.example"})
+    assert (reply["ok"], reply["code"], reply["denied"]) == (False, "failed", False)
+    assert "not known" in reply["error"]
+
+
+async def test_resolve_and_listen_grant_what_they_say() -> None:
+    broker = _broker(Resolver(["192.0.2.1", "::ffff:192.0.2.1", "2001:db8::1"]))
+    reply, _ = await _ask(broker, {"op": "resolve", "host": "a.example"})
+    assert reply == {"ok": True, "addresses": ["192.0.2.1", "2001:db8::1"]}
+    reply, granted = await _ask(broker, {"op": "listen"})
+    assert reply["ok"] and granted is not None
+    assert granted.getsockname()[0] == "127.0.0.1" and reply["address"][1] == granted.getsockname()[1]
+    granted.close()
+
+
+# --- over the socket: one message, one reply, whatever comes ------------------------------------
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Broker, socket.socket]]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    broker = _broker(Resolver(["127.0.0.1"]))
+    serving = asyncio.create_task(broker.serve(ours))
+    theirs.settimeout(10)
+    try:
+        yield broker, theirs
+    finally:
+        theirs.close()
+        await asyncio.wait_for(serving, 10)  # it ends when the instance closes its end
+        ours.close()
+
+
+async def _exchange(sock: socket.socket, message: bytes) -> tuple[dict[str, Any], list[int]]:
+    def talk() -> tuple[bytes, list[int]]:
+        sock.send(message)
+        data, fds, _flags, _addr = socket.recv_fds(sock, 65536, 1)
+        return data, fds
+
+    data, fds = await asyncio.to_thread(talk)
+    reply = json.loads(data)
+    assert isinstance(reply, dict)
+    return reply, fds
+
+
+async def test_a_granted_socket_arrives_with_its_reply(
+    served: tuple[Broker, socket.socket], site: int
+) -> None:
+    _, sock = served
+    reply, fds = await _exchange(
+        sock, json.dumps({"op": "connect", "host": "127.0.0.1", "port": site}).encode()
+    )
+    assert reply["ok"] and len(fds) == 1
+    with socket.socket(fileno=fds[0]) as granted:
+        assert granted.getpeername() == ("127.0.0.1", site)
+
+
+@pytest.mark.timeout(120)
+async def test_random_bytes_on_the_broker_socket_are_each_answered(
+    served: tuple[Broker, socket.socket],
+) -> None:
+    _, sock = served
+    loop = asyncio.get_running_loop()
+    structured = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=10,
+    )
+    requests = st.one_of(
+        st.binary(min_size=1, max_size=MAX_REQUEST + 100),
+        st.integers(1, 3000).map(lambda n: b"[" * n),
+        st.integers(1, 3000).map(lambda n: b'{"op": "connect", "host": ' + b"{" * n),
+        st.fixed_dictionaries(
+            {"op": st.sampled_from(["connect", "resolve", "listen", "x"])},
+            optional={"host": structured, "port": structured, "extra": structured},
+        ).map(lambda d: json.dumps(d).encode()),
+    )
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(request=requests)
+    def fuzz(request: bytes) -> None:
+        reply, fds = asyncio.run_coroutine_threadsafe(_exchange(sock, request), loop).result(30)
+        for fd in fds:
+            socket.socket(fileno=fd).close()
+        assert set(reply) >= {"ok"}
+        if not reply["ok"]:
+            assert reply["code"] in {"denied", "malformed", "failed"}, reply
+
+    await asyncio.to_thread(fuzz)
+    reply, _ = await _exchange(sock, b'{"op": "resolve", "host": "still.example"}')
+    assert reply == {"ok": True, "addresses": ["127.0.0.1"]}, "the broker serves on"
