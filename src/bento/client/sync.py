@@ -30,7 +30,7 @@ from typing import Any
 from bento.client.box import Box
 from bento.client.discovery import BoxInfo
 from bento.client.keyring import Deployment
-from bento.client.stream import SessionStream
+from bento.client.stream import Retry, SessionStream
 from bento.client.via_broker import BrokerTransport, inside_a_function
 from bento.errors import BentoError
 from bento.protocol.descriptor import Descriptor
@@ -53,14 +53,15 @@ def boxes(control: str | None = None) -> list[BoxInfo]:
     return [BoxInfo(**{**b, "flags": tuple(b["flags"])}) for b in reply["boxes"]]
 
 
-def connect(box: BoxInfo | str, *, socks: str | None = None) -> SyncBox:
+def connect(box: BoxInfo | str, *, socks: str | None = None, retry: Retry | None = None) -> SyncBox:
     """A box (found by :func:`boxes`, or an onion address): inside a function over the
-    broker, outside through the Tor SOCKS port ``socks``."""
+    broker, outside through the Tor SOCKS port ``socks``. ``retry``: how hard session
+    streams re-attach when the connection drops (give up sooner inside a function)."""
     info = box if isinstance(box, BoxInfo) else None
     onion = box.onion if isinstance(box, BoxInfo) else box.removesuffix(".onion")
     if inside_a_function():
-        return SyncBox(Box(onion, socks=None, info=info, transport=BrokerTransport()))
-    return SyncBox(Box(onion, socks=socks, info=info))
+        return SyncBox(Box(onion, socks=None, info=info, transport=BrokerTransport(), retry=retry))
+    return SyncBox(Box(onion, socks=socks, info=info, retry=retry))
 
 
 class SyncBox:
@@ -68,6 +69,7 @@ class SyncBox:
 
     def __init__(self, box: Box) -> None:
         self.box = box
+        self.last_ended: Ended | None = None  # how the last streamed session ended
         self._runner = asyncio.Runner()
 
     def __enter__(self) -> SyncBox:
@@ -129,11 +131,13 @@ class SyncBox:
         return self._runner.run(run())
 
     def stream(self, deployment: Deployment, session_id: str) -> Iterator[bytes]:
-        """The session's output as it comes (attach; the session goes on if we stop reading)."""
+        """The session's output as it comes (attach; the session goes on if we stop reading).
+        When it is over, ``last_ended`` says how the session ended."""
         stream: SessionStream = self._runner.run(self.box.attach(deployment, session_id))
         try:
             while (chunk := self._runner.run(stream.receive())) is not None:
                 yield chunk
+            self.last_ended = stream.ended
         finally:
             self._runner.run(stream.close())
 
