@@ -15,6 +15,10 @@ command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)
 command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+# The testnet's tests capture the non-loopback interfaces to prove nothing leaves the machine.
+command -v tshark >/dev/null 2>&1 || missing+=(tshark)
+# Latency emulation for the testnet (netem in a network namespace).
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # Functions run on the system's Python inside the sandbox (standard library only).
 [[ -x /usr/bin/python3 ]] || missing+=(python3)
 # The Browser tests open fetched pages in a real browser: Debian's chromium, driven by Playwright.
@@ -24,6 +28,7 @@ if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         say "installing Debian packages: ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
+        # wireshark-common asks whether non-root users may capture; the default (no) is fine.
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         # Debian's package starts a system tor where an init system exists; Bento

@@ -47,6 +47,10 @@ class Server:
     redirects: dict[str, str] = field(default_factory=dict)
     port: int = 0
     requests: list[str] = field(default_factory=list)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> the request's headers
+    delays: dict[str, float] = field(default_factory=dict)  # path -> seconds before answering
+    in_flight: int = 0
+    most_in_flight: int = 0
 
     @property
     def origin(self) -> str:
@@ -55,6 +59,17 @@ class Server:
     async def _answer(self, request: Request) -> Response:
         path = request.url.path
         self.requests.append(path)
+        self.headers[path] = dict(request.headers)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if path in self.delays:  # a slow server: latency, not synchronisation
+                await asyncio.sleep(self.delays[path])
+            return self._response(path)
+        finally:
+            self.in_flight -= 1
+
+    def _response(self, path: str) -> Response:
         if path in self.redirects:
             return RedirectResponse(self.redirects[path], status_code=302)
         if path not in self.files:

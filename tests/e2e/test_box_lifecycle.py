@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +129,10 @@ async def test_detach_mid_stream_then_reattach_loses_and_repeats_nothing(box: Bo
             assert chunk is not None
             first += chunk
     # Detached: the function runs until the box's buffer is full, then waits for us.
-    await asyncio.sleep(3)
-    info = await box.session(deployment, session_id)
+    deadline = time.monotonic() + TIMEOUT
+    while (info := await box.session(deployment, session_id)).buffered + 65536 <= 4 << 20:
+        assert time.monotonic() < deadline, f"the buffer never filled: {info}"
+        await asyncio.sleep(0.2)  # a poll of the box's state, not a guess at how long it takes
     assert info.state is SessionState.RUNNING and not info.attached
     assert info.buffered <= 4 << 20, "output held for an absent client must stay bounded"
     assert info.bytes_out < blocks * 65536, "a function must not outrun an absent client"

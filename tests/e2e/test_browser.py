@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium import open_offline
 from support import TIMEOUT
 
 from bento.client.box import Box
@@ -22,7 +23,6 @@ from bento.testnet import Node, Testnet
 from browser_site import Server, finish, sample_site, serve
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 async def _cli(testnet: Testnet, keyring: Path, *args: str) -> tuple[int, str, str]:
@@ -56,6 +56,7 @@ async def test_browse_fetches_the_page_and_chromium_opens_it_offline(
         )  # fmt: skip
         assert code == 0, stderr
         again = json.loads(stdout)
+    assert report["parser"] == "selectolax.lexbor"  # the testnet's boxes offer it to functions
     assert report["deployed"] and not again["deployed"] and again["function_id"] == report["function_id"]
 
     # Every file of the site was fetched at the box (the 404 too), the link never followed.
@@ -73,7 +74,7 @@ async def test_browse_fetches_the_page_and_chromium_opens_it_offline(
     assert again["received_bytes"] == pad.padme(wire.HEADER.size + again["archive_bytes"])
     assert (out / "page.tar.gz").stat().st_size == report["archive_bytes"]
 
-    requests, leaks, failed, state = await _open_offline(Path(report["main"]))
+    requests, leaks, failed, state = await open_offline(Path(report["main"]))
     assert not leaks, f"requests left the browser: {leaks}"
     local = {Path(url.removeprefix("file://")) for url in requests}
     assert all(path.is_relative_to(out) for path in local), local
@@ -89,50 +90,6 @@ async def test_browse_fetches_the_page_and_chromium_opens_it_offline(
     assert all(width == 2 for name, width in state["images"] if name != "gone"), state
     assert state["frame_image"] == 2
     assert any(url.endswith(".woff2") for url in requests)  # the web font, from the archive
-
-
-async def _open_offline(page: Path) -> tuple[list[str], list[str], list[tuple[str, Any]], dict[str, Any]]:
-    """Open ``page`` in Chromium with the network cut; every request, and those that would leave."""
-    from playwright.async_api import Route, async_playwright
-
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is not installed (scripts/bootstrap.sh installs it)")
-    requests: list[str] = []
-    leaks: list[str] = []
-    failed: list[tuple[str, Any]] = []
-
-    async def cut(route: Route) -> None:
-        if route.request.url.startswith("file://"):
-            await route.continue_()
-        else:
-            leaks.append(route.request.url)
-            await route.abort()
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
-        )
-        try:
-            context = await chromium.new_context(offline=True)
-            await context.route("**/*", cut)
-            tab = await context.new_page()
-            tab.on("request", lambda request: requests.append(request.url))
-            tab.on("requestfailed", lambda request: failed.append((request.url, request.failure)))
-            await tab.goto(page.as_uri(), wait_until="load", timeout=60_000)
-            await tab.evaluate("document.fonts.ready")
-            state = await tab.evaluate(
-                """() => ({
-                    script: document.documentElement.dataset.script,
-                    images: [...document.images].map(i => [i.id, i.naturalWidth]),
-                })"""
-            )
-            # A file: page's frame is another origin to it: ask the frame itself.
-            (frame,) = [f for f in tab.frames if f is not tab.main_frame]
-            state["frame_image"] = await frame.evaluate("document.getElementById('in-frame').naturalWidth")
-        finally:
-            await chromium.close()
-    return requests, leaks, failed, state
 
 
 async def _browse(box: Box, keyring: Keyring, url: str, out: Path, **limits: Any) -> browser.Page:

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from functions import HELLO
 from support import TIMEOUT
 
-from bento.client.keyring import Keyring
+from bento.client.keyring import Deployment, Keyring
 from bento.testnet import Testnet
+from bento.tor.onion import address_of
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
 
@@ -99,6 +101,13 @@ def test_functions_replace_kill_and_a_gone_function(cli: CLI, tmp_path: Path) ->
     assert {f["name"]: f["status"] for f in listed} == {"waiter": "up", "waiter2": "gone"}
     assert "forget" in ok(cli("functions")).stdout
     ok(cli("forget", "waiter2"))
+
+    # A function on a box that is not there at all: unreachable, within the bound asked for.
+    nowhere = address_of(Ed25519PrivateKey.generate())
+    ring.add(Deployment("lost", "lost", nowhere, "A" * 40, "gone-relay", "t", "t", "b", ["main"], 0.0))
+    listed = json.loads(ok(cli("functions", "--json", "--timeout", "10")).stdout)
+    assert {f["name"]: f["status"] for f in listed} == {"waiter": "up", "lost": "unreachable"}
+    ok(cli("forget", "lost"))
     ok(cli("shutdown", "waiter"))
     assert json.loads(ok(cli("functions", "--json")).stdout) == []
 

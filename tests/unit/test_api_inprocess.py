@@ -15,6 +15,7 @@ from localbox import BOOT_ID, LocalBox, bearer, upload_body
 
 from bento.protocol.descriptor import SignedDescriptor
 from bento.protocol.messages import EndCause, SessionState
+from bento.server import session as session_module
 from bento.server import tokens
 
 SOURCE = """
@@ -479,18 +480,26 @@ LINGER = (
 )
 
 
-async def test_shutdown_leaves_no_process_behind(box: LocalBox) -> None:
-    """A function that returns but leaves a (non-daemon) thread running is still stopped by shutdown."""
+async def test_shutdown_leaves_no_process_behind(box: LocalBox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function that returns but leaves a (non-daemon) thread running is still stopped by shutdown.
+
+    The grace an instance gets to exit after returning is made longer than the test, so that
+    only the shutdown can be what stops it: the shutdown finds it running and stops it.
+    """
+    monkeypatch.setattr(session_module, "RETURN_GRACE", 3600.0)
     function = await box.upload(LINGER)
     session_id = await box.invoke(function, "linger")
+    session = box.registry.sessions[session_id]
     await box.wait_state(function, session_id, ended=False)
-    await asyncio.sleep(0.5)  # it has returned by now; its process lingers
-    instance = box.registry.sessions[session_id].instance
-    assert instance is not None
+    await asyncio.wait_for(session.answered.wait(), 15)  # it has returned; its process lingers
+    assert not session.ended
+    instance = session.instance
+    assert instance is not None and instance.process.returncode is None
     stopped = await asyncio.wait_for(
         box.http.delete(f"/v1/functions/{function.function_id}", headers=function.shutdown_auth), 10
     )
-    assert stopped.status_code == 200
+    assert (stopped.status_code, stopped.json()["sessions_stopped"]) == (200, 1)
+    assert session.ended and session.result == "returned", "it had answered: its answer stands"
     assert instance.process.returncode is not None, "the function's process is gone"
 
 

@@ -84,3 +84,28 @@ def test_explain() -> None:
         fetch.explain(OSError("TimeoutError: "), "http://n.example/", 5)
         == "n.example did not answer within 5 s"
     )
+
+
+async def test_concurrency_timeouts_cookies_and_user_agent() -> None:
+    images = "".join(f'<img src="/i{n}.png">' for n in range(9)) + '<img src="http://localhost:{port}/t.png">'
+    site = Server("127.0.0.1", "127.0.0.1")
+    third = Server("127.0.0.1", "localhost", files={"/t.png": (b"t", "image/png")})
+    site.files = {f"/i{n}.png": (b"png", "image/png") for n in range(9)}
+    site.delays = {f"/i{n}.png": 0.3 for n in range(8)} | {"/i8.png": 3.0}
+    async with serve(site, third):
+        site.files["/"] = (images.replace("{port}", str(third.port)).encode(), "text/html")
+        found = await asyncio.to_thread(
+            fetch.crawl,
+            f"{site.origin}/",
+            fetch.Limits(concurrency=3, timeout=2.0),
+            "TestAgent/1",
+            {"sid": "42"},
+        )
+    assert 2 <= site.most_in_flight <= 3  # never more than the bound at once
+    slow = next(r for r in found if r.url.endswith("/i8.png"))
+    assert slow.error == "127.0.0.1 did not answer within 2 s"
+    assert sum(1 for r in found if not r.error) == 10
+    assert site.headers["/"]["user-agent"] == "TestAgent/1" and site.headers["/"]["cookie"] == "sid=42"
+    assert site.headers["/i0.png"]["cookie"] == "sid=42"
+    assert "cookie" not in third.headers["/t.png"]  # the user's cookies stay with the page's host
+    assert third.headers["/t.png"]["user-agent"] == "TestAgent/1"

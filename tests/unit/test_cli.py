@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,65 @@ def test_functions_offline_lists_the_keyring_without_tokens_and_forget_drops(tmp
     assert "forgotten" in attach.stderr
     again = bento("forget", "F" * 43, "--json", env=env)
     assert again.returncode == 1 and "was forgotten" in json.loads(again.stdout)["error"]["message"]
+
+
+# --- shell completion --------------------------------------------------------------------
+
+
+def complete(shell: str, line: str) -> list[str]:
+    """What the generated script completes at the end of ``line`` (a trailing space: a new word)."""
+    script = bento("completion", shell).stdout
+    setup = "emulate -L sh; setopt kshglob noshglob braceexpand;" if shell == "zsh" else ""  # as bashcompinit
+    probe = (
+        f"{setup} COMP_WORDS=({line}); [[ {line!r} == *' ' ]] && COMP_WORDS+=('');"
+        ' COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _bento; printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    result = subprocess.run([shell, "-c", f"{script}\n{probe}"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [w for w in result.stdout.splitlines() if w]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("bento dep", ["deploy"]),
+        ("bento testnet u", ["up"]),
+        ("bento testnet up --bento", ["--bento-boxes"]),
+        ("bento invoke hello main --d", ["--detach"]),
+        ("bento tokens hello --right ", ["invoke", "shutdown"]),
+        ("bento completion ", ["bash", "zsh", "-h", "--help"]),
+    ],
+)
+def test_bash_completes_commands_actions_options_and_choices(line: str, expected: list[str]) -> None:
+    assert complete("bash", line) == expected
+
+
+def test_bash_completes_file_names_where_no_word_fits(tmp_path: Path) -> None:
+    (tmp_path / "hello.py").write_text("")
+    assert complete("bash", f"bento deploy {tmp_path}/hel") == [f"{tmp_path}/hello.py"]
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_runs_the_same_completion() -> None:
+    # zsh's own completion filters by prefix: the function offers every word that fits the place.
+    assert "up" in complete("zsh", "bento testnet u")
+    assert complete("zsh", "bento tokens hello --right ") == ["invoke", "shutdown"]
+
+
+def test_testnet_status_never_cuts_an_onion_address() -> None:
+    node = {
+        "role": "relay", "nickname": "exit0", "fingerprint": "F" * 40, "or_port": 1, "dir_port": 0,
+        "socks_port": 0, "control_port": 2, "flags": ["Exit"], "alive": True, "pid": 7,
+        "bento": {"onion": "q" * 56, "alive": True},
+    }  # fmt: skip
+    status = {"directory": "/tmp/net", "nodes": [node], "socks": "s", "control": "c"}
+    probe = f"from bento.cli.testnet import print_status; print_status({status!r})"
+    shown = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "70"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "…" not in shown.stdout and shown.stdout.count("q") == 56 and shown.stdout.count("F") == 40

@@ -184,7 +184,7 @@ for i in range(int(sys.argv[2])):
 
 
 def test_many_processes_at_once_lose_nothing(path: Path) -> None:
-    workers, each = 12, 15
+    workers, each = 8, 10
     env = {**os.environ, "BENTO_KEYRING": str(path)}
     processes = [
         subprocess.Popen([sys.executable, "-c", WRITER, str(w), str(each)], env=env, stderr=subprocess.PIPE)

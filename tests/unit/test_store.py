@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bento.server.keyvault import KEY_BYTES, KeyVault
-from bento.server.store import MAX_KEY_BYTES, StorageChannel, StorageRefused, Store
+from bento.server.store import MAX_KEY_BYTES, MAX_TRANSFERS, StorageChannel, StorageRefused, Store
 
 SECRET = b"the launch codes are 0000"
 
@@ -203,3 +203,30 @@ def _exchange(sock: socket.socket, send: bytes) -> bytes:
         while chunk := sock.recv(65536):
             data += chunk
         return data
+
+
+async def test_transfers_in_flight_are_bounded(store: Store) -> None:
+    fs = store.of("f1", 1)
+    await _put(fs, "big", bytes(600_000))
+    channel = StorageChannel(fs)
+    held = []
+    for _ in range(MAX_TRANSFERS):  # never read: each holds its value in the server
+        _, sock = await channel.answer("storage.get", {"key": "big"})
+        held.append(sock)
+        if len(held) == 3:
+            break
+    with pytest.raises(StorageRefused, match="reads .* under way"):
+        await channel.answer("storage.get", {"key": "big"})  # 4 x 600 kB > twice the 1 MiB quota
+    other = StorageChannel(fs)
+    for _ in range(MAX_TRANSFERS):
+        _, sock = await other.answer("storage.list", {})
+        held.append(sock)
+    with pytest.raises(StorageRefused, match="transfers are under way"):
+        await other.answer("storage.list", {})
+    await channel.aclose()
+    await other.aclose()
+    for sock in held:
+        assert sock is not None
+        sock.close()
+    await asyncio.sleep(0)  # done-callbacks run on the loop's next turn
+    assert fs.sending == 0

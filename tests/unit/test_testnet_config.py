@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import stem.exit_policy
 
 from bento.testnet import Node, Role, Testnet, TestnetConfig, TestnetError, TestnetState
 from bento.testnet.config import render_torrc
@@ -33,8 +34,17 @@ def _nodes() -> list[Node]:
 def test_exits_reach_loopback_only_and_other_relays_nothing() -> None:
     _auth, exit_, relay, _client = _nodes()
     exit_rc = render_torrc(exit_, _nodes(), None)
-    assert "ExitPolicy accept 127.0.0.0/8:*\nExitPolicy reject *:*" in exit_rc
+    rules = [line.split(None, 1)[1] for line in exit_rc.splitlines() if line.startswith("ExitPolicy ")]
+    policy = stem.exit_policy.ExitPolicy(*rules)
+    for address in ("127.0.0.1", "127.20.3.4", "127.255.255.254"):
+        assert policy.can_exit_to(address, 80), address
+    for address in ("0.0.0.1", "10.0.0.1", "126.255.255.255", "128.0.0.0", "192.168.1.1", "8.8.8.8"):
+        assert not policy.can_exit_to(address, 443), address
+    assert not policy.can_exit_to("2001:db8::1", 80)
+    # A client asked for a name (address unknown) must still find this exit usable.
+    assert policy.can_exit_to(port=80, strict=False)
     assert "ExitPolicyRejectPrivate 0" in exit_rc
+    assert f"ServerDNSResolvConfFile {Path('/d/resolv.conf')}" in exit_rc
     assert "ExitPolicy reject *:*" in render_torrc(relay, _nodes(), None)
     assert "accept" not in render_torrc(relay, _nodes(), None)
 

@@ -142,6 +142,12 @@ def cmd_browse(args: argparse.Namespace) -> int:
         f"  time:      page after {page.seconds_to_page:.2f} s, padding done after {page.seconds:.2f} s "
         f"(the box fetched for {page.index.get('seconds', 0)} s)"
     )
+    if page.usage is not None:
+        console.print(
+            f"  at the box: {page.usage.cpu_seconds:.2f} s CPU, "
+            f"{page.usage.peak_memory_bytes / 2**20:.1f} MiB peak memory, "
+            f"{page.usage.network_granted} connection(s)"
+        )
     for resource in failed[:10]:
         errors.print(f"[yellow]not fetched[/yellow] {resource.get('url')}: {resource.get('error')}")
     if len(failed) > 10:

@@ -11,9 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
-from bento.cli.output import console, step
+from bento.cli.output import console, print_table, step, table
 from bento.cli.testnet import print_status
 from bento.client.box import Box
 from bento.client.discovery import discover
@@ -76,12 +74,10 @@ async def _tour(net: Testnet) -> None:
         "in its relay's ContactInfo, which every Tor client already downloads."
     )
     boxes = await asyncio.to_thread(discover, net.control_address)
-    table = Table()
-    for column in ("nickname", "fingerprint", "onion address"):
-        table.add_column(column, no_wrap=True)
+    rows = table(("nickname", "fingerprint", "onion address"))
     for found in boxes:
-        table.add_row(found.nickname, found.fingerprint, f"{found.onion}.onion")
-    console.print(table)
+        rows.add_row(found.nickname, found.fingerprint, f"{found.onion}.onion")
+    print_table(rows)
     info = boxes[0]
 
     async with Box(info.onion, socks=net.socks_address, info=info) as box:

@@ -11,7 +11,8 @@ from bento.cli import client_options
 from bento.cli.output import console, emit_json, print_table, table
 from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
-from bento.errors import BentoError
+from bento.errors import BentoError, Refused, TransportError
+from bento.protocol.errors import ErrorCode
 
 CHECK_TIMEOUT = 30.0  # seconds for every box to answer; an onion service can take a while
 
@@ -45,8 +46,9 @@ def add_shutdown(parser: argparse.ArgumentParser) -> None:
 
 async def check(deployments: list[Deployment], socks: str, within: float) -> dict[str, tuple[str, str]]:
     """For each function id, ``(status, detail)``: ``up`` (its box lists its sessions),
-    ``gone`` (its box answers but refuses it: shut down, or the box restarted) or
-    ``unreachable`` (no answer within ``within`` seconds). One connection per box."""
+    ``gone`` (its box answers that it has no such function: shut down, or the box
+    restarted), ``refused`` (its box refuses the token), ``unreachable`` (no answer within
+    ``within`` seconds) or ``error``. One connection per box, all at once."""
     by_box: dict[str, list[Deployment]] = defaultdict(list)
     for deployment in deployments:
         by_box[deployment.onion].append(deployment)
@@ -55,13 +57,15 @@ async def check(deployments: list[Deployment], socks: str, within: float) -> dic
     async def ask(box: Box, deployment: Deployment) -> None:
         try:
             listing = await box.sessions(deployment)
+        except TransportError as exc:
+            found[deployment.function_id] = ("unreachable", exc.message)
+            return
+        except Refused as exc:  # the box answered: it no longer has the function, or refuses it
+            gone = exc.code == ErrorCode.UNKNOWN_FUNCTION
+            found[deployment.function_id] = ("gone" if gone else "refused", exc.message)
+            return
         except BentoError as exc:
-            try:  # the descriptor needs no token: does the box answer at all?
-                await box.descriptor()
-            except BentoError:
-                found[deployment.function_id] = ("unreachable", exc.message)
-            else:
-                found[deployment.function_id] = ("gone", exc.message)
+            found[deployment.function_id] = ("error", exc.message)
             return
         running = sum(s.state.value == "running" for s in listing.sessions)
         found[deployment.function_id] = ("up", f"{len(listing.sessions)} session(s), {running} running")
@@ -110,7 +114,8 @@ def cmd_functions(args: argparse.Namespace) -> int:
         title=f"{len(deployments)} function(s) in {keyring.path}",
         wide=args.wide,
     )
-    colours = {"up": "green", "gone": "red", "unreachable": "yellow", "unchecked": "dim"}
+    colours = {"up": "green", "gone": "red", "refused": "red", "error": "red", "unreachable": "yellow"}
+    colours["unchecked"] = "dim"
     for d in deployments:
         state, detail = status[d.function_id]
         shown = f"[{colours[state]}]{state}[/{colours[state]}]" + (f": {detail}" if detail else "")

@@ -74,7 +74,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             if args.detach:
                 session_id = await box.invoke(deployment, args.entry, positional, keywords)
                 started.append(session_id)
-                keyring.add_session(session_id, deployment.function_id)
+                await asyncio.to_thread(keyring.add_session, session_id, deployment.function_id)
                 if args.json:
                     emit_json({"session_id": session_id})
                 else:
@@ -83,7 +83,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             # Invoke and attach in one round trip: output follows the box's first answer.
             stream = await box.start(deployment, args.entry, positional, keywords)
             started.append(stream.session_id)
-            keyring.add_session(stream.session_id, deployment.function_id)
+            await asyncio.to_thread(keyring.add_session, stream.session_id, deployment.function_id)
             if not args.json:
                 errors.print(f"[dim]session {stream.session_id}[/dim]")
             return await _talk(stream, args.json)

@@ -40,6 +40,7 @@ COMMANDS: dict[str, Command] = {
     "server": Command("server", "run a Bento box beside a Tor relay (foreground; stop with SIGTERM)"),
     "testnet": Command("testnet", "run a private Tor network on 127.0.0.1"),
     "demo": Command("demo", "a guided tour of Bento on a private Tor network"),
+    "completion": Command("completion", "print a shell completion script (bash or zsh)"),
 }
 
 Configure = Callable[[argparse.ArgumentParser], None]

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bento.errors import BentoError
+from bento.errors import BentoError, Refused
 
 # soft_wrap: long lines (paths, errors) stay whole for copying and for scripts.
 # Wide enough for a relay fingerprint in a table when output is not a terminal.
@@ -50,15 +50,15 @@ def print_table(rows: Table, *, wide: bool = False) -> None:
 
 
 def fail(error: BentoError, *, as_json: bool = False) -> int:
-    """Report ``error``: on stderr for people; with ``--json``, as JSON on stdout."""
+    """Report ``error``: on stderr for people; with ``--json``, as JSON on stdout. Returns the
+    exit status its kind calls for."""
     if as_json:
         report: dict[str, Any] = {"error": {"message": error.message, "fix": error.fix}}
-        for extra in ("code", "status"):  # kept from the box's answer where the client has them
-            if (value := getattr(error, extra, None)) is not None:
-                report["error"][extra] = value
+        if isinstance(error, Refused):  # the box's own words for programs
+            report["error"].update(code=str(error.code), status=error.status)
         emit_json(report)
-        return 1
+        return int(error.exit_status)
     errors.print(f"[bold red]error:[/bold red] {error.message}", markup=True)
     if error.fix:
         errors.print(f"[bold]fix:[/bold] {error.fix}")
-    return 1
+    return int(error.exit_status)

@@ -14,9 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
-from bento.cli.output import console, emit_json, step
+from bento.cli.output import console, emit_json, print_table, step, table
 from bento.errors import BentoError
 from bento.testnet import Testnet, TestnetConfig, default_directory
 
@@ -38,6 +36,7 @@ def add_testnet(parser: argparse.ArgumentParser) -> None:
     status = sub.add_parser("status", help="show every node of the testnet")
     _add_dir_option(status)
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.add_argument("--wide", action="store_true", help="keep each table row on one line")
     status.set_defaults(handler=cmd_status)
 
     env = sub.add_parser("env", help='print `export BENTO_...` lines: eval "$(bento testnet env)"')
@@ -77,6 +76,10 @@ def _add_up_options(parser: argparse.ArgumentParser, dir_help: str = _DIR_HELP) 
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for a usable network (default 120)"
     )
+    parser.add_argument(
+        "--corpus-sites", type=int, default=100, help="test-corpus sites to serve (default 100; 0: none)"
+    )
+    parser.add_argument("--corpus-seed", type=int, default=0, help="seed of the test corpus (default 0)")
 
 
 def _config(
@@ -89,6 +92,8 @@ def _config(
         exits=args.exits,
         bento_boxes=args.bento_boxes,
         bootstrap_timeout=args.timeout,
+        corpus_sites=args.corpus_sites,
+        corpus_seed=args.corpus_seed,
         owner_pid=owner_pid,
     )
 
@@ -113,7 +118,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(status)
     else:
-        print_status(status)
+        print_status(status, wide=args.wide)
     return 0 if status["running"] else 1
 
 
@@ -121,10 +126,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 _NOTABLE_FLAGS = ("Authority", "Exit", "Guard", "HSDir", "BadExit")
 
 
-def print_status(status: dict[str, Any]) -> None:
-    table = Table(title=f"testnet in {status['directory']}")
-    for column in ("role", "nickname", "fingerprint", "ports", "flags", "process", "bento box"):
-        table.add_column(column, no_wrap=column in ("fingerprint", "process"))
+def print_status(status: dict[str, Any], *, wide: bool = False) -> None:
+    columns = ("role", "nickname", "fingerprint", "ports", "flags", "process", "bento box")
+    rows = table(columns, title=f"testnet in {status['directory']}", wide=wide)
     for node in status["nodes"]:
         ports = ", ".join(
             f"{name} {node[key]}"
@@ -141,9 +145,9 @@ def print_status(status: dict[str, Any]) -> None:
         bento = (
             "-"
             if not box
-            else f"{box['onion'][:12]}… " + ("[green]up[/green]" if box["alive"] else "[red]down[/red]")
+            else f"{box['onion']}.onion " + ("[green]up[/green]" if box["alive"] else "[red]down[/red]")
         )
-        table.add_row(
+        rows.add_row(
             node["role"],
             node["nickname"],
             node["fingerprint"] or "-",
@@ -152,7 +156,7 @@ def print_status(status: dict[str, Any]) -> None:
             process,
             bento,
         )
-    console.print(table)
+    print_table(rows, wide=wide)
     console.print(f"client SOCKS {status['socks']}   client control {status['control']}")
 
 

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from typing import Any
 
 from bento.errors import BentoError
 
-LOCK_WAIT = 10.0  # seconds to wait for another bento process's change (each takes milliseconds)
+LOCK_WAIT = 60.0  # seconds to wait for other bento processes' changes (each takes milliseconds)
 GONE_KEPT = 200  # functions remembered after they are shut down, so `attach` can say what happened
 
 
@@ -110,7 +111,10 @@ class Keyring:
             os.close(lock)  # releases the lock
 
     def _lock(self, fd: int) -> None:
+        # Polled rather than blocking, so that a stopped `bento` holding the lock (Ctrl-Z)
+        # gives an error instead of a hang; the backoff grows so that waiters stay cheap.
         deadline = time.monotonic() + LOCK_WAIT
+        pause = 0.001
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -122,7 +126,8 @@ class Keyring:
                         f"for {LOCK_WAIT:.0f} s",
                         fix="wait for it to finish (a stopped `bento` holds it: resume or end it)",
                     ) from None
-                time.sleep(0.01)  # lock contention backoff; changes take milliseconds
+                time.sleep(pause * (1 + random.random()))  # lock backoff, jittered: changes take ms
+                pause = min(pause * 2, 0.05)
 
     def _write(self) -> None:
         data = {

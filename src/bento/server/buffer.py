@@ -33,6 +33,7 @@ class OutputBuffer:
         self.end = 0
         self.closed = False
         self.expired = False
+        self.blocked = False  # a put waits for a client to acknowledge: the function is held back
         self._chunks: deque[bytes] = deque()  # covers [acked, end) exactly
         self._skip = 0  # bytes of _chunks[0] already acknowledged
         self._changed = asyncio.Event()  # replaced on every change; waiters hold the old one
@@ -49,7 +50,11 @@ class OutputBuffer:
         # An empty buffer always takes the chunk, so a chunk larger than the capacity
         # cannot wedge the stream.
         while self.held and self.held + len(data) > self.capacity:
-            await self._changed.wait()
+            self.blocked = True
+            try:
+                await self._changed.wait()
+            finally:
+                self.blocked = False
         self._chunks.append(data)
         self.end += len(data)
         self._notify()

@@ -59,6 +59,7 @@ class Session:
         self.attachment: object | None = None  # the one client connection attached, if any
         self.done = asyncio.Event()
         self.started = asyncio.Event()  # set once the instance exists (or failed to)
+        self.answered = asyncio.Event()  # set once the function has returned or raised
         self._writer: asyncio.StreamWriter | None = None
         self._input_lock = asyncio.Lock()
         self._verdict: tuple[EndCause, str] | None = None  # set when we decide to kill it
@@ -270,10 +271,12 @@ class Session:
             elif kind is Frame.RESULT:
                 self.result = _parse(kind, _Result, payload).value
                 self._verdict = self._verdict or (EndCause.COMPLETED, "")
+                self.answered.set()
             elif kind is Frame.ERROR:
                 self.error = _parse(kind, FunctionError, payload)
                 cause = EndCause.MEMORY if self.error.type == "MemoryError" else EndCause.ERROR
                 self._verdict = self._verdict or (cause, f"{self.error.type}: {self.error.message}")
+                self.answered.set()
             else:
                 raise FrameError(f"unexpected {kind.name} frame from the instance")
 

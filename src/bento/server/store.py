@@ -40,7 +40,8 @@ MAGIC = b"BST1"
 NONCE_BYTES = 12
 MAX_KEY_BYTES = 256
 MAX_OBJECTS = 10_000
-TRANSFER_TIMEOUT = 120.0  # seconds a function may take to send a value it announced
+TRANSFER_TIMEOUT = 120.0  # seconds a function may take to send or read a value
+MAX_TRANSFERS = 4  # values travelling at once per instance: each may hold a value in server memory
 _CHUNK = 1 << 16
 
 
@@ -79,6 +80,7 @@ class FunctionStore:
     key_handle: tuple[int, int]
     objects: dict[str, _Object] = field(default_factory=dict)
     reserved: int = 0  # bytes of writes under way
+    sending: int = 0  # bytes of reads under way, held in server memory until the instance reads them
     shredded: bool = False
 
     @property
@@ -268,6 +270,10 @@ class StorageChannel:
     async def answer(self, op: str, request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]:
         """The reply to a storage request, and the socket a value travels over (if any)."""
         store = self.store
+        if op in ("storage.get", "storage.list", "storage.put") and len(self._transfers) >= MAX_TRANSFERS:
+            raise StorageRefused(
+                f"{MAX_TRANSFERS} storage transfers are under way; finish reading or writing them first"
+            )
         if op == "storage.usage":
             store._live()
             return {"ok": True, **store.usage()}, None
@@ -277,6 +283,10 @@ class StorageChannel:
             body = json.dumps(store.keys(str(request.get("prefix", "")))).encode()
             return self._send(body)
         if op == "storage.get":
+            obj = store.objects.get(request["key"])
+            # Reads under way hold plaintext in the server: bounded per function, as writes are.
+            if obj is not None and store.sending + obj.size > 2 * store.quota:
+                raise StorageRefused("too many reads of this function's storage are under way; try again")
             try:
                 value = await store.get(request["key"])
             except KeyError:
@@ -297,8 +307,14 @@ class StorageChannel:
 
     def _send(self, body: bytes) -> tuple[dict[str, Any], socket.socket]:
         ours, theirs = socket.socketpair()
-        self._own(self._write(ours, body))
-        return {"ok": True, "found": True, "size": len(body)}, theirs
+        store, size = self.store, len(body)
+        store.sending += size
+
+        def sent(_: object) -> None:
+            store.sending -= size
+
+        self._own(self._write(ours, body)).add_done_callback(sent)
+        return {"ok": True, "found": True, "size": size}, theirs
 
     async def _write(self, sock: socket.socket, body: bytes) -> None:
         loop = asyncio.get_running_loop()

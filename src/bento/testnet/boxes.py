@@ -33,7 +33,7 @@ SERVER_CONFIG = """\
 # Written by `bento testnet`: the policy of a testnet Bento box.
 [policy]
 syscall_profiles = ["compute", "processes", "network"]
-packages = ["bento"]
+packages = ["bento", "selectolax"]  # selectolax: Browser's HTML parser
 total_memory_mb = 6144
 total_cpu_share = 1.5
 instances_total = 128

@@ -2,12 +2,13 @@
 
 Timings follow the usual recipe for private Tor networks: votes every 10 seconds,
 flags voted by fiat (TestingDirAuthVote*) rather than earned by uptime and bandwidth,
-and reachability assumed. Exits accept only loopback destinations, so nothing can
-leave this machine through the testnet.
+and reachability assumed. Exits accept only loopback destinations and resolve names
+through the testnet's own nameserver, so nothing leaves this machine.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,10 @@ class TestnetConfig:
     exits: int = 3
     bento_boxes: int = 0
     bootstrap_timeout: float = 120.0
+    # The test corpus served on loopback and named by the testnet's nameserver (0: none;
+    # the nameserver runs regardless, so that no name is ever resolved off the machine).
+    corpus_sites: int = 100
+    corpus_seed: int = 0
     # If set, every tor exits when this process does (tor's __OwningControllerProcess):
     # a test session that is killed still leaves nothing behind.
     owner_pid: int | None = None
@@ -37,6 +42,8 @@ class TestnetConfig:
             raise TestnetError("a testnet needs at least 3 relays, or no circuit can be built")
         if not 1 <= self.exits <= self.relays:
             raise TestnetError(f"--exits must be between 1 and the number of relays ({self.relays})")
+        if not 0 <= self.corpus_sites <= 999:
+            raise TestnetError("--corpus-sites must be between 0 and 999")
         if self.bento_boxes < 0 or self.bento_boxes > self.relays:
             raise TestnetError(f"--bento-boxes must be between 0 and the number of relays ({self.relays})")
 
@@ -65,6 +72,10 @@ Address 127.0.0.1
 ORPort 127.0.0.1:{or_port}
 ContactInfo {contact}
 SocksPort 0
+# Names are resolved by the testnet's own nameserver, never by the host's resolver.
+ServerDNSResolvConfFile {resolv_conf}
+# Its lookups of random names to detect a lying resolver would only ask ours anyway.
+ServerDNSDetectHijacking 0
 """
 
 _AUTHORITY = """\
@@ -84,15 +95,30 @@ TestingDirAuthVoteHSDir *
 TestingMinExitFlagThreshold 0
 """
 
-_EXIT = """\
+# IPv4 without 127.0.0.0/8, as the few prefixes an exit policy can say it with.
+_NOT_LOOPBACK = sorted(
+    ipaddress.IPv4Network("0.0.0.0/0").address_exclude(ipaddress.IPv4Network("127.0.0.0/8"))
+)
+
+_EXIT = (
+    """\
 ExitRelay 1
 # Every node bootstraps at once, so an exit's consensus can lag the client's by a
 # voting round; by default it would refuse streams from middles it does not know yet.
 RefuseUnknownExits 0
 ExitPolicyRejectPrivate 0
 ExitPolicy accept 127.0.0.0/8:*
+"""
+    + "".join(f"ExitPolicy reject {net}:*\n" for net in _NOT_LOOPBACK)
+    + """\
+# Every IPv4 address but loopback is rejected above, so this accepts loopback only; but
+# a client asked for a *name* cannot know its address, and tor's client skips exits whose
+# policy would reject an unknown address outright: without this line no exit would
+# carry a stream to a corpus name. (IPv6 is not exited: IPv6Exit is off.)
+ExitPolicy accept *4:*
 ExitPolicy reject *:*
 """
+)
 
 _NON_EXIT = """\
 ExitRelay 0
@@ -113,6 +139,8 @@ def render_torrc(node: Node, nodes: list[Node], owner_pid: int | None) -> str:
         "or_port": node.or_port,
         "dir_port": node.dir_port,
         "socks_port": node.socks_port,
+        # Beside every node's data directory: see services.write_resolv_conf.
+        "resolv_conf": Path(node.data_dir).parent / "resolv.conf",
         # A box is advertised from the first descriptor on, so clients find it without
         # waiting for the relay to republish (its server would add the same item).
         "contact": advert.with_onion(f"{node.nickname}@testnet.invalid", node.bento_onion)

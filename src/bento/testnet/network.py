@@ -15,8 +15,9 @@ import stem
 import stem.control
 
 from bento.errors import BentoError
-from bento.testnet import boxes, keys, readiness
+from bento.testnet import boxes, keys, readiness, services
 from bento.testnet.config import TestnetConfig, write_torrc
+from bento.testnet.corpus import Corpus
 from bento.testnet.errors import TestnetError
 from bento.testnet.plan import box_nodes, default_directory, plan
 from bento.testnet.readiness import Progress
@@ -69,10 +70,24 @@ class Testnet:
 
         started = time.monotonic()
         deadline = started + config.bootstrap_timeout
-        state = TestnetState(directory=str(directory), started_at=time.time())
+        state = TestnetState(
+            directory=str(directory),
+            started_at=time.time(),
+            corpus_seed=config.corpus_seed,
+            corpus_sites=config.corpus_sites,
+        )
         state.nodes = plan(directory, config)
         net = cls(state)
         try:
+            corpus = net.corpus
+            say("starting the nameserver" + (f" and {len(corpus.sites)} corpus sites" if corpus else ""))
+            state.services.append(services.start_nameserver(directory, corpus))
+            if corpus is not None:
+                state.services.append(services.start_corpus(directory, corpus))
+            state.save()
+            for service in state.services:
+                services.wait_ready(service, deadline)
+            services.write_resolv_conf(directory, state.services[0])
             say(f"generating keys for {len(state.nodes) - 1} relays and authorities")
             keys.generate(state.nodes)
             for node in box_nodes(state.nodes, config.bento_boxes):
@@ -157,8 +172,12 @@ class Testnet:
             shutil.rmtree(node.data_dir, ignore_errors=True)
             if node.bento_dir is not None:
                 shutil.rmtree(node.bento_dir, ignore_errors=True)
-        with suppress(FileNotFoundError):
-            (directory / STATE_FILE).unlink()
+        leftovers = [directory / name for name in (STATE_FILE, services.ZONE, services.RESOLV_CONF)]
+        for service in state.services:
+            ready = Path(service.ready_file)
+            leftovers += [ready, ready.with_suffix(".tmp"), service.log]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
         with suppress(OSError):
             directory.rmdir()  # only if we left it empty
         return True
@@ -168,6 +187,9 @@ class Testnet:
             boxes.stop(node)
         for node in self.state.nodes:
             if (proc := node.process) is not None:
+                proc.stop()
+        for service in self.state.services:
+            if (proc := service.process) is not None:
                 proc.stop()
 
     def restart_box(self, nickname: str, timeout: float = 120.0) -> None:
@@ -210,17 +232,40 @@ class Testnet:
     def nodes(self) -> list[Node]:
         return self.state.nodes
 
+    @property
+    def corpus(self) -> Corpus | None:
+        """The sites this testnet serves (``corpus_port``), named by its nameserver."""
+        if not self.state.corpus_sites:
+            return None
+        return Corpus(seed=self.state.corpus_seed, sites=self.state.corpus_sites)
+
+    @property
+    def corpus_port(self) -> int | None:
+        service = self.state.service("corpus")
+        return None if service is None else service.port
+
+    @property
+    def nameserver(self) -> str | None:
+        """``127.0.0.1:PORT`` of the testnet's nameserver (UDP)."""
+        service = self.state.service("nameserver")
+        return None if service is None or service.port is None else f"127.0.0.1:{service.port}"
+
     def relays(self) -> list[Node]:
         """Every relay (authorities included), in start order."""
         return [n for n in self.state.nodes if n.is_relay]
 
     def environment(self) -> dict[str, str]:
         """The variables a command run on this testnet gets (see ``bento testnet run``)."""
-        return {
+        env = {
             "BENTO_SOCKS": self.socks_address,
             "BENTO_CONTROL": self.control_address,
             "BENTO_TESTNET_DIR": str(self.directory),
         }
+        if self.nameserver is not None:
+            env["BENTO_NAMESERVER"] = self.nameserver
+        if self.corpus_port is not None:
+            env["BENTO_CORPUS"] = f"{self.state.corpus_seed}:{self.state.corpus_sites}:{self.corpus_port}"
+        return env
 
     def status(self) -> dict[str, Any]:
         """Every node with role, nickname, fingerprint, ports, flags and liveness (JSON-ready)."""
@@ -250,11 +295,17 @@ class Testnet:
         ]
         return {
             "directory": self.state.directory,
-            "running": all(n["alive"] for n in nodes) and all(n.bento_alive() for n in self.state.boxes),
+            "running": all(n["alive"] for n in nodes)
+            and all(n.bento_alive() for n in self.state.boxes)
+            and all(s.alive() for s in self.state.services),
             "bootstrap_seconds": self.state.bootstrap_seconds,
             "socks": self.socks_address,
             "control": self.control_address,
             "nodes": nodes,
+            "services": [
+                {"name": s.name, "pid": s.pid, "port": s.port, "alive": s.alive()}
+                for s in self.state.services
+            ],
         }
 
     def _consensus_flags(self) -> dict[str, list[str]]:

@@ -77,11 +77,35 @@ class Node:
 
 
 @dataclass
+class Service:
+    """A server of the testnet's own (not tor, not Bento): see ``services``."""
+
+    name: str  # "nameserver" or "corpus"
+    ready_file: str
+    pid: int | None = None
+    port: int | None = None
+
+    @property
+    def process(self) -> ProcessRecord | None:
+        return None if self.pid is None else ProcessRecord(self.pid, self.ready_file)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive()
+
+    @property
+    def log(self) -> Path:
+        return Path(self.ready_file).with_suffix(".log")
+
+
+@dataclass
 class TestnetState:
     __test__ = False  # not a pytest test class
 
     directory: str
     nodes: list[Node] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    corpus_seed: int = 0
+    corpus_sites: int = 0
     started_at: float | None = None
     bootstrap_seconds: float | None = None
 
@@ -98,9 +122,14 @@ class TestnetState:
 
     def live_processes(self) -> list[str]:
         """What still runs of this testnet: tor nicknames, and ``NICK-bento`` for servers."""
-        return [n.nickname for n in self.nodes if n.alive()] + [
-            f"{n.nickname}-bento" for n in self.boxes if n.bento_alive()
-        ]
+        return (
+            [n.nickname for n in self.nodes if n.alive()]
+            + [f"{n.nickname}-bento" for n in self.boxes if n.bento_alive()]
+            + [s.name for s in self.services if s.alive()]
+        )
+
+    def service(self, name: str) -> Service | None:
+        return next((s for s in self.services if s.name == name), None)
 
     def save(self) -> None:
         path = Path(self.directory) / STATE_FILE
@@ -114,6 +143,7 @@ class TestnetState:
         try:
             raw = json.loads((directory / STATE_FILE).read_text())
             nodes = [Node(**{**n, "role": Role(n["role"])}) for n in raw.pop("nodes")]
-            return cls(nodes=nodes, **raw)
+            services = [Service(**s) for s in raw.pop("services", [])]
+            return cls(nodes=nodes, services=services, **raw)
         except (OSError, ValueError, TypeError, KeyError):
             return None

@@ -24,7 +24,7 @@ from bento.client.keyring import Deployment, Keyring
 from bento.client.stream import SessionStream
 from bento.errors import BentoError
 from bento.protocol.manifest import Manifest
-from bento.protocol.messages import CodeKind, SessionState
+from bento.protocol.messages import CodeKind, ResourceUsage, SessionState
 from bento.protocol.policy import Needs, SyscallProfile
 
 from . import pack, wire
@@ -100,6 +100,7 @@ class Page:
     received_bytes: int
     seconds_to_page: float
     seconds: float = 0.0
+    usage: ResourceUsage | None = None  # the instance's, as the box measured it
     function_id: str = ""
     deployed: bool = False
 
@@ -127,6 +128,7 @@ class Page:
             "seconds": round(self.seconds, 3),
             "box_seconds": self.index.get("seconds"),
             "parser": self.index.get("parser"),
+            "box_usage": self.usage.model_dump() if self.usage else None,
             "function_id": self.function_id,
             "deployed": self.deployed,
         }
@@ -227,7 +229,14 @@ async def _receive(
         raise BentoError("the session ended before the whole page arrived")
     if padding != announced:
         raise BentoError(f"the box announced {announced} bytes of padding and sent {padding}")
-    return {**found, "archive_bytes": header[0], "padding_bytes": padding, "received_bytes": total}
+    usage = ended.usage if ended is not None else None
+    return {
+        **found,
+        "archive_bytes": header[0],
+        "padding_bytes": padding,
+        "received_bytes": total,
+        "usage": usage,
+    }
 
 
 def _header(data: bytes) -> tuple[int, int, bytes]:
