@@ -36,6 +36,9 @@ COMMANDS: dict[str, Command] = {
     "forget": Command("functions", "drop functions from the keyring (when their box is gone)"),
     "shutdown": Command("functions", "stop a function and delete it from its box"),
     "tokens": Command("tokens", "single-use, unlinkable rights to a function (blinded tokens)"),
+    "dropbox": Command(
+        "dropbox", "deposit data at a box for later (put), and fetch it with its capability (get)"
+    ),
     "browse": Command("browse", "fetch a whole page at an exit box with Browser, padded, and unpack it"),
     "server": Command("server", "run a Bento box beside a Tor relay (foreground; stop with SIGTERM)"),
     "testnet": Command("testnet", "run a private Tor network on 127.0.0.1"),
