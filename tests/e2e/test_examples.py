@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.metadata
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import TIMEOUT, run
@@ -15,7 +20,7 @@ from support import TIMEOUT, run
 from bento.client.box import Box
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import SessionState
-from bento.testnet import Node
+from bento.testnet import Node, Testnet
 from bento.testnet.site import LocalSite
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 2)]
@@ -97,3 +102,34 @@ async def test_fetch_with_a_vendored_urllib3(box: Box, tmp_path: Path) -> None:
     }
     assert ended.usage.network_granted >= 1
     await box.shutdown(deployment)
+
+
+def test_the_cli_deploys_an_example_and_warns_about_imports_nobody_provides(
+    testnet: Testnet, tmp_path: Path
+) -> None:
+    env = {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(tmp_path / "keyring.json")}
+
+    def cli(*args: str) -> Any:
+        command = [sys.executable, "-m", "bento", *args, "--json"]
+        done = subprocess.run(command, env=env, input="", capture_output=True, text=True, timeout=TIMEOUT)
+        assert done.returncode == 0, f"bento {' '.join(args)} exited {done.returncode}:\n{done.stderr}"
+        return json.loads(done.stdout)
+
+    notes = EXAMPLES / "notes"
+    deployed = cli("deploy", str(notes), "--box", "exit0", "--manifest", str(notes / "manifest.toml"))
+    assert deployed["warnings"] == []
+    assert cli("invoke", "notes", "add", '"from the command line"')["result"] == "note/000001"
+
+    function = tmp_path / "caller"
+    function.mkdir()
+    (function / "main.py").write_text(
+        "import requests\n"
+        "from bento.client import Box  # offered by the testnet's boxes\n"
+        "try:\n    import simplejson\nexcept ImportError:\n    simplejson = None\n"
+        "def main():\n    return 1\n"
+    )
+    deployed = cli("deploy", str(function), "--box", "exit0", "--name", "caller")
+    (warning,) = deployed["warnings"]
+    assert warning.startswith("main.py imports 'requests'") and "vendor" in warning
+    for name in ("notes", "caller"):
+        cli("shutdown", name)
