@@ -135,8 +135,11 @@ class SandboxHost:
         spec = Spec.of(needs)
         instance = self.pool.take(spec.shape)
         if instance is not None and instance.slot_dir is not None:
-            shutil.copytree(code_dir, instance.slot_dir, dirs_exist_ok=True)
-            self.share(instance.slot_dir)
+            try:  # copying code may take a while: off the event loop
+                await asyncio.to_thread(self._fill, code_dir, instance.slot_dir)
+            except BaseException:
+                instance.kill()  # taken from the pool, never handed out: nobody else would
+                raise
             if instance.group is not None:
                 instance.group.limit(memory_bytes=spec.memory_bytes, pids=spec.cgroup_pids())
             instance.spec = spec
@@ -144,6 +147,10 @@ class SandboxHost:
             instance = await self.spawn(code_dir, spec)
         instance.confinement = spec.start_frame(_encoded_filter(spec.syscalls & self._profiles))
         return instance
+
+    def _fill(self, code_dir: Path, slot_dir: Path) -> None:
+        shutil.copytree(code_dir, slot_dir, dirs_exist_ok=True)
+        self.share(slot_dir)
 
     async def _start_pooled(self, shape: Shape) -> Instance | None:
         slot_dir = self.root / "pool" / os.urandom(8).hex()
