@@ -56,9 +56,11 @@ def claim(directory: Path = CLAIMS) -> Claim:
 def clean_stale(directory: Path = CLAIMS) -> int:
     """Remove the claims of servers that are gone; return how many."""
     removed = 0
-    if not directory.is_dir():
+    try:
+        claims = list(directory.iterdir())
+    except OSError:  # none yet, or not ours to read (only a server run as root claims uids)
         return removed
-    for path in directory.iterdir():
+    for path in claims:
         fd = _lock(path, create=False)
         if fd is not None:
             path.unlink(missing_ok=True)
