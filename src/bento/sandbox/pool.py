@@ -29,6 +29,11 @@ class Pool:
     def __len__(self) -> int:
         return len(self._idle)
 
+    @property
+    def idle(self) -> tuple[Instance, ...]:
+        """The sandboxes waiting, oldest first."""
+        return tuple(self._idle)
+
     def take(self, shape: Shape) -> Instance | None:
         """A ready sandbox of ``shape``, if one waits; else ``shape`` is what the pool makes next."""
         self._idle = [i for i in self._idle if i.process.returncode is None]  # died while waiting
