@@ -38,10 +38,8 @@ def _deployment(function: Uploaded) -> Deployment:
 
 
 @pytest.fixture
-async def client(box: LocalBox) -> Box:
-    client = Box("x" * 56, socks=None, base_url="http://box")
-    client._http = box.http  # the real client, against the in-process app
-    return client
+def client(box: LocalBox) -> Box:
+    return box.client  # the real client, against the app in process
 
 
 async def _invoke(box: LocalBox, function_id: str, token: str, entry: str = "greet") -> tuple[int, dict]:
