@@ -18,7 +18,7 @@ from bento.testnet import Testnet
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 2)]
 
 
-def test_capabilities_from_bento_tokens_invoke_once_and_shut_down_once(
+def test_handed_out_capabilities_invoke_once_and_shut_down_once(
     testnet: Testnet, tmp_path: Path
 ) -> None:
     source = tmp_path / "hello.py"
