@@ -18,9 +18,7 @@ from bento.testnet import Testnet
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 2)]
 
 
-def test_handed_out_capabilities_invoke_once_and_shut_down_once(
-    testnet: Testnet, tmp_path: Path
-) -> None:
+def test_handed_out_capabilities_invoke_once_and_shut_down_once(testnet: Testnet, tmp_path: Path) -> None:
     source = tmp_path / "hello.py"
     source.write_text(HELLO)
     owner = {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(tmp_path / "owner.json")}
