@@ -67,7 +67,7 @@ fi
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     say "installing Python packages into .venv (first run takes a minute)"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -U pip
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[dev]"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[dev,eval]"
     echo "$want" >"$stamp"
 fi
 

@@ -49,6 +49,7 @@ class Server:
     requests: list[str] = field(default_factory=list)
     headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> the request's headers
     delays: dict[str, float] = field(default_factory=dict)  # path -> seconds before answering
+    encodings: dict[str, str] = field(default_factory=dict)  # path -> Content-Encoding it claims
     in_flight: int = 0
     most_in_flight: int = 0
 
@@ -75,7 +76,8 @@ class Server:
         if path not in self.files:
             return Response(b"not found\n", status_code=404, media_type="text/plain")
         body, kind = self.files[path]
-        return Response(body, media_type=kind)
+        coding = {"Content-Encoding": self.encodings[path]} if path in self.encodings else None
+        return Response(body, media_type=kind, headers=coding)
 
 
 @contextlib.asynccontextmanager

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from support import run
 
+from bento.client.box import Box
+from bento.protocol.manifest import Manifest
+from bento.protocol.messages import SessionState
+from bento.protocol.policy import Needs
 from bento.testnet import Testnet
 from bento.testnet.corpus.content import render
 from bento.testnet.trace import fetch_via_socks
@@ -34,7 +40,8 @@ async def test_a_public_name_is_not_resolved_at_the_exit_nor_by_the_nameserver(t
         await fetch_via_socks(testnet.socks_address, "http://www.torproject.org/")
     assert testnet.nameserver is not None
     resolver = Resolver.nameserver(testnet.nameserver)
-    assert await resolver.resolve("www.torproject.org") == []
+    with pytest.raises(socket.gaierror):
+        await resolver.resolve("www.torproject.org")
     assert testnet.corpus is not None
     assert await resolver.resolve("www.s001.test") == [testnet.corpus.addresses["www.s001.test"]]
 
@@ -84,8 +91,24 @@ def capture(tmp_path: Path) -> Iterator[Capture]:
             running.proc.wait()
 
 
-async def test_nothing_leaves_the_machine_while_names_are_used(testnet: Testnet, capture: Capture) -> None:
-    """Names resolved at an exit, by the nameserver and by a box: none reach another interface.
+RESOLVE = """
+from bento.runtime import api
+
+def resolve(names):
+    out = {}
+    for name in names:
+        try:
+            out[name] = api.resolve(name)
+        except Exception as exc:
+            out[name] = f"{type(exc).__name__}: {exc}"
+    return out
+"""
+
+
+async def test_nothing_leaves_the_machine_while_names_are_used(
+    testnet: Testnet, box: Box, capture: Capture
+) -> None:
+    """Names resolved at an exit, by the nameserver and by a box's broker: none leave loopback.
 
     The machine may be shared, so the capture is searched for this run's own marks: a
     fresh name under a public domain, and the corpus's names, in any packet at all.
@@ -97,7 +120,17 @@ async def test_nothing_leaves_the_machine_while_names_are_used(testnet: Testnet,
     await fetch_via_socks(testnet.socks_address, corpus.sites[0].url(port))
     with pytest.raises(httpx.ProxyError):
         await fetch_via_socks(testnet.socks_address, f"http://{public}/")
-    assert await Resolver.nameserver(testnet.nameserver).resolve(f"x.{public}") == []
+    with pytest.raises(socket.gaierror):
+        await Resolver.nameserver(testnet.nameserver).resolve(f"x.{public}")
+    # A function on a box asks its broker, which asks as the box is configured.
+    deployment = await box.deploy(RESOLVE.encode(), Manifest(name="resolve", needs=Needs(network=True)))
+    try:
+        _, ended = await run(box, deployment, "resolve", ["img.s001.test", f"y.{public}"])
+    finally:
+        await box.shutdown(deployment)
+    assert ended.state is SessionState.COMPLETED, ended.reason
+    assert ended.result["img.s001.test"] == [corpus.addresses["img.s001.test"]]
+    assert "Name or service not known" in ended.result[f"y.{public}"]
     data = capture.stop()
     assert data.startswith(b"\x0a\x0d\x0d\x0a"), "not a pcapng file"
     # In DNS and in HTTP alike the token appears as is; a corpus name in DNS as labels.

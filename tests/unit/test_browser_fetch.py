@@ -109,3 +109,26 @@ async def test_concurrency_timeouts_cookies_and_user_agent() -> None:
     assert site.headers["/i0.png"]["cookie"] == "sid=42"
     assert "cookie" not in third.headers["/t.png"]  # the user's cookies stay with the page's host
     assert third.headers["/t.png"]["user-agent"] == "TestAgent/1"
+
+
+async def test_content_codings_are_decoded_and_bounded() -> None:
+    import gzip
+    import zlib
+
+    page = b"<p>compressed</p>" * 10
+    bomb = gzip.compress(b"\0" * (2 << 20))  # 2 MiB from about 2 KiB
+    site = Server("127.0.0.1", "127.0.0.1")
+    async with serve(site):
+        site.encodings = {"/": "gzip"}
+        site.files["/"] = (gzip.compress(page), "text/html")
+        assert (await crawl(f"{site.origin}/"))[0].body == page
+        site.encodings = {"/": "deflate"}
+        site.files["/"] = (zlib.compress(page), "text/html")
+        assert (await crawl(f"{site.origin}/"))[0].body == page
+        site.encodings = {"/": "gzip"}
+        site.files["/"] = (bomb, "text/html")
+        with pytest.raises(fetch.PageError, match="decompresses to over the limit of 1048576 bytes"):
+            await crawl(f"{site.origin}/", max_bytes=1 << 20)
+        site.encodings = {"/": "br"}
+        with pytest.raises(fetch.PageError, match="content coding 'br'"):
+            await crawl(f"{site.origin}/")

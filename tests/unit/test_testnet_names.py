@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import statistics
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -40,15 +41,16 @@ async def test_the_resolver_gets_corpus_names_and_nothing_else_from_the_nameserv
     resolver = Resolver.nameserver(nameserver)
     assert await resolver.resolve("www.s001.test") == ["127.20.0.6"]
     assert await resolver.resolve("WWW.S001.TEST.") == ["127.20.0.6"]
-    assert await resolver.resolve("www.example.com") == []  # answered, not forwarded anywhere
-    assert await resolver.resolve("nope.s001.test") == []
+    for name in ("www.example.com", "nope.s001.test"):  # answered, not forwarded anywhere
+        with pytest.raises(socket.gaierror, match="Name or service not known"):
+            await resolver.resolve(name)
     assert await resolver.resolve("10.1.2.3") == ["10.1.2.3"]  # a literal asks nobody
+    for spelling in ("127.1", "2130706433", "0x7f000001"):  # as getaddrinfo reads them
+        assert await resolver.resolve(spelling) == ["127.0.0.1"]
 
 
 async def test_a_resolver_without_an_answer_raises_rather_than_hangs() -> None:
     # A port nobody answers on: the lookup times out with a clear error.
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
         resolver = Resolver.nameserver(f"127.0.0.1:{silent.getsockname()[1]}")
@@ -133,3 +135,37 @@ def _reachable(resource: Resource) -> set[int]:
     if resource.srcset is not None:
         seen.add(id(resource.srcset))
     return seen
+
+
+class _Relay:
+    """Stands in for a Stem controller: only the one option the resolver reads."""
+
+    def __init__(self, resolv_conf: str | None) -> None:
+        self.resolv_conf = resolv_conf
+
+    def get_conf(self, name: str, default: object = None) -> str | None:
+        assert name == "ServerDNSResolvConfFile"
+        return self.resolv_conf
+
+
+def test_a_box_resolves_as_its_relay_unless_told_otherwise(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.1:5353\n")
+    assert Resolver.like_relay(_Relay(str(conf))).nameservers == [("127.0.0.1", 5353)]  # type: ignore[arg-type]
+    assert Resolver.like_relay(_Relay(None)).describe() == "the system resolver"  # type: ignore[arg-type]
+    told = Resolver.configured("192.0.2.53", _Relay(str(conf)))  # type: ignore[arg-type]
+    assert told.nameservers == [("192.0.2.53", 53)]
+
+
+def test_the_server_setting_takes_a_nameserver_address_only() -> None:
+    from bento.errors import BentoError
+    from bento.server.config import ServerConfig
+
+    assert ServerConfig.load(None, {"resolver": "127.0.0.1:5353"}).resolver == "127.0.0.1:5353"
+    assert ServerConfig.load(None, {"resolver": "[::1]:53"}).resolver == "[::1]:53"
+    with pytest.raises(BentoError, match="resolver"):
+        ServerConfig.load(None, {"resolver": "dns.example.com"})
+
+
+async def test_localhost_is_loopback_at_the_nameserver(nameserver: str) -> None:
+    assert await Resolver.nameserver(nameserver).resolve("localhost") == ["127.0.0.1"]

@@ -36,7 +36,11 @@ COMMANDS: dict[str, Command] = {
     "forget": Command("functions", "drop functions from the keyring (when their box is gone)"),
     "shutdown": Command("functions", "stop a function and delete it from its box"),
     "tokens": Command("tokens", "single-use, unlinkable rights to a function (blinded tokens)"),
+    "dropbox": Command(
+        "dropbox", "deposit data at a box for later (put), and fetch it with its capability (get)"
+    ),
     "browse": Command("browse", "fetch a whole page at an exit box with Browser, padded, and unpack it"),
+    "eval": Command("eval", "the website-fingerprinting evaluation: bento eval wf attack|report"),
     "server": Command("server", "run a Bento box beside a Tor relay (foreground; stop with SIGTERM)"),
     "testnet": Command("testnet", "run a private Tor network on 127.0.0.1"),
     "demo": Command("demo", "a guided tour of Bento on a private Tor network"),
@@ -84,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:
-        return 130
+        return 130  # ExitStatus.INTERRUPTED (bento.protocol.errors), not imported: start-up stays fast
     except Exception as exc:
         from bento.cli.output import fail  # loaded by every handler already: costs nothing here
         from bento.errors import BentoError

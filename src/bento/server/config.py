@@ -17,10 +17,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bento.errors import BentoError, describe_validation
 from bento.protocol.policy import NodePolicy
+from bento.tor.resolver import parse_nameserver
 
 
 class ServerConfig(BaseModel):
@@ -32,6 +33,11 @@ class ServerConfig(BaseModel):
     advertise: bool = Field(default=True, description="add bento=<onion> to the relay's ContactInfo")
     api_port: int = Field(default=0, ge=0, le=65535, description="local port behind the onion; 0 picks one")
     listen: str | None = Field(default=None, description="also serve the API on this host:port")
+    resolver: str | None = Field(
+        default=None,
+        description="nameserver (IP or IP:PORT) that resolves names for functions; "
+        "default: as the relay resolves (its ServerDNSResolvConfFile, else the system's resolver)",
+    )
     pool_size: int = Field(
         default=2, ge=0, le=64, description="sandboxes kept started and waiting, for fast invocations"
     )
@@ -50,6 +56,13 @@ class ServerConfig(BaseModel):
         ge=0,
         description="unacknowledged output of ended sessions kept, all together; the oldest is dropped first",
     )
+
+    @field_validator("resolver")
+    @classmethod
+    def _nameserver(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_nameserver(value)  # ValueError: pydantic reports it with the field's name
+        return value
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict[str, Any]) -> ServerConfig:

@@ -31,6 +31,7 @@ from bento.server.registry import Registry
 from bento.server.tor_for_functions import TorForFunctions
 from bento.tor import advert, client_tor, control, onion
 from bento.tor.control import parse_address
+from bento.tor.resolver import Resolver
 
 log = logging.getLogger("bento.server")
 STATUS_FILE = "server.json"
@@ -89,6 +90,9 @@ class BentoServer:
         try:
             self._fingerprint = await asyncio.to_thread(ctl.get_info, "fingerprint")
             self._nickname = await asyncio.to_thread(ctl.get_conf, "Nickname", "")
+            resolver = await asyncio.to_thread(Resolver.configured, self.config.resolver, ctl)
+            self.registry.resolver = resolver.resolve
+            log.info("functions resolve names through %s", resolver.describe())
         except stem.ControllerError as exc:
             ctl.close()
             raise BentoError(
@@ -154,7 +158,7 @@ class BentoServer:
     async def _start_function_tor(self, ctl: stem.control.Controller) -> TorForFunctions | None:
         """The client-only tor for functions' circuits, if the policy offers Tor at all."""
         policy = self.config.policy.tor
-        if not (policy.circuits or policy.onion_services):
+        if not (policy.circuits or policy.onion_services or policy.call_boxes):
             return None
         function_tor = TorForFunctions(self.config.state_dir)
         lines = await asyncio.to_thread(client_tor.relay_directory_lines, ctl)

@@ -27,6 +27,7 @@ from bento.server import code, packages, tokens
 from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker import Broker, Context, Gatekeeper
 from bento.server.broker.network import system_resolver
+from bento.server.broker.operations import Resolver
 from bento.server.config import ServerConfig
 from bento.server.function_tor import InstanceTor
 from bento.server.retention import Retention
@@ -92,6 +93,7 @@ class Registry:
         self._group: asyncio.TaskGroup | None = None  # while running(): owns every session's task
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.tor: TorForFunctions | None = None  # set by the daemon when the box offers Tor
+        self.resolver: Resolver = system_resolver  # set by the daemon: as the relay resolves
 
     def reset_storage(self) -> None:
         """Clear what a previous run left (functions do not survive restarts); install offered packages."""
@@ -237,10 +239,10 @@ class Registry:
         if needs.storage_mb and self.policy.storage.allowed:
             storage = StorageChannel(self.store.of(function.id, needs.storage_mb))
         tor = None
-        if self.tor is not None and (needs.tor_circuits or needs.onion_services):
+        if self.tor is not None and (needs.tor_circuits or needs.onion_services or needs.call_boxes):
             tor = InstanceTor.open(self.tor, function.id, needs, self.policy)
         context = Context(
-            needs, self.policy, self.gate, system_resolver, function.id, session.id, storage=storage, tor=tor
+            needs, self.policy, self.gate, self.resolver, function.id, session.id, storage=storage, tor=tor
         )
         run = session.run(self.sandbox, Broker(context), function.code_dir, function.manifest, args, kwargs)
         task = self._group.create_task(run)

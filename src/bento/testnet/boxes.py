@@ -17,8 +17,10 @@ from pathlib import Path
 from bento.errors import BentoError
 from bento.server import identity
 from bento.server.daemon import STATUS_FILE
+from bento.testnet.services import RESOLV_CONF
 from bento.testnet.state import Node, TestnetState
 from bento.tor.process import log_tail, spawn_detached
+from bento.tor.resolver import read_resolv_conf
 
 
 def prepare(node: Node, directory: Path) -> None:
@@ -52,6 +54,7 @@ listen = true
 [policy.tor]
 circuits = true
 onion_services = true
+call_boxes = true
 
 [policy.storage]
 allowed = true
@@ -65,7 +68,7 @@ def start(node: Node) -> None:
     state_dir = Path(node.bento_dir)
     (state_dir / STATUS_FILE).unlink(missing_ok=True)
     config = state_dir / "server.toml"
-    config.write_text(SERVER_CONFIG)
+    config.write_text(_resolver_setting(state_dir.parent) + SERVER_CONFIG)
     node.bento_pid = spawn_detached(
         [
             sys.executable,
@@ -84,6 +87,15 @@ def start(node: Node) -> None:
         log=state_dir / "server.log",
         cwd=state_dir,
     )
+
+
+def _resolver_setting(directory: Path) -> str:
+    """The testnet's nameserver as the box's resolver (the same its relay's resolv.conf names)."""
+    nameservers = read_resolv_conf(directory / RESOLV_CONF)
+    if not nameservers:
+        return ""
+    host, port = nameservers[0]
+    return f'resolver = "{host}:{port}"  # the testnet\'s nameserver: no name leaves the machine\n'
 
 
 def stop(node: Node) -> None:

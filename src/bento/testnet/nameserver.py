@@ -41,7 +41,8 @@ class Zone:
 
     def __init__(self, names: dict[str, str]) -> None:
         self.addresses: dict[dns.name.Name, str] = {}
-        for host, address in names.items():
+        # RFC 6761: localhost is loopback, wherever it is asked.
+        for host, address in {"localhost": "127.0.0.1", **names}.items():
             if not ipaddress.IPv4Address(address).is_loopback:
                 raise ValueError(f"{host} -> {address}: the testnet's names must stay on 127.0.0.0/8")
             self.addresses[dns.name.from_text(host).canonicalize()] = address

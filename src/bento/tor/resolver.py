@@ -16,6 +16,7 @@ through the testnet's own nameserver and never through the host's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from pathlib import Path
@@ -38,7 +39,7 @@ class ResolveError(OSError):
 
 
 class Resolver:
-    """``await resolver.resolve(host)``: the host's addresses, sorted; [] if it does not exist."""
+    """``await resolver.resolve(host)``: the host's addresses, sorted."""
 
     def __init__(self, nameservers: list[tuple[str, int]] | None = None) -> None:
         # None: the system's resolver (getaddrinfo), as a relay without its own resolv.conf.
@@ -54,7 +55,12 @@ class Resolver:
     @classmethod
     def nameserver(cls, address: str) -> Resolver:
         """Ask only the nameserver at ``host[:port]`` (port 53 by default)."""
-        return cls([_parse_nameserver(address)])
+        return cls([parse_nameserver(address)])
+
+    @classmethod
+    def configured(cls, nameserver: str | None, ctl: stem.control.Controller) -> Resolver:
+        """The box's ``resolver`` setting if given, else as the relay behind ``ctl`` (blocking)."""
+        return cls.nameserver(nameserver) if nameserver else cls.like_relay(ctl)
 
     @classmethod
     def like_relay(cls, ctl: stem.control.Controller) -> Resolver:
@@ -75,18 +81,23 @@ class Resolver:
         return ", ".join(f"{host}:{port}" for host, port in self.nameservers)
 
     async def resolve(self, host: str) -> list[str]:
-        """The IPv4 and IPv6 addresses of ``host`` (an address literal is its own answer)."""
-        try:
+        """The IPv4 and IPv6 addresses of ``host`` (an address literal is its own answer).
+
+        Fails as getaddrinfo does, so that callers see one behaviour whichever resolver
+        the box uses: ``socket.gaierror`` (EAI_NONAME, "Name or service not known") for a
+        name that does not exist, another OSError when no answer came.
+        """
+        with contextlib.suppress(ValueError):
             return [str(ipaddress.ip_address(host))]
-        except ValueError:
-            pass
+        with contextlib.suppress(OSError):
+            # The legacy IPv4 spellings getaddrinfo also takes: 127.1, 2130706433, 0x7f000001.
+            return [socket.inet_ntoa(socket.inet_aton(host))]
         if self._dns is None:
             try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-            except socket.gaierror as exc:
-                if exc.errno in (socket.EAI_NONAME, socket.EAI_NODATA):
-                    return []
-                raise ResolveError(f"{host}: {exc.strerror}") from None
+                async with asyncio.timeout(TIMEOUT):
+                    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            except TimeoutError:
+                raise ResolveError(f"{host}: no answer within {TIMEOUT:.0f} s") from None
             return sorted({str(info[4][0]) for info in infos})
         found: set[str] = set()
         for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
@@ -97,6 +108,8 @@ class Resolver:
             except dns.exception.DNSException as exc:
                 raise ResolveError(f"{host}: name resolution failed ({exc})") from None
             found |= {rdata.to_text() for rdata in answer}
+        if not found:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return sorted(found)
 
 
@@ -111,13 +124,13 @@ def read_resolv_conf(path: Path) -> list[tuple[str, int]]:
         words = line.split("#", 1)[0].split()
         if len(words) >= 2 and words[0] == "nameserver":
             try:
-                found.append(_parse_nameserver(words[1]))
+                found.append(parse_nameserver(words[1]))
             except ValueError:
                 continue  # libevent skips what it cannot parse, and so do we
     return found
 
 
-def _parse_nameserver(address: str) -> tuple[str, int]:
+def parse_nameserver(address: str) -> tuple[str, int]:
     """``IP`` or ``IP:PORT`` (``[V6]:PORT``); ValueError otherwise."""
     try:
         return str(ipaddress.ip_address(address)), 53

@@ -8,7 +8,6 @@ for exactly this code.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import io
 import json
@@ -23,8 +22,9 @@ from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
 from bento.client.stream import SessionStream
 from bento.errors import BentoError
+from bento.functions import deploy
 from bento.protocol.manifest import Manifest
-from bento.protocol.messages import CodeKind, ResourceUsage, SessionState
+from bento.protocol.messages import ResourceUsage, SessionState
 from bento.protocol.policy import Needs, SyscallProfile
 
 from . import pack, wire
@@ -39,21 +39,12 @@ Progress = Callable[[int, int | None], None]  # (bytes received, bytes expected 
 
 def code() -> bytes:
     """The uploaded package: the box-side modules, as a reproducible .tar.gz."""
-    here = Path(__file__).parent
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for name in BOX_MODULES:
-            data = (here / f"{name}.py").read_bytes()
-            info = tarfile.TarInfo(f"{PACKAGE}/{name}.py")
-            info.size, info.mode = len(data), 0o644
-            archive.addfile(info, io.BytesIO(data))
-    return gzip.compress(buffer.getvalue(), mtime=0)
+    return deploy.package(Path(__file__).parent, PACKAGE, BOX_MODULES)
 
 
 def manifest() -> Manifest:
-    version = hashlib.sha256(code()).hexdigest()[:12]
     return Manifest(
-        name=f"browser-{version}",
+        name=f"browser-{deploy.version(code())}",
         module=f"{PACKAGE}.function",
         description="Browser: fetches a page with its resources at the exit, packs and pads it",
         needs=Needs(
@@ -70,14 +61,8 @@ def manifest() -> Manifest:
 
 
 async def deployment(box: Box, keyring: Keyring, *, fresh: bool = False) -> tuple[Deployment, bool]:
-    """Browser on ``box``: the keyring's deployment of this code, else a new one (saved)."""
-    wanted = manifest()
-    for known in keyring.functions.values():
-        if not fresh and known.name == wanted.name and known.onion == box.onion:
-            return known, False
-    deployed = await box.deploy(code(), wanted, kind=CodeKind.TAR_GZ)
-    keyring.add(deployed)
-    return deployed, True
+    """Browser on ``box``: the keyring's deployment of this code, else a new one (kept)."""
+    return await deploy.ensure(box, keyring, code(), manifest(), fresh=fresh)
 
 
 @dataclass

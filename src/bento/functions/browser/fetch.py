@@ -21,6 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -138,7 +139,8 @@ class Fetcher:
                 resource.status = response.status
                 resource.final_url = response.url
                 resource.content_type = response.headers.get("Content-Type", "")
-                resource.body = self._read(response, started)
+                body = self._read(response, started)
+                resource.body = _decoded(body, response.headers.get("Content-Encoding"), self.budget.limit)
         except urllib.error.HTTPError as exc:
             exc.close()
             resource.status = exc.code
@@ -164,6 +166,28 @@ class Fetcher:
                 raise TimeoutError()
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _decoded(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body without its content coding (asked for none, a server may still send gzip),
+    decompressed to at most ``limit`` bytes: a small body must not become a huge one."""
+    coding = (encoding or "identity").strip().lower()
+    if coding == "identity":
+        return body
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise ValueError(f"a body in the content coding {coding!r}, which Browser cannot decode")
+    # wbits 47: gzip or zlib, detected; deflate is zlib, or raw deflate as some servers send it.
+    for wbits in (47,) if coding != "deflate" else (15, -15):
+        inflater = zlib.decompressobj(wbits)
+        try:
+            data = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            error = exc
+            continue
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise _TooLarge(f"decompresses to over the limit of {limit} bytes for the page")
+        return data
+    raise ValueError(f"a {coding} body that does not decompress: {error}")
 
 
 def explain(reason: object, url: str, timeout: float) -> str:

@@ -1,0 +1,101 @@
+"""``bento eval wf``: the website-fingerprinting evaluation (the paper's Table 1)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bento.cli.output import console, emit_json, step
+
+QUICK = {"folds": 3, "df_epochs": 10, "kfp_trees": 200}
+
+
+def add_eval(parser: argparse.ArgumentParser) -> None:
+    kinds = parser.add_subparsers(dest="eval_command", required=True, metavar="EVALUATION")
+    wf = kinds.add_parser("wf", help="website fingerprinting on the client's link (Table 1)")
+    steps = wf.add_subparsers(dest="wf_command", required=True, metavar="STEP")
+
+    attack = steps.add_parser("attack", help="train and test the attacks; resumes where it stopped")
+    attack.add_argument("dataset", type=Path, help="the dataset directory (traces/ inside)")
+    attack.add_argument("--conditions", nargs="+", default=None, help="default: every condition collected")
+    attack.add_argument("--attacks", nargs="+", default=["kfp", "df"], choices=["kfp", "df", "tiktok"])
+    attack.add_argument("--folds", type=int, default=5, help="strict closed-world folds (default 5)")
+    attack.add_argument(
+        "--epochs", type=int, default=30, help="DF training epochs (default 30, as published)"
+    )
+    attack.add_argument("--trees", type=int, default=500, help="k-FP forest size (default 500)")
+    attack.add_argument("--quick", action="store_true", help="3 folds, 10 epochs, 200 trees")
+    attack.add_argument("--json", action="store_true", help="print the results as JSON")
+    attack.set_defaults(handler=cmd_attack)
+
+    report = steps.add_parser("report", help="the table beside the paper's, overheads, and a PNG plot")
+    report.add_argument("dataset", type=Path)
+    report.add_argument(
+        "--plot", type=Path, default=None, help="where the PNG goes (default DATASET/table1.png)"
+    )
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(handler=cmd_report)
+
+
+def _conditions(dataset: Path, chosen: list[str] | None) -> list[str]:
+    if chosen:
+        return chosen
+    return sorted(p.name.removesuffix(".jsonl.gz") for p in (dataset / "traces").glob("*.jsonl.gz"))
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from bento.errors import BentoError
+    from bento.eval import experiment
+
+    conditions = _conditions(args.dataset, args.conditions)
+    if not conditions:
+        raise BentoError(
+            f"no traces in {args.dataset / 'traces'}", fix="collect them first: bento eval wf collect"
+        )
+    settings = experiment.Settings(folds=args.folds, df_epochs=args.epochs, kfp_trees=args.trees)
+    if args.quick:
+        settings = experiment.Settings(**QUICK)
+    try:
+        results = experiment.run(args.dataset, conditions, args.attacks, settings, say=step)
+    except ValueError as exc:
+        raise BentoError(str(exc)) from None
+    if args.json:
+        emit_json([asdict(r) for r in results])
+    else:
+        from bento.eval import report
+
+        console.print(report.markdown(results, args.dataset))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from bento.errors import BentoError
+    from bento.eval import report
+    from bento.eval.experiment import Result
+
+    paths = sorted((args.dataset / "results").glob("*/*/fold-*.json"))
+    if not paths:
+        raise BentoError(f"no results in {args.dataset / 'results'}", fix="run: bento eval wf attack DATASET")
+    results = [Result(**json.loads(p.read_text())) for p in paths]
+    plot = report.plot(results, args.plot or args.dataset / "table1.png")
+    text = report.markdown(results, args.dataset)
+    (args.dataset / "table1.md").write_text(text)
+    if args.json:
+        cells = report.summarise(results)
+        emit_json(
+            {
+                "results": [
+                    {"condition": c, "attack": a, "accuracy": v.mean, "std": v.std, "folds": v.folds}
+                    for (c, a), v in sorted(cells.items())
+                ],
+                "plot": str(plot),
+            }
+        )
+    else:
+        console.print(text)
+        console.print(f"plot: {plot}")
+    return 0

@@ -1,0 +1,137 @@
+"""The attack run: every condition, attack and fold, each result saved as soon as it exists.
+
+Results live in ``<dataset>/results/<condition>/<attack>/fold-<n>.json``. A run that is
+stopped (a 10-minute command limit, a closed laptop, a crash) loses at most the fold it was
+training: run it again and it goes on where it stopped, skipping every result on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bento.eval import splits, traces
+from bento.eval.traces import Trace
+
+ATTACKS = ("kfp", "df", "tiktok")
+
+
+@dataclass(frozen=True)
+class Settings:
+    folds: int = 5
+    df_epochs: int = 30
+    df_length: int = traces.DF_LENGTH
+    kfp_trees: int = 500
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Result:
+    condition: str
+    attack: str
+    fold: int
+    accuracy: float
+    sites: int
+    train: int
+    valid: int
+    test: int
+    seconds: float
+    detail: dict[str, Any]
+
+
+def result_path(dataset: Path, condition: str, attack: str, fold: int) -> Path:
+    return dataset / "results" / condition / attack / f"fold-{fold}.json"
+
+
+def run(
+    dataset: Path,
+    conditions: Sequence[str],
+    attacks: Sequence[str],
+    settings: Settings,
+    *,
+    say: Callable[[str], None] = lambda _: None,
+) -> list[Result]:
+    """Run what is missing; returns every result, old and new."""
+    for attack in attacks:
+        if attack not in ATTACKS:
+            raise ValueError(f"unknown attack {attack!r}: choose from {', '.join(ATTACKS)}")
+    results = []
+    for condition in conditions:
+        loaded = traces.load(dataset, condition)
+        if not loaded:
+            say(f"{condition}: no traces in {traces.trace_file(dataset, condition)}; collect them first")
+            continue
+        plan = splits.folds(
+            [t.site for t in loaded], [t.visit for t in loaded], settings.folds, settings.seed
+        )
+        for attack in attacks:
+            for fold in plan:
+                path = result_path(dataset, condition, attack, fold.number)
+                if path.exists():
+                    results.append(Result(**json.loads(path.read_text())))
+                    continue
+                say(f"{condition}: {attack}, fold {fold.number + 1} of {len(plan)}")
+                result = _one(condition, attack, fold, loaded, settings, say)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(asdict(result), indent=1))
+                tmp.replace(path)  # a result is on disk whole or not at all
+                results.append(result)
+    return results
+
+
+def _one(
+    condition: str,
+    attack: str,
+    fold: splits.Fold,
+    loaded: Sequence[Trace],
+    settings: Settings,
+    say: Callable[[str], None],
+) -> Result:
+    def pick(indices: list[int]) -> list[Trace]:
+        return [loaded[i] for i in indices]
+
+    started = time.monotonic()
+    if attack == "kfp":
+        from bento.eval import kfp
+
+        # A forest needs no validation set: it trains on both.
+        accuracy = kfp.accuracy(
+            pick(fold.train + fold.valid), pick(fold.test), trees=settings.kfp_trees, seed=settings.seed
+        )
+        detail: dict[str, Any] = {"trees": settings.kfp_trees}
+    else:
+        from bento.eval import df
+
+        out = df.accuracy(
+            pick(fold.train),
+            pick(fold.valid),
+            pick(fold.test),
+            kind=attack,
+            length=settings.df_length,
+            epochs=settings.df_epochs,
+            seed=settings.seed,
+            progress=lambda epoch, score: say(f"  epoch {epoch}: validation accuracy {score:.3f}"),
+        )
+        accuracy = out["accuracy"]
+        detail = {
+            "epochs": settings.df_epochs,
+            "best_epoch": out["epoch"],
+            "valid_accuracy": out["valid_accuracy"],
+        }
+    return Result(
+        condition=condition,
+        attack=attack,
+        fold=fold.number,
+        accuracy=accuracy,
+        sites=len({t.site for t in loaded}),
+        train=len(fold.train),
+        valid=len(fold.valid),
+        test=len(fold.test),
+        seconds=round(time.monotonic() - started, 1),
+        detail=detail,
+    )

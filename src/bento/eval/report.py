@@ -1,0 +1,122 @@
+"""The results as the paper's Table 1, with the spread over folds, the overheads and a plot."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bento.eval import traces
+from bento.eval.experiment import Result
+
+# The paper's Table 1 (SIGCOMM 2021, section 7.3): Deep Fingerprinting's accuracy.
+PAPER = {"tor": 93.9, "browser-0mb": 69.6, "browser-1mb": 8.25, "browser-7mb": 0.0}
+CONDITIONS = {
+    "tor": "plain Tor (browser-like client)",
+    "browser-0mb": "Browser, no padding",
+    "browser-1mb": "Browser, 1 MB padding",
+    "browser-7mb": "Browser, 7 MB padding",
+    "browser-cover": "Browser with Cover, no padding",
+}
+ATTACK_NAMES = {"df": "DF", "tiktok": "Tik-Tok", "kfp": "k-FP"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: float
+    std: float
+    folds: int
+
+    def __str__(self) -> str:
+        return f"{100 * self.mean:.1f}% ± {100 * self.std:.1f}"
+
+
+def summarise(results: Sequence[Result]) -> dict[tuple[str, str], Cell]:
+    grouped: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for result in results:
+        grouped[(result.condition, result.attack)].append(result.accuracy)
+    return {
+        key: Cell(statistics.fmean(v), statistics.pstdev(v) if len(v) > 1 else 0.0, len(v))
+        for key, v in grouped.items()
+    }
+
+
+def overheads(dataset: Path, conditions: Sequence[str]) -> dict[str, tuple[float, float, int, float]]:
+    """Per condition: mean MB on the link, mean seconds per visit, visits, sites."""
+    out = {}
+    for condition in conditions:
+        loaded = traces.load(dataset, condition)
+        if loaded:
+            megabytes = statistics.fmean(len(t) * traces.CELL_LEN / 1e6 for t in loaded)
+            seconds = statistics.fmean(float(t.times[-1]) if len(t) else 0.0 for t in loaded)
+            out[condition] = (megabytes, seconds, len(loaded), float(len({t.site for t in loaded})))
+    return out
+
+
+def markdown(results: Sequence[Result], dataset: Path) -> str:
+    table = summarise(results)
+    conditions = [c for c in CONDITIONS if any(key[0] == c for key in table)]
+    attacks = [a for a in ATTACK_NAMES if any(key[1] == a for key in table)]
+    chance = {c: 1 / max(1, r.sites) for r in results for c in [r.condition]}
+    lines = [
+        "| condition | " + " | ".join(ATTACK_NAMES[a] for a in attacks) + " | paper (DF) | chance |",
+        "|---" * (len(attacks) + 3) + "|",
+    ]
+    for condition in conditions:
+        cells = [str(table[(condition, a)]) if (condition, a) in table else "" for a in attacks]
+        paper = f"{PAPER[condition]}%" if condition in PAPER else "(not in the paper)"
+        lines.append(
+            f"| {CONDITIONS[condition]} | "
+            + " | ".join(cells)
+            + f" | {paper} | {100 * chance[condition]:.1f}% |"
+        )
+    cost = overheads(dataset, conditions)
+    if "tor" in cost:
+        base_mb, base_s = cost["tor"][0], cost["tor"][1]
+        lines += [
+            "",
+            "| condition | MB on the link | vs plain Tor | seconds per visit | vs plain Tor | visits |",
+        ]
+        lines.append("|---|---|---|---|---|---|")
+        for condition in conditions:
+            if condition in cost:
+                mb, s, n, _ = cost[condition]
+                lines.append(
+                    f"| {CONDITIONS[condition]} | {mb:.2f} | {mb / base_mb:.2f} | {s:.2f} | "
+                    f"{s / base_s if base_s else 0:.2f} | {n} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: Sequence[Result], path: Path) -> Path:
+    """Bars of accuracy per condition and attack, with the fold spread and the paper's DF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summarise(results)
+    conditions = [c for c in CONDITIONS if any(key[0] == c for key in table)]
+    attacks = [a for a in ATTACK_NAMES if any(key[1] == a for key in table)]
+    width = 0.8 / (len(attacks) + 1)
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    for n, attack in enumerate(attacks):
+        means = [100 * table[(c, attack)].mean if (c, attack) in table else 0 for c in conditions]
+        spread = [100 * table[(c, attack)].std if (c, attack) in table else 0 for c in conditions]
+        xs = [i + n * width for i in range(len(conditions))]
+        axis.bar(xs, means, width, yerr=spread, capsize=3, label=ATTACK_NAMES[attack])
+    xs = [i + len(attacks) * width for i in range(len(conditions))]
+    axis.bar(xs, [PAPER.get(c, 0) for c in conditions], width, color="lightgrey", label="paper (DF)")
+    axis.set_xticks([i + width * len(attacks) / 2 for i in range(len(conditions))])
+    axis.set_xticklabels([CONDITIONS[c] for c in conditions], rotation=15, ha="right", fontsize=8)
+    axis.set_ylabel("attacker accuracy (%)")
+    axis.set_ylim(0, 100)
+    axis.legend()
+    axis.set_title("Website fingerprinting on the client's link (closed world)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

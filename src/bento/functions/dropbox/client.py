@@ -1,0 +1,119 @@
+"""Dropbox from the user's side: deposit data, and fetch it with a capability.
+
+``put`` returns a capability string, ``bento-dropbox:ONION:FUNCTION:INVOCATION:TOKEN``: the
+box, the Dropbox function and the right to invoke it, and the deposit's token. Whoever
+holds it can fetch the deposit (within its limits) and nothing else of the user's; it is
+shown once and kept nowhere by the client.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bento.client.box import Box
+from bento.client.keyring import Deployment, Keyring
+from bento.errors import BentoError
+from bento.functions import deploy
+from bento.protocol.manifest import Manifest
+from bento.protocol.messages import SessionState
+from bento.protocol.policy import Needs
+
+from .deposits import TOKEN_BYTES
+
+PACKAGE = "bento_dropbox"
+BOX_MODULES = ("__init__", "deposits", "function")
+PREFIX = "bento-dropbox"
+SEND_CHUNK = 256 << 10
+MAX_GET = 1 << 30  # the most a client accepts for one deposit
+
+
+def code() -> bytes:
+    return deploy.package(Path(__file__).parent, PACKAGE, BOX_MODULES)
+
+
+def manifest() -> Manifest:
+    return Manifest(
+        name=f"dropbox-{deploy.version(code())}",
+        module=f"{PACKAGE}.function",
+        description="Dropbox: deposits fetched with a token, within a count of fetches and an expiry",
+        needs=Needs(storage_mb=32, memory_mb=128, wall_seconds=300),
+    )
+
+
+@dataclass(frozen=True)
+class Capability:
+    onion: str
+    function_id: str
+    invocation_token: str
+    token: str
+
+    def __str__(self) -> str:
+        return f"{PREFIX}:{self.onion}:{self.function_id}:{self.invocation_token}:{self.token}"
+
+    def __repr__(self) -> str:  # never in a log or a traceback
+        return f"Capability({self.onion[:16]}…, {self.function_id})"
+
+    @classmethod
+    def parse(cls, text: str) -> Capability:
+        parts = text.strip().split(":")
+        if len(parts) != 5 or parts[0] != PREFIX or len(parts[4]) != 2 * TOKEN_BYTES or not all(parts):
+            raise BentoError(
+                "that is not a Dropbox capability",
+                fix=f"give the whole {PREFIX}:... string `bento dropbox put` printed",
+            )
+        return cls(*parts[1:])
+
+    def deployment(self) -> Deployment:
+        """Enough of a deployment to invoke ``get``: the function and the right to invoke it."""
+        return Deployment(
+            self.function_id, "dropbox", self.onion, "", "", self.invocation_token, "", "", [], 0.0
+        )
+
+
+async def put(
+    box: Box, keyring: Keyring, data: bytes, *, fetches: int = 1, seconds: float = 86400
+) -> tuple[Capability, dict[str, Any]]:
+    """Deposit ``data``; the capability to fetch it, and the deposit's terms."""
+    function, _ = await deploy.ensure(box, keyring, code(), manifest())
+    stream = await box.start(function, "put", [fetches, seconds])
+    async with stream:
+        for start in range(0, len(data), SEND_CHUNK):
+            await stream.send(data[start : start + SEND_CHUNK])
+        await stream.close_input()
+        answer = await _all(stream, 4096)
+    try:
+        terms: dict[str, Any] = json.loads(answer)
+        token = str(terms.pop("token"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise BentoError("the Dropbox answered something that is not a deposit receipt") from None
+    return Capability(box.onion, function.function_id, function.invocation_token, token), terms
+
+
+async def get(box: Box, capability: Capability) -> bytes:
+    """The deposit's bytes (counting one of its fetches)."""
+    stream = await box.start(capability.deployment(), "get", [])
+    async with stream:
+        await stream.send(capability.token.encode())
+        await stream.close_input()
+        return await _all(stream, MAX_GET)
+
+
+async def _all(stream: Any, limit: int) -> bytes:
+    data = bytearray()
+    async for chunk in stream:
+        data += chunk
+        if len(data) > limit:
+            raise BentoError(f"the Dropbox sent more than {limit} bytes")
+    ended = stream.ended
+    if ended is None or ended.state is not SessionState.COMPLETED:
+        error = ended.error if ended is not None else None
+        why = (
+            (error.message if error.type == "DepositError" else f"{error.type}: {error.message}")
+            if error
+            else ""
+        )
+        raise BentoError(f"the Dropbox refused: {why or (ended.reason if ended else 'no answer')}")
+    return bytes(data)

@@ -1,0 +1,80 @@
+"""Dropbox end to end: deposit on one box with the CLI, fetch with the capability alone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from support import TIMEOUT
+
+from bento.testnet import Testnet
+
+pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
+
+
+async def _cli(testnet: Testnet, keyring: Path, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(keyring)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bento", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_a_deposit_is_fetched_with_its_capability_then_self_destructs(
+    testnet: Testnet, tmp_path: Path
+) -> None:
+    data = os.urandom(300_000)
+    (tmp_path / "file").write_bytes(data)
+    depositor, fetcher = tmp_path / "depositor.json", tmp_path / "fetcher.json"
+    code, stdout, stderr = await _cli(
+        testnet,
+        depositor,
+        "dropbox",
+        "put",
+        str(tmp_path / "file"),
+        "--box",
+        "exit1",
+        "--fetches",
+        "2",
+        "--json",
+    )
+    assert code == 0, stderr
+    receipt = json.loads(stdout)
+    capability = receipt["capability"]
+    assert receipt["fetches_left"] == 2 and receipt["bytes"] == len(data) and receipt["box"] == "exit1"
+    # Someone with nothing but the capability (an empty keyring) fetches it, twice, then never again.
+    for n in range(2):
+        code, _, stderr = await _cli(
+            testnet, fetcher, "dropbox", "get", capability, "--out", str(tmp_path / f"{n}")
+        )
+        assert code == 0, stderr
+        assert (tmp_path / f"{n}").read_bytes() == data
+    assert not fetcher.exists()
+    code, stdout, _ = await _cli(testnet, fetcher, "dropbox", "get", capability, "--json")
+    assert code == 1 and "no deposit for this token" in json.loads(stdout)["error"]["message"]
+    # A forged token for the same Dropbox finds nothing.
+    forged = capability[:-64] + "00" * 32
+    code, stdout, _ = await _cli(testnet, fetcher, "dropbox", "get", forged, "--json")
+    assert code == 1 and "no deposit for this token" in json.loads(stdout)["error"]["message"]
+    # The same Dropbox deployment is reused for the next deposit.
+    code, stdout, stderr = await _cli(
+        testnet,
+        depositor,
+        "dropbox",
+        "put",
+        str(tmp_path / "file"),
+        "--box",
+        "exit1",
+        "--expires",
+        "1h",
+        "--json",
+    )
+    assert code == 0, stderr
+    assert json.loads(stdout)["capability"].split(":")[2] == capability.split(":")[2]

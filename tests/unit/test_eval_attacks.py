@@ -1,0 +1,78 @@
+"""The attacks learn what distinguishes sites, on traces whose sites differ by construction."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bento.eval import kfp, splits
+from bento.eval.traces import Trace
+
+pytest.importorskip("sklearn")
+
+
+def synthetic(sites: int, visits: int, seed: int = 0) -> list[Trace]:
+    """Each site has its own burst pattern; each visit jitters it (sizes, order, timing)."""
+    out = []
+    for site in range(sites):
+        shape = random.Random(site)
+        pattern = [(shape.choice([1, -1]), shape.randint(1, 40)) for _ in range(shape.randint(10, 40))]
+        for visit in range(visits):
+            rng = random.Random(seed * 1_000_003 + site * 1009 + visit)
+            times, directions, now = [], [], 0.0
+            for direction, length in pattern:
+                for _ in range(max(1, int(length * rng.uniform(0.7, 1.3)))):
+                    now += rng.expovariate(200.0)
+                    times.append(now)
+                    directions.append(direction if rng.random() > 0.05 else -direction)
+            out.append(Trace(site, visit, "synthetic", times, directions))
+    return out
+
+
+def test_kfp_tells_sites_apart() -> None:
+    traces = synthetic(10, 6)
+    fold = splits.folds([t.site for t in traces], [t.visit for t in traces], k=3)[0]
+    train = [traces[i] for i in fold.train + fold.valid]
+    test = [traces[i] for i in fold.test]
+    assert kfp.accuracy(train, test, trees=100, jobs=1) > 0.6  # chance is 0.1
+
+
+def test_features_have_a_fixed_length_even_for_an_empty_trace() -> None:
+    assert kfp.features(Trace(0, 0, "c", [], [])).shape == (kfp.n_features(),)
+    assert kfp.features(synthetic(1, 1)[0]).shape == (kfp.n_features(),)
+
+
+@pytest.mark.parametrize("kind", ["df", "tiktok"])
+def test_deep_fingerprinting_learns_and_never_sees_a_test_visit(kind: str) -> None:
+    pytest.importorskip("torch")
+    from bento.eval import df
+
+    traces = synthetic(4, 6)
+    fold = splits.folds([t.site for t in traces], [t.visit for t in traces], k=3)[0]
+    pick = lambda idx: [traces[i] for i in idx]  # noqa: E731
+    # Short inputs and one batch per epoch keep it quick; batch normalisation's running
+    # statistics need a few dozen steps before the evaluated network settles.
+    result = df.accuracy(
+        pick(fold.train), pick(fold.valid), pick(fold.test), kind=kind, length=500, epochs=40, batch=64
+    )
+    assert result["accuracy"] > 0.5  # chance is 0.25
+    assert 1 <= result["epoch"] <= 40
+
+
+def test_strict_folds_keep_every_visit_in_one_part_only() -> None:
+    traces = synthetic(4, 10)
+    all_folds = splits.folds([t.site for t in traces], [t.visit for t in traces], k=5, seed=3)
+    tested = sorted(i for fold in all_folds for i in fold.test)
+    assert tested == list(range(len(traces)))  # every trace is tested exactly once
+    for fold in all_folds:
+        parts = [
+            {(traces[i].site, traces[i].visit) for i in part} for part in (fold.train, fold.valid, fold.test)
+        ]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert {traces[i].site for i in fold.test} == set(range(4))  # closed world
+
+
+def test_too_few_visits_for_the_folds_is_an_error() -> None:
+    with pytest.raises(ValueError, match="at least 5"):
+        splits.folds([0, 0, 0], [0, 1, 2], k=5)
