@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_ws import aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
 
 from bento.client import Box, Deployment
@@ -92,6 +93,11 @@ class LocalBox:
         except TimeoutError:
             raise AssertionError(f"session {session_id} still {session.state} after {timeout} s") from None
         return await self.session_info(function, session_id)
+
+    def websocket(self, path: str, token: str | None) -> Any:
+        """A raw WebSocket to the app, for tests of the wire protocol itself."""
+        headers = bearer(token) if token else {}
+        return aconnect_ws(path, self.client._http, headers=headers, keepalive_ping_interval_seconds=None)
 
 
 @contextlib.asynccontextmanager

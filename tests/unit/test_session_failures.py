@@ -203,3 +203,33 @@ def test_the_channel_parser_accepts_or_refuses_any_bytes(data: bytes) -> None:
             await asyncio.wait_for(session._pump(reader, 1 << 20), 10)
 
     asyncio.run(pump())
+
+
+async def test_a_pooled_sandbox_gets_the_code_and_a_cancelled_take_kills_it(
+    box: LocalBox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox = box.registry.sandbox
+    pool = asyncio.create_task(sandbox.keep_pool(1))
+    try:
+        function = await box.upload(SOURCE)
+        await _pool_filled(sandbox)
+        session_id = await box.invoke(function, "main")
+        assert (await box.wait_state(function, session_id, timeout=30))["state"] == "completed"
+
+        await _pool_filled(sandbox)
+        pooled = sandbox._pool[0]
+        monkeypatch.setattr(SandboxHost, "_fill", _fail_now)  # the copy fails (or is cancelled)
+        session_id = await box.invoke(function, "main")
+        info = await box.wait_state(function, session_id, timeout=30)
+        assert (info["state"], info["cause"]) == ("error", "error") and "Injected" in info["reason"], info
+        await asyncio.wait_for(pooled.wait(), 10)  # taken from the pool, never handed out: killed
+    finally:
+        pool.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pool
+
+
+async def _pool_filled(sandbox: SandboxHost) -> None:
+    async with asyncio.timeout(30):
+        while not sandbox._pool:  # noqa: ASYNC110 (the pool announces nothing; a bounded poll of its state)
+            await asyncio.sleep(0.05)

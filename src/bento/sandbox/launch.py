@@ -168,13 +168,20 @@ class SandboxHost:
             self._pool_changed.set()
             if instance.process.returncode is not None or instance.slot_dir is None:
                 continue  # died while waiting
-            shutil.copytree(code_dir, instance.slot_dir, dirs_exist_ok=True)
-            self.share(instance.slot_dir)
+            try:  # copying code may take a while: off the event loop
+                await asyncio.to_thread(self._fill, code_dir, instance.slot_dir)
+            except BaseException:
+                instance.kill()  # taken from the pool, never handed out: nobody else would
+                raise
             if instance.group is not None:
                 instance.group.limit(memory_bytes=needs.memory_mb * _MB, pids=needs.processes)
             instance.rlimits = _rlimits(needs, self.privileged)
             return instance
         return await self.spawn(code_dir, needs)
+
+    def _fill(self, code_dir: Path, slot_dir: Path) -> None:
+        shutil.copytree(code_dir, slot_dir, dirs_exist_ok=True)
+        self.share(slot_dir)
 
     async def reap_orphans_forever(self, interval: float = 1.0) -> None:
         """Reap what killed sandboxes leave behind. Owned by the server; cancel to stop.

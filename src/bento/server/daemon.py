@@ -158,7 +158,7 @@ class BentoServer:
     async def _start_function_tor(self, ctl: stem.control.Controller) -> TorForFunctions | None:
         """The client-only tor for functions' circuits, if the policy offers Tor at all."""
         policy = self.config.policy.tor
-        if not (policy.circuits or policy.onion_services):
+        if not (policy.circuits or policy.onion_services or policy.call_boxes):
             return None
         function_tor = TorForFunctions(self.config.state_dir)
         lines = await asyncio.to_thread(client_tor.relay_directory_lines, ctl)

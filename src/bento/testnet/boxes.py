@@ -54,6 +54,7 @@ listen = true
 [policy.tor]
 circuits = true
 onion_services = true
+call_boxes = true
 
 [policy.storage]
 allowed = true
