@@ -37,6 +37,8 @@ class Node:
     socks_port: int | None = None
     fingerprint: str | None = None
     v3_identity: str | None = None  # authorities only: their v3 signing identity
+    # With latency emulated: where tor really listens; or_port is then the delaying link's.
+    or_listen_port: int | None = None
     pid: int | None = None
     # Relays that are Bento boxes: the Bento server beside them.
     bento_dir: str | None = None
@@ -106,6 +108,8 @@ class TestnetState:
     services: list[Service] = field(default_factory=list)
     corpus_seed: int = 0
     corpus_sites: int = 0
+    hop_delay_ms: float = 0.0
+    web_delay_ms: float = 0.0
     started_at: float | None = None
     bootstrap_seconds: float | None = None
 
