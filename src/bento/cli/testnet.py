@@ -182,6 +182,16 @@ def print_status(status: dict[str, Any], *, wide: bool = False) -> None:
         )
     print_table(rows, wide=wide)
     console.print(f"client SOCKS {status['socks']}   client control {status['control']}")
+    for service in status.get("services", []):
+        state = "[green]alive[/green]" if service["alive"] else "[red]dead[/red]"
+        port = f" port {service['port']}" if service["port"] else ""
+        console.print(f"{service['name']}{port} {state} {service['pid']}")
+    latency = status.get("latency_ms") or {}
+    if latency.get("hop") or latency.get("web"):
+        console.print(
+            f"emulated latency, one way: {latency['hop']:g} ms per relay link, "
+            f"{latency['web']:g} ms to the web server"
+        )
 
 
 def cmd_env(args: argparse.Namespace) -> int:
