@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from bento.client.box import Box
-from bento.testnet import Node, Testnet, TestnetConfig
+from bento.testnet import Node, Testnet, TestnetConfig, boxes
 
 # The second box's server runs as this dedicated system user (made here when we are
 # root), as operators run it: every limit must hold without root too. Run as a user, the
@@ -22,13 +23,19 @@ def _box_user() -> str | None:
     if os.geteuid() != 0:
         return None
     try:
-        pwd.getpwnam(BOX_USER)
+        account = pwd.getpwnam(BOX_USER)
     except KeyError:
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
              "--shell", "/usr/sbin/nologin", BOX_USER],
             check=True, timeout=30,
         )  # fmt: skip
+        account = pwd.getpwnam(BOX_USER)
+    if boxes.interpreter_for(account.pw_uid) is None:
+        # Our Python is out of that user's reach (installed under /root) and the system's
+        # is another version: the second box runs as we do.
+        print(f"\nthe second box runs as root: {BOX_USER} may not run this Python", file=sys.stderr)
+        return None
     return BOX_USER
 
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import pwd
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,13 +130,27 @@ def _as_user(node: Node) -> tuple[list[str], dict[str, str] | None]:
     os.chown(node.control_cookie, -1, account.pw_gid)
     drop = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups", "--"]
     env = {**os.environ, "HOME": node.bento_dir}
-    if _runs_as(account.pw_uid, sys.executable):
-        return [*drop, sys.executable], env
-    # Our interpreter is out of the user's reach (a Python installed under /root): the
-    # system's Python of the same version, with our packages on its path.
+    python = interpreter_for(account.pw_uid)
+    if python is None:
+        raise BentoError(f"no Python of version {sys.version.split()[0]} that {node.bento_user} may run")
+    if python != sys.executable:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
+    return [*drop, python], env
+
+
+def interpreter_for(uid: int) -> str | None:
+    """Our interpreter if ``uid`` may run it, else the system's Python of exactly our
+    version (ours may be installed under /root), with our packages on its path."""
+    if _runs_as(uid, sys.executable):
+        return sys.executable
     system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
-    return [*drop, system], env
+    try:
+        version = subprocess.run(
+            [system, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, timeout=30
+        )
+    except OSError:
+        return None
+    return system if version.stdout.split()[:1] == sys.version.split()[:1] else None
 
 
 def _runs_as(uid: int, program: str) -> bool:
