@@ -21,7 +21,8 @@ from pathlib import Path
 
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
-from bento.sandbox.launch import SandboxHost
+from bento.sandbox.host import SandboxHost
+from bento.sandbox.spec import Spec
 from bento.server.broker import closed_gate
 from bento.server.config import ServerConfig
 from bento.server.registry import Registry
@@ -44,9 +45,8 @@ async def measure(runs: int, pool: int) -> list[float]:
                 )
                 samples = []
                 for _ in range(runs + 3):  # the first runs warm the page cache
-                    if pool:  # measure a pooled start, as a box with idle sandboxes would see it
-                        while len(sandbox._pool) < pool:  # noqa: ASYNC110 (a benchmark's polling wait)
-                            await asyncio.sleep(0.01)
+                    if pool:  # measure a pooled start, as a box with an idle sandbox would see it
+                        await sandbox.pool.stocked(Spec.of(deployed.function.manifest.needs).shape)
                     started = time.perf_counter()
                     session = registry.invoke(deployed.function, "main", [], {})
                     await session.output.read(0)

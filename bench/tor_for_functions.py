@@ -178,6 +178,8 @@ async def measure(net: Testnet, runs: int, with_compose: bool) -> str:
         own = client_circuits(net, runs)
         onions = [await onion_reachable(net, a) for _ in range(max(3, runs // 2))]
         lines = [
+            "On the loopback testnet every hop is on this machine: the figures are what Bento and tor",
+            "add (processing, scheduling under load), not network latency.\n",
             "3-hop circuits, request to built:\n",
             f"- a function's circuit, as the function sees it: {summary(function_seen, 's')}",
             f"- the same circuits, launch to BUILT in the box's function tor: {summary(tor_seen, 's')}",
