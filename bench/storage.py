@@ -26,7 +26,7 @@ from pathlib import Path
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
 from bento.protocol.policy import Needs, NodePolicy, StoragePolicy
-from bento.sandbox.launch import SandboxHost
+from bento.sandbox.host import SandboxHost
 from bento.server.broker import closed_gate
 from bento.server.config import ServerConfig
 from bento.server.registry import Registry

@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 from localbox import LocalBox
 
 from bento.protocol.frames import HEADER, Frame, FrameError
-from bento.sandbox.launch import SandboxHost
+from bento.protocol.policy import Needs
+from bento.sandbox.host import SandboxHost
+from bento.sandbox.spec import Spec
 from bento.server.broker import Broker
 from bento.server.session import Session
 
@@ -217,7 +219,7 @@ async def test_a_pooled_sandbox_gets_the_code_and_a_cancelled_take_kills_it(
         assert (await box.wait_state(function, session_id, timeout=30))["state"] == "completed"
 
         await _pool_filled(sandbox)
-        pooled = sandbox._pool[0]
+        pooled = sandbox.pool.idle[0]
         monkeypatch.setattr(SandboxHost, "_fill", _fail_now)  # the copy fails (or is cancelled)
         session_id = await box.invoke(function, "main")
         info = await box.wait_state(function, session_id, timeout=30)
@@ -231,5 +233,4 @@ async def test_a_pooled_sandbox_gets_the_code_and_a_cancelled_take_kills_it(
 
 async def _pool_filled(sandbox: SandboxHost) -> None:
     async with asyncio.timeout(30):
-        while not sandbox._pool:  # noqa: ASYNC110 (the pool announces nothing; a bounded poll of its state)
-            await asyncio.sleep(0.05)
+        await sandbox.pool.stocked(Spec.of(Needs()).shape)  # the shape of the default manifest

@@ -29,7 +29,7 @@ import bento
 from bento.errors import BentoError
 from bento.protocol.descriptor import OfferedPackage
 from bento.protocol.imports import imports_of
-from bento.sandbox.launch import PYTHON
+from bento.sandbox.command import PYTHON
 
 BENTO = "bento"
 # The parts of Bento a function may use (the client, and what it builds on); what they

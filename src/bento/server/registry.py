@@ -22,7 +22,7 @@ from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind, SessionInfo
 from bento.protocol.policy import violations
 from bento.protocol.private_token import Right, TokenError, is_blinded
-from bento.sandbox.launch import SandboxHost
+from bento.sandbox.host import SandboxHost
 from bento.server import code, packages, tokens
 from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker import Broker, Context, Gatekeeper

@@ -38,6 +38,9 @@ class TestnetConfig:
     # If set, every tor exits when this process does (tor's __OwningControllerProcess):
     # a test session that is killed still leaves nothing behind.
     owner_pid: int | None = None
+    # If set (and we are root), the last box's Bento server runs as this existing user,
+    # the way operators run it: unprivileged, beside a relay.
+    box_user: str | None = None
 
     def validate(self) -> None:
         if self.authorities < 3:
@@ -166,6 +169,8 @@ def render_torrc(node: Node, nodes: list[Node], owner_pid: int | None) -> str:
         parts.append(f"TestingDirAuthVoteExit {exits}\n")
     if owner_pid is not None:
         parts.append(f"__OwningControllerProcess {owner_pid}\n")
+    if node.bento_user is not None:  # where that user can read it (its group is set on start)
+        parts.append(f"CookieAuthFile {node.control_cookie}\nCookieAuthFileGroupReadable 1\n")
     parts.extend(dir_authority_line(a) for a in nodes if a.role is Role.AUTHORITY)
     return "".join(parts).format(**values)
 

@@ -15,6 +15,7 @@ import stem
 import stem.control
 
 from bento.errors import BentoError
+from bento.sandbox import uids
 from bento.testnet import boxes, keys, readiness, services
 from bento.testnet.config import TestnetConfig, write_torrc
 from bento.testnet.corpus import Corpus
@@ -99,8 +100,9 @@ class Testnet:
             services.write_resolv_conf(directory, state.services[0])
             say(f"generating keys for {len(state.nodes) - 1} relays and authorities")
             keys.generate(state.nodes)
-            for node in box_nodes(state.nodes, config.bento_boxes):
-                boxes.prepare(node, directory)
+            boxed = box_nodes(state.nodes, config.bento_boxes)
+            for node in boxed:  # the last one's server runs as config.box_user, if any
+                boxes.prepare(node, directory, user=config.box_user if node is boxed[-1] else None)
             for node in state.nodes:
                 write_torrc(node, state.nodes, config.owner_pid)
             say(f"starting {len(state.nodes)} tor processes")
@@ -147,9 +149,7 @@ class Testnet:
             while True:
                 readiness.check_alive(self.state)
                 try:
-                    lease = control.take_ownership(
-                        node.control_address, Path(node.data_dir) / "control_auth_cookie"
-                    )
+                    lease = control.take_ownership(node.control_address, node.control_cookie)
                 except (OSError, BentoError):
                     if time.monotonic() > deadline:
                         raise TestnetError(f"{node.nickname}'s control port never opened") from None
@@ -189,6 +189,7 @@ class Testnet:
             leftovers += [ready, ready.with_suffix(".tmp"), service.log]
         for path in leftovers:
             path.unlink(missing_ok=True)
+        uids.clean_stale()  # the uid blocks of Bento servers that died without releasing them
         with suppress(OSError):
             directory.rmdir()  # only if we left it empty
         return True

@@ -44,6 +44,7 @@ class Node:
     bento_dir: str | None = None
     bento_onion: str | None = None
     bento_pid: int | None = None
+    bento_user: str | None = None  # the user its server runs as (None: whoever runs the testnet)
 
     @property
     def torrc(self) -> Path:
@@ -52,6 +53,13 @@ class Node:
     @property
     def log(self) -> Path:
         return Path(self.data_dir) / "notice.log"
+
+    @property
+    def control_cookie(self) -> Path:
+        """tor's control cookie: in its data directory, or where the box's own user can read it."""
+        if self.bento_user is not None and self.bento_dir is not None:
+            return Path(self.bento_dir) / "control_auth_cookie"
+        return Path(self.data_dir) / "control_auth_cookie"
 
     @property
     def control_address(self) -> str:
