@@ -26,7 +26,7 @@ from pathlib import Path
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
 from bento.protocol.policy import Needs, NodePolicy, StoragePolicy
-from bento.sandbox.launch import SandboxHost
+from bento.sandbox.host import SandboxHost
 from bento.server.broker import closed_gate
 from bento.server.config import ServerConfig
 from bento.server.registry import Registry
@@ -89,16 +89,17 @@ async def function(state: Path, size: int, count: int) -> tuple[float, float]:
     registry = Registry(config, "bench", sandbox, closed_gate())
     registry.reset_storage()
     try:
-        manifest = Manifest(name="bench", needs=Needs(storage_mb=quota, memory_mb=256, wall_seconds=600))
-        deployed = registry.deploy(manifest, CodeKind.MODULE, base64.b64encode(FUNCTION).decode())
-        session = registry.invoke(deployed.function, "run", [size, count], {})
-        await session.done.wait()
-        if session.error is not None:
-            raise RuntimeError(session.error.traceback or session.reason)
-        write, read = session.result
-        return float(write), float(read)
+        async with registry.running():
+            manifest = Manifest(name="bench", needs=Needs(storage_mb=quota, memory_mb=256, wall_seconds=600))
+            code = base64.b64encode(FUNCTION).decode()
+            deployed = await registry.deploy(manifest, CodeKind.MODULE, code)
+            session = registry.invoke(deployed.function, "run", [size, count], {})
+            await session.done.wait()
+            if session.error is not None:
+                raise RuntimeError(session.error.traceback or session.reason)
+            write, read = session.result
+            return float(write), float(read)
     finally:
-        await registry.aclose()
         sandbox.close()
 
 

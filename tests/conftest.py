@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import os
+import pwd
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from bento.client.box import Box
 from bento.testnet import Node, Testnet, TestnetConfig
+
+# The second box's server runs as this dedicated system user (made here when we are
+# root), as operators run it: every limit must hold without root too. Run as a user, the
+# whole testnet is unprivileged anyway.
+BOX_USER = "bento-e2e"
+
+
+def _box_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(BOX_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", BOX_USER],
+            check=True, timeout=30,
+        )  # fmt: skip
+    return BOX_USER
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +40,7 @@ def testnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testnet]:
         bootstrap_timeout=240,
         # If pytest is killed, every tor (and so every Bento server) exits with it.
         owner_pid=os.getpid(),
+        box_user=_box_user(),
     )
     with Testnet.start(config) as net:
         yield net

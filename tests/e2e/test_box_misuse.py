@@ -20,7 +20,7 @@ from bento.errors import BentoError
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import SessionState, UploadResponse
 from bento.protocol.policy import Needs
-from bento.sandbox.launch import work_dir_of
+from bento.sandbox.host import work_dir_of
 from bento.server.tokens import new_token
 from bento.testnet import Node, Testnet
 

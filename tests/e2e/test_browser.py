@@ -111,6 +111,7 @@ async def test_browse_errors_are_clear(box: Box, box_node: Node, tmp_path: Path)
             with pytest.raises(BentoError) as caught:
                 await _browse(box, keyring, url, tmp_path / f"out{number}")
             assert "Browser could not fetch the page" in caught.value.message
+            assert not (tmp_path / f"out{number}").exists()  # nothing is left behind
             assert expected in caught.value.message, caught.value.message
         with pytest.raises(BentoError) as caught:
             await _browse(box, keyring, f"{site.origin}/big", tmp_path / "big", max_bytes=4096)

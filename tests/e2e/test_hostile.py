@@ -8,6 +8,7 @@ target is measured by bench/hostile_latency.py, not asserted here).
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from bento.protocol.policy import Needs, SyscallProfile
 from bento.testnet import Node, Role, Testnet
 from bento.testnet.boxes import server_status
 from bento.testnet.site import LocalSite
+from conftest import BOX_USER
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
 
@@ -32,6 +34,15 @@ NEEDS = Needs(
     memory_mb=64, cpu_seconds=3, wall_seconds=8, processes=8, open_files=64, scratch_mb=4, output_mb=1,
     network=True, instances=4,
 )  # fmt: skip
+
+
+@pytest.fixture(params=[0, 1], ids=["first-box", "box-of-a-dedicated-user"])
+def box_node(request: pytest.FixtureRequest, testnet: Testnet) -> Node:
+    """Both boxes: the second one's server runs as a dedicated user (when the suite runs as root)."""
+    node = testnet.state.boxes[request.param]
+    if request.param == 1 and os.geteuid() == 0:
+        assert node.bento_user == BOX_USER, "the second box must run as the dedicated user"
+    return node
 
 
 @pytest.fixture
@@ -44,7 +55,8 @@ async def hostile(box: Box) -> AsyncIterator[Deployment]:
 async def test_hostile_functions_are_stopped_and_the_box_keeps_serving(
     testnet: Testnet, box: Box, box_node: Node, hostile: Deployment, tmp_path: Path
 ) -> None:
-    ping = await box.deploy(PING.encode(), Manifest(name="ping"))
+    # As long as the box allows: the attacks can take minutes on a busy host.
+    ping = await box.deploy(PING.encode(), Manifest(name="ping", needs=Needs(wall_seconds=600)))
     session_id = await box.invoke(ping, "ping")
     async with await box.attach(ping, session_id) as stream:
         idle = await ping_round_trips(stream, 10)
@@ -96,10 +108,18 @@ async def _attacks(testnet: Testnet, box: Box, node: Node, hostile: Deployment) 
 
     _, ended = await attack("memory_bomb")
     assert ended.state is not SessionState.COMPLETED and ended.cause is EndCause.MEMORY, ended.reason
+    # Its memory, its threads' stacks and the interpreter's own pages: nowhere near the policy's.
+    assert ended.usage.peak_memory_bytes <= (NEEDS.memory_mb + NEEDS.processes + 24) << 20, ended.usage
 
-    _, ended = await attack("spin")
+    # Its own wall limit, far off: on a busy host (CI shares 2 cores) 3 CPU seconds can
+    # take longer than the 8 s of wall time the others get, and the wall must not win.
+    spinner = await box.deploy(
+        HOSTILE.encode(), Manifest(name="spinner", needs=NEEDS.model_copy(update={"wall_seconds": 120}))
+    )
+    _, ended = await run(box, spinner, "spin")
     assert ended.cause is EndCause.CPU, ended.reason
     assert ended.usage.cpu_seconds >= NEEDS.cpu_seconds - 0.5
+    await box.shutdown(spinner)
 
     started = time.monotonic()
     _, ended = await attack("sleep_forever")
@@ -173,6 +193,14 @@ async def _attacks(testnet: Testnet, box: Box, node: Node, hostile: Deployment) 
     _, ended = await run(box, hostile, "fork_bomb")  # without the processes profile: no fork at all
     assert ended.result["children"] == 0 and ended.result["error"] == "EPERM", ended.result
     await box.shutdown(procs)
+
+    # Every limit held; the descriptor says how, and that nothing it admits is unenforced.
+    isolation = (await box.descriptor()).runtime.isolation
+    assert isolation["processes"].startswith("RLIMIT_NPROC per user namespace"), isolation
+    if node.bento_user is not None:
+        assert isolation["uid"].startswith("the server's uid"), isolation
+        assert isolation["cpu_share"] == "not enforced", "accepted by name in its server.toml"
+    assert [k for k, v in isolation.items() if v == "not enforced"] in ([], ["cpu_share"]), isolation
 
     # After all that, the server is the same process, and serves.
     assert server_status(node)["pid"] == status["pid"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -151,8 +152,11 @@ def test_two_runs_without_dir_proceed_at_once_and_a_killed_run_takes_its_command
         runs[0].wait(timeout=10)
         assert _gone(seen[0]["pid"], timeout=10), "the command of a killed `run` survived it"
         for node in statuses[0]["nodes"]:
-            if not _gone(node["pid"], timeout=30):
-                log = Path(node["data_dir"]) / "notice.log"
+            # Each tor learns at once that its owner is gone ("Owning controller connection
+            # has closed -- exiting now."); on a loaded machine its clean exit was seen to take
+            # over a minute, so the wait is generous and a failure quotes the log.
+            log = Path(node["data_dir"]) / "notice.log"
+            if not _gone(node["pid"], timeout=180):
                 cmd = Path(f"/proc/{node['pid']}/cmdline").read_bytes()
                 raise AssertionError(
                     f"{node['nickname']} survived the killed `run` ({cmd!r}):\n{log.read_text()}"
@@ -190,3 +194,31 @@ def _gone(pid: int, timeout: float) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+async def test_emulated_latency_delays_every_hop_and_the_web_server(tmp_path: Path) -> None:
+    """A second small testnet with 100 ms on each link to a relay and 100 ms to the web server.
+
+    A stream to a web page needs at least: BEGIN to the exit and CONNECTED back (three
+    delayed links each way), then the request and its answer (all four links each way):
+    1.4 s at least. (The links delay bytes, not TCP handshakes: see latency.py.)
+    """
+    from bento.testnet import TestnetConfig
+
+    config = TestnetConfig(
+        directory=tmp_path / "wan",
+        relays=3,
+        corpus_sites=1,
+        hop_delay_ms=100,
+        web_delay_ms=100,
+        bootstrap_timeout=240,
+        owner_pid=os.getpid(),
+    )
+    with await asyncio.to_thread(Testnet.start, config) as net:
+        assert net.status()["latency_ms"] == {"hop": 100, "web": 100}
+        corpus, port = net.corpus, net.corpus_port
+        assert corpus is not None and port is not None
+        started = time.monotonic()
+        body = await fetch_via_socks(net.socks_address, corpus.sites[0].url(port))
+        assert time.monotonic() - started >= 1.4
+        assert body.startswith(b"<!doctype html>")

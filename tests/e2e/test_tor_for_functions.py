@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -11,6 +13,9 @@ from pathlib import Path
 
 import pytest
 import stem.control
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from python_socks.sync import Proxy
 from support import TIMEOUT, drain
 
@@ -20,7 +25,7 @@ from bento.protocol.manifest import Manifest
 from bento.protocol.policy import Needs, SyscallProfile
 from bento.testnet import Node, Testnet
 from bento.testnet.state import Role
-from bento.tor import control
+from bento.tor import control, onion
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -89,6 +94,15 @@ def serve():
     with peer:
         data = peer.recv(100)
         peer.sendall(data.upper())
+    return service.address
+"""
+
+KEYED = """
+from bento.runtime import api
+
+def keyed(seed_hex, client_auth):
+    listener = api.listen()
+    service = api.tor.publish(listener, key=bytes.fromhex(seed_hex), client_auth=client_auth)
     return service.address
 """
 
@@ -249,3 +263,18 @@ async def test_a_function_publishes_an_onion_service_that_goes_with_it(
         assert address not in ctl.get_info("onions/detached").split()
     await box.shutdown(deployment)
     json.dumps(info.model_dump(mode="json"))
+
+
+async def test_an_onion_service_keeps_the_address_of_the_key_the_function_gives(
+    box: Box, box_node: Node
+) -> None:
+    seed = os.urandom(32)
+    client_key = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    client_auth = base64.b32encode(client_key).decode().rstrip("=")
+    deployment = await box.deploy(KEYED.encode(), _manifest("keyed", 0, 1))
+    async with asyncio.timeout(TIMEOUT):
+        address = await _call(box, deployment, "keyed", seed.hex(), client_auth)
+    assert address == onion.address_of(Ed25519PrivateKey.from_private_bytes(seed))
+    with _function_tor(box_node) as ctl:  # gone with its instance
+        assert address not in ctl.get_info("onions/detached").split()
+    await box.shutdown(deployment)

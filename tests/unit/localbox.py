@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import itertools
 import os
 import shutil
 import tempfile
@@ -21,14 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_ws import aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
 
 from bento.client import Box, Deployment
 from bento.protocol.descriptor import SignedDescriptor
 from bento.protocol.manifest import Manifest
 from bento.protocol.policy import NodePolicy
-from bento.sandbox import launch
-from bento.sandbox.launch import SandboxHost, SandboxUnavailable
+from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.server import broker, descriptor, identity
 from bento.server.api import create_app
 from bento.server.config import ServerConfig
@@ -93,6 +92,11 @@ class LocalBox:
             raise AssertionError(f"session {session_id} still {session.state} after {timeout} s") from None
         return await self.session_info(function, session_id)
 
+    def websocket(self, path: str, token: str | None) -> Any:
+        """A raw WebSocket to the app, for tests of the wire protocol itself."""
+        headers = bearer(token) if token else {}
+        return aconnect_ws(path, self.client._http, headers=headers, keepalive_ping_interval_seconds=None)
+
 
 @contextlib.asynccontextmanager
 async def serving(registry: Registry, signed: SignedDescriptor) -> AsyncIterator[LocalBox]:
@@ -122,22 +126,6 @@ def upload_body(
     return {"manifest": manifest, "kind": kind, "code": base64.b64encode(raw).decode()}
 
 
-_hosts = itertools.count()
-
-
-def _private_uids(slots: int) -> None:
-    """Give this sandbox host instance uids that no earlier test used.
-
-    Each server claims a block of uids, and the next test's server would claim the block
-    the previous one just released. But a killed instance leaves its inner bubblewrap
-    process as a zombie of PID 1 until PID 1 reaps it (in a container, that can take
-    seconds), and it counts against RLIMIT_NPROC of its uid: reusing the uid at once
-    makes the next sandbox fail to start with EAGAIN.
-    """
-    if hasattr(launch, "UID_BASE"):
-        launch.UID_BASE = 10_000_000 + (os.getpid() % 1024) * 1_000_000 + (next(_hosts) % 3000) * slots
-
-
 @contextlib.contextmanager
 def local_registry(
     *, policy: dict[str, Any] | None = None, **settings: Any
@@ -152,9 +140,8 @@ def local_registry(
         **settings,
     )
     try:
-        _private_uids(config.policy.instances_total)
         try:
-            sandbox = SandboxHost(config.policy, config.state_dir)
+            sandbox = SandboxHost(config.policy, config.state_dir, accept_unenforced=["cpu_share"])
         except SandboxUnavailable as exc:
             if os.environ.get("CI") == "true":  # CI must run these, not report them skipped
                 pytest.fail(f"CI=true, and this host cannot sandbox instances: {exc}")

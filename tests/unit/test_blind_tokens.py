@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
@@ -38,10 +39,8 @@ def _deployment(function: Uploaded) -> Deployment:
 
 
 @pytest.fixture
-async def client(box: LocalBox) -> Box:
-    client = Box("x" * 56, socks=None, base_url="http://box")
-    client._http = box.http  # the real client, against the in-process app
-    return client
+def client(box: LocalBox) -> Box:
+    return box.client  # the real client, against the app in process
 
 
 async def _invoke(box: LocalBox, function_id: str, token: str, entry: str = "greet") -> tuple[int, dict]:
@@ -166,3 +165,15 @@ async def test_malformed_requests_are_refused_clearly(box: LocalBox) -> None:
         headers=bearer("pt2." + "A" * 400),
     )
     assert garbage.status_code == 403
+
+
+async def test_the_client_hears_a_spent_token_at_once_over_the_one_round_trip_invoke(
+    box: LocalBox, client: Box
+) -> None:
+    function = await box.upload(SOURCE)
+    [token] = await blind_tokens.obtain(client, _deployment(function), "invoke", 1)
+    holder = blind_tokens.with_token(_deployment(function), token)
+    async with await client.start(holder, "greet", ["you"]) as stream:
+        assert b"".join([chunk async for chunk in stream]) == b"hello you"
+    with pytest.raises(BentoError, match="used already"):
+        await asyncio.wait_for(client.start(holder, "greet", ["you"]), 20)

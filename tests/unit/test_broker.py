@@ -10,14 +10,27 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import Field
 
 from bento.protocol.policy import Needs, NodePolicy
-from bento.server.broker import MAX_REQUEST, Broker, Context, Denied, Gatekeeper, normalise
+from bento.server.broker import (
+    MAX_REQUEST,
+    Broker,
+    Context,
+    Denied,
+    Gatekeeper,
+    Granted,
+    Operation,
+    Request,
+    Table,
+    normalise,
+)
+from bento.server.broker.service import MAX_REPLY
 
 NETWORK = NodePolicy(network={"allowed": True, "listen": True})
 OWN_PORT = 9051  # stands for tor's control port, the API, ...
@@ -303,3 +316,31 @@ async def test_random_bytes_on_the_broker_socket_are_each_answered(
     await asyncio.to_thread(fuzz)
     reply, _ = await _exchange(sock, b'{"op": "resolve", "host": "still.example"}')
     assert reply == {"ok": True, "addresses": ["127.0.0.1"]}, "the broker serves on"
+
+
+# --- the table: how an operation plugs in --------------------------------------------------------
+
+
+class Echo(Request):
+    op: Literal["test.echo"]
+    size: int = Field(ge=0)
+
+
+async def _echo(context: Context, request: Echo) -> Granted:
+    if request.size == 13:
+        raise KeyError("thirteen")  # a handler's own check of a field
+    return Granted({"data": "x" * request.size})
+
+
+async def test_an_operation_plugs_in_with_a_model_and_a_handler() -> None:
+    broker = Broker(_broker().context, Table(Operation(Echo, _echo)))
+    reply, _ = await _ask(broker, {"op": "test.echo", "size": 3})
+    assert reply == {"ok": True, "data": "xxx"}
+    reply, _ = await _ask(broker, {"op": "connect", "host": "a", "port": 1})
+    assert reply["code"] == "malformed" and "this box knows: test.echo" in reply["error"]
+    reply, _ = await _ask(broker, {"op": "test.echo", "size": 13})
+    assert (reply["code"], reply["denied"]) == ("malformed", True) and "thirteen" in reply["error"]
+    reply, _ = await _ask(broker, {"op": "test.echo", "size": MAX_REPLY})
+    assert (reply["code"], reply["error"]) == ("internal", "internal error"), "a reply is never cut"
+    with pytest.raises(ValueError, match="share a name"):
+        Table(Operation(Echo, _echo), Operation(Echo, _echo))

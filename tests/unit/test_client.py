@@ -170,3 +170,31 @@ async def test_a_stream_gives_up_when_the_box_stays_unreachable(box: LocalBox) -
         await stream.receive()
     assert f"bento attach {stream.session_id}" in (lost.value.fix or "")
     box.registry.sessions[stream.session_id].kill("test over")
+
+
+async def test_a_forged_log_frame_is_a_protocol_violation(box: LocalBox) -> None:
+    function = await box.upload(
+        "import time\n"
+        "from bento.protocol.frames import Frame\n"
+        "from bento.runtime import api\n"
+        "def forge():\n"
+        "    api._get().send(Frame.LOG, b'9no such stream')\n"
+        "    time.sleep(60)\n"
+    )
+    session_id = await box.invoke(function, "forge")
+    info = await box.wait_state(function, session_id, timeout=10)
+    assert (info["state"], info["cause"]) == ("killed", "policy"), info["reason"]
+    assert "LOG frame" in info["reason"]
+
+
+async def test_logs_count_against_the_output_limit(box: LocalBox) -> None:
+    function = await box.upload(
+        "def spew():\n    while True:\n        print('x' * 65536)\n", needs={"output_mb": 1}
+    )
+    async with await box.client.start(function, "spew") as stream:
+        async for _ in stream:
+            pass
+    assert stream.ended is not None
+    assert (stream.ended.state, stream.ended.cause) == ("killed", "output")
+    assert "output and logs" in stream.ended.reason
+    assert stream.ended.usage.log_bytes <= 1 << 20

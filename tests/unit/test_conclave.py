@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from localbox import LocalBox
 
+from bento.errors import BentoError
 from bento.protocol.descriptor import SignedDescriptor
+from bento.protocol.manifest import Manifest
 from bento.sandbox.conclave import HostEnclaves, probe
 
 
@@ -64,3 +66,13 @@ async def test_with_storage_the_disk_is_named_among_what_it_protects(box: LocalB
     conclave = signed.verify().runtime.conclave
     assert conclave is not None
     assert any("disk" in item for item in conclave.protects_against)
+
+
+async def test_deploy_with_require_sgx_refuses_a_box_without_an_enclave(box: LocalBox) -> None:
+    manifest = Manifest(name="secret")
+    with pytest.raises(BentoError, match="no SGX enclave") as refused:
+        await box.client.deploy(b"def main():\n    return 1\n", manifest, require_sgx=True)
+    assert "--require-sgx" in (refused.value.fix or "")
+    assert box.registry.functions == {}  # nothing was uploaded
+    deployed = await box.client.deploy(b"def main():\n    return 1\n", manifest)
+    assert deployed.function_id in box.registry.functions

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bento.protocol.policy import NodePolicy
-from bento.sandbox.launch import SandboxHost, SandboxUnavailable, work_dir_of
+from bento.sandbox.host import SandboxHost, SandboxUnavailable, work_dir_of
 from bento.server import broker
 from bento.server.config import ServerConfig
 from bento.server.registry import Registry
@@ -28,7 +28,7 @@ import asyncio, base64, json, sys
 from pathlib import Path
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
-from bento.sandbox.launch import SandboxHost
+from bento.sandbox.host import SandboxHost
 from bento.server import broker
 from bento.server.config import ServerConfig
 from bento.server.registry import Registry

@@ -1,6 +1,6 @@
 """The instance side: ``python -m bento.runtime FD`` speaking frames over a socket pair.
 
-Run as the server runs it (src/bento/sandbox/launch.py) minus the sandbox: isolated mode,
+Run as the server runs it (src/bento/sandbox/command.py) minus the sandbox: isolated mode,
 one inherited socket, the code directory as working directory, a bare environment.
 """
 

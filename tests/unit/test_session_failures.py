@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 from localbox import LocalBox
 
 from bento.protocol.frames import HEADER, Frame, FrameError
-from bento.sandbox.launch import SandboxHost
+from bento.protocol.policy import Needs
+from bento.sandbox.host import SandboxHost
+from bento.sandbox.spec import Spec
 from bento.server.broker import Broker
 from bento.server.session import Session
 
@@ -203,3 +205,32 @@ def test_the_channel_parser_accepts_or_refuses_any_bytes(data: bytes) -> None:
             await asyncio.wait_for(session._pump(reader, 1 << 20), 10)
 
     asyncio.run(pump())
+
+
+async def test_a_pooled_sandbox_gets_the_code_and_a_cancelled_take_kills_it(
+    box: LocalBox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox = box.registry.sandbox
+    pool = asyncio.create_task(sandbox.keep_pool(1))
+    try:
+        function = await box.upload(SOURCE)
+        await _pool_filled(sandbox)
+        session_id = await box.invoke(function, "main")
+        assert (await box.wait_state(function, session_id, timeout=30))["state"] == "completed"
+
+        await _pool_filled(sandbox)
+        pooled = sandbox.pool.idle[0]
+        monkeypatch.setattr(SandboxHost, "_fill", _fail_now)  # the copy fails (or is cancelled)
+        session_id = await box.invoke(function, "main")
+        info = await box.wait_state(function, session_id, timeout=30)
+        assert (info["state"], info["cause"]) == ("error", "error") and "Injected" in info["reason"], info
+        await asyncio.wait_for(pooled.wait(), 10)  # taken from the pool, never handed out: killed
+    finally:
+        pool.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pool
+
+
+async def _pool_filled(sandbox: SandboxHost) -> None:
+    async with asyncio.timeout(30):
+        await sandbox.pool.stocked(Spec.of(Needs()).shape)  # the shape of the default manifest

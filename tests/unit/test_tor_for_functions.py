@@ -17,6 +17,7 @@ from bento.server.function_tor import InstanceTor, TorDenied
 from bento.server.tor_for_functions import TorForFunctions
 from bento.tor.client_tor import relay_directory_lines, render_torrc
 from bento.tor.consensus import Directory, Relay
+from bento.tor.onion import onion_address
 
 RUNNING = ("Fast", "Running", "Valid")
 
@@ -137,3 +138,36 @@ async def test_without_its_tor_a_box_says_so(tmp_path: Path) -> None:
     tor = InstanceTor.open(service, "f", Needs(tor_circuits=1), NodePolicy(tor=TorPolicy(circuits=True)))
     with pytest.raises(BentoError, match="not available: tor did not start"):
         await asyncio.wait_for(tor.handle("tor.relays", {}), 5)
+
+
+def test_boxes_are_the_relays_that_advertise_one() -> None:
+    onion = "b" * 56
+    relays = [_relay(1), Relay(f"{2:040X}", "gone", ("Valid",), 1, "10.0.0.2", 9001)]
+    d = Directory(relays, {}, {f"{1:040X}": onion, f"{2:040X}": "c" * 56})
+    assert d.bento_boxes() == [
+        {
+            "nickname": "r1",
+            "fingerprint": f"{1:040X}",
+            "flags": list(RUNNING),
+            "onion": onion,
+            "address": "10.0.0.1:9001",
+        }
+    ]
+
+
+async def test_calling_boxes_needs_the_manifest_and_the_policy(tmp_path: Path) -> None:
+    service = TorForFunctions(tmp_path)
+    closed = NodePolicy(tor=TorPolicy(circuits=True))
+    assert violations(Needs(call_boxes=True), closed) == [
+        "call_boxes: the box allows no calls to other boxes"
+    ]
+    open_ = NodePolicy(tor=TorPolicy(call_boxes=True))
+    assert violations(Needs(call_boxes=True), open_) == []
+    without = InstanceTor.open(service, "f", Needs(), open_)
+    assert "needs.call_boxes" in await _refusal(without, "tor.boxes")
+    somewhere = onion_address(bytes(32)) + ".onion"
+    assert "needs.tor_circuits" in await _refusal(without, "tor.stream", host=somewhere, port=80)
+    caller = InstanceTor.open(service, "g", Needs(call_boxes=True), open_)
+    assert caller.call_boxes and not caller.max_circuits
+    assert "needs.tor_circuits" in await _refusal(caller, "tor.circuit", length=3)
+    assert "not a port" in await _refusal(caller, "tor.stream", host=somewhere, port=99999)

@@ -36,6 +36,11 @@ def add_deploy(parser: argparse.ArgumentParser) -> None:
         "--name", "--as", dest="name", metavar="NAME", help="the function's name (default: the file's name)"
     )
     parser.add_argument(
+        "--require-sgx",
+        action="store_true",
+        help="refuse a box that does not run functions in an SGX enclave (none does today)",
+    )
+    parser.add_argument(
         "--replace", action="store_true", help="shut down the keyring's function of this name once deployed"
     )
     client_options.add(parser, control=True)
@@ -77,13 +82,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         ) as bar:
             task = bar.add_task(f"uploading to {info.nickname}", total=None)
             async with Box(info.onion, socks=args.socks, info=info) as box:
-                offered = [m for p in (await box.descriptor()).runtime.packages for m in p.modules]
+                runtime = (await box.descriptor()).runtime
+                offered = [m for p in runtime.packages for m in p.modules]
+                if runtime.conclave is not None and runtime.conclave.enclave == "none" and not args.json:
+                    errors.print(  # what protects the function from this box, before it goes there
+                        f"[dim]{info.nickname} runs functions in no enclave: its operator can read and "
+                        "change their code and data while they run (`bento descriptor` says more)[/dim]"
+                    )
                 warnings.extend(unprovided_imports(args.file, offered))
                 for warning in warnings:
                     errors.print(f"[yellow]warning[/yellow]: {warning}")
                 return await box.deploy(
                     args.file,
                     manifest,
+                    require_sgx=args.require_sgx,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
 

@@ -9,6 +9,7 @@ from collections import defaultdict
 
 from bento.cli import client_options
 from bento.cli.output import console, emit_json, print_table, table
+from bento.client import capability
 from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
 from bento.errors import BentoError, Refused, TransportError
@@ -36,7 +37,7 @@ def add_forget(parser: argparse.ArgumentParser) -> None:
 
 
 def add_shutdown(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("function", help="function id or name")
+    parser.add_argument("function", help="function id or name, or a shutdown capability (bento tokens)")
     client_options.add(parser)
     parser.set_defaults(handler=cmd_shutdown)
 
@@ -149,7 +150,7 @@ async def shut_down(deployment: Deployment, socks: str) -> int:
 
 def cmd_shutdown(args: argparse.Namespace) -> int:
     keyring = Keyring(args.keyring)
-    deployment = keyring.function(args.function)
+    deployment, _ = capability.resolve(args.function, keyring)
     stopped = asyncio.run(shut_down(deployment, args.socks))
     keyring.forget(deployment.function_id, how="shut down")
     if args.json:

@@ -19,6 +19,7 @@ from typing import Any
 
 from bento.cli import arguments, client_options
 from bento.cli.output import console, emit_json, errors
+from bento.client import capability
 from bento.client.box import Box
 from bento.client.keyring import Keyring
 from bento.client.stream import Reconnecting, SessionStream
@@ -35,7 +36,9 @@ def add_invoke(parser: argparse.ArgumentParser) -> None:
         "with --str; anything else is an error. Nothing is ever evaluated. Ctrl-C detaches: the "
         "session goes on, and `bento attach SESSION` picks it up."
     )
-    parser.add_argument("function", help="function id, or its name if unique in the keyring")
+    parser.add_argument(
+        "function", help="function id, its name if unique in the keyring, or a capability (bento tokens)"
+    )
     parser.add_argument("entry", help="the entry point: a top-level function of the module")
     parser.add_argument("args", nargs="*", metavar="ARG", help="positional arguments, JSON")
     parser.add_argument(
@@ -66,7 +69,12 @@ def add_logs(parser: argparse.ArgumentParser) -> None:
 def cmd_invoke(args: argparse.Namespace) -> int:
     positional, keywords = arguments.parse(args.args, args.kw, strings=args.str)
     keyring = Keyring(args.keyring)
-    deployment = keyring.function(args.function)
+    deployment, kept = capability.resolve(args.function, keyring)
+    if args.detach and not kept:
+        raise BentoError(
+            "a session started with a capability cannot be attached again later",
+            fix="run it without --detach (a blinded capability is good for one invocation)",
+        )
     started: list[str] = []  # the session id, once there is one
 
     async def run() -> int:
@@ -83,7 +91,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             # Invoke and attach in one round trip: output follows the box's first answer.
             stream = await box.start(deployment, args.entry, positional, keywords)
             started.append(stream.session_id)
-            await asyncio.to_thread(keyring.add_session, stream.session_id, deployment.function_id)
+            if kept:
+                await asyncio.to_thread(keyring.add_session, stream.session_id, deployment.function_id)
             if not args.json:
                 errors.print(f"[dim]session {stream.session_id}[/dim]")
             return await _talk(stream, args.json)

@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:
-        return 130
+        return 130  # ExitStatus.INTERRUPTED (bento.protocol.errors), not imported: start-up stays fast
     except Exception as exc:
         from bento.cli.output import fail  # loaded by every handler already: costs nothing here
         from bento.errors import BentoError

@@ -80,6 +80,17 @@ def _add_up_options(parser: argparse.ArgumentParser, dir_help: str = _DIR_HELP) 
         "--corpus-sites", type=int, default=100, help="test-corpus sites to serve (default 100; 0: none)"
     )
     parser.add_argument("--corpus-seed", type=int, default=0, help="seed of the test corpus (default 0)")
+    parser.add_argument(
+        "--hop-delay", type=float, default=None, metavar="MS", help="one-way delay on every link to a relay"
+    )
+    parser.add_argument(
+        "--web-delay", type=float, default=None, metavar="MS", help="one-way delay to the corpus's web server"
+    )
+    parser.add_argument(
+        "--wan",
+        action="store_true",
+        help="wide-area latency: --hop-delay 25 --web-delay 40 unless given (see docs/testnet.md)",
+    )
 
 
 def _config(
@@ -94,8 +105,21 @@ def _config(
         bootstrap_timeout=args.timeout,
         corpus_sites=args.corpus_sites,
         corpus_seed=args.corpus_seed,
+        hop_delay_ms=_delay(args.hop_delay, args.wan, "WAN_HOP_MS"),
+        web_delay_ms=_delay(args.web_delay, args.wan, "WAN_WEB_MS"),
         owner_pid=owner_pid,
     )
+
+
+def _delay(given: float | None, wan: bool, preset: str) -> float:
+    if given is not None:
+        return given
+    if not wan:
+        return 0.0
+    from bento.testnet import latency
+
+    value: float = getattr(latency, preset)
+    return value
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -158,6 +182,16 @@ def print_status(status: dict[str, Any], *, wide: bool = False) -> None:
         )
     print_table(rows, wide=wide)
     console.print(f"client SOCKS {status['socks']}   client control {status['control']}")
+    for service in status.get("services", []):
+        state = "[green]alive[/green]" if service["alive"] else "[red]dead[/red]"
+        port = f" port {service['port']}" if service["port"] else ""
+        console.print(f"{service['name']}{port} {state} {service['pid']}")
+    latency = status.get("latency_ms") or {}
+    if latency.get("hop") or latency.get("web"):
+        console.print(
+            f"emulated latency, one way: {latency['hop']:g} ms per relay link, "
+            f"{latency['web']:g} ms to the web server"
+        )
 
 
 def cmd_env(args: argparse.Namespace) -> int:

@@ -152,8 +152,13 @@ class Box:
         *,
         kind: CodeKind | None = None,
         progress: Progress | None = None,
+        require_sgx: bool = False,
     ) -> Deployment:
-        """Upload ``code`` (a .py file, a directory, or bytes) and return its deployment record."""
+        """Upload ``code`` (a .py file, a directory, or bytes) and return its deployment record.
+
+        ``require_sgx``: refuse, before uploading, a box whose descriptor does not say that
+        functions run in an SGX enclave (``runtime.conclave``).
+        """
         raw, detected = read_code(code)
         body = json.dumps(
             {
@@ -163,6 +168,14 @@ class Box:
             }
         ).encode()
         descriptor = await self.descriptor()
+        conclave = descriptor.runtime.conclave
+        if require_sgx and not (descriptor.runtime.sgx and conclave and conclave.enclave != "none"):
+            host = conclave.host if conclave else "it says nothing about enclaves"
+            raise BentoError(
+                f"the box {self.name} runs functions in no SGX enclave ({host}); nothing was uploaded",
+                fix="choose a box whose descriptor shows an enclave, or deploy without --require-sgx "
+                "if you trust its operator with your function's code and data",
+            )
         if len(raw) > descriptor.policy.max_upload_bytes:  # refuse before sending a byte of it
             raise BentoError(
                 f"the code is {len(raw)} bytes; the box {self.name} accepts at most "

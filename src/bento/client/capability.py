@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bento.client.keyring import Deployment
+from bento.client.keyring import Deployment, Keyring
 from bento.errors import BentoError
 
 PREFIX = "bento:"
@@ -68,3 +68,13 @@ class Capability:
 
 def is_capability(text: str) -> bool:
     return text.startswith(PREFIX)
+
+
+def resolve(text: str, keyring: Keyring) -> tuple[Deployment, bool]:
+    """A function named on the command line: ``(deployment, whether the keyring holds it)``.
+
+    ``text`` is a keyring function's id or name, or a capability someone handed over.
+    """
+    if is_capability(text):
+        return Capability.parse(text).deployment(), False
+    return keyring.function(text), True

@@ -52,6 +52,7 @@ class TorPolicy(Model):
     max_onion_services: int = Field(
         default=2, ge=0, le=64, description="onion services one instance may publish"
     )
+    call_boxes: bool = Field(default=False, description="calling Bento boxes (their onion services)")
 
 
 class StoragePolicy(Model):
@@ -95,6 +96,7 @@ class Needs(Model):
     # Counts (a manifest's ``true`` reads as 1): circuits held at once, services published.
     tor_circuits: int = Field(default=0, ge=0, description="circuits at once (0: none)")
     onion_services: int = Field(default=0, ge=0, description="onion services it publishes (0: none)")
+    call_boxes: bool = Field(default=False, description="deploys and calls functions on other boxes")
     storage_mb: int = Field(default=0, ge=0)
 
 
@@ -131,6 +133,7 @@ def violations(needs: Needs, policy: NodePolicy) -> list[str]:
         (needs.listen, policy.network.listen, "listen: the box allows no listening sockets"),
         (needs.tor_circuits, policy.tor.circuits, "tor_circuits: the box allows no circuits"),
         (needs.onion_services, policy.tor.onion_services, "onion_services: the box allows no onion services"),
+        (needs.call_boxes, policy.tor.call_boxes, "call_boxes: the box allows no calls to other boxes"),
     )
     found.extend(message for wanted, allowed, message in flags if wanted and not allowed)
     counts = (

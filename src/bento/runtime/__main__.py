@@ -7,17 +7,14 @@ server is shared with this process but that socket.
 
 from __future__ import annotations
 
-import binascii
 import importlib
 import json
-import resource
 import socket
 import sys
 
 from bento.protocol.frames import MAX_PAYLOAD, Frame, FrameError, decode_json, encode
-from bento.runtime import api, logs, net, packages
+from bento.runtime import api, confine, logs, net, packages
 from bento.runtime.channel import Channel
-from bento.runtime.confine import install_filter
 
 TYPE_CHECKING = False  # importing typing would cost the sandbox ~3 ms of start-up
 if TYPE_CHECKING:
@@ -38,12 +35,8 @@ def run(channel: Channel) -> None:
         raise FrameError("the first frame must be START")
     start = decode_json(first[1])
     api._bind(channel)
-    for name, value in start.get("rlimits", {}).items():
-        # A pooled sandbox started with the policy's maxima: lower them to the manifest's.
-        resource.setrlimit(getattr(resource, name), (value, value + (name == "RLIMIT_CPU")))
-    if start.get("seccomp"):
-        # Before anything of the function runs: from here on, only what it declared.
-        install_filter(binascii.a2b_base64(start["seccomp"]))
+    # Before anything of the function runs: from here on, only what it declared.
+    confine.apply(start["confine"])
     packages.setup(start["code_dir"])
     logs.capture(channel)
     try:

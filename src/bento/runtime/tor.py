@@ -165,7 +165,8 @@ def events(timeout: float = 0.0) -> list[dict[str, Any]]:
 
 def connect_onion(address: str, port: int, timeout: float | None = None) -> socket.socket:
     """A stream to an onion service (tor builds the rendezvous circuit, for this instance only)."""
-    _, sock = _ask({"op": "tor.stream", "host": address, "port": int(port)})
+    host = address if address.endswith(".onion") else address + ".onion"
+    _, sock = _ask({"op": "tor.stream", "host": host, "port": int(port)})
     assert sock is not None
     sock.settimeout(timeout)
     return sock

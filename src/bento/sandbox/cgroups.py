@@ -51,6 +51,8 @@ class Group:
             self._write("unified", "memory.max", str(memory_bytes))
             with contextlib.suppress(OSError):
                 self._write("unified", "memory.swap.max", "0")
+            with contextlib.suppress(OSError):  # out of memory: kill every process of the group
+                self._write("unified", "memory.oom.group", "1")
             self._write("unified", "pids.max", str(pids))
             if cpus is not None:
                 self._write("unified", "cpu.max", f"{int(cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
@@ -133,6 +135,7 @@ def bento_group(name: str) -> Group | None:
         if "memory" not in dirs or "pids" not in dirs:
             return None
         group = Group(1, dirs)
+    _remove_stale(group)
     try:
         for directory in group.dirs.values():
             directory.mkdir(exist_ok=True)
@@ -146,3 +149,12 @@ def bento_group(name: str) -> Group | None:
                 directory.rmdir()
         return None
     return group
+
+
+def _remove_stale(group: Group) -> None:
+    """Remove the groups of Bento servers that died without removing theirs (``bento-PID-N``)."""
+    for controller, directory in group.dirs.items():
+        for stale in directory.parent.glob("bento-*"):
+            pid = stale.name.split("-")[1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                Group(group.version, {controller: stale}).remove()  # only what is empty goes

@@ -42,6 +42,11 @@ class ServerConfig(BaseModel):
         default=2, ge=0, le=64, description="sandboxes kept started and waiting, for fast invocations"
     )
     policy: NodePolicy = Field(default_factory=NodePolicy, description="what functions may do here")
+    accept_unenforced: list[str] = Field(
+        default_factory=list,
+        description="limits this host cannot enforce that the operator accepts (e.g. cpu_share without "
+        "cgroups); the server refuses to start while any other is unenforceable",
+    )
     session_buffer_bytes: int = Field(
         default=4 << 20, gt=0, description="output held per session for a slow or absent client"
     )

@@ -23,7 +23,7 @@ import uvicorn
 
 from bento.errors import BentoError
 from bento.protocol.descriptor import SignedDescriptor
-from bento.sandbox.launch import SandboxHost
+from bento.sandbox.host import SandboxHost
 from bento.server import broker, descriptor, identity, tokens
 from bento.server.api import create_app
 from bento.server.config import ServerConfig
@@ -50,7 +50,9 @@ class BentoServer:
         self.config = config
         self.identity = identity.load_or_create(config.state_dir)
         self.boot_id = tokens.new_id()
-        self.sandbox = SandboxHost(config.policy, config.state_dir)
+        self.sandbox = SandboxHost(
+            config.policy, config.state_dir, accept_unenforced=config.accept_unenforced
+        )
         self.gate = broker.closed_gate()
         self.registry = Registry(config, self.boot_id, self.sandbox, self.gate)
         self._fingerprint = ""
@@ -128,7 +130,7 @@ class BentoServer:
                 await asyncio.to_thread(broker.refresh, self.gate, ctl, own)
                 gatekeeping = tasks.create_task(self._refresh_gate_forever(ctl, own))
                 pool = tasks.create_task(self.sandbox.keep_pool(self.config.pool_size))
-                orphans = tasks.create_task(self.sandbox.reap_orphans_forever())
+                watchdog = tasks.create_task(self.sandbox.watch_forever())
                 try:
                     async with self.registry.running():  # leaving it stops every session
                         try:
@@ -143,7 +145,7 @@ class BentoServer:
                     web.should_exit = True
                     gatekeeping.cancel()
                     pool.cancel()
-                    orphans.cancel()
+                    watchdog.cancel()
                     if owned_tor is not None:
                         owned_tor.cancel()  # after the registry: instances give back their circuits first
                 await serving
@@ -158,7 +160,7 @@ class BentoServer:
     async def _start_function_tor(self, ctl: stem.control.Controller) -> TorForFunctions | None:
         """The client-only tor for functions' circuits, if the policy offers Tor at all."""
         policy = self.config.policy.tor
-        if not (policy.circuits or policy.onion_services):
+        if not (policy.circuits or policy.onion_services or policy.call_boxes):
             return None
         function_tor = TorForFunctions(self.config.state_dir)
         lines = await asyncio.to_thread(client_tor.relay_directory_lines, ctl)

@@ -33,6 +33,7 @@ class InstanceTor:
     owner: Owner
     max_circuits: int
     max_onions: int
+    call_boxes: bool = False
     circuits_built: int = 0
     onions_published: int = 0
 
@@ -42,7 +43,8 @@ class InstanceTor:
     ) -> InstanceTor:
         circuits = min(needs.tor_circuits, policy.tor.max_circuits) if policy.tor.circuits else 0
         onions = min(needs.onion_services, policy.tor.max_onion_services) if policy.tor.onion_services else 0
-        return cls(service, service.enter(function_id), circuits, onions)
+        calls = needs.call_boxes and policy.tor.call_boxes
+        return cls(service, service.enter(function_id), circuits, onions, calls)
 
     async def close(self) -> None:
         await self.service.leave(self.owner)
@@ -55,6 +57,10 @@ class InstanceTor:
         """Answer one ``tor.*`` request; BentoError (a failure) or TorDenied (refused)."""
         if op in ("tor.relays", "tor.exit_allows", "tor.circuit", "tor.circuits") and not self.max_circuits:
             raise TorDenied("circuits are not in this function's manifest (needs.tor_circuits)")
+        if op == "tor.boxes":
+            if not (self.call_boxes or self.max_circuits):
+                raise TorDenied("calling other boxes is not in this function's manifest (needs.call_boxes)")
+            return {"boxes": (await self.service.directory()).bento_boxes()}, None
         if op == "tor.relays":
             return await self._relays(request), None
         if op == "tor.exit_allows":
@@ -157,9 +163,13 @@ class InstanceTor:
     async def _stream(self, request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket]:
         host, port = _host(request.get("host")), _port(request.get("port"))
         if host.endswith(".onion"):
-            if not self.max_circuits:  # tor builds a rendezvous circuit for it
+            if not (self.max_circuits or self.call_boxes):
                 raise TorDenied("circuits are not in this function's manifest (needs.tor_circuits)")
             onion.public_key_of(host)  # BentoError unless a valid v3 address
+            if not self.max_circuits:  # then only Bento boxes (needs.call_boxes)
+                boxes = (await self.service.directory()).boxes.values()
+                if host.removesuffix(".onion") not in boxes:
+                    raise TorDenied(f"{host[:70]} is not a Bento box in the consensus (needs.call_boxes)")
             sock = await self.service.open_stream(self.owner, "0", host, port)
             return {"peer": [host, port]}, sock
         if not self.max_circuits:

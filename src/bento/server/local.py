@@ -21,7 +21,7 @@ from httpx_ws.transport import ASGIWebSocketTransport
 from bento.client.box import Box
 from bento.errors import BentoError
 from bento.protocol.policy import NodePolicy
-from bento.sandbox.launch import SandboxHost, SandboxUnavailable
+from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.server import broker, descriptor, identity
 from bento.server.api import create_app
 from bento.server.config import ServerConfig
@@ -41,7 +41,8 @@ async def local_box(*, policy: NodePolicy | None = None, **settings: Any) -> Asy
             **settings,
         )
         try:
-            sandbox = SandboxHost(config.policy, config.state_dir)
+            # A box to try functions on: no CPU quota on all of Bento is needed for that.
+            sandbox = SandboxHost(config.policy, config.state_dir, accept_unenforced=["cpu_share"])
         except SandboxUnavailable as exc:
             raise BentoError(
                 f"this host cannot sandbox functions: {exc}", fix="see docs/operator.md"

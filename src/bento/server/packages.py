@@ -11,7 +11,8 @@ can call other boxes (``bento.client``). Sandboxes run the host's ``/usr/bin/pyt
 which need not be the Python the server runs on: a distribution with compiled parts is
 offered only if each extension module is built for the sandbox's Python (its extension
 suffixes, e.g. ``.cpython-311-x86_64-linux-gnu.so`` or ``.abi3.so``); otherwise the
-server refuses to start and says which package to rebuild or drop.
+server refuses to start and says which package to rebuild or drop. Bytecode is copied
+along and completed with the sandbox's Python, so imports in a function do not compile.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import bento
 from bento.errors import BentoError
 from bento.protocol.descriptor import OfferedPackage
 from bento.protocol.imports import imports_of
-from bento.sandbox.launch import PYTHON
+from bento.sandbox.command import PYTHON
 
 BENTO = "bento"
 # The parts of Bento a function may use (the client, and what it builds on); what they
@@ -38,7 +39,6 @@ CLIENT_PARTS = ("__init__.py", "errors.py", "client", "protocol", "tor")
 CLIENT_LAZY = ("socksio",)
 SITE = "site"  # under the runtime directory: /opt/bento/site in the sandbox
 _COMPILED = (".so", ".pyd")
-_IGNORE = shutil.ignore_patterns("__pycache__")
 
 
 def sandbox_extension_suffixes() -> list[str]:
@@ -62,12 +62,25 @@ def install(runtime_dir: Path, names: list[str]) -> list[OfferedPackage]:
     if BENTO in wanted:
         wanted.remove(BENTO)
         # The whole library over the runtime's own subset (the same files, and the rest).
-        shutil.copytree(Path(bento.__file__).parent, runtime_dir / BENTO, ignore=_IGNORE, dirs_exist_ok=True)
+        shutil.copytree(Path(bento.__file__).parent, runtime_dir / BENTO, dirs_exist_ok=True)
         offered.append(OfferedPackage(name=BENTO, version=bento.__version__, modules=[BENTO]))
         wanted.extend(client_dependencies())
     for dist in _closure(wanted):
         offered.append(_copy(dist, site, suffixes))
+    _compile(runtime_dir)
     return sorted(offered, key=lambda p: p.name)
+
+
+def _compile(runtime_dir: Path) -> None:
+    """Byte-compile what has no .pyc yet, with the sandbox's own Python.
+
+    The sandbox is read-only and writes no bytecode, so a module without a .pyc is compiled
+    at every import: seconds for the client's dependencies, counted against a function's CPU
+    limit. The .pyc files copied along are valid there (one magic number for all of 3.11,
+    and the sources keep their modification times); compileall skips those.
+    """
+    command = [PYTHON, "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(runtime_dir)]
+    subprocess.run(command, capture_output=True, timeout=600, check=False)  # a file that fails stays source
 
 
 def client_dependencies() -> list[str]:
@@ -129,7 +142,7 @@ def _copy(dist: metadata.Distribution, site: Path, suffixes: list[str]) -> Offer
     modules: set[str] = set()
     for file in files:
         source = Path(str(dist.locate_file(file)))
-        if not source.is_file() or "__pycache__" in file.parts:
+        if not source.is_file():
             continue
         target = site / file
         target.parent.mkdir(parents=True, exist_ok=True)

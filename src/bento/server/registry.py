@@ -22,7 +22,7 @@ from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind, SessionInfo
 from bento.protocol.policy import violations
 from bento.protocol.private_token import Right, TokenError, is_blinded
-from bento.sandbox.launch import SandboxHost
+from bento.sandbox.host import SandboxHost
 from bento.server import code, packages, tokens
 from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker import Broker, Context, Gatekeeper
@@ -239,7 +239,7 @@ class Registry:
         if needs.storage_mb and self.policy.storage.allowed:
             storage = StorageChannel(self.store.of(function.id, needs.storage_mb))
         tor = None
-        if self.tor is not None and (needs.tor_circuits or needs.onion_services):
+        if self.tor is not None and (needs.tor_circuits or needs.onion_services or needs.call_boxes):
             tor = InstanceTor.open(self.tor, function.id, needs, self.policy)
         context = Context(
             needs, self.policy, self.gate, self.resolver, function.id, session.id, storage=storage, tor=tor

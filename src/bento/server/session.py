@@ -24,7 +24,8 @@ from bento.protocol.messages import (
     SessionInfo,
     SessionState,
 )
-from bento.sandbox.launch import Exited, Instance, SandboxHost, SandboxUnavailable, encode_filter
+from bento.sandbox.host import SandboxHost, SandboxUnavailable
+from bento.sandbox.instance import Exited, Instance
 from bento.server.broker import Broker
 from bento.server.buffer import OutputBuffer
 from bento.server.logs import LogBuffer
@@ -194,8 +195,7 @@ class Session:
             "entry": self.entry,
             "args": args,
             "kwargs": kwargs,
-            "seccomp": encode_filter(sandbox.manifest_filter(manifest.needs)),
-            "rlimits": instance.rlimits,
+            "confine": instance.confinement,
         }
         return encode_json(Frame.START, start)
 

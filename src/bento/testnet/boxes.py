@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +26,24 @@ from bento.tor.process import log_tail, spawn_detached
 from bento.tor.resolver import read_resolv_conf
 
 
-def prepare(node: Node, directory: Path) -> None:
-    """Make the box's state directory and identity; its onion goes into the relay's torrc."""
-    state_dir = directory / f"{node.nickname}-bento"
+def prepare(node: Node, directory: Path, user: str | None = None) -> None:
+    """Make the box's state directory and identity; its onion goes into the relay's torrc.
+
+    A box whose server runs as ``user`` keeps its state where that user can reach it (the
+    testnet's own directory is usually private): in a directory of its own under the
+    temporary directory, owned by that user.
+    """
+    if user is not None and os.geteuid() == 0:
+        account = pwd.getpwnam(user)  # KeyError: no such user, said by the caller
+        state_dir = Path(tempfile.mkdtemp(prefix=f"bento-{node.nickname}-"))
+        node.bento_user = user
+    else:
+        state_dir = directory / f"{node.nickname}-bento"
     node.bento_dir = str(state_dir)
     node.bento_onion = identity.load_or_create(state_dir).onion
+    if node.bento_user is not None:
+        for path in [state_dir, *state_dir.rglob("*")]:
+            os.chown(path, account.pw_uid, account.pw_gid)
 
 
 # Testnet boxes let functions do everything a test may want to try, within modest limits.
@@ -54,11 +70,19 @@ listen = true
 [policy.tor]
 circuits = true
 onion_services = true
+call_boxes = true
 
 [policy.storage]
 allowed = true
 max_mb = 64
 """
+
+
+# A box run by a dedicated user on a host that gives it no cgroup cannot cap the CPU
+# share of all its instances: the operator accepts that by name, and the descriptor says so.
+SERVER_CONFIG_UNPRIVILEGED = SERVER_CONFIG.replace(
+    "[policy]\n", 'accept_unenforced = ["cpu_share"]\n\n[policy]\n', 1
+)
 
 
 def start(node: Node) -> None:
@@ -67,10 +91,14 @@ def start(node: Node) -> None:
     state_dir = Path(node.bento_dir)
     (state_dir / STATUS_FILE).unlink(missing_ok=True)
     config = state_dir / "server.toml"
-    config.write_text(_resolver_setting(state_dir.parent) + SERVER_CONFIG)
+    # The testnet's directory holds every relay's data directory (a box run by its own
+    # user keeps its state elsewhere).
+    base = SERVER_CONFIG if node.bento_user is None else SERVER_CONFIG_UNPRIVILEGED
+    config.write_text(_resolver_setting(Path(node.data_dir).parent) + base)
+    prefix, env = _as_user(node)
     node.bento_pid = spawn_detached(
         [
-            sys.executable,
+            *prefix,
             "-m",
             "bento",
             "server",
@@ -85,7 +113,41 @@ def start(node: Node) -> None:
         ],
         log=state_dir / "server.log",
         cwd=state_dir,
+        env=env,
     )
+
+
+def _as_user(node: Node) -> tuple[list[str], dict[str, str] | None]:
+    """The start of the server's command line, and its environment (None: ours)."""
+    if node.bento_user is None:
+        return [sys.executable], None
+    assert node.bento_dir is not None
+    account = pwd.getpwnam(node.bento_user)
+    config = Path(node.bento_dir) / "server.toml"
+    os.chown(config, account.pw_uid, account.pw_gid)
+    # tor wrote its cookie here, readable by its group: make that the user's group.
+    os.chown(node.control_cookie, -1, account.pw_gid)
+    drop = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups", "--"]
+    env = {**os.environ, "HOME": node.bento_dir}
+    if _runs_as(account.pw_uid, sys.executable):
+        return [*drop, sys.executable], env
+    # Our interpreter is out of the user's reach (a Python installed under /root): the
+    # system's Python of the same version, with our packages on its path.
+    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
+    return [*drop, system], env
+
+
+def _runs_as(uid: int, program: str) -> bool:
+    """Can ``uid`` execute ``program`` (every directory on its way searchable)?"""
+    path = Path(program).resolve()
+    for step in [*reversed(path.parents), path]:
+        info = step.stat()
+        mode = info.st_mode
+        bit = 0o100 if info.st_uid == uid else 0o001  # group membership aside: a dedicated user
+        if not mode & bit:
+            return False
+    return True
 
 
 def _resolver_setting(directory: Path) -> str:

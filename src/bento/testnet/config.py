@@ -31,9 +31,16 @@ class TestnetConfig:
     # the nameserver runs regardless, so that no name is ever resolved off the machine).
     corpus_sites: int = 100
     corpus_seed: int = 0
+    # Emulated wide-area latency, one way, in milliseconds (see latency.py): on every
+    # link to a relay, and between an exit and the corpus's web server.
+    hop_delay_ms: float = 0.0
+    web_delay_ms: float = 0.0
     # If set, every tor exits when this process does (tor's __OwningControllerProcess):
     # a test session that is killed still leaves nothing behind.
     owner_pid: int | None = None
+    # If set (and we are root), the last box's Bento server runs as this existing user,
+    # the way operators run it: unprivileged, beside a relay.
+    box_user: str | None = None
 
     def validate(self) -> None:
         if self.authorities < 3:
@@ -42,6 +49,8 @@ class TestnetConfig:
             raise TestnetError("a testnet needs at least 3 relays, or no circuit can be built")
         if not 1 <= self.exits <= self.relays:
             raise TestnetError(f"--exits must be between 1 and the number of relays ({self.relays})")
+        if not (0 <= self.hop_delay_ms <= 5000 and 0 <= self.web_delay_ms <= 5000):
+            raise TestnetError("delays must be between 0 and 5000 ms")
         if not 0 <= self.corpus_sites <= 999:
             raise TestnetError("--corpus-sites must be between 0 and 999")
         if self.bento_boxes < 0 or self.bento_boxes > self.relays:
@@ -69,8 +78,7 @@ UseMicrodescriptors 0
 
 _RELAY = """\
 Address 127.0.0.1
-ORPort 127.0.0.1:{or_port}
-ContactInfo {contact}
+{or_port_lines}ContactInfo {contact}
 SocksPort 0
 # Names are resolved by the testnet's own nameserver, never by the host's resolver.
 ServerDNSResolvConfFile {resolv_conf}
@@ -137,6 +145,7 @@ def render_torrc(node: Node, nodes: list[Node], owner_pid: int | None) -> str:
         "nickname": node.nickname,
         "control_port": node.control_port,
         "or_port": node.or_port,
+        "or_port_lines": _or_ports(node),
         "dir_port": node.dir_port,
         "socks_port": node.socks_port,
         # Beside every node's data directory: see services.write_resolv_conf.
@@ -160,8 +169,17 @@ def render_torrc(node: Node, nodes: list[Node], owner_pid: int | None) -> str:
         parts.append(f"TestingDirAuthVoteExit {exits}\n")
     if owner_pid is not None:
         parts.append(f"__OwningControllerProcess {owner_pid}\n")
+    if node.bento_user is not None:  # where that user can read it (its group is set on start)
+        parts.append(f"CookieAuthFile {node.control_cookie}\nCookieAuthFileGroupReadable 1\n")
     parts.extend(dir_authority_line(a) for a in nodes if a.role is Role.AUTHORITY)
     return "".join(parts).format(**values)
+
+
+def _or_ports(node: Node) -> str:
+    if node.or_listen_port is None:
+        return f"ORPort 127.0.0.1:{node.or_port}\n"
+    # Latency emulated: the advertised port is the delaying link's; tor's own is not advertised.
+    return f"ORPort 127.0.0.1:{node.or_port} NoListen\nORPort 127.0.0.1:{node.or_listen_port} NoAdvertise\n"
 
 
 def dir_authority_line(auth: Node) -> str:

@@ -15,11 +15,12 @@ import stem
 import stem.control
 
 from bento.errors import BentoError
+from bento.sandbox import uids
 from bento.testnet import boxes, keys, readiness, services
 from bento.testnet.config import TestnetConfig, write_torrc
 from bento.testnet.corpus import Corpus
 from bento.testnet.errors import TestnetError
-from bento.testnet.plan import box_nodes, default_directory, plan
+from bento.testnet.plan import box_nodes, default_directory, free_ports, plan
 from bento.testnet.readiness import Progress
 from bento.testnet.state import STATE_FILE, Node, TestnetState
 from bento.tor import control
@@ -75,23 +76,33 @@ class Testnet:
             started_at=time.time(),
             corpus_seed=config.corpus_seed,
             corpus_sites=config.corpus_sites,
+            hop_delay_ms=config.hop_delay_ms,
+            web_delay_ms=config.web_delay_ms,
         )
         state.nodes = plan(directory, config)
+        if config.hop_delay_ms > 0:
+            relays = [n for n in state.nodes if n.is_relay]
+            for node, port in zip(relays, free_ports(len(relays)), strict=True):
+                node.or_listen_port = port
         net = cls(state)
         try:
             corpus = net.corpus
             say("starting the nameserver" + (f" and {len(corpus.sites)} corpus sites" if corpus else ""))
             state.services.append(services.start_nameserver(directory, corpus))
             if corpus is not None:
-                state.services.append(services.start_corpus(directory, corpus))
+                state.services.append(services.start_corpus(directory, corpus, config.web_delay_ms))
+            if config.hop_delay_ms > 0:
+                say(f"emulating {config.hop_delay_ms:g} ms one way on every link to a relay")
+                state.services.append(services.start_latency(directory, state.nodes, config.hop_delay_ms))
             state.save()
             for service in state.services:
                 services.wait_ready(service, deadline)
             services.write_resolv_conf(directory, state.services[0])
             say(f"generating keys for {len(state.nodes) - 1} relays and authorities")
             keys.generate(state.nodes)
-            for node in box_nodes(state.nodes, config.bento_boxes):
-                boxes.prepare(node, directory)
+            boxed = box_nodes(state.nodes, config.bento_boxes)
+            for node in boxed:  # the last one's server runs as config.box_user, if any
+                boxes.prepare(node, directory, user=config.box_user if node is boxed[-1] else None)
             for node in state.nodes:
                 write_torrc(node, state.nodes, config.owner_pid)
             say(f"starting {len(state.nodes)} tor processes")
@@ -138,9 +149,7 @@ class Testnet:
             while True:
                 readiness.check_alive(self.state)
                 try:
-                    lease = control.take_ownership(
-                        node.control_address, Path(node.data_dir) / "control_auth_cookie"
-                    )
+                    lease = control.take_ownership(node.control_address, node.control_cookie)
                 except (OSError, BentoError):
                     if time.monotonic() > deadline:
                         raise TestnetError(f"{node.nickname}'s control port never opened") from None
@@ -172,12 +181,15 @@ class Testnet:
             shutil.rmtree(node.data_dir, ignore_errors=True)
             if node.bento_dir is not None:
                 shutil.rmtree(node.bento_dir, ignore_errors=True)
-        leftovers = [directory / name for name in (STATE_FILE, services.ZONE, services.RESOLV_CONF)]
+        leftovers = [
+            directory / name for name in (STATE_FILE, services.ZONE, services.RESOLV_CONF, services.LATENCY)
+        ]
         for service in state.services:
             ready = Path(service.ready_file)
             leftovers += [ready, ready.with_suffix(".tmp"), service.log]
         for path in leftovers:
             path.unlink(missing_ok=True)
+        uids.clean_stale()  # the uid blocks of Bento servers that died without releasing them
         with suppress(OSError):
             directory.rmdir()  # only if we left it empty
         return True
@@ -299,6 +311,7 @@ class Testnet:
             and all(n.bento_alive() for n in self.state.boxes)
             and all(s.alive() for s in self.state.services),
             "bootstrap_seconds": self.state.bootstrap_seconds,
+            "latency_ms": {"hop": self.state.hop_delay_ms, "web": self.state.web_delay_ms},
             "socks": self.socks_address,
             "control": self.control_address,
             "nodes": nodes,

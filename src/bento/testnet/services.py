@@ -14,11 +14,12 @@ from pathlib import Path
 
 from bento.testnet.corpus import Corpus
 from bento.testnet.errors import TestnetError
-from bento.testnet.state import Service
+from bento.testnet.state import Node, Service
 from bento.tor.process import log_tail, spawn_detached
 
 RESOLV_CONF = "resolv.conf"  # in the testnet's directory: the exits' ServerDNSResolvConfFile
 ZONE = "zone.json"  # the nameserver's names
+LATENCY = "latency.json"  # the delaying links' spec
 
 
 def start_nameserver(directory: Path, corpus: Corpus | None) -> Service:
@@ -30,15 +31,32 @@ def start_nameserver(directory: Path, corpus: Corpus | None) -> Service:
     return service
 
 
-def start_corpus(directory: Path, corpus: Corpus) -> Service:
+def start_corpus(directory: Path, corpus: Corpus, delay_ms: float = 0.0) -> Service:
     service = Service("corpus", str(directory / "corpus.ready"))
-    _spawn(service, ["-m", "bento.testnet.corpus.serve", str(corpus.seed), str(len(corpus.sites))], directory)
+    argv = ["-m", "bento.testnet.corpus.serve", str(corpus.seed), str(len(corpus.sites))]
+    _spawn(service, argv, directory, str(delay_ms))
     return service
 
 
-def _spawn(service: Service, args: list[str], directory: Path) -> None:
+def start_latency(directory: Path, nodes: list[Node], delay_ms: float) -> Service:
+    """Delaying links in front of every relay's ORPort (see ``latency``)."""
+    spec = directory / LATENCY
+    links = [
+        ["127.0.0.1", n.or_port, "127.0.0.1", n.or_listen_port, delay_ms]
+        for n in nodes
+        if n.or_listen_port is not None
+    ]
+    spec.write_text(json.dumps(links))
+    service = Service("latency", str(directory / "latency.ready"))
+    _spawn(service, ["-m", "bento.testnet.latency", str(spec)], directory)
+    return service
+
+
+def _spawn(service: Service, args: list[str], directory: Path, *after: str) -> None:
     Path(service.ready_file).unlink(missing_ok=True)
-    service.pid = spawn_detached([sys.executable, *args, service.ready_file], log=service.log, cwd=directory)
+    service.pid = spawn_detached(
+        [sys.executable, *args, service.ready_file, *after], log=service.log, cwd=directory
+    )
 
 
 def wait_ready(service: Service, deadline: float) -> None:
@@ -53,7 +71,8 @@ def wait_ready(service: Service, deadline: float) -> None:
         if time.monotonic() > deadline:
             raise TestnetError(f"the testnet's {service.name} did not start in time")
         time.sleep(0.05)
-    service.port = int(ready.read_text())
+    text = ready.read_text()
+    service.port = int(text) if text.isdigit() else None
 
 
 def write_resolv_conf(directory: Path, nameserver: Service) -> Path:

@@ -37,11 +37,14 @@ class Node:
     socks_port: int | None = None
     fingerprint: str | None = None
     v3_identity: str | None = None  # authorities only: their v3 signing identity
+    # With latency emulated: where tor really listens; or_port is then the delaying link's.
+    or_listen_port: int | None = None
     pid: int | None = None
     # Relays that are Bento boxes: the Bento server beside them.
     bento_dir: str | None = None
     bento_onion: str | None = None
     bento_pid: int | None = None
+    bento_user: str | None = None  # the user its server runs as (None: whoever runs the testnet)
 
     @property
     def torrc(self) -> Path:
@@ -50,6 +53,13 @@ class Node:
     @property
     def log(self) -> Path:
         return Path(self.data_dir) / "notice.log"
+
+    @property
+    def control_cookie(self) -> Path:
+        """tor's control cookie: in its data directory, or where the box's own user can read it."""
+        if self.bento_user is not None and self.bento_dir is not None:
+            return Path(self.bento_dir) / "control_auth_cookie"
+        return Path(self.data_dir) / "control_auth_cookie"
 
     @property
     def control_address(self) -> str:
@@ -106,6 +116,8 @@ class TestnetState:
     services: list[Service] = field(default_factory=list)
     corpus_seed: int = 0
     corpus_sites: int = 0
+    hop_delay_ms: float = 0.0
+    web_delay_ms: float = 0.0
     started_at: float | None = None
     bootstrap_seconds: float | None = None
 

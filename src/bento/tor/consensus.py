@@ -24,6 +24,7 @@ import stem
 import stem.exit_policy
 
 from bento.errors import BentoError
+from bento.tor import advert
 
 _FINGERPRINT = re.compile(r"^\$?[0-9A-Fa-f]{40}$")
 MAX_PATH = 8
@@ -45,9 +46,15 @@ class Relay:
 class Directory:
     """One snapshot of the relays a tor knows, with their exit policies."""
 
-    def __init__(self, relays: Iterable[Relay], policies: dict[str, stem.exit_policy.ExitPolicy]) -> None:
+    def __init__(
+        self,
+        relays: Iterable[Relay],
+        policies: dict[str, stem.exit_policy.ExitPolicy],
+        boxes: dict[str, str] | None = None,
+    ) -> None:
         self.relays = {r.fingerprint: r for r in relays}
         self._policies = policies
+        self.boxes = boxes or {}  # fingerprint -> the Bento onion its relay advertises
 
     @classmethod
     def read(cls, controller: Any) -> Directory:
@@ -56,10 +63,13 @@ class Directory:
             statuses = list(controller.get_network_statuses())
         except stem.ControllerError as exc:
             raise BentoError(f"the functions' tor has no consensus yet ({exc})") from None
-        policies = {}
+        policies, boxes = {}, {}
         with contextlib.suppress(stem.ControllerError):
             for desc in controller.get_server_descriptors():
                 policies[desc.fingerprint] = desc.exit_policy
+                contact = desc.contact.decode(errors="replace") if desc.contact else None
+                if onion := advert.onion_in(contact):
+                    boxes[desc.fingerprint] = onion
         relays = [
             Relay(
                 fingerprint=s.fingerprint,
@@ -71,7 +81,24 @@ class Directory:
             )
             for s in statuses
         ]
-        return cls(relays, policies)
+        return cls(relays, policies, boxes)
+
+    def bento_boxes(self) -> list[dict[str, Any]]:
+        """Running relays that advertise a Bento box, as ``bento.client.BoxInfo`` fields."""
+        found = []
+        for fingerprint, onion in self.boxes.items():
+            relay = self.relays.get(fingerprint)
+            if relay is not None and "Running" in relay.flags:
+                found.append(
+                    {
+                        "nickname": relay.nickname,
+                        "fingerprint": relay.fingerprint,
+                        "flags": list(relay.flags),
+                        "onion": onion,
+                        "address": f"{relay.address}:{relay.or_port}",
+                    }
+                )
+        return sorted(found, key=lambda b: b["nickname"])
 
     def get(self, name: str) -> Relay:
         """The relay with this fingerprint (``$`` optional); BentoError if there is none."""

@@ -8,6 +8,7 @@ for exactly this code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -131,7 +132,24 @@ async def browse(
 ) -> Page:
     """Fetch ``url`` through Browser on ``box`` into the directory ``out`` (created; must be empty)."""
     options = options or Options()
-    _prepare(out)
+    created = _prepare(out)
+    try:
+        return await _browse(box, keyring, url, out, options, on_page, progress)
+    except BaseException:
+        if created:
+            _discard_if_empty(out)  # a failure leaves nothing behind
+        raise
+
+
+async def _browse(
+    box: Box,
+    keyring: Keyring,
+    url: str,
+    out: Path,
+    options: Options,
+    on_page: Callable[[Path], Awaitable[None]] | None,
+    progress: Progress | None,
+) -> Page:
     started = time.monotonic()
     function, deployed = await deployment(box, keyring)
     arguments = [url, options.pad, options.scheme, options.user_agent, options.cookies, options.limits]
@@ -152,13 +170,22 @@ async def browse(
     return page
 
 
-def _prepare(out: Path) -> None:
+def _discard_if_empty(out: Path) -> None:
+    with contextlib.suppress(OSError):
+        if not any(out.iterdir()):
+            out.rmdir()
+
+
+def _prepare(out: Path) -> bool:
+    """Make sure ``out`` is an empty directory; True if it was created here."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BentoError(f"{out} exists and is not an empty directory", fix="name a new directory with --out")
+    existed = out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BentoError(f"cannot create {out}: {exc.strerror}") from None
+    return not existed
 
 
 async def _receive(

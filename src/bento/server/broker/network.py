@@ -9,8 +9,10 @@ between a check and a connection (DNS rebinding) gains nothing.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
+import functools
 import ipaddress
 import socket
 from typing import Annotated, Literal
@@ -44,11 +46,18 @@ class Listen(Request):
     port: int = Field(default=0, ge=0, le=65535, description="0: any free port")
 
 
+# getaddrinfo blocks, and a slow name holds its thread past our timeout: names resolve in
+# a pool of their own, so functions that look up slow names never starve the default pool
+# (uploads, clean-up) that every other session needs.
+_RESOLVING = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="bento-resolve")
+
+
 async def system_resolver(host: str) -> list[str]:
-    """The host's resolver (getaddrinfo, in asyncio's thread pool), bounded in time."""
+    """The host's resolver (getaddrinfo, in a thread pool of its own), bounded in time."""
+    lookup = functools.partial(socket.getaddrinfo, host, None, type=socket.SOCK_STREAM)
     try:
         async with asyncio.timeout(RESOLVE_TIMEOUT):
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            infos = await asyncio.get_running_loop().run_in_executor(_RESOLVING, lookup)
     except TimeoutError:
         raise TimeoutError(errno.ETIMEDOUT, f"resolving {host} took over {RESOLVE_TIMEOUT:.0f} s") from None
     return [str(info[4][0]) for info in infos]

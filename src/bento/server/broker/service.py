@@ -24,6 +24,7 @@ from bento.server.broker.table import OPERATIONS
 
 log = logging.getLogger("bento.broker")
 MAX_REQUEST = 4096
+MAX_REPLY = 65536  # what the runtime reads (bento.runtime.net.MAX_REPLY): one message, never cut
 _INTERNAL = b'{"ok": false, "code": "internal", "denied": false, "error": "internal error"}'
 
 
@@ -82,6 +83,8 @@ class Broker:
             return self._refuse("denied", str(exc)), None
         except Malformed as exc:
             return self._refuse("malformed", f"malformed broker request: {exc}"), None
+        except (ValueError, KeyError, TypeError) as exc:  # a handler's own checks of its fields
+            return self._refuse("malformed", f"malformed broker request: {type(exc).__name__}: {exc}"), None
         except OSError as exc:
             # The errno lets the function's runtime raise the exception class a direct call would.
             failed = {
@@ -97,10 +100,12 @@ class Broker:
             return _INTERNAL, None
         try:
             reply = _encode({"ok": True, **result.fields})
+            if len(reply) > MAX_REPLY:
+                raise ValueError(f"a reply of {len(reply)} bytes")
         except (TypeError, ValueError):
             if result.sock is not None:
                 result.sock.close()
-            log.exception("broker reply not serialisable")
+            log.exception("broker reply not serialisable, or over %d bytes", MAX_REPLY)
             return _INTERNAL, None
         self.context.granted += 1
         return reply, result.sock

@@ -21,6 +21,7 @@ class TorRequest(Request):
     model_config = ConfigDict(extra="allow", frozen=True)  # fields checked by InstanceTor.handle
 
     op: Literal[
+        "tor.boxes",
         "tor.relays",
         "tor.exit_allows",
         "tor.circuit",

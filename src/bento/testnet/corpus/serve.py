@@ -3,8 +3,8 @@
 Every host name of the corpus has an address of its own in 127.0.0.0/8; the server
 listens on all of them, on one port picked at start-up (so that no privilege is needed
 and several testnets can serve side by side), and answers by the request's Host header.
-Run as ``python -m bento.testnet.corpus.serve SEED SITES READY_FILE``: the port is written
-to READY_FILE once every address listens.
+Run as ``python -m bento.testnet.corpus.serve SEED SITES READY_FILE [DELAY_MS]``: the port
+is written to READY_FILE once every address listens.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from bento.testnet.corpus.content import CONTENT_TYPES, render
 from bento.testnet.corpus.model import Corpus
+from bento.testnet.latency import Link, serve_link
 
 
 def app(corpus: Corpus, port: int) -> Starlette:
@@ -69,10 +70,20 @@ def bind_all(addresses: list[str], attempts: int = 20) -> tuple[int, list[socket
     raise OSError(errno.EADDRINUSE, f"no port free on all {len(addresses)} corpus addresses")
 
 
-async def run(corpus: Corpus, ready: Path) -> None:
-    port, sockets = bind_all(sorted(set(corpus.addresses.values())))
+async def run(corpus: Corpus, ready: Path, delay_ms: float = 0.0) -> None:
+    addresses = sorted(set(corpus.addresses.values()))
+    port, sockets = bind_all(addresses)
+    links: list[asyncio.Server] = []
+    public = port
+    if delay_ms > 0:
+        # Wide-area latency to the server (see bento.testnet.latency): clients reach a
+        # delaying link on every address, which carries their bytes to the server.
+        public, link_sockets = bind_all(addresses)
+        for address, sock in zip(addresses, link_sockets, strict=True):
+            link = Link((address, public), (address, port), delay_ms / 1000)
+            links.append(await serve_link(link, sock))
     server = uvicorn.Server(
-        uvicorn.Config(app(corpus, port), log_level="warning", access_log=False, lifespan="off")
+        uvicorn.Config(app(corpus, public), log_level="warning", access_log=False, lifespan="off")
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,7 +96,7 @@ async def run(corpus: Corpus, ready: Path) -> None:
                 return
             await asyncio.sleep(0.05)
         tmp = ready.with_suffix(".tmp")
-        tmp.write_text(str(port))
+        tmp.write_text(str(public))
         tmp.replace(ready)
         await serving
     finally:
@@ -94,11 +105,14 @@ async def run(corpus: Corpus, ready: Path) -> None:
             await serving
         for sock in sockets:
             sock.close()
+        for link_server in links:
+            link_server.close()
 
 
 def main(argv: list[str]) -> int:
     seed, sites, ready = int(argv[0]), int(argv[1]), Path(argv[2])
-    asyncio.run(run(Corpus(seed=seed, sites=sites), ready))
+    delay_ms = float(argv[3]) if len(argv) > 3 else 0.0
+    asyncio.run(run(Corpus(seed=seed, sites=sites), ready, delay_ms))
     return 0
 
 

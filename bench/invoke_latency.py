@@ -1,0 +1,181 @@
+"""Invoking a deployed function over Tor, before and after the one-round-trip invoke.
+
+Starts one testnet with a Bento box and measures, on that one network, a client tree of
+``--before`` (exported from git to a temporary directory) against this tree:
+
+1. invoke -> first output byte with the client library: before, POST /sessions and then
+   attach (a new Tor stream for the WebSocket); after, ``Box.start`` (the invocation rides
+   the WebSocket upgrade, and output follows the answer). Warm: one Box for every run;
+   new: a new Box (a new connection, the rendezvous circuit already up) per run, as each
+   ``bento`` command has. A descriptor fetch on a warm connection gives one round trip
+   over the circuit, for scale.
+2. a whole ``bento invoke hello main '"bench"'`` as a user times it: a new process,
+   start to exit (the circuit to the box already up, as after a deploy).
+
+    python bench/invoke_latency.py [--runs 10] [--before 0a0397b]
+
+Takes about 3 minutes on 2 cores (the testnet start included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bento.testnet import Testnet, TestnetConfig
+from record import record, summary
+
+ROOT = Path(__file__).resolve().parent.parent
+HELLO = 'from bento.runtime import api\n\ndef main(name):\n    api.send(f"hello {name}\\n")\n    return 1\n'
+
+
+OLD_FIELDS = (
+    "function_id",
+    "name",
+    "onion",
+    "relay_fingerprint",
+    "relay_nickname",
+    "invocation_token",
+    "shutdown_token",
+    "boot_id",
+    "entry_points",
+    "deployed_at",
+)
+
+
+def export(commit: str, into: Path) -> Path:
+    archive = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
+
+
+def bento(src: Path, env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bento", *args],
+        env={**env, "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and done.returncode != 0:
+        raise SystemExit(f"bento {' '.join(args)} failed:\n{done.stderr}")
+    return done
+
+
+def probe(src: Path, keyring: Path, socks: str, mode: str, runs: int, env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "invoke_probe.py"),
+            str(keyring),
+            "hello",
+            socks,
+            mode,
+            str(runs),
+        ],
+        env={**env, "PYTHONPATH": f"{src}{os.pathsep}{ROOT / 'bench'}"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the {mode} probe failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def cli_runs(src: Path, env: dict[str, str], runs: int, check: bool) -> list[float]:
+    """``check=False`` for an older CLI: it rejects the newer box's end event (more usage
+    fields) after the output, so it exits 1, having done all its network work."""
+    bento(src, env, "invoke", "hello", "main", '"bench"', check=check)  # warm-up: the circuit is up
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = bento(src, env, "invoke", "hello", "main", '"bench"', check=check)
+        times.append(time.perf_counter() - started)
+        assert done.stdout == "hello bench\n", done.stdout
+    return times
+
+
+def ms(samples: list[float]) -> list[float]:
+    return [s * 1000 for s in samples]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--before", default="0a0397b", help="the commit whose client is 'before'")
+    args = parser.parse_args()
+    command = f"python bench/invoke_latency.py --runs {args.runs} --before {args.before}"
+    now = Path(__file__).resolve().parent.parent / "src"
+    with tempfile.TemporaryDirectory() as tmp:
+        before = export(args.before, Path(tmp))
+        source = Path(tmp) / "hello.py"
+        source.write_text(HELLO)
+        config = TestnetConfig(directory=Path(tmp) / "net", bento_boxes=1, owner_pid=os.getpid())
+        with Testnet.start(config) as net:
+            results: dict[str, dict[str, Any]] = {}
+            # Deployed once, by this tree (an older client may not parse a newer box's
+            # descriptor); the older client gets the same function in its keyring format.
+            after = Path(tmp) / "after.json"
+            env = {**os.environ, **net.environment(), "BENTO_KEYRING": str(after)}
+            bento(now, env, "deploy", str(source), "--box", "exit0", "--json")
+            functions = json.loads(after.read_text())["functions"]
+            old = {k: {f: v[f] for f in OLD_FIELDS} for k, v in functions.items()}
+            (Path(tmp) / "before.json").write_text(json.dumps({"functions": old, "sessions": {}}))
+            for name, src in (("before", before), ("after", now)):
+                keyring = Path(tmp) / f"{name}.json"
+                env = {**os.environ, **net.environment(), "BENTO_KEYRING": str(keyring)}
+                mode = "post" if name == "before" else "ws"
+                results[name] = probe(now, after, net.socks_address, mode, args.runs, env)
+                results[name]["cli"] = cli_runs(src, env, args.runs, check=name == "after")
+    rtt = statistics.median(results["before"]["descriptor"] + results["after"]["descriptor"])
+    lines = [
+        "One testnet, one Bento box (exit0); the rendezvous circuit is up in every run. Library:",
+        "before = POST /sessions, then attach on a new connection (the wire pattern of the client",
+        f"at {args.before}, whose WebSocket library opened a Tor stream of its own), after =",
+        "`Box.start` (the invocation in the WebSocket upgrade); both with this tree's client, as",
+        f"the client at {args.before} cannot parse this box's newer events. CLI: before = the",
+        f"`bento` of {args.before} (it exits 1 after the output, on the newer end event; its",
+        "network work is all done by then), after = this tree's.",
+        "",
+        f"One HTTP round trip over the circuit (descriptor fetch, warm): median {rtt * 1000:.2f} ms.",
+        "",
+        "Invoke -> first output byte, client library, warm connection:",
+        "",
+    ]
+    for name in ("before", "after"):
+        warm = results[name]["warm"]
+        lines.append(f"- {name}: {summary(ms(warm), 'ms')}; {statistics.median(warm) / rtt:.1f} round trips")
+    lines += [
+        "",
+        "Invoke -> first output byte, a new connection per invocation (as each `bento` command):",
+        "",
+    ]
+    for name in ("before", "after"):
+        new = results[name]["new"]
+        lines.append(f"- {name}: {summary(ms(new), 'ms')}; {statistics.median(new) / rtt:.1f} round trips")
+    lines += ["", "A whole `bento invoke hello main '\"bench\"'`, start of the process to its exit:", ""]
+    for name in ("before", "after"):
+        lines.append(f"- {name}: {summary(results[name]['cli'], 's')}")
+    load = os.getloadavg()[1]
+    lines += [
+        "",
+        f"Load average over the run's last 5 minutes: {load:.1f} on {os.cpu_count()} cores; the CLI",
+        "figures (a new Python process each) are dominated by it; the round trips are not.",
+    ]
+    record("Invoke latency", command, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The command line that starts one sandbox, rendered from its spec.
+
+A chain of small, well-known tools, each doing one thing:
+
+    sh -c 'join the instance cgroups; exec "$@"'     (only where cgroups are ours)
+    prlimit --as --data --cpu --nofile --fsize --core=0
+    setpriv --reuid=UID --regid=GID --clear-groups    (only when the server runs as root)
+    bwrap --unshare-all --disable-userns --die-with-parent --seccomp FD ...
+    /usr/bin/python3 -I -S -c '<runtime bootstrap>' CHANNEL_FD BROKER_FD
+
+RLIMIT_NPROC is not set out here: the runtime sets it inside the instance's own user
+namespace, where it counts only the instance's processes (see bento.sandbox.spec).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bento.sandbox.spec import Mount, Spec
+
+SANDBOX_GID = 199_999  # group of every instance: may read function code, nothing else of ours
+INNER_ID = 65534  # the uid and gid an instance sees for itself
+PYTHON = "/usr/bin/python3"
+BOOTSTRAP = "import sys; sys.path[:0] = ['/opt/bento']; from bento.runtime.__main__ import main; main()"
+
+_PRLIMIT = {
+    "RLIMIT_AS": "--as",
+    "RLIMIT_DATA": "--data",
+    "RLIMIT_NOFILE": "--nofile",
+    "RLIMIT_FSIZE": "--fsize",
+    "RLIMIT_CORE": "--core",
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one sandbox goes on this host: its files, its uid, its cgroup, its descriptors."""
+
+    code_dir: Path
+    runtime_dir: Path
+    uid: int | None  # a uid of its own (the server runs as root), else None
+    cgroup_procs: tuple[str, ...]  # the cgroup.procs files it joins
+    channel_fd: int
+    broker_fd: int
+    filter_fd: int
+
+
+def argv(spec: Spec, where: Placement) -> list[str]:
+    line: list[str] = []
+    if where.cgroup_procs:
+        join = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+        line += ["/bin/sh", "-c", join, "sh", *where.cgroup_procs, "--"]
+    limits = spec.outer_rlimits()
+    line += ["prlimit", *(f"{flag}={limits[name]}" for name, flag in _PRLIMIT.items())]
+    line += [f"--cpu={limits['RLIMIT_CPU']}:{limits['RLIMIT_CPU'] + 1}", "--"]  # SIGXCPU, then SIGKILL
+    if where.uid is not None:
+        line += ["setpriv", f"--reuid={where.uid}", f"--regid={SANDBOX_GID}", "--clear-groups"]
+        line += ["--inh-caps=-all", "--"]
+    line += ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"]
+    line += ["--new-session", "--uid", str(INNER_ID), "--gid", str(INNER_ID), "--hostname", "bento"]
+    line += _root()
+    line += ["--proc", "/proc", "--dev", "/dev"]
+    line += _mount(Mount("tmpfs", "/tmp", size_bytes=spec.shape.scratch_bytes))  # noqa: S108
+    line += ["--ro-bind", str(where.code_dir), "/function", "--ro-bind", str(where.runtime_dir), "/opt/bento"]
+    for mount in spec.shape.mounts:
+        line += _mount(mount)
+    line += ["--remount-ro", "/", "--chdir", "/function", "--clearenv"]
+    # HOME is its own RAM-only scratch, inside the sandbox.
+    environment = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}  # noqa: S108
+    for name, value in environment.items():
+        line += ["--setenv", name, value]
+    line += ["--seccomp", str(where.filter_fd)]
+    line += [PYTHON, "-I", "-S", "-c", BOOTSTRAP, str(where.channel_fd), str(where.broker_fd)]
+    return line
+
+
+def _root() -> list[str]:
+    """A read-only root of /usr, the /bin and /lib links (or directories), and the CA certificates."""
+    line = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "lib", "lib64", "sbin"):
+        path = Path("/") / name
+        if path.is_symlink():
+            line += ["--symlink", os.readlink(path), f"/{name}"]
+        elif path.is_dir():
+            line += ["--ro-bind", str(path), f"/{name}"]
+    if Path("/etc/ssl/certs").is_dir():
+        line += ["--ro-bind", "/etc/ssl/certs", "/etc/ssl/certs"]
+    return line
+
+
+def _mount(mount: Mount) -> list[str]:
+    if mount.kind == "tmpfs":
+        return ["--size", str(mount.size_bytes), "--perms", "1777", "--tmpfs", mount.dest]
+    return [f"--{mount.kind}", mount.source, mount.dest]

@@ -1,0 +1,292 @@
+"""What a server knows about confining instances on this host, and how it starts them.
+
+The same limits hold whether the server runs as root or as a dedicated user: rlimits
+(RLIMIT_NPROC counted in each instance's own user namespace), the tmpfs size, seccomp
+and, where the host gives us cgroups (root, or a delegated v2 cgroup), cgroup limits;
+without cgroups, a watchdog kills an instance whose resident memory is over its limit.
+What this host cannot enforce at all (a CPU quota without cgroups) makes the server
+refuse to start, unless the operator accepts it by name (``accept_unenforced``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Collection
+from pathlib import Path
+
+from bento.protocol.policy import Needs, NodePolicy, SyscallProfile
+from bento.sandbox import cgroups, command, seccomp, uids, watch
+from bento.sandbox.instance import Instance, ready
+from bento.sandbox.pool import Pool
+from bento.sandbox.spec import MB, Host, Shape, Spec, enforcement, unenforced
+
+_HOSTS = itertools.count()  # sandbox hosts of this process (tests and benchmarks make several)
+
+
+class SandboxUnavailable(Exception):
+    """This host cannot confine instances (no bubblewrap, no user namespaces, ...)."""
+
+
+class SandboxHost:
+    def __init__(
+        self, policy: NodePolicy, state_dir: Path, *, accept_unenforced: Collection[str] = ()
+    ) -> None:
+        """``state_dir`` stays private; what instances may read lives in :attr:`root`."""
+        for tool in ("bwrap", "prlimit"):
+            if shutil.which(tool) is None:
+                raise SandboxUnavailable(
+                    f"`{tool}` is not installed (Debian: apt-get install bubblewrap util-linux)"
+                )
+        if not Path(command.PYTHON).exists():
+            raise SandboxUnavailable(f"{command.PYTHON} is not installed (Debian: apt-get install python3)")
+        self.policy = policy
+        self.privileged = os.geteuid() == 0
+        self.group = cgroups.bento_group(f"bento-{os.getpid()}-{next(_HOSTS)}")
+        self.host = Host(
+            privileged=self.privileged,
+            cgroup=f"cgroup v{self.group.version}" if self.group else "",
+            cgroup_cpu=self.group is not None and ("cpu" in self.group.dirs or self.group.version == 2),
+            userns_nproc=watch.userns_nproc(),
+        )
+        missing = [name for name in unenforced(self.host) if name not in accept_unenforced]
+        if missing:
+            if self.group is not None:
+                self.group.remove()
+            raise SandboxUnavailable(
+                f"this host cannot enforce: {', '.join(missing)} (no writable cgroup: run as root, or give "
+                f"this user a delegated cgroup v2); to run anyway, set accept_unenforced = {missing!r} "
+                "in the server config, and the descriptor will say so"
+            )
+        if self.group is not None:
+            # Bento as a whole: the operator's totals, so instances can never starve the relay.
+            self.group.limit(
+                memory_bytes=policy.total_memory_mb * MB,
+                pids=policy.instances_total * policy.instance.processes,
+                cpus=policy.total_cpu_share,
+            )
+        self.root = _work_dir(state_dir)
+        self.runtime_dir = self.root / "runtime"
+        try:
+            self._claim = uids.claim() if self.privileged else None
+        except (uids.NoFreeBlock, OSError) as exc:
+            raise SandboxUnavailable(str(exc)) from None
+        self._free_slots = list(range(min(policy.instances_total, uids.UID_BLOCK)))
+        self._spawned = itertools.count()
+        self._live: dict[int, Instance] = {}  # by pid: every instance not yet waited for
+        watch.become_subreaper()
+        self._profiles = frozenset(policy.syscall_profiles)
+        self._policy_filter = seccomp.compile_filter(self._profiles, allow_exec=True)
+        self.pool = Pool(self._start_pooled, Spec.of(Needs()).shape)
+        self.python_version = subprocess.run(
+            [command.PYTHON, "-I", "-S", "-c", "import platform; print(platform.python_version())"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        self._install_runtime()
+        self.share(self.root)
+
+    def enforced(self) -> dict[str, str]:
+        """Which limits this host enforces, and how: published in the descriptor."""
+        return enforcement(self.host)
+
+    def _install_runtime(self) -> None:
+        """Copy the runtime (standard library only) where sandboxes can read it."""
+        import bento
+
+        package = Path(bento.__file__).parent
+        target = self.runtime_dir / "bento"
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        (target / "protocol").mkdir(parents=True)
+        (target / "runtime").mkdir()
+        (target / "__init__.py").write_text("")
+        (target / "protocol" / "__init__.py").write_text("")
+        shutil.copy(package / "protocol" / "frames.py", target / "protocol")
+        for source in (package / "runtime").glob("*.py"):
+            shutil.copy(source, target / "runtime")
+        self.share(self.runtime_dir)
+
+    def share(self, root: Path) -> None:
+        """Make ``root`` readable by instances (and, when we are root, by nobody else)."""
+        for path in [root, *root.rglob("*")]:
+            if self.privileged:
+                os.chown(path, 0, command.SANDBOX_GID)
+                path.chmod(0o750 if path.is_dir() else 0o640)
+            else:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+
+    # --- instances: cold, or from the pool ---------------------------------------------
+
+    async def acquire(self, code_dir: Path, needs: Needs) -> Instance:
+        """An instance for ``code_dir`` confined by ``needs``: a pooled one of the same shape
+        if one waits (its code copied in, its cgroup lowered here, its rlimits and seccomp
+        filter lowered by itself from the START frame), else a new one."""
+        spec = Spec.of(needs)
+        instance = self.pool.take(spec.shape)
+        if instance is not None and instance.slot_dir is not None:
+            try:  # copying code may take a while: off the event loop
+                await asyncio.to_thread(self._fill, code_dir, instance.slot_dir)
+            except BaseException:
+                instance.kill()  # taken from the pool, never handed out: nobody else would
+                raise
+            if instance.group is not None:
+                instance.group.limit(memory_bytes=spec.memory_bytes, pids=spec.cgroup_pids())
+            instance.spec = spec
+        else:
+            instance = await self.spawn(code_dir, spec)
+        instance.confinement = spec.start_frame(_encoded_filter(spec.syscalls & self._profiles))
+        return instance
+
+    def _fill(self, code_dir: Path, slot_dir: Path) -> None:
+        shutil.copytree(code_dir, slot_dir, dirs_exist_ok=True)
+        self.share(slot_dir)
+
+    async def _start_pooled(self, shape: Shape) -> Instance | None:
+        slot_dir = self.root / "pool" / os.urandom(8).hex()
+        slot_dir.mkdir(parents=True)
+        self.share(slot_dir.parent)
+        instance = await self.spawn(slot_dir, Spec.maxima(self.policy.instance, self._profiles, shape))
+        instance.slot_dir = slot_dir
+        try:
+            if await ready(instance):
+                return instance
+        except BaseException:  # cancelled while it started: it must not outlive the pool
+            instance.kill()
+            raise
+        instance.kill()
+        return None
+
+    async def keep_pool(self, size: int) -> None:
+        """Keep ``size`` sandboxes started and waiting. Owned by the server; cancel to stop."""
+        await self.pool.keep(size, lambda: len(self._free_slots))
+
+    async def watch_forever(self, interval: float = 0.1) -> None:
+        """Kill instances over their memory (with all their processes, also where a cgroup
+        caps it, as the kernel kills only one), note what they use where no cgroup counts
+        it, and reap what killed sandboxes leave behind. Owned by the server; cancel to stop.
+
+        Killing a sandbox kills bubblewrap; its inner process dies with it (die-with-parent)
+        but is orphaned first. As a child subreaper we inherit such orphans and must reap
+        them, or they linger as zombies.
+        """
+        for tick in itertools.count():
+            await asyncio.sleep(interval)
+            for instance in list(self._live.values()):  # procfs and cgroupfs reads: never block
+                if instance.group is not None:
+                    # The kernel killed one of its processes; the instance goes with it.
+                    if instance.group.oom_killed():
+                        instance.kill_for_memory()
+                    continue
+                now = watch.sample(instance.pid)
+                instance.peak_resident = max(instance.peak_resident, now.highest)
+                instance.cpu_seen = max(instance.cpu_seen, now.cpu_seconds)
+                if now.anonymous > instance.spec.memory_bytes:
+                    instance.kill_for_memory()
+            if tick % 10 == 0:
+                watch.reap_orphans(set(self._live))
+
+    async def spawn(self, code_dir: Path, spec: Spec) -> Instance:
+        """A new sandbox with ``code_dir`` at /function, confined by ``spec``."""
+        if not self._free_slots:
+            raise SandboxUnavailable("every instance slot is in use")
+        slot = self._free_slots.pop(0)
+        ours, theirs = socket.socketpair()
+        # The broker keeps message boundaries: one request, one message (bento.server.broker).
+        broker_ours, broker_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        group = None
+        try:
+            if self.group is not None:
+                # Named afresh: a killed instance's group can outlive it while its processes die.
+                group = self.group.child(f"i{next(self._spawned)}")
+                group.limit(memory_bytes=spec.memory_bytes, pids=spec.cgroup_pids())
+            filter_fd = seccomp.memfd(self._policy_filter)
+            try:
+                where = command.Placement(
+                    code_dir=code_dir,
+                    runtime_dir=self.runtime_dir,
+                    uid=self._claim.base + slot if self._claim else None,
+                    cgroup_procs=tuple(group.procs_files()) if group else (),
+                    channel_fd=theirs.fileno(),
+                    broker_fd=broker_theirs.fileno(),
+                    filter_fd=filter_fd,
+                )
+                # Popen only forks and execs (it returns once exec succeeded); the wait is ours.
+                process = subprocess.Popen(  # noqa: ASYNC220
+                    command.argv(spec, where),
+                    pass_fds=(where.channel_fd, where.broker_fd, filter_fd),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
+            finally:
+                os.close(filter_fd)
+                theirs.close()
+                broker_theirs.close()
+        except BaseException:
+            ours.close()
+            broker_ours.close()
+            self._release(slot, group)
+            raise
+        instance = Instance(
+            process, spec, group, lambda: self._release(slot, group, process.pid), ours, broker_ours
+        )
+        self._live[process.pid] = instance
+        return instance
+
+    def _release(self, slot: int, group: cgroups.Group | None, pid: int | None = None) -> None:
+        if group is not None:
+            group.remove()
+        self._free_slots.append(slot)  # to the back: the slot used longest ago is reused first
+        self._live.pop(pid or 0, None)
+
+    def close(self) -> None:
+        # Killed sandboxes leave orphans that die a moment later: reap them before we go,
+        # or they outlive us as zombies of whatever reaps (or does not) after us.
+        deadline = time.monotonic() + 2.0
+        while watch.reap_orphans(set(self._live)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        watch.reap_orphans(set(self._live))
+        if self.group is not None:
+            self.group.remove()
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self._claim is not None:
+            self._claim.release()
+
+
+@functools.lru_cache(maxsize=16)
+def _encoded_filter(profiles: frozenset[SyscallProfile]) -> str:
+    """Compiled once per set of profiles: libseccomp takes milliseconds per filter."""
+    program = seccomp.compile_filter(profiles, allow_exec=SyscallProfile.PROCESSES in profiles)
+    return base64.b64encode(program).decode()
+
+
+def work_dir_of(state_dir: Path) -> Path:
+    """Where instances' code and the runtime live: outside the private state directory.
+
+    Under the temporary directory (RAM on most hosts), named after the state directory
+    so that a restarted server finds and clears what its predecessor left.
+    """
+    name = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"bento-{name}"
+
+
+def _work_dir(state_dir: Path) -> Path:
+    root = work_dir_of(state_dir)
+    if root.exists():
+        if root.is_symlink() or root.stat().st_uid != os.geteuid():
+            raise SandboxUnavailable(f"{root} exists and is not ours; remove it")
+        shutil.rmtree(root)
+    root.mkdir(mode=0o700)
+    return root

@@ -1,0 +1,111 @@
+"""The sandbox as data: the spec, how each of its fields is enforced, and uid-block claims."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bento.protocol.policy import Needs, NodePolicy, SyscallProfile
+from bento.sandbox import cgroups, command, uids
+from bento.sandbox.host import SandboxHost, SandboxUnavailable
+from bento.sandbox.spec import MB, MECHANISMS, Host, Mount, Shape, Spec, enforcement, spec_fields, unenforced
+
+ROOT_V1 = Host(privileged=True, cgroup="cgroup v1", cgroup_cpu=True, userns_nproc=True)
+USER_NO_CGROUP = Host(privileged=False, cgroup="", cgroup_cpu=False, userns_nproc=True)
+
+
+def test_every_field_of_the_spec_says_how_it_is_enforced() -> None:
+    covered = {field for field, _ in MECHANISMS.values() if field}
+    assert covered == spec_fields(), "a spec field without a row in MECHANISMS"
+
+
+def test_the_spec_is_the_needs() -> None:
+    needs = Needs(memory_mb=64, cpu_seconds=7, processes=5, open_files=40, scratch_mb=9)
+    spec = Spec.of(needs)
+    limits = spec.rlimits()
+    assert limits["RLIMIT_NPROC"] == 6  # and bubblewrap's init, in the instance's user namespace
+    assert limits["RLIMIT_NOFILE"] == 40 and limits["RLIMIT_CPU"] == 7 and limits["RLIMIT_CORE"] == 0
+    assert limits["RLIMIT_FSIZE"] == spec.shape.scratch_bytes == 9 * MB
+    assert 64 * MB < limits["RLIMIT_DATA"] < 80 * MB
+    assert "RLIMIT_NPROC" not in spec.outer_rlimits(), "out there it would count every process of the uid"
+    assert spec.syscalls == {SyscallProfile.COMPUTE}
+    frozen = spec.start_frame("AAAA")
+    assert frozen["rlimits"] == limits and frozen["seccomp"] == "AAAA"
+
+
+def test_a_pooled_sandbox_fits_only_specs_of_its_shape() -> None:
+    policy = NodePolicy()
+    small, big = Spec.of(Needs(scratch_mb=4)), Spec.of(Needs(scratch_mb=8))
+    pooled = Spec.maxima(policy.instance, frozenset(policy.syscall_profiles), small.shape)
+    assert pooled.shape == small.shape != big.shape
+    assert pooled.memory_bytes == policy.instance.memory_mb * MB
+
+
+def test_the_command_line_is_rendered_from_the_spec() -> None:
+    spec = Spec.of(Needs(scratch_mb=5))
+    spec = Spec(**{**spec.__dict__, "shape": Shape(5 * MB, (Mount("ro-bind", "/data", source="/srv/x"),))})
+    where = command.Placement(Path("/code"), Path("/rt"), None, (), 3, 4, 5)
+    line = command.argv(spec, where)
+    assert line[line.index("--tmpfs") - 4 : line.index("--tmpfs") + 2] == [
+        "--size", str(5 * MB), "--perms", "1777", "--tmpfs", "/tmp",
+    ]  # fmt: skip
+    assert line[line.index("/srv/x") - 1 : line.index("/srv/x") + 2] == ["--ro-bind", "/srv/x", "/data"]
+    assert f"--fsize={5 * MB}" in line and not any(arg.startswith("--nproc") for arg in line)
+    assert "setpriv" not in line, "no uid of its own when the server is not root"
+
+
+def test_the_descriptor_says_how_each_limit_holds() -> None:
+    as_root = enforcement(ROOT_V1)
+    assert as_root["processes"] == "RLIMIT_NPROC per user namespace; cgroup v1 pids limit"
+    assert as_root["memory"].startswith("cgroup v1 memory limit")
+    as_user = enforcement(USER_NO_CGROUP)
+    assert as_user["processes"] == "RLIMIT_NPROC per user namespace"
+    assert "kills the instance" in as_user["memory"]
+    assert unenforced(ROOT_V1) == []
+    assert unenforced(USER_NO_CGROUP) == ["cpu_share"]
+    old_kernel = Host(privileged=False, cgroup="", cgroup_cpu=False, userns_nproc=False)
+    assert unenforced(old_kernel) == ["processes", "cpu_share"]
+
+
+def test_a_host_that_cannot_enforce_a_limit_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cgroups, "bento_group", lambda name: None)
+    with pytest.raises(SandboxUnavailable, match=r"cannot enforce: cpu_share .*accept_unenforced"):
+        SandboxHost(NodePolicy(), tmp_path / "state")
+    try:
+        host = SandboxHost(NodePolicy(), tmp_path / "state", accept_unenforced=["cpu_share"])
+    except SandboxUnavailable as exc:
+        pytest.skip(f"this host cannot sandbox instances: {exc}")
+    assert host.enforced()["cpu_share"] == "not enforced"
+    host.close()
+
+
+def test_uid_blocks_are_exclusive_and_a_dead_servers_block_is_taken_over(tmp_path: Path) -> None:
+    first = uids.claim(tmp_path)
+    second = uids.claim(tmp_path)
+    assert second.base == first.base + uids.UID_BLOCK
+    # A server killed with SIGKILL: its claim file stays, its lock goes with it.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from bento.sandbox import uids; "
+         "uids.claim(Path(sys.argv[1])); print(flush=True); sys.stdin.read()", str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ},
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline() == b"\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1", "2"]
+    assert uids.clean_stale(tmp_path) == 0, "a live server's claim is never removed"
+    holder.kill()
+    holder.wait()
+    assert (tmp_path / "2").exists()
+    assert uids.clean_stale(tmp_path) == 1  # as `bento testnet down` does
+    assert not (tmp_path / "2").exists()
+    first.release()
+    third = uids.claim(tmp_path)  # the lowest free block again
+    assert third.base == first.base
+    second.release()
+    third.release()
+    assert list(tmp_path.iterdir()) == []
