@@ -2,9 +2,9 @@
 
 The capture itself is Debian's ``dumpcap`` (:mod:`bento.eval.sniff`), with a capture
 filter on the ports of the victim's connection to its guard (:mod:`bento.eval.victim`), so
-that only that link is recorded. Here the TCP streams are put back in order (dpkt parses the packets) and the TLS
-record headers read off them: five bytes each, type, version and length, which TLS leaves
-in the clear. Only application-data records carry cells.
+that only that link is recorded. Here the TCP streams are put back in order (dpkt parses
+the packets) and the TLS record headers read off them: five bytes each, type, version and
+length, which TLS leaves in the clear. Only application-data records carry cells.
 
     >>> records = list(_records_in(bytes([23, 3, 3, 2, 19]) + bytes(531), 0.5))
     >>> records
