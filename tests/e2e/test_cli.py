@@ -105,7 +105,7 @@ def test_functions_replace_kill_and_a_gone_function(cli: CLI, tmp_path: Path) ->
     # A function on a box that is not there at all: unreachable, within the bound asked for.
     nowhere = address_of(Ed25519PrivateKey.generate())
     ring.add(Deployment("lost", "lost", nowhere, "A" * 40, "gone-relay", "t", "t", "b", ["main"], 0.0))
-    listed = json.loads(ok(cli("functions", "--json", "--timeout", "10")).stdout)
+    listed = json.loads(ok(cli("functions", "--json", "--timeout", "90")).stdout)
     assert {f["name"]: f["status"] for f in listed} == {"waiter": "up", "lost": "unreachable"}
     ok(cli("forget", "lost"))
     ok(cli("shutdown", "waiter"))

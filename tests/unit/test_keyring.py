@@ -199,3 +199,10 @@ def test_many_processes_at_once_lose_nothing(path: Path) -> None:
     assert set(ring.gone) == {f"f-{w}-{i}" for w in range(workers) for i in range(1, each, 2)}
     assert len(ring.sessions) == workers * each
     assert sorted(p.name for p in path.parent.iterdir()) == ["keyring.json", "keyring.json.lock"]
+
+
+def test_it_remembers_the_newest_sessions_only(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keyring, "SESSIONS_KEPT", 3)
+    ring = _filled(path)  # s1, s2, s3
+    ring.add_session("s4", "f2")
+    assert list(Keyring(path).sessions) == ["s2", "s3", "s4"]

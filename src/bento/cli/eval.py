@@ -15,6 +15,21 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
     wf = kinds.add_parser("wf", help="website fingerprinting on the client's link (Table 1)")
     steps = wf.add_subparsers(dest="wf_command", required=True, metavar="STEP")
 
+    collect = steps.add_parser(
+        "collect", help="capture traces on a running testnet; resumes where it stopped"
+    )
+    collect.add_argument("dataset", type=Path, help="the dataset directory (made if missing)")
+    collect.add_argument(
+        "--testnet", type=Path, default=None, help="its directory (default: bento testnet's)"
+    )
+    collect.add_argument("--sites", type=int, default=100, help="corpus sites to visit (default 100)")
+    collect.add_argument("--visits", type=int, default=20, help="visits per site (default 20)")
+    collect.add_argument(
+        "--conditions", nargs="+", default=["tor", "browser-0mb", "browser-1mb", "browser-7mb"]
+    )
+    collect.add_argument("--json", action="store_true", help="print the trace counts as JSON")
+    collect.set_defaults(handler=cmd_collect)
+
     attack = steps.add_parser("attack", help="train and test the attacks; resumes where it stopped")
     attack.add_argument("dataset", type=Path, help="the dataset directory (traces/ inside)")
     attack.add_argument("--conditions", nargs="+", default=None, help="default: every condition collected")
@@ -41,6 +56,36 @@ def _conditions(dataset: Path, chosen: list[str] | None) -> list[str]:
     if chosen:
         return chosen
     return sorted(p.name.removesuffix(".jsonl.gz") for p in (dataset / "traces").glob("*.jsonl.gz"))
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rich.progress import Progress
+
+    from bento.cli.output import errors
+    from bento.eval import collect
+    from bento.testnet import Testnet, default_directory
+
+    net = Testnet.attach(args.testnet or default_directory())
+    args.dataset.mkdir(parents=True, exist_ok=True)
+    total = args.sites * args.visits * len(args.conditions)
+    with Progress(console=errors, disable=args.json, transient=True) as bar:
+        task = bar.add_task("visits", total=total)
+
+        def say(message: str) -> None:
+            bar.update(task, description=message)
+            bar.advance(task)
+
+        counts = asyncio.run(
+            collect.collect(net, args.dataset, args.conditions, args.sites, args.visits, say=say)
+        )
+    if args.json:
+        emit_json(counts)
+    else:
+        for condition, count in counts.items():
+            console.print(f"{condition}: {count} traces in {args.dataset / 'traces'}")
+    return 0
 
 
 def cmd_attack(args: argparse.Namespace) -> int:

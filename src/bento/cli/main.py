@@ -40,7 +40,7 @@ COMMANDS: dict[str, Command] = {
         "dropbox", "deposit data at a box for later (put), and fetch it with its capability (get)"
     ),
     "browse": Command("browse", "fetch a whole page at an exit box with Browser, padded, and unpack it"),
-    "eval": Command("eval", "the website-fingerprinting evaluation: bento eval wf attack|report"),
+    "eval": Command("eval", "the website-fingerprinting evaluation: bento eval wf collect|attack|report"),
     "server": Command("server", "run a Bento box beside a Tor relay (foreground; stop with SIGTERM)"),
     "testnet": Command("testnet", "run a private Tor network on 127.0.0.1"),
     "demo": Command("demo", "a guided tour of Bento on a private Tor network"),

@@ -30,6 +30,7 @@ from bento.errors import BentoError
 
 LOCK_WAIT = 60.0  # seconds to wait for other bento processes' changes (each takes milliseconds)
 GONE_KEPT = 200  # functions remembered after they are shut down, so `attach` can say what happened
+SESSIONS_KEPT = 5000  # session ids remembered for `attach`; boxes retain ended sessions for minutes
 
 
 def default_path() -> Path:
@@ -157,6 +158,8 @@ class Keyring:
     def add_session(self, session_id: str, function_id: str) -> None:
         with self.update():
             self.sessions[session_id] = function_id
+            for old in list(self.sessions)[:-SESSIONS_KEPT]:  # the oldest first (insertion order)
+                del self.sessions[old]
 
     def record_token_keys(self, deployment: Deployment) -> None:
         """Keep the blinded-token key ids ``deployment`` has learnt (key consistency)."""

@@ -1,10 +1,10 @@
 """From a packet capture of the client's link to the TLS records an attacker counts cells in.
 
-The capture itself is tshark's (Debian's package), run with a capture filter on the
-client's own address, so that only the link between the client's tor and its guard is
-recorded. Here the TCP streams are put back in order (dpkt parses the packets) and the TLS
-record headers read off them: five bytes each, type, version and length, which TLS leaves
-in the clear. Only application-data records carry cells.
+The capture itself is Debian's ``dumpcap`` (:mod:`bento.eval.sniff`), with a capture
+filter on the ports of the victim's connection to its guard (:mod:`bento.eval.victim`), so
+that only that link is recorded. Here the TCP streams are put back in order (dpkt parses
+the packets) and the TLS record headers read off them: five bytes each, type, version and
+length, which TLS leaves in the clear. Only application-data records carry cells.
 
     >>> records = list(_records_in(bytes([23, 3, 3, 2, 19]) + bytes(531), 0.5))
     >>> records

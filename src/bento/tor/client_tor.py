@@ -40,7 +40,7 @@ BOOTSTRAP_TIMEOUT = 300.0
 _MIRRORED = ("DirAuthority", "AlternateDirAuthority", "TestingTorNetwork", "PathsNeededToBuildCircuits")
 
 _TORRC = """\
-# Written by the Bento server: the client-only tor of this box's functions.
+# Written by Bento: a client-only tor it owns.
 DataDirectory {data_dir}
 ClientOnly 1
 SocksPort 127.0.0.1:auto
@@ -49,6 +49,9 @@ ControlPortWriteToFile {data_dir}/control-port
 CookieAuthentication 1
 Log notice file {data_dir}/notice.log
 __OwningControllerProcess {owner}
+"""
+# What makes it the functions' tor (see the module's docstring).
+FUNCTION_OPTIONS = """\
 __LeaveStreamsUnattached 1
 __DisablePredictedCircuits 1
 UseMicrodescriptors 0
@@ -66,8 +69,10 @@ def relay_directory_lines(relay: stem.control.Controller) -> list[str]:
     return lines
 
 
-def render_torrc(data_dir: Path, owner: int, directory: list[str]) -> str:
-    return _TORRC.format(data_dir=data_dir, owner=owner) + "".join(f"{line}\n" for line in directory)
+def render_torrc(data_dir: Path, owner: int, directory: list[str], options: str = FUNCTION_OPTIONS) -> str:
+    return (
+        _TORRC.format(data_dir=data_dir, owner=owner) + options + "".join(f"{line}\n" for line in directory)
+    )
 
 
 @dataclass
@@ -81,14 +86,16 @@ class ClientTor:
     data_dir: Path
 
     @classmethod
-    async def start(cls, data_dir: Path, directory: list[str]) -> ClientTor:
+    async def start(cls, data_dir: Path, directory: list[str], options: str = FUNCTION_OPTIONS) -> ClientTor:
         """Start tor in ``data_dir`` and connect to it; it lives until :meth:`stop`.
+
+        ``options`` are torrc lines of its role: by default, a box's functions' tor.
 
         Returns once the control port answers (within START_TIMEOUT);
         :meth:`wait_bootstrapped` waits for the consensus. BentoError with tor's last
         log lines if it does not come up.
         """
-        torrc = await asyncio.to_thread(_prepare, data_dir, directory)
+        torrc = await asyncio.to_thread(_prepare, data_dir, directory, options)
         port_file = data_dir / "control-port"
         with (data_dir / "stdout.log").open("ab") as log:
             try:
@@ -159,12 +166,12 @@ class ClientTor:
             await self.process.wait()
 
 
-def _prepare(data_dir: Path, directory: list[str]) -> Path:
+def _prepare(data_dir: Path, directory: list[str], options: str) -> Path:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)  # tor refuses a DataDirectory others can read
     (data_dir / "control-port").unlink(missing_ok=True)
     torrc = data_dir / "torrc"
-    torrc.write_text(render_torrc(data_dir, os.getpid(), directory))
+    torrc.write_text(render_torrc(data_dir, os.getpid(), directory, options))
     return torrc
 
 
