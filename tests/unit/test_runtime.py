@@ -6,6 +6,7 @@ one inherited socket, the code directory as working directory, a bare environmen
 
 from __future__ import annotations
 
+import ctypes
 import json
 import socket
 import subprocess
@@ -17,6 +18,9 @@ from typing import Any
 import pytest
 
 from bento.protocol.frames import HEADER, MAX_PAYLOAD, Frame, decode_header, encode, encode_json
+from bento.protocol.policy import Needs
+from bento.sandbox.host import _encoded_filter
+from bento.sandbox.spec import Spec
 
 MODULE = """
 from bento.runtime import api
@@ -69,6 +73,25 @@ def wait_forever():
 """
 
 
+def _confinement() -> dict[str, Any]:
+    """What the server's START frame carries for a function with default needs: its spec's
+    rlimits (but RLIMIT_NPROC, which outside a user namespace would count every process of
+    this uid) and its real seccomp program."""
+    needs = Needs()
+    spec = Spec.of(needs)
+    frame = spec.start_frame(_encoded_filter(spec.syscalls))
+    frame["rlimits"] = {k: v for k, v in spec.rlimits().items() if k != "RLIMIT_NPROC"}
+    return frame
+
+
+CONFINE = _confinement()
+
+
+def _no_new_privileges() -> None:
+    # bubblewrap sets it in a real sandbox; installing a seccomp filter needs it (or root).
+    ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+
+
 class Instance:
     """The server's end: a blocking socket and the instance process."""
 
@@ -78,6 +101,7 @@ class Instance:
             [sys.executable, "-I", "-m", "bento.runtime", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
+            preexec_fn=_no_new_privileges,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             cwd=code_dir,
@@ -98,6 +122,7 @@ class Instance:
             "entry": entry,
             "args": args,
             "kwargs": kwargs,
+            "confine": CONFINE,
         }
         self.sock.sendall(encode_json(Frame.START, start))
 
