@@ -16,6 +16,7 @@ import ast
 import base64
 import binascii
 import io
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -84,9 +85,41 @@ def _unpack(raw: bytes, target: Path, limit: int) -> None:
                 raise CodeError(f"the archive has {len(members)} entries; at most {MAX_FILES} are allowed")
             if sum(m.size for m in members) > limit:
                 raise CodeError(f"the archive unpacks to more than {limit} bytes")
-            archive.extractall(target, filter="data")
+            for member in members:
+                _extract(archive, member, target)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise CodeError(f"the archive is not a usable .tar.gz: {exc}") from None
+
+
+def _extract(archive: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
+    """Extract one member as a plain file, a directory, or a link within the tree; or refuse it.
+
+    By hand rather than with ``extractall(filter="data")``, which Pythons before 3.11.4 lack
+    (Debian 12's is 3.11.2, and a box run by a dedicated user may be on it), to the same
+    rules: no absolute names or ``..``, no devices or hard links, symbolic links only to
+    places inside the tree, and no set-uid, set-gid or group- and world-writable modes.
+    """
+    name = Path(member.name)
+    if not name.parts or name.is_absolute() or ".." in name.parts:
+        raise tarfile.TarError(f"{member.name!r} names a path outside the archive's tree")
+    path = target.joinpath(*name.parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if member.isdir():
+        path.mkdir(exist_ok=True)
+    elif member.isfile():
+        source = archive.extractfile(member)
+        assert source is not None  # a regular file always has contents
+        with source, path.open("xb") as out:
+            shutil.copyfileobj(source, out)
+        path.chmod(0o644 | (0o111 if member.mode & 0o100 else 0))
+    elif member.issym():
+        link = Path(member.linkname)
+        inside = (path.parent / link).resolve().is_relative_to(target.resolve())
+        if link.is_absolute() or not inside:
+            raise tarfile.TarError(f"{member.name!r} links outside the archive's tree")
+        path.symlink_to(link)
+    else:
+        raise tarfile.TarError(f"{member.name!r} is not a file, a directory or a link within the tree")
 
 
 def _check_syntax(path: Path, root: Path) -> None:

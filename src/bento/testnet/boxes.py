@@ -139,8 +139,8 @@ def _as_user(node: Node) -> tuple[list[str], dict[str, str] | None]:
 
 
 def interpreter_for(uid: int) -> str | None:
-    """Our interpreter if ``uid`` may run it, else the system's Python of exactly our
-    version (ours may be installed under /root), with our packages on its path."""
+    """Our interpreter if ``uid`` may run it, else the system's Python of our minor version
+    (ours may be installed under /root), with our packages on its path."""
     if _runs_as(uid, sys.executable):
         return sys.executable
     system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
@@ -150,7 +150,8 @@ def interpreter_for(uid: int) -> str | None:
         )
     except OSError:
         return None
-    return system if version.stdout.split()[:1] == sys.version.split()[:1] else None
+    # The same minor version: the packages' compiled parts are built for its ABI.
+    return system if version.stdout.split(".")[:2] == sys.version.split(".")[:2] else None
 
 
 def _runs_as(uid: int, program: str) -> bool:
