@@ -58,6 +58,7 @@ class Instance:
         self.over_memory = False  # killed by the memory watchdog
         self._release = release
         self._exited: asyncio.Future[Exited] = asyncio.get_running_loop().create_future()
+        self._cleaning: asyncio.Task[None] | None = None  # removing the slot's code, after exit
         self._pidfd = os.pidfd_open(self.pid)
         asyncio.get_running_loop().add_reader(self._pidfd, self._on_exit)
 
@@ -85,10 +86,18 @@ class Instance:
             usage.cpu_seconds = self.group.cpu_seconds() or usage.cpu_seconds
             oom = oom or self.group.oom_killed()
         self._release()
-        if self.slot_dir is not None:
-            shutil.rmtree(self.slot_dir, ignore_errors=True)
-        if not self._exited.done():
-            self._exited.set_result(Exited(self.process.returncode, usage, oom))
+        exited = Exited(self.process.returncode, usage, oom)
+        # The slot's copy of the code is removed off the event loop; the instance has exited
+        # once it is gone, so whoever waits for the instance waits for this too.
+        self._cleaning = loop.create_task(self._remove_slot(exited))
+
+    async def _remove_slot(self, exited: Exited) -> None:
+        try:
+            if self.slot_dir is not None:
+                await asyncio.to_thread(shutil.rmtree, self.slot_dir, True)
+        finally:
+            if not self._exited.done():
+                self._exited.set_result(exited)
 
     async def wait(self) -> Exited:
         return await asyncio.shield(self._exited)

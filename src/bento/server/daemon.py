@@ -153,7 +153,7 @@ class BentoServer:
             for sock in sockets:
                 sock.close()
             ctl.close()
-            self.sandbox.close()
+            await asyncio.to_thread(self.sandbox.close)  # it reaps the last orphans: a moment
             with contextlib.suppress(FileNotFoundError):
                 (self.config.state_dir / STATUS_FILE).unlink()
 

@@ -8,6 +8,7 @@ See the example in ``bento.client``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import shutil
@@ -67,6 +68,6 @@ async def local_box(*, policy: NodePolicy | None = None, **settings: Any) -> Asy
             ):
                 yield box
         finally:
-            sandbox.close()
+            await asyncio.to_thread(sandbox.close)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
