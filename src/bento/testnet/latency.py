@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from bento.tor.process import serve_until_signalled
 
 CHUNK = 64 * 1024
 
@@ -125,15 +126,7 @@ def main(argv: list[str]) -> int:
     links = [Link.parse(item) for item in json.loads(Path(argv[0]).read_text())]
     ready = Path(argv[1])
 
-    async def run() -> None:
-        task = asyncio.create_task(serve(links, ready))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    asyncio.run(run())
+    serve_until_signalled(serve(links, ready))
     return 0
 
 

@@ -16,10 +16,8 @@ privileged port 53 is needed. Run as ``python -m bento.testnet.nameserver ZONE.j
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import cast
@@ -32,6 +30,8 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+
+from bento.tor.process import serve_until_signalled
 
 TTL = 60
 
@@ -118,15 +118,7 @@ def main(argv: list[str]) -> int:
     host, _, port = address.rpartition(":")
     zone = Zone.load(zone_file)
 
-    async def run() -> None:
-        task = asyncio.create_task(serve(zone, host, int(port), ready=ready))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    asyncio.run(run())
+    serve_until_signalled(serve(zone, host, int(port), ready=ready))
     return 0
 
 

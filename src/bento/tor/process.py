@@ -9,14 +9,16 @@ command line (the path of its own config file), and is only ever signalled after
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,17 @@ def log_tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return f"(no log at {path})"
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+def serve_until_signalled(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` until it returns, or until SIGTERM or SIGINT cancels it: a clean stop."""
+
+    async def run() -> None:
+        task = asyncio.create_task(main)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
