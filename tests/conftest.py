@@ -32,9 +32,9 @@ def _box_user() -> str | None:
         )  # fmt: skip
         account = pwd.getpwnam(BOX_USER)
     if boxes.interpreter_for(account.pw_uid) is None:
-        # Our Python is out of that user's reach (installed under /root) and the system's
-        # is another version: the second box runs as we do.
-        print(f"\nthe second box runs as root: {BOX_USER} may not run this Python", file=sys.stderr)
+        # Neither our Python nor the system's of its minor version can import Bento as that
+        # user (a Python, or a checkout, out of its reach): the second box runs as we do.
+        print(f"\nthe second box runs as root: {BOX_USER} cannot run Bento here", file=sys.stderr)
         return None
     return BOX_USER
 

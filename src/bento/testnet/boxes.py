@@ -134,24 +134,41 @@ def _as_user(node: Node) -> tuple[list[str], dict[str, str] | None]:
     if python is None:
         raise BentoError(f"no Python of version {sys.version.split()[0]} that {node.bento_user} may run")
     if python != sys.executable:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
+        env["PYTHONPATH"] = _our_path()
     return [*drop, python], env
 
 
 def interpreter_for(uid: int) -> str | None:
     """Our interpreter if ``uid`` may run it, else the system's Python of our minor version
-    (ours may be installed under /root), with our packages on its path."""
+    (ours may be installed under /root), with our packages on its path; None if neither can
+    import Bento as that user (our packages may be out of its reach too)."""
     if _runs_as(uid, sys.executable):
-        return sys.executable
-    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+        python = sys.executable
+    else:
+        python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+        try:
+            version = subprocess.run(
+                [python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, timeout=30
+            )
+        except OSError:
+            return None
+        # The same minor version: the packages' compiled parts are built for its ABI.
+        if version.stdout.split(".")[:2] != sys.version.split(".")[:2]:
+            return None
+    account = pwd.getpwuid(uid)
+    drop = ["setpriv", f"--reuid={uid}", f"--regid={account.pw_gid}", "--init-groups", "--"]
+    env = {**os.environ, "HOME": "/", "PYTHONPATH": _our_path()} if python != sys.executable else None
     try:
-        version = subprocess.run(
-            [system, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, timeout=30
+        tried = subprocess.run(
+            [*drop, python, "-c", "import bento.server.daemon"], env=env, capture_output=True, timeout=60
         )
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):
         return None
-    # The same minor version: the packages' compiled parts are built for its ABI.
-    return system if version.stdout.split(".")[:2] == sys.version.split(".")[:2] else None
+    return python if tried.returncode == 0 else None
+
+
+def _our_path() -> str:
+    return os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
 
 
 def _runs_as(uid: int, program: str) -> bool:
