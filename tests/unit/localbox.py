@@ -149,16 +149,8 @@ def local_registry(
         try:
             registry = Registry(config, BOOT_ID, sandbox, broker.closed_gate())  # no network here
             registry.reset_storage()
-            signed = descriptor.build(
-                identity.load_or_create(config.state_dir),
-                config,
-                fingerprint="A" * 40,
-                nickname="test",
-                boot_id=BOOT_ID,
-                enforced=sandbox.enforced(),
-                python=sandbox.python_version,
-                storage=registry.store.offer() if config.policy.storage.allowed else None,
-                packages=registry.offered,
+            signed = descriptor.of_box(
+                identity.load_or_create(config.state_dir), registry, fingerprint="A" * 40, nickname="test"
             )
             yield registry, signed
         finally:

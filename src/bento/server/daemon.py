@@ -61,16 +61,8 @@ class BentoServer:
 
     def descriptor(self) -> SignedDescriptor:
         if self._descriptor is None:
-            self._descriptor = descriptor.build(
-                self.identity,
-                self.config,
-                fingerprint=self._fingerprint,
-                nickname=self._nickname,
-                boot_id=self.boot_id,
-                enforced=self.sandbox.enforced(),
-                python=self.sandbox.python_version,
-                storage=self.registry.store.offer() if self.config.policy.storage.allowed else None,
-                packages=self.registry.offered,
+            self._descriptor = descriptor.of_box(
+                self.identity, self.registry, fingerprint=self._fingerprint, nickname=self._nickname
             )
         return self._descriptor
 

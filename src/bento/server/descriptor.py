@@ -18,6 +18,10 @@ from bento.sandbox import conclave
 from bento.server.config import ServerConfig
 from bento.server.identity import Identity
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from bento.server.registry import Registry  # the registry is above this module
+
 
 def build(
     identity: Identity,
@@ -76,4 +80,20 @@ def conclave_statement(host: conclave.HostEnclaves, storage: StorageOffer | None
             "a box that lies about what it runs: without attestation nothing proves this descriptor's "
             "runtime is the one in use",
         ],
+    )
+
+
+def of_box(identity: Identity, registry: Registry, *, fingerprint: str, nickname: str) -> SignedDescriptor:
+    """The descriptor of a running box: everything but the relay's names read off its registry."""
+    config = registry.config
+    return build(
+        identity,
+        config,
+        fingerprint=fingerprint,
+        nickname=nickname,
+        boot_id=registry.boot_id,
+        enforced=registry.sandbox.enforced(),
+        python=registry.sandbox.python_version,
+        storage=registry.store.offer() if config.policy.storage.allowed else None,
+        packages=registry.offered,
     )

@@ -52,14 +52,8 @@ async def local_box(*, policy: NodePolicy | None = None, **settings: Any) -> Asy
             boot_id = secrets.token_urlsafe(8)
             registry = Registry(config, boot_id, sandbox, broker.closed_gate())
             registry.reset_storage()
-            signed = descriptor.build(
-                identity.load_or_create(config.state_dir),
-                config,
-                fingerprint="0" * 40,
-                nickname="local",
-                boot_id=boot_id,
-                enforced=sandbox.enforced(),
-                python=sandbox.python_version,
+            signed = descriptor.of_box(
+                identity.load_or_create(config.state_dir), registry, fingerprint="0" * 40, nickname="local"
             )
             transport = ASGIWebSocketTransport(app=create_app(registry, lambda: signed))
             async with (
