@@ -81,7 +81,7 @@ def test_the_numbers_in_api_md_are_the_code_s() -> None:
         f"`session_buffer_bytes` ({_size(defaults.session_buffer_bytes)} by default",
         f"({defaults.session_retention_seconds:g} s by default; the box checks every {reaper:g} s)",
         f"{len(tokens.new_token())} characters of URL-safe base64",
-        f"{len(tokens.new_id())} characters of URL-safe base64",
+        f"{len(tokens.new_id())} characters of lower-case hex",
     ]
     for fact in facts:
         assert fact in text, f"docs/api.md should say: {fact}"

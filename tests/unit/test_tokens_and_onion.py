@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -24,7 +25,7 @@ def _unpadded_b64(text: str) -> bytes:
 def test_tokens_carry_256_bits_and_ids_128() -> None:
     token, function_id = tokens.new_token(), tokens.new_id()
     assert len(_unpadded_b64(token)) == 32
-    assert len(_unpadded_b64(function_id)) == 16
+    assert len(bytes.fromhex(function_id)) == 16
     assert token.isascii() and "=" not in token, "a token fits in a header and a URL as it is"
     assert len({tokens.new_token() for _ in range(1000)}) == 1000
 
@@ -165,3 +166,9 @@ def test_the_key_blob_for_tor_is_the_expanded_key_of_the_same_address() -> None:
     key = Ed25519PrivateKey.from_private_bytes(seed)
     assert _scalar_base(scalar) == _public_bytes(key), "tor publishes the onion address of our key"
     assert onion.onion_address(_scalar_base(scalar)) == onion.address_of(key)
+
+
+def test_ids_never_read_as_command_line_options() -> None:
+    # `bento logs <session>` once failed because an id began with "-"; ids are hex now.
+    ids = [tokens.new_id() for _ in range(2000)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)

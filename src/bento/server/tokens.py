@@ -16,7 +16,9 @@ def new_token() -> str:
 
 
 def new_id() -> str:
-    return secrets.token_urlsafe(16)  # 128 bits, for function and session ids
+    # Hex, not URL-safe base64: an id is typed on command lines, and one that began with "-"
+    # would be read as an option (`bento logs -nz6H...` failed exactly so).
+    return secrets.token_hex(16)  # 128 bits, for function and session ids
 
 
 def digest(token: str) -> bytes:
