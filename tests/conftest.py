@@ -1,4 +1,4 @@
-"""One testnet for the whole session, with two Bento boxes, shared by every end-to-end test."""
+"""One testnet for the whole session, with three Bento boxes, shared by every end-to-end test."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from bento.client.box import Box
 from bento.testnet import Node, Testnet, TestnetConfig, boxes
 
-# The second box's server runs as this dedicated system user (made here when we are
+# The last box's server runs as this dedicated system user (made here when we are
 # root), as operators run it: every limit must hold without root too. Run as a user, the
 # whole testnet is unprivileged anyway.
 BOX_USER = "bento-e2e"
@@ -33,8 +33,8 @@ def _box_user() -> str | None:
         account = pwd.getpwnam(BOX_USER)
     if boxes.interpreter_for(account.pw_uid) is None:
         # Neither our Python nor the system's of its minor version can import Bento as that
-        # user (a Python, or a checkout, out of its reach): the second box runs as we do.
-        print(f"\nthe second box runs as root: {BOX_USER} cannot run Bento here", file=sys.stderr)
+        # user (a Python, or a checkout, out of its reach): the last box runs as we do.
+        print(f"\nthe last box runs as root: {BOX_USER} cannot run Bento here", file=sys.stderr)
         return None
     return BOX_USER
 
@@ -43,7 +43,7 @@ def _box_user() -> str | None:
 def testnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testnet]:
     config = TestnetConfig(
         directory=tmp_path_factory.mktemp("testnet"),
-        bento_boxes=2,
+        bento_boxes=3,  # Shard spreads a file over three and loses one (test_shard_on_the_testnet)
         bootstrap_timeout=240,
         # If pytest is killed, every tor (and so every Bento server) exits with it.
         owner_pid=os.getpid(),

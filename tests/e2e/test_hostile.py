@@ -35,12 +35,12 @@ NEEDS = Needs(
 )  # fmt: skip
 
 
-@pytest.fixture(params=[0, 1], ids=["first-box", "box-of-a-dedicated-user"])
+@pytest.fixture(params=[0, -1], ids=["first-box", "box-of-a-dedicated-user"])
 def box_node(request: pytest.FixtureRequest, testnet: Testnet) -> Node:
-    """Both boxes: the second one's server runs as a dedicated user (when the suite runs as root)."""
+    """The first box and the last: its server runs as a dedicated user (when the suite runs as root)."""
     node = testnet.state.boxes[request.param]
-    if request.param == 1 and testnet.state.boxes[1].bento_user is not None:
-        assert node.bento_user == BOX_USER, "the second box runs as the dedicated user"
+    if request.param == -1 and node.bento_user is not None:
+        assert node.bento_user == BOX_USER, "the last box runs as the dedicated user"
     return node
 
 

@@ -39,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "dropbox": Command(
         "dropbox", "deposit data at a box for later (put), and fetch it with its capability (get)"
     ),
+    "shard": Command("shard", "spread a file over N boxes (put); rebuild it from any K of them (get)"),
     "browse": Command("browse", "fetch a whole page at an exit box with Browser, padded, and unpack it"),
     "eval": Command("eval", "the website-fingerprinting evaluation: bento eval wf collect|attack|report"),
     "server": Command("server", "run a Bento box beside a Tor relay (foreground; stop with SIGTERM)"),

@@ -23,6 +23,7 @@ class BoxInfo:
     flags: tuple[str, ...]
     onion: str
     address: str
+    family: tuple[str, ...] = ()  # the relay's declared family ($fingerprint or nickname)
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "flags": list(self.flags)}
@@ -60,6 +61,7 @@ def discover(control_address: str) -> list[BoxInfo]:
                 flags=tuple(sorted(status.flags)),
                 onion=onion,
                 address=f"{desc.address}:{desc.or_port}",
+                family=tuple(sorted(desc.family or ())),
             )
         )
     return sorted(boxes, key=lambda b: b.nickname)

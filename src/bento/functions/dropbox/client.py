@@ -9,6 +9,7 @@ shown once and kept nowhere by the client.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,17 @@ class Capability:
         )
 
 
+Progress = Callable[[int], None]  # told the bytes sent (put) or received (get) so far
+
+
 async def put(
-    box: Box, keyring: Keyring, data: bytes, *, fetches: int = 1, seconds: float = 86400
+    box: Box,
+    keyring: Keyring,
+    data: bytes,
+    *,
+    fetches: int = 1,
+    seconds: float = 86400,
+    progress: Progress | None = None,
 ) -> tuple[Capability, dict[str, Any]]:
     """Deposit ``data``; the capability to fetch it, and the deposit's terms."""
     function, _ = await deploy.ensure(box, keyring, code(), manifest())
@@ -82,6 +92,8 @@ async def put(
     async with stream:
         for start in range(0, len(data), SEND_CHUNK):
             await stream.send(data[start : start + SEND_CHUNK])
+            if progress is not None:
+                progress(min(len(data), start + SEND_CHUNK))
         await stream.close_input()
         answer = await _all(stream, 4096)
     try:
@@ -92,19 +104,21 @@ async def put(
     return Capability(box.onion, function.function_id, function.invocation_token, token), terms
 
 
-async def get(box: Box, capability: Capability) -> bytes:
+async def get(box: Box, capability: Capability, *, progress: Progress | None = None) -> bytes:
     """The deposit's bytes (counting one of its fetches)."""
     stream = await box.start(capability.deployment(), "get", [])
     async with stream:
         await stream.send(capability.token.encode())
         await stream.close_input()
-        return await _all(stream, MAX_GET)
+        return await _all(stream, MAX_GET, progress)
 
 
-async def _all(stream: Any, limit: int) -> bytes:
+async def _all(stream: Any, limit: int, progress: Progress | None = None) -> bytes:
     data = bytearray()
     async for chunk in stream:
         data += chunk
+        if progress is not None:
+            progress(len(data))
         if len(data) > limit:
             raise BentoError(f"the Dropbox sent more than {limit} bytes")
     ended = stream.ended

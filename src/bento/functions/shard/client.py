@@ -1,0 +1,214 @@
+"""Shard from the user's side: ``put`` spreads a file over N boxes' Dropboxes, ``get`` takes
+it back from whichever K answer first.
+
+Both run every box at once (at most ``concurrency`` transfers, each within its own
+timeout), and own their tasks: ``get`` cancels and awaits the transfers it no longer needs
+as soon as the file decodes. A box that fails during ``put`` is replaced by a spare box from
+the consensus where there is one; ``put`` fails only when a shard finds no box at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bento.client.box import Box
+from bento.client.discovery import BoxInfo
+from bento.client.keyring import Keyring
+from bento.errors import BentoError
+from bento.functions.dropbox import client as dropbox
+
+from . import codec
+from .manifest import ShardManifest, ShardRecord
+from .placement import place
+
+CONCURRENCY = 8
+Progress = Callable[[int, int], None]  # told the bytes moved so far, and the bytes expected
+
+
+def timeout_for(size: int) -> float:
+    """Seconds one shard's transfer may take: two minutes to reach the box, then 50 kB/s."""
+    return 120.0 + size / 50_000
+
+
+@dataclass
+class _Meter:
+    total: int
+    progress: Progress | None
+    moved: dict[int, int] = field(default_factory=dict)
+
+    def of(self, index: int) -> dropbox.Progress:
+        def tell(done: int) -> None:
+            self.moved[index] = done
+            if self.progress is not None:
+                self.progress(min(self.total, sum(self.moved.values())), self.total)
+
+        return tell
+
+
+@dataclass(frozen=True)
+class Stored:
+    manifest: ShardManifest
+    warnings: list[str]
+    failures: list[str]  # boxes that failed and were replaced, with why
+
+
+async def put(
+    data: bytes,
+    *,
+    name: str,
+    boxes: list[BoxInfo],
+    n: int,
+    k: int,
+    socks: str,
+    keyring: Keyring,
+    fetches: int = 1,
+    seconds: float = 86400.0,
+    concurrency: int = CONCURRENCY,
+    progress: Progress | None = None,
+    rng: random.Random | None = None,
+) -> Stored:
+    code = codec.Code.for_file(len(data), n=n, k=k)
+    chosen, warnings = place(boxes, n, rng)
+    spares = [b for b in boxes if b not in chosen]
+    key, file_id = os.urandom(32), os.urandom(16)
+
+    def sealed_shards() -> list[bytes]:
+        shards = codec.encode(data, code)
+        return [codec.seal(key, file_id, code, i, s) for i, s in enumerate(shards)]
+
+    shards = await asyncio.to_thread(sealed_shards)  # CPU work, off the event loop
+    meter = _Meter(sum(map(len, shards)), progress)
+    gate = asyncio.Semaphore(concurrency)
+    one_at_a_time = {b.onion: asyncio.Lock() for b in boxes}  # one deployment per box
+    failures: list[str] = []
+
+    async def store(index: int) -> ShardRecord:
+        box = chosen[index]
+        while True:
+            try:
+                async with (
+                    gate,
+                    one_at_a_time[box.onion],
+                    asyncio.timeout(timeout_for(len(shards[index]))),
+                    Box(box.onion, socks=socks, info=box) as client,
+                ):
+                    capability, _ = await dropbox.put(
+                        client, keyring, shards[index], fetches=fetches, seconds=seconds,
+                        progress=meter.of(index),
+                    )  # fmt: skip
+                return ShardRecord(
+                    index=index,
+                    box=box.nickname,
+                    fingerprint=box.fingerprint,
+                    capability=str(capability),
+                    bytes=len(shards[index]),
+                )
+            except (BentoError, TimeoutError) as exc:
+                failures.append(f"{box.nickname}: {_why(exc)}")
+                meter.of(index)(0)
+                if not spares:
+                    raise BentoError(
+                        f"shard {index} could not be stored: {'; '.join(failures)}",
+                        fix="try again later, or with --boxes naming boxes that answer",
+                    ) from None
+                box = spares.pop()
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(store(i)) for i in range(n)]
+    now = time.time()
+    manifest = ShardManifest(
+        name=name,
+        length=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        n=n,
+        k=k,
+        symbol=code.symbol,
+        file_id=file_id.hex(),
+        key=key.hex(),
+        created=now,
+        expires=now + seconds,
+        shards=[t.result() for t in tasks],
+    )
+    return Stored(manifest, warnings, failures)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    data: bytes
+    used: list[int]  # the shards that went into the decoder, in order
+    failures: list[str]  # shards that could not be had, with why
+    cancelled: int  # transfers still running when the file decoded
+
+
+async def get(
+    manifest: ShardManifest,
+    *,
+    socks: str,
+    concurrency: int = CONCURRENCY,
+    progress: Progress | None = None,
+    on_shard: Callable[[ShardRecord, list[ShardRecord]], None] | None = None,
+) -> Fetched:
+    """The file, from the first shards that arrive and authenticate; BentoError if fewer
+    than K do, or if what they decode to is not the file that was put. ``on_shard`` is told
+    each shard that arrives, and those still in flight."""
+    code = manifest.code
+    decoder = codec.Decoder(code)  # checks the code's shape first
+    key, file_id = bytes.fromhex(manifest.key), bytes.fromhex(manifest.file_id)
+    per_shard = max((r.bytes for r in manifest.shards), default=0)
+    meter = _Meter(per_shard * manifest.k, progress)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def fetch(record: ShardRecord) -> tuple[ShardRecord, bytes | str]:
+        """The shard's plaintext, or why it cannot be had."""
+        try:
+            capability = dropbox.Capability.parse(record.capability)
+            async with (
+                gate,
+                asyncio.timeout(timeout_for(record.bytes)),
+                Box(capability.onion, socks=socks) as client,
+            ):
+                sealed = await dropbox.get(client, capability, progress=meter.of(record.index))
+            return record, codec.open_shard(key, file_id, code, record.index, sealed)
+        except (BentoError, TimeoutError) as exc:
+            return record, f"shard {record.index} on {record.box}: {_why(exc)}"
+
+    tasks = [asyncio.create_task(fetch(r)) for r in manifest.shards]
+    used: list[int] = []
+    failures: list[str] = []
+    data: bytes | None = None
+    try:
+        for arrival in asyncio.as_completed(tasks):
+            record, plain = await arrival
+            if isinstance(plain, str):
+                failures.append(plain)
+                continue
+            used.append(record.index)
+            if on_shard is not None:
+                on_shard(record, [r for r, t in zip(manifest.shards, tasks, strict=True) if not t.done()])
+            if (data := await asyncio.to_thread(decoder.feed, plain)) is not None:
+                break
+    finally:
+        cancelled = sum(not t.done() for t in tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if data is None:
+        raise BentoError(
+            f"only {len(used)} shard(s) of the {manifest.k} needed could be had: " + "; ".join(failures),
+            fix="try again when more of the boxes answer",
+        )
+    if await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()) != manifest.sha256:
+        raise BentoError("the shards decode to a file whose SHA-256 is not the manifest's")
+    return Fetched(data, used, failures, cancelled)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return exc.message if isinstance(exc, BentoError) else str(exc)
