@@ -67,7 +67,7 @@ def test_the_cli_deploys_invokes_and_shuts_down_hello_world(testnet: Testnet, tm
     listed_boxes = cli("boxes", "--json")
     assert listed_boxes.returncode == 0, listed_boxes.stderr
     boxes = json.loads(listed_boxes.stdout)
-    assert {b["nickname"] for b in boxes} == {"exit0", "exit1"}
+    assert {b["nickname"] for b in boxes} == {n.nickname for n in testnet.state.boxes}
     deployed = cli("deploy", str(source), "--box", "exit0", "--json")
     assert deployed.returncode == 0, deployed.stderr
     function_id = json.loads(deployed.stdout)["function_id"]

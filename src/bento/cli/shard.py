@@ -102,6 +102,8 @@ def cmd_put(args: argparse.Namespace) -> int:
     path = args.manifest or Path(f"{args.file.name}.shard")
     if path.exists():
         raise BentoError(f"{path} exists already", fix="give another --manifest path")
+    if not os.access(path.parent, os.W_OK):  # found out now, not after the upload
+        raise BentoError(f"cannot write the manifest into {path.parent}", fix="give another --manifest path")
     passphrase = _passphrase(confirm=True, why="--passphrase needs a passphrase") if args.passphrase else None
     try:
         data = args.file.read_bytes()
