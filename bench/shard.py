@@ -38,15 +38,16 @@ DROPBOX_MAX = 24 << 20  # under the Dropbox's 32 MiB, with room for its bookkeep
 
 
 async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """``U`` + bytes until EOF: answers how many; ``D`` + 8-byte size: sends that many."""
+    """``U`` + 8-byte size + that many bytes: answers the count; ``D`` + 8-byte size: sends
+    that many. (Sizes up front: a Tor stream has no half-close, so EOF cannot mark an end.)"""
     kind = await reader.readexactly(1)
+    (size,) = struct.unpack(">Q", await reader.readexactly(8))
     if kind == b"U":
         total = 0
-        while chunk := await reader.read(1 << 16):
+        while total < size and (chunk := await reader.read(min(1 << 16, size - total))):
             total += len(chunk)
         writer.write(struct.pack(">Q", total))
     else:
-        (size,) = struct.unpack(">Q", await reader.readexactly(8))
         block = os.urandom(1 << 16)
         for start in range(0, size, len(block)):
             writer.write(block[: size - start])
@@ -64,11 +65,10 @@ async def raw_stream(socks: str, port: int, data: bytes) -> tuple[float, float]:
 
     started = time.perf_counter()
     reader, writer = await connect()
-    writer.write(b"U")
+    writer.write(b"U" + struct.pack(">Q", len(data)))
     for start in range(0, len(data), 1 << 16):
         writer.write(data[start : start + (1 << 16)])
         await writer.drain()
-    writer.write_eof()
     assert struct.unpack(">Q", await reader.readexactly(8))[0] == len(data)
     up = time.perf_counter() - started
     writer.close()

@@ -108,3 +108,32 @@ def test_boxes_apart_first_then_others_then_shared_loudly() -> None:
     assert any("SEVERAL SHARDS PER BOX" in w for w in warnings)
     with pytest.raises(BentoError, match="no Bento box"):
         place([], 3)
+
+
+async def test_no_box_answering_is_a_clear_error_for_put_and_get(tmp_path: Path) -> None:
+    from bento.client.keyring import Keyring
+    from bento.functions.shard import client as shard
+
+    closed = "127.0.0.1:1"  # no Tor there: every box is unreachable at once
+    boxes = [box("a", "10.1.0.1"), box("b", "10.2.0.1")]
+    with pytest.raises(BentoError, match="could not be stored") as refused:
+        await shard.put(
+            b"data", name="f", boxes=boxes, n=2, k=1, socks=closed, keyring=Keyring(tmp_path / "k.json")
+        )
+    assert "a:" in refused.value.message or "b:" in refused.value.message
+    with pytest.raises(BentoError, match=r"only 0 shard\(s\) of the 1 needed") as failed:
+        await shard.get(sample(), socks=closed)
+    assert "ab" * 32 not in str(failed.value) and "2" * 64 not in str(failed.value)
+
+
+async def test_a_file_whose_shards_no_dropbox_holds_is_refused_before_sending(tmp_path: Path) -> None:
+    from bento.client.keyring import Keyring
+    from bento.functions.shard import client as shard
+
+    boxes = [box("a", "10.1.0.1"), box("b", "10.2.0.1")]
+    with pytest.raises(BentoError, match="more than a Dropbox holds") as refused:
+        await shard.put(
+            os.urandom(40 << 20), name="f", boxes=boxes, n=2, k=1, socks="127.0.0.1:1",
+            keyring=Keyring(tmp_path / "k.json"),
+        )  # fmt: skip
+    assert refused.value.fix and "--k" in refused.value.fix

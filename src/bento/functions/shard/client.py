@@ -28,6 +28,7 @@ from .manifest import ShardManifest, ShardRecord
 from .placement import place
 
 CONCURRENCY = 8
+DROPBOX_BOOKKEEPING = 64 << 10  # of a Dropbox's storage, kept for the deposit's metadata and keys
 Progress = Callable[[int, int], None]  # told the bytes moved so far, and the bytes expected
 
 
@@ -78,11 +79,19 @@ async def put(
     spares = [b for b in boxes if b not in chosen]
     key, file_id = os.urandom(32), os.urandom(16)
 
-    def sealed_shards() -> list[bytes]:
+    def sealed_shards() -> tuple[list[bytes], str]:
         shards = codec.encode(data, code)
-        return [codec.seal(key, file_id, code, i, s) for i, s in enumerate(shards)]
+        sealed = [codec.seal(key, file_id, code, i, s) for i, s in enumerate(shards)]
+        return sealed, hashlib.sha256(data).hexdigest()
 
-    shards = await asyncio.to_thread(sealed_shards)  # CPU work, off the event loop
+    shards, digest = await asyncio.to_thread(sealed_shards)  # CPU work, off the event loop
+    room = (dropbox.manifest().needs.storage_mb << 20) - DROPBOX_BOOKKEEPING
+    if len(shards[0]) > room:  # every shard is as large: found out before anything is sent
+        raise BentoError(
+            f"each shard would be {len(shards[0]) / 1e6:.1f} MB, more than a Dropbox holds "
+            f"({room / 1e6:.1f} MB)",
+            fix="raise --k (and --n with it): each shard is about the file's size / K",
+        )
     meter = _Meter(sum(map(len, shards)), progress)
     gate = asyncio.Semaphore(concurrency)
     one_at_a_time = {b.onion: asyncio.Lock() for b in boxes}  # one deployment per box
@@ -119,13 +128,19 @@ async def put(
                     ) from None
                 box = spares.pop()
 
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(store(i)) for i in range(n)]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(store(i)) for i in range(n)]
+    except ExceptionGroup as failed:  # the first shard that found no box says why
+        refusals = [e for e in failed.exceptions if isinstance(e, BentoError)]
+        if not refusals:
+            raise
+        raise refusals[0] from None
     now = time.time()
     manifest = ShardManifest(
         name=name,
         length=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=digest,
         n=n,
         k=k,
         symbol=code.symbol,
@@ -152,11 +167,9 @@ async def get(
     socks: str,
     concurrency: int = CONCURRENCY,
     progress: Progress | None = None,
-    on_shard: Callable[[ShardRecord, list[ShardRecord]], None] | None = None,
 ) -> Fetched:
     """The file, from the first shards that arrive and authenticate; BentoError if fewer
-    than K do, or if what they decode to is not the file that was put. ``on_shard`` is told
-    each shard that arrives, and those still in flight."""
+    than K do, or if what they decode to is not the file that was put."""
     code = manifest.code
     decoder = codec.Decoder(code)  # checks the code's shape first
     key, file_id = bytes.fromhex(manifest.key), bytes.fromhex(manifest.file_id)
@@ -189,8 +202,6 @@ async def get(
                 failures.append(plain)
                 continue
             used.append(record.index)
-            if on_shard is not None:
-                on_shard(record, [r for r, t in zip(manifest.shards, tasks, strict=True) if not t.done()])
             if (data := await asyncio.to_thread(decoder.feed, plain)) is not None:
                 break
     finally:
