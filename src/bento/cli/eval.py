@@ -27,6 +27,9 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
     collect.add_argument(
         "--conditions", nargs="+", default=["tor", "browser-0mb", "browser-1mb", "browser-7mb"]
     )
+    collect.add_argument(
+        "--parallel", type=int, default=1, help="victims visiting at once, each its own tor (default 1)"
+    )
     collect.add_argument("--json", action="store_true", help="print the trace counts as JSON")
     collect.set_defaults(handler=cmd_collect)
 
@@ -69,22 +72,38 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     net = Testnet.attach(args.testnet or default_directory())
     args.dataset.mkdir(parents=True, exist_ok=True)
-    total = args.sites * args.visits * len(args.conditions)
     with Progress(console=errors, disable=args.json, transient=True) as bar:
-        task = bar.add_task("visits", total=total)
+        task = bar.add_task("visits", total=None)
+
+        def planned(missing: int) -> None:
+            bar.update(task, total=missing)
 
         def say(message: str) -> None:
             bar.update(task, description=message)
             bar.advance(task)
 
-        counts = asyncio.run(
-            collect.collect(net, args.dataset, args.conditions, args.sites, args.visits, say=say)
+        outcome = asyncio.run(
+            collect.collect(
+                net,
+                args.dataset,
+                args.conditions,
+                args.sites,
+                args.visits,
+                parallel=args.parallel,
+                planned=planned,
+                say=say,
+            )
         )
     if args.json:
-        emit_json(counts)
+        emit_json({"traces": outcome.counts, "failed": outcome.failed})
     else:
-        for condition, count in counts.items():
+        for condition, count in outcome.counts.items():
             console.print(f"{condition}: {count} traces in {args.dataset / 'traces'}")
+        for failure in outcome.failed:
+            errors.print(f"not collected: {failure}")
+    if outcome.failed:
+        errors.print(f"{len(outcome.failed)} visits failed; run the same command again to collect them")
+        return 1
     return 0
 
 
