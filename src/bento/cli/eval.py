@@ -43,6 +43,9 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
     )
     attack.add_argument("--trees", type=int, default=500, help="k-FP forest size (default 500)")
     attack.add_argument("--quick", action="store_true", help="3 folds, 10 epochs, 200 trees")
+    attack.add_argument(
+        "--visits", type=int, default=None, help="attack the first N visits of each site only (default all)"
+    )
     attack.add_argument("--json", action="store_true", help="print the results as JSON")
     attack.set_defaults(handler=cmd_attack)
 
@@ -118,9 +121,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
         raise BentoError(
             f"no traces in {args.dataset / 'traces'}", fix="collect them first: bento eval wf collect"
         )
-    settings = experiment.Settings(folds=args.folds, df_epochs=args.epochs, kfp_trees=args.trees)
+    settings = experiment.Settings(
+        folds=args.folds, df_epochs=args.epochs, kfp_trees=args.trees, visits=args.visits
+    )
     if args.quick:
-        settings = experiment.Settings(**QUICK)
+        settings = experiment.Settings(**QUICK, visits=args.visits)
     try:
         results = experiment.run(args.dataset, conditions, args.attacks, settings, say=step)
     except ValueError as exc:
