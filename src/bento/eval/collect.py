@@ -160,7 +160,7 @@ class _Worker:
             box = None
             if self.browser_box is not None:
                 box = await stack.enter_async_context(Box(self.browser_box, socks=socks))
-                await browser.deployment(box, self.keyring)
+                await _live_browser(box, self.keyring)
             link = (tor.process.pid, guard.or_port)
             self._tor, self._guard = tor, guard
             while not queue.empty():
@@ -213,3 +213,17 @@ class _Worker:
                 f"the capture of {url} is empty", fix="check that dumpcap may capture on lo (root)"
             )
         return records
+
+
+async def _live_browser(box: Box, keyring: Keyring) -> None:
+    """Make sure Browser is deployed on ``box`` now, before any capture: a box that
+    restarted has forgotten it, and redeploying inside a visit would put the upload in
+    that visit's trace."""
+    function, deployed = await browser.deployment(box, keyring)
+    if deployed:
+        return
+    try:
+        await box.sessions(function)
+    except BentoError:
+        keyring.forget(function.function_id, how="replaced")
+        await browser.deployment(box, keyring, fresh=True)
