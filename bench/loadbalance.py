@@ -17,8 +17,8 @@ service's onion address.
     python bench/loadbalance.py [--replicas 1,2,4,8] [--service-ms 200] [--seconds 20]
 
 It starts its own testnet (3 Bento boxes: the LoadBalancer on the first, replicas on the
-others), unless --dir names a running one. The comparison with onionbalance is in
-bench/onionbalance_compare.py's section when it ran; see docs/benchmarks.md.
+others), unless --dir names a running one. With --onionbalance, the same clients also load
+onionbalance (bench/onionbalance_backends.py) with as many backends, up to its 8.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ import argparse
 import asyncio
 import contextlib
 import os
-import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +74,7 @@ class Load:
     done: list[tuple[float, float]] = field(default_factory=list)
     failed: list[float] = field(default_factory=list)
     served_by: dict[str, int] = field(default_factory=dict)
+    first: asyncio.Event = field(default_factory=asyncio.Event)  # set at the first answer
 
     async def client(self, name: str) -> None:
         proxy = Proxy.from_url(f"socks5://{name}:x@{self.socks}", rdns=True)
@@ -97,6 +97,7 @@ class Load:
                 continue
             now = time.monotonic()
             self.done.append((now, now - started))
+            self.first.set()
             self.served_by[line] = self.served_by.get(line, 0) + 1
 
     @contextlib.asynccontextmanager
@@ -129,23 +130,37 @@ def testnet(directory: str | None, boxes: int) -> Iterator[Testnet]:
             yield net
 
 
+class Seen(list[dict[str, Any]]):
+    """The LoadBalancer's events so far; ``news`` is notified at each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.news = asyncio.Condition()
+
+    async def until(self, ready: Callable[[], bool], limit: float = 600) -> None:
+        async with asyncio.timeout(limit), self.news:
+            await self.news.wait_for(ready)
+
+
 class Bench:
     def __init__(self, net: Testnet, box: Box, service: Path, replica_boxes: list[str]) -> None:
         self.net, self.box, self.service, self.replica_boxes = net, box, service, replica_boxes
         self.keyring = Keyring(service.parent / "keyring.json")
 
     @contextlib.asynccontextmanager
-    async def balancer(self, settings: Settings) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    async def balancer(self, settings: Settings) -> AsyncIterator[tuple[str, Seen]]:
         """A LoadBalancer with these settings, its address and its events (a live list)."""
         function, stream, address = await lb.start(
             self.box, self.keyring, self.service, settings, self.replica_boxes,
             concurrency=1, idle_seconds=60, lifetime=600,
         )  # fmt: skip
-        seen: list[dict[str, Any]] = []
+        seen = Seen()
 
         async def follow(s: SessionStream) -> None:
             async for event in lb.events(s):
-                seen.append({**event, "at": time.monotonic()})
+                async with seen.news:
+                    seen.append({**event, "at": time.monotonic()})
+                    seen.news.notify_all()
 
         follower = asyncio.create_task(follow(stream))
         try:
@@ -161,12 +176,12 @@ class Bench:
         await stream.close()
 
 
-async def ups(seen: list[dict[str, Any]], count: int, timeout: float = 600) -> float:
-    """When the count-th replica came up (monotonic seconds)."""
-    async with asyncio.timeout(timeout):
-        while sum(e["event"] == "up" for e in seen) - sum(e["event"] == "lost" for e in seen) < count:
-            await asyncio.sleep(0.2)
-    return [e["at"] for e in seen if e["event"] == "up"][-1]
+async def ups(seen: Seen, count: int) -> float:
+    """When the count-th replica (net of losses) came up (monotonic seconds)."""
+    await seen.until(
+        lambda: sum(e["event"] == "up" for e in seen) - sum(e["event"] == "lost" for e in seen) >= count
+    )
+    return float([e["at"] for e in seen if e["event"] == "up"][-1])
 
 
 async def fixed(bench: Bench, n: int, seconds: float, warmup: float) -> dict[str, float]:
@@ -186,9 +201,36 @@ async def fixed(bench: Bench, n: int, seconds: float, warmup: float) -> dict[str
     }  # fmt: skip
 
 
+async def fixed_onionbalance(
+    net: Testnet, n: int, seconds: float, warmup: float, service_ms: int
+) -> dict[str, Any]:
+    """The same load on onionbalance with ``n`` backends (it must be installed: the bench extra)."""
+    from onionbalance_backends import onionbalance
+
+    with tempfile.TemporaryDirectory(prefix="bento-bench-ob-") as tmp:
+        async with onionbalance(net, Path(tmp), n, service_ms / 1000) as address:
+            load = Load(net.socks_address, address)
+            began = time.monotonic()
+            async with load.running(3 * n, f"ob{n}-"):
+                async with asyncio.timeout(900):  # until the frontend descriptor is out and found
+                    await load.first.wait()
+                reachable = time.monotonic() - began
+                await asyncio.sleep(warmup)
+                start = time.monotonic()
+                await asyncio.sleep(seconds)
+                latencies = load.window(start, start + seconds)
+            failed = sum(start <= t < start + seconds for t in load.failed)
+    return {
+        "n": n, "rate": len(latencies) / seconds, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99),
+        "failed": failed, "replicas_used": len(load.served_by), "reachable": reachable,
+    }  # fmt: skip
+
+
 async def step(bench: Bench, size: int, target: float) -> dict[str, float]:
     """From idle to 3*size clients: seconds to all replicas up, and to 80% of the fixed rate."""
-    settings = Settings(minimum=1, maximum=size, high=1.5, low=0.25, up_after=1, down_after=60, start_timeout=300)
+    settings = Settings(
+        minimum=1, maximum=size, high=1.5, low=0.25, up_after=1, down_after=60, start_timeout=300
+    )
     async with bench.balancer(settings) as (address, seen):
         await ups(seen, 1)
         load = Load(bench.net.socks_address, address)
@@ -212,16 +254,18 @@ async def recover(bench: Bench, size: int, target: float) -> dict[str, float]:
             _, writer = await asyncio.open_connection(sock=sock)
             writer.write(b"die\n")
             killed = time.monotonic()
-            lost_at = None
-            async with asyncio.timeout(300):
-                while lost_at is None:
-                    lost_at = next((e["at"] for e in seen if e["event"] == "lost"), None)
-                    await asyncio.sleep(0.1)
+            await seen.until(lambda: any(e["event"] == "lost" for e in seen), 300)
+            lost_at = float(next(e["at"] for e in seen if e["event"] == "lost"))
             writer.close()
             replaced = await ups(seen, size) - killed
             back = await _until_rate(load, lost_at, 0.8 * target)
             failed = sum(t >= killed for t in load.failed)
-    return {"detected": lost_at - killed, "replaced": replaced, "back": back + (lost_at - killed), "failed": failed}
+    return {
+        "detected": lost_at - killed,
+        "replaced": replaced,
+        "back": back + (lost_at - killed),
+        "failed": failed,
+    }
 
 
 async def _until_rate(load: Load, since: float, rate: float, window: float = 2.0) -> float:
@@ -234,7 +278,9 @@ async def _until_rate(load: Load, since: float, rate: float, window: float = 2.0
             await asyncio.sleep(0.1)
 
 
-async def measure(net: Testnet, sizes: list[int], service_ms: int, seconds: float, warmup: float) -> str:
+async def measure(
+    net: Testnet, sizes: list[int], service_ms: int, seconds: float, warmup: float, with_ob: bool
+) -> str:
     lb_node, *others = net.state.boxes
     assert lb_node.bento_onion is not None
     replica_boxes = [b.bento_onion for b in others if b.bento_onion] or [lb_node.bento_onion]
@@ -250,18 +296,23 @@ async def measure(net: Testnet, sizes: list[int], service_ms: int, seconds: floa
             one = rows[0]["rate"] if rows[0]["n"] == 1 else float("nan")
             middle = sizes[min(len(sizes) - 1, 2)]
             target = next(r["rate"] for r in rows if r["n"] == middle)
+            ob_rows = []
+            for n in sizes if with_ob else []:
+                if n <= 8:  # onionbalance v3 takes at most 8 backends
+                    ob_rows.append(await fixed_onionbalance(net, n, seconds, warmup, service_ms))
+                    print("onionbalance", ob_rows[-1], flush=True)
             stepped = await step(bench, middle, target)
             print(stepped, flush=True)
             recovered = await recover(bench, middle, target)
             print(recovered, flush=True)
     ideal = 1000 / service_ms
     lines = [
-        f"Service time {service_ms} ms, one request at a time per replica (ideal {ideal:g} req/s per replica); "
+        f"Service time {service_ms} ms, one request at a time per replica (at most {ideal:g} req/s each); "
         f"closed-loop clients, 3 per replica, each its own Tor circuits; {seconds:g} s measured after "
         f"{warmup:g} s of warm-up. LoadBalancer on {lb_node.nickname}, replicas on "
         f"{', '.join(b.nickname for b in others) or lb_node.nickname}.",
         "",
-        "| replicas | requests/s | x one replica | target 0.8 x N | p50 ms | p99 ms | failed | replicas used |",
+        "| replicas | req/s | x one replica | target 0.8 x N | p50 ms | p99 ms | failed | replicas used |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -270,13 +321,29 @@ async def measure(net: Testnet, sizes: list[int], service_ms: int, seconds: floa
             f"| {r['n']} | {r['rate']:.2f} | {times:.2f} | {'met' if times >= 0.8 * r['n'] else 'missed'} "
             f"| {r['p50'] * 1000:.0f} | {r['p99'] * 1000:.0f} | {r['failed']} | {r['replicas_used']} |"
         )
+    if ob_rows:
+        one_ob = ob_rows[0]["rate"] if ob_rows[0]["n"] == 1 else float("nan")
+        lines += [
+            "",
+            "Onionbalance 0.2.4, the same service behind N backends (onion services of one tor of the bench, "
+            "HiddenServiceOnionbalanceInstance), the same clients:",
+            "",
+            "| backends | req/s | x one backend | p50 ms | p99 ms | failed | backends used | first answer |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in ob_rows:
+            times = r["rate"] / one_ob if one_ob == one_ob else float("nan")
+            lines.append(
+                f"| {r['n']} | {r['rate']:.2f} | {times:.2f} | {r['p50'] * 1000:.0f} | {r['p99'] * 1000:.0f} "
+                f"| {r['failed']} | {r['replicas_used']} | {r['reachable']:.0f} s |"
+            )
     lines += [
         "",
         f"- load step (idle, then {3 * middle} clients; --min 1 --max {middle} --high 1.5 --up-after 1): "
         f"all {middle} replicas up after {stepped['all_up']:.1f} s; 80% of the fixed-{middle} rate after "
         f"{stepped['absorbed']:.1f} s",
         f"- lost replica ({middle} under load, one's instance dies): detected after "
-        f"{recovered['detected']:.1f} s, replaced after {recovered['replaced']:.1f} s, rate back at 80% after "
+        f"{recovered['detected']:.1f} s, replaced after {recovered['replaced']:.1f} s, 80% rate after "
         f"{recovered['back']:.1f} s; {recovered['failed']} requests failed",
         f"- load average at the end (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
         f"on {os.cpu_count()} cores shared with other work",
@@ -292,11 +359,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--boxes", type=int, default=3, help="Bento boxes of the testnet it starts")
     parser.add_argument("--dir", help="use the testnet running in this directory")
+    parser.add_argument(
+        "--onionbalance", action="store_true", help="also onionbalance (pip install .[bench])"
+    )
     args = parser.parse_args()
     sizes = [int(x) for x in args.replicas.split(",")]
     with testnet(args.dir, args.boxes) as net:
-        body = asyncio.run(measure(net, sizes, args.service_ms, args.seconds, args.warmup))
+        body = asyncio.run(measure(net, sizes, args.service_ms, args.seconds, args.warmup, args.onionbalance))
     flags = f"--replicas {args.replicas} --service-ms {args.service_ms} --seconds {args.seconds:g}"
+    flags += " --onionbalance" if args.onionbalance else ""
     record("LoadBalancer scaling", f"python bench/loadbalance.py {flags}", body)
 
 
