@@ -65,6 +65,9 @@ def handle(conn):
 """
 
 
+OB_REACH = 300.0  # seconds for a first answer through onionbalance before giving up
+
+
 @dataclass
 class Load:
     """Closed-loop clients and what they saw: (finish time, latency) of each answer."""
@@ -212,8 +215,15 @@ async def fixed_onionbalance(
             load = Load(net.socks_address, address)
             began = time.monotonic()
             async with load.running(3 * n, f"ob{n}-"):
-                async with asyncio.timeout(900):  # until the frontend descriptor is out and found
-                    await load.first.wait()
+                try:
+                    async with asyncio.timeout(OB_REACH):  # the frontend's descriptor out and found
+                        await load.first.wait()
+                except TimeoutError:
+                    return {
+                        "n": n,
+                        "unreachable": OB_REACH,
+                        "log": (Path(tmp) / "onionbalance.log").read_text()[-1500:],
+                    }
                 reachable = time.monotonic() - began
                 await asyncio.sleep(warmup)
                 start = time.monotonic()
@@ -322,7 +332,7 @@ async def measure(
             f"| {r['p50'] * 1000:.0f} | {r['p99'] * 1000:.0f} | {r['failed']} | {r['replicas_used']} |"
         )
     if ob_rows:
-        one_ob = ob_rows[0]["rate"] if ob_rows[0]["n"] == 1 else float("nan")
+        one_ob = ob_rows[0].get("rate", float("nan")) if ob_rows[0]["n"] == 1 else float("nan")
         lines += [
             "",
             "Onionbalance 0.2.4, the same service behind N backends (onion services of one tor of the bench, "
@@ -332,6 +342,10 @@ async def measure(
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in ob_rows:
+            if "unreachable" in r:
+                lines.append(f"| {r['n']} | no answer within {r['unreachable']:g} s | | | | | | |")
+                print(r["log"], flush=True)
+                continue
             times = r["rate"] / one_ob if one_ob == one_ob else float("nan")
             lines.append(
                 f"| {r['n']} | {r['rate']:.2f} | {times:.2f} | {r['p50'] * 1000:.0f} | {r['p99'] * 1000:.0f} "

@@ -141,3 +141,11 @@ def test_absurd_settings_are_refused_with_the_reason(changes: dict[str, float], 
         Pool(Settings(**changes), ["b1"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least one box"):
         Pool(Settings(), [])
+
+
+def test_the_module_s_example_runs() -> None:
+    import doctest
+
+    from bento.functions.loadbalancer import policy
+
+    assert doctest.testmod(policy).failed == 0
