@@ -16,7 +16,7 @@ service's onion address.
 
     python bench/loadbalance.py [--replicas 1,2,4,8] [--service-ms 200] [--seconds 20]
 
-It starts its own testnet (3 Bento boxes: the LoadBalancer on the first, replicas on the
+It starts its own testnet (2 Bento boxes: the LoadBalancer on the first, replicas on the
 others), unless --dir names a running one. With --onionbalance, the same clients also load
 onionbalance (bench/onionbalance_backends.py) with as many backends, up to its 8.
 """
@@ -128,7 +128,9 @@ def testnet(directory: str | None, boxes: int) -> Iterator[Testnet]:
         yield Testnet.attach(Path(directory))
         return
     with tempfile.TemporaryDirectory(prefix="bento-bench-lb-") as tmp:
-        config = TestnetConfig(directory=Path(tmp) / "net", bento_boxes=boxes, owner_pid=os.getpid())
+        config = TestnetConfig(
+            directory=Path(tmp) / "net", bento_boxes=boxes, owner_pid=os.getpid(), bootstrap_timeout=300
+        )
         with Testnet.start(config) as net:
             yield net
 
@@ -371,7 +373,7 @@ def main() -> None:
     parser.add_argument("--service-ms", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=10.0)
-    parser.add_argument("--boxes", type=int, default=3, help="Bento boxes of the testnet it starts")
+    parser.add_argument("--boxes", type=int, default=2, help="Bento boxes of the testnet it starts")
     parser.add_argument("--dir", help="use the testnet running in this directory")
     parser.add_argument(
         "--onionbalance", action="store_true", help="also onionbalance (pip install .[bench])"

@@ -2,7 +2,7 @@
 
 ``start`` deploys the LoadBalancer to a box (reused from the keyring while its code and
 the service's name are unchanged: the same deployment keeps the same onion address),
-sends it the replica's code (the user's module with the replica wrapper), and returns
+gives it the replica's code (the user's module with the replica wrapper), and returns
 the session's stream once the service's onion address is known. The events that follow
 (one JSON object a line: ``up``, ``lost``, ``stopped``, ``scale``) come from ``events``.
 """
@@ -10,6 +10,7 @@ the session's stream once the service's onion address is known. The events that 
 from __future__ import annotations
 
 import ast
+import base64
 import gzip
 import io
 import json
@@ -26,6 +27,7 @@ from bento.client.stream import SessionStream
 from bento.errors import BentoError
 from bento.functions import deploy
 from bento.protocol.manifest import Manifest
+from bento.protocol.messages import SessionState
 from bento.protocol.policy import Needs, SyscallProfile
 
 from .function import fit
@@ -140,12 +142,15 @@ async def start(
         "idle_seconds": idle_seconds,
         "connect_timeout": connect_timeout,
         "needs": replica_needs(concurrency, lifetime, cpu).model_dump(mode="json"),
+        "code": base64.b64encode(payload).decode(),
     }
     stream = await box.start(function, "run", [asdict(settings), boxes, replica])
     try:
-        await stream.send(payload)
-        await stream.close_input()
-        first = await anext(events(stream))
+        first = await anext(events(stream), None)
+        if first is None:
+            ended = stream.ended
+            why = f"{ended.state.value}: {ended.reason}" if ended is not None else "no end was said"
+            raise BentoError(f"the LoadBalancer ended before it published the address ({why})")
     except BaseException:
         await stream.close()
         raise
@@ -172,3 +177,5 @@ async def events(stream: SessionStream) -> AsyncIterator[dict[str, Any]]:
     ended = stream.ended
     if ended is not None and ended.error is not None:
         raise BentoError(f"the LoadBalancer stopped: {ended.error.type}: {ended.error.message}")
+    if ended is not None and ended.state is not SessionState.COMPLETED:
+        raise BentoError(f"the LoadBalancer ended: {ended.state.value}: {ended.reason}")

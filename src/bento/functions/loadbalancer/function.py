@@ -8,17 +8,20 @@ service (``api.tor.connect_onion``); replicas are sessions of the service, deplo
 the client library (``needs.call_boxes``) on the boxes named, started and stopped as
 :mod:`.policy` decides.
 
-The session's input is the replica's code (a .tar.gz, as ``bento loadbalance`` builds
-it); its output is one JSON line per event: ``address``, ``up``, ``lost``, ``stopped``,
-``scale``, ``failed``. Connections to a lost replica are closed at once (their bytes
-may have been half served: the LoadBalancer cannot know whether a replay would be safe);
-a connection whose stream to a replica cannot be opened is tried on another replica
-before anything reaches its client.
+The replica's code (a .tar.gz, as ``bento loadbalance`` builds it) comes base64-encoded
+in ``replica["code"]`` (it is no secret from this box, which deploys it); the session's
+output is one JSON line per event: ``address``, ``up``, ``lost``, ``stopped``, ``scale``.
+Connections to a lost replica are closed at once (their bytes may have been half served:
+the LoadBalancer cannot know whether a replay would be safe); a connection whose stream
+to a replica cannot be opened is tried on another replica before anything reaches its
+client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import concurrent.futures
 import contextlib
 import json
@@ -40,7 +43,7 @@ from bento.runtime import api
 
 from .policy import Pool, Replica, Settings, Start, Stop
 
-MAX_CODE = 4 << 20
+MAX_CODE = 1 << 20  # the user's module is at most 1 MiB (client.MAX_SERVICE)
 TICK = 0.5  # seconds between two looks at the load
 HEARTBEAT = 10.0  # seconds between heartbeats to each replica
 CONNECT_TRIES = 3
@@ -60,12 +63,13 @@ def run(settings: dict[str, Any], boxes: list[str], replica: dict[str, Any]) -> 
         raise LoadBalancerError(f"bad settings: {exc}") from None
     if not isinstance(boxes, list) or not boxes or not all(isinstance(b, str) for b in boxes):
         raise LoadBalancerError("boxes must be a non-empty list of onion addresses")
-    code = bytearray()
-    while (chunk := api.recv(timeout=120)) is not None:
-        code += chunk
-        if len(code) > MAX_CODE:
-            raise LoadBalancerError(f"the replica's code is over {MAX_CODE} bytes")
-    balancer = Balancer(chosen, [b.removesuffix(".onion") for b in boxes], bytes(code), replica)
+    try:
+        code = base64.b64decode(str(replica.get("code", "")), validate=True)
+    except (binascii.Error, ValueError):
+        raise LoadBalancerError("the replica's code is not base64") from None
+    if not code or len(code) > MAX_CODE:
+        raise LoadBalancerError(f"the replica's code is missing or over {MAX_CODE} bytes")
+    balancer = Balancer(chosen, [b.removesuffix(".onion") for b in boxes], code, replica)
     return asyncio.run(balancer.run())
 
 
