@@ -67,8 +67,11 @@ class Events:
         def found() -> dict[str, Any] | None:
             return next((e for e in self.seen[after:] if all(e.get(k) == v for k, v in match.items())), None)
 
-        async with asyncio.timeout(TIMEOUT), self._new:
-            await self._new.wait_for(lambda: found() is not None)
+        try:
+            async with asyncio.timeout(TIMEOUT), self._new:
+                await self._new.wait_for(lambda: found() is not None)
+        except TimeoutError:
+            raise AssertionError(f"no {match} in {TIMEOUT} s; the LoadBalancer said {self.seen}") from None
         event = found()
         assert event is not None
         return event
