@@ -15,6 +15,8 @@ from support import TIMEOUT, drain
 
 from bento.client.box import Box
 from bento.client.keyring import Keyring
+from bento.errors import BentoError
+from bento.functions.dropbox import client as dropbox
 from bento.protocol.messages import SessionState
 from bento.testnet import Testnet
 from browser_site import Gate, finish, sample_site, serve
@@ -54,9 +56,9 @@ async def test_the_page_is_deposited_while_the_client_is_gone_and_fetched_later(
         # The client asks, takes the capability and exits: its connection is gone with it.
         code, stdout, stderr = await _cli(
             testnet, keyring, "browse", url, "--box", "exit0", "--via-dropbox", "exit1",
-            "--pad", "64KiB", "--json",
+            "--pad", "64KiB", "--timeout", "120", "--json",  # the held response must not time out
         )  # fmt: skip
-        assert code == 0, stderr
+        assert code == 0, stdout + stderr
         receipt = json.loads(stdout)
         capability = receipt["capability"]
         assert capability.startswith(f"bento-dropbox:{testnet.state.boxes[1].bento_onion}:")
@@ -75,25 +77,27 @@ async def test_the_page_is_deposited_while_the_client_is_gone_and_fetched_later(
                 await asyncio.sleep(0.2)
             assert info.state is SessionState.RUNNING and not info.attached
             # Too early: the Dropbox says so, and the try costs none of the deposit's fetches.
-            code, stdout, _ = await _cli(testnet, fetcher, "dropbox", "get", capability, "--json")
-            assert code != 0 and "still at work" in json.loads(stdout)["error"]["message"]
+            dropbox_box = Box(testnet.state.boxes[1].bento_onion or "", socks=testnet.socks_address)
+            async with dropbox_box, asyncio.timeout(TIMEOUT):
+                with pytest.raises(BentoError, match="still at work"):
+                    await dropbox.get(dropbox_box, dropbox.Capability.parse(capability))
             assert (await box.session(browser, receipt["session_id"])).state is SessionState.RUNNING
             gate.opened.set()
             async with asyncio.timeout(TIMEOUT):
                 output, ended = await drain(box, browser, receipt["session_id"])
-        assert ended.state is SessionState.COMPLETED and ended.result == {"deposited": True}, ended
+        assert ended.state is SessionState.COMPLETED and ended.result == {"deposited": True}, ended.error
         assert output == b""  # the client took the receipt before it left; no page byte came here
 
         code, stdout, stderr = await _cli(
             testnet, fetcher, "dropbox", "get", capability, "--page", str(tmp_path / "later"), "--json"
         )
-        assert code == 0, stderr
+        assert code == 0, stdout + stderr
         later = json.loads(stdout)
         code, stdout, stderr = await _cli(
             testnet, keyring, "browse", url, "--box", "exit0", "--pad", "64KiB",
             "--out", str(tmp_path / "direct"), "--json",
         )  # fmt: skip
-        assert code == 0, stderr
+        assert code == 0, stdout + stderr
         direct = json.loads(stdout)
     assert later["bytes"] % (64 << 10) == 0 and later["padding_bytes"] > 0  # deposited padded
     assert later["resources"] == direct["resources"]

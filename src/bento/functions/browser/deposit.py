@@ -23,11 +23,13 @@ from bento.client.box import Box
 from bento.client.keyring import Deployment
 from bento.client.stream import Retry
 from bento.client.via_broker import BrokerTransport
+from bento.errors import BentoError
 from bento.functions.dropbox import client as dropbox
 from bento.protocol.messages import CodeKind
 
 TIMEOUT = 300.0  # seconds for one exchange with the Dropbox's box, over two Tor circuits
 _RETRY = Retry(attempts=3)
+FILL_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,18 @@ def reserve(onion: str, fetches: int, seconds: float) -> Place:
 
 
 def fill(place: Place, data: bytes, error: str = "") -> dict[str, object]:
-    """Fill the reserved deposit with ``data`` (or say why there is none)."""
+    """Fill the reserved deposit with ``data`` (or say why there is none). The Dropbox checks
+    what arrives against its length and hash; a damaged fill (a part sent twice across a
+    dropped connection) leaves the deposit reserved, and is tried again."""
 
     async def run() -> dict[str, object]:
         async with asyncio.timeout(TIMEOUT), _box(place.capability.onion) as box:
             return await dropbox.fill(box, place.capability, data, error=error)
 
-    return asyncio.run(run())
+    for attempt in range(FILL_ATTEMPTS):
+        try:
+            return asyncio.run(run())
+        except BentoError as exc:
+            if attempt + 1 == FILL_ATTEMPTS or "arrived damaged" not in str(exc):
+                raise
+    raise AssertionError("unreachable")

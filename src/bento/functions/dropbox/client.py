@@ -8,6 +8,7 @@ shown once and kept nowhere by the client.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,9 @@ async def reserve(
 async def fill(box: Box, capability: Capability, data: bytes, *, error: str = "") -> dict[str, Any]:
     """Give the reserved deposit ``capability`` its data, or the reason it has none."""
     async with await box.start(capability.deployment(), "fill", []) as stream:
-        await stream.send(json.dumps({"token": capability.token, "error": error}).encode() + b"\n")
+        line = {"token": capability.token, "error": error, "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+        await stream.send(json.dumps(line).encode() + b"\n")
         for start in range(0, len(data), SEND_CHUNK):
             await stream.send(data[start : start + SEND_CHUNK])
         await stream.close_input()
