@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from bento.cli import client_options
+from bento.cli import client_options, cover_options
 from bento.cli.boxes import find_box
 from bento.cli.dropbox import parse_duration
 from bento.cli.output import console, emit_json, errors
@@ -79,6 +79,7 @@ def add_browse(parser: argparse.ArgumentParser) -> None:
     via.add_argument("--fetches", type=int, default=1, help="how many times the deposit may be fetched")
     via.add_argument("--expires", type=parse_duration, default=86400.0, metavar="DURATION",
                      help="when the deposit self-destructs (default 1d; 90s, 30m, 12h, 7d)")  # fmt: skip
+    cover_options.add(parser)
     client_options.add(parser, control=True)
     parser.set_defaults(handler=cmd_browse)
 
@@ -97,6 +98,7 @@ def _options(args: argparse.Namespace) -> browser.Options:
         user_agent=args.user_agent,
         cookies=dict(args.cookie),
         limits=limits,
+        cover=cover_options.from_args(args),
     )
 
 
@@ -155,6 +157,13 @@ def cmd_browse(args: argparse.Namespace) -> int:
         f"  time:      page after {page.seconds_to_page:.2f} s, padding done after {page.seconds:.2f} s "
         f"(the box fetched for {page.index.get('seconds', 0)} s)"
     )
+    if page.cover is not None:
+        cover = page.cover
+        console.print(
+            f"  cover:     {cover['rate']} cells/s each way "
+            f"({cover['bytes_per_second'] / 1000:.0f} KB/s on your link) for {cover['seconds']:.1f} s: "
+            f"{cover['frames']} frames out, {cover['frames_in']} in"
+        )
     if page.usage is not None:
         console.print(
             f"  at the box: {page.usage.cpu_seconds:.2f} s CPU, "
@@ -171,10 +180,10 @@ def cmd_browse(args: argparse.Namespace) -> int:
 def _via_dropbox(args: argparse.Namespace, options: browser.Options) -> int:
     """The poster's figure 2: Browser deposits the page with a Dropbox on another box; we
     leave as soon as the deposit is reserved, with the capability that fetches it."""
-    if args.open or args.out:
+    if args.open or args.out or options.cover is not None:
         raise BentoError(
-            "with --via-dropbox the page goes to the Dropbox, not here",
-            fix="drop --open/--out; later: bento dropbox get CAPABILITY --page DIR",
+            "with --via-dropbox the page goes to the Dropbox, not here (and there is no transfer to cover)",
+            fix="drop --open/--out/--cover; later: bento dropbox get CAPABILITY --page DIR",
         )
     found = discover(args.control)
     info, other = resolve(args.box, found), resolve(args.via_dropbox, found)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bento.client.box import Box
+from bento.client.cover import Cover, CoveredLink
 from bento.client.keyring import Deployment, Keyring
 from bento.client.stream import SessionStream
 from bento.errors import BentoError
@@ -72,19 +73,25 @@ async def deployment(
 
 
 async def _start(
-    box: Box, keyring: Keyring, entry: str, arguments: list[Any], *, via_dropbox: bool = False
+    box: Box,
+    keyring: Keyring,
+    entry: str,
+    arguments: list[Any],
+    *,
+    via_dropbox: bool = False,
+    cover: Cover | None = None,
 ) -> tuple[SessionStream, Deployment, bool]:
     """Invoke ``entry`` on Browser (deployed or reused) and attach, in one round trip."""
     function, deployed = await deployment(box, keyring, via_dropbox=via_dropbox)
     try:
-        stream = await box.start(function, entry, arguments)
+        stream = await box.start(function, entry, arguments, cover=cover)
     except BentoError:
         if deployed:
             raise
         # The box forgot it (shut down, or the box restarted): deploy this code again, once.
         keyring.forget(function.function_id, how="replaced")
         function, deployed = await deployment(box, keyring, fresh=True, via_dropbox=via_dropbox)
-        stream = await box.start(function, entry, arguments)
+        stream = await box.start(function, entry, arguments, cover=cover)
     keyring.add_session(stream.session_id, function.function_id)
     return stream, function, deployed
 
@@ -96,6 +103,7 @@ class Options:
     user_agent: str = ""
     cookies: dict[str, str] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
+    cover: Cover | None = None  # link cover around the whole transfer (bento.client.cover)
 
 
 @dataclass
@@ -112,6 +120,7 @@ class Page:
     usage: ResourceUsage | None = None  # the instance's, as the box measured it
     function_id: str = ""
     deployed: bool = False
+    cover: dict[str, Any] | None = None  # what the link's cover did (bento.client.cover)
 
     @property
     def resources(self) -> list[dict[str, Any]]:
@@ -140,6 +149,7 @@ class Page:
             "box_usage": self.usage.model_dump() if self.usage else None,
             "function_id": self.function_id,
             "deployed": self.deployed,
+            "cover": self.cover,
         }
 
 
@@ -174,10 +184,14 @@ async def _browse(
     progress: Progress | None,
 ) -> Page:
     started = time.monotonic()
-    stream, function, deployed = await _start(box, keyring, "browse", _arguments(url, options))
-    async with stream:
+    stream, function, deployed = await _start(
+        box, keyring, "browse", _arguments(url, options), cover=options.cover
+    )
+    async with stream:  # with cover, leaving waits for the end of the cover window
         received = await _receive(stream, out, started, on_page, progress)
     page = Page(url=url, directory=out, function_id=function.function_id, deployed=deployed, **received)
+    if isinstance(stream.link, CoveredLink):
+        page.cover = stream.link.report()
     page.seconds = time.monotonic() - started
     return page
 
