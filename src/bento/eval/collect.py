@@ -3,9 +3,11 @@
 For each visit the watched link is captured (:mod:`bento.eval.sniff`) while a victim's
 client (:mod:`bento.eval.victim`) loads a corpus site, either itself through Tor like a
 browser (condition ``tor``) or through Browser on an exit box with a given padding
-(``browser-0mb``, ``browser-1mb``, ``browser-7mb``). The capture becomes the visit's cell
-sequence (:mod:`bento.eval.capture`), appended to the condition's trace file at once, so a
-stopped collection resumes at the first visit it lacks.
+(``browser-0mb``, ``browser-1mb``, ``browser-7mb``), or through Browser without padding
+inside link cover (``browser-cover``: :data:`COVER`, a fixed rate in a fixed window that
+outlasts the heaviest corpus page, so every visit shows the same rate for as long). The
+capture becomes the visit's cell sequence (:mod:`bento.eval.capture`), appended to the
+condition's trace file at once, so a stopped collection resumes at the first visit it lacks.
 
 Browser is deployed before the first captured visit: the upload of the function is not in
 the traces (the paper's attacker saw it; it is the same for every site).
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bento.client.box import Box
+from bento.client.cover import Cover
 from bento.client.keyring import Keyring
 from bento.errors import BentoError
 from bento.eval import browserlike, capture, traces, victim
@@ -44,10 +47,14 @@ from bento.testnet.state import Node
 from bento.tor.client_tor import ClientTor
 
 MB = 1_000_000
-PADDING = {"browser-0mb": 0, "browser-1mb": 1 * MB, "browser-7mb": 7 * MB}
+# Link cover: 1000 cells/s each way (514 KB/s on the link) carries a 5 MiB page, the corpus's
+# heaviest, in about 11 s; the 20 s window holds it with the box's fetch (docs/benchmarks.md).
+COVER = Cover(rate=1000, burst=10, lead=1.0, duration=20.0, tail=1.0)
+PADDING = {"browser-0mb": 0, "browser-1mb": 1 * MB, "browser-7mb": 7 * MB, "browser-cover": 0}
 CONDITIONS = ("tor", *PADDING)
 VISIT_TIMEOUT = 300.0
 ATTEMPTS = 2  # a visit that fails twice is left for the next run
+GIVE_UP_AFTER = 10  # failed attempts in a row that stop a victim: something is broken
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ async def collect(
     if unknown:
         raise BentoError(
             f"unknown condition {unknown[0]!r}",
-            fix=f"choose from {', '.join(CONDITIONS)} (Browser with Cover needs the Cover function)",
+            fix=f"choose from {', '.join(CONDITIONS)}",
         )
     if not 1 <= parallel <= 16:
         raise BentoError(f"--parallel must be between 1 and 16, not {parallel}")
@@ -154,24 +161,35 @@ class _Worker:
             box = None
             if self.browser_box is not None:
                 box = await stack.enter_async_context(Box(self.browser_box, socks=socks))
-                await browser.deployment(box, self.keyring)
+                await _live_browser(box, self.keyring)
             link = (tor.process.pid, guard.or_port)
             self._tor, self._guard = tor, guard
+            failures_in_a_row = 0
             while not queue.empty():
                 item = queue.get_nowait()
                 for attempt in range(1, ATTEMPTS + 1):
                     try:
                         records = await self._visit(item, socks, box, link)
-                    except (BentoError, OSError, TimeoutError) as exc:
+                    except Exception as exc:  # one visit's failure, whatever it is
+                        # (a library's own error that escaped its wrapper included), is that
+                        # visit's: it is reported, and hours of collection go on; a run where
+                        # visits keep failing stops instead of burning through the queue.
+                        failures_in_a_row += 1
+                        if failures_in_a_row >= GIVE_UP_AFTER:
+                            raise BentoError(
+                                f"{failures_in_a_row} visits in a row failed; the last: {exc!r:.300}",
+                                fix="check the testnet (bento testnet status) and the victims' logs",
+                            ) from exc
                         if attempt == ATTEMPTS:
                             what = f"{item.condition} {item.site.name} visit {item.visit}"
-                            self.outcome.failed.append(f"{what}: {exc!r}")
+                            self.outcome.failed.append(f"{what}: {exc!r:.300}")
                             self.say(f"{what}: gave up after {ATTEMPTS} attempts")
                         continue
                     trace = Trace.from_records(
                         item.site.index, item.visit, item.condition, records, item.site.name
                     )
                     traces.append(self.dataset, trace)
+                    failures_in_a_row = 0
                     have[item.condition].add((item.site.index, item.visit))
                     self.say(f"{item.condition}: visit {item.visit + 1}, {item.site.name}")
                     break
@@ -196,7 +214,8 @@ class _Worker:
                 if box is None:
                     raise BentoError(f"{item.condition} needs a Bento box")
                 with tempfile.TemporaryDirectory(prefix="bento-eval-") as out:
-                    options = browser.Options(pad=PADDING[item.condition])
+                    cover = COVER if item.condition == "browser-cover" else None
+                    options = browser.Options(pad=PADDING[item.condition], cover=cover)
                     await browser.browse(box, self.keyring, url, Path(out) / "page", options)
         # Every cell of the visit crossed the watched link only if every circuit began there.
         await victim.check_guard(self._tor, self._guard)
@@ -206,3 +225,17 @@ class _Worker:
                 f"the capture of {url} is empty", fix="check that dumpcap may capture on lo (root)"
             )
         return records
+
+
+async def _live_browser(box: Box, keyring: Keyring) -> None:
+    """Make sure Browser is deployed on ``box`` now, before any capture: a box that
+    restarted has forgotten it, and redeploying inside a visit would put the upload in
+    that visit's trace."""
+    function, deployed = await browser.deployment(box, keyring)
+    if deployed:
+        return
+    try:
+        await box.sessions(function)
+    except BentoError:
+        keyring.forget(function.function_id, how="replaced")
+        await browser.deployment(box, keyring, fresh=True)
