@@ -15,9 +15,10 @@ from support import TIMEOUT, deploy
 
 from bento.client.box import Box
 from bento.client.cover import Cover
-from bento.client.keyring import Keyring
+from bento.client.keyring import Deployment, Keyring
 from bento.errors import BentoError
 from bento.functions.browser import client as browser
+from bento.functions.cover import client as circuit_cover
 from bento.protocol.cover import HEADER
 from bento.testnet import Testnet
 
@@ -88,3 +89,53 @@ async def test_an_absurd_cover_rate_is_refused_clearly_by_client_and_box(testnet
     assert "10000000 cells/s is over this box's limit of 2000" in refusal["error"]
     assert (await box.sessions(function)).sessions == []
     await box.shutdown(function)
+
+
+async def test_circuit_cover_builds_circuits_and_its_sink_gets_every_byte(
+    testnet: Testnet, box: Box, tmp_path: Path
+) -> None:
+    keyring = Keyring(tmp_path / "keyring.json")
+    ticks: list[tuple[float, int]] = []
+    async with asyncio.timeout(TIMEOUT):
+        result = await circuit_cover.circuits(
+            box, keyring, 3, 40, 4.0, progress=lambda seconds, sent: ticks.append((seconds, sent))
+        )
+    assert len(result["circuits"]) == 3 and result["seconds"] >= 4.0
+    for circuit in result["circuits"]:
+        assert len(circuit["path"]) == 3
+        assert circuit["bytes_sent"] >= 0.9 * 40 * 4.0 * 498  # 40 cells/s of 498 stream bytes
+        assert circuit["bytes_received"] == circuit["bytes_sent"]  # all of it reached the sink
+    assert len({tuple(c["path"]) for c in result["circuits"]}) >= 2  # circuits of their own
+    assert ticks and ticks[-1][1] <= result["bytes_sent"]
+    info = (await box.sessions(await _deployment(keyring, box))).sessions[-1]
+    assert info.usage.circuits == 3
+
+
+async def _deployment(keyring: Keyring, box: Box) -> Deployment:
+    return next(d for d in keyring.functions.values() if d.name.startswith("cover-") and d.onion == box.onion)
+
+
+async def test_circuit_cover_refuses_a_third_party_sink_and_absurd_rates(
+    testnet: Testnet, box: Box, tmp_path: Path
+) -> None:
+    keyring = Keyring(tmp_path / "keyring.json")
+    async with asyncio.timeout(TIMEOUT):
+        with pytest.raises(BentoError, match="never to '127.0.0.1:80'"):
+            await circuit_cover.circuits(box, keyring, 1, 10, 1.0, sink="127.0.0.1:80")
+        with pytest.raises(BentoError, match="rate: 1 to 1000 cells per second"):
+            await circuit_cover.circuits(box, keyring, 1, 10**6, 1.0)
+    sessions = (await box.sessions(await _deployment(keyring, box))).sessions
+    assert all(s.usage.circuits == 0 and s.usage.network_granted == 0 for s in sessions)
+
+
+async def test_cover_circuits_on_the_command_line(testnet: Testnet, tmp_path: Path) -> None:
+    env = {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(tmp_path / "keyring.json")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bento", "cover", "circuits", "--box", "exit0", "--circuits", "2",
+        "--rate", "30", "--duration", "2", "--json", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    assert process.returncode == 0, stderr.decode()
+    report = json.loads(stdout)
+    assert len(report["circuits"]) == 2 and report["bytes_received"] == report["bytes_sent"] > 0

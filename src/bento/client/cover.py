@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,6 +177,8 @@ class CoveredLink(Link):
             "burst": self.cover.burst,
             "bytes_per_second": self.cover.bytes_per_second(),
             "seconds": round(self.clock.now() - started, 3) if started is not None else 0.0,
+            # When the window began, on the wall clock (for lining it up with a capture).
+            "started_wall": time.time() - (self.clock.now() - started) if started is not None else None,
             **{name: getattr(stats, name) for name in stats.__dataclass_fields__},
         }
 
