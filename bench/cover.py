@@ -15,7 +15,7 @@ TLS records, bento.eval.capture), and from it:
 - the latency cover adds to Browser: time to the page (the archive's last byte), and to
   the end of the session, cover against none.
 
-    python bench/cover.py [--sites 4] [--runs 2] [--rate 600] [--window 15]
+    python bench/cover.py [--sites 4] [--runs 2] [--rate 1000] [--burst 10] [--window 20]
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class Load:
     down: float = 0.0
     cv: float = 0.0  # of the bytes per 100 ms, both directions, in the window
     bins: int = 0
+    frames: int = 0  # the client's pacer: frames sent, and of them sent late or never sent
+    late: int = 0
 
 
 def steadiness(
@@ -98,7 +100,9 @@ async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[li
     assert net.corpus is not None and net.corpus_port is not None
     node = net.state.boxes[0]
     assert node.bento_onion is not None
-    tor = await victim.start(net, tmp / "victim-tor")
+    guard = victim.guards(net)[0]
+    assert guard.or_port is not None
+    tor = await victim.start(net, tmp / "victim-tor", guard)
     loads: list[Load] = []
     failures: list[str] = []
     cover = Cover(rate=args.rate, burst=args.burst, lead=1.0, duration=args.window, tail=1.0)
@@ -108,8 +112,7 @@ async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[li
         sites = spread(net.corpus, args.sites)
         async with Box(node.bento_onion, socks=socks) as box:
             await browser.browse(box, keyring, sites[0].url(net.corpus_port), tmp / "warm")  # deployed
-            guard = await victim.guard(tor, net)
-            assert guard.or_port is not None
+            await victim.check_guard(tor, guard)
             link = (tor.process.pid, guard.or_port)
             for run in range(args.runs):
                 for site in sites:
@@ -133,6 +136,12 @@ async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[li
                             start = float(page.cover["started_wall"])
                             end = start + float(page.cover["seconds"]) - cover.tail  # the close began
                             load.up, load.down, load.cv, load.bins = steadiness(records, start, end)
+                            load.frames = int(page.cover["frames"])
+                            load.late = int(page.cover["late"]) + int(page.cover["skipped"])
+                            if load.up + load.down < 0.25 * 2 * args.rate * CELL_BYTES:
+                                failures.append(f"{site.name} run {run + 1}: the capture missed the window")
+                                print("FAILED", failures[-1], flush=True)
+                                continue
                         loads.append(load)
                         print(
                             f"run {run + 1} {site.name} ({page.archive_bytes} B) cover={covered}: "
@@ -149,9 +158,9 @@ def report(loads: list[Load], failures: list[str], args: argparse.Namespace, com
     nominal = args.rate * CELL_BYTES
     covered = [x for x in loads if x.covered]
     rows = [
-        "| site | page | CV per 100 ms | up | down | link bytes, cover / none | to page, cover / none | "
-        "to end, cover / none |",
-        "|---|---|---|---|---|---|---|---|",
+        "| site | page | CV per 100 ms | up | down | pacer frames late | link bytes, cover / none "
+        "| to page, cover / none | to end, cover / none |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for site in dict.fromkeys(x.site for x in loads):
         mine = [x for x in covered if x.site == site]
@@ -162,6 +171,7 @@ def report(loads: list[Load], failures: list[str], args: argparse.Namespace, com
         rows.append(
             f"| {site} | {mine[0].page_bytes / 1e6:.2f} MB | {med(x.cv for x in mine):.2%} "
             f"| {med(x.up for x in mine) / 1000:.0f} KB/s | {med(x.down for x in mine) / 1000:.0f} KB/s "
+            f"| {sum(x.late for x in mine) / max(1, sum(x.frames for x in mine)):.1%} "
             f"| {med(x.link_bytes for x in mine) / 1e6:.2f} / "
             f"{med(x.link_bytes for x in plain) / 1e6:.2f} MB "
             f"| {med(x.to_page for x in mine):.2f} / {med(x.to_page for x in plain):.2f} s "
@@ -175,7 +185,9 @@ def report(loads: list[Load], failures: list[str], args: argparse.Namespace, com
         f"a {args.window:g} s window (1 s lead, 1 s tail), Browser without padding; {args.runs} loads of "
         f"each site each way, alternating. The watcher is the evaluation's: dumpcap on the victim tor's "
         f"link to its guard, TLS records (bento.eval.capture). CV: of the bytes per 100 ms, both "
-        f"directions, over the window less its first and last {EDGE} s.\n\n"
+        f"directions, over the window less its first and last {EDGE} s. Pacer frames late: of the "
+        f"client's frames, those its pacer sent late (catching up) or skipped, a measure of how "
+        f"often the host stalled it.\n\n"
         + "\n".join(rows)
         + "\n\n"
         + (
@@ -188,16 +200,16 @@ def report(loads: list[Load], failures: list[str], args: argparse.Namespace, com
         + f"- load average during the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
         + (f"- failures: {'; '.join(failures)}\n" if failures else "")
     )
-    record("Link cover (bench/cover.py)", command, body)
+    record(f"Link cover at {args.rate} cells/s (bench/cover.py)", command, body)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--sites", type=int, default=4)
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--rate", type=int, default=600, help="cells per second each way")
-    parser.add_argument("--burst", type=int, default=6, help="cells per frame")
-    parser.add_argument("--window", type=float, default=15.0, help="seconds of cover at least")
+    parser.add_argument("--rate", type=int, default=1000, help="cells per second each way")
+    parser.add_argument("--burst", type=int, default=10, help="cells per frame")
+    parser.add_argument("--window", type=float, default=20.0, help="seconds of cover at least")
     args = parser.parse_args()
     command = "python bench/cover.py " + " ".join(sys.argv[1:])
     started = time.monotonic()
