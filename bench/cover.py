@@ -36,7 +36,8 @@ from bento.client.keyring import Keyring
 from bento.eval import capture, victim
 from bento.eval.sniff import Sniffer
 from bento.functions.browser import client as browser
-from bento.protocol.cover import CELL_BYTES
+from bento.protocol.cover import CELL_BYTES, frame_size
+from bento.protocol.cover_channel import CoverChannel
 from bento.testnet import Testnet, TestnetConfig
 from browser_memory import spread
 from record import record
@@ -84,6 +85,28 @@ def steadiness(
     return up / span, down / span, (statistics.pstdev(bins) / mean if mean else 0.0), count
 
 
+async def pacer_alone(rate: int, burst: int, seconds: float = 5.0) -> float:
+    """The CV of frames per BIN of a pacer alone (no network, no Tor): what the host allows."""
+    sent: list[float] = []
+
+    async def send_raw(frame: bytes) -> None:
+        sent.append(time.monotonic())
+
+    async def receive_raw() -> bytes | None:
+        await asyncio.Event().wait()
+        return None
+
+    channel = CoverChannel(send_raw, receive_raw, period=burst / rate, frame_size=frame_size(burst))
+    async with channel:
+        await asyncio.sleep(seconds)  # a measurement's length, not a synchronisation
+    bins = [0] * int(seconds / BIN - 1)
+    for when in sent:
+        k = int((when - sent[0]) / BIN)
+        if k < len(bins):
+            bins[k] += 1
+    return statistics.pstdev(bins) / statistics.fmean(bins)
+
+
 async def one_load(
     box: Box, keyring: Keyring, url: str, out: Path, cover: Cover | None, link: tuple[int, int], pcap: Path
 ) -> tuple[browser.Page, list[tuple[float, int, int]]]:
@@ -96,12 +119,14 @@ async def one_load(
     return page, records
 
 
-async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[list[Load], list[str]]:
+async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[list[Load], list[str], float]:
     assert net.corpus is not None and net.corpus_port is not None
     node = net.state.boxes[0]
     assert node.bento_onion is not None
     guard = victim.guards(net)[0]
     assert guard.or_port is not None
+    alone = await pacer_alone(args.rate, args.burst)
+    print(f"the pacer alone: CV {alone:.1%} of frames per 100 ms", flush=True)
     tor = await victim.start(net, tmp / "victim-tor", guard)
     loads: list[Load] = []
     failures: list[str] = []
@@ -151,10 +176,12 @@ async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[li
                         )
     finally:
         await tor.stop()
-    return loads, failures
+    return loads, failures, alone
 
 
-def report(loads: list[Load], failures: list[str], args: argparse.Namespace, command: str) -> None:
+def report(
+    loads: list[Load], failures: list[str], alone: float, args: argparse.Namespace, command: str
+) -> None:
     nominal = args.rate * CELL_BYTES
     covered = [x for x in loads if x.covered]
     rows = [
@@ -196,6 +223,8 @@ def report(loads: list[Load], failures: list[str], args: argparse.Namespace, com
             if cvs
             else "- no covered load completed\n"
         )
+        + f"- the client's pacer alone on this host (no network, no Tor), the same 5 s: CV {alone:.1%} "
+        f"of its frames per 100 ms: the floor the host puts under the figures above\n"
         + f"- bytes on the link, all covered loads against all uncovered: {overhead:.1f}x\n"
         + f"- load average during the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
         + (f"- failures: {'; '.join(failures)}\n" if failures else "")
@@ -218,8 +247,8 @@ def main() -> None:
             directory=Path(tmp) / "net", bento_boxes=1, bootstrap_timeout=300, owner_pid=os.getpid()
         )
         with Testnet.start(config, progress=print) as net:
-            loads, failures = asyncio.run(measure(net, args, Path(tmp)))
-    report(loads, failures, args, command.strip())
+            loads, failures, alone = asyncio.run(measure(net, args, Path(tmp)))
+    report(loads, failures, alone, args, command.strip())
     print(f"({time.monotonic() - started:.0f} s)")
 
 
