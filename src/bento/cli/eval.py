@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bento.cli.output import console, emit_json, step
 
+T = TypeVar("T")
 QUICK = {"folds": 3, "df_epochs": 10, "kfp_trees": 200}
 
 
@@ -85,18 +88,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
             bar.update(task, description=message)
             bar.advance(task)
 
-        outcome = asyncio.run(
-            collect.collect(
-                net,
-                args.dataset,
-                args.conditions,
-                args.sites,
-                args.visits,
-                parallel=args.parallel,
-                planned=planned,
-                say=say,
-            )
+        work = collect.collect(
+            net,
+            args.dataset,
+            args.conditions,
+            args.sites,
+            args.visits,
+            parallel=args.parallel,
+            planned=planned,
+            say=say,
         )
+        try:
+            outcome = asyncio.run(_stopped_by_signals(work))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            errors.print("stopped; every trace collected so far is kept: run the same command to go on")
+            return 130
     if args.json:
         emit_json({"traces": outcome.counts, "failed": outcome.failed})
     else:
@@ -108,6 +114,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
         errors.print(f"{len(outcome.failed)} visits failed; run the same command again to collect them")
         return 1
     return 0
+
+
+async def _stopped_by_signals(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` until done, or until SIGTERM or SIGHUP cancels it as Ctrl-C would: a
+    collection left in the background (where SIGINT is ignored) is stopped cleanly, its
+    victims' tors and captures with it."""
+    import asyncio
+    import signal
+
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(number, task.cancel)
+    return await work
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
