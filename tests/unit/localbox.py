@@ -97,6 +97,10 @@ class LocalBox:
         headers = bearer(token) if token else {}
         return aconnect_ws(path, self.client._http, headers=headers, keepalive_ping_interval_seconds=None)
 
+    def websocket_with(self, path: str, headers: dict[str, str]) -> Any:
+        """A raw WebSocket to the app with these request headers."""
+        return aconnect_ws(path, self.client._http, headers=headers, keepalive_ping_interval_seconds=None)
+
 
 @contextlib.asynccontextmanager
 async def serving(registry: Registry, signed: SignedDescriptor) -> AsyncIterator[LocalBox]:

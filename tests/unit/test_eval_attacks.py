@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +78,18 @@ def test_strict_folds_keep_every_visit_in_one_part_only() -> None:
 def test_too_few_visits_for_the_folds_is_an_error() -> None:
     with pytest.raises(ValueError, match="at least 5"):
         splits.folds([0, 0, 0], [0, 1, 2], k=5)
+
+
+def test_results_are_reused_only_for_the_same_visits_and_settings(tmp_path: Path) -> None:
+    from bento.eval import experiment, traces
+
+    for trace in synthetic(5, 6):
+        traces.append(tmp_path, replace(trace, condition="tor"))
+    quick = experiment.Settings(folds=3, kfp_trees=20, visits=3)
+    first = experiment.run(tmp_path, ["tor"], ["kfp"], quick)
+    assert [r.visits for r in first] == [3, 3, 3] and all(r.test == 5 for r in first)
+    assert experiment.run(tmp_path, ["tor"], ["kfp"], quick) == first  # read back, not retrained
+    # More visits (a collection that went on) is other data: the folds are trained afresh.
+    fuller = experiment.run(tmp_path, ["tor"], ["kfp"], replace(quick, visits=None))
+    assert [r.visits for r in fuller] == [6, 6, 6] and all(r.test == 10 for r in fuller)
+    assert {r.data for r in fuller}.isdisjoint({r.data for r in first})

@@ -69,6 +69,9 @@ def test_every_node_knows_the_authorities_and_authorities_vote_exit_for_exits() 
         ({"exits": 0}, "--exits"),
         ({"relays": 3, "exits": 4}, "--exits"),
         ({"bento_boxes": 9}, "--bento-boxes"),
+        ({"consensus_lifetime": 10}, "--consensus-lifetime"),
+        ({"consensus_lifetime": 7200}, "--consensus-lifetime"),
+        ({"consensus_lifetime": 25}, "a multiple of 10"),
     ],
 )
 def test_impossible_shapes_are_refused_with_the_reason(kwargs: dict[str, int], message: str) -> None:

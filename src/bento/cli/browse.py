@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from bento.cli import client_options
+from bento.cli import client_options, cover_options
 from bento.cli.boxes import find_box
 from bento.cli.output import console, emit_json, errors
 from bento.client.box import Box
@@ -68,6 +68,7 @@ def add_browse(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, help="seconds for each request at the box (default 20)")
     parser.add_argument("--concurrency", type=int, help="requests at once at the box (default 8)")
+    cover_options.add(parser)
     client_options.add(parser, control=True)
     parser.set_defaults(handler=cmd_browse)
 
@@ -86,6 +87,7 @@ def _options(args: argparse.Namespace) -> browser.Options:
         user_agent=args.user_agent,
         cookies=dict(args.cookie),
         limits=limits,
+        cover=cover_options.from_args(args),
     )
 
 
@@ -142,6 +144,13 @@ def cmd_browse(args: argparse.Namespace) -> int:
         f"  time:      page after {page.seconds_to_page:.2f} s, padding done after {page.seconds:.2f} s "
         f"(the box fetched for {page.index.get('seconds', 0)} s)"
     )
+    if page.cover is not None:
+        cover = page.cover
+        console.print(
+            f"  cover:     {cover['rate']} cells/s each way "
+            f"({cover['bytes_per_second'] / 1000:.0f} KB/s on your link) for {cover['seconds']:.1f} s: "
+            f"{cover['frames']} frames out, {cover['frames_in']} in"
+        )
     if page.usage is not None:
         console.print(
             f"  at the box: {page.usage.cpu_seconds:.2f} s CPU, "

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bento.cli.output import console, emit_json, step
 
+T = TypeVar("T")
 QUICK = {"folds": 3, "df_epochs": 10, "kfp_trees": 200}
 
 
@@ -27,6 +30,9 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
     collect.add_argument(
         "--conditions", nargs="+", default=["tor", "browser-0mb", "browser-1mb", "browser-7mb"]
     )
+    collect.add_argument(
+        "--parallel", type=int, default=1, help="victims visiting at once, each its own tor (default 1)"
+    )
     collect.add_argument("--json", action="store_true", help="print the trace counts as JSON")
     collect.set_defaults(handler=cmd_collect)
 
@@ -40,6 +46,9 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
     )
     attack.add_argument("--trees", type=int, default=500, help="k-FP forest size (default 500)")
     attack.add_argument("--quick", action="store_true", help="3 folds, 10 epochs, 200 trees")
+    attack.add_argument(
+        "--visits", type=int, default=None, help="attack the first N visits of each site only (default all)"
+    )
     attack.add_argument("--json", action="store_true", help="print the results as JSON")
     attack.set_defaults(handler=cmd_attack)
 
@@ -69,23 +78,57 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     net = Testnet.attach(args.testnet or default_directory())
     args.dataset.mkdir(parents=True, exist_ok=True)
-    total = args.sites * args.visits * len(args.conditions)
     with Progress(console=errors, disable=args.json, transient=True) as bar:
-        task = bar.add_task("visits", total=total)
+        task = bar.add_task("visits", total=None)
+
+        def planned(missing: int) -> None:
+            bar.update(task, total=missing)
 
         def say(message: str) -> None:
             bar.update(task, description=message)
             bar.advance(task)
 
-        counts = asyncio.run(
-            collect.collect(net, args.dataset, args.conditions, args.sites, args.visits, say=say)
+        work = collect.collect(
+            net,
+            args.dataset,
+            args.conditions,
+            args.sites,
+            args.visits,
+            parallel=args.parallel,
+            planned=planned,
+            say=say,
         )
+        try:
+            outcome = asyncio.run(_stopped_by_signals(work))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            errors.print("stopped; every trace collected so far is kept: run the same command to go on")
+            return 130
     if args.json:
-        emit_json(counts)
+        emit_json({"traces": outcome.counts, "failed": outcome.failed})
     else:
-        for condition, count in counts.items():
+        for condition, count in outcome.counts.items():
             console.print(f"{condition}: {count} traces in {args.dataset / 'traces'}")
+        for failure in outcome.failed:
+            errors.print(f"not collected: {failure}")
+    if outcome.failed:
+        errors.print(f"{len(outcome.failed)} visits failed; run the same command again to collect them")
+        return 1
     return 0
+
+
+async def _stopped_by_signals(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` until done, or until SIGTERM or SIGHUP cancels it as Ctrl-C would: a
+    collection left in the background (where SIGINT is ignored) is stopped cleanly, its
+    victims' tors and captures with it."""
+    import asyncio
+    import signal
+
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(number, task.cancel)
+    return await work
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -99,9 +142,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
         raise BentoError(
             f"no traces in {args.dataset / 'traces'}", fix="collect them first: bento eval wf collect"
         )
-    settings = experiment.Settings(folds=args.folds, df_epochs=args.epochs, kfp_trees=args.trees)
+    settings = experiment.Settings(
+        folds=args.folds, df_epochs=args.epochs, kfp_trees=args.trees, visits=args.visits
+    )
     if args.quick:
-        settings = experiment.Settings(**QUICK)
+        settings = experiment.Settings(**QUICK, visits=args.visits)
     try:
         results = experiment.run(args.dataset, conditions, args.attacks, settings, say=step)
     except ValueError as exc:

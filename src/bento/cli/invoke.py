@@ -17,7 +17,7 @@ import stat
 import sys
 from typing import Any
 
-from bento.cli import arguments, client_options
+from bento.cli import arguments, client_options, cover_options
 from bento.cli.output import console, emit_json, errors
 from bento.client import capability
 from bento.client.box import Box
@@ -46,6 +46,7 @@ def add_invoke(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--str", action="store_true", help="every ARG and --kw VALUE is a plain string")
     parser.add_argument("--detach", action="store_true", help="start the session and print its id only")
+    cover_options.add(parser)
     client_options.add(parser)
     parser.set_defaults(handler=cmd_invoke)
 
@@ -76,6 +77,9 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             fix="run it without --detach (a blinded capability is good for one invocation)",
         )
     started: list[str] = []  # the session id, once there is one
+    cover = cover_options.from_args(args)
+    if cover is not None and args.detach:
+        raise BentoError("--cover covers an attached session; --detach attaches none", fix="drop one of them")
 
     async def run() -> int:
         async with Box(deployment.onion, socks=args.socks) as box:
@@ -89,7 +93,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
                     console.print(session_id)
                 return ExitStatus.OK
             # Invoke and attach in one round trip: output follows the box's first answer.
-            stream = await box.start(deployment, args.entry, positional, keywords)
+            stream = await box.start(deployment, args.entry, positional, keywords, cover=cover)
             started.append(stream.session_id)
             if kept:
                 await asyncio.to_thread(keyring.add_session, stream.session_id, deployment.function_id)

@@ -40,6 +40,7 @@ COMMANDS: dict[str, Command] = {
         "dropbox", "deposit data at a box for later (put), and fetch it with its capability (get)"
     ),
     "browse": Command("browse", "fetch a whole page at an exit box with Browser, padded, and unpack it"),
+    "cover": Command("cover", "keep a box's circuits busy at a constant rate (link cover: --cover RATE)"),
     "eval": Command("eval", "the website-fingerprinting evaluation: bento eval wf collect|attack|report"),
     "server": Command("server", "run a Bento box beside a Tor relay (foreground; stop with SIGTERM)"),
     "testnet": Command("testnet", "run a private Tor network on 127.0.0.1"),

@@ -87,6 +87,14 @@ def _add_up_options(parser: argparse.ArgumentParser, dir_help: str = _DIR_HELP) 
         "--web-delay", type=float, default=None, metavar="MS", help="one-way delay to the corpus's web server"
     )
     parser.add_argument(
+        "--consensus-lifetime",
+        type=int,
+        default=20,
+        metavar="SECONDS",
+        help="how long a consensus stays valid once up (default 20; live network: 10800); "
+        "clients fetch new ones less often",
+    )
+    parser.add_argument(
         "--wan",
         action="store_true",
         help="wide-area latency: --hop-delay 25 --web-delay 40 unless given (see docs/testnet.md)",
@@ -108,6 +116,7 @@ def _config(
         hop_delay_ms=_delay(args.hop_delay, args.wan, "WAN_HOP_MS"),
         web_delay_ms=_delay(args.web_delay, args.wan, "WAN_WEB_MS"),
         owner_pid=owner_pid,
+        consensus_lifetime=args.consensus_lifetime,
     )
 
 

@@ -21,6 +21,7 @@ import httpx
 from httpx_ws import AsyncWebSocketSession, WebSocketUpgradeError, aconnect_ws
 from pydantic import BaseModel, ValidationError
 
+from bento.client.cover import Cover, CoveredLink
 from bento.client.discovery import BoxInfo
 from bento.client.keyring import Deployment
 from bento.client.stream import Link, Retry, SessionStream
@@ -76,6 +77,7 @@ class Box:
             base_url=self.base_url, proxy=proxy, transport=transport, timeout=TIMEOUT
         )
         self.name = info.nickname if info else onion[:16]
+        self.verified: Descriptor | None = None  # the descriptor, once fetched and checked
 
     async def __aenter__(self) -> Box:
         await self._http.__aenter__()
@@ -143,6 +145,7 @@ class Box:
                 f"{self.info.fingerprint} advertises it",
                 fix="do not use this box: its advertisement and its descriptor disagree",
             )
+        self.verified = descriptor
         return descriptor
 
     async def deploy(
@@ -270,21 +273,29 @@ class Box:
         kwargs: dict[str, Any] | None = None,
         *,
         on_log: Callable[[Log], None] | None = None,
+        cover: Cover | None = None,
     ) -> SessionStream:
         """Invoke ``entry(*args, **kwargs)`` and stream the session, in one round trip.
 
         The invocation travels in the WebSocket upgrade request, so its output follows the
         box's answer at once; ``stream.session_id`` names the session for a later attach.
+        With ``cover``, the stream runs at a constant cell rate from the upgrade on, and the
+        invocation goes inside the cover after its lead (see ``bento.client.cover``).
         """
         request = _invocation(entry, args, kwargs)
         encoded = base64.urlsafe_b64encode(request.model_dump_json().encode()).decode()
-        in_header = len(encoded) <= HEADER_INVOCATION
+        in_header = len(encoded) <= HEADER_INVOCATION and cover is None
+        if cover is not None:
+            cover.check(self.verified or await self.descriptor(), self.name)
         link = await self._open(
             f"/v1/functions/{deployment.function_id}/invoke",
             deployment,
             {"Bento-Invocation": encoded} if in_header else {},
+            cover=cover,
         )
         try:
+            if isinstance(link, CoveredLink):
+                await link.lead()
             if not in_header:
                 await link.ws.send_text(request.model_dump_json())
             session_id = await self._invoked(link)
@@ -294,7 +305,7 @@ class Box:
         stream = SessionStream(
             link,
             session_id,
-            lambda logs_from: self._attach(deployment, session_id, logs_from),
+            lambda logs_from: self._attach(deployment, session_id, logs_from, cover),
             retry=self.retry,
             on_log=on_log,
         )
@@ -319,26 +330,46 @@ class Box:
         raise ProtocolError(f"the box {self.name} answered the invocation with {text[:200]!r}")
 
     async def attach(
-        self, deployment: Deployment, session_id: str, *, on_log: Callable[[Log], None] | None = None
+        self,
+        deployment: Deployment,
+        session_id: str,
+        *,
+        on_log: Callable[[Log], None] | None = None,
+        cover: Cover | None = None,
     ) -> SessionStream:
         """Open the session's stream; output resumes after the last byte any client acknowledged."""
-        link = await self._attach(deployment, session_id, 0)
+        if cover is not None:
+            cover.check(self.verified or await self.descriptor(), self.name)
+        link = await self._attach(deployment, session_id, 0, cover)
         return SessionStream(
             link,
             session_id,
-            lambda logs_from: self._attach(deployment, session_id, logs_from),
+            lambda logs_from: self._attach(deployment, session_id, logs_from, cover),
             retry=self.retry,
             on_log=on_log,
         )
 
-    async def _attach(self, deployment: Deployment, session_id: str, logs_from: int) -> Link:
+    async def _attach(
+        self, deployment: Deployment, session_id: str, logs_from: int, cover: Cover | None = None
+    ) -> Link:
         return await self._open(
-            f"/v1/sessions/{session_id}/stream", deployment, {}, params={"logs_from": str(logs_from)}
+            f"/v1/sessions/{session_id}/stream",
+            deployment,
+            {},
+            params={"logs_from": str(logs_from)},
+            cover=cover,
         )
 
     async def _open(
-        self, path: str, deployment: Deployment, headers: dict[str, str], params: dict[str, str] | None = None
+        self,
+        path: str,
+        deployment: Deployment,
+        headers: dict[str, str],
+        params: dict[str, str] | None = None,
+        cover: Cover | None = None,
     ) -> Link:
+        if cover is not None:
+            headers = {**headers, **cover.header()}
         stack = contextlib.AsyncExitStack()
         try:
             ws: AsyncWebSocketSession = await stack.enter_async_context(
@@ -362,7 +393,11 @@ class Box:
         except (httpx.HTTPError, OSError) as exc:
             await stack.aclose()
             raise self._unreachable(exc) from None
-        return Link(ws, stack)
+        if cover is None:
+            return Link(ws, stack)
+        link = CoveredLink(ws, stack, cover)
+        await link.start()  # the cover window begins: frames flow both ways from now on
+        return link
 
 
 def _invocation(entry: str, args: list[Any] | None, kwargs: dict[str, Any] | None) -> InvokeRequest:

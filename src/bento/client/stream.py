@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 import httpcore
 import wsproto
@@ -44,15 +45,32 @@ class Retry:
             delay = min(delay * 2, self.max_delay)
 
 
+class Messages(Protocol):
+    """What a stream needs of its WebSocket: httpx-ws's session, or a covered one (client.cover)."""
+
+    async def receive(self) -> wsproto.events.Event: ...
+
+    async def receive_text(self) -> str: ...
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+
 class Link:
     """One open WebSocket of a stream, and what closes it."""
 
     def __init__(self, ws: AsyncWebSocketSession, stack: contextlib.AsyncExitStack) -> None:
-        self.ws, self._stack = ws, stack
+        self.raw, self._stack = ws, stack
+        self.ws: Messages = ws
 
     def broken(self) -> bool:
         """Its background reader failed (httpx-ws then cancels the scope its user runs in)."""
-        return bool(self.ws._background_task_group.cancel_scope.cancel_called)
+        return bool(self.raw._background_task_group.cancel_scope.cancel_called)
+
+    async def finish(self) -> None:
+        """Close, when the client is done with the stream (a covered link covers its tail first)."""
+        await self.close()
 
     async def close(self) -> None:
         # A link that died takes its background tasks' errors with it: they are why we left.
@@ -95,6 +113,11 @@ class SessionStream:
         self.ended: Ended | None = None
         self._skip = 0  # bytes the box is about to send again (their ack was lost)
         self._changed = asyncio.Condition()
+
+    @property
+    def link(self) -> Link:
+        """The connection in use now (a new one after each re-attach)."""
+        return self._link
 
     async def receive(self) -> bytes | None:
         """The next output bytes; None once the session has ended (see ``ended``)."""
@@ -239,7 +262,7 @@ class SessionStream:
 
     async def close(self) -> None:
         """Detach. The session runs on at the box; its output waits for the next attach."""
-        await self._link.close()
+        await self._link.finish()
 
     async def __aenter__(self) -> SessionStream:
         return self

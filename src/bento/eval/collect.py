@@ -1,28 +1,40 @@
 """Collecting traces on the testnet: every site, every visit, every condition, resumable.
 
-For each visit the watched link is captured (:mod:`bento.eval.sniff`) while the victim's
+For each visit the watched link is captured (:mod:`bento.eval.sniff`) while a victim's
 client (:mod:`bento.eval.victim`) loads a corpus site, either itself through Tor like a
 browser (condition ``tor``) or through Browser on an exit box with a given padding
-(``browser-0mb``, ``browser-1mb``, ``browser-7mb``). The capture becomes the visit's cell
-sequence (:mod:`bento.eval.capture`), appended to the condition's trace file at once, so a
-stopped collection resumes at the first visit it lacks.
+(``browser-0mb``, ``browser-1mb``, ``browser-7mb``), or through Browser without padding
+inside link cover (``browser-cover``: :data:`COVER`, a fixed rate in a fixed window that
+outlasts the heaviest corpus page, so every visit shows the same rate for as long). The
+capture becomes the visit's cell sequence (:mod:`bento.eval.capture`), appended to the
+condition's trace file at once, so a stopped collection resumes at the first visit it lacks.
 
-Browser is deployed before its first captured visit: the upload of the function is not in
+Browser is deployed before the first captured visit: the upload of the function is not in
 the traces (the paper's attacker saw it; it is the same for every site).
 
-Sites are visited round-robin (visit 0 of every site, then visit 1, ...), as crawls for
-fingerprinting datasets do, so that slow drift of the network is spread over all sites.
+The order is round-robin, as crawls for fingerprinting datasets are: visit 0 of every
+site under every condition, then visit 1, and so on. Slow drift of the network is spread
+over all sites and conditions, and a collection stopped half-way leaves every condition
+with the same visits, so its traces can already be attacked.
+
+Visits are latency-bound (a page load waits on round trips, not on the processor), so
+``parallel`` victims can visit at once. Each is a tor of its own with its own guard link,
+and each capture records only its own victim's link (by its ports), so a visit's trace
+holds no cell of another: to the attacker the others are other users of the network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bento.client.box import Box
+from bento.client.cover import Cover
 from bento.client.keyring import Keyring
 from bento.errors import BentoError
 from bento.eval import browserlike, capture, traces, victim
@@ -30,11 +42,33 @@ from bento.eval.sniff import Sniffer
 from bento.eval.traces import Trace
 from bento.functions.browser import client as browser
 from bento.testnet import Testnet
+from bento.testnet.corpus import Site
+from bento.testnet.state import Node
+from bento.tor.client_tor import ClientTor
 
 MB = 1_000_000
-PADDING = {"browser-0mb": 0, "browser-1mb": 1 * MB, "browser-7mb": 7 * MB}
+# Link cover: 1000 cells/s each way (514 KB/s on the link) carries a 5 MiB page, the corpus's
+# heaviest, in about 11 s; the 20 s window holds it with the box's fetch (docs/benchmarks.md).
+COVER = Cover(rate=1000, burst=10, lead=1.0, duration=20.0, tail=1.0)
+PADDING = {"browser-0mb": 0, "browser-1mb": 1 * MB, "browser-7mb": 7 * MB, "browser-cover": 0}
 CONDITIONS = ("tor", *PADDING)
 VISIT_TIMEOUT = 300.0
+ATTEMPTS = 2  # a visit that fails twice is left for the next run
+
+
+@dataclass(frozen=True)
+class Visit:
+    visit: int
+    condition: str
+    site: Site
+
+
+@dataclass
+class Outcome:
+    """What a collection run did: traces per condition now, and the visits it could not make."""
+
+    counts: dict[str, int]
+    failed: list[str] = field(default_factory=list)
 
 
 async def collect(
@@ -44,86 +78,138 @@ async def collect(
     sites: int,
     visits: int,
     *,
+    parallel: int = 1,
+    planned: Callable[[int], None] = lambda _: None,
     say: Callable[[str], None] = lambda _: None,
-) -> dict[str, int]:
-    """Collect what is missing; returns how many traces each condition now has."""
+) -> Outcome:
+    """Collect what is missing, ``parallel`` victims at a time.
+
+    ``planned`` is told how many visits are missing; ``say`` is told once of each of them,
+    when it is collected or given up on.
+    """
     unknown = [c for c in conditions if c not in CONDITIONS]
     if unknown:
         raise BentoError(
             f"unknown condition {unknown[0]!r}",
-            fix=f"choose from {', '.join(CONDITIONS)} (Browser with Cover needs the Cover function)",
+            fix=f"choose from {', '.join(CONDITIONS)}",
         )
+    if not 1 <= parallel <= 16:
+        raise BentoError(f"--parallel must be between 1 and 16, not {parallel}")
     corpus, port = testnet.corpus, testnet.corpus_port
     if corpus is None or port is None:
         raise BentoError("this testnet serves no corpus", fix="start it with corpus sites (the default)")
     if sites > len(corpus.sites):
         raise BentoError(f"the testnet's corpus has {len(corpus.sites)} sites, not {sites}")
-    boxes = [n for n in testnet.state.boxes if n.bento_onion]
+    boxes = [n.bento_onion for n in testnet.state.boxes if n.bento_onion]
     if any(c in PADDING for c in conditions) and not boxes:
         raise BentoError(
             "Browser's conditions need a Bento box on the testnet", fix="start it with --bento-boxes 1"
         )
-    tor = await victim.start(testnet, dataset / "victim-tor")
-    socks = f"{tor.socks[0]}:{tor.socks[1]}"
-    try:  # a first, unrecorded visit builds a circuit, which shows the guard
-        await browserlike.fetch(corpus.sites[0].url(port), socks, isolation="warm-up")
-        guard = await victim.guard(tor, testnet)
-    except BaseException:
-        await tor.stop()
-        raise
-    assert guard.or_port is not None
-    keyring = Keyring(dataset / "keyring.json")
-    counts = {}
-    try:
+    have = {c: {(t.site, t.visit) for t in traces.load(dataset, c)} for c in conditions}
+    queue: asyncio.Queue[Visit] = asyncio.Queue()
+    for number in range(visits):
         for condition in conditions:
-            have = {(t.site, t.visit) for t in traces.load(dataset, condition)}
-            box = Box(boxes[0].bento_onion, socks=socks) if condition in PADDING else None  # type: ignore[arg-type]
-            try:
-                if box is not None:
-                    await browser.deployment(box, keyring)
-                for visit in range(visits):
-                    for site in corpus.sites[:sites]:
-                        if (site.index, visit) in have:
-                            continue
-                        say(f"{condition}: visit {visit + 1} of {visits}, {site.name}")
-                        link = (tor.process.pid, guard.or_port)
-                        records = await _visit(dataset, condition, site.url(port), socks, box, keyring, link)
-                        trace = Trace.from_records(site.index, visit, condition, records, site.name)
-                        traces.append(dataset, trace)
-                        have.add((site.index, visit))
-            finally:
-                if box is not None:
-                    await box.__aexit__(None, None, None)
-            counts[condition] = len(have)
-    finally:
-        await tor.stop()
-    return counts
+            for site in corpus.sites[:sites]:
+                if (site.index, number) not in have[condition]:
+                    queue.put_nowait(Visit(number, condition, site))
+    outcome = Outcome(counts={})
+    planned(queue.qsize())
+    if not queue.empty():
+        keyring = Keyring(dataset / "keyring.json")
+        browser_box = boxes[0] if boxes else None
+        workers = min(parallel, queue.qsize())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for n in range(workers):
+                    worker = _Worker(n, testnet, dataset, keyring, browser_box, port, outcome, say)
+                    group.create_task(worker.run(queue, have))
+        except ExceptionGroup as failure:  # a victim that cannot start stops the run: say why
+            raise failure.exceptions[0] from failure
+    outcome.counts = {c: len(have[c]) for c in conditions}
+    return outcome
 
 
-async def _visit(
-    dataset: Path,
-    condition: str,
-    url: str,
-    socks: str,
-    box: Box | None,
-    keyring: Keyring,
-    link: tuple[int, int],
-) -> list[tuple[float, int, int]]:
-    pid, guard_port = link
-    pcap = dataset / "capture.pcap"
-    ports = await asyncio.to_thread(victim.link_ports, pid, guard_port)
-    if not ports:
-        raise BentoError("the victim's tor has no connection to its guard", fix="see victim-tor/notice.log")
-    either = " or ".join(f"tcp port {p}" for p in sorted(ports))
-    watched = f"host 127.0.0.1 and tcp port {guard_port} and ({either})"
-    async with Sniffer(pcap, watched), asyncio.timeout(VISIT_TIMEOUT):
-        if box is None:
-            await browserlike.fetch(url, socks, isolation=secrets.token_hex(8))
-        else:
-            with tempfile.TemporaryDirectory(prefix="bento-eval-") as out:
-                options = browser.Options(pad=PADDING[condition])
-                await browser.browse(box, keyring, url, Path(out) / "page", options)
-    records = await asyncio.to_thread(capture.tls_records, pcap, "127.0.0.1", guard_port)
-    if not records:
-        raise BentoError(f"the capture of {url} is empty", fix="check that dumpcap may capture on lo (root)")
-    return records
+@dataclass
+class _Worker:
+    """One victim: its own tor, guard link and capture file, taking visits from the queue."""
+
+    number: int
+    testnet: Testnet
+    dataset: Path
+    keyring: Keyring
+    browser_box: str | None
+    port: int
+    outcome: Outcome
+    say: Callable[[str], None]
+    _tor: ClientTor = field(init=False)
+    _guard: Node = field(init=False)
+
+    async def run(self, queue: asyncio.Queue[Visit], have: dict[str, set[tuple[int, int]]]) -> None:
+        corpus = self.testnet.corpus
+        assert corpus is not None
+        choices = victim.guards(self.testnet)  # victims spread over them
+        guard = choices[self.number % len(choices)]
+        tor = await victim.start(self.testnet, self.dataset / f"victim-tor-{self.number}", guard)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(tor.stop)
+            socks = f"{tor.socks[0]}:{tor.socks[1]}"
+            # A first, unrecorded visit builds a circuit and opens the link to the guard.
+            await browserlike.fetch(corpus.sites[0].url(self.port), socks, isolation="warm-up")
+            await victim.check_guard(tor, guard)
+            assert guard.or_port is not None
+            box = None
+            if self.browser_box is not None:
+                box = await stack.enter_async_context(Box(self.browser_box, socks=socks))
+                await browser.deployment(box, self.keyring)
+            link = (tor.process.pid, guard.or_port)
+            self._tor, self._guard = tor, guard
+            while not queue.empty():
+                item = queue.get_nowait()
+                for attempt in range(1, ATTEMPTS + 1):
+                    try:
+                        records = await self._visit(item, socks, box, link)
+                    except (BentoError, OSError, TimeoutError) as exc:
+                        if attempt == ATTEMPTS:
+                            what = f"{item.condition} {item.site.name} visit {item.visit}"
+                            self.outcome.failed.append(f"{what}: {exc!r}")
+                            self.say(f"{what}: gave up after {ATTEMPTS} attempts")
+                        continue
+                    trace = Trace.from_records(
+                        item.site.index, item.visit, item.condition, records, item.site.name
+                    )
+                    traces.append(self.dataset, trace)
+                    have[item.condition].add((item.site.index, item.visit))
+                    self.say(f"{item.condition}: visit {item.visit + 1}, {item.site.name}")
+                    break
+
+    async def _visit(
+        self, item: Visit, socks: str, box: Box | None, link: tuple[int, int]
+    ) -> list[tuple[float, int, int]]:
+        pid, guard_port = link
+        pcap = self.dataset / f"capture-{self.number}.pcap"
+        url = item.site.url(self.port)
+        ports = await asyncio.to_thread(victim.link_ports, pid, guard_port)
+        if not ports:
+            raise BentoError(
+                "the victim's tor has no connection to its guard", fix="see victim-tor-*/notice.log"
+            )
+        either = " or ".join(f"tcp port {p}" for p in sorted(ports))
+        watched = f"host 127.0.0.1 and tcp port {guard_port} and ({either})"
+        async with Sniffer(pcap, watched), asyncio.timeout(VISIT_TIMEOUT):
+            if item.condition == "tor":
+                await browserlike.fetch(url, socks, isolation=secrets.token_hex(8))
+            else:
+                if box is None:
+                    raise BentoError(f"{item.condition} needs a Bento box")
+                with tempfile.TemporaryDirectory(prefix="bento-eval-") as out:
+                    cover = COVER if item.condition == "browser-cover" else None
+                    options = browser.Options(pad=PADDING[item.condition], cover=cover)
+                    await browser.browse(box, self.keyring, url, Path(out) / "page", options)
+        # Every cell of the visit crossed the watched link only if every circuit began there.
+        await victim.check_guard(self._tor, self._guard)
+        records = await asyncio.to_thread(capture.tls_records, pcap, "127.0.0.1", guard_port)
+        if not records:
+            raise BentoError(
+                f"the capture of {url} is empty", fix="check that dumpcap may capture on lo (root)"
+            )
+        return records

@@ -3,14 +3,20 @@
 Results live in ``<dataset>/results/<condition>/<attack>/fold-<n>.json``. A run that is
 stopped (a 10-minute command limit, a closed laptop, a crash) loses at most the fold it was
 training: run it again and it goes on where it stopped, skipping every result on disk.
+
+A result names the data and settings it came from (``data``, a digest), and is used again
+only for exactly those: attacking a collection that has grown since, or with other
+settings, trains afresh. ``Settings.visits`` attacks the first visits of each site only,
+for a look at a collection still under way (it collects whole rounds of visits).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ class Settings:
     df_length: int = traces.DF_LENGTH
     kfp_trees: int = 500
     seed: int = 0
+    visits: int | None = None  # the first visits of each site only (None: all)
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class Result:
     test: int
     seconds: float
     detail: dict[str, Any]
+    visits: int = 0  # visits per site in the data
+    data: str = ""  # digest of the visits used and the settings: see _digest
 
 
 def result_path(dataset: Path, condition: str, attack: str, fold: int) -> Path:
@@ -61,7 +70,9 @@ def run(
             raise ValueError(f"unknown attack {attack!r}: choose from {', '.join(ATTACKS)}")
     results = []
     for condition in conditions:
-        loaded = traces.load(dataset, condition)
+        loaded = [
+            t for t in traces.load(dataset, condition) if settings.visits is None or t.visit < settings.visits
+        ]
         if not loaded:
             say(f"{condition}: no traces in {traces.trace_file(dataset, condition)}; collect them first")
             continue
@@ -69,13 +80,15 @@ def run(
             [t.site for t in loaded], [t.visit for t in loaded], settings.folds, settings.seed
         )
         for attack in attacks:
+            data = _digest(loaded, attack, settings)
             for fold in plan:
                 path = result_path(dataset, condition, attack, fold.number)
-                if path.exists():
-                    results.append(Result(**json.loads(path.read_text())))
+                if path.exists() and (kept := Result(**json.loads(path.read_text()))).data == data:
+                    results.append(kept)
                     continue
                 say(f"{condition}: {attack}, fold {fold.number + 1} of {len(plan)}")
                 result = _one(condition, attack, fold, loaded, settings, say)
+                result = replace(result, visits=1 + max(t.visit for t in loaded), data=data)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(asdict(result), indent=1))
@@ -135,3 +148,10 @@ def _one(
         seconds=round(time.monotonic() - started, 1),
         detail=detail,
     )
+
+
+def _digest(loaded: Sequence[Trace], attack: str, settings: Settings) -> str:
+    """What a result depends on: the visits attacked, the attack, and its settings."""
+    visits = sorted((t.site, t.visit) for t in loaded)
+    used = {"visits": visits, "attack": attack, **asdict(settings)}
+    return hashlib.sha256(json.dumps(used, sort_keys=True).encode()).hexdigest()[:16]

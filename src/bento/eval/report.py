@@ -43,11 +43,14 @@ def summarise(results: Sequence[Result]) -> dict[tuple[str, str], Cell]:
     }
 
 
-def overheads(dataset: Path, conditions: Sequence[str]) -> dict[str, tuple[float, float, int, float]]:
-    """Per condition: mean MB on the link, mean seconds per visit, visits, sites."""
+def overheads(
+    dataset: Path, conditions: Sequence[str], visits: int | None = None
+) -> dict[str, tuple[float, float, int, float]]:
+    """Per condition (the first ``visits`` of each site): mean MB on the link, mean seconds
+    per visit, visits, sites."""
     out = {}
     for condition in conditions:
-        loaded = traces.load(dataset, condition)
+        loaded = [t for t in traces.load(dataset, condition) if visits is None or t.visit < visits]
         if loaded:
             megabytes = statistics.fmean(len(t) * traces.CELL_LEN / 1e6 for t in loaded)
             seconds = statistics.fmean(float(t.times[-1]) if len(t) else 0.0 for t in loaded)
@@ -72,7 +75,7 @@ def markdown(results: Sequence[Result], dataset: Path) -> str:
             + " | ".join(cells)
             + f" | {paper} | {100 * chance[condition]:.1f}% |"
         )
-    cost = overheads(dataset, conditions)
+    cost = overheads(dataset, conditions, max((r.visits for r in results), default=0) or None)
     if "tor" in cost:
         base_mb, base_s = cost["tor"][0], cost["tor"][1]
         lines += [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -11,14 +12,23 @@ from pathlib import Path
 from bento.errors import BentoError
 
 START_TIMEOUT = 20.0
+# Loopback packets are up to 64 KiB, and a page arrives in a burst: with dumpcap's default
+# 2 MB buffer the kernel drops packets under load, and a trace with holes undercounts cells.
+BUFFER_MB = 256
+_DROPS = re.compile(rb"received/dropped on interface .*?: (\d+)/(\d+)")
 
 
 class Sniffer:
-    """``async with Sniffer(path, filter):`` records loopback packets matching ``filter``."""
+    """``async with Sniffer(path, filter):`` records loopback packets matching ``filter``.
+
+    On leaving, a capture that lost packets raises :class:`BentoError` (``dropped`` says
+    how many), so that no trace is made from a capture with holes.
+    """
 
     def __init__(self, path: Path, capture_filter: str, interface: str = "lo") -> None:
         self.path, self.filter, self.interface = path, capture_filter, interface
         self._process: asyncio.subprocess.Process | None = None
+        self.dropped: int | None = None
 
     async def __aenter__(self) -> Sniffer:
         program = shutil.which("dumpcap")
@@ -29,7 +39,8 @@ class Sniffer:
             )
         self.path.unlink(missing_ok=True)
         self._process = await asyncio.create_subprocess_exec(
-            program, "-q", "-i", self.interface, "-f", self.filter, "-P", "-w", str(self.path),
+            program, "-q", "-i", self.interface, "-f", self.filter, "-B", str(BUFFER_MB), "-P",
+            "-w", str(self.path),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -45,18 +56,28 @@ class Sniffer:
             raise
         return self
 
-    async def __aexit__(self, *_: object) -> None:
-        await self._stop()
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        summary = await self._stop()
+        if kind is None and (found := _DROPS.search(summary)):
+            self.dropped = int(found[2])
+            if self.dropped:
+                raise BentoError(
+                    f"the capture lost {self.dropped} packets ({found[1].decode()} received)",
+                    fix="the machine is too busy to capture every packet: visit again when it is quieter",
+                )
 
-    async def _stop(self) -> None:
+    async def _stop(self) -> bytes:
+        """Stop dumpcap; what it said at the end (its packet counts)."""
         process = self._process
         if process is None or process.returncode is not None:
-            return
+            return b""
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)  # dumpcap writes out what it has, then exits
         try:
             async with asyncio.timeout(10):
-                await process.communicate()
+                _, said = await process.communicate()
+                return said
         except TimeoutError:
             process.kill()
             await process.wait()
+            return b""

@@ -6,6 +6,12 @@ loopback destinations), so the link is told apart by its ports: the guard's OR p
 the local port of the victim's own connection to it, read from the kernel's socket table
 for the victim's process (:func:`link_ports`). The victim uses one guard, as Tor clients
 do, so a capture filter on those ports records that link and nothing else.
+
+The guard is a relay that is not an exit, named to the victim's tor (``EntryNodes``). Tor
+never puts one relay twice in a circuit, so a client whose guard is also the exit it
+picks builds that circuit through another guard; on the live network, with thousands of
+exits, that is rare, but on a testnet with three exits it would send a third of the
+circuits past the watched link, and the traces would miss their cells.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections import Counter
 from pathlib import Path
 
 from bento.errors import BentoError
@@ -23,9 +28,10 @@ from bento.testnet.state import Node, Role
 from bento.tor.client_tor import ClientTor
 
 
-def options() -> str:
+def options(guard: Node) -> str:
     return (
         # One guard, as Tor clients have: the link the attacker watches.
+        f"EntryNodes ${guard.fingerprint}\n"
         "UseEntryGuards 1\n"
         "NumEntryGuards 1\n"
         "NumDirectoryGuards 1\n"
@@ -36,10 +42,21 @@ def options() -> str:
     )
 
 
-async def start(testnet: Testnet, directory: Path) -> ClientTor:
-    """Start the victim's tor and wait until it can build circuits."""
+def guards(testnet: Testnet) -> list[Node]:
+    """The relays a victim may take as its guard: those that are not exits."""
+    found = [n for n in testnet.nodes if n.role is Role.RELAY and n.fingerprint and n.or_port]
+    if not found:
+        raise BentoError(
+            "the testnet has no relay that is not an exit, to be the victim's guard",
+            fix="start it with more relays than exits (bento testnet up --relays 5 --exits 3)",
+        )
+    return found
+
+
+async def start(testnet: Testnet, directory: Path, guard: Node) -> ClientTor:
+    """Start a victim's tor with ``guard`` as its guard, and wait until it can build circuits."""
     authorities = [dir_authority_line(node).strip() for node in testnet.nodes if node.role is Role.AUTHORITY]
-    tor = await ClientTor.start(directory, ["TestingTorNetwork 1", *authorities], options())
+    tor = await ClientTor.start(directory, ["TestingTorNetwork 1", *authorities], options(guard))
     try:
         await tor.wait_bootstrapped()
     except BaseException:
@@ -48,15 +65,23 @@ async def start(testnet: Testnet, directory: Path) -> ClientTor:
     return tor
 
 
-async def guard(tor: ClientTor, testnet: Testnet) -> Node:
-    """The relay the victim's circuits go through first (ask after it has built one)."""
+async def check_guard(tor: ClientTor, guard: Node) -> None:
+    """Raise unless every circuit the victim has built starts at ``guard`` (ask after one).
+
+    One-hop circuits are left out: they are tor's own directory fetches straight from an
+    authority, which carry no page.
+    """
     circuits = await asyncio.to_thread(tor.controller.get_circuits)
-    first = Counter(c.path[0][0] for c in circuits if c.status == "BUILT" and c.path)
-    by_fingerprint = {n.fingerprint: n for n in testnet.nodes if n.fingerprint}
-    for fingerprint, _ in first.most_common():
-        if fingerprint in by_fingerprint and by_fingerprint[fingerprint].or_port:
-            return by_fingerprint[fingerprint]
-    raise BentoError("the victim's tor has built no circuit through a testnet relay yet")
+    built = [c for c in circuits if c.status == "BUILT" and len(c.path) > 1]
+    if not built:
+        raise BentoError("the victim's tor has built no circuit yet")
+    elsewhere = sorted({c.path[0][1] or c.path[0][0] for c in built} - {guard.nickname, guard.fingerprint})
+    if elsewhere:
+        raise BentoError(
+            f"some of the victim's circuits start at {', '.join(elsewhere)}, "
+            f"not at its guard {guard.nickname}",
+            fix="see the victim's notice.log",
+        )
 
 
 def link_ports(pid: int, guard_port: int) -> set[int]:

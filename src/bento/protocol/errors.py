@@ -47,6 +47,8 @@ class ErrorCode(StrEnum):
     FUNCTION_BUSY = "function-busy"
     BOX_FULL = "box-full"
     BOX_STOPPING = "box-stopping"
+    COVER_REFUSED = "cover-refused"
+    COVER_FULL = "cover-full"
     HTTP_ERROR = "http-error"
 
     @property
@@ -86,6 +88,10 @@ TABLE: dict[ErrorCode, Meaning] = {
     ErrorCode.FUNCTION_BUSY: Meaning(503, "The function runs as many instances as it asked for.", True),
     ErrorCode.BOX_FULL: Meaning(503, "The box is at its instance or memory limit.", True),
     ErrorCode.BOX_STOPPING: Meaning(503, "The box is stopping; its sessions are being stopped."),
+    ErrorCode.COVER_REFUSED: Meaning(
+        403, "The box does not cover a stream so (its policy.cover), or the cover broke."
+    ),
+    ErrorCode.COVER_FULL: Meaning(503, "The box covers as many cells per second as its policy allows.", True),
     ErrorCode.HTTP_ERROR: Meaning(400, "Any other refusal by the HTTP layer."),
 }
 

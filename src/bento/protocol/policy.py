@@ -60,6 +60,14 @@ class StoragePolicy(Model):
     max_mb: int = Field(default=0, ge=0)
 
 
+class CoverPolicy(Model):
+    """Link cover: session streams the box keeps at a constant cell rate (docs/api.md, "Link cover")."""
+
+    max_rate: int = Field(default=1000, ge=1, description="cells per second, each way, for one session")
+    max_total_rate: int = Field(default=5000, ge=1, description="cells per second of all covered streams")
+    max_linger: float = Field(default=300.0, ge=0, description="seconds of cover after a session ended")
+
+
 class NodePolicy(Model):
     """The operator's rules for every function on this box."""
 
@@ -73,6 +81,9 @@ class NodePolicy(Model):
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
     tor: TorPolicy = Field(default_factory=TorPolicy)
     storage: StoragePolicy = Field(default_factory=StoragePolicy)
+    cover: CoverPolicy | None = Field(
+        default=None, description="link cover of session streams; absent: this box covers none"
+    )
     packages: list[str] = Field(
         default_factory=list,
         description='distributions offered read-only to functions ("bento": the client and its dependencies)',

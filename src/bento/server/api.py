@@ -43,6 +43,8 @@ from bento.protocol.messages import (
 )
 from bento.protocol.openapi import openapi_document
 from bento.protocol.private_token import Right, TokenError, is_blinded
+from bento.server import cover
+from bento.server.cover import CoveredSocket, StreamSocket
 from bento.server.registry import BoxError, Function, Registry
 from bento.server.session import Session
 
@@ -98,6 +100,7 @@ def _json(model: BaseModel, status: int = 200) -> JSONResponse:
 
 def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -> Starlette:
     upload_limit = registry.policy.max_upload_bytes * 4 // 3 + JSON_LIMIT  # base64, plus the manifest
+    cover_budget = cover.CoverBudget(registry.policy.cover)
 
     async def get_descriptor(request: Request) -> Response:
         return _json(descriptor())
@@ -200,26 +203,51 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
                     "attach sooner after invoking: the box keeps a bounded amount of ended sessions' output",
                 )
             logs_from = _logs_from(websocket)
+            wanted = cover.requested(websocket.headers, registry.policy.cover)
+            if wanted is not None:
+                with cover_budget.reserve(wanted):
+                    async with cover.covered(websocket, wanted) as covered:
+                        await _attach(session, covered, logs_from)
+                return
         except BoxError as exc:
             await _refuse(websocket, exc)
             return
         await _attach(session, websocket, logs_from)
 
     async def invoke_stream(websocket: WebSocket) -> None:
-        """Invoke and attach in one round trip: the invocation comes with the upgrade request."""
+        """Invoke and attach in one round trip: the invocation comes with the upgrade request.
+
+        With cover, the box checks the token, starts the cover, and then waits for the
+        invocation inside it (the client sends it when its cover window has begun)."""
         await websocket.accept()
         try:
-            token = _bearer(websocket.headers)
-            body = await _invocation(websocket)  # before the token is spent: a bad request costs none
-            function = registry.function(websocket.path_params["function_id"], token, spend=True)
-            session = registry.invoke(function, body.entry, body.args, body.kwargs, opened_by=token)
+            wanted = cover.requested(websocket.headers, registry.policy.cover)
+            if wanted is not None:  # no cover for whoever cannot invoke (a blinded token is not spent yet)
+                registry.function(
+                    websocket.path_params["function_id"], _bearer(websocket.headers), spend=True
+                )
+                with cover_budget.reserve(wanted):
+                    async with cover.covered(websocket, wanted) as covered:
+                        await _invoke_and_attach(websocket, covered)
+                return
         except BoxError as exc:
             await _refuse(websocket, exc)
             return
+        await _invoke_and_attach(websocket, websocket)
+
+    async def _invoke_and_attach(websocket: WebSocket, socket: StreamSocket) -> None:
+        try:
+            token = _bearer(websocket.headers)
+            body = await _invocation(websocket, socket)  # before the token is spent: a bad request costs none
+            function = registry.function(websocket.path_params["function_id"], token, spend=True)
+            session = registry.invoke(function, body.entry, body.args, body.kwargs, opened_by=token)
+        except BoxError as exc:
+            await _refuse(socket, exc)
+            return
         except (WebSocketDisconnect, ConnectionError, RuntimeError):
             return  # the client left before it said what to invoke
-        await websocket.send_text(Invoked(session_id=session.id).model_dump_json())
-        await _attach(session, websocket, 0)
+        await socket.send_text(Invoked(session_id=session.id).model_dump_json())
+        await _attach(session, socket, 0)
 
     async def box_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BoxError)
@@ -254,7 +282,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
     return Starlette(routes=routes, exception_handlers={BoxError: box_error, HTTPException: http_error})
 
 
-async def _refuse(websocket: WebSocket, exc: BoxError) -> None:
+async def _refuse(websocket: StreamSocket, exc: BoxError) -> None:
     body = ErrorBody(error=exc.message, code=exc.code, fix=exc.fix)
     await websocket.send_text(body.model_dump_json())
     await websocket.close(1008)
@@ -267,15 +295,16 @@ def _logs_from(websocket: WebSocket) -> int:
     return int(raw)
 
 
-async def _invocation(websocket: WebSocket) -> InvokeRequest:
-    """The InvokeRequest: base64url JSON in the ``Bento-Invocation`` header, else the first message."""
+async def _invocation(websocket: WebSocket, socket: StreamSocket) -> InvokeRequest:
+    """The InvokeRequest: base64url JSON in the ``Bento-Invocation`` header, else the first message
+    (of ``socket``: inside the cover frames, for a covered stream)."""
     header = websocket.headers.get("bento-invocation")
     try:
         if header is not None:
             raw = base64.urlsafe_b64decode(header.encode("ascii"))
         else:
             async with asyncio.timeout(FIRST_MESSAGE_TIMEOUT):
-                message = await websocket.receive()
+                message = await socket.receive()
             raw = (message.get("text") or "").encode() or message.get("bytes") or b""
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise BoxError(ErrorCode.INVALID_REQUEST, "Bento-Invocation is not base64url") from None
@@ -290,7 +319,7 @@ async def _invocation(websocket: WebSocket) -> InvokeRequest:
         raise BoxError(ErrorCode.INVALID_REQUEST, f"malformed InvokeRequest: {problems}") from None
 
 
-async def _attach(session: Session, websocket: WebSocket, logs_from: int) -> None:
+async def _attach(session: Session, websocket: StreamSocket, logs_from: int) -> None:
     """Stream the session's output to this client and its input to the function.
 
     The newest attachment wins: an older connection (say, one whose network died
@@ -298,17 +327,21 @@ async def _attach(session: Session, websocket: WebSocket, logs_from: int) -> Non
     """
     previous = session.attachment
     session.attachment = websocket
-    if isinstance(previous, WebSocket):
+    if isinstance(previous, (WebSocket, CoveredSocket)):
         with contextlib.suppress(Exception):
             await previous.close(4001, "another client attached to this session")
     try:
         async with asyncio.TaskGroup() as group:
+            if isinstance(websocket, CoveredSocket):  # its cover ends at most `linger` s after the session
+                lingering = group.create_task(websocket.linger(session.done))
             lock = asyncio.Lock()  # one message at a time from the two senders
             logs = group.create_task(_send_logs(session, websocket, logs_from, lock))
             sender = group.create_task(_send_output(session, websocket, logs, lock))
             await _receive_input(session, websocket)
             sender.cancel()
             logs.cancel()
+            if isinstance(websocket, CoveredSocket):
+                lingering.cancel()
     except* (WebSocketDisconnect, ConnectionError, RuntimeError):
         pass  # the client went away; the session runs on, its output buffered
     finally:
@@ -317,7 +350,7 @@ async def _attach(session: Session, websocket: WebSocket, logs_from: int) -> Non
 
 
 async def _send_output(
-    session: Session, websocket: WebSocket, logs: asyncio.Task[None], lock: asyncio.Lock
+    session: Session, websocket: StreamSocket, logs: asyncio.Task[None], lock: asyncio.Lock
 ) -> None:
     offset = session.output.acked
     async with lock:
@@ -339,7 +372,7 @@ async def _send_output(
         await websocket.send_text(session.ended_event().model_dump_json())
 
 
-async def _send_logs(session: Session, websocket: WebSocket, offset: int, lock: asyncio.Lock) -> None:
+async def _send_logs(session: Session, websocket: StreamSocket, offset: int, lock: asyncio.Lock) -> None:
     while (entries := await session.logs.read(offset)) is not None:
         for entry in entries:
             async with lock:
@@ -347,7 +380,7 @@ async def _send_logs(session: Session, websocket: WebSocket, offset: int, lock: 
             offset = entry.offset + len(entry.text.encode())
 
 
-async def _receive_input(session: Session, websocket: WebSocket) -> None:
+async def _receive_input(session: Session, websocket: StreamSocket) -> None:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":

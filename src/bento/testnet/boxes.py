@@ -76,6 +76,10 @@ call_boxes = true
 [policy.storage]
 allowed = true
 max_mb = 64
+
+[policy.cover]  # link cover of session streams (bento browse --cover)
+max_rate = 2000
+max_total_rate = 8000
 """
 
 

@@ -41,6 +41,13 @@ class TestnetConfig:
     # If set (and we are root), the last box's Bento server runs as this existing user,
     # the way operators run it: unprivileged, beside a relay.
     box_user: str | None = None
+    # How long each consensus stays valid once the testnet is up, in seconds (the live
+    # network: 3 hours). A client fetches a new consensus, over its guard link, at a random
+    # time before its current one expires: with the quick default that is every 10-20 s,
+    # which fills the evaluation's traces with directory fetches. The interval between
+    # votes stays 10 s: onion services' time periods and shared randomness are counted in
+    # voting intervals, so changing it under running services makes them unreachable.
+    consensus_lifetime: int = 20
 
     def validate(self) -> None:
         if self.authorities < 3:
@@ -51,11 +58,17 @@ class TestnetConfig:
             raise TestnetError(f"--exits must be between 1 and the number of relays ({self.relays})")
         if not (0 <= self.hop_delay_ms <= 5000 and 0 <= self.web_delay_ms <= 5000):
             raise TestnetError("delays must be between 0 and 5000 ms")
+        if not (20 <= self.consensus_lifetime <= 3600 and self.consensus_lifetime % VOTING_INTERVAL == 0):
+            raise TestnetError(
+                f"--consensus-lifetime must be 20 to 3600 seconds, a multiple of {VOTING_INTERVAL}"
+            )
         if not 0 <= self.corpus_sites <= 999:
             raise TestnetError("--corpus-sites must be between 0 and 999")
         if self.bento_boxes < 0 or self.bento_boxes > self.relays:
             raise TestnetError(f"--bento-boxes must be between 0 and the number of relays ({self.relays})")
 
+
+VOTING_INTERVAL = 10  # seconds; see V3AuthVotingInterval below
 
 # Shared by every node.
 _COMMON = """\

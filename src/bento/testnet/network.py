@@ -17,12 +17,12 @@ import stem.control
 from bento.errors import BentoError
 from bento.sandbox import uids
 from bento.testnet import boxes, keys, readiness, services
-from bento.testnet.config import TestnetConfig, write_torrc
+from bento.testnet.config import VOTING_INTERVAL, TestnetConfig, write_torrc
 from bento.testnet.corpus import Corpus
 from bento.testnet.errors import TestnetError
 from bento.testnet.plan import box_nodes, default_directory, free_ports, plan
 from bento.testnet.readiness import Progress
-from bento.testnet.state import STATE_FILE, Node, TestnetState
+from bento.testnet.state import STATE_FILE, Node, Role, TestnetState
 from bento.tor import control
 from bento.tor.process import spawn_detached
 
@@ -120,6 +120,9 @@ class Testnet:
                 say(f"starting {len(state.boxes)} Bento server(s)")
                 boxes.start_all(state, net.socks_address, deadline=deadline, say=say)
                 say("every Bento box answers over Tor")
+            if config.consensus_lifetime != 2 * VOTING_INTERVAL:
+                say(f"consensuses stay valid for {config.consensus_lifetime} s from now on")
+                _lengthen_consensuses(state, config.consensus_lifetime)
         except BaseException:
             net._release()
             net._kill_all()
@@ -330,3 +333,12 @@ class Testnet:
                 return {s.fingerprint: sorted(s.flags) for s in ctl.get_network_statuses()}
         except (BentoError, stem.ControllerError, stem.SocketError):
             return {}
+
+
+def _lengthen_consensuses(state: TestnetState, seconds: int) -> None:
+    """Have every authority make consensuses valid for ``seconds`` (not before start-up is
+    over: clients would then fetch new ones seldom, and relays join over several)."""
+    for node in state.nodes:
+        if node.role is Role.AUTHORITY:
+            with control.connect(node.control_address) as ctl:
+                ctl.set_conf("V3AuthNIntervalsValid", str(seconds // VOTING_INTERVAL))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bento.client.box import Box
+from bento.client.cover import Cover, CoveredLink
 from bento.client.keyring import Deployment, Keyring
 from bento.client.stream import SessionStream
 from bento.errors import BentoError
@@ -73,6 +74,7 @@ class Options:
     user_agent: str = ""
     cookies: dict[str, str] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
+    cover: Cover | None = None  # link cover around the whole transfer (bento.client.cover)
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Page:
     usage: ResourceUsage | None = None  # the instance's, as the box measured it
     function_id: str = ""
     deployed: bool = False
+    cover: dict[str, Any] | None = None  # what the link's cover did (bento.client.cover)
 
     @property
     def resources(self) -> list[dict[str, Any]]:
@@ -117,6 +120,7 @@ class Page:
             "box_usage": self.usage.model_dump() if self.usage else None,
             "function_id": self.function_id,
             "deployed": self.deployed,
+            "cover": self.cover,
         }
 
 
@@ -154,18 +158,20 @@ async def _browse(
     function, deployed = await deployment(box, keyring)
     arguments = [url, options.pad, options.scheme, options.user_agent, options.cookies, options.limits]
     try:
-        stream = await box.start(function, "browse", arguments)  # invoke and attach: one round trip
+        stream = await box.start(function, "browse", arguments, cover=options.cover)  # one round trip
     except BentoError:
         if deployed:
             raise
         # The box forgot it (shut down, or the box restarted): deploy this code again, once.
         keyring.forget(function.function_id, how="replaced")
         function, deployed = await deployment(box, keyring, fresh=True)
-        stream = await box.start(function, "browse", arguments)
+        stream = await box.start(function, "browse", arguments, cover=options.cover)
     keyring.add_session(stream.session_id, function.function_id)
-    async with stream:
+    async with stream:  # with cover, leaving waits for the end of the cover window
         received = await _receive(stream, out, started, on_page, progress)
     page = Page(url=url, directory=out, function_id=function.function_id, deployed=deployed, **received)
+    if isinstance(stream.link, CoveredLink):
+        page.cover = stream.link.report()
     page.seconds = time.monotonic() - started
     return page
 
