@@ -151,6 +151,8 @@ async def _browser(net: Testnet) -> Act:
     else:
         rows.add_row("bytes read from SOCKS", f"{act.plain.down:,}", f"{act.browser.down:,}")
     print_table(rows)
+    if lost := act.plain.dropped + act.browser.dropped:
+        say(f"(This machine is busy: the capture lost {lost} packets, so those bytes are a lower bound.)")
     if act.captured:
         say(
             "Recorded on the user's links to Tor (the TLS records between her tor and the relays, "
