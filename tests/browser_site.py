@@ -40,6 +40,15 @@ def png(red: int, green: int, blue: int) -> bytes:
 
 
 @dataclass
+class Gate:
+    """A response held back: ``arrived`` is set once it is asked for, and it is answered
+    once the test sets ``opened`` (so a test knows the fetcher is mid-page)."""
+
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
 class Server:
     host: str  # the address it listens on
     name: str  # the host name pages use for it
@@ -50,6 +59,7 @@ class Server:
     headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> the request's headers
     delays: dict[str, float] = field(default_factory=dict)  # path -> seconds before answering
     encodings: dict[str, str] = field(default_factory=dict)  # path -> Content-Encoding it claims
+    gates: dict[str, Gate] = field(default_factory=dict)  # path -> held until the test opens it
     in_flight: int = 0
     most_in_flight: int = 0
 
@@ -66,6 +76,9 @@ class Server:
         try:
             if path in self.delays:  # a slow server: latency, not synchronisation
                 await asyncio.sleep(self.delays[path])
+            if (gate := self.gates.get(path)) is not None:
+                gate.arrived.set()
+                await gate.opened.wait()
             return self._response(path)
         finally:
             self.in_flight -= 1

@@ -121,3 +121,26 @@ def test_the_uploaded_code_is_the_box_modules_and_reproducible() -> None:
         names = sorted(tar.getnames())
     assert names == sorted(f"bento_browser/{m}.py" for m in client.BOX_MODULES)
     assert client.manifest().name == f"browser-{hashlib.sha256(code).hexdigest()[:12]}"
+
+
+def test_a_deposited_transfer_is_verified_and_unpacked(tmp_path: Path) -> None:
+    from bento.functions.browser.via_dropbox import open_transfer
+
+    body = archive({"index.html": b"<p>hi</p>"})
+    page = open_transfer(transfer(body, 500), tmp_path / "page")
+    assert page.main.read_bytes() == b"<p>hi</p>"
+    assert (page.archive_bytes, page.padding_bytes) == (len(body), 500)
+    for damaged, why in (
+        (transfer(body, 500)[:-1], "its Browser header announces"),  # padding cut short
+        (transfer(body, 0, digest=bytes(32)), "does not match the hash"),
+        (b"BENTO", "too short for its header"),
+    ):
+        with pytest.raises(BentoError, match=why):
+            open_transfer(damaged, tmp_path / "bad")
+        assert not (tmp_path / "bad").exists()  # nothing left behind
+
+
+def test_the_composed_browser_is_a_deployment_of_its_own_that_may_call_boxes() -> None:
+    plain, composed = client.manifest(), client.manifest(via_dropbox=True)
+    assert composed.name != plain.name and composed.name.startswith("browser-via-")
+    assert composed.needs.call_boxes and not plain.needs.call_boxes

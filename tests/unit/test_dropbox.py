@@ -87,3 +87,33 @@ def test_capabilities_round_trip_and_refuse_garbage() -> None:
     ):
         with pytest.raises(BentoError, match="not a Dropbox capability"):
             Capability.parse(bad)
+
+
+def test_a_reserved_deposit_waits_for_its_data_then_behaves_as_any() -> None:
+    store, clock = Memory(), Clock()
+    deposits = Deposits(store, clock)
+    token, terms = deposits.reserve(fetches=1, seconds=60)
+    assert terms["pending"] is True and terms["bytes"] == 0
+    for _ in range(3):  # asking early costs no fetch
+        with pytest.raises(DepositError, match="still at work"):
+            deposits.take(token)
+    assert deposits.fill(token, b"the padded page")["bytes"] == 15
+    with pytest.raises(DepositError, match="no reserved deposit"):
+        deposits.fill(token, b"again")  # filled once, never overwritten
+    assert deposits.take(token)[0] == b"the padded page"
+    assert store.objects == {}
+
+
+def test_a_failed_depositor_leaves_its_reason_once_and_an_expired_reservation_is_swept() -> None:
+    store, clock = Memory(), Clock()
+    deposits = Deposits(store, clock)
+    token, _ = deposits.reserve(fetches=3, seconds=60)
+    deposits.fill(token, b"", error="cannot fetch http://x/: HTTP 404 Not Found")
+    with pytest.raises(DepositError, match="the depositor failed and left no data: cannot fetch"):
+        deposits.take(token)
+    assert store.objects == {}
+    late, _ = deposits.reserve(fetches=1, seconds=10)
+    clock.now += 11
+    with pytest.raises(DepositError, match="no reserved deposit"):
+        deposits.fill(late, b"too late")
+    assert deposits.sweep() == 1 and store.objects == {}

@@ -20,11 +20,14 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 
 from bento.cli import client_options, cover_options
 from bento.cli.boxes import find_box
+from bento.cli.dropbox import parse_duration
 from bento.cli.output import console, emit_json, errors
 from bento.client.box import Box
+from bento.client.discovery import discover, resolve
 from bento.client.keyring import Keyring
 from bento.errors import BentoError
 from bento.functions.browser import client as browser
+from bento.functions.browser import via_dropbox
 from bento.functions.browser.pad import SCHEMES
 
 DEFAULT_PAD = 1_000_000  # the paper's nominal 1 MB: Deep Fingerprinting falls from 93.9% to 8.25%
@@ -68,6 +71,14 @@ def add_browse(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, help="seconds for each request at the box (default 20)")
     parser.add_argument("--concurrency", type=int, help="requests at once at the box (default 8)")
+    via = parser.add_argument_group("composition: deposit the page with a Dropbox and go away")
+    via.add_argument(
+        "--via-dropbox", metavar="BOX",
+        help="Browser deposits the padded page with a Dropbox on BOX; prints its capability and returns",
+    )  # fmt: skip
+    via.add_argument("--fetches", type=int, default=1, help="how many times the deposit may be fetched")
+    via.add_argument("--expires", type=parse_duration, default=86400.0, metavar="DURATION",
+                     help="when the deposit self-destructs (default 1d; 90s, 30m, 12h, 7d)")  # fmt: skip
     cover_options.add(parser)
     client_options.add(parser, control=True)
     parser.set_defaults(handler=cmd_browse)
@@ -96,6 +107,8 @@ def cmd_browse(args: argparse.Namespace) -> int:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BentoError(f"{args.url!r} is not an http:// or https:// URL", fix="give the page's full URL")
     options = _options(args)
+    if args.via_dropbox:
+        return _via_dropbox(args, options)
     out = args.out or Path(f"{parts.hostname}-{time.strftime('%Y%m%d-%H%M%S')}")
     info = find_box(args)
     keyring = Keyring(args.keyring)
@@ -161,4 +174,36 @@ def cmd_browse(args: argparse.Namespace) -> int:
         errors.print(f"[yellow]not fetched[/yellow] {resource.get('url')}: {resource.get('error')}")
     if len(failed) > 10:
         errors.print(f"[yellow]… and {len(failed) - 10} more[/yellow] (see {page.directory}/bento-page.json)")
+    return 0
+
+
+def _via_dropbox(args: argparse.Namespace, options: browser.Options) -> int:
+    """The poster's figure 2: Browser deposits the page with a Dropbox on another box; we
+    leave as soon as the deposit is reserved, with the capability that fetches it."""
+    if args.open or args.out or options.cover is not None:
+        raise BentoError(
+            "with --via-dropbox the page goes to the Dropbox, not here (and there is no transfer to cover)",
+            fix="drop --open/--out/--cover; later: bento dropbox get CAPABILITY --page DIR",
+        )
+    found = discover(args.control)
+    info, other = resolve(args.box, found), resolve(args.via_dropbox, found)
+    keyring = Keyring(args.keyring)
+
+    async def run() -> via_dropbox.Deposit:
+        async with Box(info.onion, socks=args.socks, info=info) as box:
+            return await via_dropbox.deposit(
+                box, keyring, args.url, other.onion, options, fetches=args.fetches, seconds=args.expires
+            )
+
+    deposit = asyncio.run(run())
+    if args.json:
+        emit_json({**deposit.as_json(), "box": info.nickname, "dropbox": other.nickname})
+        return 0
+    errors.print(
+        f"Browser on {info.nickname} is fetching {args.url} (session {deposit.session_id}) into a "
+        f"Dropbox on {other.nickname}; you may go offline. Fetch the page later "
+        f"({deposit.terms.get('fetches_left')} fetch(es), self-destructs in {args.expires:g} s) with "
+        "`bento dropbox get CAPABILITY --page DIR`; whoever holds this capability can:"
+    )
+    console.print(str(deposit.capability))
     return 0

@@ -45,6 +45,10 @@ def add_dropbox(parser: argparse.ArgumentParser) -> None:
     get = actions.add_parser("get", help="fetch a deposit with its capability")
     get.add_argument("capability", help="the bento-dropbox:... string `put` printed")
     get.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    get.add_argument(
+        "--page", type=Path, metavar="DIR",
+        help="the deposit is a page from `bento browse --via-dropbox`: verify and unpack it into DIR",
+    )  # fmt: skip
     client_options.add(get)
     get.set_defaults(handler=cmd_get)
 
@@ -82,6 +86,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             return await dropbox.get(box, capability)
 
     data = asyncio.run(run())
+    if args.page is not None:
+        return _page(args, data)
     if args.out is not None:
         try:
             args.out.write_bytes(data)
@@ -94,4 +100,19 @@ def cmd_get(args: argparse.Namespace) -> int:
         sys.stdout.buffer.flush()
     else:
         errors.print(f"fetched {len(data)} bytes into {args.out}")
+    return 0
+
+
+def _page(args: argparse.Namespace, data: bytes) -> int:
+    from bento.functions.browser.via_dropbox import open_transfer
+
+    page = open_transfer(data, args.page)
+    if args.json:
+        emit_json({"bytes": len(data), **page.as_json()})
+    else:
+        errors.print(
+            f"fetched {len(data)} bytes: a page of {len(page.resources)} resource(s), "
+            f"{page.archive_bytes} archive + {page.padding_bytes} padding"
+        )
+        console.print(str(page.main))
     return 0

@@ -54,6 +54,7 @@ PADDING = {"browser-0mb": 0, "browser-1mb": 1 * MB, "browser-7mb": 7 * MB, "brow
 CONDITIONS = ("tor", *PADDING)
 VISIT_TIMEOUT = 300.0
 ATTEMPTS = 2  # a visit that fails twice is left for the next run
+GIVE_UP_AFTER = 10  # failed attempts in a row that stop a victim: something is broken
 
 
 @dataclass(frozen=True)
@@ -160,24 +161,35 @@ class _Worker:
             box = None
             if self.browser_box is not None:
                 box = await stack.enter_async_context(Box(self.browser_box, socks=socks))
-                await browser.deployment(box, self.keyring)
+                await _live_browser(box, self.keyring)
             link = (tor.process.pid, guard.or_port)
             self._tor, self._guard = tor, guard
+            failures_in_a_row = 0
             while not queue.empty():
                 item = queue.get_nowait()
                 for attempt in range(1, ATTEMPTS + 1):
                     try:
                         records = await self._visit(item, socks, box, link)
-                    except (BentoError, OSError, TimeoutError) as exc:
+                    except Exception as exc:  # one visit's failure, whatever it is
+                        # (a library's own error that escaped its wrapper included), is that
+                        # visit's: it is reported, and hours of collection go on; a run where
+                        # visits keep failing stops instead of burning through the queue.
+                        failures_in_a_row += 1
+                        if failures_in_a_row >= GIVE_UP_AFTER:
+                            raise BentoError(
+                                f"{failures_in_a_row} visits in a row failed; the last: {exc!r:.300}",
+                                fix="check the testnet (bento testnet status) and the victims' logs",
+                            ) from exc
                         if attempt == ATTEMPTS:
                             what = f"{item.condition} {item.site.name} visit {item.visit}"
-                            self.outcome.failed.append(f"{what}: {exc!r}")
+                            self.outcome.failed.append(f"{what}: {exc!r:.300}")
                             self.say(f"{what}: gave up after {ATTEMPTS} attempts")
                         continue
                     trace = Trace.from_records(
                         item.site.index, item.visit, item.condition, records, item.site.name
                     )
                     traces.append(self.dataset, trace)
+                    failures_in_a_row = 0
                     have[item.condition].add((item.site.index, item.visit))
                     self.say(f"{item.condition}: visit {item.visit + 1}, {item.site.name}")
                     break
@@ -213,3 +225,17 @@ class _Worker:
                 f"the capture of {url} is empty", fix="check that dumpcap may capture on lo (root)"
             )
         return records
+
+
+async def _live_browser(box: Box, keyring: Keyring) -> None:
+    """Make sure Browser is deployed on ``box`` now, before any capture: a box that
+    restarted has forgotten it, and redeploying inside a visit would put the upload in
+    that visit's trace."""
+    function, deployed = await browser.deployment(box, keyring)
+    if deployed:
+        return
+    try:
+        await box.sessions(function)
+    except BentoError:
+        keyring.forget(function.function_id, how="replaced")
+        await browser.deployment(box, keyring, fresh=True)

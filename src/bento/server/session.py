@@ -60,6 +60,9 @@ class Session:
         self.attachment: object | None = None  # the one client connection attached, if any
         self.done = asyncio.Event()
         self.started = asyncio.Event()  # set once the instance exists (or failed to)
+        # Set once the START frame is written (or the session is over): input sent sooner
+        # would find no channel, or go before START, so it waits for this.
+        self._takes_input = asyncio.Event()
         self.answered = asyncio.Event()  # set once the function has returned or raised
         self._writer: asyncio.StreamWriter | None = None
         self._input_lock = asyncio.Lock()
@@ -138,6 +141,7 @@ class Session:
             if self.instance is not None:
                 self.instance.kill()
             self.started.set()
+            self._takes_input.set()
             await broker.aclose()  # also when the sandbox never started and the broker never served
 
     async def _run(
@@ -223,6 +227,7 @@ class Session:
     ) -> None:
         assert self._writer is not None
         self._writer.write(start)
+        self._takes_input.set()
         await self._pump(reader, output_limit)
         if self._verdict is not None:
             # It has answered: a thread it left behind must not keep the session open.
@@ -331,7 +336,7 @@ class Session:
 
     async def send_input(self, data: bytes) -> None:
         """Forward client bytes to the function; waits while the function is not reading."""
-        await self.started.wait()
+        await self._takes_input.wait()
         if self.ended or self._writer is None:
             return
         async with self._input_lock:
@@ -343,7 +348,7 @@ class Session:
                     await self._writer.drain()
 
     async def close_input(self) -> None:
-        await self.started.wait()
+        await self._takes_input.wait()
         if self.ended or self._writer is None:
             return
         async with self._input_lock:

@@ -32,7 +32,7 @@ from bento.protocol.policy import Needs, SyscallProfile
 from . import pack, wire
 
 PACKAGE = "bento_browser"
-BOX_MODULES = ("__init__", "wire", "pad", "discover", "rewrite", "fetch", "pack", "function")
+BOX_MODULES = ("__init__", "wire", "pad", "discover", "rewrite", "fetch", "pack", "deposit", "function")
 MAX_ARCHIVE = 256 << 20  # the most a client accepts from a box before refusing the transfer
 MAX_UNPACKED = 1 << 30
 MAX_MEMBERS = 10_000
@@ -44,27 +44,56 @@ def code() -> bytes:
     return deploy.package(Path(__file__).parent, PACKAGE, BOX_MODULES)
 
 
-def manifest() -> Manifest:
+def manifest(*, via_dropbox: bool = False) -> Manifest:
+    """Browser's manifest; ``via_dropbox``: the one that may call other boxes (a Dropbox),
+    deployed apart so plain Browser still runs on boxes that allow no such calls."""
     return Manifest(
-        name=f"browser-{deploy.version(code())}",
+        name=f"browser-{'via-' if via_dropbox else ''}{deploy.version(code())}",
         module=f"{PACKAGE}.function",
         description="Browser: fetches a page with its resources at the exit, packs and pads it",
         needs=Needs(
             network=True,
             syscall_profiles=[SyscallProfile.COMPUTE, SyscallProfile.NETWORK],
-            memory_mb=192,
+            memory_mb=256 if via_dropbox else 192,  # the client library, to reach the Dropbox
             cpu_seconds=60,
             wall_seconds=300,
-            processes=16,  # the fetching threads
+            processes=24 if via_dropbox else 16,  # the fetching threads (and the client's)
             open_files=128,
             output_mb=256,
+            call_boxes=via_dropbox,
         ),
     )
 
 
-async def deployment(box: Box, keyring: Keyring, *, fresh: bool = False) -> tuple[Deployment, bool]:
+async def deployment(
+    box: Box, keyring: Keyring, *, fresh: bool = False, via_dropbox: bool = False
+) -> tuple[Deployment, bool]:
     """Browser on ``box``: the keyring's deployment of this code, else a new one (kept)."""
-    return await deploy.ensure(box, keyring, code(), manifest(), fresh=fresh)
+    return await deploy.ensure(box, keyring, code(), manifest(via_dropbox=via_dropbox), fresh=fresh)
+
+
+async def _start(
+    box: Box,
+    keyring: Keyring,
+    entry: str,
+    arguments: list[Any],
+    *,
+    via_dropbox: bool = False,
+    cover: Cover | None = None,
+) -> tuple[SessionStream, Deployment, bool]:
+    """Invoke ``entry`` on Browser (deployed or reused) and attach, in one round trip."""
+    function, deployed = await deployment(box, keyring, via_dropbox=via_dropbox)
+    try:
+        stream = await box.start(function, entry, arguments, cover=cover)
+    except BentoError:
+        if deployed:
+            raise
+        # The box forgot it (shut down, or the box restarted): deploy this code again, once.
+        keyring.forget(function.function_id, how="replaced")
+        function, deployed = await deployment(box, keyring, fresh=True, via_dropbox=via_dropbox)
+        stream = await box.start(function, entry, arguments, cover=cover)
+    keyring.add_session(stream.session_id, function.function_id)
+    return stream, function, deployed
 
 
 @dataclass
@@ -155,18 +184,9 @@ async def _browse(
     progress: Progress | None,
 ) -> Page:
     started = time.monotonic()
-    function, deployed = await deployment(box, keyring)
-    arguments = [url, options.pad, options.scheme, options.user_agent, options.cookies, options.limits]
-    try:
-        stream = await box.start(function, "browse", arguments, cover=options.cover)  # one round trip
-    except BentoError:
-        if deployed:
-            raise
-        # The box forgot it (shut down, or the box restarted): deploy this code again, once.
-        keyring.forget(function.function_id, how="replaced")
-        function, deployed = await deployment(box, keyring, fresh=True)
-        stream = await box.start(function, "browse", arguments, cover=options.cover)
-    keyring.add_session(stream.session_id, function.function_id)
+    stream, function, deployed = await _start(
+        box, keyring, "browse", _arguments(url, options), cover=options.cover
+    )
     async with stream:  # with cover, leaving waits for the end of the cover window
         received = await _receive(stream, out, started, on_page, progress)
     page = Page(url=url, directory=out, function_id=function.function_id, deployed=deployed, **received)
@@ -174,6 +194,10 @@ async def _browse(
         page.cover = stream.link.report()
     page.seconds = time.monotonic() - started
     return page
+
+
+def _arguments(url: str, options: Options) -> list[Any]:
+    return [url, options.pad, options.scheme, options.user_agent, options.cookies, options.limits]
 
 
 def _discard_if_empty(out: Path) -> None:

@@ -1,4 +1,5 @@
-"""Browser's entry point on the box: ``browse(url, pad=..., scheme=...)``.
+"""Browser's entry points on the box: ``browse(url, pad=..., scheme=...)``, and
+``browse_to_dropbox``, which deposits the same bytes with a Dropbox on another box.
 
 It fetches the page with everything it needs, rewrites it to its local copies, packs it,
 and streams it to the client: a fixed header (``wire``), the archive, and then random
@@ -10,6 +11,7 @@ is ``None``: anything sized by the page after the padding would undo it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from urllib.parse import urlsplit
@@ -41,6 +43,55 @@ def browse(
 ) -> None:
     """Fetch ``url`` and everything it needs; send header, archive, padding."""
     _check(url, pad_bytes, scheme, user_agent, cookies)
+    page, padding = _page(url, pad_bytes, scheme, user_agent, cookies, limits)
+    api.send(page)
+    while padding > 0:  # after the page: the client shows it while these bytes still arrive
+        count = min(padding, _CHUNK)
+        api.send(os.urandom(count))
+        padding -= count
+
+
+def browse_to_dropbox(
+    url: str,
+    pad_bytes: int = 0,
+    scheme: str = "multiple",
+    user_agent: str = "",
+    cookies: dict[str, str] | None = None,
+    limits: dict[str, Any] | None = None,
+    dropbox: str = "",
+    fetches: int = 1,
+    seconds: float = 86400,
+) -> dict[str, Any]:
+    """Reserve a deposit with a Dropbox on the box ``dropbox`` (an onion address), send the
+    receipt (one JSON line), then fetch and deposit the same bytes ``browse`` would send.
+
+    The client may go away once it has the receipt; a failure to fetch is deposited as
+    the reason, so the user learns it from the Dropbox."""
+    _check(url, pad_bytes, scheme, user_agent, cookies)
+    if not isinstance(dropbox, str) or not dropbox:
+        raise BrowseError("name the Dropbox's box by its onion address")
+    from . import deposit  # the box's `bento` package: only this entry point needs it
+
+    place = deposit.reserve(dropbox, fetches, seconds)
+    api.send(json.dumps(place.receipt()).encode() + b"\n")
+    try:
+        page, padding = _page(url, pad_bytes, scheme, user_agent, cookies, limits)
+    except BrowseError as exc:
+        deposit.fill(place, b"", error=f"Browser could not fetch the page: {exc}")
+        raise
+    deposit.fill(place, page + os.urandom(padding))
+    return {"deposited": True}  # no size: whoever attaches learns nothing the padding hides
+
+
+def _page(
+    url: str,
+    pad_bytes: int,
+    scheme: str,
+    user_agent: str,
+    cookies: dict[str, str] | None,
+    limits: dict[str, Any] | None,
+) -> tuple[bytes, int]:
+    """The header and the archive of ``url`` with everything it needs; and the padding's length."""
     options = fetch.Limits(**_limits(limits or {}))
     started, fetched_at = time.monotonic(), time.time()
     try:
@@ -53,11 +104,7 @@ def browse(
     archive = pack.pack(files, pack.index(page, resources, names, fetched_at, seconds, discover.PARSER))
     sent = wire.HEADER.size + len(archive)
     padding = pad.padded_size(sent, scheme, pad_bytes) - sent
-    api.send(wire.encode_header(len(archive), padding, hashlib.sha256(archive).digest()) + archive)
-    while padding > 0:  # after the page: the client shows it while these bytes still arrive
-        count = min(padding, _CHUNK)
-        api.send(os.urandom(count))
-        padding -= count
+    return wire.encode_header(len(archive), padding, hashlib.sha256(archive).digest()) + archive, padding
 
 
 def _check(url: Any, pad_bytes: Any, scheme: Any, user_agent: Any, cookies: Any) -> None:

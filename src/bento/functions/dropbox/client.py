@@ -8,6 +8,7 @@ shown once and kept nowhere by the client.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,13 +84,46 @@ async def put(
         for start in range(0, len(data), SEND_CHUNK):
             await stream.send(data[start : start + SEND_CHUNK])
         await stream.close_input()
-        answer = await _all(stream, 4096)
-    try:
-        terms: dict[str, Any] = json.loads(answer)
-        token = str(terms.pop("token"))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise BentoError("the Dropbox answered something that is not a deposit receipt") from None
+        terms = _receipt(await _all(stream, 4096))
+    if "token" not in terms:
+        raise BentoError("the Dropbox answered something that is not a deposit receipt")
+    token = str(terms.pop("token"))
     return Capability(box.onion, function.function_id, function.invocation_token, token), terms
+
+
+async def reserve(
+    box: Box, function: Deployment, *, fetches: int = 1, seconds: float = 86400
+) -> tuple[Capability, dict[str, Any]]:
+    """A deposit with no data yet (``fill`` gives it its data): its capability and terms."""
+    async with await box.start(function, "reserve", [fetches, seconds]) as stream:
+        await stream.close_input()
+        terms = _receipt(await _all(stream, 4096))
+    if "token" not in terms:
+        raise BentoError("the Dropbox answered something that is not a deposit receipt")
+    token = str(terms.pop("token"))
+    return Capability(box.onion, function.function_id, function.invocation_token, token), terms
+
+
+async def fill(box: Box, capability: Capability, data: bytes, *, error: str = "") -> dict[str, Any]:
+    """Give the reserved deposit ``capability`` its data, or the reason it has none."""
+    async with await box.start(capability.deployment(), "fill", []) as stream:
+        line = {"token": capability.token, "error": error, "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+        await stream.send(json.dumps(line).encode() + b"\n")
+        for start in range(0, len(data), SEND_CHUNK):
+            await stream.send(data[start : start + SEND_CHUNK])
+        await stream.close_input()
+        return _receipt(await _all(stream, 4096))
+
+
+def _receipt(answer: bytes) -> dict[str, Any]:
+    try:
+        terms = json.loads(answer)
+    except ValueError:
+        terms = None
+    if not isinstance(terms, dict):
+        raise BentoError("the Dropbox answered something that is not a deposit receipt")
+    return terms
 
 
 async def get(box: Box, capability: Capability) -> bytes:

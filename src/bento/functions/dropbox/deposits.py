@@ -5,8 +5,10 @@ left, expiry, size), where ``id`` is the SHA-256 of the 256-bit token. The token
 never stored: whoever reads the box's storage learns no token, and a fetch compares
 hashes (a lookup by the hash; no secret is compared byte by byte). A deposit is deleted
 (self-destructs) at its last allowed fetch, and once expired, by the next call that sees
-it. Storage has no transactions: two fetches of one deposit at the same instant may both
-succeed once before the count reaches zero.
+it. A deposit may also be reserved first and filled later (Browser's deposit: the user
+takes the capability and goes away while the page is fetched); until it is filled, a
+fetch is told to come back and costs nothing. Storage has no transactions: two fetches
+of one deposit at the same instant may both succeed once before the count reaches zero.
 """
 
 from __future__ import annotations
@@ -66,6 +68,25 @@ class Deposits:
         self.store.put(f"meta/{ident}", json.dumps(meta).encode())
         return token, meta
 
+    def reserve(self, fetches: int, seconds: float) -> tuple[str, dict[str, Any]]:
+        """A deposit with no data yet, filled later with :meth:`fill`; returns its token."""
+        token, meta = self.put(b"", fetches, seconds)
+        ident = token_id(token)
+        meta["pending"] = True
+        self.store.put(f"meta/{ident}", json.dumps(meta).encode())
+        return token, meta
+
+    def fill(self, token: str, data: bytes, error: str = "") -> dict[str, Any]:
+        """Give a reserved deposit its data, or the reason there is none (``error``)."""
+        ident = token_id(token)
+        meta = self._meta(ident)
+        if meta is None or not meta.get("pending") or meta["expires_at"] <= self.clock():
+            raise DepositError("no reserved deposit for this token (filled already, or expired)")
+        self.store.put(f"data/{ident}", data)
+        meta.update(pending=False, bytes=len(data), error=error[:2000])
+        self.store.put(f"meta/{ident}", json.dumps(meta).encode())
+        return meta
+
     def take(self, token: str) -> tuple[bytes, dict[str, Any]]:
         """The deposit's bytes, counting one fetch; it self-destructs at its last one."""
         ident = token_id(token)
@@ -73,7 +94,12 @@ class Deposits:
         if meta is None or meta["expires_at"] <= self.clock():
             self._destroy(ident)
             raise DepositError("no deposit for this token (never made, fetched its last time, or expired)")
+        if meta.get("pending"):  # costs no fetch: the depositor is still at work
+            raise DepositError("nothing deposited yet: its depositor is still at work; try again later")
         data = self.store.get(f"data/{ident}")
+        if meta.get("error"):
+            self._destroy(ident)
+            raise DepositError(f"the depositor failed and left no data: {meta['error']}")
         if data is None:
             self._destroy(ident)
             raise DepositError("no deposit for this token (its data is gone)")

@@ -1,0 +1,142 @@
+"""Browser composed with Dropbox (the poster's figure 2), from the user's side.
+
+``deposit`` asks Browser on the exit box to fetch a page into a Dropbox on another box,
+waits only for the receipt (Browser has reserved the deposit: a second or so over Tor),
+and detaches: the page is fetched and deposited while the user is gone. Later, from
+anywhere, ``open_transfer`` unpacks what ``bento dropbox get`` fetched with the capability.
+
+The capability is the only way to the page: it is returned (for the user to see), never
+logged; the Dropbox deployed for her goes to her keyring, so ``bento shutdown`` ends it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from bento.client.box import Box
+from bento.client.keyring import Deployment, Keyring
+from bento.errors import BentoError
+from bento.functions.dropbox.client import Capability
+
+from . import wire
+from .client import Options, Page, _arguments, _discard_if_empty, _header, _prepare, _start, _unpack
+
+MAX_RECEIPT = 16 << 10
+
+
+@dataclass(frozen=True)
+class Deposit:
+    """What the user takes away: the capability, and where the work goes on."""
+
+    capability: Capability
+    dropbox: Deployment  # the Dropbox Browser deployed for her (kept in her keyring)
+    browser_box: str
+    session_id: str  # Browser's session, still fetching
+    function_id: str
+    deployed: bool
+    terms: dict[str, Any]
+
+    def __repr__(self) -> str:  # the capability never reaches a log
+        return f"Deposit(session {self.session_id} on {self.browser_box[:16]}…)"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "capability": str(self.capability),
+            "dropbox_box": self.dropbox.onion,
+            "dropbox_function_id": self.dropbox.function_id,
+            "session_id": self.session_id,
+            "function_id": self.function_id,
+            "deployed": self.deployed,
+            "fetches": self.terms.get("fetches_left"),
+            "expires_at": self.terms.get("expires_at"),
+        }
+
+
+async def deposit(
+    box: Box,
+    keyring: Keyring,
+    url: str,
+    dropbox_onion: str,
+    options: Options | None = None,
+    *,
+    fetches: int = 1,
+    seconds: float = 86400,
+) -> Deposit:
+    """Have Browser on ``box`` fetch ``url`` into a Dropbox on ``dropbox_onion``; returns
+    once the deposit is reserved, and leaves the session running at the box."""
+    if dropbox_onion.removesuffix(".onion") == box.onion:
+        raise BentoError(
+            "the Dropbox must be on another box than Browser",
+            fix="name a different box with --via-dropbox (the point: no one box holds both ends)",
+        )
+    arguments = [*_arguments(url, options or Options()), dropbox_onion, fetches, seconds]
+    stream, function, deployed = await _start(box, keyring, "browse_to_dropbox", arguments, via_dropbox=True)
+    async with stream:  # leaving it detaches: the session runs on at the box
+        line = bytearray()
+        while b"\n" not in line and len(line) <= MAX_RECEIPT:
+            chunk = await stream.receive()
+            if chunk is None:
+                ended = stream.ended
+                error = ended.error if ended is not None else None
+                why = error.message if error is not None else (ended.reason if ended else "")
+                raise BentoError(
+                    f"Browser could not reserve a deposit with the Dropbox: {why}",
+                    fix="check that the other box allows calls from functions and offers storage",
+                )
+            line += chunk
+    receipt = _receipt(bytes(line).partition(b"\n")[0])
+    keyring.add(receipt["dropbox"])
+    return Deposit(
+        capability=receipt["capability"],
+        dropbox=receipt["dropbox"],
+        browser_box=box.onion,
+        session_id=stream.session_id,
+        function_id=function.function_id,
+        deployed=deployed,
+        terms=receipt["terms"],
+    )
+
+
+def _receipt(line: bytes) -> dict[str, Any]:
+    try:
+        given = json.loads(line)
+        capability = Capability.parse(str(given["capability"]))
+        names = {f.name for f in fields(Deployment)} - {"token_keys"}
+        dropbox = Deployment(**{name: given["dropbox"][name] for name in names})
+        terms = dict(given["terms"])
+    except (ValueError, KeyError, TypeError, BentoError):
+        raise BentoError("Browser's answer is not a Dropbox receipt") from None
+    if dropbox.function_id != capability.function_id or dropbox.onion != capability.onion:
+        raise BentoError("Browser's receipt names two different Dropboxes")
+    return {"capability": capability, "dropbox": dropbox, "terms": terms}
+
+
+def open_transfer(data: bytes, out: Path) -> Page:
+    """A Browser transfer (as deposited: header, archive, padding) verified and unpacked into
+    ``out`` (created; must be empty)."""
+    started = time.monotonic()
+    created = _prepare(out)
+    try:
+        if len(data) < wire.HEADER.size:
+            raise BentoError("the deposit is not a Browser page (too short for its header)")
+        length, padding, digest = _header(data[: wire.HEADER.size])
+        if len(data) != wire.HEADER.size + length + padding:
+            raise BentoError(
+                f"the deposit has {len(data)} bytes; its Browser header announces "
+                f"{wire.HEADER.size + length + padding}"
+            )
+        found = _unpack(data[wire.HEADER.size : wire.HEADER.size + length], digest, out)
+    except BaseException:
+        if created:
+            _discard_if_empty(out)
+        raise
+    seconds = time.monotonic() - started
+    return Page(
+        url=str(found["index"].get("url", "")), directory=out, archive_bytes=length,
+        padding_bytes=padding, received_bytes=len(data), seconds_to_page=seconds, seconds=seconds,
+        **found,
+    )  # fmt: skip
