@@ -15,7 +15,7 @@ TLS records, bento.eval.capture), and from it:
 - the latency cover adds to Browser: time to the page (the archive's last byte), and to
   the end of the session, cover against none.
 
-    python bench/cover.py [--sites 4] [--runs 2] [--rate 600] [--window 15]
+    python bench/cover.py [--sites 4] [--runs 2] [--rate 1000] [--burst 10] [--window 20]
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from bento.client.keyring import Keyring
 from bento.eval import capture, victim
 from bento.eval.sniff import Sniffer
 from bento.functions.browser import client as browser
-from bento.protocol.cover import CELL_BYTES
+from bento.protocol.cover import CELL_BYTES, frame_size
+from bento.protocol.cover_channel import CoverChannel
 from bento.testnet import Testnet, TestnetConfig
 from browser_memory import spread
 from record import record
@@ -57,6 +58,8 @@ class Load:
     down: float = 0.0
     cv: float = 0.0  # of the bytes per 100 ms, both directions, in the window
     bins: int = 0
+    frames: int = 0  # the client's pacer: frames sent, and of them sent late or never sent
+    late: int = 0
 
 
 def steadiness(
@@ -82,6 +85,28 @@ def steadiness(
     return up / span, down / span, (statistics.pstdev(bins) / mean if mean else 0.0), count
 
 
+async def pacer_alone(rate: int, burst: int, seconds: float = 5.0) -> float:
+    """The CV of frames per BIN of a pacer alone (no network, no Tor): what the host allows."""
+    sent: list[float] = []
+
+    async def send_raw(frame: bytes) -> None:
+        sent.append(time.monotonic())
+
+    async def receive_raw() -> bytes | None:
+        await asyncio.Event().wait()
+        return None
+
+    channel = CoverChannel(send_raw, receive_raw, period=burst / rate, frame_size=frame_size(burst))
+    async with channel:
+        await asyncio.sleep(seconds)  # a measurement's length, not a synchronisation
+    bins = [0] * int(seconds / BIN - 1)
+    for when in sent:
+        k = int((when - sent[0]) / BIN)
+        if k < len(bins):
+            bins[k] += 1
+    return statistics.pstdev(bins) / statistics.fmean(bins)
+
+
 async def one_load(
     box: Box, keyring: Keyring, url: str, out: Path, cover: Cover | None, link: tuple[int, int], pcap: Path
 ) -> tuple[browser.Page, list[tuple[float, int, int]]]:
@@ -94,11 +119,15 @@ async def one_load(
     return page, records
 
 
-async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[list[Load], list[str]]:
+async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[list[Load], list[str], float]:
     assert net.corpus is not None and net.corpus_port is not None
     node = net.state.boxes[0]
     assert node.bento_onion is not None
-    tor = await victim.start(net, tmp / "victim-tor")
+    guard = victim.guards(net)[0]
+    assert guard.or_port is not None
+    alone = await pacer_alone(args.rate, args.burst)
+    print(f"the pacer alone: CV {alone:.1%} of frames per 100 ms", flush=True)
+    tor = await victim.start(net, tmp / "victim-tor", guard)
     loads: list[Load] = []
     failures: list[str] = []
     cover = Cover(rate=args.rate, burst=args.burst, lead=1.0, duration=args.window, tail=1.0)
@@ -108,8 +137,7 @@ async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[li
         sites = spread(net.corpus, args.sites)
         async with Box(node.bento_onion, socks=socks) as box:
             await browser.browse(box, keyring, sites[0].url(net.corpus_port), tmp / "warm")  # deployed
-            guard = await victim.guard(tor, net)
-            assert guard.or_port is not None
+            await victim.check_guard(tor, guard)
             link = (tor.process.pid, guard.or_port)
             for run in range(args.runs):
                 for site in sites:
@@ -133,6 +161,12 @@ async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[li
                             start = float(page.cover["started_wall"])
                             end = start + float(page.cover["seconds"]) - cover.tail  # the close began
                             load.up, load.down, load.cv, load.bins = steadiness(records, start, end)
+                            load.frames = int(page.cover["frames"])
+                            load.late = int(page.cover["late"]) + int(page.cover["skipped"])
+                            if load.up + load.down < 0.25 * 2 * args.rate * CELL_BYTES:
+                                failures.append(f"{site.name} run {run + 1}: the capture missed the window")
+                                print("FAILED", failures[-1], flush=True)
+                                continue
                         loads.append(load)
                         print(
                             f"run {run + 1} {site.name} ({page.archive_bytes} B) cover={covered}: "
@@ -142,16 +176,18 @@ async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[li
                         )
     finally:
         await tor.stop()
-    return loads, failures
+    return loads, failures, alone
 
 
-def report(loads: list[Load], failures: list[str], args: argparse.Namespace, command: str) -> None:
+def report(
+    loads: list[Load], failures: list[str], alone: float, args: argparse.Namespace, command: str
+) -> None:
     nominal = args.rate * CELL_BYTES
     covered = [x for x in loads if x.covered]
     rows = [
-        "| site | page | CV per 100 ms | up | down | link bytes, cover / none | to page, cover / none | "
-        "to end, cover / none |",
-        "|---|---|---|---|---|---|---|---|",
+        "| site | page | CV per 100 ms | up | down | pacer frames late | link bytes, cover / none "
+        "| to page, cover / none | to end, cover / none |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for site in dict.fromkeys(x.site for x in loads):
         mine = [x for x in covered if x.site == site]
@@ -162,6 +198,7 @@ def report(loads: list[Load], failures: list[str], args: argparse.Namespace, com
         rows.append(
             f"| {site} | {mine[0].page_bytes / 1e6:.2f} MB | {med(x.cv for x in mine):.2%} "
             f"| {med(x.up for x in mine) / 1000:.0f} KB/s | {med(x.down for x in mine) / 1000:.0f} KB/s "
+            f"| {sum(x.late for x in mine) / max(1, sum(x.frames for x in mine)):.1%} "
             f"| {med(x.link_bytes for x in mine) / 1e6:.2f} / "
             f"{med(x.link_bytes for x in plain) / 1e6:.2f} MB "
             f"| {med(x.to_page for x in mine):.2f} / {med(x.to_page for x in plain):.2f} s "
@@ -175,7 +212,9 @@ def report(loads: list[Load], failures: list[str], args: argparse.Namespace, com
         f"a {args.window:g} s window (1 s lead, 1 s tail), Browser without padding; {args.runs} loads of "
         f"each site each way, alternating. The watcher is the evaluation's: dumpcap on the victim tor's "
         f"link to its guard, TLS records (bento.eval.capture). CV: of the bytes per 100 ms, both "
-        f"directions, over the window less its first and last {EDGE} s.\n\n"
+        f"directions, over the window less its first and last {EDGE} s. Pacer frames late: of the "
+        f"client's frames, those its pacer sent late (catching up) or skipped, a measure of how "
+        f"often the host stalled it.\n\n"
         + "\n".join(rows)
         + "\n\n"
         + (
@@ -184,20 +223,22 @@ def report(loads: list[Load], failures: list[str], args: argparse.Namespace, com
             if cvs
             else "- no covered load completed\n"
         )
+        + f"- the client's pacer alone on this host (no network, no Tor), the same 5 s: CV {alone:.1%} "
+        f"of its frames per 100 ms: the floor the host puts under the figures above\n"
         + f"- bytes on the link, all covered loads against all uncovered: {overhead:.1f}x\n"
         + f"- load average during the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
         + (f"- failures: {'; '.join(failures)}\n" if failures else "")
     )
-    record("Link cover (bench/cover.py)", command, body)
+    record(f"Link cover at {args.rate} cells/s (bench/cover.py)", command, body)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--sites", type=int, default=4)
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--rate", type=int, default=600, help="cells per second each way")
-    parser.add_argument("--burst", type=int, default=6, help="cells per frame")
-    parser.add_argument("--window", type=float, default=15.0, help="seconds of cover at least")
+    parser.add_argument("--rate", type=int, default=1000, help="cells per second each way")
+    parser.add_argument("--burst", type=int, default=10, help="cells per frame")
+    parser.add_argument("--window", type=float, default=20.0, help="seconds of cover at least")
     args = parser.parse_args()
     command = "python bench/cover.py " + " ".join(sys.argv[1:])
     started = time.monotonic()
@@ -206,8 +247,8 @@ def main() -> None:
             directory=Path(tmp) / "net", bento_boxes=1, bootstrap_timeout=300, owner_pid=os.getpid()
         )
         with Testnet.start(config, progress=print) as net:
-            loads, failures = asyncio.run(measure(net, args, Path(tmp)))
-    report(loads, failures, args, command.strip())
+            loads, failures, alone = asyncio.run(measure(net, args, Path(tmp)))
+    report(loads, failures, alone, args, command.strip())
     print(f"({time.monotonic() - started:.0f} s)")
 
 

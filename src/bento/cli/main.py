@@ -39,6 +39,9 @@ COMMANDS: dict[str, Command] = {
     "dropbox": Command(
         "dropbox", "deposit data at a box for later (put), and fetch it with its capability (get)"
     ),
+    "loadbalance": Command(
+        "loadbalance", "one onion address for a service, spread over replicas on boxes (LoadBalancer)"
+    ),
     "browse": Command("browse", "fetch a whole page at an exit box with Browser, padded, and unpack it"),
     "cover": Command("cover", "keep a box's circuits busy at a constant rate (link cover: --cover RATE)"),
     "eval": Command("eval", "the website-fingerprinting evaluation: bento eval wf collect|attack|report"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from bento.protocol.policy import violations
 
 Model = TypeVar("Model", bound=BaseModel)
 TIMEOUT = httpx.Timeout(120.0, connect=120.0)  # an onion service can take a while to reach
+OnLog = Callable[[Log], None] | None
 HEADER_INVOCATION = 6 << 10  # larger invocations go in the first message (one more round trip)
 
 
@@ -279,8 +281,7 @@ class Box:
 
         The invocation travels in the WebSocket upgrade request, so its output follows the
         box's answer at once; ``stream.session_id`` names the session for a later attach.
-        With ``cover``, the stream runs at a constant cell rate from the upgrade on, and the
-        invocation goes inside the cover after its lead (see ``bento.client.cover``).
+        With ``cover``, the invocation goes inside the link's cover, after its lead (client.cover).
         """
         request = _invocation(entry, args, kwargs)
         encoded = base64.urlsafe_b64encode(request.model_dump_json().encode()).decode()
@@ -302,14 +303,7 @@ class Box:
         except BaseException:
             await link.close()
             raise
-        stream = SessionStream(
-            link,
-            session_id,
-            lambda logs_from: self._attach(deployment, session_id, logs_from, cover),
-            retry=self.retry,
-            on_log=on_log,
-        )
-        return stream
+        return self._stream(link, deployment, session_id, on_log, cover)
 
     async def _invoked(self, link: Link) -> str:
         try:
@@ -341,24 +335,19 @@ class Box:
         if cover is not None:
             cover.check(self.verified or await self.descriptor(), self.name)
         link = await self._attach(deployment, session_id, 0, cover)
-        return SessionStream(
-            link,
-            session_id,
-            lambda logs_from: self._attach(deployment, session_id, logs_from, cover),
-            retry=self.retry,
-            on_log=on_log,
-        )
+        return self._stream(link, deployment, session_id, on_log, cover)
+
+    def _stream(
+        self, link: Link, deployment: Deployment, session: str, on_log: OnLog, cover: Cover | None
+    ) -> SessionStream:
+        attach = functools.partial(self._attach, deployment, session, cover=cover)  # (logs_from)
+        return SessionStream(link, session, attach, retry=self.retry, on_log=on_log)
 
     async def _attach(
-        self, deployment: Deployment, session_id: str, logs_from: int, cover: Cover | None = None
+        self, deployment: Deployment, session: str, logs_from: int, cover: Cover | None
     ) -> Link:
-        return await self._open(
-            f"/v1/sessions/{session_id}/stream",
-            deployment,
-            {},
-            params={"logs_from": str(logs_from)},
-            cover=cover,
-        )
+        params = {"logs_from": str(logs_from)}
+        return await self._open(f"/v1/sessions/{session}/stream", deployment, {}, params, cover)
 
     async def _open(
         self,
@@ -393,11 +382,7 @@ class Box:
         except (httpx.HTTPError, OSError) as exc:
             await stack.aclose()
             raise self._unreachable(exc) from None
-        if cover is None:
-            return Link(ws, stack)
-        link = CoveredLink(ws, stack, cover)
-        await link.start()  # the cover window begins: frames flow both ways from now on
-        return link
+        return Link(ws, stack) if cover is None else await CoveredLink.open(ws, stack, cover)
 
 
 def _invocation(entry: str, args: list[Any] | None, kwargs: dict[str, Any] | None) -> InvokeRequest:

@@ -160,8 +160,14 @@ class CoveredLink(Link):
     def channel(self) -> CoverChannel:
         return self.messages.channel
 
-    async def start(self) -> None:
-        await self._stack.enter_async_context(self.channel)
+    @classmethod
+    async def open(
+        cls, ws: AsyncWebSocketSession, stack: contextlib.AsyncExitStack, cover: Cover
+    ) -> CoveredLink:
+        """The link, its cover window begun: frames flow both ways from now on."""
+        link = cls(ws, stack, cover)
+        await stack.enter_async_context(link.channel)
+        return link
 
     async def lead(self) -> None:
         """Wait until the cover has run ``lead`` seconds: then the invocation may go."""

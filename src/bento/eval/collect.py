@@ -48,7 +48,8 @@ from bento.tor.client_tor import ClientTor
 
 MB = 1_000_000
 # Link cover: 1000 cells/s each way (514 KB/s on the link) carries a 5 MiB page, the corpus's
-# heaviest, in about 11 s; the 20 s window holds it with the box's fetch (docs/benchmarks.md).
+# heaviest, in about 11 s, so a 20 s window holds it with the box's fetch on a quiet host; on a
+# loaded one a heavy page outlasts the window, and its length shows (docs/benchmarks.md).
 COVER = Cover(rate=1000, burst=10, lead=1.0, duration=20.0, tail=1.0)
 PADDING = {"browser-0mb": 0, "browser-1mb": 1 * MB, "browser-7mb": 7 * MB, "browser-cover": 0}
 CONDITIONS = ("tor", *PADDING)

@@ -205,9 +205,8 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
             logs_from = _logs_from(websocket)
             wanted = cover.requested(websocket.headers, registry.policy.cover)
             if wanted is not None:
-                with cover_budget.reserve(wanted):
-                    async with cover.covered(websocket, wanted) as covered:
-                        await _attach(session, covered, logs_from)
+                async with cover_budget.covering(websocket, wanted) as covered:
+                    await _attach(session, covered, logs_from)
                 return
         except BoxError as exc:
             await _refuse(websocket, exc)
@@ -215,10 +214,8 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         await _attach(session, websocket, logs_from)
 
     async def invoke_stream(websocket: WebSocket) -> None:
-        """Invoke and attach in one round trip: the invocation comes with the upgrade request.
-
-        With cover, the box checks the token, starts the cover, and then waits for the
-        invocation inside it (the client sends it when its cover window has begun)."""
+        """Invoke and attach in one round trip: the invocation comes with the upgrade request
+        (with cover: the token is checked, the cover begins, and the invocation comes inside it)."""
         await websocket.accept()
         try:
             wanted = cover.requested(websocket.headers, registry.policy.cover)
@@ -226,9 +223,8 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
                 registry.function(
                     websocket.path_params["function_id"], _bearer(websocket.headers), spend=True
                 )
-                with cover_budget.reserve(wanted):
-                    async with cover.covered(websocket, wanted) as covered:
-                        await _invoke_and_attach(websocket, covered)
+                async with cover_budget.covering(websocket, wanted) as covered:
+                    await _invoke_and_attach(websocket, covered)
                 return
         except BoxError as exc:
             await _refuse(websocket, exc)
@@ -296,8 +292,7 @@ def _logs_from(websocket: WebSocket) -> int:
 
 
 async def _invocation(websocket: WebSocket, socket: StreamSocket) -> InvokeRequest:
-    """The InvokeRequest: base64url JSON in the ``Bento-Invocation`` header, else the first message
-    (of ``socket``: inside the cover frames, for a covered stream)."""
+    """The InvokeRequest: base64url JSON in the ``Bento-Invocation`` header, else socket's first message."""
     header = websocket.headers.get("bento-invocation")
     try:
         if header is not None:

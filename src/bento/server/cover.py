@@ -92,6 +92,13 @@ class CoverBudget:
         finally:
             self.rate -= request.rate
 
+    @contextlib.asynccontextmanager
+    async def covering(self, websocket: WebSocket, request: CoverRequest) -> AsyncIterator[CoveredSocket]:
+        """The covered socket, its rate reserved and its pacer and reader running, for the block."""
+        with self.reserve(request):
+            async with covered(websocket, request) as socket:
+                yield socket
+
 
 class CoveredSocket:
     """A Starlette WebSocket whose every message travels in cover frames at a constant rate."""

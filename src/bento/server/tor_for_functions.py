@@ -48,6 +48,7 @@ DIRECTORY_MAX_AGE = 60.0
 STREAM_TIMEOUT = 60.0
 EVENTS_KEPT = 256
 READY_TIMEOUT = 60.0
+FIRST_CIRCUIT_TIMEOUT = 60.0
 
 
 class TorDenied(PermissionError):
@@ -352,6 +353,7 @@ class TorForFunctions:
         if onions is None or port not in onions.listeners:
             raise TorDenied(f"port {port} is not a listener of this function (open it with api.listen first)")
         ctl = await self.controller()
+        await self._complete_a_circuit(ctl)
         key_type, key_content = key_blob.split(":", 1) if key_blob else ("NEW", "ED25519-V3")
         try:
             response = await asyncio.to_thread(
@@ -375,6 +377,23 @@ class TorForFunctions:
             raise BentoError("the function ended while its onion service was published")
         onions.services[service_id] = port
         return service_id
+
+    async def _complete_a_circuit(self, ctl: stem.control.Controller) -> None:
+        """Tor builds an onion service's introduction circuits and uploads its descriptor
+        only once it has completed a circuit, which ``__DisablePredictedCircuits`` stops it
+        from doing by itself: a function's first ``publish`` on a tor that has carried
+        nothing yet would wait forever. So one circuit of tor's choosing is built (and
+        closed) first; it carries no stream."""
+        try:
+            if (await asyncio.to_thread(ctl.get_info, "status/circuit-established")).strip() == "1":
+                return
+            circuit_id = await asyncio.to_thread(
+                ctl.new_circuit, await_build=True, timeout=FIRST_CIRCUIT_TIMEOUT
+            )
+        except (stem.ControllerError, stem.Timeout) as exc:
+            raise BentoError(f"the functions' tor could not build a first circuit: {exc}") from None
+        with contextlib.suppress(stem.ControllerError):
+            await asyncio.to_thread(ctl.close_circuit, circuit_id)
 
     async def remove(self, owner: Owner, address: str) -> None:
         onions = self.functions.get(owner.function_id)
