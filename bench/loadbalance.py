@@ -65,7 +65,7 @@ def handle(conn):
 """
 
 
-OB_REACH = 300.0  # seconds for a first answer through onionbalance before giving up
+OB_REACH = 180.0  # seconds for a first answer through onionbalance before giving up
 
 
 @dataclass
@@ -308,15 +308,15 @@ async def measure(
             one = rows[0]["rate"] if rows[0]["n"] == 1 else float("nan")
             middle = sizes[min(len(sizes) - 1, 2)]
             target = next(r["rate"] for r in rows if r["n"] == middle)
+            stepped = await step(bench, middle, target)
+            print(stepped, flush=True)
+            recovered = await recover(bench, middle, target)
+            print(recovered, flush=True)
             ob_rows = []
             for n in sizes if with_ob else []:
                 if n <= 8:  # onionbalance v3 takes at most 8 backends
                     ob_rows.append(await fixed_onionbalance(net, n, seconds, warmup, service_ms))
                     print("onionbalance", ob_rows[-1], flush=True)
-            stepped = await step(bench, middle, target)
-            print(stepped, flush=True)
-            recovered = await recover(bench, middle, target)
-            print(recovered, flush=True)
     ideal = 1000 / service_ms
     lines = [
         f"Service time {service_ms} ms, one request at a time per replica (at most {ideal:g} req/s each); "

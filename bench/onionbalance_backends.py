@@ -36,7 +36,7 @@ from onionbalance.hs_v3 import consensus, params
 consensus.Consensus.get_time_period_length = lambda self: 4      # minutes: 24 rounds of 10 s
 consensus.Consensus._get_srv_phase_duration = lambda self: 2     # minutes: 12 rounds of 10 s
 params.INITIAL_CALLBACK_DELAY = 5
-from onionbalance.hs_v3.manager import main
+from onionbalance.manager import main
 sys.argv = ["onionbalance"] + sys.argv[1:]
 sys.exit(main())
 """
