@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bento.cli.demo_browser import Act, browser_act
 from bento.cli.output import console, print_table, step, table
 from bento.cli.testnet import print_status
 from bento.client.box import Box
@@ -60,13 +61,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 "run Bento; a Tor client has built circuits through them."
             )
             print_status(net.status())
-            asyncio.run(_tour(net))
+            asyncio.run(tour(net))
         say("Stopping the network: every tor and Bento process it started is gone, its state removed.")
     console.print("\n[green]Demo finished.[/green]")
     return 0
 
 
-async def _tour(net: Testnet) -> None:
+async def tour(net: Testnet) -> Act:
+    """Every act after the network is up (the tests run it on their own testnet)."""
     await _fetch_page(net)
 
     say(
@@ -128,6 +130,51 @@ async def _tour(net: Testnet) -> None:
             await box.invoke(deployment, "shout", ["again"])
         except BentoError as exc:
             console.print(f"   invoking it again: [red]{exc.message}[/red]")
+
+    return await _browser(net)
+
+
+async def _browser(net: Testnet) -> Act:
+    say(
+        "Bento ships standard functions. Browser defends against someone who watches your link "
+        "to Tor: at an exit box it fetches a whole page with everything it needs, packs it, pads "
+        "it to a multiple of a size you choose, and sends it back in one stream. The same page "
+        "now, by plain Tor and by Browser with 1 MB padding:"
+    )
+    act = await browser_act(net, step)
+    rows = table(("", "plain Tor", "Browser, 1 MB padding"))
+    rows.add_row("resources", str(act.resources_plain), str(act.resources_browser))
+    rows.add_row("seconds", f"{act.plain.seconds:.2f}", f"{act.browser.seconds:.2f}")
+    if act.captured:
+        rows.add_row("bytes up (link)", f"{act.plain.up:,}", f"{act.browser.up:,}")
+        rows.add_row("bytes down (link)", f"{act.plain.down:,}", f"{act.browser.down:,}")
+    else:
+        rows.add_row("bytes read from SOCKS", f"{act.plain.down:,}", f"{act.browser.down:,}")
+    print_table(rows)
+    if lost := act.plain.dropped + act.browser.dropped:
+        say(f"(This machine is busy: the capture lost {lost} packets, so those bytes are a lower bound.)")
+    if act.captured:
+        say(
+            "Recorded on the user's links to Tor (the TLS records between her tor and the relays, "
+            "as a watcher of her link sees them), over each fetch's time, up then down:"
+        )
+        for name, seen in (("plain Tor", act.plain), ("Browser", act.browser)):
+            up, down = seen.timeline()
+            console.print(f"   {name:<10} up   {up}\n   {'':<10} down {down}", markup=False)
+        say(
+            "Plain Tor's link shows the page's shape: requests and answers back and forth. "
+            "Browser's shows a small upload, a pause while the box fetches "
+            f"{act.site} ({act.page_bytes:,} bytes), then one long download padded with "
+            f"{act.padding:,} random bytes to a multiple of 1 MB (what goes up meanwhile is Tor's "
+            "flow control and the client's acknowledgements, in step with the download)."
+        )
+    else:
+        say(
+            "Not run as root with dumpcap, the demo cannot record the link; these are the bytes "
+            "the client read through its SOCKS port (HTTP bodies for plain Tor; the archive and "
+            f"its {act.padding:,} bytes of padding for Browser)."
+        )
+    return act
 
 
 async def _line(stream: Any) -> str:
