@@ -90,6 +90,6 @@ async def test_get_survives_a_box_killed_mid_way(testnet: Testnet, tmp_path: Pat
             fetched = await shard.get(stored.manifest, socks=testnet.socks_address, progress=transferring)
     finally:
         for nickname in killed:  # for the tests after this one
-            await asyncio.to_thread(testnet.restart_box, nickname)
+            await asyncio.to_thread(testnet.restart_box, nickname, 3 * TIMEOUT)  # all 3 attempts, loaded
     assert killed and fetched.data == data
     assert sorted(fetched.used) == sorted(i for f, i in holders.items() if f != victim.fingerprint)
