@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -120,11 +121,14 @@ class SandboxHost:
     def share(self, root: Path) -> None:
         """Make ``root`` readable by instances (and, when we are root, by nobody else)."""
         for path in [root, *root.rglob("*")]:
-            if self.privileged:
-                os.chown(path, 0, command.SANDBOX_GID)
-                path.chmod(0o750 if path.is_dir() else 0o640)
-            else:
-                path.chmod(0o755 if path.is_dir() else 0o644)
+            # Another pooled slot under the same root may be removed meanwhile (a server
+            # stopping removes them in a thread): what is gone needs no sharing.
+            with contextlib.suppress(FileNotFoundError):
+                if self.privileged:
+                    os.chown(path, 0, command.SANDBOX_GID)
+                    path.chmod(0o750 if path.is_dir() else 0o640)
+                else:
+                    path.chmod(0o755 if path.is_dir() else 0o644)
 
     # --- instances: cold, or from the pool ---------------------------------------------
 
