@@ -116,7 +116,7 @@ class Box:
 
     def _unreachable(self, exc: BaseException) -> TransportError:
         return TransportError(
-            f"cannot reach the box {self.name} over Tor: {type(exc).__name__}: {exc}",
+            f"cannot reach the box {self.name} over Tor: {type(exc).__name__}: {exc!s:.200}",
             fix="check that the Tor client is running (BENTO_SOCKS) and that the box is up",
         )
 
@@ -297,17 +297,17 @@ class Box:
         try:
             if isinstance(link, CoveredLink):
                 await link.lead()
-            if not in_header:
-                await link.ws.send_text(request.model_dump_json())
-            session_id = await self._invoked(link)
+            session_id = await self._invoked(link, None if in_header else request.model_dump_json())
         except BaseException:
             await link.close()
             raise
         return self._stream(link, deployment, session_id, on_log, cover)
 
-    async def _invoked(self, link: Link) -> str:
-        try:
+    async def _invoked(self, link: Link, request: str | None) -> str:
+        try:  # a link that breaks while the request goes is unreachable too, not a library's error
             async with asyncio.timeout(TIMEOUT.read):
+                if request is not None:
+                    await link.ws.send_text(request)
                 text = await link.ws.receive_text()
         except TimeoutError:
             raise TransportError(f"the box {self.name} did not answer the invocation in time") from None
