@@ -119,7 +119,7 @@ async def _held(testnet: Testnet, address: str, count: int) -> AsyncIterator[lis
 async def test_loadbalancer_replicates_scales_and_replaces_a_lost_replica(
     testnet: Testnet, box: Box, tmp_path: Path
 ) -> None:
-    exit0, exit1 = testnet.state.boxes
+    exit0, exit1 = testnet.state.boxes[:2]  # the last box may be run by its own user
     assert exit0.bento_onion and exit1.bento_onion and exit1.bento_pid
     service = tmp_path / "echo_service.py"
     service.write_text(SERVICE)

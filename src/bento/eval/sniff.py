@@ -15,6 +15,12 @@ START_TIMEOUT = 20.0
 # Loopback packets are up to 64 KiB, and a page arrives in a burst: with dumpcap's default
 # 2 MB buffer the kernel drops packets under load, and a trace with holes undercounts cells.
 BUFFER_MB = 256
+# dumpcap stops reading when told to, and what the kernel still holds for it is lost
+# without being counted as dropped: on a busy host that was half of a page. So a capture
+# ends only once its file has stopped growing for IDLE seconds (the link went quiet, as an
+# attacker would also take a page load to have ended), and after SETTLE_MAX at most.
+IDLE = 0.3
+SETTLE_MAX = 10.0
 _DROPS = re.compile(rb"received/dropped on interface .*?: (\d+)/(\d+)")
 
 
@@ -57,6 +63,8 @@ class Sniffer:
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            await self._settle()
         summary = await self._stop()
         if kind is None and (found := _DROPS.search(summary)):
             self.dropped = int(found[2])
@@ -65,6 +73,18 @@ class Sniffer:
                     f"the capture lost {self.dropped} packets ({found[1].decode()} received)",
                     fix="the machine is too busy to capture every packet: visit again when it is quieter",
                 )
+
+    async def _settle(self) -> None:
+        """Wait until the capture file has not grown for ``IDLE`` s (``SETTLE_MAX`` at most)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + SETTLE_MAX
+        size = -1
+        while loop.time() < give_up:
+            now = self.path.stat().st_size if self.path.exists() else 0
+            if now == size:
+                return
+            size = now
+            await asyncio.sleep(IDLE)
 
     async def _stop(self) -> bytes:
         """Stop dumpcap; what it said at the end (its packet counts)."""

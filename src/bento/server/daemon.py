@@ -57,6 +57,7 @@ class BentoServer:
         self.registry = Registry(config, self.boot_id, self.sandbox, self.gate)
         self._fingerprint = ""
         self._nickname = ""
+        self._advertised = False  # we added bento= to ContactInfo (so we take it out again)
         self._descriptor: SignedDescriptor | None = None
 
     def descriptor(self) -> SignedDescriptor:
@@ -187,11 +188,17 @@ class BentoServer:
             wanted = advert.with_onion(contact, self.identity.onion)
             if wanted != contact:
                 await asyncio.to_thread(ctl.set_conf, "ContactInfo", wanted)
+                self._advertised = True
 
     async def _withdraw(self, ctl: stem.control.Controller) -> None:
-        """Remove the advertisement and the onion service; best effort (tor may be gone)."""
+        """Remove the advertisement and the onion service; best effort (tor may be gone).
+
+        Only an advertisement this server added is removed: one the operator wrote in the
+        torrc stays, so that restarting the server does not make the relay publish two new
+        descriptors in a row (clients went on seeing the first, without the box, for minutes).
+        """
         with contextlib.suppress(stem.ControllerError, stem.SocketError, OSError):
-            if self.config.advertise and self.config.onion:
+            if self._advertised and self.config.onion:
                 contact = await asyncio.to_thread(ctl.get_conf, "ContactInfo", "")
                 if advert.onion_in(contact) == self.identity.onion:
                     await asyncio.to_thread(ctl.set_conf, "ContactInfo", advert.without(contact) or None)

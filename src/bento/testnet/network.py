@@ -212,14 +212,17 @@ class Testnet:
         node = next((n for n in self.state.boxes if n.nickname == nickname), None)
         if node is None:
             raise TestnetError(f"{nickname} is not a Bento box of this testnet")
+        deadline = time.monotonic() + timeout
         boxes.stop(node)
-        boxes.start_all(
-            self.state,
-            self.socks_address,
-            deadline=time.monotonic() + timeout,
-            say=lambda _msg: None,
-            only=[node],
-        )
+        boxes.start_all(self.state, self.socks_address, deadline=deadline, say=lambda _msg: None, only=[node])
+        # Answering over Tor is not enough for the tests that follow: they find boxes by
+        # name in the client's directory, which must still list this one.
+        from bento.client import discovery
+
+        while node.nickname not in {b.nickname for b in discovery.discover(self.control_address)}:
+            if time.monotonic() > deadline:
+                raise TestnetError(f"{nickname} answers again but the client's directory no longer lists it")
+            time.sleep(0.5)
 
     def __enter__(self) -> Testnet:
         return self
