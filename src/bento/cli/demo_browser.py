@@ -93,7 +93,7 @@ async def browser_act(net: Testnet, say: Callable[[str], None], *, capture_link:
         with tempfile.TemporaryDirectory(prefix="bento-demo-browser-") as tmp:
             if capture_link:
                 say("A user's tor of its own starts; we record its links to the relays.")
-                tor = await victim.start(net, Path(tmp) / "user-tor", victim.guards(net)[0])
+                tor = await victim.start(net, Path(tmp) / "user-tor")
                 try:
                     return await _fetch_both(net, site.name, site.total_bytes, url, tor, Path(tmp))
                 finally:

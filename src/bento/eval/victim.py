@@ -1,17 +1,17 @@
-"""The watched client: a tor of its own, with one guard, and the link to it.
+"""The watched client: a tor of its own, and its link to the Tor network.
 
-The attacker of the paper sits on the link between the client's tor and its guard. On
-the testnet every tor is on 127.0.0.1 (and tor never binds ``OutboundBindAddress`` for
-loopback destinations), so the link is told apart by its ports: the guard's OR port, and
-the local port of the victim's own connection to it, read from the kernel's socket table
-for the victim's process (:func:`link_ports`). The victim uses one guard, as Tor clients
-do, so a capture filter on those ports records that link and nothing else.
+The attacker of the paper sits on the user's link: he sees every connection her tor
+holds to the network. On the testnet every tor is on 127.0.0.1 (and tor never binds
+``OutboundBindAddress`` for loopback destinations), so those connections are told apart
+by their ports: the local ports of the victim's connections to relays' OR ports, read from
+the kernel's socket table for the victim's process (:func:`links`).
 
-The guard is a relay that is not an exit, named to the victim's tor (``EntryNodes``). Tor
-never puts one relay twice in a circuit, so a client whose guard is also the exit it
-picks builds that circuit through another guard; on the live network, with thousands of
-exits, that is rare, but on a testnet with three exits it would send a third of the
-circuits past the watched link, and the traces would miss their cells.
+All of them, not only the guard's: tor never puts one relay twice in a circuit, so a
+client whose guard is also the exit it picks builds that circuit through another guard.
+On the live network, with thousands of exits, that is rare; on a testnet with three exits
+it was a third of the circuits, and a capture of the guard's link alone missed their
+cells. (Naming a non-exit guard with ``EntryNodes`` avoids it too, but tor's restricted
+guard sample sometimes stays empty on a young testnet, and then no circuit is built.)
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ from bento.testnet.state import Node, Role
 from bento.tor.client_tor import ClientTor
 
 
-def options(guard: Node) -> str:
+def options(guard: Node | None = None) -> str:
     return (
-        # One guard, as Tor clients have: the link the attacker watches.
-        f"EntryNodes ${guard.fingerprint}\n"
-        "UseEntryGuards 1\n"
+        # One guard, as Tor clients have (named, if ``guard`` is given).
+        (f"EntryNodes ${guard.fingerprint}\n" if guard is not None else "") + "UseEntryGuards 1\n"
         "NumEntryGuards 1\n"
         "NumDirectoryGuards 1\n"
         # As every testnet client: full descriptors, since a microdescriptor's exit-policy
@@ -53,8 +52,9 @@ def guards(testnet: Testnet) -> list[Node]:
     return found
 
 
-async def start(testnet: Testnet, directory: Path, guard: Node) -> ClientTor:
-    """Start a victim's tor with ``guard`` as its guard, and wait until it can build circuits."""
+async def start(testnet: Testnet, directory: Path, guard: Node | None = None) -> ClientTor:
+    """Start a victim's tor (with ``guard`` as its guard, if given: see :func:`check_guard`)
+    and wait until it can build circuits."""
     authorities = [dir_authority_line(node).strip() for node in testnet.nodes if node.role is Role.AUTHORITY]
     tor = await ClientTor.start(directory, ["TestingTorNetwork 1", *authorities], options(guard))
     try:
@@ -102,3 +102,8 @@ def link_ports(pid: int, guard_port: int) -> set[int]:
                 if inode in inodes and state == "01" and int(remote.rsplit(":", 1)[1], 16) == guard_port:
                     ports.add(int(local.rsplit(":", 1)[1], 16))
     return ports
+
+
+def links(pid: int, relay_ports: list[int]) -> set[int]:
+    """Local ports of every connection process ``pid`` holds to a relay: the user's link."""
+    return {port for relay in relay_ports for port in link_ports(pid, relay)}
