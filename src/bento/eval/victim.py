@@ -34,6 +34,10 @@ def options(guard: Node | None = None) -> str:
         (f"EntryNodes ${guard.fingerprint}\n" if guard is not None else "") + "UseEntryGuards 1\n"
         "NumEntryGuards 1\n"
         "NumDirectoryGuards 1\n"
+        # No conflux: it splits a stream over two circuits, whose second leg may open a
+        # link of its own mid-visit (the demo once recorded half a page); the paper's Tor
+        # had none.
+        "ConfluxEnabled 0\n"
         # As every testnet client: full descriptors, since a microdescriptor's exit-policy
         # summary covers public addresses only, and the testnet's exits serve loopback.
         "UseMicrodescriptors 0\n"
