@@ -16,7 +16,8 @@ from typing import Any
 
 from bento.errors import BentoError
 from bento.protocol.policy import Needs, NodePolicy
-from bento.server.tor_for_functions import Owner, TorDenied, TorForFunctions
+from bento.server.tor_books import Owner, TorDenied
+from bento.server.tor_for_functions import TorForFunctions
 from bento.tor import onion
 from bento.tor.consensus import MAX_PATH
 

@@ -29,8 +29,7 @@ import logging
 import secrets
 import socket
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,73 +39,21 @@ from python_socks import ProxyError, ProxyTimeoutError
 from python_socks.async_.asyncio import Proxy
 
 from bento.errors import BentoError
+from bento.server.tor_books import Circuit, FunctionOnions, Owner, TorDenied
 from bento.tor.client_tor import ClientTor
 from bento.tor.consensus import Directory
 
 log = logging.getLogger("bento.tor_for_functions")
 DIRECTORY_MAX_AGE = 60.0
 STREAM_TIMEOUT = 60.0
-EVENTS_KEPT = 256
 READY_TIMEOUT = 60.0
 FIRST_CIRCUIT_TIMEOUT = 60.0
-
-
-class TorDenied(PermissionError):
-    """Not allowed by the manifest or the policy, or not this instance's to touch."""
-
-
-@dataclass
-class Circuit:
-    """One function circuit, as the server tracks it from tor's CIRC events."""
-
-    id: str
-    owner: str  # the instance's tag
-    path: list[str]
-    state: str = "building"  # building, built, failed, closed
-    reason: str = ""
-    settled: asyncio.Event = field(default_factory=asyncio.Event)
-    built_seconds: float | None = None
-    launched: float = field(default_factory=time.monotonic)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "circuit": self.id,
-            "state": self.state,
-            "reason": self.reason,
-            "path": self.path,
-            "built_seconds": self.built_seconds,
-        }
-
-
-@dataclass
-class Owner:
-    """What one instance has made, and the events it has not read yet."""
-
-    tag: str
-    function_id: str
-    circuits: set[str] = field(default_factory=set)
-    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
-    news: asyncio.Event = field(default_factory=asyncio.Event)
-    streams: set[str] = field(default_factory=set)
-
-    def tell(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-        self.news.set()
 
 
 @dataclass
 class _Pending:
     circuit: str  # "0": tor picks (onion addresses)
     attached: asyncio.Future[str]
-
-
-@dataclass
-class FunctionOnions:
-    """A function's onion services and the listening sockets they lead to."""
-
-    services: dict[str, int] = field(default_factory=dict)  # service id -> local port
-    listeners: dict[int, socket.socket] = field(default_factory=dict)
-    instances: int = 0
 
 
 class TorForFunctions:

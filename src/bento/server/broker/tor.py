@@ -14,7 +14,7 @@ from pydantic import ConfigDict
 from bento.errors import BentoError
 from bento.server.broker.gate import Denied
 from bento.server.broker.operations import Context, Granted, Request
-from bento.server.tor_for_functions import TorDenied
+from bento.server.tor_books import TorDenied
 
 
 class TorRequest(Request):
