@@ -1,11 +1,18 @@
-"""Helpers for the end-to-end tests: deploy a source string, run a session to its end."""
+"""Helpers for the end-to-end tests: deploy a source string, run a session to its end, run
+the ``bento`` command."""
 
 from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
 
 from bento.client.box import Box
 from bento.client.keyring import Deployment
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import Ended
+from bento.testnet import Testnet
 
 TIMEOUT = 180  # seconds for anything over the testnet
 
@@ -27,3 +34,15 @@ async def drain(box: Box, deployment: Deployment, session_id: str) -> tuple[byte
             output += chunk
     assert stream.ended is not None
     return bytes(output), stream.ended
+
+
+async def bento_cli(testnet: Testnet, keyring: Path, *args: str) -> tuple[int, str, str]:
+    """Run ``bento ARGS`` against the testnet with its own keyring: (status, stdout, stderr)."""
+    env = {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(keyring)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bento", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()

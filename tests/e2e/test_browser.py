@@ -3,16 +3,13 @@ the testnet over Tor, unpacked, and opened in Debian's Chromium with the network
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chromium import open_offline
-from support import TIMEOUT
+from support import TIMEOUT, bento_cli
 
 from bento.client.box import Box
 from bento.client.keyring import Keyring
@@ -25,17 +22,6 @@ from browser_site import Server, finish, sample_site, serve
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
 
 
-async def _cli(testnet: Testnet, keyring: Path, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(keyring)}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bento", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
-
-
 async def test_browse_fetches_the_page_and_chromium_opens_it_offline(
     testnet: Testnet, tmp_path: Path
 ) -> None:
@@ -43,14 +29,14 @@ async def test_browse_fetches_the_page_and_chromium_opens_it_offline(
     out, keyring = tmp_path / "page", tmp_path / "keyring.json"
     async with serve(first, third):
         finish(first, third)
-        code, stdout, stderr = await _cli(
+        code, stdout, stderr = await bento_cli(
             testnet, keyring, "browse", f"{first.origin}/", "--box", "exit0", "--pad", "64KiB",
             "--out", str(out), "--json",
         )  # fmt: skip
         assert code == 0, stderr
         report = json.loads(stdout)
         # Again: the deployment in the keyring is reused, and Padmé sizes the transfer.
-        code, stdout, stderr = await _cli(
+        code, stdout, stderr = await bento_cli(
             testnet, keyring, "browse", f"{first.origin}/", "--box", "exit0", "--pad-scheme", "padme",
             "--out", str(tmp_path / "again"), "--json",
         )  # fmt: skip

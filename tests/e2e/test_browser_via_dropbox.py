@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
-from support import TIMEOUT, drain
+from support import TIMEOUT, bento_cli, drain
 
 from bento.client.box import Box
 from bento.client.keyring import Keyring
@@ -22,17 +20,6 @@ from bento.testnet import Testnet
 from browser_site import Gate, finish, sample_site, serve
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 4)]
-
-
-async def _cli(testnet: Testnet, keyring: Path, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(keyring)}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bento", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 def _files(directory: Path) -> dict[str, bytes]:
@@ -54,7 +41,7 @@ async def test_the_page_is_deposited_while_the_client_is_gone_and_fetched_later(
         finish(first, third)
         url = f"{first.origin}/"
         # The client asks, takes the capability and exits: its connection is gone with it.
-        code, stdout, stderr = await _cli(
+        code, stdout, stderr = await bento_cli(
             testnet, keyring, "browse", url, "--box", "exit0", "--via-dropbox", "exit1",
             "--pad", "64KiB", "--timeout", "120", "--json",  # the held response must not time out
         )  # fmt: skip
@@ -88,12 +75,12 @@ async def test_the_page_is_deposited_while_the_client_is_gone_and_fetched_later(
         assert ended.state is SessionState.COMPLETED and ended.result == {"deposited": True}, ended.error
         assert output == b""  # the client took the receipt before it left; no page byte came here
 
-        code, stdout, stderr = await _cli(
+        code, stdout, stderr = await bento_cli(
             testnet, fetcher, "dropbox", "get", capability, "--page", str(tmp_path / "later"), "--json"
         )
         assert code == 0, stdout + stderr
         later = json.loads(stdout)
-        code, stdout, stderr = await _cli(
+        code, stdout, stderr = await bento_cli(
             testnet, keyring, "browse", url, "--box", "exit0", "--pad", "64KiB",
             "--out", str(tmp_path / "direct"), "--json",
         )  # fmt: skip
@@ -104,5 +91,5 @@ async def test_the_page_is_deposited_while_the_client_is_gone_and_fetched_later(
     assert _files(tmp_path / "later") == _files(tmp_path / "direct")
     assert len(_files(tmp_path / "direct")) > 10
     # Fetched its one allowed time: gone.
-    code, stdout, _ = await _cli(testnet, fetcher, "dropbox", "get", capability, "--json")
+    code, stdout, _ = await bento_cli(testnet, fetcher, "dropbox", "get", capability, "--json")
     assert code != 0 and "no deposit for this token" in json.loads(stdout)["error"]["message"]

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
-from support import TIMEOUT
+from support import TIMEOUT, bento_cli
 
 from bento.testnet import Testnet
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
-
-
-async def _cli(testnet: Testnet, keyring: Path, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(keyring)}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bento", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 async def test_a_deposit_is_fetched_with_its_capability_then_self_destructs(
@@ -33,7 +20,7 @@ async def test_a_deposit_is_fetched_with_its_capability_then_self_destructs(
     data = os.urandom(300_000)
     (tmp_path / "file").write_bytes(data)
     depositor, fetcher = tmp_path / "depositor.json", tmp_path / "fetcher.json"
-    code, stdout, stderr = await _cli(
+    code, stdout, stderr = await bento_cli(
         testnet,
         depositor,
         "dropbox",
@@ -51,20 +38,20 @@ async def test_a_deposit_is_fetched_with_its_capability_then_self_destructs(
     assert receipt["fetches_left"] == 2 and receipt["bytes"] == len(data) and receipt["box"] == "exit1"
     # Someone with nothing but the capability (an empty keyring) fetches it, twice, then never again.
     for n in range(2):
-        code, _, stderr = await _cli(
+        code, _, stderr = await bento_cli(
             testnet, fetcher, "dropbox", "get", capability, "--out", str(tmp_path / f"{n}")
         )
         assert code == 0, stderr
         assert (tmp_path / f"{n}").read_bytes() == data
     assert not fetcher.exists()
-    code, stdout, _ = await _cli(testnet, fetcher, "dropbox", "get", capability, "--json")
+    code, stdout, _ = await bento_cli(testnet, fetcher, "dropbox", "get", capability, "--json")
     assert code == 1 and "no deposit for this token" in json.loads(stdout)["error"]["message"]
     # A forged token for the same Dropbox finds nothing.
     forged = capability[:-64] + "00" * 32
-    code, stdout, _ = await _cli(testnet, fetcher, "dropbox", "get", forged, "--json")
+    code, stdout, _ = await bento_cli(testnet, fetcher, "dropbox", "get", forged, "--json")
     assert code == 1 and "no deposit for this token" in json.loads(stdout)["error"]["message"]
     # The same Dropbox deployment is reused for the next deposit.
-    code, stdout, stderr = await _cli(
+    code, stdout, stderr = await bento_cli(
         testnet,
         depositor,
         "dropbox",
