@@ -26,11 +26,10 @@ async def test_the_demo_tour_runs_every_act(testnet: Testnet) -> None:
     assert act.resources_browser >= act.resources_plain > 0
     assert act.captured is can_capture()
     if act.captured:
-        # The links carried (in TLS records) what each fetch brought. Not all of it is asserted:
-        # dumpcap, stopped as the fetch returns, may not have written the last packets yet on a
-        # loaded machine (seen: 94% of Browser's bytes once in four runs here).
-        assert act.plain.down >= 0.8 * act.fetched_plain and act.plain.up > 0
-        assert act.browser.down >= 0.8 * act.received and act.browser.up > 0
+        # The links carried (in TLS records) at least what each fetch brought: the capture
+        # holds every packet from its start to its end (bento.eval.sniff marks both).
+        assert act.plain.down >= act.fetched_plain and act.plain.up > 0
+        assert act.browser.down >= act.received and act.browser.up > 0
         assert "down" in text and act.browser.timeline()[1].strip()
     else:
         assert act.browser.down == act.received and act.plain.down == act.fetched_plain

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import secrets
 import shutil
 import signal
+import socket
 from pathlib import Path
 
 from bento.errors import BentoError
@@ -15,12 +17,14 @@ START_TIMEOUT = 20.0
 # Loopback packets are up to 64 KiB, and a page arrives in a burst: with dumpcap's default
 # 2 MB buffer the kernel drops packets under load, and a trace with holes undercounts cells.
 BUFFER_MB = 256
-# dumpcap stops reading when told to, and what the kernel still holds for it is lost
-# without being counted as dropped: on a busy host that was half of a page. So a capture
-# ends only once its file has stopped growing for IDLE seconds (the link went quiet, as an
-# attacker would also take a page load to have ended), and after SETTLE_MAX at most.
-IDLE = 0.3
-SETTLE_MAX = 10.0
+# Neither end of a capture can be taken on trust. dumpcap says "Capturing on" before its
+# filter is live (seen: the first 0.5 s of a page missing), and it writes its file in
+# batches, about once a second, so a file that stopped growing is not a finished one (seen:
+# the end of a page missing). So each end is marked: a datagram to a port of ours, carrying a
+# nonce, sent until it shows up in the file. Everything captured before the end mark is in
+# the file once the mark is. The marks are UDP; the traces are read from TCP only.
+MARK_EVERY = 0.02
+MARK_TIMEOUT = 10.0
 _DROPS = re.compile(rb"received/dropped on interface .*?: (\d+)/(\d+)")
 
 
@@ -31,9 +35,11 @@ class Sniffer:
     how many), so that no trace is made from a capture with holes.
     """
 
-    def __init__(self, path: Path, capture_filter: str, interface: str = "lo") -> None:
-        self.path, self.filter, self.interface = path, capture_filter, interface
+    def __init__(self, path: Path, capture_filter: str) -> None:
+        self.path, self.filter = path, capture_filter
         self._process: asyncio.subprocess.Process | None = None
+        self._marks: socket.socket | None = None
+        self._nonce = secrets.token_hex(16).encode()
         self.dropped: int | None = None
 
     async def __aenter__(self) -> Sniffer:
@@ -44,9 +50,14 @@ class Sniffer:
                 fix="apt-get install tshark (scripts/bootstrap.sh does)",
             )
         self.path.unlink(missing_ok=True)
+        # The marks go to a port bound here, so they reach no one else's socket.
+        self._marks = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._marks.bind(("127.0.0.1", 0))
+        self._marks.setblocking(False)
+        marks = f"udp and dst host 127.0.0.1 and dst port {self._marks.getsockname()[1]}"
         self._process = await asyncio.create_subprocess_exec(
-            program, "-q", "-i", self.interface, "-f", self.filter, "-B", str(BUFFER_MB), "-P",
-            "-w", str(self.path),
+            program, "-q", "-i", "lo", "-f", f"({self.filter}) or ({marks})", "-B", str(BUFFER_MB),
+            "-P", "-w", str(self.path),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -56,16 +67,19 @@ class Sniffer:
             async with asyncio.timeout(START_TIMEOUT):
                 while b"Capturing on" not in (line := await self._process.stderr.readline()):
                     if not line:
-                        raise BentoError(f"dumpcap did not start capturing on {self.interface}")
+                        raise BentoError("dumpcap did not start capturing on the loopback interface")
+            await self._mark(b"start")
         except BaseException:
             await self._stop()
             raise
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None:
-            await self._settle()
-        summary = await self._stop()
+        try:
+            if kind is None:
+                await self._mark(b"end")
+        finally:
+            summary = await self._stop()
         if kind is None and (found := _DROPS.search(summary)):
             self.dropped = int(found[2])
             if self.dropped:
@@ -74,20 +88,37 @@ class Sniffer:
                     fix="the machine is too busy to capture every packet: visit again when it is quieter",
                 )
 
-    async def _settle(self) -> None:
-        """Wait until the capture file has not grown for ``IDLE`` s (``SETTLE_MAX`` at most)."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + SETTLE_MAX
-        size = -1
-        while loop.time() < give_up:
-            now = self.path.stat().st_size if self.path.exists() else 0
-            if now == size:
-                return
-            size = now
-            await asyncio.sleep(IDLE)
+    async def _mark(self, which: bytes) -> None:
+        """Send the ``which`` mark until it is in the file: the capture is live (start), or
+        holds everything before it (end)."""
+        assert self._marks is not None
+        mark = b"bento-capture-" + which + b"-" + self._nonce
+        port = self._marks.getsockname()[1]
+        searched = 0  # read only what is new: a page's capture is MBs
+        try:
+            async with asyncio.timeout(MARK_TIMEOUT):
+                while True:
+                    with contextlib.suppress(BlockingIOError):
+                        self._marks.sendto(mark, ("127.0.0.1", port))
+                    await asyncio.sleep(MARK_EVERY)
+                    if self.path.exists():
+                        with self.path.open("rb") as written:
+                            start = max(0, searched - len(mark))  # a mark may straddle two reads
+                            written.seek(start)
+                            tail = written.read()
+                        if mark in tail:
+                            return
+                        searched = start + len(tail)
+        except TimeoutError:
+            raise BentoError(
+                f"dumpcap did not record the capture's {which.decode()} mark in {MARK_TIMEOUT:.0f} s",
+                fix="the machine is too busy to capture reliably: try again when it is quieter",
+            ) from None
 
     async def _stop(self) -> bytes:
         """Stop dumpcap; what it said at the end (its packet counts)."""
+        if self._marks is not None:
+            self._marks.close()
         process = self._process
         if process is None or process.returncode is not None:
             return b""
