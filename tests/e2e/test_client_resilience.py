@@ -65,7 +65,8 @@ async def test_a_collapsed_circuit_is_survived_and_every_byte_arrives_once(
     box.retry = Retry(attempts=8, first_delay=0.5)
     received = bytearray()
     collapsed = 0
-    async with asyncio.timeout(TIMEOUT * 2):
+    # Within pytest's own limit, so that a stream that hangs fails here, with its state.
+    async with asyncio.timeout(TIMEOUT + 60):
         stream = await box.start(deployment, "flood", [total, piece])
         async with stream:
             async for chunk in stream:

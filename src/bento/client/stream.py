@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
+import anyio
 import httpcore
 import wsproto
-from httpx_ws import AsyncWebSocketSession, HTTPXWSException, WebSocketDisconnect
+from httpx_ws import AsyncWebSocketSession, HTTPXWSException, WebSocketDisconnect, WebSocketNetworkError
 from pydantic import ValidationError
 
 from bento.errors import BentoError, ConnectionLost, ProtocolError, Refused
@@ -63,10 +64,20 @@ class Link:
     def __init__(self, ws: AsyncWebSocketSession, stack: contextlib.AsyncExitStack) -> None:
         self.raw, self._stack = ws, stack
         self.ws: Messages = ws
+        self.failed = False  # a send on it failed: it is dead, whatever its reader says
 
     def broken(self) -> bool:
         """Its background reader failed (httpx-ws then cancels the scope its user runs in)."""
         return bool(self.raw._background_task_group.cancel_scope.cancel_called)
+
+    def fail(self) -> None:
+        """A send on this link failed. httpx-ws then closes the session and its background
+        reader stops without a word to whoever waits in ``receive()``, who would wait for
+        ever (seen: an ack lost as a circuit collapsed hung the stream). So the link is
+        marked dead, and a reader waiting now is woken with the network error it missed."""
+        self.failed = True
+        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self.raw._send_event.send_nowait(WebSocketNetworkError())
 
     async def finish(self) -> None:
         """Close, when the client is done with the stream (a covered link covers its tail first)."""
@@ -123,6 +134,9 @@ class SessionStream:
         """The next output bytes; None once the session has ended (see ``ended``)."""
         while self.ended is None:
             link = self._link
+            if link.failed:
+                await self._reattach(ConnectionLost("a send to the box failed"))
+                continue
             try:
                 event = await link.ws.receive()
                 data = await self._take(link, event)
@@ -154,10 +168,12 @@ class SessionStream:
                 data, self._skip = data[dropped:], self._skip - dropped
             if data:
                 self.offset += len(data)
-                with contextlib.suppress(*_LINK_ERRORS):
-                    # The bytes are ours either way: if the ack is lost with the link, the box
-                    # sends them again after the re-attach, and we skip them.
+                try:
                     await link.ws.send_text(Ack(offset=self.offset).model_dump_json())
+                except _LINK_ERRORS:
+                    # The bytes are ours either way: the ack is lost with the link, the box
+                    # sends them again after the re-attach, and we skip them.
+                    link.fail()
             return data
         if isinstance(event, wsproto.events.TextMessage):
             self._event(str(event.data))
@@ -242,6 +258,7 @@ class SessionStream:
                 await link.ws.send_bytes(payload)
                 return
             except _LINK_ERRORS:
+                link.fail()
                 await self._next_link(link)
 
     async def close_input(self) -> None:
@@ -252,6 +269,7 @@ class SessionStream:
                 await link.ws.send_text(InputEnd().model_dump_json())
                 return
             except _LINK_ERRORS:
+                link.fail()
                 await self._next_link(link)
 
     async def _next_link(self, dead: Link) -> None:
