@@ -35,7 +35,7 @@ def compose(onion, source):
     return {
         "relay": described.relay_fingerprint, "output": output.decode(), "result": ended.result,
         "streamed": streamed.decode(), "stopped": stopped.sessions_stopped,
-        "count_result": box.last_ended.result,
+        "count_result": box.last_ended.result, "ended": f"{ended.cause}: {ended.reason}",
     }
 
 def vanishing(onion, source):
@@ -100,7 +100,7 @@ async def test_a_function_on_box_a_deploys_calls_and_shuts_down_one_on_box_b(
         out = await _result(box, CALLER, "compose", b.bento_onion, CALLEE)
     assert isinstance(out, dict), out
     assert out["relay"] == b.fingerprint
-    assert out["output"] == "from A: PING" and out["result"] == 4
+    assert (out["output"], out["result"]) == ("from A: PING", 4), out["ended"]
     assert out["streamed"] == "0;1;2;" and out["count_result"] == 3
     assert out["stopped"] == 0
 

@@ -36,6 +36,12 @@ def chatty(lines):
         print("line", i, "x" * 1000)
     return lines
 
+def first():
+    data = api.recv()
+    api.send(data.upper())
+    api.poll(30)  # more input has come: it returns, leaving most of it unread
+    return len(data)
+
 def forever():
     api.send("started")
     time.sleep(120)
@@ -198,3 +204,19 @@ async def test_logs_count_against_the_output_limit(box: LocalBox) -> None:
     assert (stream.ended.state, stream.ended.cause) == ("killed", "output")
     assert "output and logs" in stream.ended.reason
     assert stream.ended.usage.log_bytes <= 1 << 20
+
+
+async def test_a_function_that_leaves_input_unread_still_answers(box: LocalBox) -> None:
+    # It returns with input still queued in its socket; the box must still read its output
+    # and its return value (the kernel reports that exit to the box as a reset, not an EOF).
+    function = await box.upload(SOURCE)
+    for _ in range(5):
+        async with await box.client.start(function, "first") as stream:
+            await stream.send(b"ping")
+            output = await stream.receive() or b""
+            for _ in range(16):
+                await stream.send(bytes(64 << 10))
+            await stream.close_input()
+            output += b"".join([chunk async for chunk in stream])
+        assert stream.ended is not None
+        assert (output, stream.ended.result, stream.ended.reason) == (b"PING", 4, "")

@@ -146,10 +146,12 @@ class Instance:
         return bytes(data)
 
     def frames(self) -> list[tuple[Frame, bytes]]:
-        """Every frame until the instance closes its end."""
+        """Every frame until the instance ends its side; then we hang up ours, as the server
+        does, and it exits."""
         out = []
         while (frame := self.frame()) is not None:
             out.append(frame)
+        self.sock.shutdown(socket.SHUT_WR)
         return out
 
     def exit_code(self) -> int:

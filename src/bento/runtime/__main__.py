@@ -59,6 +59,28 @@ def run(channel: Channel) -> None:
     channel.send_frame(encode(Frame.RESULT, encoded))
 
 
+# Seconds the server has to take our last frames and hang up: it reads them as fast as the
+# client takes output, and kills us at the wall-clock limit in any case.
+HANG_UP_GRACE = 30.0
+
+
+def hang_up(sock: socket.socket) -> None:
+    """End the channel so that the server reads our last frames to their end.
+
+    Closing a socket with input still unread makes the kernel report a reset to the server
+    instead of an end of stream, and a reset may reach it before our RESULT frame does (seen:
+    a function that read the one line it wanted ended "before returning"). So we end our
+    side first, then take what the server still sends until it hangs up.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(HANG_UP_GRACE)
+        while sock.recv(1 << 16):
+            pass
+    except OSError:
+        pass  # it hung up first, or took too long: we leave all the same
+
+
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     if len(sys.argv) > 2:
@@ -68,6 +90,7 @@ def main() -> None:
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the server went away: nobody is left to tell
     finally:
+        hang_up(sock)
         sock.close()
 
 

@@ -28,6 +28,7 @@ from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.sandbox.instance import Exited, Instance
 from bento.server.broker import Broker
 from bento.server.buffer import OutputBuffer
+from bento.server.channel import open_channel
 from bento.server.logs import LogBuffer
 
 log = logging.getLogger("bento.session")
@@ -206,7 +207,7 @@ class Session:
     async def _serve(self, instance: Instance, broker: Broker, start: bytes, output_limit: int) -> None:
         """Everything an instance needs while it runs, in one task group: its broker, its stderr,
         its channel. When one part fails, the others are cancelled and the caller kills it."""
-        reader, self._writer = await asyncio.open_connection(sock=instance.channel, limit=2 << 20)
+        reader, self._writer = await open_channel(instance.channel)
         try:
             async with asyncio.TaskGroup() as group:
                 brokering = group.create_task(broker.serve(instance.broker))
@@ -229,6 +230,9 @@ class Session:
         self._writer.write(start)
         self._takes_input.set()
         await self._pump(reader, output_limit)
+        # It has ended its side: hang up ours, so that it stops waiting for more input and
+        # exits (runtime.hang_up); input the client sends from now on goes nowhere.
+        self._writer.close()
         if self._verdict is not None:
             # It has answered: a thread it left behind must not keep the session open.
             with contextlib.suppress(TimeoutError):
