@@ -135,7 +135,7 @@ async def test_loadbalancer_replicates_scales_and_replaces_a_lost_replica(
     try:
         assert address.endswith(".onion") and len(address) == 62
         first = await events.wait(0, event="up")
-        assert first["box"] == exit1.bento_onion  # preferred first
+        assert first["box"] == exit1.bento_onion, events.seen  # preferred first
         one = await _ask(testnet, address, "ping")
 
         # Load: three live connections on one replica (above 1.5 each) start a second one,

@@ -331,14 +331,24 @@ class TorForFunctions:
         from doing by itself: a function's first ``publish`` on a tor that has carried
         nothing yet would wait forever. So one circuit of tor's choosing is built (and
         closed) first; it carries no stream."""
-        try:
-            if (await asyncio.to_thread(ctl.get_info, "status/circuit-established")).strip() == "1":
-                return
-            circuit_id = await asyncio.to_thread(
-                ctl.new_circuit, await_build=True, timeout=FIRST_CIRCUIT_TIMEOUT
-            )
-        except (stem.ControllerError, stem.Timeout) as exc:
-            raise BentoError(f"the functions' tor could not build a first circuit: {exc}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FIRST_CIRCUIT_TIMEOUT
+        while True:
+            try:
+                if (await asyncio.to_thread(ctl.get_info, "status/circuit-established")).strip() == "1":
+                    return
+                # A tor still fetching the consensus or descriptors refuses to extend (551):
+                # that is a wait, not a failure, within the deadline.
+                if (await asyncio.to_thread(ctl.get_info, "status/enough-dir-info")).strip() == "1":
+                    left = max(1.0, deadline - loop.time())
+                    circuit_id = await asyncio.to_thread(ctl.new_circuit, await_build=True, timeout=left)
+                    break
+                problem: Exception = stem.Timeout("it has not enough directory information yet")
+            except (stem.ControllerError, stem.Timeout) as exc:
+                problem = exc
+            if loop.time() >= deadline:
+                raise BentoError(f"the functions' tor could not build a first circuit: {problem}")
+            await asyncio.sleep(0.5)  # polling tor's state; nothing to wait on but time
         with contextlib.suppress(stem.ControllerError):
             await asyncio.to_thread(ctl.close_circuit, circuit_id)
 
