@@ -15,7 +15,6 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
@@ -47,6 +46,7 @@ from bento.protocol.policy import violations
 Model = TypeVar("Model", bound=BaseModel)
 TIMEOUT = httpx.Timeout(120.0, connect=120.0)  # an onion service can take a while to reach
 OnLog = Callable[[Log], None] | None
+CONNECT_ATTEMPTS = 3  # a request that Tor could not connect is tried this often
 HEADER_INVOCATION = 6 << 10  # larger invocations go in the first message (one more round trip)
 
 
@@ -85,10 +85,8 @@ class Box:
         await self._http.__aenter__()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._http.__aexit__(exc_type, exc, tb)
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._http.aclose()
 
     # --- requests -----------------------------------------------------------------------
 
@@ -103,10 +101,15 @@ class Box:
         **kwargs: Any,
     ) -> Model:
         headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
-        try:
-            response = await self._http.request(method, path, headers=headers, **kwargs)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from None
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            try:
+                response = await self._http.request(method, path, headers=headers, **kwargs)
+                break
+            except httpx.HTTPError as exc:
+                # Only a SOCKS refusal (Tor could not reach the onion service) is safe to retry.
+                if not isinstance(exc, httpx.ProxyError) or attempt == CONNECT_ATTEMPTS:
+                    raise self._unreachable(exc) from None
+                await asyncio.sleep(attempt)
         if response.status_code >= 400:
             raise self._refusal(response.status_code, response.content)
         try:
@@ -125,11 +128,11 @@ class Box:
             body = json.loads(content)
         except ValueError:
             body = None
-        if not isinstance(body, dict) or "error" not in body:
-            return Refused(
-                f"the box {self.name} answered HTTP {status}", code=ErrorCode.HTTP_ERROR, status=status
-            )
-        return Refused.from_body(status, body, where=f"the box {self.name}")
+        if isinstance(body, dict) and "error" in body:
+            return Refused.from_body(status, body, where=f"the box {self.name}")
+        return Refused(
+            f"the box {self.name} answered HTTP {status}", code=ErrorCode.HTTP_ERROR, status=status
+        )
 
     async def descriptor(self) -> Descriptor:
         """The box's descriptor, verified: signed by the key of the onion address we reached,
@@ -320,7 +323,7 @@ class Box:
         if isinstance(event, dict) and event.get("type") == "invoked":
             return str(event["session_id"])
         if isinstance(event, dict) and "error" in event:
-            raise self._refusal(_status_of(event), text.encode())
+            raise self._refusal(ErrorCode.status_of(event.get("code")), text.encode())
         raise ProtocolError(f"the box {self.name} answered the invocation with {text[:200]!r}")
 
     async def attach(
@@ -393,8 +396,3 @@ def _invocation(entry: str, args: list[Any] | None, kwargs: dict[str, Any] | Non
             f"cannot invoke {entry!r}: {describe_validation(exc)}",
             fix="name an entry point (a Python identifier) and pass JSON arguments",
         ) from None
-
-
-def _status_of(event: dict[str, Any]) -> int:
-    code = str(event.get("code"))
-    return ErrorCode(code).status if code in ErrorCode._value2member_map_ else 400

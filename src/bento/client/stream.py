@@ -197,9 +197,7 @@ class SessionStream:
             elif kind == "end":
                 self.ended = Ended.model_validate(event)
             elif "error" in event:
-                code = event.get("code", ErrorCode.HTTP_ERROR)
-                status = ErrorCode(code).status if code in ErrorCode._value2member_map_ else 400
-                raise Refused.from_body(status, event)
+                raise Refused.from_body(ErrorCode.status_of(event.get("code", ErrorCode.HTTP_ERROR)), event)
         except (KeyError, TypeError, ValueError, ValidationError) as exc:
             if isinstance(exc, Refused):
                 raise

@@ -63,6 +63,11 @@ class ErrorCode(StrEnum):
     def retry(self) -> bool:
         return TABLE[self].retry
 
+    @classmethod
+    def status_of(cls, code: object) -> int:
+        """The HTTP status of a code as it arrived (400 for one this version does not know)."""
+        return cls(str(code)).status if code in cls._value2member_map_ else 400
+
 
 TABLE: dict[ErrorCode, Meaning] = {
     ErrorCode.MISSING_TOKEN: Meaning(401, "The request needs a token and has none."),
