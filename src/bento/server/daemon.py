@@ -77,7 +77,9 @@ class BentoServer:
         ctl: stem.control.Controller = await asyncio.to_thread(control.connect, self.config.control)
 
         def on_tor_status(_controller: object, state: stem.control.State, _when: float) -> None:
-            if state == stem.control.State.CLOSED:  # tor went away: a box without its relay stops
+            # Tor went away: a box without its relay stops. (Our own clean-up closes the
+            # connection too, after a stop: that is no news.)
+            if state == stem.control.State.CLOSED and not stop.is_set():
                 log.warning("lost tor's control connection; stopping")
                 loop.call_soon_threadsafe(stop.set)
 
