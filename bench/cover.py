@@ -147,7 +147,8 @@ async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[li
                             async with asyncio.timeout(300):
                                 page, records = await one_load(
                                     box, keyring, site.url(net.corpus_port), out,
-                                    cover if covered else None, link, tmp / "capture.pcap",
+                                    cover if covered else None, link,
+                                    (args.keep or tmp) / f"{site.name}-{run}-{covered}.pcap",
                                 )  # fmt: skip
                         except Exception as exc:
                             failures.append(f"{site.name} cover={covered} run {run + 1}: {exc!r}")
@@ -239,7 +240,10 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="cells per second each way")
     parser.add_argument("--burst", type=int, default=10, help="cells per frame")
     parser.add_argument("--window", type=float, default=20.0, help="seconds of cover at least")
+    parser.add_argument("--keep", type=Path, help="keep every load's capture (pcap) in this directory")
     args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     command = "python bench/cover.py " + " ".join(sys.argv[1:])
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bento-bench-cover-") as tmp:

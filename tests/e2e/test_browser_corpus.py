@@ -46,3 +46,28 @@ async def test_a_corpus_site_is_fetched_whole_and_opens_offline(testnet: Testnet
     assert set(leaks) <= scripted, set(leaks) - scripted  # only what scripts make, and it is cut
     assert all(url.startswith("file://") for url in requests if url not in leaks)
     assert all(width > 0 for _, width in state["images"]), state["images"]
+
+
+async def test_the_chromium_engine_also_keeps_what_only_scripts_request(testnet: Testnet, tmp_path: Path) -> None:
+    corpus, port = testnet.corpus, testnet.corpus_port
+    assert corpus is not None and port is not None
+    with_scripts = [s for s in corpus.sites[:20] if any(r.scripted for r in s.resources)]
+    site = min(with_scripts, key=lambda s: s.total_bytes)
+    async with Box(testnet.state.boxes[0].bento_onion or "", socks=testnet.socks_address) as box:
+        descriptor = await box.descriptor()
+        assert "chromium" in descriptor.policy.syscall_profiles, "testnet boxes offer it where chromium is"
+        page = await browser.browse(
+            box, Keyring(tmp_path / "keyring.json"), site.url(port), tmp_path / "page",
+            browser.Options(engine="chromium"),
+        )  # fmt: skip
+    static = {corpus_url(r, port) for r in _static(site.page)}
+    scripted = {corpus_url(s, port) for r in site.resources for s in r.scripted}
+    fetched = {r["url"] for r in page.resources if not r["error"]} | {site.url(port)}
+    assert page.index["engine"] == "chromium" and not page.failed, page.failed
+    assert scripted and scripted <= fetched, scripted - fetched  # what the static engine cannot see
+    assert static <= fetched, static - fetched  # and all it does see
+    assert page.usage is not None and page.usage.peak_memory_bytes < 1024 << 20  # the manifest's limit
+    requests, leaks, _, state = await open_offline(page.main)
+    assert not leaks, leaks  # its scripts are gone (the page is what they built): nothing asks the web
+    assert all(url.startswith("file://") for url in requests)
+    assert all(width > 0 for _, width in state["images"]), state["images"]

@@ -33,7 +33,14 @@ pytestmark = pytest.mark.timeout(120)
 
 NEEDS = Needs(memory_mb=48, cpu_seconds=5, wall_seconds=30, processes=4, open_files=32, scratch_mb=3)
 FORKING = NEEDS.model_copy(update={"syscall_profiles": [SyscallProfile.COMPUTE, SyscallProfile.PROCESSES]})
-POLICY = NodePolicy(syscall_profiles=[SyscallProfile.COMPUTE, SyscallProfile.PROCESSES])
+CHROMIUM = NEEDS.model_copy(
+    update={"syscall_profiles": [SyscallProfile.COMPUTE, SyscallProfile.PROCESSES, SyscallProfile.CHROMIUM]}
+)
+# Chromium offered too: every other function must still get no more than its own profiles.
+POLICY = NodePolicy(
+    syscall_profiles=[SyscallProfile.COMPUTE, SyscallProfile.PROCESSES, SyscallProfile.CHROMIUM],
+    packages=["playwright"],  # the policy must name it; these functions do not import it
+)
 
 CODE = """
 import ctypes, errno, os, resource, time
@@ -104,6 +111,24 @@ def syscalls():
         found["fork"] = _name(exc)
     return found
 
+def chromium_calls():
+    import socket
+    libc = ctypes.CDLL(None, use_errno=True)
+    found = {}
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind("/tmp/singleton")
+    unix.listen()
+    found["unix listener"] = True
+    for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):
+        try:
+            socket.socket(family, socket.SOCK_DGRAM).close()
+            found[family.name] = True
+        except OSError as exc:
+            found[family.name] = _name(exc)
+    found["mount"] = libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) == 0 or _name(ctypes.get_errno())
+    found["unshare"] = libc.unshare(0x10000000) == 0 or _name(ctypes.get_errno())
+    return found
+
 def fork_bomb():
     children = 0
     try:
@@ -123,7 +148,14 @@ class Box:
         self.functions: dict[str, Function] = {}
 
     async def run(self, entry: str, needs: Needs = NEEDS) -> Session:
-        name = "forker" if SyscallProfile.PROCESSES in needs.syscall_profiles else "limits"
+        profiles = needs.syscall_profiles
+        name = (
+            "chromium"
+            if SyscallProfile.CHROMIUM in profiles
+            else "forker"
+            if SyscallProfile.PROCESSES in profiles
+            else "limits"
+        )
         if name not in self.functions:
             code = base64.b64encode(CODE.encode()).decode()
             deployed = await self.registry.deploy(Manifest(name=name, needs=needs), CodeKind.MODULE, code)
@@ -219,3 +251,21 @@ async def test_syscalls_are_the_manifests(box: Box) -> None:
 async def test_processes_are_the_manifests(box: Box) -> None:
     bomb = _result(await box.run("fork_bomb", FORKING))
     assert bomb == {"error": "EAGAIN", "children": NEEDS.processes - 1}  # its own process counts
+
+
+async def test_a_chromium_sandbox_holds_memory_without_address_space_limits(box: Box) -> None:
+    if box.pooled:
+        pytest.skip("a chromium sandbox has a shape of its own: it is never pooled")
+    limits = _result(await box.run("rlimits", CHROMIUM))
+    assert limits["DATA"] == limits["AS"] == [-1, -1]  # chromium cannot start under either
+    assert limits["NPROC"] == [NEEDS.processes + 1] * 2 and limits["CPU"] == [
+        NEEDS.cpu_seconds,
+        NEEDS.cpu_seconds + 1,
+    ]
+    session = await box.run("memory", CHROMIUM)  # the cgroup, or else the watchdog, stops it
+    assert session.cause is EndCause.MEMORY, (session.cause, session.reason)
+    found = _result(await box.run("chromium_calls", CHROMIUM))
+    assert found == {
+        "unix listener": True, "AF_INET": "EPERM", "AF_INET6": "EPERM", "AF_NETLINK": "EPERM",
+        "mount": "EPERM", "unshare": "EPERM",
+    }  # fmt: skip

@@ -109,3 +109,37 @@ def test_uid_blocks_are_exclusive_and_a_dead_servers_block_is_taken_over(tmp_pat
     second.release()
     third.release()
     assert list(tmp_path.iterdir()) == []
+
+
+CHROMIUM_NEEDS = Needs(
+    memory_mb=1024, processes=256, syscall_profiles=[SyscallProfile.PROCESSES, SyscallProfile.CHROMIUM]
+)
+
+
+def test_chromium_gets_a_sandbox_of_its_own_shape_without_address_space_limits() -> None:
+    spec = Spec.of(CHROMIUM_NEEDS)
+    plain = Spec.of(Needs(memory_mb=1024, processes=256, syscall_profiles=[SyscallProfile.PROCESSES]))
+    assert spec.shape.chromium and spec.shape != plain.shape, "never a pooled sandbox of the plain shape"
+    assert spec.rlimits()["RLIMIT_AS"] == spec.rlimits()["RLIMIT_DATA"] == -1  # it cannot start under either
+    assert plain.rlimits()["RLIMIT_DATA"] < 2048 * MB
+    assert (
+        spec.rlimits()["RLIMIT_NPROC"] == 257
+        and spec.rlimits()["RLIMIT_CPU"] == plain.rlimits()["RLIMIT_CPU"]
+    )
+    line = command.argv(spec, command.Placement(Path("/code"), Path("/rt"), None, (), 3, 4, 5))
+    assert "--as=unlimited" in line and "--data=unlimited" in line
+    if Path("/etc/fonts").is_dir():
+        assert line[line.index("/etc/fonts") - 1 : line.index("/etc/fonts") + 2] == [
+            "--ro-bind", "/etc/fonts", "/etc/fonts",
+        ]  # fmt: skip
+    # How its memory is held instead, in the descriptor:
+    assert "cgroup v1 memory limit" in enforcement(ROOT_V1)["chromium"]
+    assert "watchdog" in enforcement(USER_NO_CGROUP)["chromium"]
+
+
+def test_the_chromium_profile_comes_with_processes_and_playwright() -> None:
+    with pytest.raises(ValueError, match="needs the processes profile"):
+        Needs(syscall_profiles=[SyscallProfile.CHROMIUM])
+    with pytest.raises(ValueError, match="'playwright'"):
+        NodePolicy(syscall_profiles=[SyscallProfile.PROCESSES, SyscallProfile.CHROMIUM])
+    NodePolicy(syscall_profiles=[SyscallProfile.PROCESSES, SyscallProfile.CHROMIUM], packages=["playwright"])

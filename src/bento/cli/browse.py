@@ -62,6 +62,12 @@ def add_browse(parser: argparse.ArgumentParser) -> None:
         "--pad-scheme", choices=SCHEMES, default="multiple",
         help="multiple: to a multiple of --pad; padme: PURBs' Padmé (at most 12%% more, no size to choose)",
     )  # fmt: skip
+    parser.add_argument(
+        "--engine", choices=("static", "chromium"), default="static",
+        help="static: the page and what its HTML and CSS name (default); chromium: the page as a headless "
+        "browser at the box builds it, with what its scripts request (on boxes whose policy offers the "
+        "chromium syscall profile)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="directory to unpack into (default: HOST-TIME, created)")
     parser.add_argument("--open", action="store_true", help="open the page in a browser as soon as it is in")
     parser.add_argument("--user-agent", default="", help="the User-Agent the box sends (default: Firefox's)")
@@ -99,6 +105,7 @@ def _options(args: argparse.Namespace) -> browser.Options:
         cookies=dict(args.cookie),
         limits=limits,
         cover=cover_options.from_args(args),
+        engine=args.engine,
     )
 
 

@@ -101,14 +101,11 @@ class Sniffer:
                     with contextlib.suppress(BlockingIOError):
                         self._marks.sendto(mark, ("127.0.0.1", port))
                     await asyncio.sleep(MARK_EVERY)
-                    if self.path.exists():
-                        with self.path.open("rb") as written:
-                            start = max(0, searched - len(mark))  # a mark may straddle two reads
-                            written.seek(start)
-                            tail = written.read()
-                        if mark in tail:
-                            return
-                        searched = start + len(tail)
+                    start = max(0, searched - len(mark))  # a mark may straddle two reads
+                    tail = await asyncio.to_thread(_read_from, self.path, start)
+                    if mark in tail:
+                        return
+                    searched = start + len(tail)
         except TimeoutError:
             raise BentoError(
                 f"dumpcap did not record the capture's {which.decode()} mark in {MARK_TIMEOUT:.0f} s",
@@ -132,3 +129,13 @@ class Sniffer:
             process.kill()
             await process.wait()
             return b""
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    """What ``path`` holds from ``offset`` on (nothing if dumpcap has not created it yet)."""
+    try:
+        with path.open("rb") as written:
+            written.seek(offset)
+            return written.read()
+    except FileNotFoundError:
+        return b""

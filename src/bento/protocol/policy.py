@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class SyscallProfile(StrEnum):
@@ -19,6 +19,10 @@ class SyscallProfile(StrEnum):
     COMPUTE = "compute"  # memory, files in the sandbox, time, threads, pipes, the Bento channel
     PROCESSES = "processes"  # fork and exec (of the few binaries the sandbox holds)
     NETWORK = "network"  # sockets of its own (TCP/UDP; never raw or packet sockets)
+    # A headless Chromium (Browser's --engine chromium): with processes, the few calls it
+    # needs beyond them, and a sandbox of its own shape (bento.sandbox.spec). An operator
+    # offers it by listing it; the box then also needs chromium and the playwright package.
+    CHROMIUM = "chromium"
 
 
 class Model(BaseModel):
@@ -89,6 +93,18 @@ class NodePolicy(Model):
         description='distributions offered read-only to functions ("bento": the client and its dependencies)',
     )
 
+    @model_validator(mode="after")
+    def _chromium_is_whole(self) -> NodePolicy:
+        if SyscallProfile.CHROMIUM in self.syscall_profiles:
+            lacking = [p for p in ("processes",) if p not in self.syscall_profiles]
+            lacking += [f"the package {p!r}" for p in ("playwright",) if p not in self.packages]
+            if lacking:
+                raise ValueError(
+                    f"offering the chromium profile needs {' and '.join(lacking)} too: functions drive "
+                    "chromium with Playwright, and chromium is many processes"
+                )
+        return self
+
 
 class Needs(Model):
     """What a function asks for (the ``needs`` table of its manifest). Defaults are modest."""
@@ -109,6 +125,15 @@ class Needs(Model):
     onion_services: int = Field(default=0, ge=0, description="onion services it publishes (0: none)")
     call_boxes: bool = Field(default=False, description="deploys and calls functions on other boxes")
     storage_mb: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _chromium_runs_processes(self) -> Needs:
+        profiles = set(self.syscall_profiles)
+        if SyscallProfile.CHROMIUM in profiles and SyscallProfile.PROCESSES not in profiles:
+            raise ValueError(
+                "the chromium syscall profile needs the processes profile too (chromium is many processes)"
+            )
+        return self
 
 
 _PER_INSTANCE = (

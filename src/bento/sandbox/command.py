@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bento.sandbox.spec import Mount, Spec
+from bento.sandbox.spec import UNLIMITED, Mount, Spec
 
 SANDBOX_GID = 199_999  # group of every instance: may read function code, nothing else of ours
 INNER_ID = 65534  # the uid and gid an instance sees for itself
@@ -53,7 +53,7 @@ def argv(spec: Spec, where: Placement) -> list[str]:
         join = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
         line += ["/bin/sh", "-c", join, "sh", *where.cgroup_procs, "--"]
     limits = spec.outer_rlimits()
-    line += ["prlimit", *(f"{flag}={limits[name]}" for name, flag in _PRLIMIT.items())]
+    line += ["prlimit", *(f"{flag}={_limit(limits[name])}" for name, flag in _PRLIMIT.items())]
     line += [f"--cpu={limits['RLIMIT_CPU']}:{limits['RLIMIT_CPU'] + 1}", "--"]  # SIGXCPU, then SIGKILL
     if where.uid is not None:
         line += ["setpriv", f"--reuid={where.uid}", f"--regid={SANDBOX_GID}", "--clear-groups"]
@@ -94,3 +94,7 @@ def _mount(mount: Mount) -> list[str]:
     if mount.kind == "tmpfs":
         return ["--size", str(mount.size_bytes), "--perms", "1777", "--tmpfs", mount.dest]
     return [f"--{mount.kind}", mount.source, mount.dest]
+
+
+def _limit(value: int) -> str:
+    return "unlimited" if value == UNLIMITED else str(value)

@@ -29,7 +29,7 @@ from bento.protocol.policy import Needs, NodePolicy, SyscallProfile
 from bento.sandbox import cgroups, command, seccomp, uids, watch
 from bento.sandbox.instance import Instance, ready
 from bento.sandbox.pool import Pool
-from bento.sandbox.spec import MB, Host, Shape, Spec, enforcement, unenforced
+from bento.sandbox.spec import CHROMIUM_BINARY, MB, Host, Shape, Spec, enforcement, unenforced
 
 _HOSTS = itertools.count()  # sandbox hosts of this process (tests and benchmarks make several)
 
@@ -50,6 +50,11 @@ class SandboxHost:
                 )
         if not Path(command.PYTHON).exists():
             raise SandboxUnavailable(f"{command.PYTHON} is not installed (Debian: apt-get install python3)")
+        if SyscallProfile.CHROMIUM in policy.syscall_profiles and not Path(CHROMIUM_BINARY).exists():
+            raise SandboxUnavailable(
+                f"the policy offers the chromium profile, but {CHROMIUM_BINARY} is not installed "
+                "(Debian: apt-get install chromium), or drop the profile from policy.syscall_profiles"
+            )
         self.policy = policy
         self.privileged = os.geteuid() == 0
         self.group = cgroups.bento_group(f"bento-{os.getpid()}-{next(_HOSTS)}")
@@ -124,11 +129,13 @@ class SandboxHost:
             # Another pooled slot under the same root may be removed meanwhile (a server
             # stopping removes them in a thread): what is gone needs no sharing.
             with contextlib.suppress(FileNotFoundError):
+                # Programs stay programs (Playwright's driver is one), for the group or everyone.
+                runs = path.is_dir() or bool(path.stat().st_mode & 0o100)
                 if self.privileged:
                     os.chown(path, 0, command.SANDBOX_GID)
-                    path.chmod(0o750 if path.is_dir() else 0o640)
+                    path.chmod(0o750 if runs else 0o640)
                 else:
-                    path.chmod(0o755 if path.is_dir() else 0o644)
+                    path.chmod(0o755 if runs else 0o644)
 
     # --- instances: cold, or from the pool ---------------------------------------------
 

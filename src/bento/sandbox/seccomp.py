@@ -49,6 +49,13 @@ exit exit_group wait4 waitid kill tkill tgkill
 """
 PROCESSES = "fork vfork execve execveat"
 NETWORK = "connect bind listen accept accept4 sendmmsg recvmmsg"
+# What headless Chromium needs beyond processes, found by tracing it (strace -f) under
+# bubblewrap and then removing calls until it failed: a Unix socket it binds and listens
+# on (its profile's singleton; the socket filter below still allows only AF_UNIX without
+# the network profile), capget/capset (it drops capabilities it does not have), and
+# memfd_create for shared memory. io_uring, landlock, setpriority, sched_setaffinity and
+# netlink sockets it tries too, and does without.
+CHROMIUM = "connect bind listen capget capset memfd_create"
 
 # clone may make threads (and, with the processes profile, processes) but never namespaces.
 _NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
@@ -67,6 +74,8 @@ def compile_filter(profiles: Iterable[SyscallProfile], *, allow_exec: bool) -> b
         names.append("execve")
     if SyscallProfile.NETWORK in chosen:
         names += NETWORK.split()
+    if SyscallProfile.CHROMIUM in chosen:
+        names += CHROMIUM.split()
     for name in names:
         _allow(flt, name)
     # Threads always; new processes with the processes profile; namespaces never.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Literal
 
 from bento.protocol.policy import InstanceLimits, Needs, SyscallProfile
@@ -30,6 +31,11 @@ THREAD_STACK = 1 * MB
 # Address space is a coarse backstop only (malloc reserves far more than it touches).
 _ADDRESS_SPACE_FACTOR = 4
 _ADDRESS_SPACE_FLOOR = 1024 * MB
+UNLIMITED = -1  # resource.RLIM_INFINITY on Linux
+FONTS = "/etc/fonts"  # fontconfig's configuration, for chromium
+# Debian's chromium itself (/usr/bin/chromium is a shell script that reads /etc/chromium.d,
+# which the sandbox does not hold); under /usr, so every sandbox sees it read-only.
+CHROMIUM_BINARY = "/usr/lib/chromium/chromium"
 # The namespaces bubblewrap makes for every instance (bento.sandbox.command unshares all).
 NAMESPACES = "user, pid, ipc, uts, mount, cgroup, net"
 
@@ -54,6 +60,12 @@ class Shape:
 
     scratch_bytes: int  # the size of the RAM-only /tmp
     mounts: tuple[Mount, ...] = ()
+    # Chromium's shape: its font configuration mounted, and no address-space or data
+    # rlimit. Its allocators reserve far more address space than they touch (it fails to
+    # start under any RLIMIT_AS, 1 GiB to 1 TiB, and any RLIMIT_DATA tried), so its memory
+    # is held by the cgroup where there is one, else by the server's watchdog, which kills
+    # an instance whose processes together hold more than the limit.
+    chromium: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,8 +82,10 @@ class Spec:
     @classmethod
     def of(cls, needs: Needs) -> Spec:
         """The spec enforcing ``needs`` (admission has checked them against the node policy)."""
+        chromium = SyscallProfile.CHROMIUM in needs.syscall_profiles
+        fonts = (Mount("ro-bind", FONTS, FONTS),) if chromium and Path(FONTS).is_dir() else ()
         return cls(
-            shape=Shape(scratch_bytes=needs.scratch_mb * MB),
+            shape=Shape(scratch_bytes=needs.scratch_mb * MB, mounts=fonts, chromium=chromium),
             memory_bytes=needs.memory_mb * MB,
             cpu_seconds=needs.cpu_seconds,
             processes=needs.processes,
@@ -93,9 +107,12 @@ class Spec:
 
     def rlimits(self) -> dict[str, int]:
         """Every rlimit, by resource name; the runtime sets each one to this (soft and hard)."""
+        bounded = not self.shape.chromium
         return {
-            "RLIMIT_AS": max(_ADDRESS_SPACE_FLOOR, self.memory_bytes * _ADDRESS_SPACE_FACTOR),
-            "RLIMIT_DATA": self.memory_bytes + self.processes * THREAD_STACK,
+            "RLIMIT_AS": (
+                max(_ADDRESS_SPACE_FLOOR, self.memory_bytes * _ADDRESS_SPACE_FACTOR) if bounded else UNLIMITED
+            ),
+            "RLIMIT_DATA": self.memory_bytes + self.processes * THREAD_STACK if bounded else UNLIMITED,
             "RLIMIT_CPU": self.cpu_seconds,
             "RLIMIT_NOFILE": self.open_files,
             "RLIMIT_FSIZE": self.shape.scratch_bytes,
@@ -152,6 +169,17 @@ MECHANISMS: dict[str, tuple[str, Callable[[Host], str]]] = {
     "namespaces": ("", lambda h: f"bubblewrap: {NAMESPACES}"),
     "filesystem": ("shape", lambda h: "bubblewrap: read-only /usr, code and runtime; RAM-only /tmp"),
     "scratch": ("shape", lambda h: "size of the /tmp tmpfs; RLIMIT_FSIZE"),
+    "chromium": (
+        "shape",
+        lambda h: (
+            "the chromium profile only: /etc/fonts read-only, no RLIMIT_AS or RLIMIT_DATA; memory "
+            + (
+                f"held by the {h.cgroup} memory limit"
+                if h.cgroup
+                else "held by the server's watchdog over all its processes, every 0.1 s"
+            )
+        ),
+    ),
     "syscalls": ("syscalls", lambda h: "seccomp allow-list (libseccomp): the manifest's profiles"),
     "memory": ("memory_bytes", _memory),
     "processes": ("processes", _processes),

@@ -8,6 +8,7 @@ is usable, and is ready when its onion service answers through the testnet's cli
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import pwd
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bento.errors import BentoError
+from bento.sandbox.spec import CHROMIUM_BINARY
 from bento.server import identity
 from bento.server.daemon import STATUS_FILE
 from bento.testnet.services import RESOLV_CONF
@@ -51,18 +53,18 @@ def prepare(node: Node, directory: Path, user: str | None = None) -> None:
 SERVER_CONFIG = """\
 # Written by `bento testnet`: the policy of a testnet Bento box.
 [policy]
-syscall_profiles = ["compute", "processes", "network"]
-packages = ["bento", "selectolax"]  # selectolax: Browser's HTML parser
+syscall_profiles = ["compute", "processes", "network"{chromium_profile}]
+packages = ["bento", "selectolax"{chromium_package}]  # selectolax: Browser's HTML parser
 total_memory_mb = 6144
 total_cpu_share = 1.5
 instances_total = 128
 
 [policy.instance]
-memory_mb = 256
-cpu_seconds = 60
+memory_mb = {memory_mb}
+cpu_seconds = {cpu_seconds}
 wall_seconds = 600
-processes = 32
-scratch_mb = 32
+processes = {processes}
+scratch_mb = {scratch_mb}
 
 [policy.network]
 allowed = true
@@ -83,11 +85,24 @@ max_total_rate = 8000
 """
 
 
-# A box run by a dedicated user on a host that gives it no cgroup cannot cap the CPU
-# share of all its instances: the operator accepts that by name, and the descriptor says so.
-SERVER_CONFIG_UNPRIVILEGED = SERVER_CONFIG.replace(
-    "[policy]\n", 'accept_unenforced = ["cpu_share"]\n\n[policy]\n', 1
-)
+def server_config(*, privileged: bool) -> str:
+    """The policy of a testnet box. Where this host has Debian's chromium and Playwright,
+    boxes offer the chromium profile (Browser's --engine chromium) and the larger instances
+    it needs; a box run by a dedicated user on a host that gives it no cgroup cannot cap
+    the CPU share of all its instances: the operator accepts that by name, and the
+    descriptor says so."""
+    chromium = Path(CHROMIUM_BINARY).exists() and importlib.util.find_spec("playwright") is not None
+    text = SERVER_CONFIG.format(
+        chromium_profile=', "chromium"' if chromium else "",
+        chromium_package=', "playwright"' if chromium else "",
+        memory_mb=1024 if chromium else 256,
+        cpu_seconds=120 if chromium else 60,
+        processes=256 if chromium else 32,
+        scratch_mb=256 if chromium else 32,
+    )
+    if not privileged:
+        text = text.replace("[policy]\n", 'accept_unenforced = ["cpu_share"]\n\n[policy]\n', 1)
+    return text
 
 
 def start(node: Node) -> None:
@@ -98,7 +113,7 @@ def start(node: Node) -> None:
     config = state_dir / "server.toml"
     # The testnet's directory holds every relay's data directory (a box run by its own
     # user keeps its state elsewhere).
-    base = SERVER_CONFIG if node.bento_user is None else SERVER_CONFIG_UNPRIVILEGED
+    base = server_config(privileged=node.bento_user is None)
     config.write_text(_resolver_setting(Path(node.data_dir).parent) + base)
     prefix, env = _as_user(node)
     node.bento_pid = spawn_detached(

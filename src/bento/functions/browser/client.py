@@ -32,7 +32,19 @@ from bento.protocol.policy import Needs, SyscallProfile
 from . import pack, wire
 
 PACKAGE = "bento_browser"
-BOX_MODULES = ("__init__", "wire", "pad", "discover", "rewrite", "fetch", "pack", "deposit", "function")
+BOX_MODULES = (
+    "__init__",
+    "wire",
+    "pad",
+    "discover",
+    "rewrite",
+    "fetch",
+    "render",
+    "pack",
+    "deposit",
+    "function",
+)
+ENGINES = ("static", "chromium")
 MAX_ARCHIVE = 256 << 20  # the most a client accepts from a box before refusing the transfer
 MAX_UNPACKED = 1 << 30
 MAX_MEMBERS = 10_000
@@ -44,21 +56,31 @@ def code() -> bytes:
     return deploy.package(Path(__file__).parent, PACKAGE, BOX_MODULES)
 
 
-def manifest(*, via_dropbox: bool = False) -> Manifest:
+def manifest(*, via_dropbox: bool = False, engine: str = "static") -> Manifest:
     """Browser's manifest; ``via_dropbox``: the one that may call other boxes (a Dropbox),
-    deployed apart so plain Browser still runs on boxes that allow no such calls."""
+    deployed apart so plain Browser still runs on boxes that allow no such calls; ``engine``
+    "chromium": the one that runs a headless chromium, which asks for far more (a box offers
+    it only if its policy lists the chromium syscall profile)."""
+    chromium = engine == "chromium"
+    profiles = [SyscallProfile.COMPUTE, SyscallProfile.NETWORK]
+    if chromium:
+        profiles += [SyscallProfile.PROCESSES, SyscallProfile.CHROMIUM]
+    kind = ("via-" if via_dropbox else "") + ("chromium-" if chromium else "")
     return Manifest(
-        name=f"browser-{'via-' if via_dropbox else ''}{deploy.version(code())}",
+        name=f"browser-{kind}{deploy.version(code())}",
         module=f"{PACKAGE}.function",
         description="Browser: fetches a page with its resources at the exit, packs and pads it",
         needs=Needs(
             network=True,
-            syscall_profiles=[SyscallProfile.COMPUTE, SyscallProfile.NETWORK],
-            memory_mb=256 if via_dropbox else 192,  # the client library, to reach the Dropbox
-            cpu_seconds=60,
+            syscall_profiles=profiles,
+            # chromium: about 10 processes and 120 threads, 0.3-0.6 GB for a corpus page
+            # (bench/browser_engines.py); else the client library, to reach the Dropbox.
+            memory_mb=1024 if chromium else 256 if via_dropbox else 192,
+            cpu_seconds=120 if chromium else 60,
             wall_seconds=300,
-            processes=24 if via_dropbox else 16,  # the fetching threads (and the client's)
-            open_files=128,
+            processes=256 if chromium else 24 if via_dropbox else 16,  # threads count
+            open_files=256 if chromium else 128,
+            scratch_mb=256 if chromium else 16,  # chromium's profile and shared memory
             output_mb=256,
             call_boxes=via_dropbox,
         ),
@@ -66,10 +88,11 @@ def manifest(*, via_dropbox: bool = False) -> Manifest:
 
 
 async def deployment(
-    box: Box, keyring: Keyring, *, fresh: bool = False, via_dropbox: bool = False
+    box: Box, keyring: Keyring, *, fresh: bool = False, via_dropbox: bool = False, engine: str = "static"
 ) -> tuple[Deployment, bool]:
     """Browser on ``box``: the keyring's deployment of this code, else a new one (kept)."""
-    return await deploy.ensure(box, keyring, code(), manifest(via_dropbox=via_dropbox), fresh=fresh)
+    wanted = manifest(via_dropbox=via_dropbox, engine=engine)
+    return await deploy.ensure(box, keyring, code(), wanted, fresh=fresh)
 
 
 async def _start(
@@ -80,9 +103,14 @@ async def _start(
     *,
     via_dropbox: bool = False,
     cover: Cover | None = None,
+    engine: str = "static",
 ) -> tuple[SessionStream, Deployment, bool]:
     """Invoke ``entry`` on Browser (deployed or reused) and attach, in one round trip."""
-    function, deployed = await deployment(box, keyring, via_dropbox=via_dropbox)
+    if engine not in ENGINES:
+        raise BentoError(f"unknown engine {engine!r}", fix=f"use one of: {', '.join(ENGINES)}")
+    if engine != "static":
+        arguments = [*arguments, engine]  # the entry points' last parameter
+    function, deployed = await deployment(box, keyring, via_dropbox=via_dropbox, engine=engine)
     try:
         stream = await box.start(function, entry, arguments, cover=cover)
     except BentoError:
@@ -90,7 +118,9 @@ async def _start(
             raise
         # The box forgot it (shut down, or the box restarted): deploy this code again, once.
         keyring.forget(function.function_id, how="replaced")
-        function, deployed = await deployment(box, keyring, fresh=True, via_dropbox=via_dropbox)
+        function, deployed = await deployment(
+            box, keyring, fresh=True, via_dropbox=via_dropbox, engine=engine
+        )
         stream = await box.start(function, entry, arguments, cover=cover)
     keyring.add_session(stream.session_id, function.function_id)
     return stream, function, deployed
@@ -104,6 +134,7 @@ class Options:
     cookies: dict[str, str] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
     cover: Cover | None = None  # link cover around the whole transfer (bento.client.cover)
+    engine: str = "static"  # or "chromium": the page as a headless browser builds it
 
 
 @dataclass
@@ -146,6 +177,7 @@ class Page:
             "seconds": round(self.seconds, 3),
             "box_seconds": self.index.get("seconds"),
             "parser": self.index.get("parser"),
+            "engine": self.index.get("engine", "static"),
             "box_usage": self.usage.model_dump() if self.usage else None,
             "function_id": self.function_id,
             "deployed": self.deployed,
@@ -185,7 +217,7 @@ async def _browse(
 ) -> Page:
     started = time.monotonic()
     stream, function, deployed = await _start(
-        box, keyring, "browse", _arguments(url, options), cover=options.cover
+        box, keyring, "browse", _arguments(url, options), cover=options.cover, engine=options.engine
     )
     async with stream:  # with cover, leaving waits for the end of the cover window
         received = await _receive(stream, out, started, on_page, progress)

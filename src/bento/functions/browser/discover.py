@@ -271,3 +271,26 @@ def html_base(text: str, url: str) -> str:
 
     walk_html(text, visit)
     return (absolute(found[0], url) or url) if found else url
+
+
+# A script element in a DOM that chromium serialized: its tag names come out lower case,
+# and a script's text cannot hold "</script" (that would have ended it), so this matches
+# exactly the elements, where on arbitrary markup a regular expression would not.
+_SCRIPT = re.compile(r"<script\b([^>]*)>.*?</script>", re.DOTALL)
+_SCRIPT_TYPE = re.compile(r"""\btype\s*=\s*["']?([^"'\s>]+)""", re.IGNORECASE)
+_DATA_TYPES = ("application/ld+json", "application/json")  # data, not code: kept
+
+
+def without_scripts(serialized: str) -> str:
+    """A rendered document (chromium's serialization) without its executable scripts.
+
+    >>> without_scripts('<p>a</p><script src="x.js"></script><script type="application/ld+json">{}</script>')
+    '<p>a</p><script type="application/ld+json">{}</script>'
+    """
+
+    def keep_data(match: re.Match[str]) -> str:
+        kind = _SCRIPT_TYPE.search(match.group(1))
+        is_data = kind is not None and kind.group(1).lower() in _DATA_TYPES
+        return match.group(0) if is_data else ""
+
+    return _SCRIPT.sub(keep_data, serialized)

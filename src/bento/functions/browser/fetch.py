@@ -251,7 +251,14 @@ def crawl(
     page = fetcher.fetch(Resource(url, FRAME))
     if page.error:
         raise PageError(f"cannot fetch {url}: {page.error}")
-    seen: dict[str, Resource] = {url: page}
+    return complete(fetcher, [page], deadline)
+
+
+def complete(fetcher: Fetcher, fetched: list[Resource], deadline: float) -> list[Resource]:
+    """``fetched`` (the page first), and what their HTML and CSS name that is not among them
+    yet, fetched, and so on down to the limits' depth; by ``deadline`` (a monotonic time)."""
+    limits = fetcher.limits
+    seen: dict[str, Resource] = {resource.url: resource for resource in fetched}
     pending: dict[Future[Resource], Resource] = {}
     with ThreadPoolExecutor(limits.concurrency, thread_name_prefix="fetch") as pool:
 
@@ -268,7 +275,8 @@ def crawl(
                     continue
                 pending[pool.submit(fetcher.fetch, resource)] = resource
 
-        enqueue(page)
+        for resource in fetched:
+            enqueue(resource)
         while pending:
             done, _ = wait(
                 pending, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED

@@ -40,10 +40,11 @@ def browse(
     user_agent: str = "",
     cookies: dict[str, str] | None = None,
     limits: dict[str, Any] | None = None,
+    engine: str = "static",
 ) -> None:
     """Fetch ``url`` and everything it needs; send header, archive, padding."""
-    _check(url, pad_bytes, scheme, user_agent, cookies)
-    page, padding = _page(url, pad_bytes, scheme, user_agent, cookies, limits)
+    _check(url, pad_bytes, scheme, user_agent, cookies, engine)
+    page, padding = _page(url, pad_bytes, scheme, user_agent, cookies, limits, engine)
     api.send(page)
     while padding > 0:  # after the page: the client shows it while these bytes still arrive
         count = min(padding, _CHUNK)
@@ -61,13 +62,14 @@ def browse_to_dropbox(
     dropbox: str = "",
     fetches: int = 1,
     seconds: float = 86400,
+    engine: str = "static",
 ) -> dict[str, Any]:
     """Reserve a deposit with a Dropbox on the box ``dropbox`` (an onion address), send the
     receipt (one JSON line), then fetch and deposit the same bytes ``browse`` would send.
 
     The client may go away once it has the receipt; a failure to fetch is deposited as
     the reason, so the user learns it from the Dropbox."""
-    _check(url, pad_bytes, scheme, user_agent, cookies)
+    _check(url, pad_bytes, scheme, user_agent, cookies, engine)
     if not isinstance(dropbox, str) or not dropbox:
         raise BrowseError("name the Dropbox's box by its onion address")
     from . import deposit  # the box's `bento` package: only this entry point needs it
@@ -75,7 +77,7 @@ def browse_to_dropbox(
     place = deposit.reserve(dropbox, fetches, seconds)
     api.send(json.dumps(place.receipt()).encode() + b"\n")
     try:
-        page, padding = _page(url, pad_bytes, scheme, user_agent, cookies, limits)
+        page, padding = _page(url, pad_bytes, scheme, user_agent, cookies, limits, engine)
     except BrowseError as exc:
         deposit.fill(place, b"", error=f"Browser could not fetch the page: {exc}")
         raise
@@ -90,24 +92,39 @@ def _page(
     user_agent: str,
     cookies: dict[str, str] | None,
     limits: dict[str, Any] | None,
+    engine: str,
 ) -> tuple[bytes, int]:
     """The header and the archive of ``url`` with everything it needs; and the padding's length."""
     options = fetch.Limits(**_limits(limits or {}))
     started, fetched_at = time.monotonic(), time.time()
     try:
-        fetched = fetch.crawl(url, options, user_agent, cookies or {})
+        if engine == "chromium":
+            from . import render  # drives chromium: only this engine's deployment can
+
+            fetched = render.render(url, options, user_agent, cookies or {})
+        else:
+            fetched = fetch.crawl(url, options, user_agent, cookies or {})
     except fetch.PageError as exc:
         raise BrowseError(str(exc)) from None
+    except Exception as exc:  # render.RenderError, or chromium's own failure
+        raise BrowseError(f"the chromium engine failed: {exc}") from None
     page, resources = fetched[0], fetched[1:]
     files, names = localize(page, resources)
     seconds = time.monotonic() - started
-    archive = pack.pack(files, pack.index(page, resources, names, fetched_at, seconds, discover.PARSER))
+    archive = pack.pack(
+        files, pack.index(page, resources, names, fetched_at, seconds, discover.PARSER, engine)
+    )
     sent = wire.HEADER.size + len(archive)
     padding = pad.padded_size(sent, scheme, pad_bytes) - sent
     return wire.encode_header(len(archive), padding, hashlib.sha256(archive).digest()) + archive, padding
 
 
-def _check(url: Any, pad_bytes: Any, scheme: Any, user_agent: Any, cookies: Any) -> None:
+ENGINES = ("static", "chromium")
+
+
+def _check(url: Any, pad_bytes: Any, scheme: Any, user_agent: Any, cookies: Any, engine: Any) -> None:
+    if engine not in ENGINES:
+        raise BrowseError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
     if (
         not isinstance(url, str)
         or urlsplit(url).scheme not in ("http", "https")

@@ -32,6 +32,7 @@ def index(
     fetched_at: float,
     seconds: float,
     parser: str,
+    engine: str = "static",
 ) -> dict[str, Any]:
     def entry(resource: Resource) -> dict[str, Any]:
         return {
@@ -53,6 +54,7 @@ def index(
         "fetched_at": int(fetched_at),
         "seconds": round(seconds, 3),
         "parser": parser,
+        "engine": engine,  # static: references in HTML and CSS; chromium: what chromium asked for
         "page": entry(page),
         "resources": [entry(r) for r in resources],
     }

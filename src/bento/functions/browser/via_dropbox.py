@@ -74,7 +74,10 @@ async def deposit(
             fix="name a different box with --via-dropbox (the point: no one box holds both ends)",
         )
     arguments = [*_arguments(url, options or Options()), dropbox_onion, fetches, seconds]
-    stream, function, deployed = await _start(box, keyring, "browse_to_dropbox", arguments, via_dropbox=True)
+    engine = (options or Options()).engine
+    stream, function, deployed = await _start(
+        box, keyring, "browse_to_dropbox", arguments, via_dropbox=True, engine=engine
+    )
     async with stream:  # leaving it detaches: the session runs on at the box
         line = bytearray()
         while b"\n" not in line and len(line) <= MAX_RECEIPT:

@@ -1,0 +1,164 @@
+"""Browser's chromium engine: the page as a headless Chromium builds it, scripts and all.
+
+The static engine (``fetch.crawl``) reads references out of HTML and CSS, so it misses
+what only a running script asks for. Here Debian's chromium loads the page, driven by
+Playwright, and *every* request it makes is intercepted (``route``) and answered by
+Browser's own :class:`~.fetch.Fetcher`: chromium itself never touches the network, so each
+connection still goes through the broker and the relay's exit policy, and the same time,
+size and count limits hold. What is kept:
+
+- the page as rendered once the network settled, with its scripts removed (the DOM is
+  already what they made, and run again offline they would fetch what is not there or add
+  what is already shown); frames likewise;
+- every response chromium asked for, including those of ``fetch()``/XHR, style sheets'
+  fonts and images, and then what the rendered documents name that chromium did not ask
+  for (``fetch.complete``); ``rewrite.localize`` then points the page at its copies.
+
+It needs the box's ``chromium`` syscall profile (the manifest asks for it; see
+bento.sandbox.spec for what that sandbox looks like) and the ``playwright`` package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from . import discover, fetch
+from .discover import FRAME, RESOURCE, STYLESHEET
+
+# Debian's chromium binary, under /usr and so inside every sandbox (bento.sandbox.spec
+# names the same path; /usr/bin/chromium is a wrapper that reads /etc/chromium.d).
+CHROMIUM = "/usr/lib/chromium/chromium"
+ARGUMENTS = [
+    "--no-sandbox",  # the box's sandbox holds it; chromium's own needs namespaces it may not make
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",  # /tmp, which is the instance's own scratch
+]
+# After "load", up to this long for the network to settle (Playwright's "networkidle": no
+# request for 500 ms); a page that polls for ever is taken as it is then.
+SETTLE_AT_MOST = 10.0
+_KINDS = {"document": FRAME, "stylesheet": STYLESHEET}
+_FETCHED = ("GET", "HEAD")
+
+
+class RenderError(Exception):
+    """Chromium could not render the page; the message says why."""
+
+
+def render(url: str, limits: fetch.Limits, user_agent: str, cookies: dict[str, str]) -> list[fetch.Resource]:
+    """The rendered page (first), every resource chromium asked for, and what the rendered
+    documents' HTML and CSS name besides (images below the fold that load lazily, ``srcset``
+    candidates for other screens, fonts no text used yet), as the static engine would fetch
+    them: the copy opens whole offline. Raises PageError if the page itself cannot be
+    fetched, RenderError if chromium fails."""
+    fetcher = fetch.Fetcher(limits, user_agent, cookies, url)
+    deadline = time.monotonic() + limits.deadline
+    rendered = asyncio.run(_render(url, fetcher, deadline))
+    return fetch.complete(fetcher, rendered, deadline)
+
+
+async def _render(url: str, fetcher: fetch.Fetcher, deadline: float) -> list[fetch.Resource]:
+    try:
+        from playwright.async_api import Error, Route, async_playwright
+    except ImportError:
+        raise RenderError("this box does not offer Playwright, which the chromium engine needs") from None
+    limits = fetcher.limits
+    fetched: dict[str, asyncio.Task[fetch.Resource]] = {}
+    gate = asyncio.Semaphore(limits.concurrency)
+
+    async def get(resource: fetch.Resource) -> fetch.Resource:
+        async with gate:
+            return await asyncio.to_thread(fetcher.fetch, resource)
+
+    async def answer(route: Route) -> None:
+        request = route.request
+        if request.method not in _FETCHED or not request.url.startswith(("http://", "https://")):
+            await route.abort("blockedbyclient")  # Browser only reads the web: no POST from scripts
+            return
+        task = fetched.get(request.url)
+        if task is None:
+            resource = fetch.Resource(request.url, _KINDS.get(request.resource_type, RESOURCE))
+            if len(fetched) > limits.max_resources or time.monotonic() > deadline:
+                await route.abort("blockedbyclient")
+                return
+            task = fetched[request.url] = asyncio.create_task(get(resource))
+        resource = await task
+        if resource.final_url and resource.final_url != request.url and not resource.error:
+            # Said as a redirect, so that chromium resolves the page's references as the web
+            # would; its request for the final URL is answered from this same fetch.
+            fetched.setdefault(resource.final_url, task)
+            await route.fulfill(status=302, headers={"Location": resource.final_url})
+            return
+        if resource.error and not resource.status:
+            await route.abort("failed")
+            return
+        headers = {"Content-Type": resource.content_type} if resource.content_type else {}
+        await route.fulfill(status=resource.status or 200, headers=headers, body=resource.body)
+
+    async with async_playwright() as playwright:
+        try:
+            chromium = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=ARGUMENTS, timeout=30_000
+            )
+        except Error as exc:
+            raise RenderError(f"chromium did not start: {str(exc).splitlines()[0]}") from None
+        try:
+            context = await chromium.new_context(user_agent=fetcher.user_agent, service_workers="block")
+            await context.route("**/*", answer)
+            page = await context.new_page()
+            await _load(page, url, deadline, Error)
+            documents = await _documents(page)
+        finally:
+            await chromium.close()
+            for task in fetched.values():
+                task.cancel()
+    return _collect(url, fetched, documents)
+
+
+async def _load(page: Any, url: str, deadline: float, error: type[Exception]) -> None:
+    """Navigate, wait for "load", then for the network to settle, within the page's deadline."""
+    try:
+        await page.goto(url, wait_until="load", timeout=max(1.0, deadline - time.monotonic()) * 1000)
+    except error as exc:
+        if "Timeout" not in type(exc).__name__:
+            raise RenderError(f"chromium could not load {url}: {str(exc).splitlines()[0]}") from None
+        return  # the deadline: keep what was built so far
+    settle = min(SETTLE_AT_MOST, max(0.0, deadline - time.monotonic()))
+    with contextlib.suppress(error):
+        await page.wait_for_load_state("networkidle", timeout=max(1.0, settle * 1000))
+
+
+async def _documents(page: Any) -> dict[str, str]:
+    """The rendered HTML of the page and each of its frames, by URL (the page's first)."""
+    found: dict[str, str] = {}
+    for frame in [page.main_frame, *page.main_frame.child_frames]:
+        if frame.url.startswith(("http://", "https://")) and frame.url not in found:
+            # A frame that navigated away or crashed keeps the bytes that were fetched for it.
+            with contextlib.suppress(Exception):
+                found[frame.url] = await frame.content()
+    return found
+
+
+def _collect(
+    url: str, fetched: dict[str, asyncio.Task[fetch.Resource]], documents: dict[str, str]
+) -> list[fetch.Resource]:
+    resources: dict[str, fetch.Resource] = {}
+    for task in fetched.values():
+        if task.done() and not task.cancelled() and task.exception() is None:
+            resource = task.result()
+            resources.setdefault(resource.url, resource)
+    page = resources.pop(url, None)
+    if page is None or page.error:
+        raise fetch.PageError(f"cannot fetch {url}: {page.error if page else 'chromium did not ask for it'}")
+    for resource in [page, *resources.values()]:
+        rendered = documents.get(resource.final_url or resource.url)
+        if rendered is not None and resource.is_html:
+            resource.body = discover.without_scripts(rendered).encode()
+            resource.content_type = "text/html; charset=utf-8"
+            resource._text = None
+            resource.base = discover.html_base(resource.text(), resource.final_url or resource.url)
+    return [page, *resources.values()]
