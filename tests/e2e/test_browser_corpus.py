@@ -48,12 +48,15 @@ async def test_a_corpus_site_is_fetched_whole_and_opens_offline(testnet: Testnet
     assert all(width > 0 for _, width in state["images"]), state["images"]
 
 
-async def test_the_chromium_engine_also_keeps_what_only_scripts_request(testnet: Testnet, tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", [0, -1], ids=["box-as-root", "box-as-dedicated-user"])
+async def test_the_chromium_engine_also_keeps_what_only_scripts_request(
+    testnet: Testnet, tmp_path: Path, which: int
+) -> None:
     corpus, port = testnet.corpus, testnet.corpus_port
     assert corpus is not None and port is not None
     with_scripts = [s for s in corpus.sites[:20] if any(r.scripted for r in s.resources)]
     site = min(with_scripts, key=lambda s: s.total_bytes)
-    async with Box(testnet.state.boxes[0].bento_onion or "", socks=testnet.socks_address) as box:
+    async with Box(testnet.state.boxes[which].bento_onion or "", socks=testnet.socks_address) as box:
         descriptor = await box.descriptor()
         assert "chromium" in descriptor.policy.syscall_profiles, "testnet boxes offer it where chromium is"
         page = await browser.browse(
