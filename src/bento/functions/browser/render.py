@@ -82,10 +82,14 @@ async def _render(url: str, fetcher: fetch.Fetcher, deadline: float) -> list[fet
         task = fetched.get(request.url)
         if task is None:
             resource = fetch.Resource(request.url, _KINDS.get(request.resource_type, RESOURCE))
-            if len(fetched) > limits.max_resources or time.monotonic() > deadline:
-                await route.abort("blockedbyclient")
-                return
-            task = fetched[request.url] = asyncio.create_task(get(resource))
+            if len(fetched) > limits.max_resources:
+                resource.error = f"not fetched: the page has more than {limits.max_resources} resources"
+            elif time.monotonic() > deadline:
+                resource.error = f"not fetched: the page's limit of {limits.deadline:g} s ran out"
+            # Listed in the page's index either way, as the static engine lists what it skipped.
+            task = fetched[request.url] = asyncio.create_task(
+                _given(resource) if resource.error else get(resource)
+            )
         resource = await task
         if resource.final_url and resource.final_url != request.url and not resource.error:
             # Said as a redirect, so that chromium resolves the page's references as the web
@@ -119,6 +123,10 @@ async def _render(url: str, fetcher: fetch.Fetcher, deadline: float) -> list[fet
     return _collect(url, fetched, documents)
 
 
+async def _given(resource: fetch.Resource) -> fetch.Resource:
+    return resource
+
+
 async def _load(page: Any, url: str, deadline: float, error: type[Exception]) -> None:
     """Navigate, wait for "load", then for the network to settle, within the page's deadline."""
     try:
@@ -135,7 +143,7 @@ async def _load(page: Any, url: str, deadline: float, error: type[Exception]) ->
 async def _documents(page: Any) -> dict[str, str]:
     """The rendered HTML of the page and each of its frames, by URL (the page's first)."""
     found: dict[str, str] = {}
-    for frame in [page.main_frame, *page.main_frame.child_frames]:
+    for frame in page.frames:  # the main frame first, then every frame at any depth
         if frame.url.startswith(("http://", "https://")) and frame.url not in found:
             # A frame that navigated away or crashed keeps the bytes that were fetched for it.
             with contextlib.suppress(Exception):
