@@ -114,7 +114,13 @@ async def _render(url: str, fetcher: fetch.Fetcher, deadline: float) -> list[fet
             context = await chromium.new_context(user_agent=fetcher.user_agent, service_workers="block")
             await context.route("**/*", answer)
             page = await context.new_page()
-            await _load(page, url, deadline, Error)
+            try:
+                await _load(page, url, deadline, Error)
+            except RenderError:  # chromium's "ERR_HTTP_RESPONSE_CODE_FAILURE" is a 404 to the user
+                first = fetched.get(url)
+                if first is not None and first.done() and not first.cancelled() and first.result().error:
+                    raise fetch.PageError(f"cannot fetch {url}: {first.result().error}") from None
+                raise
             documents = await _documents(page)
         finally:
             await chromium.close()
