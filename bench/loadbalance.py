@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from python_socks import ProxyError
 from python_socks.async_.asyncio import Proxy
 
 from bento.client.box import Box
@@ -261,9 +262,7 @@ async def recover(bench: Bench, size: int, target: float) -> dict[str, float]:
         load = Load(bench.net.socks_address, address)
         async with load.running(3 * size, f"recover{size}-"):
             await _until_rate(load, time.monotonic(), 0.8 * target)
-            proxy = Proxy.from_url(f"socks5://killer:x@{bench.net.socks_address}", rdns=True)
-            sock = await proxy.connect(address, 80, timeout=120)
-            _, writer = await asyncio.open_connection(sock=sock)
+            writer = await _killer(bench.net.socks_address, address)
             writer.write(b"die\n")
             killed = time.monotonic()
             await seen.until(lambda: any(e["event"] == "lost" for e in seen), 300)
@@ -278,6 +277,22 @@ async def recover(bench: Bench, size: int, target: float) -> dict[str, float]:
         "back": back + (lost_at - killed),
         "failed": failed,
     }
+
+
+async def _killer(socks: str, address: str, attempts: int = 3) -> asyncio.StreamWriter:
+    """A connection to the service that asks its replica to die. Tor may refuse a stream
+    (a circuit that failed): nothing was sent then, so it is tried again, on a new circuit."""
+    for attempt in range(attempts):
+        proxy = Proxy.from_url(f"socks5://killer{attempt}:x@{socks}", rdns=True)
+        try:
+            sock = await proxy.connect(address, 80, timeout=120)
+        except ProxyError:
+            if attempt == attempts - 1:
+                raise
+            continue
+        _, writer = await asyncio.open_connection(sock=sock)
+        return writer
+    raise AssertionError("unreachable")
 
 
 async def _until_rate(load: Load, since: float, rate: float, window: float = 2.0) -> float:
