@@ -18,20 +18,16 @@ Takes about 3 minutes on 2 cores (the testnet start included).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
 import statistics
-import tempfile
 from pathlib import Path
 
 from bento.client.box import Box
 from bento.client.keyring import Keyring
 from bento.functions.browser import client as browser
-from bento.testnet import Testnet, TestnetConfig
+from bento.testnet import Testnet
 from bento.testnet.boxes import server_status
 from bento.testnet.corpus.model import url
-from browser_memory import spread, static_urls
+from browser_memory import on_corpus, spread, static_urls
 from record import record
 
 MIB = 1 << 20
@@ -122,17 +118,7 @@ def report(rows: list[dict[str, object]], command: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--sites", type=int, default=10, help="corpus sites, spread by weight")
-    args = parser.parse_args()
-    command = f"python bench/browser_engines.py --sites {args.sites}"
-    with tempfile.TemporaryDirectory(prefix="bento-bench-") as tmp:
-        config = TestnetConfig(directory=Path(tmp) / "net", bento_boxes=1, owner_pid=os.getpid())
-        with Testnet.start(config) as net:
-            rows = asyncio.run(measure(net, args.sites, Path(tmp)))
-    report(rows, command)
+    on_corpus("browser_engines.py", __doc__, measure, report)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from bento.client.box import Box
 from bento.client.keyring import Keyring
@@ -38,6 +40,7 @@ from lifecycle import comm, rss_mib, tree, uss_mib
 from record import record
 
 MIB = 1 << 20
+Row = TypeVar("Row")
 SAMPLE = 0.02
 
 
@@ -146,18 +149,27 @@ def report(rows: list[dict[str, float]], command: str) -> None:
     record("Browser memory", command, body)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def on_corpus(
+    script: str,
+    doc: str | None,
+    measure: Callable[[Testnet, int, Path], Awaitable[list[Row]]],
+    report: Callable[[list[Row], str], None],
+) -> None:
+    """The main of a benchmark over ``--sites`` corpus sites: a testnet with one box, then
+    ``measure`` on it, then ``report`` with the command that ran."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sites", type=int, default=10, help="corpus sites, spread by weight")
     args = parser.parse_args()
-    command = f"python bench/browser_memory.py --sites {args.sites}"
+    command = f"python bench/{script} --sites {args.sites}"
     with tempfile.TemporaryDirectory(prefix="bento-bench-") as tmp:
         config = TestnetConfig(directory=Path(tmp) / "net", bento_boxes=1, owner_pid=os.getpid())
         with Testnet.start(config) as net:
             rows = asyncio.run(measure(net, args.sites, Path(tmp)))
     report(rows, command)
+
+
+def main() -> None:
+    on_corpus("browser_memory.py", __doc__, measure, report)
 
 
 if __name__ == "__main__":
