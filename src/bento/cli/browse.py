@@ -29,6 +29,7 @@ from bento.errors import BentoError
 from bento.functions.browser import client as browser
 from bento.functions.browser import via_dropbox
 from bento.functions.browser.pad import SCHEMES
+from bento.functions.browser.wire import ENGINES
 
 DEFAULT_PAD = 1_000_000  # the paper's nominal 1 MB: Deep Fingerprinting falls from 93.9% to 8.25%
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -63,7 +64,7 @@ def add_browse(parser: argparse.ArgumentParser) -> None:
         help="multiple: to a multiple of --pad; padme: PURBs' Padmé (at most 12%% more, no size to choose)",
     )  # fmt: skip
     parser.add_argument(
-        "--engine", choices=("static", "chromium"), default="static",
+        "--engine", choices=ENGINES, default="static",
         help="static: the page and what its HTML and CSS name (default); chromium: the page as a headless "
         "browser at the box builds it, with what its scripts request (on boxes whose policy offers the "
         "chromium syscall profile)",

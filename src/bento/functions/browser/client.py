@@ -44,7 +44,6 @@ BOX_MODULES = (
     "deposit",
     "function",
 )
-ENGINES = ("static", "chromium")
 MAX_ARCHIVE = 256 << 20  # the most a client accepts from a box before refusing the transfer
 MAX_UNPACKED = 1 << 30
 MAX_MEMBERS = 10_000
@@ -106,8 +105,8 @@ async def _start(
     engine: str = "static",
 ) -> tuple[SessionStream, Deployment, bool]:
     """Invoke ``entry`` on Browser (deployed or reused) and attach, in one round trip."""
-    if engine not in ENGINES:
-        raise BentoError(f"unknown engine {engine!r}", fix=f"use one of: {', '.join(ENGINES)}")
+    if engine not in wire.ENGINES:
+        raise BentoError(f"unknown engine {engine!r}", fix=f"use one of: {', '.join(wire.ENGINES)}")
     if engine != "static":
         arguments = [*arguments, engine]  # the entry points' last parameter
     function, deployed = await deployment(box, keyring, via_dropbox=via_dropbox, engine=engine)

@@ -57,7 +57,12 @@ def render(url: str, limits: fetch.Limits, user_agent: str, cookies: dict[str, s
     fetched, RenderError if chromium fails."""
     fetcher = fetch.Fetcher(limits, user_agent, cookies, url)
     deadline = time.monotonic() + limits.deadline
-    rendered = asyncio.run(_render(url, fetcher, deadline))
+    try:
+        rendered = asyncio.run(_render(url, fetcher, deadline))
+    except (fetch.PageError, RenderError):
+        raise
+    except Exception as exc:  # Playwright's or chromium's own failure, said as this engine's
+        raise RenderError(f"{type(exc).__name__}: {exc}") from None
     return fetch.complete(fetcher, rendered, deadline)
 
 
@@ -173,6 +178,5 @@ def _collect(
         if rendered is not None and resource.is_html:
             resource.body = discover.without_scripts(rendered).encode()
             resource.content_type = "text/html; charset=utf-8"
-            resource._text = None
-            resource.base = discover.html_base(resource.text(), resource.final_url or resource.url)
+            resource._text = None  # its base is found by fetch.complete, as for the static engine
     return [page, *resources.values()]

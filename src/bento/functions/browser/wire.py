@@ -32,3 +32,8 @@ def decode_header(data: bytes) -> tuple[int, int, bytes]:
     if magic != MAGIC:
         raise WireError("the transfer does not start with a Browser header")
     return archive_length, padding_length, digest
+
+
+# The engines a client may ask Browser for (its entry points' ``engine`` argument): the
+# static one (fetch.crawl) and headless chromium (render.render).
+ENGINES = ("static", "chromium")
