@@ -79,7 +79,9 @@ def test_the_functions_tor_is_client_only_and_follows_the_relays_directory(tmp_p
     lines = relay_directory_lines(Relay())  # type: ignore[arg-type]
     assert lines == ["DirAuthority auth0 orport=1 127.0.0.1:2 AB", "TestingTorNetwork 1"]
     torrc = render_torrc(tmp_path, 1234, lines)
-    for option in ("ClientOnly 1", "__LeaveStreamsUnattached 1", "__DisablePredictedCircuits 1"):
+    isolation = ("ClientOnly 1", "__LeaveStreamsUnattached 1", "__DisablePredictedCircuits 1")
+    fixed_build_timeout = ("LearnCircuitBuildTimeout 0", "CircuitBuildTimeout 60")
+    for option in (*isolation, *fixed_build_timeout):
         assert option in torrc
     assert "__OwningControllerProcess 1234" in torrc and "ORPort" not in torrc
     assert torrc.endswith("TestingTorNetwork 1\n")

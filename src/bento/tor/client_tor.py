@@ -17,6 +17,12 @@ Options that matter, and why:
 - ``UseMicrodescriptors 0``: full descriptors carry full exit policies, so a function
   can ask whether an exit allows an address and port (a microdescriptor only has a
   summary of public ports).
+- ``LearnCircuitBuildTimeout 0`` and ``CircuitBuildTimeout 60``: a function's circuit is
+  built once, on request, and nobody builds another if tor gives up on it, so tor must
+  not give up early. Tor's adaptive timeout learns from the circuits it has built; on a
+  quiet network (a testnet on loopback builds in milliseconds) it learns a timeout that
+  a busy moment then exceeds, and the function's circuit fails with TIMEOUT. A fixed
+  minute, tor's own initial value, leaves the decision to the function (``wait(timeout)``).
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ FUNCTION_OPTIONS = """\
 __LeaveStreamsUnattached 1
 __DisablePredictedCircuits 1
 UseMicrodescriptors 0
+LearnCircuitBuildTimeout 0
+CircuitBuildTimeout 60
 """
 
 
