@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pydantic import Field
 
 from bento.protocol.policy import Needs, NodePolicy
+from bento.runtime import net
 from bento.server.broker import (
     MAX_REQUEST,
     Broker,
@@ -30,7 +31,7 @@ from bento.server.broker import (
     Table,
     normalise,
 )
-from bento.server.broker.service import MAX_REPLY
+from bento.server.broker.service import MAX_IN_FLIGHT, MAX_REPLY, TAG
 
 NETWORK = NodePolicy(network={"allowed": True, "listen": True})
 OWN_PORT = 9051  # stands for tor's control port, the API, ...
@@ -241,7 +242,7 @@ async def test_resolve_and_listen_grant_what_they_say() -> None:
     granted.close()
 
 
-# --- over the socket: one message, one reply, whatever comes ------------------------------------
+# --- over the socket: one tagged message, one reply with its tag, whatever comes -----------------
 
 
 @pytest.fixture
@@ -258,15 +259,28 @@ async def served() -> AsyncIterator[tuple[Broker, socket.socket]]:
         ours.close()
 
 
-async def _exchange(sock: socket.socket, message: bytes) -> tuple[dict[str, Any], list[int]]:
-    def talk() -> tuple[bytes, list[int]]:
-        sock.send(message)
-        data, fds, _flags, _addr = socket.recv_fds(sock, 65536, 1)
-        return data, fds
+def _tagged(request: dict[str, Any] | bytes, tag: int = 7) -> bytes:
+    body = request if isinstance(request, bytes) else json.dumps(request).encode()
+    return TAG.pack(tag) + body
 
-    data, fds = await asyncio.to_thread(talk)
-    reply = json.loads(data)
+
+def _read_reply(sock: socket.socket) -> tuple[int, dict[str, Any], list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(sock, TAG.size + MAX_REPLY, 1)
+    (tag,) = TAG.unpack_from(data)
+    reply = json.loads(data[TAG.size :])
     assert isinstance(reply, dict)
+    return tag, reply, fds
+
+
+async def _exchange(sock: socket.socket, message: bytes) -> tuple[dict[str, Any], list[int]]:
+    """Send one message as it is; its reply, whose tag must be the message's (0 if it has none)."""
+
+    def talk() -> tuple[int, dict[str, Any], list[int]]:
+        sock.send(message)
+        return _read_reply(sock)
+
+    tag, reply, fds = await asyncio.to_thread(talk)
+    assert tag == (TAG.unpack_from(message)[0] if len(message) >= TAG.size else 0)
     return reply, fds
 
 
@@ -274,9 +288,7 @@ async def test_a_granted_socket_arrives_with_its_reply(
     served: tuple[Broker, socket.socket], site: int
 ) -> None:
     _, sock = served
-    reply, fds = await _exchange(
-        sock, json.dumps({"op": "connect", "host": "127.0.0.1", "port": site}).encode()
-    )
+    reply, fds = await _exchange(sock, _tagged({"op": "connect", "host": "127.0.0.1", "port": site}))
     assert reply["ok"] and len(fds) == 1
     with socket.socket(fileno=fds[0]) as granted:
         assert granted.getpeername() == ("127.0.0.1", site)
@@ -293,14 +305,17 @@ async def test_random_bytes_on_the_broker_socket_are_each_answered(
         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
         max_leaves=10,
     )
-    requests = st.one_of(
-        st.binary(min_size=1, max_size=MAX_REQUEST + 100),
+    bodies = st.one_of(
         st.integers(1, 3000).map(lambda n: b"[" * n),
         st.integers(1, 3000).map(lambda n: b'{"op": "connect", "host": ' + b"{" * n),
         st.fixed_dictionaries(
             {"op": st.sampled_from(["connect", "resolve", "listen", "x"])},
             optional={"host": structured, "port": structured, "extra": structured},
         ).map(lambda d: json.dumps(d).encode()),
+    )
+    requests = st.one_of(
+        st.binary(min_size=1, max_size=TAG.size + MAX_REQUEST + 100),  # any framing at all
+        st.builds(lambda tag, body: TAG.pack(tag) + body, st.integers(0, 2**32 - 1), bodies),
     )
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -314,8 +329,98 @@ async def test_random_bytes_on_the_broker_socket_are_each_answered(
             assert reply["code"] in {"denied", "malformed", "failed"}, reply
 
     await asyncio.to_thread(fuzz)
-    reply, _ = await _exchange(sock, b'{"op": "resolve", "host": "still.example"}')
+    reply, _ = await _exchange(sock, _tagged({"op": "resolve", "host": "still.example"}))
     assert reply == {"ok": True, "addresses": ["127.0.0.1"]}, "the broker serves on"
+
+
+class HeldResolver:
+    """Answers a lookup only when the test lets it (``release``); counts lookups under way."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+        self.under_way = 0
+        self.most = 0
+        self.changed = asyncio.Condition()
+
+    async def __call__(self, host: str) -> list[str]:
+        async with self.changed:
+            self.under_way += 1
+            self.most = max(self.most, self.under_way)
+            self.changed.notify_all()
+        try:
+            if host.startswith("slow"):
+                await self.released.wait()
+            return ["127.0.0.1"]
+        finally:
+            self.under_way -= 1
+
+    async def until(self, count: int) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.under_way == count)
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[tuple[HeldResolver, socket.socket]]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    resolver = HeldResolver()
+    serving = asyncio.create_task(_broker(resolver).serve(ours))
+    theirs.settimeout(10)
+    try:
+        yield resolver, theirs
+    finally:
+        resolver.released.set()
+        theirs.close()
+        await asyncio.wait_for(serving, 10)
+        ours.close()
+
+
+async def test_a_slow_request_holds_up_no_other(held: tuple[HeldResolver, socket.socket]) -> None:
+    resolver, sock = held
+    sock.send(_tagged({"op": "resolve", "host": "slow.example"}, tag=1))
+    await resolver.until(1)
+    tag, reply, fds = await asyncio.to_thread(
+        lambda: (sock.send(_tagged({"op": "listen"}, tag=2)), _read_reply(sock))[1]
+    )
+    assert tag == 2 and reply["ok"] and len(fds) == 1, "answered while the lookup waits"
+    socket.socket(fileno=fds[0]).close()
+    resolver.released.set()
+    tag, reply, _ = await asyncio.to_thread(_read_reply, sock)
+    assert (tag, reply) == (1, {"ok": True, "addresses": ["127.0.0.1"]})
+
+
+async def test_a_flood_of_requests_is_answered_a_bounded_number_at_a_time(
+    held: tuple[HeldResolver, socket.socket],
+) -> None:
+    resolver, sock = held
+    asked = MAX_IN_FLIGHT + 10
+    for tag in range(1, asked + 1):
+        sock.send(_tagged({"op": "resolve", "host": f"slow{tag}.example"}, tag=tag))
+    await resolver.until(MAX_IN_FLIGHT)  # the broker stops reading here: the rest wait in the socket
+    resolver.released.set()
+    replies = await asyncio.to_thread(lambda: [_read_reply(sock) for _ in range(asked)])
+    assert sorted(tag for tag, _, _ in replies) == list(range(1, asked + 1))
+    assert all(reply["ok"] for _, reply, _ in replies)
+    assert resolver.most == MAX_IN_FLIGHT
+
+
+async def test_the_runtimes_threads_each_get_their_own_reply(
+    held: tuple[HeldResolver, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The function's side (bento.runtime.net) against the real broker: one thread waits
+    for a slow lookup while others connect and listen, each given its own answer."""
+    resolver, sock = held
+    sock.settimeout(None)
+    monkeypatch.setattr(net, "_broker", sock)
+    slow = asyncio.create_task(asyncio.to_thread(net.resolve, "slow.example"))
+    await resolver.until(1)
+    listeners = await asyncio.gather(*(asyncio.to_thread(net.listen) for _ in range(8)))
+    assert len({listener.getsockname()[1] for listener in listeners}) == 8
+    for listener in listeners:
+        listener.close()
+    assert not slow.done()
+    resolver.released.set()
+    assert await slow == ["127.0.0.1"]
+    assert net._waiting == set() and net._replies == {} and not net._reading
 
 
 # --- the table: how an operation plugs in --------------------------------------------------------

@@ -132,10 +132,11 @@ from bento.protocol.frames import Frame
 from bento.runtime import api, net
 
 def deep_broker():
-    net._broker.send(b"[" * 4000)
-    refused = net._broker.recv(65536).decode()
-    net._broker.send(b"{" * 4096 + b"x")  # one byte over the broker's limit
-    too_large = net._broker.recv(65536).decode()
+    tag = (1).to_bytes(4, "big")  # each request starts with its tag
+    net._broker.send(tag + b"[" * 4000)
+    refused = net._broker.recv(65540)[4:].decode()
+    net._broker.send(tag + b"{" * 4096 + b"x")  # one byte over the broker's limit
+    too_large = net._broker.recv(65540)[4:].decode()
     return [refused, too_large]
 
 def deep_frame(kind):

@@ -14,6 +14,7 @@ from stem.exit_policy import ExitPolicy
 from bento.errors import BentoError
 from bento.protocol.policy import Needs, NodePolicy, TorPolicy, violations
 from bento.server.function_tor import InstanceTor, TorDenied
+from bento.server.tor_books import Circuit
 from bento.server.tor_for_functions import TorForFunctions
 from bento.tor.client_tor import relay_directory_lines, render_torrc
 from bento.tor.consensus import Directory, Relay
@@ -173,3 +174,39 @@ async def test_calling_boxes_needs_the_manifest_and_the_policy(tmp_path: Path) -
     assert caller.call_boxes and not caller.max_circuits
     assert "needs.tor_circuits" in await _refusal(caller, "tor.circuit", length=3)
     assert "not a port" in await _refusal(caller, "tor.stream", host=somewhere, port=99999)
+
+
+class _SlowTor(TorForFunctions):
+    """A functions' tor whose directory answers only when the test says so (no tor process)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir)
+        self.answer = asyncio.Event()
+
+    async def directory(self) -> Directory:
+        await self.answer.wait()
+        return _directory()
+
+    async def build(self, owner: Any, path: list[str]) -> Any:
+        circuit = Circuit(id=str(len(self.circuits) + 1), owner=owner.tag, path=path)
+        self.circuits[circuit.id] = circuit
+        owner.circuits.add(circuit.id)
+        return circuit
+
+
+async def test_circuits_asked_for_at_once_keep_to_the_limit(tmp_path: Path) -> None:
+    """The broker answers an instance's requests concurrently: two circuits asked for
+    while the first is still being chosen must not both pass a limit of one."""
+    service = _SlowTor(tmp_path)
+    tor = InstanceTor.open(service, "f", Needs(tor_circuits=1), NodePolicy(tor=TorPolicy(circuits=True)))
+    first = asyncio.create_task(tor.handle("tor.circuit", {"length": 2}))
+    second = asyncio.create_task(tor.handle("tor.circuit", {"length": 2}))
+    await asyncio.sleep(0)  # one turn of the loop: each request runs to its first wait
+    service.answer.set()
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    built = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, TorDenied)]
+    assert len(built) == 1 and len(refused) == 1, results
+    assert "already has 1 circuits, its limit" in str(refused[0])
+    assert len(tor.owner.circuits) == 1 and tor.building == 0
+    await tor.close()

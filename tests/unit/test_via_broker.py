@@ -19,7 +19,7 @@ class FakeBroker:
     one-shot HTTP server, or refuses; records every request."""
 
     def __init__(self, refuse: str | None = None) -> None:
-        self.ours, self.theirs = socket.socketpair()
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.refuse = refuse
         self.requests: list[dict[str, object]] = []
         self.seen = b""
@@ -28,13 +28,14 @@ class FakeBroker:
 
     def _serve(self) -> None:
         while data := self.ours.recv(4096):
-            self.requests.append(json.loads(data))
+            tag, body = data[:4], data[4:]  # the runtime tags each request; the reply carries it
+            self.requests.append(json.loads(body))
             if self.refuse:
                 reply = {"ok": False, "error": self.refuse, "denied": True}
-                self.ours.sendall(json.dumps(reply).encode())
+                self.ours.sendall(tag + json.dumps(reply).encode())
                 continue
             server, function = socket.socketpair()
-            socket.send_fds(self.ours, [json.dumps({"ok": True}).encode()], [function.fileno()])
+            socket.send_fds(self.ours, [tag + json.dumps({"ok": True}).encode()], [function.fileno()])
             function.close()
             with server:
                 while b"\r\n\r\n" not in self.seen:

@@ -1,9 +1,11 @@
 """The network, as a function sees it: every connection is made by the broker.
 
 ``connect``, ``listen`` and ``resolve`` ask the server's broker over the inherited
-broker socket (``SOCK_SEQPACKET``: one JSON request, one JSON reply, each one message,
-a granted socket attached to its reply); it checks the request against the manifest
-and the relay's exit policy and hands back a real socket. ``socket.create_connection``,
+broker socket (``SOCK_SEQPACKET``: a request is one message, a 4-byte tag and a JSON
+object; its reply is one message with the same tag, a granted socket attached); it
+checks the request against the manifest and the relay's exit policy and hands back a
+real socket. The tags let a function's threads ask at once: each waits for its own
+reply, whichever thread happens to read it. ``socket.create_connection``,
 ``socket.getaddrinfo`` and every TCP socket's ``connect`` are routed here too
 (bento.runtime.routing), so ``urllib.request``, requests, httpx and asyncio streams work
 unchanged. A refused request raises :class:`PermissionError` with the broker's reason.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 
 TYPE_CHECKING = False  # importing typing would cost the sandbox ~3 ms of start-up
@@ -20,8 +23,14 @@ if TYPE_CHECKING:
     from typing import Any
 
 _broker: socket.socket | None = None
-MAX_REPLY = 65536
-_lock = threading.Lock()
+MAX_REPLY = 65536  # the JSON after the tag (bento.server.broker.service.MAX_REPLY)
+_TAG = struct.Struct(">I")
+_state = threading.Condition()  # guards everything below
+_last_tag = 0
+_waiting: set[int] = set()  # tags sent whose replies nobody has read yet
+_replies: dict[int, tuple[bytes, list[int]]] = {}  # read, not yet taken by the thread that asked
+_reading = False  # one thread reads the socket at a time, for everyone
+_gone = False  # the broker closed its end
 _real_getaddrinfo = socket.getaddrinfo
 _real_connect = socket.socket.connect
 
@@ -39,13 +48,11 @@ def _bind(sock: socket.socket) -> None:
 def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]:
     if _broker is None:
         raise PermissionError("no network broker in this process (not running inside Bento)")
-    with _lock:  # one request at a time: replies are not tagged
-        _broker.send(json.dumps(request).encode())
-        data, fds, _flags, _addr = socket.recv_fds(_broker, MAX_REPLY, 1)
+    data, fds = _exchange(_broker, json.dumps(request).encode())
     sock = socket.socket(fileno=fds[0]) if fds else None
+    for extra in fds[1:]:
+        socket.socket(fileno=extra).close()
     try:
-        if not data:
-            raise ConnectionError("the Bento broker went away")
         reply = json.loads(data)
         if not isinstance(reply, dict):
             raise ConnectionError("the Bento broker sent a malformed reply")
@@ -60,6 +67,53 @@ def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]
             sock.close()
         raise
     return reply, sock
+
+
+def _exchange(broker: socket.socket, body: bytes) -> tuple[bytes, list[int]]:
+    """Send one tagged request and wait for its reply: (its JSON, the descriptors it carries).
+
+    Whichever waiting thread finds nobody reading reads the next reply and hands it to
+    its owner (leader and followers), so no thread of the function's is needed just to
+    read the socket, and a slow request (a circuit being built) holds up no other."""
+    global _last_tag, _reading, _gone
+    with _state:
+        _last_tag = _last_tag % 0xFFFFFFFF + 1  # 1 .. 2**32 - 1: tag 0 answers a message with none
+        tag = _last_tag
+        _waiting.add(tag)
+    try:
+        broker.send(_TAG.pack(tag) + body)
+        with _state:
+            while tag not in _replies:
+                if _gone:
+                    raise ConnectionError("the Bento broker went away")
+                if _reading:
+                    _state.wait()
+                    continue
+                _reading = True
+                _state.release()
+                try:
+                    message, fds, _flags, _addr = socket.recv_fds(broker, _TAG.size + MAX_REPLY, 1)
+                finally:
+                    _state.acquire()
+                    _reading = False
+                    _state.notify_all()
+                if len(message) < _TAG.size:
+                    _gone = True
+                    continue
+                (got,) = _TAG.unpack_from(message)
+                if got in _waiting:
+                    _replies[got] = (message[_TAG.size :], fds)
+                else:  # a reply nobody waits for (its thread gave up): nothing of it is kept
+                    for fd in fds:
+                        socket.socket(fileno=fd).close()
+            return _replies.pop(tag)
+    finally:
+        with _state:
+            _waiting.discard(tag)
+            unclaimed = _replies.pop(tag, None)
+        if unclaimed is not None:  # we are leaving with an exception: its socket is nobody's
+            for fd in unclaimed[1]:
+                socket.socket(fileno=fd).close()
 
 
 def connect(host: str, port: int, timeout: float | None = None) -> socket.socket:

@@ -37,6 +37,7 @@ class InstanceTor:
     call_boxes: bool = False
     circuits_built: int = 0
     onions_published: int = 0
+    building: int = 0  # circuits asked for and not yet recorded: the broker answers requests at once
 
     @classmethod
     def open(
@@ -108,11 +109,19 @@ class InstanceTor:
     # --- circuits -----------------------------------------------------------------------
 
     async def _circuit(self, request: dict[str, Any]) -> dict[str, Any]:
-        if len(self.owner.circuits) >= self.max_circuits:
+        held = len(self.owner.circuits) + self.building
+        if held >= self.max_circuits:
             raise TorDenied(
-                f"this instance already has {len(self.owner.circuits)} circuits, its limit "
+                f"this instance already has {held} circuits, its limit "
                 f"(needs.tor_circuits, at most the box's tor.max_circuits); close one first"
             )
+        self.building += 1  # counted from the check on, so requests answered at once cannot pass it together
+        try:
+            return await self._build(request)
+        finally:
+            self.building -= 1
+
+    async def _build(self, request: dict[str, Any]) -> dict[str, Any]:
         directory = await self.service.directory()
         path = request.get("path")
         if path is not None:
@@ -194,6 +203,14 @@ class InstanceTor:
             raise TorDenied("onion services are not in this function's manifest (needs.onion_services)")
         if self.onions_published >= self.max_onions:
             raise TorDenied(f"this instance has published {self.onions_published} onion services, its limit")
+        self.onions_published += 1  # counted from the check on (requests are answered at once)
+        try:
+            return await self._publish_checked(request)
+        except BaseException:
+            self.onions_published -= 1
+            raise
+
+    async def _publish_checked(self, request: dict[str, Any]) -> dict[str, Any]:
         port, virtual_port = _port(request.get("port")), _port(request.get("virtual_port", 80))
         key = request.get("key")
         blob = None
@@ -211,7 +228,6 @@ class InstanceTor:
         address = await self.service.publish(
             self.owner, port, virtual_port, blob, client_auth, bool(request.get("wait", True))
         )
-        self.onions_published += 1
         return {"address": address}
 
 

@@ -111,8 +111,9 @@ class Balancer:
 
     async def run(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        # Broker calls block; a few threads carry them (the broker answers one at a time anyway).
-        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(4))
+        # Broker calls block, so threads carry them: as many as the broker answers at once for
+        # one instance (its MAX_IN_FLIGHT), so that forwarded connections open side by side.
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(16))
         listener = api.listen()
         service = await asyncio.to_thread(api.tor.publish, listener, virtual_port=80, key=_key())
         self.address = service.address

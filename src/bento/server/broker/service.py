@@ -1,12 +1,20 @@
-"""Serving one instance's broker socket: one request, one reply, until the instance goes.
+"""Serving one instance's broker socket: tagged requests, answered concurrently, until the instance goes.
 
 The socket is ``SOCK_SEQPACKET``: the kernel keeps message boundaries, so a request is
-exactly one message, never a prefix of two. A request is a JSON object of at most
-:data:`MAX_REQUEST` bytes; a longer one is cut by the kernel and refused as such. A
-reply is a JSON object ``{"ok": true, ...}`` or ``{"ok": false, "error", "code",
-"denied"}``; a reply that grants a socket carries it as ancillary data (SCM_RIGHTS).
-Descriptors a function sends along with a request are discarded by the kernel (we
-receive no ancillary data).
+exactly one message, never a prefix of two. A message is a 4-byte tag (big-endian; the
+function's runtime numbers its requests from 1) followed by a JSON object of at most
+:data:`MAX_REQUEST` bytes; a longer one is cut by the kernel and refused as such. Each
+reply carries its request's tag and a JSON object ``{"ok": true, ...}`` or ``{"ok":
+false, "error", "code", "denied"}``; a reply that grants a socket carries it as
+ancillary data (SCM_RIGHTS). A message too short to hold a tag is answered with tag 0,
+which no request uses. Descriptors a function sends along with a request are discarded
+by the kernel (we receive no ancillary data).
+
+Tags let one instance's requests run at once: a thread waiting for a circuit, or for a
+stream to an onion service, does not hold up another that connects (a LoadBalancer
+forwards many connections at a time). At most :data:`MAX_IN_FLIGHT` are answered at once
+per instance; past that the broker stops reading its socket until one is answered, so
+a function that floods it only waits on itself.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import asyncio
 import json
 import logging
 import socket
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +33,10 @@ from bento.server.broker.table import OPERATIONS
 
 log = logging.getLogger("bento.broker")
 MAX_REQUEST = 4096
-MAX_REPLY = 65536  # what the runtime reads (bento.runtime.net.MAX_REPLY): one message, never cut
+MAX_REPLY = 65536  # the JSON the runtime reads after the tag (bento.runtime.net.MAX_REPLY): never cut
+MAX_IN_FLIGHT = 16  # requests of one instance answered at once
+TAG = struct.Struct(">I")
+NO_TAG = TAG.pack(0)
 _INTERNAL = b'{"ok": false, "code": "internal", "denied": false, "error": "internal error"}'
 
 
@@ -57,21 +69,49 @@ class Broker:
     async def _serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
-        while True:
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        replying = asyncio.Lock()  # one reply on the socket at a time (one writer callback per fd)
+        async with asyncio.TaskGroup() as group:
+            answering: set[asyncio.Task[None]] = set()
             try:
-                request = await loop.sock_recv(sock, MAX_REQUEST + 1)
-            except OSError:
-                return
-            if not request:
-                return  # the instance closed its end (or sent an empty message: the same to us)
-            reply, granted = await self.answer(request)
+                while True:
+                    await slots.acquire()
+                    try:
+                        message = await loop.sock_recv(sock, TAG.size + MAX_REQUEST + 1)
+                    except OSError:
+                        message = b""
+                    if not message:  # the instance closed its end (or sent an empty message: the same to us)
+                        slots.release()
+                        return
+                    task = group.create_task(self._reply(sock, message, slots, replying))
+                    answering.add(task)
+                    task.add_done_callback(answering.discard)
+            finally:
+                for task in answering:  # the instance has gone: nobody waits for these answers
+                    task.cancel()
+
+    async def _reply(
+        self, sock: socket.socket, message: bytes, slots: asyncio.Semaphore, replying: asyncio.Lock
+    ) -> None:
+        """Answer one message on the socket. Raises nothing: a failure is the reply, or the
+        instance has gone (and the reading loop sees it)."""
+        try:
+            if len(message) < TAG.size:
+                reply, granted = self._refuse("malformed", "a broker request starts with a 4-byte tag"), None
+                tag = NO_TAG
+            else:
+                tag = message[: TAG.size]
+                reply, granted = await self.answer(message[TAG.size :])
             try:
-                await _send(sock, reply, granted)
+                async with replying:
+                    await _send(sock, tag + reply, granted)
             except OSError:
-                return
+                pass
             finally:
                 if granted is not None:
                     granted.close()  # the instance holds its own copy now
+        finally:
+            slots.release()
 
     async def answer(self, raw: bytes) -> tuple[bytes, socket.socket | None]:
         """The reply to one request, and the socket it grants."""
