@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -34,6 +34,14 @@ from bento.server.config import ServerConfig
 from bento.server.registry import Registry
 
 BOOT_ID = "boot-1"
+
+
+def without_sandbox(why: Exception) -> NoReturn:
+    """Skip a test that needs a sandbox this host cannot make; in CI (``CI=true``) fail it:
+    a CI run that skipped it proved nothing."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true, and this host cannot sandbox instances: {why}")
+    pytest.skip(f"this host cannot sandbox instances: {why}")
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -147,9 +155,7 @@ def local_registry(
         try:
             sandbox = SandboxHost(config.policy, config.state_dir, accept_unenforced=["cpu_share"])
         except SandboxUnavailable as exc:
-            if os.environ.get("CI") == "true":  # CI must run these, not report them skipped
-                pytest.fail(f"CI=true, and this host cannot sandbox instances: {exc}")
-            pytest.skip(f"this host cannot sandbox instances: {exc}")
+            without_sandbox(exc)
         try:
             registry = Registry(config, BOOT_ID, sandbox, broker.closed_gate())  # no network here
             registry.reset_storage()

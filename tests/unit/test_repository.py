@@ -26,3 +26,59 @@ def test_no_file_holds_merge_conflict_markers() -> None:
         ):
             conflicted.append(name)
     assert conflicted == [], f"merge conflict markers in {conflicted}"
+
+
+# The layers of src/bento, as the README's layout draws them: each package may import only
+# those named here (lazy imports inside functions included). A new arrow is a decision about
+# the architecture, to be made here, in review, not by accident in a module.
+MAY_IMPORT = {
+    "errors": {"protocol"},  # the one exception hierarchy carries the protocol's error codes
+    "protocol": {"tor"},  # descriptors name boxes by onion address (bento.tor.onion)
+    "tor": {"errors"},
+    "runtime": {"protocol"},  # what runs inside the sandbox: nothing of the server's
+    "sandbox": {"protocol"},
+    "client": {"errors", "protocol", "runtime", "tor"},  # runtime: the transport inside a function
+    "server": {"client", "errors", "protocol", "sandbox", "tor"},  # client: local_box() hands one out
+    "functions": {"client", "errors", "protocol", "runtime"},
+    "testnet": {"client", "errors", "sandbox", "server", "tor"},
+    "eval": {"client", "errors", "functions", "testnet", "tor"},
+    "cli": {"client", "errors", "eval", "functions", "protocol", "server", "testnet", "tor"},
+    "__main__": {"cli"},
+}
+MAX_LINES = 400
+
+
+def _modules() -> list[Path]:
+    return sorted((ROOT / "src" / "bento").rglob("*.py"))
+
+
+def test_no_package_imports_a_layer_above_it() -> None:
+    import ast
+
+    crossings = []
+    for path in _modules():
+        parts = path.relative_to(ROOT / "src" / "bento").parts
+        layer = parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if not name.startswith("bento."):
+                    continue
+                target = name.split(".")[1]
+                if target != layer and target not in MAY_IMPORT.get(layer, set()):
+                    crossings.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert crossings == []
+
+
+def test_no_module_is_over_400_lines() -> None:
+    long = [
+        f"{p.relative_to(ROOT)}: {n}"
+        for p in _modules()
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    ]
+    assert long == []

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from localbox import without_sandbox
 
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind, EndCause, SessionState
@@ -181,7 +182,7 @@ async def box(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
         try:
             sandbox = SandboxHost(config.policy, config.state_dir, accept_unenforced=["cpu_share"])
         except SandboxUnavailable as exc:
-            pytest.skip(f"this host cannot sandbox instances: {exc}")
+            without_sandbox(exc)
         registry = Registry(config, "limits", sandbox, closed_gate())
         registry.reset_storage()
         pooled = request.param.startswith("pooled")

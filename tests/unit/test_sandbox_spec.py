@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from localbox import without_sandbox
 
 from bento.protocol.policy import Needs, NodePolicy, SyscallProfile
 from bento.sandbox import cgroups, command, uids
@@ -80,7 +81,7 @@ def test_a_host_that_cannot_enforce_a_limit_refuses_to_start(
     try:
         host = SandboxHost(NodePolicy(), tmp_path / "state", accept_unenforced=["cpu_share"])
     except SandboxUnavailable as exc:
-        pytest.skip(f"this host cannot sandbox instances: {exc}")
+        without_sandbox(exc)
     assert host.enforced()["cpu_share"] == "not enforced"
     host.close()
 
