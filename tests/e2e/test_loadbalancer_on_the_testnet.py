@@ -142,7 +142,7 @@ async def test_loadbalancer_replicates_scales_and_replaces_a_lost_replica(
         # on the other box, and new connections go to it (it holds the fewest).
         mark = len(events.seen)
         async with _held(testnet, address, 3) as holders:
-            assert holders == [one] * 3
+            assert holders == [one] * 3, (events.seen, stream.logs)
             second = await events.wait(mark, event="up")
             assert second["box"] == exit0.bento_onion
             two = await _ask(testnet, address, "pong")

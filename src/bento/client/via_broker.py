@@ -91,6 +91,9 @@ class BrokerBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
+KEEPALIVE_EXPIRY = 5.0  # httpx's default: seconds an idle connection to a box is kept
+
+
 def _open(host: str, port: int) -> socket.socket:
     _, sock = net._ask({"op": "tor.stream", "host": host, "port": port})
     if sock is None:
@@ -104,7 +107,13 @@ class BrokerTransport(httpx.AsyncHTTPTransport):
     def __init__(self) -> None:
         super().__init__()
         # httpx does not expose httpcore's network seam; its pool is the documented way in.
-        self._pool = httpcore.AsyncConnectionPool(network_backend=BrokerBackend(), http1=True)
+        # httpcore's pool keeps idle connections for ever unless told; httpx's own expiry
+        # (5 s) is shorter than the box's keep-alive, so the client always lets go first
+        # and never sends on a connection the box is closing (seen: a LoadBalancer's replica
+        # start failed with "Server disconnected", and that box was avoided for a minute).
+        self._pool = httpcore.AsyncConnectionPool(
+            network_backend=BrokerBackend(), http1=True, keepalive_expiry=KEEPALIVE_EXPIRY
+        )
 
 
 def inside_a_function() -> bool:

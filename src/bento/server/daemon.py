@@ -35,6 +35,7 @@ from bento.tor.resolver import Resolver
 
 log = logging.getLogger("bento.server")
 STATUS_FILE = "server.json"
+KEEP_ALIVE_SECONDS = 30  # an idle HTTP connection to the API is kept this long
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -110,6 +111,10 @@ class BentoServer:
                 # and let message lengths leak what was compressed together.
                 ws_per_message_deflate=False,
                 ws_max_size=2 << 20,
+                # Over Tor a new connection costs a stream's round trip: keep idle ones longer
+                # than clients do (httpx: 5 s), so that a client always closes first and
+                # never sends a request on a connection the box is closing.
+                timeout_keep_alive=KEEP_ALIVE_SECONDS,
                 timeout_graceful_shutdown=2,
             )
         )

@@ -53,7 +53,18 @@ FIRST_CIRCUIT_TIMEOUT = 60.0
 @dataclass
 class _Pending:
     circuit: str  # "0": tor picks (onion addresses)
+    host: str
     attached: asyncio.Future[str]
+    claimed: bool = False  # tor announced its stream (attaching it takes a control-port call)
+
+    @property
+    def over_a_circuit(self) -> bool:
+        """A stream over one of the instance's circuits that tor has not announced yet."""
+        return self.circuit != "0" and not self.claimed
+
+    def wants(self, target: str) -> bool:
+        """Whether tor's new stream to ``target`` (as its STREAM event names it) is this one."""
+        return target.strip("[]").lower() == self.host.strip("[]").lower()
 
 
 class TorForFunctions:
@@ -67,7 +78,7 @@ class TorForFunctions:
         self.circuits: dict[str, Circuit] = {}
         self.owners: dict[str, Owner] = {}
         self.functions: dict[str, FunctionOnions] = {}
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, list[_Pending]] = {}  # instance tag -> its streams being opened
         self._directory: tuple[float, Directory] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: set[asyncio.Task[None]] = set()
@@ -220,13 +231,23 @@ class TorForFunctions:
 
     async def open_stream(self, owner: Owner, circuit_id: str, host: str, port: int) -> socket.socket:
         """A SOCKS connection through the functions' tor whose stream tor attaches to
-        ``circuit_id`` ("0": tor's choice, for onion addresses). Raises BentoError."""
+        ``circuit_id`` ("0": tor's choice, for onion addresses). Raises BentoError.
+
+        Tor's STREAM event names the SOCKS user (the instance) and the target, not the
+        connection, so an instance's streams being opened at once must differ by target or
+        not matter: streams to onion addresses may go at once (tor builds their circuits;
+        two to one address are interchangeable), while an instance's streams over its own
+        circuits are opened one after the other, each surely attached to its circuit."""
         await self.controller()
         assert self.tor is not None
-        if owner.tag in self._pending:
-            raise BentoError("one stream at a time per instance")
-        pending = _Pending(circuit_id, asyncio.get_running_loop().create_future())
-        self._pending[owner.tag] = pending
+        if circuit_id != "0":  # until tor has announced the one before (then it is told apart)
+            while ahead := [
+                p.attached for p in self._pending.get(owner.tag, ()) if p.circuit != "0" and not p.claimed
+            ]:
+                await asyncio.wait(ahead)
+        mine = self._pending.setdefault(owner.tag, [])
+        pending = _Pending(circuit_id, host, asyncio.get_running_loop().create_future())
+        mine.append(pending)
         proxy = Proxy.from_url(f"socks5://{owner.tag}:x@{self.tor.socks[0]}:{self.tor.socks[1]}", rdns=True)
         try:
             sock = await proxy.connect(host, port, timeout=STREAM_TIMEOUT)
@@ -234,7 +255,9 @@ class TorForFunctions:
             reason = pending.attached.exception() if pending.attached.done() else None
             raise BentoError(f"the stream to {host}:{port} failed: {reason or exc}") from None
         finally:
-            self._pending.pop(owner.tag, None)
+            mine.remove(pending)
+            if not mine and self._pending.get(owner.tag) is mine:
+                del self._pending[owner.tag]
             if not pending.attached.done():
                 pending.attached.cancel()
         stream_id = pending.attached.result() if pending.attached.done() else ""
@@ -247,19 +270,24 @@ class TorForFunctions:
         if event.purpose not in (None, stem.StreamPurpose.USER, stem.StreamPurpose.DNS_REQUEST):
             return  # tor's own directory streams: tor attaches those
         user = str(event.keyword_args.get("SOCKS_USERNAME", "")).strip('"')
-        self._loop.call_soon_threadsafe(self._on_stream, event.id, event.status, user)
+        target = str(event.target_address or "")
+        self._loop.call_soon_threadsafe(self._on_stream, event.id, event.status, user, target)
 
-    def _on_stream(self, stream_id: str, status: str, user: str) -> None:
+    def _on_stream(self, stream_id: str, status: str, user: str, target: str = "") -> None:
         if status == stem.StreamStatus.CLOSED:
             for owner in self.owners.values():
                 owner.streams.discard(stream_id)
             return
         if status not in (stem.StreamStatus.NEW, stem.StreamStatus.NEWRESOLVE):
             return
-        pending = self._pending.get(user)
-        if pending is None or pending.attached.done():
+        waiting = [p for p in self._pending.get(user, ()) if not p.claimed]
+        # The one it names; else the only one waiting (tor spelt the target its own way).
+        chosen = [p for p in waiting if p.wants(target)] or (waiting if len(waiting) == 1 else [])
+        pending = chosen[0] if chosen else None
+        if pending is None:
             self._own(self._close_stream(stream_id))  # nobody's: tor must not carry it
             return
+        pending.claimed = True
         self._own(self._attach(stream_id, pending))
 
     def _own(self, coroutine: Any) -> None:
