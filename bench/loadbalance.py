@@ -398,6 +398,7 @@ def main() -> None:
     with testnet(args.dir, args.boxes) as net:
         body = asyncio.run(measure(net, sizes, args.service_ms, args.seconds, args.warmup, args.onionbalance))
     flags = f"--replicas {args.replicas} --service-ms {args.service_ms} --seconds {args.seconds:g}"
+    flags += f" --boxes {args.boxes}" if not args.dir else f" --dir {args.dir}"
     flags += " --onionbalance" if args.onionbalance else ""
     record("LoadBalancer scaling", f"python bench/loadbalance.py {flags}", body)
 
