@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -129,3 +130,39 @@ def _publisher(state_dir: Path) -> str:
         f"pathlib.Path({str(state_dir / STATUS_FILE)!r}).write_text({status!r});"
         "time.sleep(60)"
     )
+
+
+@pytest.mark.parametrize("start", ["nameserver", "latency"])
+def test_the_testnets_servers_stop_when_their_owner_ends(tmp_path: Path, start: str) -> None:
+    """A test session or bench killed outright (SIGKILL: no clean-up of its own) leaves no
+    nameserver or delaying link behind: they follow their owner, as the tors do."""
+    import os
+    import select
+    import signal
+
+    from bento.testnet import services
+
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        if start == "nameserver":
+            service = services.start_nameserver(tmp_path, None, owner=owner.pid)
+        else:
+            service = services.start_latency(tmp_path, [], 25.0, owner=owner.pid)
+        services.wait_ready(service, time.monotonic() + 30)
+        assert service.pid is not None and service.alive()
+        exited = os.pidfd_open(service.pid)
+        try:
+            owner.send_signal(signal.SIGKILL)
+            owner.wait(10)
+            readable, _, _ = select.select([exited], [], [], 30)  # readable once it has exited
+            assert readable, f"the {start} outlived its owner"
+        finally:
+            os.close(exited)
+    finally:
+        owner.kill()
+        owner.wait()
+        if service.pid is not None:  # reaped (and first killed, should it have outlived its owner)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(service.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(service.pid, 0)

@@ -88,12 +88,15 @@ class Testnet:
         try:
             corpus = net.corpus
             say("starting the nameserver" + (f" and {len(corpus.sites)} corpus sites" if corpus else ""))
-            state.services.append(services.start_nameserver(directory, corpus))
+            owner = config.owner_pid  # the servers go when it goes, as the tors do
+            state.services.append(services.start_nameserver(directory, corpus, owner))
             if corpus is not None:
-                state.services.append(services.start_corpus(directory, corpus, config.web_delay_ms))
+                state.services.append(services.start_corpus(directory, corpus, config.web_delay_ms, owner))
             if config.hop_delay_ms > 0:
                 say(f"emulating {config.hop_delay_ms:g} ms one way on every link to a relay")
-                state.services.append(services.start_latency(directory, state.nodes, config.hop_delay_ms))
+                state.services.append(
+                    services.start_latency(directory, state.nodes, config.hop_delay_ms, owner)
+                )
             state.save()
             for service in state.services:
                 services.wait_ready(service, deadline)

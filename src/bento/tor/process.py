@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,14 +122,47 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
+OWNER_ENV = "BENTO_OWNER_PID"  # a detached helper given this stops when that process ends
+
+
+def owned_env(owner: int | None) -> dict[str, str] | None:
+    """The environment for a detached helper that must not outlive ``owner`` (None: no owner)."""
+    return None if owner is None else {**os.environ, OWNER_ENV: str(owner)}
+
+
+def stop_with_owner(loop: asyncio.AbstractEventLoop, stop: Callable[[], object]) -> None:
+    """Call ``stop`` when the process named by $BENTO_OWNER_PID ends (at once if it has).
+
+    What tor does with ``__OwningControllerProcess``, for the testnet's own servers: a
+    test session or a bench killed outright leaves no nameserver or web server behind.
+    Linux's pidfd becomes readable when the process exits; no polling."""
+    owner = os.environ.get(OWNER_ENV)
+    if not owner:
+        return
+    try:
+        pidfd = os.pidfd_open(int(owner))
+    except ProcessLookupError:
+        loop.call_soon(stop)
+        return
+
+    def ended() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        stop()
+
+    loop.add_reader(pidfd, ended)
+
+
 def serve_until_signalled(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` until it returns, or until SIGTERM or SIGINT cancels it: a clean stop."""
+    """Run ``main`` until it returns, or until SIGTERM or SIGINT cancels it, or its owner
+    ($BENTO_OWNER_PID) ends: a clean stop."""
 
     async def run() -> None:
         task = asyncio.create_task(main)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
+        stop_with_owner(loop, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

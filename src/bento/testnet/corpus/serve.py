@@ -27,6 +27,7 @@ from starlette.routing import Route
 from bento.testnet.corpus.content import CONTENT_TYPES, render
 from bento.testnet.corpus.model import Corpus
 from bento.testnet.latency import Link, serve_link
+from bento.tor.process import stop_with_owner
 
 
 def app(corpus: Corpus, port: int) -> Starlette:
@@ -88,6 +89,7 @@ async def run(corpus: Corpus, ready: Path, delay_ms: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    stop_with_owner(loop, lambda: setattr(server, "should_exit", True))
     serving = asyncio.create_task(server.serve(sockets=sockets))
     try:
         while not server.started:
