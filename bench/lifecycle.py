@@ -429,7 +429,10 @@ async def idle_instances(
             shape = " > ".join(comm(pid) for pid in members)
         return pythons, trees, shape
     finally:
-        for stream in streams:
+        # Newest first: each stream's WebSocket holds an anyio cancel scope entered in this
+        # task, and scopes must be left in the reverse order of entering them (closing the
+        # oldest first cancelled this task and lost every figure of the run).
+        for stream in reversed(streams):
             await stream.close_input()
             await drain(stream)
             await stream.close()
@@ -481,9 +484,10 @@ async def measure(net: Testnet, args: argparse.Namespace) -> dict[str, object]:
             )
         session_id = await direct.invoke(deployment, "hello", ["compression"])
         async with await direct.attach(deployment, session_id) as stream:
-            extensions = stream._ws.protocol.extensions
+            response = stream.link.raw.response  # the upgrade's answer: what the box agreed to
+            negotiated = response.headers.get("sec-websocket-extensions", "") if response else ""
             await drain(stream)
-        results["ws_extensions"] = ", ".join(type(e).__name__ for e in extensions) or "none"
+        results["ws_extensions"] = negotiated or "none"
         await direct.shutdown(deployment)
         await asyncio.sleep(1.0)
         results["rss_end"] = rss_mib(server_pid)
