@@ -49,9 +49,7 @@ def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]
     if _broker is None:
         raise PermissionError("no network broker in this process (not running inside Bento)")
     data, fds = _exchange(_broker, json.dumps(request).encode())
-    sock = socket.socket(fileno=fds[0]) if fds else None
-    for extra in fds[1:]:
-        socket.socket(fileno=extra).close()
+    sock = socket.socket(fileno=fds[0]) if fds else None  # at most one: recv_fds reads one
     try:
         reply = json.loads(data)
         if not isinstance(reply, dict):

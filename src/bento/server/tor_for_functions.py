@@ -241,9 +241,7 @@ class TorForFunctions:
         await self.controller()
         assert self.tor is not None
         if circuit_id != "0":  # until tor has announced the one before (then it is told apart)
-            while ahead := [
-                p.attached for p in self._pending.get(owner.tag, ()) if p.circuit != "0" and not p.claimed
-            ]:
+            while ahead := [p.attached for p in self._pending.get(owner.tag, ()) if p.over_a_circuit]:
                 await asyncio.wait(ahead)
         mine = self._pending.setdefault(owner.tag, [])
         pending = _Pending(circuit_id, host, asyncio.get_running_loop().create_future())
