@@ -130,6 +130,16 @@ def chromium_calls():
     found["unshare"] = libc.unshare(0x10000000) == 0 or _name(ctypes.get_errno())
     return found
 
+def held_with_a_child():
+    from bento.runtime import api
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    api.send(b"forked")
+    api.recv()  # until the test closes the input
+    return child
+
 def fork_bomb():
     children = 0
     try:
@@ -270,3 +280,38 @@ async def test_a_chromium_sandbox_holds_memory_without_address_space_limits(box:
         "unix listener": True, "AF_INET": "EPERM", "AF_INET6": "EPERM", "AF_NETLINK": "EPERM",
         "mount": "EPERM", "unshare": "EPERM",
     }  # fmt: skip
+
+
+def _tree(pid: int) -> set[int]:
+    """``pid`` and its descendants, as the kernel lists them."""
+    found = {pid}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found |= _tree(int(child))
+    return found
+
+
+async def test_every_process_of_a_sandbox_is_in_its_cgroups(box: Box) -> None:
+    """bubblewrap, its init, Python and what the function forks: moved while bubblewrap
+    builds the sandbox (bento.sandbox.host), never one left behind in the server's group."""
+    if box.sandbox.group is None:
+        pytest.skip("no cgroups on this path: the rlimits and the watchdog hold instead")
+    deployed = await box.registry.deploy(
+        Manifest(name="held", needs=FORKING), CodeKind.MODULE, base64.b64encode(CODE.encode()).decode()
+    )
+    if box.pooled:
+        async with asyncio.timeout(30):
+            await box.sandbox.pool.stocked(Spec.of(FORKING).shape)
+    session = box.registry.invoke(deployed.function, "held_with_a_child", [], {})
+    async with asyncio.timeout(30):
+        assert await session.output.read(0) == b"forked"
+    assert session.instance is not None and session.instance.group is not None
+    processes = _tree(session.instance.pid)
+    assert len(processes) >= 4, processes  # bubblewrap, its init, Python, the function's child
+    for directory in session.instance.group.dirs.values():
+        members = {int(pid) for pid in (directory / "cgroup.procs").read_text().split()}
+        assert processes <= members, (directory, processes - members)
+    await session.close_input()
+    async with asyncio.timeout(30):
+        await session.done.wait()
+    assert session.state is SessionState.COMPLETED, (session.cause, session.reason)

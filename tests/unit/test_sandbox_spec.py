@@ -49,7 +49,7 @@ def test_a_pooled_sandbox_fits_only_specs_of_its_shape() -> None:
 def test_the_command_line_is_rendered_from_the_spec() -> None:
     spec = Spec.of(Needs(scratch_mb=5))
     spec = Spec(**{**spec.__dict__, "shape": Shape(5 * MB, (Mount("ro-bind", "/data", source="/srv/x"),))})
-    where = command.Placement(Path("/code"), Path("/rt"), None, (), 3, 4, 5)
+    where = command.Placement(Path("/code"), Path("/rt"), None, None, None, 3, 4, 5)
     line = command.argv(spec, where)
     assert line[line.index("--tmpfs") - 4 : line.index("--tmpfs") + 2] == [
         "--size", str(5 * MB), "--perms", "1777", "--tmpfs", "/tmp",
@@ -57,6 +57,11 @@ def test_the_command_line_is_rendered_from_the_spec() -> None:
     assert line[line.index("/srv/x") - 1 : line.index("/srv/x") + 2] == ["--ro-bind", "/srv/x", "/data"]
     assert f"--fsize={5 * MB}" in line and not any(arg.startswith("--nproc") for arg in line)
     assert "setpriv" not in line, "no uid of its own when the server is not root"
+    assert "--block-fd" not in line, "without cgroups, nothing to wait for"
+    held = command.argv(spec, command.Placement(Path("/code"), Path("/rt"), 200_001, 6, 7, 3, 4, 5))
+    at = held.index("--info-fd")
+    assert held[at : at + 4] == ["--info-fd", "7", "--block-fd", "6"]
+    assert held[held.index("setpriv") + 1] == "--reuid=200001"
 
 
 def test_the_descriptor_says_how_each_limit_holds() -> None:
@@ -127,7 +132,7 @@ def test_chromium_gets_a_sandbox_of_its_own_shape_without_address_space_limits()
         spec.rlimits()["RLIMIT_NPROC"] == 257
         and spec.rlimits()["RLIMIT_CPU"] == plain.rlimits()["RLIMIT_CPU"]
     )
-    line = command.argv(spec, command.Placement(Path("/code"), Path("/rt"), None, (), 3, 4, 5))
+    line = command.argv(spec, command.Placement(Path("/code"), Path("/rt"), None, None, None, 3, 4, 5))
     assert "--as=unlimited" in line and "--data=unlimited" in line
     if Path("/etc/fonts").is_dir():
         assert line[line.index("/etc/fonts") - 1 : line.index("/etc/fonts") + 2] == [
@@ -144,3 +149,29 @@ def test_the_chromium_profile_comes_with_processes_and_playwright() -> None:
     with pytest.raises(ValueError, match="'playwright'"):
         NodePolicy(syscall_profiles=[SyscallProfile.PROCESSES, SyscallProfile.CHROMIUM])
     NodePolicy(syscall_profiles=[SyscallProfile.PROCESSES, SyscallProfile.CHROMIUM], packages=["playwright"])
+
+
+def test_the_runtime_is_byte_compiled_for_the_sandboxs_python(tmp_path: Path) -> None:
+    """A sandbox cannot write bytecode (its root is read-only): without a .pyc beside every
+    module, each cold start would compile the runtime again (20 ms, bench/sandbox_startup.py)."""
+    try:
+        host = SandboxHost(NodePolicy(), tmp_path / "state")
+    except SandboxUnavailable as exc:
+        without_sandbox(exc)
+    try:
+        sources = sorted(host.runtime_dir.rglob("*.py"))
+        assert sources
+        # What the import system checks before it uses a .pyc: its magic number, and the
+        # modification time of its source (flags 0: a timestamp .pyc).
+        probe = (
+            "import importlib.util, marshal, os, struct, sys\n"
+            "for path in sys.argv[1:]:\n"
+            "    data = open(importlib.util.cache_from_source(path), 'rb').read()\n"
+            "    magic, flags, mtime = data[:4], *struct.unpack('<II', data[4:12])\n"
+            "    assert magic == importlib.util.MAGIC_NUMBER and flags == 0, path\n"
+            "    assert mtime == int(os.stat(path).st_mtime) & 0xFFFFFFFF, path\n"
+            "    assert marshal.loads(data[16:]).co_filename.startswith('/opt/bento/'), path\n"
+        )
+        subprocess.run([command.PYTHON, "-I", "-S", "-c", probe, *map(str, sources)], check=True, timeout=60)
+    finally:
+        host.close()

@@ -7,6 +7,8 @@ server is shared with this process but that socket.
 
 from __future__ import annotations
 
+# json now, not when the function returns: what reports its result must not depend on what
+# the function leaves behind (every descriptor in use, a module of its own named json).
 import importlib
 import json
 import socket

@@ -65,9 +65,14 @@ class Group:
                 self._write("cpu", "cpu.cfs_period_us", str(CPU_PERIOD_US))
                 self._write("cpu", "cpu.cfs_quota_us", str(int(cpus * CPU_PERIOD_US)))
 
-    def procs_files(self) -> list[str]:
-        """The cgroup.procs files a process writes its pid into to join this group."""
-        return [str(d / "cgroup.procs") for d in self.dirs.values()]
+    def admit(self, pid: int) -> None:
+        """Move process ``pid`` into this group, in every hierarchy; its children so far stay.
+
+        It blocks: the first move after a quiet spell waits for an RCU grace period in the
+        kernel (10 to 15 ms on the machines of docs/benchmarks.md), so call it off the event loop.
+        """
+        for directory in self.dirs.values():
+            (directory / "cgroup.procs").write_text(str(pid))
 
     def peak_memory(self) -> int | None:
         value = self._read("memory", "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes")

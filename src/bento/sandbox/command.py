@@ -2,11 +2,18 @@
 
 A chain of small, well-known tools, each doing one thing:
 
-    sh -c 'join the instance cgroups; exec "$@"'     (only where cgroups are ours)
     prlimit --as --data --cpu --nofile --fsize --core=0
     setpriv --reuid=UID --regid=GID --clear-groups    (only when the server runs as root)
     bwrap --unshare-all --disable-userns --die-with-parent --seccomp FD ...
+          --info-fd FD --block-fd FD                  (only where cgroups are ours)
     /usr/bin/python3 -I -S -c '<runtime bootstrap>' CHANNEL_FD BROKER_FD
+
+Where the instance has cgroups, the server moves bubblewrap and the sandbox's first
+process into them while bubblewrap builds the sandbox: bubblewrap names that process on
+the info descriptor and holds it on the block descriptor, before it forks or runs
+anything, until the server is done (bento.sandbox.host). A process that moved itself
+first (``sh -c 'echo $$ > cgroup.procs; exec ...'``) kept the whole start waiting for the
+kernel's grace period.
 
 RLIMIT_NPROC is not set out here: the runtime sets it inside the instance's own user
 namespace, where it counts only the instance's processes (see bento.sandbox.spec).
@@ -23,7 +30,8 @@ from bento.sandbox.spec import UNLIMITED, Mount, Spec
 SANDBOX_GID = 199_999  # group of every instance: may read function code, nothing else of ours
 INNER_ID = 65534  # the uid and gid an instance sees for itself
 PYTHON = "/usr/bin/python3"
-BOOTSTRAP = "import sys; sys.path[:0] = ['/opt/bento']; from bento.runtime.__main__ import main; main()"
+RUNTIME_MOUNT = "/opt/bento"  # where an instance finds the runtime (bento.runtime, standard library only)
+BOOTSTRAP = f"import sys; sys.path[:0] = [{RUNTIME_MOUNT!r}]; from bento.runtime.__main__ import main; main()"
 
 _PRLIMIT = {
     "RLIMIT_AS": "--as",
@@ -41,19 +49,16 @@ class Placement:
     code_dir: Path
     runtime_dir: Path
     uid: int | None  # a uid of its own (the server runs as root), else None
-    cgroup_procs: tuple[str, ...]  # the cgroup.procs files it joins
+    hold_fd: int | None  # the sandbox waits to read a byte here (only where it has cgroups)
+    info_fd: int | None  # bubblewrap writes its sandbox's pid here (with hold_fd)
     channel_fd: int
     broker_fd: int
     filter_fd: int
 
 
 def argv(spec: Spec, where: Placement) -> list[str]:
-    line: list[str] = []
-    if where.cgroup_procs:
-        join = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
-        line += ["/bin/sh", "-c", join, "sh", *where.cgroup_procs, "--"]
     limits = spec.outer_rlimits()
-    line += ["prlimit", *(f"{flag}={_limit(limits[name])}" for name, flag in _PRLIMIT.items())]
+    line = ["prlimit", *(f"{flag}={_limit(limits[name])}" for name, flag in _PRLIMIT.items())]
     line += [f"--cpu={limits['RLIMIT_CPU']}:{limits['RLIMIT_CPU'] + 1}", "--"]  # SIGXCPU, then SIGKILL
     if where.uid is not None:
         line += ["setpriv", f"--reuid={where.uid}", f"--regid={SANDBOX_GID}", "--clear-groups"]
@@ -63,7 +68,14 @@ def argv(spec: Spec, where: Placement) -> list[str]:
     line += _root()
     line += ["--proc", "/proc", "--dev", "/dev"]
     line += _mount(Mount("tmpfs", "/tmp", size_bytes=spec.shape.scratch_bytes))  # noqa: S108
-    line += ["--ro-bind", str(where.code_dir), "/function", "--ro-bind", str(where.runtime_dir), "/opt/bento"]
+    line += [
+        "--ro-bind",
+        str(where.code_dir),
+        "/function",
+        "--ro-bind",
+        str(where.runtime_dir),
+        RUNTIME_MOUNT,
+    ]
     for mount in spec.shape.mounts:
         line += _mount(mount)
     line += ["--remount-ro", "/", "--chdir", "/function", "--clearenv"]
@@ -72,6 +84,8 @@ def argv(spec: Spec, where: Placement) -> list[str]:
     for name, value in environment.items():
         line += ["--setenv", name, value]
     line += ["--seccomp", str(where.filter_fd)]
+    if where.hold_fd is not None and where.info_fd is not None:
+        line += ["--info-fd", str(where.info_fd), "--block-fd", str(where.hold_fd)]
     line += [PYTHON, "-I", "-S", "-c", BOOTSTRAP, str(where.channel_fd), str(where.broker_fd)]
     return line
 

@@ -16,6 +16,7 @@ import contextlib
 import functools
 import hashlib
 import itertools
+import json
 import os
 import shutil
 import socket
@@ -121,6 +122,7 @@ class SandboxHost:
         shutil.copy(package / "protocol" / "frames.py", target / "protocol")
         for source in (package / "runtime").glob("*.py"):
             shutil.copy(source, target / "runtime")
+        byte_compile(self.runtime_dir)
         self.share(self.runtime_dir)
 
     def share(self, root: Path) -> None:
@@ -216,18 +218,22 @@ class SandboxHost:
         # The broker keeps message boundaries: one request, one message (bento.server.broker).
         broker_ours, broker_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         group = None
+        hold = info = (-1, -1)  # pipes (read end, write end), where the instance has cgroups
         try:
             if self.group is not None:
                 # Named afresh: a killed instance's group can outlive it while its processes die.
                 group = self.group.child(f"i{next(self._spawned)}")
                 group.limit(memory_bytes=spec.memory_bytes, pids=spec.cgroup_pids())
+                hold, info = os.pipe(), os.pipe()
             filter_fd = seccomp.memfd(self._policy_filter)
+            theirs_fds = [theirs.fileno(), broker_theirs.fileno(), filter_fd]
             try:
                 where = command.Placement(
                     code_dir=code_dir,
                     runtime_dir=self.runtime_dir,
                     uid=self._claim.base + slot if self._claim else None,
-                    cgroup_procs=tuple(group.procs_files()) if group else (),
+                    hold_fd=hold[0] if group else None,
+                    info_fd=info[1] if group else None,
                     channel_fd=theirs.fileno(),
                     broker_fd=broker_theirs.fileno(),
                     filter_fd=filter_fd,
@@ -235,7 +241,7 @@ class SandboxHost:
                 # Popen only forks and execs (it returns once exec succeeded); the wait is ours.
                 process = subprocess.Popen(  # noqa: ASYNC220
                     command.argv(spec, where),
-                    pass_fds=(where.channel_fd, where.broker_fd, filter_fd),
+                    pass_fds=[*theirs_fds, *((hold[0], info[1]) if group else ())],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
@@ -245,7 +251,13 @@ class SandboxHost:
                 os.close(filter_fd)
                 theirs.close()
                 broker_theirs.close()
+                for fd in (hold[0], info[1]):
+                    if fd >= 0:
+                        os.close(fd)
         except BaseException:
+            for fd in (hold[1], info[0]):
+                if fd >= 0:
+                    os.close(fd)
             ours.close()
             broker_ours.close()
             self._release(slot, group)
@@ -254,6 +266,12 @@ class SandboxHost:
             process, spec, group, lambda: self._release(slot, group, process.pid), ours, broker_ours
         )
         self._live[process.pid] = instance
+        if group is not None:
+            try:  # the grace period it may wait for is the kernel's, in a thread, not the loop's
+                await asyncio.to_thread(_admit, group, process.pid, info[0], hold[1])
+            except BaseException:
+                instance.kill()  # its exit releases the slot and the group
+                raise
         return instance
 
     def _release(self, slot: int, group: cgroups.Group | None, pid: int | None = None) -> None:
@@ -274,6 +292,45 @@ class SandboxHost:
         shutil.rmtree(self.root, ignore_errors=True)
         if self._claim is not None:
             self._claim.release()
+
+
+def _admit(group: cgroups.Group, pid: int, info_fd: int, hold_fd: int) -> None:
+    """Move a sandbox into ``group`` while bubblewrap builds it, then let it go on.
+
+    Bubblewrap (``pid``) forks the sandbox's first process early, names it on ``info_fd``
+    and holds it on ``hold_fd`` before it forks or runs anything else; whatever forks it
+    makes after that inherits the group. Moving bubblewrap first lets the kernel's grace
+    period pass while it builds the sandbox; the second move then costs little. Owns and
+    closes both descriptors; a sandbox that died meanwhile raises OSError.
+    """
+    try:
+        group.admit(pid)
+        with os.fdopen(info_fd, "rb", closefd=False) as stream:
+            info = stream.read(4096)  # bubblewrap writes one small JSON object and closes
+        try:
+            child = int(json.loads(info)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            raise OSError(f"bubblewrap did not name its sandbox's process (it said {info[:200]!r})") from None
+        group.admit(child)
+        os.write(hold_fd, b"\0")
+    finally:
+        os.close(info_fd)
+        os.close(hold_fd)
+
+
+def byte_compile(runtime_dir: Path) -> None:
+    """Byte-compile what has no .pyc yet under ``runtime_dir``, with the sandbox's own Python.
+
+    The sandbox is read-only and writes no bytecode, so a module without a .pyc is compiled
+    at every import: 20 ms of every cold start for the runtime itself (measured with
+    bench/sandbox_startup.py), seconds for the client's dependencies, counted against a
+    function's CPU limit. Existing .pyc files (copied along with offered packages) are
+    valid there as long as their sources keep their modification times; compileall skips
+    them. Tracebacks name the files where the sandbox sees them.
+    """
+    argv = [command.PYTHON, "-I", "-S", "-m", "compileall", "-q", "-j", "0", "-d", command.RUNTIME_MOUNT, "."]
+    # A file that fails to compile stays source: it fails again, clearly, when imported.
+    subprocess.run(argv, cwd=runtime_dir, capture_output=True, timeout=600, check=False)
 
 
 @functools.lru_cache(maxsize=16)

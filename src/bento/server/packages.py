@@ -30,6 +30,7 @@ from bento.errors import BentoError
 from bento.protocol.descriptor import OfferedPackage
 from bento.protocol.imports import imports_of
 from bento.sandbox.command import PYTHON
+from bento.sandbox.host import byte_compile
 
 BENTO = "bento"
 # The parts of Bento a function may use (the client, and what it builds on); what they
@@ -67,20 +68,8 @@ def install(runtime_dir: Path, names: list[str]) -> list[OfferedPackage]:
         wanted.extend(client_dependencies())
     for dist in _closure(wanted):
         offered.append(_copy(dist, site, suffixes))
-    _compile(runtime_dir)
+    byte_compile(runtime_dir)  # what came without bytecode, for the sandbox's Python
     return sorted(offered, key=lambda p: p.name)
-
-
-def _compile(runtime_dir: Path) -> None:
-    """Byte-compile what has no .pyc yet, with the sandbox's own Python.
-
-    The sandbox is read-only and writes no bytecode, so a module without a .pyc is compiled
-    at every import: seconds for the client's dependencies, counted against a function's CPU
-    limit. The .pyc files copied along are valid there (one magic number for all of 3.11,
-    and the sources keep their modification times); compileall skips those.
-    """
-    command = [PYTHON, "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(runtime_dir)]
-    subprocess.run(command, capture_output=True, timeout=600, check=False)  # a file that fails stays source
 
 
 def client_dependencies() -> list[str]:
