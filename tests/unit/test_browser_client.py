@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import tarfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,15 +25,25 @@ DONE = Ended(state=SessionState.COMPLETED, cause=EndCause.COMPLETED)
 class Stream:
     """What a session stream hands the client: chunks, then how the session ended."""
 
-    def __init__(self, data: bytes, chunk: int = 1000, ended: Ended = DONE) -> None:
+    def __init__(
+        self, data: bytes, chunk: int = 1000, ended: Ended = DONE, hold_after: int | None = None
+    ) -> None:
         self.data, self.chunk, self.final = data, chunk, ended
         self.ended: Ended | None = None
         self.sent = 0
+        self.hold_after = hold_after  # the box's bytes stop here until `go_on` is set
+        self.go_on = asyncio.Event()
+        self.all_sent = threading.Event()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for start in range(0, len(self.data), self.chunk):
+            if self.hold_after is not None and start >= self.hold_after:
+                async with asyncio.timeout(10):
+                    await self.go_on.wait()
+            await asyncio.sleep(0)  # a real stream waits for the network
             self.sent = min(start + self.chunk, len(self.data))
             yield self.data[start : start + self.chunk]
+        self.all_sent.set()
         self.ended = self.final
 
 
@@ -59,17 +71,41 @@ async def receive(stream: Stream, out: Path, **kwargs: Any) -> dict[str, Any]:
 
 async def test_the_page_is_shown_before_the_padding_ends(tmp_path: Path) -> None:
     body = archive({"index.html": b"<p>hi</p>", "resources/a.png": b"png"})
-    stream = Stream(transfer(body, 50_000), chunk=777)
+    page_end = wire.HEADER.size + len(body)
+    # The box's padding waits until the page is shown: a client that showed it only at the
+    # end of the transfer would wait for ever (10 s here).
+    stream = Stream(transfer(body, 50_000), chunk=777, hold_after=page_end + 777)
     shown_at: list[int] = []
 
     async def on_page(main: Path) -> None:
         assert main.read_bytes() == b"<p>hi</p>"
         shown_at.append(stream.sent)
+        stream.go_on.set()
 
     got = await receive(stream, tmp_path / "out", on_page=on_page, progress=None)
     assert got["padding_bytes"] == 50_000 and got["received_bytes"] == len(stream.data)
     assert shown_at and shown_at[0] < len(stream.data) - 40_000
+    assert got["seconds_to_page_bytes"] <= got["seconds_to_page"] <= got["seconds_to_last_byte"]
     assert (tmp_path / "out" / "page.tar.gz").read_bytes() == body
+
+
+async def test_the_padding_is_read_while_the_page_is_unpacked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that stopped reading to unpack would leave the padding in Tor's windows, and
+    the padding would end later by the time it took (Table 2's padding cost)."""
+    body = archive({"index.html": b"<p>hi</p>"})
+    stream = Stream(transfer(body, 200_000), chunk=1000)
+    unpack = client._unpack
+
+    def slow_unpack(archive: bytes, digest: bytes, out: Path) -> dict[str, Any]:
+        assert stream.all_sent.wait(10), "the padding was not read while the page was unpacked"
+        return unpack(archive, digest, out)
+
+    monkeypatch.setattr(client, "_unpack", slow_unpack)
+    got = await receive(stream, tmp_path / "out", on_page=None, progress=None)
+    assert got["padding_bytes"] == 200_000
+    assert got["seconds_to_page_bytes"] <= got["seconds_to_last_byte"] <= got["seconds_to_page"]
 
 
 @pytest.mark.parametrize(

@@ -162,7 +162,8 @@ def cmd_browse(args: argparse.Namespace) -> int:
         f"{page.received_bytes} on your link ({scheme})"
     )
     console.print(
-        f"  time:      page after {page.seconds_to_page:.2f} s, padding done after {page.seconds:.2f} s "
+        f"  time:      page after {page.seconds_to_page:.2f} s, padding done after "
+        f"{page.seconds_to_last_byte:.2f} s, session closed after {page.seconds:.2f} s "
         f"(the box fetched for {page.index.get('seconds', 0)} s)"
     )
     if page.cover is not None:

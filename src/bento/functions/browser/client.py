@@ -145,8 +145,10 @@ class Page:
     archive_bytes: int
     padding_bytes: int
     received_bytes: int
-    seconds_to_page: float
-    seconds: float = 0.0
+    seconds_to_page: float  # request -> the page verified and unpacked (shown, with on_page)
+    seconds_to_page_bytes: float = 0.0  # request -> the archive's last byte arrived
+    seconds_to_last_byte: float = 0.0  # request -> the transfer's last byte (the padding's) arrived
+    seconds: float = 0.0  # request -> the session's end, as the box reported it
     usage: ResourceUsage | None = None  # the instance's, as the box measured it
     function_id: str = ""
     deployed: bool = False
@@ -173,6 +175,8 @@ class Page:
             "padding_bytes": self.padding_bytes,
             "received_bytes": self.received_bytes,
             "seconds_to_page": round(self.seconds_to_page, 3),
+            "seconds_to_page_bytes": round(self.seconds_to_page_bytes, 3),
+            "seconds_to_last_byte": round(self.seconds_to_last_byte, 3),
             "seconds": round(self.seconds, 3),
             "box_seconds": self.index.get("seconds"),
             "parser": self.index.get("parser"),
@@ -256,36 +260,49 @@ async def _receive(
     on_page: Callable[[Path], Awaitable[None]] | None,
     progress: Progress | None,
 ) -> dict[str, Any]:
-    """Header, archive (verified, unpacked, shown), then exactly the announced padding."""
+    """Header, archive (verified, unpacked, shown), then exactly the announced padding.
+
+    The page is verified and unpacked in a task of its own while the padding keeps
+    arriving: a reader that stopped to unpack would leave the padding waiting in Tor's
+    windows and only then take it, so the padding would end later by the unpacking time.
+    """
     buffer = bytearray()
     header: tuple[int, int, bytes] | None = None
-    found: dict[str, Any] = {}
+    showing: asyncio.Task[dict[str, Any]] | None = None  # ours: awaited or cancelled below
+    times = {"seconds_to_page_bytes": 0.0, "seconds_to_last_byte": 0.0}
     padding = total = 0
-    async for chunk in stream:
-        total += len(chunk)
-        data = chunk
-        if header is None:
-            buffer += data
-            if len(buffer) < wire.HEADER.size:
-                continue
-            header = _header(bytes(buffer[: wire.HEADER.size]))
-            data, buffer = bytes(buffer[wire.HEADER.size :]), bytearray()
-        length, announced, digest = header
-        if not found:
-            taken = data[: length - len(buffer)]
-            buffer += taken
-            data = data[len(taken) :]
-            if len(buffer) == length:
-                found = await asyncio.to_thread(_unpack, bytes(buffer), digest, out)
-                buffer = bytearray()
-                found["seconds_to_page"] = time.monotonic() - started
-                if on_page is not None:  # the page is shown now; the padding still has to arrive
-                    await on_page(found["main"])
-        padding += len(data)
-        if padding > announced:
-            raise BentoError(f"the box sent more padding than the {announced} bytes it announced")
-        if progress is not None:
-            progress(total, wire.HEADER.size + length + announced)
+    try:
+        async for chunk in stream:
+            total += len(chunk)
+            times["seconds_to_last_byte"] = time.monotonic() - started
+            data = chunk
+            if header is None:
+                buffer += data
+                if len(buffer) < wire.HEADER.size:
+                    continue
+                header = _header(bytes(buffer[: wire.HEADER.size]))
+                data, buffer = bytes(buffer[wire.HEADER.size :]), bytearray()
+            length, announced, digest = header
+            if showing is None:
+                taken = data[: length - len(buffer)]
+                buffer += taken
+                data = data[len(taken) :]
+                if len(buffer) == length:
+                    times["seconds_to_page_bytes"] = times["seconds_to_last_byte"]
+                    showing = asyncio.create_task(_show(bytes(buffer), digest, out, started, on_page))
+                    buffer = bytearray()
+            elif showing.done():
+                showing.result()  # a page that failed to unpack ends the transfer now
+            padding += len(data)
+            if padding > announced:
+                raise BentoError(f"the box sent more padding than the {announced} bytes it announced")
+            if progress is not None:
+                progress(total, wire.HEADER.size + length + announced)
+        found = await showing if showing is not None else {}
+    finally:
+        if showing is not None:  # left early: stop it, and take its outcome (the first error wins)
+            showing.cancel()
+            await asyncio.gather(showing, return_exceptions=True)
     ended = stream.ended
     if ended is not None and ended.state is not SessionState.COMPLETED:
         error = ended.error
@@ -305,11 +322,26 @@ async def _receive(
     usage = ended.usage if ended is not None else None
     return {
         **found,
+        **times,
         "archive_bytes": header[0],
         "padding_bytes": padding,
         "received_bytes": total,
         "usage": usage,
     }
+
+
+async def _show(
+    archive: bytes,
+    digest: bytes,
+    out: Path,
+    started: float,
+    on_page: Callable[[Path], Awaitable[None]] | None,
+) -> dict[str, Any]:
+    found = await asyncio.to_thread(_unpack, archive, digest, out)
+    found["seconds_to_page"] = time.monotonic() - started
+    if on_page is not None:  # the page is shown now; the padding may still be arriving
+        await on_page(found["main"])
+    return found
 
 
 def _header(data: bytes) -> tuple[int, int, bytes]:
