@@ -15,12 +15,13 @@ sites from the lightest to the heaviest, times from the request to the whole pag
   box (the function deployed and its connection up beforehand).
 
 Padding's cost on the same circuit: after each padded load, a plain TCP stream of exactly
-the padding's byte count is read over the same circuit (an ephemeral onion service on the
-box's relay carries both: port 80 is the box's API, port 81 a TCP sender; one SOCKS
-isolation per repetition). Padding time = from the page's last byte to the padding's last
-byte at the client; raw time = from the stream's first byte to its last. Target: padding
-time <= 1.1x raw time. Loads go round-robin (every site and condition of repetition 1,
-then of repetition 2, ...), so that drift of the shared machine spreads over all.
+the transfer's byte count (page and padding) is read over the same circuit (an ephemeral
+onion service on the box's relay carries both: port 80 is the box's API, port 81 a TCP
+sender; one SOCKS isolation per repetition). Padding time = from the page's last byte to
+the padding's last byte at the client; raw time = from the raw stream's byte at the same
+place (the page's length) to its last. Target: padding time <= 1.1x raw time. Loads go
+round-robin (every site and condition of repetition 1, then of repetition 2, ...), so that
+drift of the shared machine spreads over all.
 
     python bench/page_fetch.py [--sites 12] [--runs 3] [--runs-7mb 2] [--plot docs/page_fetch.png]
                                [--save docs/page_fetch.json] [--report docs/page_fetch.json]
@@ -65,10 +66,10 @@ RATIO_MIN_PADDING = 100_000
 @dataclass
 class Load:
     seconds: float
-    to_page: float = 0.0  # Browser: request -> the page's last byte
+    to_page: float = 0.0  # Browser: request -> the page verified and unpacked
     padding: int = 0
     padding_seconds: float = 0.0  # Browser: the page's last byte -> the padding's last byte
-    raw_seconds: float = 0.0  # the same bytes on the same circuit, first byte -> last
+    raw_seconds: float = 0.0  # the same bytes at the same place of a raw stream on the same circuit
     received: int = 0
 
 
@@ -80,19 +81,27 @@ class Results:
     failures: list[str] = field(default_factory=list)
 
 
-async def raw_stream(socks: str, onion: str, total: int) -> float:
-    """Seconds from the first byte to the last of ``total`` bytes from the TCP sender."""
+async def raw_stream(socks: str, onion: str, total: int, after: int = 0) -> float:
+    """Seconds from the ``after``-th byte (the first, by default) to the last of ``total`` bytes
+    from the TCP sender.
+
+    Padding follows the page on Browser's stream, so it travels in a flow already under way;
+    its baseline is the same bytes at the same place of a raw stream (``after`` = the page's
+    bytes), not a fresh stream of the padding alone: a fresh stream smaller than Tor's
+    windows arrives as one burst, whose first byte to last says little about the circuit.
+    """
     proxy = Proxy.from_url(f"socks5://{socks}")
     sock = await proxy.connect(dest_host=f"{onion}.onion", dest_port=81, timeout=120)
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
         writer.write(b"%d\n" % total)
         await writer.drain()
-        first = await reader.read(1 << 20)
-        started, received = time.perf_counter(), len(first)
+        received, started = 0, None
         while received < total and (data := await reader.read(1 << 20)):
             received += len(data)
-        if received != total:
+            if started is None and received > after:
+                started = time.perf_counter()
+        if received != total or started is None:
             raise RuntimeError(f"the raw stream gave {received} of {total} bytes")
         return time.perf_counter() - started
     finally:
@@ -112,16 +121,18 @@ async def plain(site_url: str, warm_url: str, socks: str, isolation: str) -> Loa
 async def through_browser(
     box: Box, keyring: Keyring, site_url: str, pad: int, out: Path, circuit: tuple[str, str]
 ) -> Load:
-    started = time.perf_counter()
     page = await browser.browse(box, keyring, site_url, out, browser.Options(pad=pad))
-    seconds = time.perf_counter() - started
     if page.failed:
         raise RuntimeError(f"{len(page.failed)} of {len(page.resources)} resources failed")
+    # The whole page: every byte of the transfer in and the page unpacked, as plain Tor's time
+    # is its last byte in; the session's end (the box's report, the WebSocket's close) follows.
+    seconds = max(page.seconds_to_last_byte, page.seconds_to_page)
     load = Load(seconds=seconds, to_page=page.seconds_to_page, padding=page.padding_bytes)
     load.received = page.received_bytes
     if page.padding_bytes:
-        load.padding_seconds = seconds - page.seconds_to_page
-        load.raw_seconds = await raw_stream(circuit[0], circuit[1], page.padding_bytes)
+        load.padding_seconds = page.seconds_to_last_byte - page.seconds_to_page_bytes
+        page_bytes = page.received_bytes - page.padding_bytes  # the header and the archive
+        load.raw_seconds = await raw_stream(circuit[0], circuit[1], page.received_bytes, after=page_bytes)
     return load
 
 
@@ -240,7 +251,10 @@ def report(results: Results, args: argparse.Namespace, command: str) -> str:
         )
     runs_7 = min(args.runs, args.runs_7mb)
     body = f"""\
-Time from the request to the whole page, in seconds: median (min-max) of {args.runs} loads per
+Time from the request to the whole page, in seconds (plain Tor: its last byte in; Browser: the
+transfer's last byte in, padding included, and the page verified and unpacked, whichever comes
+later; the session's end that follows, the box's report and the WebSocket's close, is not
+counted): median (min-max) of {args.runs} loads per
 site and condition ({runs_7} for 7 MB padding), on a testnet with wide-area latency emulated
 (`--wan`): {WAN_HOP_MS:g} ms one way on every link to a relay and {WAN_WEB_MS:g} ms one way between
 an exit (or the box) and the web server (round trips of {2 * WAN_HOP_MS:g} and {2 * WAN_WEB_MS:g} ms,
@@ -263,11 +277,11 @@ Browser 0 MB 5.9-8.1 s, 1 MB 21-38 s, 7 MB 82-92 s.
   target <= 1 (no slower): {"meets" if meets_small else "MISSES"} it{"" if meets_small else " on some"};
   all sites: median {statistics.median([r for r in ratios_all if r == r]):.2f}
 - Padding's cost on the same circuit (padding time: the page's last byte to the padding's last
-  byte at the client; raw: a plain TCP stream of as many bytes over the same circuit, an
-  ephemeral onion service on exit0's tor carrying the box's API and a TCP sender, first byte
-  to last; loads padded with {RATIO_MIN_PADDING // 1000} KB or more; while the client verifies and
-  unpacks the page, padding keeps arriving into the buffers of its connection, so on a busy
-  machine part of it is read at once afterwards: small paddings' ratios scatter widely):
+  byte at the client, which reads on while it verifies and unpacks the page; raw: a plain TCP
+  stream of the whole transfer's size over the same circuit, an ephemeral onion service on
+  exit0's tor carrying the box's API and a TCP sender, from its byte at the page's length to
+  its last, so that the same bytes are timed at the same place of a flow; loads padded with
+  {RATIO_MIN_PADDING // 1000} KB or more):
 {chr(10).join("  " + p for p in pads)}
 - load average (1 min) at the start and after each repetition: {loads} on {os.cpu_count()} cores
   (the machine is shared with other work: absolute times vary with it; the ratios are taken within
