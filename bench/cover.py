@@ -57,6 +57,8 @@ class Load:
     up: float = 0.0  # bytes/s in the window, client to guard
     down: float = 0.0
     cv: float = 0.0  # of the bytes per 100 ms, both directions, in the window
+    cv_up: float = 0.0  # the same, each direction alone
+    cv_down: float = 0.0
     bins: int = 0
     frames: int = 0  # the client's pacer: frames sent, and of them sent late or never sent
     late: int = 0
@@ -64,25 +66,26 @@ class Load:
 
 def steadiness(
     records: list[tuple[float, int, int]], start: float, end: float
-) -> tuple[float, float, float, int]:
-    """Bytes/s up and down, and the CV of bytes per BIN, over [start + EDGE, end - EDGE]."""
+) -> tuple[float, float, float, int, float, float]:
+    """Bytes/s up and down, the CV of bytes per BIN (both directions), over [start + EDGE,
+    end - EDGE]; and the CV of each direction alone (which side's pacing is unsteady)."""
     first, last = start + EDGE, end - EDGE
     count = int((last - first) / BIN)
     if count < 2:
-        return 0.0, 0.0, 0.0, 0
-    bins = [0] * count
-    up = down = 0
+        return 0.0, 0.0, 0.0, 0, 0.0, 0.0
+    bins, ups, downs = [0] * count, [0] * count, [0] * count
     for when, direction, length in records:
         k = int((when - first) / BIN)
         if 0 <= k < count:
             bins[k] += length
-            if direction > 0:
-                up += length
-            else:
-                down += length
+            (ups if direction > 0 else downs)[k] += length
     span = count * BIN
-    mean = statistics.fmean(bins)
-    return up / span, down / span, (statistics.pstdev(bins) / mean if mean else 0.0), count
+
+    def cv(values: list[int]) -> float:
+        mean = statistics.fmean(values)
+        return statistics.pstdev(values) / mean if mean else 0.0
+
+    return sum(ups) / span, sum(downs) / span, cv(bins), count, cv(ups), cv(downs)
 
 
 async def pacer_alone(rate: int, burst: int, seconds: float = 5.0) -> float:
@@ -161,7 +164,9 @@ async def measure(net: Testnet, args: argparse.Namespace, tmp: Path) -> tuple[li
                         if page.cover is not None:
                             start = float(page.cover["started_wall"])
                             end = start + float(page.cover["seconds"]) - cover.tail  # the close began
-                            load.up, load.down, load.cv, load.bins = steadiness(records, start, end)
+                            load.up, load.down, load.cv, load.bins, load.cv_up, load.cv_down = steadiness(
+                                records, start, end
+                            )
                             load.frames = int(page.cover["frames"])
                             load.late = int(page.cover["late"]) + int(page.cover["skipped"])
                             if load.up + load.down < 0.25 * 2 * args.rate * CELL_BYTES:
@@ -186,9 +191,9 @@ def report(
     nominal = args.rate * CELL_BYTES
     covered = [x for x in loads if x.covered]
     rows = [
-        "| site | page | CV per 100 ms | up | down | pacer frames late | link bytes, cover / none "
-        "| to page, cover / none | to end, cover / none |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| site | page | CV per 100 ms | CV up / down alone | up | down | pacer frames late "
+        "| link bytes, cover / none | to page, cover / none | to end, cover / none |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for site in dict.fromkeys(x.site for x in loads):
         mine = [x for x in covered if x.site == site]
@@ -198,6 +203,7 @@ def report(
         med = statistics.median
         rows.append(
             f"| {site} | {mine[0].page_bytes / 1e6:.2f} MB | {med(x.cv for x in mine):.2%} "
+            f"| {med(x.cv_up for x in mine):.1%} / {med(x.cv_down for x in mine):.1%} "
             f"| {med(x.up for x in mine) / 1000:.0f} KB/s | {med(x.down for x in mine) / 1000:.0f} KB/s "
             f"| {sum(x.late for x in mine) / max(1, sum(x.frames for x in mine)):.1%} "
             f"| {med(x.link_bytes for x in mine) / 1e6:.2f} / "
@@ -230,7 +236,8 @@ def report(
         + f"- load average during the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
         + (f"- failures: {'; '.join(failures)}\n" if failures else "")
     )
-    record(f"Link cover at {args.rate} cells/s (bench/cover.py)", command, body)
+    params = f", consensus {' '.join(args.consensus_param)}" if args.consensus_param else ""
+    record(f"Link cover at {args.rate} cells/s (bench/cover.py{params})", command, body)
 
 
 def main() -> None:
@@ -241,6 +248,10 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=10, help="cells per frame")
     parser.add_argument("--window", type=float, default=20.0, help="seconds of cover at least")
     parser.add_argument("--keep", type=Path, help="keep every load's capture (pcap) in this directory")
+    parser.add_argument(
+        "--consensus-param", action="append", default=[], metavar="NAME=VALUE",
+        help="a parameter the testnet's authorities vote for, e.g. cc_alg=0 (congestion control off)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
@@ -248,8 +259,9 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bento-bench-cover-") as tmp:
         config = TestnetConfig(
-            directory=Path(tmp) / "net", bento_boxes=1, bootstrap_timeout=300, owner_pid=os.getpid()
-        )
+            directory=Path(tmp) / "net", bento_boxes=1, bootstrap_timeout=300, owner_pid=os.getpid(),
+            consensus_params=tuple(args.consensus_param),
+        )  # fmt: skip
         with Testnet.start(config, progress=print) as net:
             loads, failures, alone = asyncio.run(measure(net, args, Path(tmp)))
     report(loads, failures, alone, args, command.strip())

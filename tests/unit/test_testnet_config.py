@@ -61,6 +61,14 @@ def test_every_node_knows_the_authorities_and_authorities_vote_exit_for_exits() 
     assert "ORPort" not in client_rc
 
 
+def test_only_the_authorities_vote_for_the_consensus_parameters_asked_for() -> None:
+    nodes = _nodes()
+    assert "ConsensusParams" not in render_torrc(nodes[0], nodes, None)
+    for node in nodes:
+        voted = render_torrc(node, nodes, None, ("cc_alg=0", "circwindow=500"))
+        assert ("ConsensusParams cc_alg=0 circwindow=500\n" in voted) is (node.role is Role.AUTHORITY)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -72,6 +80,8 @@ def test_every_node_knows_the_authorities_and_authorities_vote_exit_for_exits() 
         ({"consensus_lifetime": 10}, "--consensus-lifetime"),
         ({"consensus_lifetime": 7200}, "--consensus-lifetime"),
         ({"consensus_lifetime": 25}, "a multiple of 10"),
+        ({"consensus_params": ("cc_alg",)}, "name=integer"),
+        ({"consensus_params": ("cc_alg=0\nExitRelay 1",)}, "name=integer"),
     ],
 )
 def test_impossible_shapes_are_refused_with_the_reason(kwargs: dict[str, int], message: str) -> None:
@@ -113,8 +123,8 @@ def test_a_tor_that_fails_to_start_is_named_with_its_log(
 
     real = config_module.render_torrc
 
-    def broken(node: Node, nodes: list[Node], owner: int | None) -> str:
-        text = real(node, nodes, owner)
+    def broken(node: Node, nodes: list[Node], owner: int | None, params: tuple[str, ...]) -> str:
+        text = real(node, nodes, owner, params)
         return text + "ThisIsNotATorOption 1\n" if node.nickname == "relay1" else text
 
     monkeypatch.setattr(config_module, "render_torrc", broken)

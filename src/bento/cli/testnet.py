@@ -95,6 +95,13 @@ def _add_up_options(parser: argparse.ArgumentParser, dir_help: str = _DIR_HELP) 
         "clients fetch new ones less often",
     )
     parser.add_argument(
+        "--consensus-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a network parameter the authorities vote for (ConsensusParams), e.g. cc_alg=0; repeatable",
+    )
+    parser.add_argument(
         "--wan",
         action="store_true",
         help="wide-area latency: --hop-delay 25 --web-delay 40 unless given (see docs/testnet.md)",
@@ -117,6 +124,7 @@ def _config(
         web_delay_ms=_delay(args.web_delay, args.wan, "WAN_WEB_MS"),
         owner_pid=owner_pid,
         consensus_lifetime=args.consensus_lifetime,
+        consensus_params=tuple(args.consensus_param),
     )
 
 

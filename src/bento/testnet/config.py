@@ -9,6 +9,7 @@ through the testnet's own nameserver, so nothing leaves this machine.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,9 @@ class TestnetConfig:
     # votes stays 10 s: onion services' time periods and shared randomness are counted in
     # voting intervals, so changing it under running services makes them unreachable.
     consensus_lifetime: int = 20
+    # Network parameters the authorities vote for (tor's ConsensusParams, "name=integer"), for
+    # experiments: e.g. "cc_alg=0" turns congestion control off and fixed windows back on.
+    consensus_params: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.authorities < 3:
@@ -64,6 +68,9 @@ class TestnetConfig:
             )
         if not 0 <= self.corpus_sites <= 999:
             raise TestnetError("--corpus-sites must be between 0 and 999")
+        for param in self.consensus_params:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=-?[0-9]{1,10}", param):
+                raise TestnetError(f"consensus parameter {param!r}: write it as name=integer, e.g. cc_alg=0")
         if self.bento_boxes < 0 or self.bento_boxes > self.relays:
             raise TestnetError(f"--bento-boxes must be between 0 and the number of relays ({self.relays})")
 
@@ -151,7 +158,9 @@ SocksPort 127.0.0.1:{socks_port}
 """
 
 
-def render_torrc(node: Node, nodes: list[Node], owner_pid: int | None) -> str:
+def render_torrc(
+    node: Node, nodes: list[Node], owner_pid: int | None, consensus_params: tuple[str, ...] = ()
+) -> str:
     """The torrc for ``node`` in a network made of ``nodes``."""
     values = {
         "data_dir": node.data_dir,
@@ -180,6 +189,8 @@ def render_torrc(node: Node, nodes: list[Node], owner_pid: int | None) -> str:
         # policies would otherwise not earn the flag.
         exits = ",".join(f"${n.fingerprint}" for n in nodes if n.role is Role.EXIT)
         parts.append(f"TestingDirAuthVoteExit {exits}\n")
+        if consensus_params:
+            parts.append(f"ConsensusParams {' '.join(consensus_params)}\n")
     if owner_pid is not None:
         parts.append(f"__OwningControllerProcess {owner_pid}\n")
     if node.bento_user is not None:  # where that user can read it (its group is set on start)
@@ -202,7 +213,9 @@ def dir_authority_line(auth: Node) -> str:
     )
 
 
-def write_torrc(node: Node, nodes: list[Node], owner_pid: int | None) -> Path:
+def write_torrc(
+    node: Node, nodes: list[Node], owner_pid: int | None, consensus_params: tuple[str, ...] = ()
+) -> Path:
     path = Path(node.data_dir) / "torrc"
-    path.write_text(render_torrc(node, nodes, owner_pid))
+    path.write_text(render_torrc(node, nodes, owner_pid, consensus_params))
     return path

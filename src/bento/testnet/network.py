@@ -107,7 +107,7 @@ class Testnet:
             for node in boxed:  # the last one's server runs as config.box_user, if any
                 boxes.prepare(node, directory, user=config.box_user if node is boxed[-1] else None)
             for node in state.nodes:
-                write_torrc(node, state.nodes, config.owner_pid)
+                write_torrc(node, state.nodes, config.owner_pid, config.consensus_params)
             say(f"starting {len(state.nodes)} tor processes")
             for node in state.nodes:
                 node.pid = spawn_detached(
