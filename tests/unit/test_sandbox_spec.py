@@ -12,6 +12,7 @@ from localbox import without_sandbox
 
 from bento.protocol.policy import Needs, NodePolicy, SyscallProfile
 from bento.sandbox import cgroups, command, uids
+from bento.sandbox import host as host_module
 from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.sandbox.spec import MB, MECHANISMS, Host, Mount, Shape, Spec, enforcement, spec_fields, unenforced
 
@@ -175,3 +176,37 @@ def test_the_runtime_is_byte_compiled_for_the_sandboxs_python(tmp_path: Path) ->
         subprocess.run([command.PYTHON, "-I", "-S", "-c", probe, *map(str, sources)], check=True, timeout=60)
     finally:
         host.close()
+
+
+class _Recorded:
+    def __init__(self) -> None:
+        self.admitted: list[int] = []
+
+    def admit(self, pid: int) -> None:
+        self.admitted.append(pid)
+
+
+def test_a_sandbox_is_let_go_only_once_both_its_processes_are_admitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    group = _Recorded()
+    info, hold = os.pipe(), os.pipe()
+    os.write(info[1], b'{\n    "child-pid": 4242,\n    "pid-namespace": 1\n}\n')
+    os.close(info[1])
+    host_module._admit(group, 4241, info[0], hold[1])  # type: ignore[arg-type]
+    assert group.admitted == [4241, 4242]
+    assert os.read(hold[0], 1) == b"\0", "the sandbox goes on"
+    os.close(hold[0])
+    # bubblewrap that names nothing (it died, or says something else): an error, nothing let go.
+    monkeypatch.setattr(host_module, "ADMIT_PATIENCE", 0.2)
+    for said in (b"", b"not json", None):  # None: it says nothing at all, and keeps its end open
+        info, hold = os.pipe(), os.pipe()
+        if said is not None:
+            os.write(info[1], said)
+            os.close(info[1])
+        with pytest.raises(OSError, match="bubblewrap did not name"):
+            host_module._admit(_Recorded(), 1, info[0], hold[1])  # type: ignore[arg-type]
+        if said is None:
+            os.close(info[1])
+        assert os.read(hold[0], 1) == b"", "the hold is closed without a byte: bubblewrap exits"
+        os.close(hold[0])

@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,7 @@ from bento.sandbox.instance import Instance, ready
 from bento.sandbox.pool import Pool
 from bento.sandbox.spec import CHROMIUM_BINARY, MB, Host, Shape, Spec, enforcement, unenforced
 
+ADMIT_PATIENCE = 30.0  # seconds for bubblewrap to name its sandbox's process (it takes milliseconds)
 _HOSTS = itertools.count()  # sandbox hosts of this process (tests and benchmarks make several)
 
 
@@ -305,8 +307,10 @@ def _admit(group: cgroups.Group, pid: int, info_fd: int, hold_fd: int) -> None:
     """
     try:
         group.admit(pid)
-        with os.fdopen(info_fd, "rb", closefd=False) as stream:
-            info = stream.read(4096)  # bubblewrap writes one small JSON object and closes
+        info = b""  # bubblewrap writes one small JSON object and closes its end
+        deadline = time.monotonic() + ADMIT_PATIENCE
+        while chunk := _read_before(info_fd, deadline):
+            info += chunk
         try:
             child = int(json.loads(info)["child-pid"])
         except (ValueError, KeyError, TypeError):
@@ -316,6 +320,13 @@ def _admit(group: cgroups.Group, pid: int, info_fd: int, hold_fd: int) -> None:
     finally:
         os.close(info_fd)
         os.close(hold_fd)
+
+
+def _read_before(fd: int, deadline: float) -> bytes:
+    """The next bytes from ``fd``, b"" at its end; OSError if none come before ``deadline``."""
+    if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        raise OSError(f"bubblewrap did not name its sandbox's process within {ADMIT_PATIENCE:g} s")
+    return os.read(fd, 4096)
 
 
 def byte_compile(runtime_dir: Path) -> None:
