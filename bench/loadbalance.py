@@ -43,7 +43,7 @@ from bento.client.stream import SessionStream
 from bento.functions.loadbalancer import client as lb
 from bento.functions.loadbalancer.policy import Settings
 from bento.testnet import Testnet, TestnetConfig
-from record import record
+from record import HostCPU, record
 
 SERVICE = """
 import os
@@ -195,15 +195,18 @@ async def fixed(bench: Bench, n: int, seconds: float, warmup: float) -> dict[str
     async with bench.balancer(settings) as (address, seen):
         await ups(seen, n)
         load = Load(bench.net.socks_address, address)
+        cpu = HostCPU()
         async with load.running(3 * n, f"fixed{n}-"):
             await asyncio.sleep(warmup)
             start = time.monotonic()
+            cpu.start()
             await asyncio.sleep(seconds)
+            cpu.stop()
             latencies = load.window(start, start + seconds)
         failed = sum(start <= t < start + seconds for t in load.failed)
     return {
         "n": n, "rate": len(latencies) / seconds, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99),
-        "failed": failed, "replicas_used": len(load.served_by),
+        "failed": failed, "replicas_used": len(load.served_by), "cpu_busy": cpu.busy, "cpu_top": cpu.top(),
     }  # fmt: skip
 
 
@@ -339,14 +342,16 @@ async def measure(
         f"{warmup:g} s of warm-up. LoadBalancer on {lb_node.nickname}, replicas on "
         f"{', '.join(b.nickname for b in others) or lb_node.nickname}.",
         "",
-        "| replicas | req/s | x one replica | target 0.8 x N | p50 ms | p99 ms | failed | replicas used |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| replicas | req/s | x one replica | target 0.8 x N | p50 ms | p99 ms | failed | replicas used "
+        "| host CPU busy | most CPU (s, in the window) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         times = r["rate"] / one if one == one else float("nan")
         lines.append(
             f"| {r['n']} | {r['rate']:.2f} | {times:.2f} | {'met' if times >= 0.8 * r['n'] else 'missed'} "
-            f"| {r['p50'] * 1000:.0f} | {r['p99'] * 1000:.0f} | {r['failed']} | {r['replicas_used']} |"
+            f"| {r['p50'] * 1000:.0f} | {r['p99'] * 1000:.0f} | {r['failed']} | {r['replicas_used']} "
+            f"| {r['cpu_busy']:.0%} | {r['cpu_top']} |"
         )
     if ob_rows:
         one_ob = ob_rows[0].get("rate", float("nan")) if ob_rows[0]["n"] == 1 else float("nan")
