@@ -7,9 +7,12 @@ closed loops (a request, its answer, the next), each with its own Tor circuit is
 (SOCKS credentials), as distinct users would be; each request is a new stream to the
 service's onion address.
 
-- fixed N: the LoadBalancer with --min N --max N, 3N clients for --seconds; requests/s,
+- fixed N: the LoadBalancer with --min N --max N, C x N clients for --seconds (C:
+  --clients-per-replica, 4: more than a replica can serve, as 3 clients at the testnet's
+  0.6 s per request offer exactly its 5 req/s, and any latency added would read as lost
+  capacity); requests/s,
   p50/p99 latency, against N times the one-replica rate;
-- load step: --min 1 --max S, idle, then 3S clients at once: the seconds until the
+- load step: --min 1 --max S, idle, then C x S clients at once: the seconds until the
   replicas are all up, and until a 2 s window serves 80% of the fixed-S rate;
 - lost replica: S replicas under load, one is killed (its handler calls os._exit): the
   seconds until the rate is back at 80%, and the requests that failed.
@@ -149,8 +152,9 @@ class Seen(list[dict[str, Any]]):
 
 
 class Bench:
-    def __init__(self, net: Testnet, box: Box, service: Path, replica_boxes: list[str]) -> None:
+    def __init__(self, net: Testnet, box: Box, service: Path, replica_boxes: list[str], per: int) -> None:
         self.net, self.box, self.service, self.replica_boxes = net, box, service, replica_boxes
+        self.per = per  # closed-loop clients per replica
         self.keyring = Keyring(service.parent / "keyring.json")
 
     @contextlib.asynccontextmanager
@@ -196,7 +200,7 @@ async def fixed(bench: Bench, n: int, seconds: float, warmup: float) -> dict[str
         await ups(seen, n)
         load = Load(bench.net.socks_address, address)
         cpu = HostCPU()
-        async with load.running(3 * n, f"fixed{n}-"):
+        async with load.running(bench.per * n, f"fixed{n}-"):
             await asyncio.sleep(warmup)
             start = time.monotonic()
             cpu.start()
@@ -211,7 +215,7 @@ async def fixed(bench: Bench, n: int, seconds: float, warmup: float) -> dict[str
 
 
 async def fixed_onionbalance(
-    net: Testnet, n: int, seconds: float, warmup: float, service_ms: int
+    net: Testnet, n: int, seconds: float, warmup: float, service_ms: int, per: int
 ) -> dict[str, Any]:
     """The same load on onionbalance with ``n`` backends (it must be installed: the bench extra)."""
     from onionbalance_backends import onionbalance
@@ -220,7 +224,7 @@ async def fixed_onionbalance(
         async with onionbalance(net, Path(tmp), n, service_ms / 1000) as address:
             load = Load(net.socks_address, address)
             began = time.monotonic()
-            async with load.running(3 * n, f"ob{n}-"):
+            async with load.running(per * n, f"ob{n}-"):
                 try:
                     async with asyncio.timeout(OB_REACH):  # the frontend's descriptor out and found
                         await load.first.wait()
@@ -250,7 +254,7 @@ async def step(bench: Bench, size: int, target: float) -> dict[str, float]:
     async with bench.balancer(settings) as (address, seen):
         await ups(seen, 1)
         load = Load(bench.net.socks_address, address)
-        async with load.running(3 * size, f"step{size}-"):
+        async with load.running(bench.per * size, f"step{size}-"):
             began = time.monotonic()
             all_up = await ups(seen, size) - began
             absorbed = await _until_rate(load, began, 0.8 * target)
@@ -263,7 +267,7 @@ async def recover(bench: Bench, size: int, target: float) -> dict[str, float]:
     async with bench.balancer(settings) as (address, seen):
         await ups(seen, size)
         load = Load(bench.net.socks_address, address)
-        async with load.running(3 * size, f"recover{size}-"):
+        async with load.running(bench.per * size, f"recover{size}-"):
             await _until_rate(load, time.monotonic(), 0.8 * target)
             writer = await _killer(bench.net.socks_address, address)
             writer.write(b"die\n")
@@ -309,7 +313,7 @@ async def _until_rate(load: Load, since: float, rate: float, window: float = 2.0
 
 
 async def measure(
-    net: Testnet, sizes: list[int], service_ms: int, seconds: float, warmup: float, with_ob: bool
+    net: Testnet, sizes: list[int], service_ms: int, seconds: float, warmup: float, with_ob: bool, per: int
 ) -> str:
     lb_node, *others = net.state.boxes
     assert lb_node.bento_onion is not None
@@ -318,7 +322,7 @@ async def measure(
         service = Path(tmp) / "fixed_time.py"
         service.write_text(SERVICE.format(seconds=service_ms / 1000))
         async with Box(lb_node.bento_onion, socks=net.socks_address) as box:
-            bench = Bench(net, box, service, replica_boxes)
+            bench = Bench(net, box, service, replica_boxes, per)
             rows = []
             for n in sizes:
                 rows.append(await fixed(bench, n, seconds, warmup))
@@ -333,12 +337,12 @@ async def measure(
             ob_rows = []
             for n in sizes if with_ob else []:
                 if n <= 8:  # onionbalance v3 takes at most 8 backends
-                    ob_rows.append(await fixed_onionbalance(net, n, seconds, warmup, service_ms))
+                    ob_rows.append(await fixed_onionbalance(net, n, seconds, warmup, service_ms, per))
                     print("onionbalance", ob_rows[-1], flush=True)
     ideal = 1000 / service_ms
     lines = [
         f"Service time {service_ms} ms, one request at a time per replica (at most {ideal:g} req/s each); "
-        f"closed-loop clients, 3 per replica, each its own Tor circuits; {seconds:g} s measured after "
+        f"closed-loop clients, {per} per replica, each its own Tor circuits; {seconds:g} s measured after "
         f"{warmup:g} s of warm-up. LoadBalancer on {lb_node.nickname}, replicas on "
         f"{', '.join(b.nickname for b in others) or lb_node.nickname}.",
         "",
@@ -375,7 +379,7 @@ async def measure(
             )
     lines += [
         "",
-        f"- load step (idle, then {3 * middle} clients; --min 1 --max {middle} --high 1.5 --up-after 1): "
+        f"- load step (idle, then {per * middle} clients; --min 1 --max {middle} --high 1.5 --up-after 1): "
         f"all {middle} replicas up after {stepped['all_up']:.1f} s; 80% of the fixed-{middle} rate after "
         f"{stepped['absorbed']:.1f} s",
         f"- lost replica ({middle} under load, one's instance dies): detected after "
@@ -392,6 +396,10 @@ def main() -> None:
     parser.add_argument("--replicas", default="1,2,4,8", help="replica counts, comma-separated, 1 first")
     parser.add_argument("--service-ms", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--clients-per-replica", type=int, default=4,
+        help="closed-loop clients per replica (3 offer exactly a replica's rate at 0.6 s a request)",
+    )  # fmt: skip
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--boxes", type=int, default=2, help="Bento boxes of the testnet it starts")
     parser.add_argument("--dir", help="use the testnet running in this directory")
@@ -401,8 +409,12 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(x) for x in args.replicas.split(",")]
     with testnet(args.dir, args.boxes) as net:
-        body = asyncio.run(measure(net, sizes, args.service_ms, args.seconds, args.warmup, args.onionbalance))
+        per = args.clients_per_replica
+        body = asyncio.run(
+            measure(net, sizes, args.service_ms, args.seconds, args.warmup, args.onionbalance, per)
+        )
     flags = f"--replicas {args.replicas} --service-ms {args.service_ms} --seconds {args.seconds:g}"
+    flags += f" --clients-per-replica {args.clients_per_replica}"
     flags += f" --boxes {args.boxes}" if not args.dir else f" --dir {args.dir}"
     flags += " --onionbalance" if args.onionbalance else ""
     record("LoadBalancer scaling", f"python bench/loadbalance.py {flags}", body)

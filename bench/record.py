@@ -7,6 +7,7 @@ import platform
 import re
 import statistics
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +40,82 @@ def summary(samples: list[float], unit: str) -> str:
         f"median {statistics.median(samples):.2f} {unit}, min {min(samples):.2f}, "
         f"max {max(samples):.2f} (n={len(samples)})"
     )
+
+
+class HostCPU:
+    """How busy the host's CPUs were between ``start()`` and ``stop()``, and who kept them busy.
+
+    From /proc/stat (all CPUs) and every process's /proc/PID/stat (user and system time,
+    grouped by command name), so a figure that stops growing can say whether the machine ran
+    out of CPU, and on what.
+    """
+
+    def __init__(self) -> None:
+        self._host: tuple[int, int] = (0, 0)
+        self._procs: dict[int, tuple[str, int]] = {}
+        self.busy = 0.0  # share of all CPUs' time, 0..1
+        self.by_command: dict[str, float] = {}  # CPU seconds per command name
+        self.busiest: tuple[str, float] = ("", 0.0)  # the one process that used most: who, seconds
+        self.seconds = 0.0
+
+    @staticmethod
+    def _host_ticks() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle and iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    @staticmethod
+    def _process_ticks() -> dict[int, tuple[str, int]]:
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            rest = text[text.rindex(")") + 2 :].split()
+            found[int(entry.name)] = (name, int(rest[11]) + int(rest[12]))  # utime + stime
+        return found
+
+    @staticmethod
+    def _label(pid: int, name: str) -> str:
+        """A process as a reader knows it: a tor by its data directory, Python by its module."""
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            return name
+        if "-f" in args[:-1]:  # tor -f DATA_DIR/torrc
+            return f"{name} {Path(args[args.index('-f') + 1]).parent.name}"
+        if "-m" in args[:-1]:
+            return f"{name} -m {args[args.index('-m') + 1]}"
+        return name
+
+    def start(self) -> None:
+        self._host, self._procs = self._host_ticks(), self._process_ticks()
+        self._started = time.monotonic()
+
+    def stop(self) -> None:
+        busy, total = self._host_ticks()
+        self.seconds = time.monotonic() - self._started
+        self.busy = (busy - self._host[0]) / max(1, total - self._host[1])
+        tick = os.sysconf("SC_CLK_TCK")
+        self.by_command = {}
+        self.busiest = ("", 0.0)
+        for pid, (name, ticks) in self._process_ticks().items():
+            before = self._procs.get(pid, (name, 0))[1]  # a process started meanwhile: all of it
+            used = (ticks - before) / tick
+            self.by_command[name] = self.by_command.get(name, 0.0) + used
+            if used > self.busiest[1]:
+                self.busiest = (self._label(pid, name), used)
+
+    def top(self, count: int = 3) -> str:
+        ranked = sorted(self.by_command.items(), key=lambda item: -item[1])[:count]
+        who, used = self.busiest
+        return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in ranked) + (
+            f"; the busiest process: {who}, {used / max(self.seconds, 1e-9):.0%} of a core" if who else ""
+        )
 
 
 def record(name: str, command: str, body: str) -> None:
