@@ -393,11 +393,16 @@ async def test_a_flood_of_requests_is_answered_a_bounded_number_at_a_time(
 ) -> None:
     resolver, sock = held
     asked = MAX_IN_FLIGHT + 10
-    for tag in range(1, asked + 1):
-        sock.send(_tagged({"op": "resolve", "host": f"slow{tag}.example"}, tag=tag))
+
+    def flood() -> None:  # more than the socket holds: the last sends wait for the broker to read
+        for tag in range(1, asked + 1):
+            sock.send(_tagged({"op": "resolve", "host": f"slow{tag}.example"}, tag=tag))
+
+    flooding = asyncio.ensure_future(asyncio.to_thread(flood))
     await resolver.until(MAX_IN_FLIGHT)  # the broker stops reading here: the rest wait in the socket
     resolver.released.set()
     replies = await asyncio.to_thread(lambda: [_read_reply(sock) for _ in range(asked)])
+    await flooding
     assert sorted(tag for tag, _, _ in replies) == list(range(1, asked + 1))
     assert all(reply["ok"] for _, reply, _ in replies)
     assert resolver.most == MAX_IN_FLIGHT

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -91,3 +92,16 @@ def test_the_replica_upload_holds_the_service_and_the_wrapper(service: Path) -> 
     assert lb.replica_code(service) == code  # reproducible: the same service, the same upload
     with pytest.raises(BentoError, match="no top-level function serve"):
         lb.replica_code(service, entry="serve")
+
+
+def test_the_balancer_carries_broker_calls_on_no_more_threads_than_its_box_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Threads count as processes: a box that lowered the manifest's processes (fit) must not
+    see the balancer fail to start a thread under load."""
+    from bento.functions.loadbalancer import function
+
+    for allowed, threads in ((resource.RLIM_INFINITY, 64), (73, 64), (33, 25), (9, 1), (3, 1)):
+        monkeypatch.setattr(resource, "getrlimit", lambda _which, allowed=allowed: (allowed, allowed))
+        assert function.broker_threads() == threads, allowed
+    assert lb.manifest("svc", 600, 60).needs.processes == function.BROKER_THREADS + function.OTHER_THREADS

@@ -30,7 +30,7 @@ from bento.protocol.manifest import Manifest
 from bento.protocol.messages import SessionState
 from bento.protocol.policy import Needs, SyscallProfile
 
-from .function import fit
+from .function import BROKER_THREADS, OTHER_THREADS, fit
 from .policy import Settings
 
 PACKAGE = "bento_loadbalancer"
@@ -92,7 +92,7 @@ def manifest(service_name: str, lifetime: int, cpu_seconds: int) -> Manifest:
             call_boxes=True,
             storage_mb=1,  # the service's onion key
             memory_mb=256,
-            processes=24,
+            processes=BROKER_THREADS + OTHER_THREADS,  # threads count (RLIMIT_NPROC); fit() may lower it
             open_files=1024,
             instances=1,  # one LoadBalancer per deployment: its onion address is one service
             syscall_profiles=NETWORKED,

@@ -26,6 +26,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import resource
 import socket
 import time
 import traceback
@@ -47,6 +48,21 @@ MAX_CODE = 1 << 20  # the user's module is at most 1 MiB (client.MAX_SERVICE)
 TICK = 0.5  # seconds between two looks at the load
 HEARTBEAT = 10.0  # seconds between heartbeats to each replica
 CONNECT_TRIES = 3
+# Broker calls block, so threads carry them: as many as the broker answers at once for one
+# instance (bento.server.broker.service.MAX_IN_FLIGHT), so forwarded connections open side by
+# side; fewer where the box allows fewer processes (threads count as processes).
+BROKER_THREADS = 64
+OTHER_THREADS = 8  # the main thread, and room for what the runtime and libraries start
+
+
+def broker_threads() -> int:
+    """How many threads may carry broker calls under this instance's RLIMIT_NPROC."""
+    allowed, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    if allowed == resource.RLIM_INFINITY:
+        return BROKER_THREADS
+    return max(1, min(BROKER_THREADS, allowed - OTHER_THREADS))
+
+
 _CHUNK = 64 << 10
 
 
@@ -111,9 +127,7 @@ class Balancer:
 
     async def run(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        # Broker calls block, so threads carry them: as many as the broker answers at once for
-        # one instance (its MAX_IN_FLIGHT), so that forwarded connections open side by side.
-        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(16))
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(broker_threads()))
         listener = api.listen()
         service = await asyncio.to_thread(api.tor.publish, listener, virtual_port=80, key=_key())
         self.address = service.address

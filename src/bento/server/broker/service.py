@@ -34,7 +34,11 @@ from bento.server.broker.table import OPERATIONS
 log = logging.getLogger("bento.broker")
 MAX_REQUEST = 4096
 MAX_REPLY = 65536  # the JSON the runtime reads after the tag (bento.runtime.net.MAX_REPLY): never cut
-MAX_IN_FLIGHT = 16  # requests of one instance answered at once
+# Requests of one instance answered at once. Each costs a coroutine here and, for a stream,
+# a pending stream in tor. 16 capped LoadBalancer at 16 replicas: with 4 clients a replica,
+# 13-19 of its forwarded connections were opening at any time, and the rest queued (it served
+# 11.5 x one replica; bench/loadbalance.py, docs/benchmarks.md).
+MAX_IN_FLIGHT = 64
 TAG = struct.Struct(">I")
 NO_TAG = TAG.pack(0)
 _INTERNAL = b'{"ok": false, "code": "internal", "denied": false, "error": "internal error"}'
