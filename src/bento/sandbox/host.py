@@ -20,6 +20,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -304,7 +305,11 @@ def _admit(group: cgroups.Group, pid: int, info_fd: int, hold_fd: int) -> None:
     makes after that inherits the group. Moving bubblewrap first lets the kernel's grace
     period pass while it builds the sandbox; the second move then costs little. Owns and
     closes both descriptors; a sandbox that died meanwhile raises OSError.
+
+    On any failure both processes are killed before the hold is closed: a closed hold reads
+    as an end of file, on which bubblewrap goes on.
     """
+    child = 0
     try:
         group.admit(pid)
         info = b""  # bubblewrap writes one small JSON object and closes its end
@@ -317,6 +322,12 @@ def _admit(group: cgroups.Group, pid: int, info_fd: int, hold_fd: int) -> None:
             raise OSError(f"bubblewrap did not name its sandbox's process (it said {info[:200]!r})") from None
         group.admit(child)
         os.write(hold_fd, b"\0")
+    except BaseException:
+        for process in (child, pid):
+            if process > 0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process, signal.SIGKILL)
+        raise
     finally:
         os.close(info_fd)
         os.close(hold_fd)
