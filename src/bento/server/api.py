@@ -330,8 +330,8 @@ async def _attach(session: Session, websocket: StreamSocket, logs_from: int) -> 
             if isinstance(websocket, CoveredSocket):  # its cover ends at most `linger` s after the session
                 lingering = group.create_task(websocket.linger(session.done))
             lock = asyncio.Lock()  # one message at a time from the two senders
-            logs = group.create_task(_send_logs(session, websocket, logs_from, lock))
-            sender = group.create_task(_send_output(session, websocket, logs, lock))
+            logs = group.create_task(_until_gone(_send_logs(session, websocket, logs_from, lock)))
+            sender = group.create_task(_until_gone(_send_output(session, websocket, logs, lock)))
             await _receive_input(session, websocket)
             sender.cancel()
             logs.cancel()
@@ -342,6 +342,14 @@ async def _attach(session: Session, websocket: StreamSocket, logs_from: int) -> 
     finally:
         if session.attachment is websocket:
             session.attachment = None
+
+
+async def _until_gone(sending: Awaitable[None]) -> None:
+    """Send until the client goes. A send that fails because it went must not cancel the
+    reading of what it sent before its close: its last acknowledgements (seen: 256 KiB sent
+    again to the next attachment, as nobody read their acks)."""
+    with contextlib.suppress(WebSocketDisconnect, ConnectionError, RuntimeError):
+        await sending
 
 
 async def _send_output(
