@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,13 +24,10 @@ from bento.errors import describe_validation
 from bento.protocol.descriptor import SignedDescriptor
 from bento.protocol.errors import ErrorCode
 from bento.protocol.messages import (
-    Ack,
-    Attached,
     BlindTokenKey,
     BlindTokenRequest,
     BlindTokenResponse,
     ErrorBody,
-    InputEnd,
     Invoked,
     InvokeRequest,
     InvokeResponse,
@@ -44,9 +40,9 @@ from bento.protocol.messages import (
 from bento.protocol.openapi import openapi_document
 from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.server import cover
-from bento.server.cover import CoveredSocket, StreamSocket
+from bento.server.attachment import attach
+from bento.server.cover import StreamSocket
 from bento.server.registry import BoxError, Function, Registry
-from bento.server.session import Session
 
 Model = TypeVar("Model", bound=BaseModel)
 JSON_LIMIT = 64 << 10  # every request body but an upload is small
@@ -206,12 +202,12 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
             wanted = cover.requested(websocket.headers, registry.policy.cover)
             if wanted is not None:
                 async with cover_budget.covering(websocket, wanted) as covered:
-                    await _attach(session, covered, logs_from)
+                    await attach(session, covered, logs_from)
                 return
         except BoxError as exc:
             await _refuse(websocket, exc)
             return
-        await _attach(session, websocket, logs_from)
+        await attach(session, websocket, logs_from)
 
     async def invoke_stream(websocket: WebSocket) -> None:
         """Invoke and attach in one round trip: the invocation comes with the upgrade request
@@ -243,7 +239,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         except (WebSocketDisconnect, ConnectionError, RuntimeError):
             return  # the client left before it said what to invoke
         await socket.send_text(Invoked(session_id=session.id).model_dump_json())
-        await _attach(session, socket, 0)
+        await attach(session, socket, 0)
 
     async def box_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BoxError)
@@ -312,97 +308,3 @@ async def _invocation(websocket: WebSocket, socket: StreamSocket) -> InvokeReque
     except ValidationError as exc:
         problems = describe_validation(exc)
         raise BoxError(ErrorCode.INVALID_REQUEST, f"malformed InvokeRequest: {problems}") from None
-
-
-async def _attach(session: Session, websocket: StreamSocket, logs_from: int) -> None:
-    """Stream the session's output to this client and its input to the function.
-
-    The newest attachment wins: an older connection (say, one whose network died
-    unnoticed) is closed, and output resumes at the last acknowledged byte.
-    """
-    previous = session.attachment
-    session.attachment = websocket
-    if isinstance(previous, (WebSocket, CoveredSocket)):
-        with contextlib.suppress(Exception):
-            await previous.close(4001, "another client attached to this session")
-    try:
-        async with asyncio.TaskGroup() as group:
-            if isinstance(websocket, CoveredSocket):  # its cover ends at most `linger` s after the session
-                lingering = group.create_task(websocket.linger(session.done))
-            lock = asyncio.Lock()  # one message at a time from the two senders
-            logs = group.create_task(_until_gone(_send_logs(session, websocket, logs_from, lock)))
-            sender = group.create_task(_until_gone(_send_output(session, websocket, logs, lock)))
-            await _receive_input(session, websocket)
-            sender.cancel()
-            logs.cancel()
-            if isinstance(websocket, CoveredSocket):
-                lingering.cancel()
-    except* (WebSocketDisconnect, ConnectionError, RuntimeError):
-        pass  # the client went away; the session runs on, its output buffered
-    finally:
-        if session.attachment is websocket:
-            session.attachment = None
-
-
-async def _until_gone(sending: Awaitable[None]) -> None:
-    """Send until the client goes. A send that fails because it went must not cancel the
-    reading of what it sent before its close: its last acknowledgements (seen: 256 KiB sent
-    again to the next attachment, as nobody read their acks)."""
-    with contextlib.suppress(WebSocketDisconnect, ConnectionError, RuntimeError):
-        await sending
-
-
-async def _send_output(
-    session: Session, websocket: StreamSocket, logs: asyncio.Task[None], lock: asyncio.Lock
-) -> None:
-    offset = session.output.acked
-    async with lock:
-        await websocket.send_text(Attached(offset=offset).model_dump_json())
-    while True:
-        data = await session.output.read(offset)
-        if data is None:
-            break
-        # The buffer reads from `acked` when an ack got ahead of us (a late ack from a client's
-        # previous connection): say where these bytes start, so the client skips nothing.
-        start = max(offset, session.output.acked)
-        async with lock:
-            if start != offset:
-                await websocket.send_text(Attached(offset=start).model_dump_json())
-            await websocket.send_bytes(data)
-        offset = start + len(data)
-    await logs  # every log line before the end
-    async with lock:
-        await websocket.send_text(session.ended_event().model_dump_json())
-
-
-async def _send_logs(session: Session, websocket: StreamSocket, offset: int, lock: asyncio.Lock) -> None:
-    while (entries := await session.logs.read(offset)) is not None:
-        for entry in entries:
-            async with lock:
-                await websocket.send_text(entry.model_dump_json())
-            offset = entry.offset + len(entry.text.encode())
-
-
-async def _receive_input(session: Session, websocket: StreamSocket) -> None:
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        if message.get("bytes") is not None:
-            await session.send_input(message["bytes"])
-        elif message.get("text") is not None:
-            await _control(session, message["text"])
-
-
-async def _control(session: Session, text: str) -> None:
-    for model in (Ack, InputEnd):
-        try:
-            event = model.model_validate_json(text)
-        except ValidationError:
-            continue
-        if isinstance(event, Ack):
-            session.output.ack(event.offset)
-        else:
-            await session.close_input()
-        return
-    # Unknown control messages are ignored: newer clients may send more.
