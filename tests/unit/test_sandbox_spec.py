@@ -60,7 +60,10 @@ def test_the_command_line_is_rendered_from_the_spec() -> None:
     assert f"--fsize={5 * MB}" in line and not any(arg.startswith("--nproc") for arg in line)
     assert "setpriv" not in line, "no uid of its own when the server is not root"
     assert "--block-fd" not in line, "without cgroups, nothing to wait for"
-    held = command.argv(spec, command.Placement(Path("/code"), Path("/rt"), 200_001, 6, 7, 3, 4, 5))
+    assert where.descriptors() == (3, 4, 5)
+    holding = command.Placement(Path("/code"), Path("/rt"), 200_001, 6, 7, 3, 4, 5)
+    assert holding.descriptors() == (3, 4, 5, 6, 7), "every descriptor the command line names is inherited"
+    held = command.argv(spec, holding)
     at = held.index("--info-fd")
     assert held[at : at + 4] == ["--info-fd", "7", "--block-fd", "6"]
     assert held[held.index("setpriv") + 1] == "--reuid=200001"

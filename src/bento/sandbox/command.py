@@ -55,6 +55,11 @@ class Placement:
     broker_fd: int
     filter_fd: int
 
+    def descriptors(self) -> tuple[int, ...]:
+        """Every descriptor the sandbox's command line names: the ones it must inherit."""
+        held = (self.hold_fd, self.info_fd) if self.hold_fd is not None and self.info_fd is not None else ()
+        return (self.channel_fd, self.broker_fd, self.filter_fd, *held)
+
 
 def argv(spec: Spec, where: Placement) -> list[str]:
     limits = spec.outer_rlimits()

@@ -229,7 +229,6 @@ class SandboxHost:
                 group.limit(memory_bytes=spec.memory_bytes, pids=spec.cgroup_pids())
                 hold, info = os.pipe(), os.pipe()
             filter_fd = seccomp.memfd(self._policy_filter)
-            theirs_fds = [theirs.fileno(), broker_theirs.fileno(), filter_fd]
             try:
                 where = command.Placement(
                     code_dir=code_dir,
@@ -244,7 +243,7 @@ class SandboxHost:
                 # Popen only forks and execs (it returns once exec succeeded); the wait is ours.
                 process = subprocess.Popen(  # noqa: ASYNC220
                     command.argv(spec, where),
-                    pass_fds=[*theirs_fds, *((hold[0], info[1]) if group else ())],
+                    pass_fds=where.descriptors(),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
