@@ -61,6 +61,14 @@ def test_every_node_knows_the_authorities_and_authorities_vote_exit_for_exits() 
     assert "ORPort" not in client_rc
 
 
+def test_no_node_learns_a_circuit_build_timeout_from_loopback() -> None:
+    # A timeout learned from millisecond builds fails circuits in bursts on a busy host.
+    nodes = _nodes()
+    for node in nodes:
+        torrc = render_torrc(node, nodes, None)
+        assert "LearnCircuitBuildTimeout 0\nCircuitBuildTimeout 60\n" in torrc, node.nickname
+
+
 def test_only_the_authorities_vote_for_the_consensus_parameters_asked_for() -> None:
     nodes = _nodes()
     assert "ConsensusParams" not in render_torrc(nodes[0], nodes, None)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 
-from bento.testnet.config import render_torrc
+from bento.testnet.config import TestnetConfig, render_torrc
 from bento.testnet.latency import Link, serve_link
+from bento.testnet.plan import plan
 from bento.testnet.state import Node, Role
 
 
@@ -47,3 +49,17 @@ def test_a_relay_behind_a_link_advertises_the_link_and_listens_elsewhere() -> No
     assert "ORPort 127.0.0.1:7 NoListen\nORPort 127.0.0.1:8 NoAdvertise\n" in torrc
     plain = Node(Role.RELAY, "relay1", "/d/relay1", 6, or_port=7, fingerprint="E" * 40)
     assert "ORPort 127.0.0.1:7\n" in render_torrc(plain, [plain], None)
+
+
+def test_every_port_of_a_delayed_testnet_is_its_own(tmp_path: Path) -> None:
+    # The delayed links' ports were once picked after the nodes' were freed, and a relay
+    # got one port for both its control port and its OR listener: tor could not start.
+    nodes = plan(tmp_path, TestnetConfig(directory=tmp_path, hop_delay_ms=25))
+    ports = [
+        port
+        for n in nodes
+        for port in (n.control_port, n.or_port, n.or_listen_port, n.dir_port, n.socks_port)
+        if port is not None
+    ]
+    assert all(n.or_listen_port is not None for n in nodes if n.is_relay)
+    assert len(ports) == len(set(ports)) == len(nodes) * 2 + sum(n.is_relay for n in nodes) + 3

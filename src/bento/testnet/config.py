@@ -94,6 +94,13 @@ PathsNeededToBuildCircuits 0.67
 # Full descriptors instead of microdescriptors: a microdescriptor's exit-policy summary
 # only describes public addresses, so clients would never pick a loopback-only exit.
 UseMicrodescriptors 0
+# A fixed circuit build timeout, not a learned one: on loopback circuits build in
+# milliseconds, tor learns a timeout of that order, and a busy moment of the host (a
+# 2-core CI machine running the suite) then times out circuits in bursts until tor
+# resets it ("Resetting timeout to 60000ms after 18 timeouts"): requests to a box hang
+# or fail meanwhile. Tor's own initial value, a minute, as the functions' tor has.
+LearnCircuitBuildTimeout 0
+CircuitBuildTimeout 60
 """
 
 _RELAY = """\

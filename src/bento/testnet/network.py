@@ -20,7 +20,7 @@ from bento.testnet import boxes, keys, readiness, services
 from bento.testnet.config import VOTING_INTERVAL, TestnetConfig, write_torrc
 from bento.testnet.corpus import Corpus
 from bento.testnet.errors import TestnetError
-from bento.testnet.plan import box_nodes, default_directory, free_ports, plan
+from bento.testnet.plan import box_nodes, default_directory, plan
 from bento.testnet.readiness import Progress
 from bento.testnet.state import STATE_FILE, Node, Role, TestnetState
 from bento.tor import control
@@ -80,10 +80,6 @@ class Testnet:
             web_delay_ms=config.web_delay_ms,
         )
         state.nodes = plan(directory, config)
-        if config.hop_delay_ms > 0:
-            relays = [n for n in state.nodes if n.is_relay]
-            for node, port in zip(relays, free_ports(len(relays)), strict=True):
-                node.or_listen_port = port
         net = cls(state)
         try:
             corpus = net.corpus

@@ -40,7 +40,9 @@ def plan(directory: Path, config: TestnetConfig) -> list[Node]:
         + [(Role.RELAY, f"relay{i}") for i in range(config.relays - config.exits)]
         + [(Role.CLIENT, "client")]
     )
-    ports = free_ports(3 * len(roles))
+    # Every port in one call: ports from two calls may coincide, as the first call's are
+    # free again by the second (a relay once got the same port for control and OR).
+    ports = free_ports(4 * len(roles))
     nodes = []
     for role, nickname in roles:
         data_dir = directory / nickname
@@ -50,6 +52,8 @@ def plan(directory: Path, config: TestnetConfig) -> list[Node]:
             node.socks_port = next(ports)
         else:
             node.or_port = next(ports)
+            if config.hop_delay_ms > 0:  # tor's own port, behind the delaying link on or_port
+                node.or_listen_port = next(ports)
         if role is Role.AUTHORITY:
             node.dir_port = next(ports)
         nodes.append(node)
