@@ -111,6 +111,24 @@ async def test_concurrency_timeouts_cookies_and_user_agent() -> None:
     assert third.headers["/t.png"]["user-agent"] == "TestAgent/1"
 
 
+async def test_each_host_gets_at_most_per_host_requests_while_others_proceed() -> None:
+    # A browser's manners: no server is asked for more than per_host at once, and a busy
+    # host does not hold up the requests to another.
+    site = Server("127.0.0.1", "127.0.0.1")
+    third = Server("127.0.0.1", "localhost")
+    site.files = {f"/i{n}.png": (b"png", "image/png") for n in range(8)}
+    third.files = {f"/t{n}.png": (b"t", "image/png") for n in range(4)}
+    site.delays = {f"/i{n}.png": 0.3 for n in range(8)}
+    third.delays = {f"/t{n}.png": 0.3 for n in range(4)}
+    async with serve(site, third):
+        images = "".join(f'<img src="/i{n}.png">' for n in range(8))
+        images += "".join(f'<img src="{third.origin}/t{n}.png">' for n in range(4))
+        site.files["/"] = (images.encode(), "text/html")
+        found = await crawl(f"{site.origin}/", concurrency=6, per_host=2)
+    assert sum(1 for r in found if not r.error) == 13
+    assert site.most_in_flight == 2 and third.most_in_flight == 2
+
+
 async def test_content_codings_are_decoded_and_bounded() -> None:
     import gzip
     import zlib

@@ -77,7 +77,9 @@ def add_browse(parser: argparse.ArgumentParser) -> None:
         help="a cookie for the page's own host (repeatable)",
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, help="seconds for each request at the box (default 20)")
-    parser.add_argument("--concurrency", type=int, help="requests at once at the box (default 8)")
+    parser.add_argument(
+        "--concurrency", type=int, help="requests at once at the box (default 16; at most 6 to one host)"
+    )
     via = parser.add_argument_group("composition: deposit the page with a Dropbox and go away")
     via.add_argument(
         "--via-dropbox", metavar="BOX",

@@ -1,6 +1,7 @@
 """Talking to one Bento box over Tor: descriptor, deploy, invoke, attach, sessions, logs, shutdown.
 
-The box is reached through an ``httpx`` transport: by default Tor's SOCKS port; in tests,
+The box is reached through an ``httpx`` transport: by default Tor's SOCKS port with
+optimistic data (``tor_socks``: a round trip less per connection); in tests,
 ``httpx_ws.transport.ASGIWebSocketTransport(app)`` runs this same client against the
 server's app in process (HTTP and the session WebSockets alike).
 """
@@ -21,6 +22,7 @@ import httpx
 from httpx_ws import AsyncWebSocketSession, WebSocketUpgradeError, aconnect_ws
 from pydantic import BaseModel, ValidationError
 
+from bento.client import tor_socks
 from bento.client.cover import Cover, CoveredLink
 from bento.client.discovery import BoxInfo
 from bento.client.keyring import Deployment
@@ -74,10 +76,9 @@ class Box:
         self.socks = socks
         self.retry = retry or Retry()
         self.base_url = base_url or f"http://{onion}.onion"
-        proxy = f"socks5://{socks}" if socks and transport is None else None
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, proxy=proxy, transport=transport, timeout=TIMEOUT
-        )
+        if socks and transport is None:  # a request goes with the SOCKS handshake: one round trip less
+            transport = tor_socks.transport(socks)
+        self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=TIMEOUT)
         self.name = info.nickname if info else onion[:16]
         self.verified: Descriptor | None = None  # the descriptor, once fetched and checked
 

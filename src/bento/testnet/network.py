@@ -213,6 +213,12 @@ class Testnet:
             raise TestnetError(f"{nickname} is not a Bento box of this testnet")
         deadline = time.monotonic() + timeout
         boxes.stop(node)
+        # The client forgets what it knew of the box's onion service (its descriptor, with the
+        # old instance's introduction points, and which HSDirs it asked lately: tor asks one
+        # again only after 15 minutes), as a fresh client would, or it may try those stale
+        # points and HSDirs until the next time period and find the new instance unreachable.
+        with control.connect(self.control_address) as ctl:
+            ctl.signal(stem.Signal.NEWNYM)
         boxes.start_all(self.state, self.socks_address, deadline=deadline, say=lambda _msg: None, only=[node])
         # Answering over Tor is not enough for the tests that follow: they find boxes by
         # name in the client's directory, which must still list this one.

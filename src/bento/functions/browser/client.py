@@ -77,7 +77,9 @@ def manifest(*, via_dropbox: bool = False, engine: str = "static") -> Manifest:
             memory_mb=1024 if chromium else 256 if via_dropbox else 192,
             cpu_seconds=120 if chromium else 60,
             wall_seconds=300,
-            processes=256 if chromium else 24 if via_dropbox else 16,  # threads count
+            # Threads count: up to 20 fetching (the concurrency limit's top), the main one and
+            # spares; calling a Dropbox adds the client library's.
+            processes=256 if chromium else 32 if via_dropbox else 24,
             open_files=256 if chromium else 128,
             scratch_mb=256 if chromium else 16,  # chromium's profile and shared memory
             output_mb=256,

@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from collections import Counter, defaultdict, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -41,7 +42,8 @@ class PageError(Exception):
 class Limits:
     timeout: float = 20.0  # seconds for one request, from connecting to its last byte
     deadline: float = 120.0  # seconds for the whole page with its resources
-    concurrency: int = 8  # requests at once
+    concurrency: int = 16  # requests at once
+    per_host: int = 6  # requests at once to one host name, as a browser opens (and the baseline)
     max_bytes: int = 32 << 20  # bytes of all responses together
     max_resources: int = 500  # resources besides the page
     max_depth: int = 4  # nesting of frames and @imports below the page
@@ -260,7 +262,18 @@ def complete(fetcher: Fetcher, fetched: list[Resource], deadline: float) -> list
     limits = fetcher.limits
     seen: dict[str, Resource] = {resource.url: resource for resource in fetched}
     pending: dict[Future[Resource], Resource] = {}
+    # Requests wait here, per host name, while their host has ``per_host`` in flight or the
+    # whole page ``concurrency``: a browser's limits, so no server is asked for more at once.
+    waiting: dict[str, deque[Resource]] = defaultdict(deque)
+    in_flight: Counter[str] = Counter()
     with ThreadPoolExecutor(limits.concurrency, thread_name_prefix="fetch") as pool:
+
+        def start_what_fits() -> None:
+            for host, queue in waiting.items():
+                while queue and in_flight[host] < limits.per_host and len(pending) < limits.concurrency:
+                    resource = queue.popleft()
+                    in_flight[host] += 1
+                    pending[pool.submit(fetcher.fetch, resource)] = resource
 
         def enqueue(parent: Resource) -> None:
             if parent.depth >= limits.max_depth:
@@ -273,20 +286,29 @@ def complete(fetcher: Fetcher, fetched: list[Resource], deadline: float) -> list
                 if len(seen) > limits.max_resources + 1:
                     resource.error = f"not fetched: the page has more than {limits.max_resources} resources"
                     continue
-                pending[pool.submit(fetcher.fetch, resource)] = resource
+                waiting[_host(ref)].append(resource)
 
         for resource in fetched:
             enqueue(resource)
+        start_what_fits()
         while pending:
             done, _ = wait(
                 pending, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED
             )
             if not done:  # the page's deadline: what is still running stops at its next read
                 fetcher.stopped = True
-                for future, resource in pending.items():
+                for future in pending:
                     future.cancel()
+                for resource in [*pending.values(), *(r for queue in waiting.values() for r in queue)]:
                     resource.error = f"not fetched: the page's limit of {limits.deadline:g} s ran out"
                 break
             for future in done:
-                enqueue(pending.pop(future))
+                resource = pending.pop(future)
+                in_flight[_host(resource.url)] -= 1
+                enqueue(resource)
+            start_what_fits()
     return list(seen.values())
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
