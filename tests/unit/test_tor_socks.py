@@ -1,11 +1,13 @@
 """The client's SOCKS transport with optimistic data, against a SOCKS5 server on loopback that
-answers only once the request has arrived (as tor may: it sends the request behind BEGIN)."""
+answers a CONNECT only once the request behind it has arrived (as tor may: it sends the
+request behind BEGIN, before the stream is connected)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -13,23 +15,40 @@ import pytest
 from bento.client import tor_socks
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
-SUCCEEDED = b"\x05\x00" + b"\x05\x00\x00\x01" + bytes(4) + bytes(2)
+CONNECTED = b"\x05\x00\x00\x01" + bytes(4) + bytes(2)
 Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
 
 
+@dataclass
+class Proxy:
+    """What the server answers to the method offer and the log-in, and what it saw."""
+
+    method: bytes = b"\x05\x00"
+    login: bytes = b"\x01\x00"
+    seen: dict[str, bytes] = field(default_factory=dict)
+
+
 @asynccontextmanager
-async def proxy(answer: Answer, seen: dict[str, bytes]) -> AsyncIterator[str]:
-    """A SOCKS5 server that reads the offer, the CONNECT request and the start of the HTTP
-    request before it answers at all (a client that waits for the answer first never
-    gets one), records them in ``seen`` and lets ``answer`` write what it will."""
+async def serve(proxy: Proxy, answer: Answer) -> AsyncIterator[str]:
+    """A SOCKS5 server: the method and log-in answered at once, the CONNECT only after the
+    request that follows it (a client that waits for that answer first never gets one)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen["offer"] = await reader.readexactly(3)
-        head = await reader.readexactly(5)  # version, command, reserved, type, name length
-        name = await reader.readexactly(head[4])
-        seen["connect"] = head + name + await reader.readexactly(2)
-        seen["request"] = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        await answer(writer)
+        offer = await reader.readexactly(2)
+        proxy.seen["offer"] = offer + await reader.readexactly(offer[1])
+        writer.write(proxy.method)
+        if proxy.method == b"\x05\x02":
+            head = await reader.readexactly(2)
+            user = await reader.readexactly(head[1])
+            size = await reader.readexactly(1)
+            proxy.seen["login"] = head + user + size + await reader.readexactly(size[0])
+            writer.write(proxy.login)
+        if proxy.method in (b"\x05\x00", b"\x05\x02") and proxy.login == b"\x01\x00":
+            head = await reader.readexactly(5)  # version, command, reserved, type, name length
+            name = await reader.readexactly(head[4])
+            proxy.seen["connect"] = head + name + await reader.readexactly(2)
+            proxy.seen["request"] = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            await answer(writer)
         await writer.drain()
         writer.close()
 
@@ -43,47 +62,59 @@ async def get(socks: str) -> httpx.Response:
         return await http.get("http://abcdef.onion/v1/descriptor")
 
 
-async def test_the_request_leaves_with_the_handshake_and_the_name_goes_to_the_proxy() -> None:
-    seen: dict[str, bytes] = {}
-
+async def send(data: bytes) -> Answer:
     async def answer(writer: asyncio.StreamWriter) -> None:
-        writer.write(SUCCEEDED + RESPONSE)  # answers and response in one segment
+        writer.write(data)
 
-    async with proxy(answer, seen) as socks:
+    return answer
+
+
+async def test_the_request_leaves_with_the_connect_and_the_name_goes_to_the_proxy() -> None:
+    proxy = Proxy()
+    async with serve(proxy, await send(CONNECTED + RESPONSE)) as socks:  # answer and response at once
         response = await get(socks)
     assert response.status_code == 200 and response.text == "hello"
-    assert seen["offer"] == b"\x05\x01\x00"  # SOCKS5, one method: no authentication
-    assert seen["connect"] == b"\x05\x01\x00\x03\x0cabcdef.onion\x00\x50"  # a name, port 80
-    assert seen["request"].startswith(b"GET /v1/descriptor HTTP/1.1\r\n")
+    assert proxy.seen["offer"] == b"\x05\x01\x00"  # SOCKS5, one method: no authentication
+    assert proxy.seen["connect"] == b"\x05\x01\x00\x03\x0cabcdef.onion\x00\x50"  # a name, port 80
+    assert proxy.seen["request"].startswith(b"GET /v1/descriptor HTTP/1.1\r\n")
 
 
-async def test_answers_that_arrive_a_byte_at_a_time_and_with_a_name_are_taken_whole() -> None:
-    named = b"\x05\x00" + b"\x05\x00\x00\x03\x04tor!" + b"\x00\x00"
+async def test_a_user_name_and_password_log_in_first_so_that_tor_isolates_the_stream() -> None:
+    proxy = Proxy(method=b"\x05\x02")
+    async with serve(proxy, await send(CONNECTED + RESPONSE)) as socks:
+        response = await get(f"circuit-7:x@{socks}")
+    assert response.text == "hello"
+    assert proxy.seen["offer"] == b"\x05\x01\x02"
+    assert proxy.seen["login"] == b"\x01\x09circuit-7\x01x"
+
+
+async def test_an_answer_that_arrives_a_byte_at_a_time_and_with_a_name_is_taken_whole() -> None:
+    named = b"\x05\x00\x00\x03\x04tor!\x00\x00"
 
     async def answer(writer: asyncio.StreamWriter) -> None:
         for byte in named + RESPONSE:
             writer.write(bytes([byte]))
             await writer.drain()
 
-    async with proxy(answer, {}) as socks:
+    async with serve(Proxy(), answer) as socks:
         response = await get(socks)
     assert response.text == "hello"
 
 
 @pytest.mark.parametrize(
-    ("answers", "message"),
+    ("proxy", "answer", "message"),
     [
-        (b"\x05\x00\x05\x04\x00\x01" + bytes(6), "Proxy Server could not connect: Host unreachable."),
-        (b"\x05\x00\x05\x01\x00\x01" + bytes(6), "Proxy Server could not connect: General server failure."),
-        (b"\x05\x02\x05\x00\x00\x01" + bytes(6), "asks for authentication"),
-        (b"\x05\x00\x04\x00\x00\x01" + bytes(6), "malformed"),
-        (b"\x05\x00\x05", "closed the connection during the handshake"),
+        (Proxy(), b"\x05\x04\x00\x01" + bytes(6), "Proxy Server could not connect: Host unreachable."),
+        (Proxy(), b"\x05\x01\x00\x01" + bytes(6), "Proxy Server could not connect: General server failure."),
+        (Proxy(), b"\x04\x00\x00\x01" + bytes(6), "malformed"),
+        (Proxy(), b"\x05\x00\x00", "closed the connection before it answered"),
+        (Proxy(method=b"\x05\xff"), b"", "refused the method NO_AUTH_REQUIRED"),
+        (Proxy(method=b"\x05\x02", login=b"\x01\x01"), b"", "refused the user name and password"),
     ],
 )
-async def test_a_refusal_or_garbage_is_a_proxy_error_that_says_which(answers: bytes, message: str) -> None:
-    async def answer(writer: asyncio.StreamWriter) -> None:
-        writer.write(answers)
-
-    async with proxy(answer, {}) as socks:
+async def test_a_refusal_or_garbage_is_a_proxy_error_that_says_which(
+    proxy: Proxy, answer: bytes, message: str
+) -> None:
+    async with serve(proxy, await send(answer)) as socks:
         with pytest.raises(httpx.ProxyError, match=message):
-            await get(socks)
+            await get(f"u:p@{socks}" if proxy.method == b"\x05\x02" else socks)

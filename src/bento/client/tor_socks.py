@@ -10,9 +10,11 @@ it: each deploy, invocation and attachment opens one.
 
 What the stream does, over any ``httpcore`` network stream to the SOCKS port:
 
-- its first write sends the method offer (no authentication), the CONNECT request and the
-  caller's bytes in one go (built with ``socksio``, the SOCKS package httpx itself uses);
-- its first read takes the two answers off the front and hands on what follows them. A
+- when it is made, it agrees the method with the proxy (no authentication, or a user name
+  and password: tor isolates streams by them), a round trip to the local tor only;
+- its first write sends the CONNECT request and the caller's bytes in one go (the
+  messages built with ``socksio``, the SOCKS package httpx itself uses);
+- its first read takes the proxy's answer off the front and hands on what follows it. A
   refusal raises :class:`httpcore.ProxyError` with the reply's name ("Host unreachable"),
   as httpx's own SOCKS proxy does, so callers that retry refusals keep working. Nothing
   the refused stream carried reached the box: tor drops optimistic data of a stream
@@ -20,7 +22,7 @@ What the stream does, over any ``httpcore`` network stream to the SOCKS port:
 
 Example (a box's API, as :class:`bento.client.box.Box` reaches it)::
 
-    async with httpx.AsyncClient(transport=tor_socks.transport("127.0.0.1:9050")) as http:
+    async with httpx.AsyncClient(transport=tor_socks.transport("circuit-1:x@127.0.0.1:9050")) as http:
         response = await http.get("http://<onion>.onion/v1/descriptor")
 """
 
@@ -39,16 +41,20 @@ from socksio.socks5 import (
     SOCKS5CommandRequest,
     SOCKS5Reply,
     SOCKS5ReplyCode,
+    SOCKS5UsernamePasswordReply,
+    SOCKS5UsernamePasswordRequest,
 )
 
 _ADDRESS_BYTES = {1: 4, 4: 16}  # by address type; 3 (a name) has its length in a byte
-_MOST_REPLY_BYTES = 2 + 4 + 1 + 255 + 2
+_MOST_REPLY_BYTES = 4 + 1 + 255 + 2
 
 
 def transport(socks: str, limits: httpx.Limits | None = None) -> httpx.AsyncHTTPTransport:
-    """An httpx transport that reaches every host through the SOCKS5 port ``socks`` (host:port),
-    names resolved by the proxy (Tor), with optimistic data."""
-    host, _, port = socks.rpartition(":")
+    """An httpx transport that reaches every host through the SOCKS5 port ``socks``
+    (``[user:password@]host:port``), names resolved by the proxy (Tor), with optimistic data."""
+    credentials, _, address = socks.rpartition("@")
+    host, _, port = address.rpartition(":")
+    user, _, password = credentials.partition(":")
     limits = limits or httpx.Limits()
     proxied = httpx.AsyncHTTPTransport(limits=limits)
     # httpx builds its pool in its constructor and has no parameter for the network
@@ -57,7 +63,9 @@ def transport(socks: str, limits: httpx.Limits | None = None) -> httpx.AsyncHTTP
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
-        network_backend=OptimisticSocks(host.strip("[]"), int(port)),
+        network_backend=OptimisticSocks(
+            host.strip("[]"), int(port), (user, password) if credentials else None
+        ),
     )
     return proxied
 
@@ -65,8 +73,15 @@ def transport(socks: str, limits: httpx.Limits | None = None) -> httpx.AsyncHTTP
 class OptimisticSocks(httpcore.AsyncNetworkBackend):
     """Connections to any host:port, made through a SOCKS5 proxy (see the module)."""
 
-    def __init__(self, proxy_host: str, proxy_port: int, backend: httpcore.AsyncNetworkBackend | None = None):
+    def __init__(
+        self,
+        proxy_host: str,
+        proxy_port: int,
+        credentials: tuple[str, str] | None = None,
+        backend: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
         self.proxy = (proxy_host, proxy_port)
+        self.credentials = credentials
         self._backend = backend or httpcore.AnyIOBackend()
 
     async def connect_tcp(
@@ -80,6 +95,11 @@ class OptimisticSocks(httpcore.AsyncNetworkBackend):
         stream = await self._backend.connect_tcp(
             *self.proxy, timeout=timeout, local_address=local_address, socket_options=socket_options
         )
+        try:
+            await _agree_method(stream, self.credentials, timeout)
+        except BaseException:
+            await stream.aclose()
+            raise
         return OptimisticStream(stream, host, port)
 
     async def connect_unix_socket(
@@ -99,16 +119,15 @@ class OptimisticStream(httpcore.AsyncNetworkStream):
 
     def __init__(self, inner: httpcore.AsyncNetworkStream, host: str, port: int) -> None:
         self._inner = inner
-        self._handshake: bytes | None = (
-            SOCKS5AuthMethodsRequest([SOCKS5AuthMethod.NO_AUTH_REQUIRED]).dumps()
-            + SOCKS5CommandRequest.from_address(SOCKS5Command.CONNECT, (host, port)).dumps()
-        )
+        self._connect: bytes | None = SOCKS5CommandRequest.from_address(
+            SOCKS5Command.CONNECT, (host, port)
+        ).dumps()
         self._answered = False
-        self._early = b""  # what followed the proxy's answers in the same read
+        self._early = b""  # what followed the proxy's answer in the same read
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        if self._handshake is not None:
-            buffer, self._handshake = self._handshake + buffer, None
+        if self._connect is not None:
+            buffer, self._connect = self._connect + buffer, None
         await self._inner.write(buffer, timeout)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
@@ -120,21 +139,18 @@ class OptimisticStream(httpcore.AsyncNetworkStream):
         return await self._inner.read(max_bytes, timeout)
 
     async def _take_answers(self, timeout: float | None) -> None:  # noqa: ASYNC109
-        if self._handshake is not None:  # read before any write: the handshake goes alone
+        if self._connect is not None:  # read before any write: the request goes alone
             await self.write(b"", timeout)
         received = b""
-        while (length := _answers_length(received)) is None or len(received) < length:
+        while (length := _reply_length(received)) is None or len(received) < length:
             chunk = await self._inner.read(_MOST_REPLY_BYTES, timeout)
             if not chunk:
-                raise httpcore.ProxyError("the SOCKS proxy closed the connection during the handshake")
+                raise httpcore.ProxyError("the SOCKS proxy closed the connection before it answered")
             received += chunk
         try:
-            method = SOCKS5AuthReply.loads(received[:2]).method
-            reply = SOCKS5Reply.loads(received[2:length])
+            reply = SOCKS5Reply.loads(received[:length])
         except SocksProtocolError as exc:
             raise httpcore.ProxyError(f"the SOCKS proxy answered malformed bytes: {exc}") from None
-        if method != SOCKS5AuthMethod.NO_AUTH_REQUIRED:
-            raise httpcore.ProxyError("the SOCKS proxy asks for authentication, which Tor's does not")
         if reply.reply_code != SOCKS5ReplyCode.SUCCEEDED:
             said = reply.reply_code.name.replace("_", " ").capitalize()
             raise httpcore.ProxyError(f"Proxy Server could not connect: {said}.")
@@ -157,12 +173,45 @@ class OptimisticStream(httpcore.AsyncNetworkStream):
         return self._inner.get_extra_info(info)
 
 
-def _answers_length(received: bytes) -> int | None:
-    """The length of the method answer and the CONNECT reply at the front of ``received``,
-    once enough of it is there to tell; None before."""
-    if len(received) < 2 + 5:
+async def _agree_method(
+    stream: httpcore.AsyncNetworkStream,
+    credentials: tuple[str, str] | None,
+    timeout: float | None,  # noqa: ASYNC109 (httpcore's)
+) -> None:
+    """The method offer and, with credentials, the log-in: answered by the local proxy itself."""
+    method = SOCKS5AuthMethod.USERNAME_PASSWORD if credentials else SOCKS5AuthMethod.NO_AUTH_REQUIRED
+    await stream.write(SOCKS5AuthMethodsRequest([method]).dumps(), timeout)
+    try:
+        chosen = SOCKS5AuthReply.loads(await _read_exactly(stream, 2, timeout)).method
+    except SocksProtocolError as exc:
+        raise httpcore.ProxyError(f"the SOCKS proxy answered malformed bytes: {exc}") from None
+    if chosen != method:
+        raise httpcore.ProxyError(
+            f"the SOCKS proxy refused the method {method.name} (it chose {chosen.name})"
+        )
+    if credentials:
+        user, password = (part.encode() for part in credentials)
+        await stream.write(SOCKS5UsernamePasswordRequest(user, password).dumps(), timeout)
+        if not SOCKS5UsernamePasswordReply.loads(await _read_exactly(stream, 2, timeout)).success:
+            raise httpcore.ProxyError("the SOCKS proxy refused the user name and password")
+
+
+async def _read_exactly(stream: httpcore.AsyncNetworkStream, count: int, timeout: float | None) -> bytes:  # noqa: ASYNC109
+    data = b""
+    while len(data) < count:
+        chunk = await stream.read(count - len(data), timeout)
+        if not chunk:
+            raise httpcore.ProxyError("the SOCKS proxy closed the connection before it answered")
+        data += chunk
+    return data
+
+
+def _reply_length(received: bytes) -> int | None:
+    """The length of the CONNECT reply at the front of ``received``, once enough of it is
+    there to tell; None before."""
+    if len(received) < 5:
         return None
-    address_type = received[2 + 3]
+    address_type = received[3]
     if address_type == 3:
-        return 2 + 4 + 1 + received[2 + 4] + 2
-    return 2 + 4 + _ADDRESS_BYTES.get(address_type, 4) + 2
+        return 4 + 1 + received[4] + 2
+    return 4 + _ADDRESS_BYTES.get(address_type, 4) + 2
