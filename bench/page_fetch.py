@@ -262,10 +262,13 @@ after WonderNetwork's ping statistics between European hubs and across the Atlan
 `bento/testnet/latency.py`), in user space (this kernel has no netem), no bandwidth limit.
 {len(results.sites)} corpus sites (seed 0) spread by weight. Plain Tor: `bento.eval.browserlike`
 (the page and every resource its markup and style sheets name, six connections per host,
-names resolved at the exit), each load on a circuit of its own, built beforehand. Browser: a
-warm rendezvous circuit to the box on exit0 (the user reaches boxes by their onion services:
-6 or more relay links to cross against plain Tor's 3, so Browser's stream has the longer round trip and,
-under Tor's fixed flow-control windows, the lower rate for large pages); padding to the next
+names resolved at the exit), each load on a circuit of its own, built beforehand; like Tor
+Browser today, it waits for tor's SOCKS answer before it sends a request. Browser: a warm
+rendezvous circuit to the box on exit0 (the user reaches boxes by their onion services: 6 relay
+links to cross against plain Tor's 3, so Browser's stream has the longer round trip); Bento's
+client sends its request with the SOCKS CONNECT (Tor's optimistic data, `bento/client/tor_socks.py`),
+which saves the session's start one round trip of that path; at the box, Browser fetches 16
+resources at once, at most 6 per host name, as plain Tor's client does; padding to the next
 multiple of 10^6 or 7*10^6
 bytes; "page of 7 MB run" is the time to the page (the rest is padding). Bold ratio: Browser
 without padding faster than plain Tor. The paper's Table 2 (live Tor, 5 sites): plain Tor 3.1-8.5 s,
