@@ -45,6 +45,8 @@ from socksio.socks5 import (
     SOCKS5UsernamePasswordRequest,
 )
 
+from bento.client.backend_transport import BackendTransport
+
 _ADDRESS_BYTES = {1: 4, 4: 16}  # by address type; 3 (a name) has its length in a byte
 _MOST_REPLY_BYTES = 4 + 1 + 255 + 2
 
@@ -55,19 +57,8 @@ def transport(socks: str, limits: httpx.Limits | None = None) -> httpx.AsyncHTTP
     credentials, _, address = socks.rpartition("@")
     host, _, port = address.rpartition(":")
     user, _, password = credentials.partition(":")
-    limits = limits or httpx.Limits()
-    proxied = httpx.AsyncHTTPTransport(limits=limits)
-    # httpx builds its pool in its constructor and has no parameter for the network
-    # backend that httpcore takes; this replaces the pool it built, before any use.
-    proxied._pool = httpcore.AsyncConnectionPool(
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=OptimisticSocks(
-            host.strip("[]"), int(port), (user, password) if credentials else None
-        ),
-    )
-    return proxied
+    backend = OptimisticSocks(host.strip("[]"), int(port), (user, password) if credentials else None)
+    return BackendTransport(backend, limits)
 
 
 class OptimisticSocks(httpcore.AsyncNetworkBackend):

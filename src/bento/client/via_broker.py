@@ -18,6 +18,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from bento.client.backend_transport import BackendTransport
 from bento.runtime import net
 
 
@@ -101,19 +102,19 @@ def _open(host: str, port: int) -> socket.socket:
     return sock
 
 
-class BrokerTransport(httpx.AsyncHTTPTransport):
+class BrokerTransport(BackendTransport):
     """``Box(..., transport=BrokerTransport())``: the client, inside a function."""
 
     def __init__(self) -> None:
-        super().__init__()
-        # httpx does not expose httpcore's network seam; its pool is the documented way in.
         # httpcore's pool keeps idle connections for ever unless told; httpx's own expiry
         # (5 s) is shorter than the box's keep-alive, so the client always lets go first
         # and never sends on a connection the box is closing (seen: a LoadBalancer's replica
         # start failed with "Server disconnected", and that box was avoided for a minute).
-        self._pool = httpcore.AsyncConnectionPool(
-            network_backend=BrokerBackend(), http1=True, keepalive_expiry=KEEPALIVE_EXPIRY
+        # At most 10 connections, without a cap on idle ones: httpcore's pool's defaults.
+        limits = httpx.Limits(
+            max_connections=10, max_keepalive_connections=None, keepalive_expiry=KEEPALIVE_EXPIRY
         )
+        super().__init__(BrokerBackend(), limits)
 
 
 def inside_a_function() -> bool:
