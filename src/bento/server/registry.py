@@ -137,7 +137,7 @@ class Registry:
         try:
             raw = await _in_thread(code.decode, encoded) if encoded else b""
         except code.CodeError as exc:
-            raise BoxError(ErrorCode.BAD_CODE, str(exc), "send the code base64-encoded") from None
+            raise BoxError(ErrorCode.BAD_CODE, str(exc), exc.fix) from None
         limit = self.policy.max_upload_bytes
         if len(raw) > limit:
             raise BoxError(
@@ -151,7 +151,7 @@ class Registry:
             entry_points = await _in_thread(self._install, raw, kind, manifest, target)
         except code.CodeError as exc:
             await _in_thread(shutil.rmtree, target, True)
-            raise BoxError(ErrorCode.BAD_CODE, str(exc), "fix the code and deploy again") from None
+            raise BoxError(ErrorCode.BAD_CODE, str(exc), exc.fix) from None
         except BaseException:
             await _in_thread(shutil.rmtree, target, True)  # nothing of a failed upload is kept
             raise
