@@ -22,7 +22,7 @@ from bento.runtime import api
 
 def imports():
     import greeting, tinywheel
-    return [greeting.hello(), tinywheel.NAME, tinywheel.__file__.split("/")[-3], sys.path[:4]]
+    return [greeting.hello(), tinywheel.NAME, tinywheel.__file__.split("/")[-3], sys.path]
 
 def _outcome(action):
     try:
@@ -114,12 +114,10 @@ async def test_vendored_packages_and_wheels_are_importable(box: LocalBox) -> Non
     greeting, wheel_name, wheel_file, path = await _call(box, {}, "imports")
     assert (greeting, wheel_name) == ("hello from vendor/", "from a wheel")
     assert wheel_file == "tinywheel-1.0-py3-none-any.whl", "imported from the wheel in place"
-    assert path == [
-        "/function",
-        "/function/vendor",
-        "/function/vendor/tinywheel-1.0-py3-none-any.whl",
-        "/opt/bento",
-    ]
+    assert path[:3] == ["/function", "/function/vendor", "/function/vendor/tinywheel-1.0-py3-none-any.whl"]
+    # The runtime comes after the standard library: nothing in it can stand in for a module of Python's.
+    standard = [i for i, entry in enumerate(path) if entry.startswith("/usr/lib/python3")]
+    assert standard and path.index("/opt/bento") > max(standard), path
 
 
 @pytest.mark.parametrize("box_limits", [NETWORK])

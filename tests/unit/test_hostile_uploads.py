@@ -11,7 +11,10 @@ import zlib
 from pathlib import Path
 
 import pytest
+from localbox import LocalBox, upload_body
 
+from bento.client.upload import archive
+from bento.errors import BentoError
 from bento.protocol import code_archive
 from bento.protocol.code_archive import Entry
 from bento.protocol.manifest import Manifest
@@ -141,6 +144,42 @@ def test_an_archive_that_unpacks_past_the_limit_is_refused(tmp_path: Path) -> No
     assert not (tmp_path / "code").exists()
 
 
+def _snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
+    return {
+        str(p.relative_to(root)): (p.lstat().st_mode, None if p.is_dir() else p.read_bytes())
+        for p in sorted(root.rglob("*"))
+    }
+
+
+async def test_the_box_refuses_the_link_chain_and_its_runtime_and_neighbour_are_untouched(
+    box: LocalBox,
+) -> None:
+    """Through the real API and sandboxes: a 422 with a fix; the neighbour's code and the runtime
+    are as they were, the runtime writable by nobody, and the neighbour keeps answering."""
+    neighbour = await box.upload("def main():\n    return 'still here'\n", name="neighbour")
+    registry = box.registry
+    runtime, neighbour_code = registry.sandbox.runtime_dir, registry.functions[neighbour.function_id].code_dir
+    before = (_snapshot(runtime), _snapshot(neighbour_code), sorted(registry.root.iterdir()))
+    assert not [name for name, (mode, _) in before[0].items() if mode & 0o222], "the runtime is read-only"
+    raw = _tar(
+        _member(*MAIN),
+        _member("esc", None, tarfile.SYMTYPE, "l2/l2/../.."),
+        _member("top", None, tarfile.SYMTYPE, "l2/l2/l2/../../.."),
+        _member("l2", None, tarfile.SYMTYPE, "."),
+        _member(f"esc/{neighbour.function_id}/code/planted.py", b"planted = True\n"),
+        _member("top/runtime/json.py", b"planted = True\n"),
+    )
+    response = await box.http.post("/v1/functions", json=upload_body(raw, name="attacker", kind="tar.gz"))
+    assert response.status_code == 422, response.text
+    error = response.json()
+    assert error["code"] == "bad-code" and "'esc' is a symbolic link" in error["error"], error
+    assert "regular files and directories" in error["fix"]
+    assert (_snapshot(runtime), _snapshot(neighbour_code), sorted(registry.root.iterdir())) == before
+    session_id = await box.invoke(neighbour, "main")
+    assert (await box.wait_state(neighbour, session_id, timeout=60))["state"] == "completed"
+    assert registry.sessions[session_id].result == "still here"
+
+
 def _gzip_bomb(size: int) -> bytes:
     """A .tar.gz of one file of ``size`` zero bytes, made without holding them."""
     info = tarfile.TarInfo("zeros")
@@ -199,3 +238,16 @@ def test_a_tree_of_many_directories_is_written_whole(tmp_path: Path) -> None:
     ]
     _install(tmp_path / "code", _tar(*members))
     assert len(list((tmp_path / "code").rglob("m.py"))) == 256
+
+
+def test_the_client_packs_links_inside_a_directory_as_files_and_refuses_links_out(tmp_path: Path) -> None:
+    code_dir = tmp_path / "function"
+    (code_dir / "lib").mkdir(parents=True)
+    (code_dir / "main.py").write_bytes(MAIN[1])
+    (code_dir / "lib" / "alias.py").symlink_to("../main.py")
+    entries = code_archive.read(archive(code_dir), max_bytes=LIMIT)
+    assert [(e.name, e.data) for e in entries] == [("lib", None), ("lib/alias.py", MAIN[1]), MAIN]
+    (tmp_path / "secret").write_text("not for the box")
+    (code_dir / "key").symlink_to(tmp_path / "secret")
+    with pytest.raises(BentoError, match="key is a link to .*secret, outside"):
+        archive(code_dir)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -18,10 +17,11 @@ from bento.cli.output import console, emit_json, errors
 from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
 from bento.errors import BentoError
-from bento.protocol import imports
+from bento.protocol import code_archive, imports
 from bento.protocol.manifest import Manifest
 
 PROGRESS_ABOVE = 1 << 20  # show a progress bar for uploads larger than this
+SCANNED_BYTES = 1 << 30  # an archive's imports are read only up to this many unpacked bytes
 
 
 def add_deploy(parser: argparse.ArgumentParser) -> None:
@@ -149,11 +149,16 @@ def unprovided_imports(code: Path, offered: list[str]) -> list[str]:
         if code.is_dir():
             root = code
         elif code.name.endswith((".tar.gz", ".tgz")):
-            try:
-                with tarfile.open(code, "r:gz") as archive:
-                    archive.extractall(root, filter="data")
-            except (tarfile.TarError, OSError):
+            try:  # read as the box reads it: only plain files and directories come out
+                entries = code_archive.read(code.read_bytes(), max_bytes=SCANNED_BYTES)
+            except (code_archive.ArchiveError, OSError):
                 return []  # the box will say what is wrong with the archive
+            for entry in entries:
+                path = root.joinpath(*entry.parts)
+                if entry.data is None:
+                    path.mkdir(exist_ok=True)
+                else:
+                    path.write_bytes(entry.data)
         else:
             (root / code.name).write_bytes(code.read_bytes())
         found = imports.missing(root, offered)

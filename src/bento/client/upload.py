@@ -29,12 +29,24 @@ def read_code(code: Path | bytes) -> tuple[bytes, CodeKind]:
 
 
 def archive(directory: Path) -> bytes:
+    """The files under ``directory`` as a .tar.gz of regular files, the only kind a box accepts.
+
+    A symbolic link goes as a copy of the file it names, if that file is inside ``directory``;
+    one that leads out is refused here, so that nothing from elsewhere is uploaded unseen.
+    """
+    root = directory.resolve()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for path in sorted(directory.rglob("*")):
             if "__pycache__" in path.parts or not path.is_file():
                 continue
-            archive.add(path, arcname=str(path.relative_to(directory)))
+            real = path.resolve()
+            if not real.is_relative_to(root):
+                raise BentoError(
+                    f"{path} is a link to {real}, outside {directory}",
+                    fix="copy the file into the directory, or remove the link",
+                )
+            archive.add(real, arcname=str(path.relative_to(directory)), recursive=False)
     return buffer.getvalue()
 
 

@@ -3,8 +3,8 @@
 1. its own code (``/function``), then ``/function/vendor`` if it ships one;
 2. pure-Python wheels it ships (``*.whl`` at the top or in ``vendor/``), imported from
    the archive as they are (zipimport);
-3. the standard library, then the packages the box offers (``/opt/bento/site``, listed
-   in the box's descriptor).
+3. the standard library, then Bento's runtime (``/opt/bento``), then the packages the
+   box offers (``/opt/bento/site``, listed in the box's descriptor).
 
 A function's own copy of a package therefore wins over the box's.
 """

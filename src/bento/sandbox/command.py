@@ -31,7 +31,8 @@ SANDBOX_GID = 199_999  # group of every instance: may read function code, nothin
 INNER_ID = 65534  # the uid and gid an instance sees for itself
 PYTHON = "/usr/bin/python3"
 RUNTIME_MOUNT = "/opt/bento"  # where an instance finds the runtime (bento.runtime, standard library only)
-BOOTSTRAP = f"import sys; sys.path[:0] = [{RUNTIME_MOUNT!r}]; from bento.runtime.__main__ import main; main()"
+# After the standard library: nothing under /opt/bento can stand in for a module of Python's own.
+BOOTSTRAP = f"import sys; sys.path.append({RUNTIME_MOUNT!r}); from bento.runtime.__main__ import main; main()"
 
 _PRLIMIT = {
     "RLIMIT_AS": "--as",

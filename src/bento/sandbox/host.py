@@ -25,7 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from bento.protocol.policy import Needs, NodePolicy, SyscallProfile
@@ -128,19 +128,23 @@ class SandboxHost:
         byte_compile(self.runtime_dir)
         self.share(self.runtime_dir)
 
-    def share(self, root: Path) -> None:
-        """Make ``root`` readable by instances (and, when we are root, by nobody else)."""
+    def share(self, root: Path, *, read_only: bool = False) -> None:
+        """Make ``root`` readable by instances (and, when we are root, by nobody else);
+        ``read_only``: writable by nobody, the server's own user included (the runtime)."""
+        write = 0 if read_only else 0o200
         for path in [root, *root.rglob("*")]:
             # Another pooled slot under the same root may be removed meanwhile (a server
             # stopping removes them in a thread): what is gone needs no sharing.
             with contextlib.suppress(FileNotFoundError):
+                if path.is_symlink():
+                    continue  # chown and chmod would change what it points to
                 # Programs stay programs (Playwright's driver is one), for the group or everyone.
                 runs = path.is_dir() or bool(path.stat().st_mode & 0o100)
                 if self.privileged:
                     os.chown(path, 0, command.SANDBOX_GID)
-                    path.chmod(0o750 if runs else 0o640)
+                    path.chmod((0o550 if runs else 0o440) | write)
                 else:
-                    path.chmod(0o755 if runs else 0o644)
+                    path.chmod((0o555 if runs else 0o444) | write)
 
     # --- instances: cold, or from the pool ---------------------------------------------
 
@@ -291,7 +295,7 @@ class SandboxHost:
         watch.reap_orphans(set(self._live))
         if self.group is not None:
             self.group.remove()
-        shutil.rmtree(self.root, ignore_errors=True)
+        remove_tree(self.root, ignore_errors=True)
         if self._claim is not None:
             self._claim.release()
 
@@ -376,6 +380,17 @@ def _work_dir(state_dir: Path) -> Path:
     if root.exists():
         if root.is_symlink() or root.stat().st_uid != os.geteuid():
             raise SandboxUnavailable(f"{root} exists and is not ours; remove it")
-        shutil.rmtree(root)
+        remove_tree(root)
     root.mkdir(mode=0o700)
     return root
+
+
+def remove_tree(root: Path, *, ignore_errors: bool = False) -> None:
+    """``shutil.rmtree``, also where a directory is read-only to us (a sealed runtime, see share)."""
+
+    def writable_then_again(function: Callable[[str], object], path: str, _: object) -> None:
+        with contextlib.suppress(*((OSError,) if ignore_errors else ())):
+            os.chmod(os.path.dirname(path), 0o700)  # its entries can only go from a writable directory
+            function(path)
+
+    shutil.rmtree(root, onerror=writable_then_again)

@@ -102,7 +102,7 @@ class Registry:
         self.sandbox.share(self.root)
         self.store.reset()
         self.offered = packages.install(self.sandbox.runtime_dir, self.policy.packages)
-        self.sandbox.share(self.sandbox.runtime_dir)
+        self.sandbox.share(self.sandbox.runtime_dir, read_only=True)  # complete: nothing writes it again
 
     @contextlib.asynccontextmanager
     async def running(self, reap_interval: float = 30.0) -> AsyncIterator[Registry]:
