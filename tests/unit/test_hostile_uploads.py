@@ -3,6 +3,7 @@ nothing outside the upload's own fresh directory can be reached, on the box's re
 
 from __future__ import annotations
 
+import doctest
 import io
 import tarfile
 import tracemalloc
@@ -251,3 +252,7 @@ def test_the_client_packs_links_inside_a_directory_as_files_and_refuses_links_ou
     (code_dir / "key").symlink_to(tmp_path / "secret")
     with pytest.raises(BentoError, match="key is a link to .*secret, outside"):
         archive(code_dir)
+
+
+def test_the_archive_reader_s_examples_run() -> None:
+    assert doctest.testmod(code_archive).failed == 0

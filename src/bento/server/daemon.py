@@ -24,7 +24,7 @@ import uvicorn
 from bento.errors import BentoError
 from bento.protocol.descriptor import SignedDescriptor
 from bento.sandbox.host import SandboxHost
-from bento.server import broker, descriptor, identity, tokens
+from bento.server import broker, descriptor, identity, tokens, undumpable
 from bento.server.api import create_app
 from bento.server.config import ServerConfig
 from bento.server.registry import Registry
@@ -48,6 +48,7 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 class BentoServer:
     def __init__(self, config: ServerConfig) -> None:
+        undumpable.protect()  # before the first key is read
         self.config = config
         self.identity = identity.load_or_create(config.state_dir)
         self.boot_id = tokens.new_id()

@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bento.protocol.descriptor import StorageOffer
-from bento.server.keyvault import KeyVault
+from bento.server.keyvault import KeyHandle, KeyVault
 
 MAGIC = b"BST1"
 NONCE_BYTES = 12
@@ -77,7 +77,7 @@ class FunctionStore:
     directory: Path
     quota: int  # bytes: values plus key names
     vault: KeyVault
-    key_handle: tuple[int, int]
+    key_handle: KeyHandle
     objects: dict[str, _Object] = field(default_factory=dict)
     reserved: int = 0  # bytes of writes under way
     sending: int = 0  # bytes of reads under way, held in server memory until the instance reads them
