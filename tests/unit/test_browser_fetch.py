@@ -145,8 +145,35 @@ async def test_content_codings_are_decoded_and_bounded() -> None:
         assert (await crawl(f"{site.origin}/"))[0].body == page
         site.encodings = {"/": "gzip"}
         site.files["/"] = (bomb, "text/html")
-        with pytest.raises(fetch.PageError, match="decompresses to over the limit of 1048576 bytes"):
+        with pytest.raises(fetch.PageError, match=r"over the limit of 1048576 bytes for the page \(decoded"):
             await crawl(f"{site.origin}/", max_bytes=1 << 20)
         site.encodings = {"/": "br"}
         with pytest.raises(fetch.PageError, match="content coding 'br'"):
             await crawl(f"{site.origin}/")
+
+
+async def test_compressed_resources_are_charged_their_decoded_size() -> None:
+    """Forty small gzip bodies that each inflate to 1 MiB, on a page with a 4 MiB budget: the
+    page holds at most 4 MiB of bodies, and the rest fail as over the limit, not by memory."""
+    import gzip
+    import tracemalloc
+
+    budget, count = 4 << 20, 40
+    bomb = gzip.compress(bytes(1 << 20))
+    page = "".join(f'<img src="/b{n}.png">' for n in range(count)).encode()
+    files = {"/": (page, "text/html")} | {f"/b{n}.png": (bomb, "image/png") for n in range(count)}
+    site = Server("127.0.0.1", "127.0.0.1", files=files)
+    site.encodings = {f"/b{n}.png": "gzip" for n in range(count)}
+    async with serve(site):
+        tracemalloc.start()
+        try:
+            found = await crawl(f"{site.origin}/", max_bytes=budget, concurrency=16)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    held = sum(len(r.body) for r in found)
+    refused = [r for r in found if r.error]
+    assert held <= budget, f"the page held {held} bytes of bodies on a budget of {budget}"
+    assert len(found) == count + 1 and len(refused) >= count - 4, [r.error for r in found]
+    assert all(r.error == f"over the limit of {budget} bytes for the page (decoded)" for r in refused)
+    assert peak < 3 * budget, f"{peak} bytes were allocated at once"

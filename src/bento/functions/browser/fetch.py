@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections import Counter, defaultdict, deque
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -141,8 +142,7 @@ class Fetcher:
                 resource.status = response.status
                 resource.final_url = response.url
                 resource.content_type = response.headers.get("Content-Type", "")
-                body = self._read(response, started)
-                resource.body = _decoded(body, response.headers.get("Content-Encoding"), self.budget.limit)
+                resource.body = self._read(response, started)
         except urllib.error.HTTPError as exc:
             exc.close()
             resource.status = exc.code
@@ -157,39 +157,57 @@ class Fetcher:
         return resource
 
     def _read(self, response: http.client.HTTPResponse, started: float) -> bytes:
+        """The body, its content coding undone as it arrives; the decoded bytes are what the
+        page's budget is charged, so a small compressed body cannot hold a large one."""
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > self.budget.limit - self.budget.used:
             raise _TooLarge(f"{declared} bytes: over the limit of {self.budget.limit} bytes for the page")
-        chunks = []
+        decoder = _Decoder(response.headers.get("Content-Encoding"))
+        pieces = []
         while chunk := response.read(1 << 16):
-            if not self.budget.take(len(chunk)):
-                raise _TooLarge(f"over the limit of {self.budget.limit} bytes for the page")
             if self.stopped or time.monotonic() - started > self.limits.timeout:
                 raise TimeoutError()
-            chunks.append(chunk)
-        return b"".join(chunks)
+            for piece in decoder.feed(chunk):
+                if not self.budget.take(len(piece)):
+                    decoded = " (decoded)" if decoder.coding != "identity" else ""
+                    raise _TooLarge(f"over the limit of {self.budget.limit} bytes for the page{decoded}")
+                pieces.append(piece)
+        return b"".join(pieces)
 
 
-def _decoded(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """The body without its content coding (asked for none, a server may still send gzip),
-    decompressed to at most ``limit`` bytes: a small body must not become a huge one."""
-    coding = (encoding or "identity").strip().lower()
-    if coding == "identity":
-        return body
-    if coding not in ("gzip", "x-gzip", "deflate"):
-        raise ValueError(f"a body in the content coding {coding!r}, which Browser cannot decode")
-    # wbits 47: gzip or zlib, detected; deflate is zlib, or raw deflate as some servers send it.
-    for wbits in (47,) if coding != "deflate" else (15, -15):
-        inflater = zlib.decompressobj(wbits)
-        try:
-            data = inflater.decompress(body, limit + 1)
-        except zlib.error as exc:
-            error = exc
-            continue
-        if len(data) > limit or inflater.unconsumed_tail:
-            raise _TooLarge(f"decompresses to over the limit of {limit} bytes for the page")
-        return data
-    raise ValueError(f"a {coding} body that does not decompress: {error}")
+class _Decoder:
+    """Undoes a body's content coding (asked for none, a server may still send gzip) in
+    steps of at most ``STEP`` bytes, so that each step is charged before the next is made."""
+
+    STEP = 1 << 16
+
+    def __init__(self, encoding: str | None) -> None:
+        self.coding = (encoding or "identity").strip().lower()
+        if self.coding not in ("identity", "gzip", "x-gzip", "deflate"):
+            raise ValueError(f"a body in the content coding {self.coding!r}, which Browser cannot decode")
+        # wbits 47: gzip or zlib, detected; deflate is zlib, or raw deflate as some servers send it.
+        self._inflater = zlib.decompressobj(15 if self.coding == "deflate" else 47)
+        self._started = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self.coding == "identity":
+            yield data
+            return
+        pending = data
+        while True:
+            try:
+                piece = self._inflater.decompress(pending, self.STEP)
+            except zlib.error as exc:
+                if self.coding != "deflate" or self._started:
+                    raise ValueError(f"a {self.coding} body that does not decompress: {exc}") from None
+                self._inflater, self._started = zlib.decompressobj(-15), True  # raw deflate, from the start
+                continue
+            self._started = True
+            pending = self._inflater.unconsumed_tail
+            if piece:
+                yield piece
+            if not pending and len(piece) < self.STEP:
+                return  # all of ``data`` is decoded (more may come in the next chunk)
 
 
 def explain(reason: object, url: str, timeout: float) -> str:
