@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import statistics
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dns.message
@@ -57,6 +59,19 @@ async def test_a_resolver_without_an_answer_raises_rather_than_hangs() -> None:
         resolver._dns.lifetime = 0.5  # type: ignore[union-attr]
         with pytest.raises(OSError, match="name resolution failed"):
             await resolver.resolve("www.s001.test")
+
+
+async def test_system_lookups_do_not_wait_behind_the_default_thread_pool() -> None:
+    """The default pool's one thread is stuck (a slow tor control call, say): names still resolve."""
+    loop = asyncio.get_running_loop()
+    stuck, default = threading.Event(), ThreadPoolExecutor(1)
+    loop.set_default_executor(default)
+    default.submit(stuck.wait)
+    try:
+        async with asyncio.timeout(3):  # under the resolver's own 5 s
+            assert await Resolver(None).resolve("localhost") in (["127.0.0.1"], ["127.0.0.1", "::1"])
+    finally:
+        stuck.set()
 
 
 def test_the_nameserver_refuses_to_answer_responses_and_garbage() -> None:

@@ -16,7 +16,9 @@ through the testnet's own nameserver and never through the host's.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import ipaddress
 import socket
 from pathlib import Path
@@ -32,6 +34,11 @@ from bento.errors import BentoError
 from bento.tor.control import parse_address
 
 TIMEOUT = 5.0  # seconds for a whole lookup, every nameserver and retry included
+LOOKUP_THREADS = 8
+# getaddrinfo blocks, and a slow name keeps its thread past our timeout: system lookups run
+# in a bounded pool of their own, so slow names queue behind each other, never in front of
+# the default pool's tor control calls and storage reads.
+_LOOKUPS = concurrent.futures.ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="bento-lookup")
 
 
 class ResolveError(OSError):
@@ -95,7 +102,8 @@ class Resolver:
         if self._dns is None:
             try:
                 async with asyncio.timeout(TIMEOUT):
-                    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+                    lookup = functools.partial(socket.getaddrinfo, host, None, type=socket.SOCK_STREAM)
+                    infos = await asyncio.get_running_loop().run_in_executor(_LOOKUPS, lookup)
             except TimeoutError:
                 raise ResolveError(f"{host}: no answer within {TIMEOUT:.0f} s") from None
             return sorted({str(info[4][0]) for info in infos})
