@@ -9,7 +9,7 @@ from pathlib import Path
 
 from localbox import LocalBox
 
-from bento.protocol import frames
+from bento.protocol import code_archive, frames
 from bento.protocol.errors import ErrorCode
 from bento.protocol.messages import EndCause, SessionState
 from bento.protocol.openapi import openapi_document
@@ -75,6 +75,9 @@ def test_the_numbers_in_api_md_are_the_code_s() -> None:
         f"`max_upload_bytes` ({_size(NodePolicy().max_upload_bytes)} by default)",
         f"at most {code.MAX_FILES} entries",
         f"at most {code.EXPANSION} times `max_upload_bytes`",
+        f"names over {code_archive.MAX_NAME_BYTES} bytes ({code_archive.MAX_PART_BYTES} a part) or "
+        f"{code_archive.MAX_DEPTH} directories deep",
+        f"inflate at most {code_archive.MAX_RATIO}-fold past its first {_size(code_archive.RATIO_FLOOR)}",
         f"(at most {_size(frames.MAX_PAYLOAD)} each)",
         f"binary messages of at most {_size(buffer.READ_CHUNK)}",
         f"messages of up to {_size(int(ws_limit[1]) << int(ws_limit[2]))}",
