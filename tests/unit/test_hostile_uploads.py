@@ -4,6 +4,7 @@ nothing outside the upload's own fresh directory can be reached, on the box's re
 from __future__ import annotations
 
 import doctest
+import gzip
 import io
 import tarfile
 import tracemalloc
@@ -12,6 +13,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from localbox import LocalBox, upload_body
 
 from bento.client.upload import archive
@@ -256,3 +259,27 @@ def test_the_client_packs_links_inside_a_directory_as_files_and_refuses_links_ou
 
 def test_the_archive_reader_s_examples_run() -> None:
     assert doctest.testmod(code_archive).failed == 0
+
+
+_SAMPLE = gzip.decompress(
+    _tar(
+        _member(*MAIN),
+        _member("pkg", kind=tarfile.DIRTYPE),
+        _member("pkg/" + "long" * 40 + ".py", b"x = 1\n"),
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_SAMPLE) - 1), st.integers(0, 255)), min_size=1, max_size=12))
+def test_a_damaged_archive_is_refused_with_an_archive_error_and_nothing_else(
+    changes: list[tuple[int, int]],
+) -> None:
+    damaged = bytearray(_SAMPLE)
+    for where, value in changes:
+        damaged[where] = value
+    try:
+        entries = code_archive.read(gzip.compress(bytes(damaged)), max_bytes=LIMIT)
+    except code_archive.ArchiveError:
+        return
+    assert all(".." not in e.parts and e.parts and all(e.parts) for e in entries)
