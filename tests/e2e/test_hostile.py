@@ -8,20 +8,24 @@ target is measured by bench/hostile_latency.py, not asserted here).
 from __future__ import annotations
 
 import asyncio
+import io
 import statistics
+import tarfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from functions import HELLO
 from hostile import HOSTILE, PING, ping_round_trips
-from support import TIMEOUT, run
+from support import TIMEOUT, bento_cli, run
 
 from bento.client.box import Box
 from bento.client.keyring import Deployment
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import EndCause, SessionState
 from bento.protocol.policy import Needs, SyscallProfile
+from bento.sandbox.host import work_dir_of
 from bento.testnet import Node, Role, Testnet
 from bento.testnet.boxes import server_status
 from bento.testnet.site import LocalSite
@@ -206,3 +210,63 @@ async def _attacks(testnet: Testnet, box: Box, node: Node, hostile: Deployment) 
     assert node.bento_alive() and node.role is Role.EXIT
     assert (await box.descriptor()).boot_id
     del testnet
+
+
+def _link_chain(neighbour_id: str) -> bytes:
+    """Issue 18's archive: `esc -> l2/l2/../..` checked before `l2 -> .` exists, so that `esc/` is
+    the functions directory and `top/` the directory of the runtime every sandbox imports."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+        for name, link in (("esc", "l2/l2/../.."), ("top", "l2/l2/l2/../../.."), ("l2", ".")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, link
+            archive.addfile(info)
+        for name, data in (("main.py", HELLO), (f"esc/{neighbour_id}/code/planted.py", "planted = True\n"),
+                           ("top/runtime/json.py", "planted = True\n")):  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.size = len(data.encode())
+            archive.addfile(info, io.BytesIO(data.encode()))
+    return out.getvalue()
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
+    return {
+        str(p.relative_to(root)): (p.lstat().st_mode, None if p.is_dir() else p.read_bytes())
+        for p in sorted(root.rglob("*"))
+    }
+
+
+async def test_a_hostile_archive_deployed_with_the_cli_is_refused_and_touches_nothing(
+    testnet: Testnet, box: Box, box_node: Node, tmp_path: Path
+) -> None:
+    neighbour = await box.deploy(HELLO.encode(), Manifest(name="neighbour"))
+    assert box_node.bento_dir is not None
+    work = work_dir_of(Path(box_node.bento_dir))
+    runtime, neighbour_code = work / "runtime", work / "functions" / neighbour.function_id / "code"
+    before = (_snapshot(runtime), _snapshot(neighbour_code), sorted((work / "functions").iterdir()))
+    writable = [name for name, (mode, _) in before[0].items() if mode & 0o222]
+    assert before[0] and not writable, f"the runtime is read-only to the server's user: {writable}"
+
+    hostile = tmp_path / "hostile.tar.gz"
+    hostile.write_bytes(_link_chain(neighbour.function_id))
+    status, _, stderr = await bento_cli(
+        testnet, tmp_path / "keyring.json", "deploy", str(hostile), "--box", box_node.nickname
+    )
+    assert status != 0 and "'esc' is a symbolic link: an upload holds only regular files" in stderr, stderr
+    assert "bento deploy DIRECTORY" in stderr, "the refusal says what to do"
+
+    after = (_snapshot(runtime), _snapshot(neighbour_code), sorted((work / "functions").iterdir()))
+    assert after == before, "nothing of the refused upload is written, anywhere"
+    output, ended = await run(box, neighbour, "main", "neighbour")
+    assert output == b"hello neighbour\n" and ended.state is SessionState.COMPLETED
+    await box.shutdown(neighbour)
+
+
+def test_the_box_s_server_writes_no_core_and_its_own_user_cannot_trace_it(box_node: Node) -> None:
+    pid = int(str(server_status(box_node)["pid"]))
+    core = next(line for line in Path(f"/proc/{pid}/limits").read_text().splitlines() if "core" in line)
+    assert core.split()[4:6] == ["0", "0"], core
+    status = Path(f"/proc/{pid}/status")
+    uid = int(next(line for line in status.read_text().splitlines() if line.startswith("Uid:")).split()[1])
+    if uid != 0:  # the box of a dedicated user (as root, /proc/<pid> is root's anyway)
+        assert status.stat().st_uid == 0, "an undumpable process's /proc entries are root's, not its user's"
