@@ -115,6 +115,7 @@ def main() -> None:
         "the filter": seccomp.compile_filter(PROFILES, allow_exec=False),
     }
     figures: dict[str, dict[str, list[float]]] = {name: {} for name in programs}
+    load_at_start = os.getloadavg()[0]
     for run in range(args.runs):  # alternating, so that the host's load falls on all alike
         for name, filter_program in programs.items():
             found = _measure(filter_program, args.messages, args.megabytes)
@@ -132,6 +133,11 @@ def main() -> None:
         lines.append(f"- {name}: 64-byte message there and back "
                      f"{summary([v / 1000 for v in figures[name]['small']], 'µs')}; "
                      f"bulk stream of 256 KiB sends {summary(figures[name]['bulk'], 'MiB/s')}")  # fmt: skip
+    lines.append(
+        f"- load average (1 min) at start and end: {load_at_start:.1f}, {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores (the spread is the host's: the whole filter is "
+        f"{len(programs['the filter'] or b'') // 8} BPF instructions, of which a system call runs a part)"
+    )
     record(
         "Seccomp filter cost on a granted socket",
         f"python bench/seccomp_sockets.py --runs {args.runs} --messages {args.messages} "
