@@ -15,7 +15,7 @@ import socket
 import sys
 
 from bento.protocol.frames import MAX_PAYLOAD, Frame, FrameError, decode_json, encode
-from bento.runtime import api, confine, logs, net, packages
+from bento.runtime import api, confine, logs, net, packages, routing
 from bento.runtime.channel import Channel
 
 TYPE_CHECKING = False  # importing typing would cost the sandbox ~3 ms of start-up
@@ -87,6 +87,7 @@ def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     if len(sys.argv) > 2:
         net._bind(socket.socket(fileno=int(sys.argv[2])))
+        routing.install()
     try:
         run(Channel(sock))
     except (EOFError, BrokenPipeError, ConnectionResetError):

@@ -32,17 +32,12 @@ _replies: dict[int, tuple[bytes, list[int]]] = {}  # read, not yet taken by the 
 _reading = False  # one thread reads the socket at a time, for everyone
 _gone = False  # the broker closed its end
 _real_getaddrinfo = socket.getaddrinfo
-_real_connect = socket.socket.connect
 
 
 def _bind(sock: socket.socket) -> None:
+    """Ask ``sock``, the broker's socket this process inherited, from now on."""
     global _broker
     _broker = sock
-    socket.create_connection = create_connection  # type: ignore[assignment]
-    socket.getaddrinfo = getaddrinfo
-    from bento.runtime import routing
-
-    routing.install()
 
 
 def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]:

@@ -10,7 +10,10 @@ and never notices. asyncio's ``loop.sock_connect`` calls the same method, so asy
 streams are covered too (the broker's round trip blocks the loop briefly).
 
 A refusal raises :class:`PermissionError` with the broker's reason; a failed connection
-raises the OSError the broker saw (ConnectionRefusedError, TimeoutError, ...).
+raises the OSError the broker saw (ConnectionRefusedError, TimeoutError, ...). The
+sandbox's seccomp filter refuses the kernel's own ``connect``, ``bind`` and ``listen``
+(bento.sandbox.seccomp), so a socket the broker granted cannot be pointed anywhere else:
+calling them on a socket that is not the broker's business says so in its PermissionError.
 """
 
 from __future__ import annotations
@@ -27,15 +30,32 @@ if TYPE_CHECKING:
 
 _INET = (socket.AF_INET, socket.AF_INET6)
 _real_init = socket.socket.__init__
+_real_connect = socket.socket.connect
+_real_bind = socket.socket.bind
+_real_listen = socket.socket.listen
 _COPIED_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY), (socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+_NO_CONNECT = (
+    "a Bento sandbox makes no connections of its own: TCP connections go through the broker "
+    "(socket.connect of a TCP socket, or api.connect); Unix and UDP sockets cannot connect"
+)
+_NO_LISTEN = "a Bento sandbox binds and listens on nothing itself: api.listen() gives a listener"
 
 
 def install() -> None:
+    """Route the socket module's connections and lookups through the broker (bento.runtime.net)."""
+    socket.create_connection = net.create_connection  # type: ignore[assignment]
+    socket.getaddrinfo = net.getaddrinfo
     socket.socket.__init__ = _init  # type: ignore[method-assign]
     socket.socket.connect = _connect  # type: ignore[method-assign,assignment]
     socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign,assignment]
+    socket.socket.bind = _bind  # type: ignore[method-assign,assignment]
+    socket.socket.listen = _listen  # type: ignore[method-assign,assignment]
     socket.gethostbyname = _gethostbyname
     socket.gethostbyname_ex = _gethostbyname_ex
+
+
+def _refused(exc: PermissionError, why: str) -> PermissionError:
+    return PermissionError(exc.errno, f"{exc.strerror} ({why})")
 
 
 def _brokered(sock: socket.socket) -> bool:
@@ -57,7 +77,10 @@ def _init(self: socket.socket, family: Any = -1, type: Any = -1, proto: Any = -1
 
 def _connect(self: socket.socket, address: Any) -> None:
     if not _brokered(self):
-        return net._real_connect(self, address)  # Unix sockets, UDP: the sandbox's own business
+        try:
+            return _real_connect(self, address)  # Unix sockets, UDP: refused by the sandbox
+        except PermissionError as exc:
+            raise _refused(exc, _NO_CONNECT) from None
     timeout = self.gettimeout()
     brokered = net.connect(str(address[0]), int(address[1]))
     with brokered:
@@ -69,6 +92,20 @@ def _connect(self: socket.socket, address: Any) -> None:
         os.dup2(brokered.fileno(), self.fileno())
     self.settimeout(timeout)  # the descriptor is new: give it the socket's blocking mode
     return None
+
+
+def _bind(self: socket.socket, address: Any) -> None:
+    try:
+        _real_bind(self, address)
+    except PermissionError as exc:
+        raise _refused(exc, _NO_LISTEN) from None
+
+
+def _listen(self: socket.socket, *backlog: int) -> None:
+    try:
+        _real_listen(self, *backlog)
+    except PermissionError as exc:
+        raise _refused(exc, _NO_LISTEN) from None
 
 
 def _connect_ex(self: socket.socket, address: Any) -> int:

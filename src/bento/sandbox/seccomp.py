@@ -6,6 +6,24 @@ instruction of the runtime; the runtime then installs the *manifest* filter (onl
 profiles the function asked for, no execve unless it asked for processes) before it
 loads the function's code. Seccomp filters stack: the stricter answer wins. Anything
 not allowed fails with EPERM; a foreign system-call ABI (32-bit calls) kills.
+
+A socket the broker grants (a connection, a SOCKS stream, a listener and what it accepts)
+lives in the box's network namespace, so what a function may do with a socket is narrow
+in every profile: no ``connect`` ever (not even ``AF_UNSPEC``, which dissolves a TCP
+connection so that it can connect anew), no ``bind`` or ``listen`` (but in chromium's
+profile, see CHROMIUM), no ``MSG_FASTOPEN`` (the one flag with which TCP reads the address
+given to ``sendto``/``sendmsg``; without it TCP ignores the address), and ``setsockopt``
+only for the options in :data:`SOCKET_OPTIONS`, none of which changes where a socket
+talks. The runtime itself never calls them: its channel and the broker's socket are
+inherited, and a connection a library asks for is the broker's, put in place with dup2.
+
+>>> calls = allowed_calls({SyscallProfile.NETWORK}, allow_exec=False)
+>>> sorted(calls & {"connect", "bind", "listen", "accept4", "setsockopt", "sendto"})
+['accept4']
+>>> (socket.IPPROTO_TCP, socket.TCP_NODELAY) in SOCKET_OPTIONS
+True
+>>> (socket.SOL_SOCKET, socket.SO_BINDTODEVICE) in SOCKET_OPTIONS
+False
 """
 
 from __future__ import annotations
@@ -44,18 +62,43 @@ sched_get_priority_min getpriority
 set_robust_list get_robust_list set_tid_address futex futex_waitv rseq membarrier
 pipe pipe2 eventfd eventfd2 epoll_create epoll_create1 epoll_ctl epoll_wait epoll_pwait epoll_pwait2
 poll ppoll select pselect6
-socketpair sendmsg recvmsg sendto recvfrom shutdown getsockopt setsockopt getsockname getpeername
+socketpair recvmsg recvfrom shutdown getsockopt getsockname getpeername
 exit exit_group wait4 waitid kill tkill tgkill
 """
 PROCESSES = "fork vfork execve execveat"
-NETWORK = "connect bind listen accept accept4 sendmmsg recvmmsg"
+# Accepting on a listener the broker made (a function can make none of its own).
+NETWORK = "accept accept4 recvmmsg"
 # What headless Chromium needs beyond processes, found by tracing it (strace -f) under
 # bubblewrap and then removing calls until it failed: a Unix socket it binds and listens
 # on (its profile's singleton; the socket filter below still allows only AF_UNIX without
 # the network profile), capget/capset (it drops capabilities it does not have), and
 # memfd_create for shared memory. io_uring, landlock, setpriority, sched_setaffinity and
-# netlink sockets it tries too, and does without.
-CHROMIUM = "connect bind listen capget capset memfd_create"
+# netlink sockets it tries too, and does without; connect it needs not (it talks to
+# Playwright over pipes). bind and listen cannot move a granted socket: the kernel
+# refuses to bind a bound socket (EINVAL) or to make a connected one listen (EINVAL).
+CHROMIUM = "bind listen capget capset memfd_create"
+# Refused in every profile: connect(AF_UNSPEC) and then connect re-points any TCP socket,
+# the broker's included, and a filter cannot read the address a pointer leads to.
+NEVER = frozenset({"connect"})
+# The flag with which TCP connects to the address given to sendto/sendmsg (Fast Open).
+MSG_FASTOPEN = 0x20000000
+_SEND_FLAGS = {"sendto": 3, "sendmsg": 2, "sendmmsg": 3}  # which argument holds the flags
+# The socket options a function may set: (level, option). Buffers, keep-alive, Nagle and
+# time-outs, which say how much and how often, never where. Not here, among others:
+# SO_BINDTODEVICE, SO_MARK, SO_PRIORITY, SO_ATTACH_FILTER, every IP and IPv6 option
+# (IP_TRANSPARENT, IP_OPTIONS' source routes, IP_TTL, IP_HDRINCL), TCP_REPAIR,
+# TCP_FASTOPEN(_CONNECT), TCP_CONGESTION, TCP_ULP, TCP_MD5SIG.
+SOCKET_OPTIONS = frozenset(
+    {(socket.SOL_SOCKET, option) for option in (
+        socket.SO_REUSEADDR, socket.SO_SNDBUF, socket.SO_RCVBUF, socket.SO_KEEPALIVE, socket.SO_OOBINLINE,
+        socket.SO_LINGER, socket.SO_PASSCRED, socket.SO_RCVLOWAT, socket.SO_SNDLOWAT,
+        20, 21, 66, 67,  # SO_RCVTIMEO and SO_SNDTIMEO, old and new (64-bit time)
+    )}
+    | {(socket.IPPROTO_TCP, option) for option in (
+        socket.TCP_NODELAY, socket.TCP_CORK, socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT,
+        socket.TCP_QUICKACK, socket.TCP_USER_TIMEOUT, socket.TCP_NOTSENT_LOWAT,
+    )}
+)  # fmt: skip
 
 # clone may make threads (and, with the processes profile, processes) but never namespaces.
 _NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
@@ -63,10 +106,9 @@ _CLONE_THREAD = 0x00010000
 _SOCK_TYPE_MASK = 0xF
 
 
-def compile_filter(profiles: Iterable[SyscallProfile], *, allow_exec: bool) -> bytes:
-    """The BPF program allowing ``profiles`` (and execve if ``allow_exec``)."""
+def allowed_calls(profiles: Iterable[SyscallProfile], *, allow_exec: bool) -> frozenset[str]:
+    """The system calls ``profiles`` allow outright, whatever their arguments."""
     chosen = set(profiles) | {SyscallProfile.COMPUTE}
-    flt = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
     names = COMPUTE.split()
     if SyscallProfile.PROCESSES in chosen:
         names += PROCESSES.split()
@@ -76,8 +118,23 @@ def compile_filter(profiles: Iterable[SyscallProfile], *, allow_exec: bool) -> b
         names += NETWORK.split()
     if SyscallProfile.CHROMIUM in chosen:
         names += CHROMIUM.split()
-    for name in names:
+    return frozenset(names) - NEVER
+
+
+def compile_filter(profiles: Iterable[SyscallProfile], *, allow_exec: bool) -> bytes:
+    """The BPF program allowing ``profiles`` (and execve if ``allow_exec``)."""
+    chosen = set(profiles) | {SyscallProfile.COMPUTE}
+    flt = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
+    for name in sorted(allowed_calls(chosen, allow_exec=allow_exec)):
         _allow(flt, name)
+    # Sends with any flags but MSG_FASTOPEN (sendmmsg only with the network profile).
+    for name, flags in _SEND_FLAGS.items():
+        if name != "sendmmsg" or SyscallProfile.NETWORK in chosen:
+            flt.add_rule(seccomp.ALLOW, name, seccomp.Arg(flags, seccomp.MASKED_EQ, MSG_FASTOPEN, 0))
+    for level, option in sorted(SOCKET_OPTIONS):
+        flt.add_rule(
+            seccomp.ALLOW, "setsockopt", seccomp.Arg(1, seccomp.EQ, level), seccomp.Arg(2, seccomp.EQ, option)
+        )
     # Threads always; new processes with the processes profile; namespaces never.
     if SyscallProfile.PROCESSES in chosen:
         flt.add_rule(seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, _NAMESPACE_FLAGS, 0))

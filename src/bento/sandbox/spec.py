@@ -180,7 +180,14 @@ MECHANISMS: dict[str, tuple[str, Callable[[Host], str]]] = {
             )
         ),
     ),
-    "syscalls": ("syscalls", lambda h: "seccomp allow-list (libseccomp): the manifest's profiles"),
+    "syscalls": (
+        "syscalls",
+        lambda h: (
+            "seccomp allow-list (libseccomp): the manifest's profiles; in every one no connect, no "
+            "MSG_FASTOPEN and only socket options that never change where a socket talks, so a socket "
+            "the broker grants stays where it was checked (bind and listen: only with chromium's profile)"
+        ),
+    ),
     "memory": ("memory_bytes", _memory),
     "processes": ("processes", _processes),
     "cpu_time": ("cpu_seconds", lambda h: "RLIMIT_CPU"),
