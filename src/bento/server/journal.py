@@ -8,7 +8,7 @@ priority, as sd-daemon(3) reads it, and carries stable ``key=value`` fields, so 
 >>> JournalFormatter().format(record)
 '<4>logger=bento.server level=warning msg="lost tor: gone"'
 
-Whatever the format, a filter blanks what looks like a token, so that a message that
+Whatever the format, the formatter blanks what looks like a token, so that a message that
 quotes a request can never carry one into the journal:
 
 >>> redact("Bearer abc.def and " + "A" * 43)
@@ -41,12 +41,14 @@ def _value(text: str) -> str:
     return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
 
-class Redacting(logging.Filter):
-    """Blank token-like strings in every record's message (arguments merged first)."""
+class HumanFormatter(logging.Formatter):
+    """Lines for people (a terminal, a log file), tracebacks included; token-like strings blanked."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage()), None
-        return True
+    def __init__(self) -> None:
+        super().__init__(HUMAN_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class JournalFormatter(logging.Formatter):
@@ -76,8 +78,7 @@ def under_journal() -> bool:
 def configure(verbose: bool) -> None:
     """Set up the server's logging: to stderr, in the journal's form under systemd."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JournalFormatter() if under_journal() else logging.Formatter(HUMAN_FORMAT))
-    handler.addFilter(Redacting())
+    handler.setFormatter(JournalFormatter() if under_journal() else HumanFormatter())
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("stem").setLevel(logging.WARNING)
     logging.getLogger("bento").setLevel(logging.INFO)
