@@ -35,7 +35,7 @@ _MIB = 1 << 20
 
 def add_box(parser: argparse.ArgumentParser) -> None:
     parser.description = "See and steer your own Bento box (run on its machine, as its user)."
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = parser.add_subparsers(dest="box_command", required=True, metavar="ACTION")
     for name, help_text, handler in (
         ("functions", "the functions the box holds, their instances, sessions and storage", _functions),
         ("sessions", "every session: state, function, CPU, memory, bytes, circuits", _sessions),
@@ -64,7 +64,7 @@ def add_box(parser: argparse.ArgumentParser) -> None:
 def _socket(args: argparse.Namespace) -> Path:
     overrides = {"state_dir": args.state_dir}
     path = socket_path(ServerConfig.load(args.config, overrides).state_dir)
-    who = f"the box's user (e.g. `sudo -u bento bento box {args.action}`)"
+    who = f"the box's user (e.g. `sudo -u bento bento box {args.box_command}`)"
     try:
         os.stat(path)
     except FileNotFoundError:
