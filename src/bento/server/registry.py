@@ -258,7 +258,7 @@ class Registry:
         task = self._group.create_task(run)
         task.add_done_callback(functools.partial(self._ran, session))
         self._tasks[session.id] = task
-        self.ledger.started(function.id)
+        self.ledger.started(session)
         function.sessions[session.id] = session
         self.sessions[session.id] = session
         return session
@@ -267,7 +267,7 @@ class Registry:
         # A task cancelled before its first step never ran its clean-up: end the session here.
         session.abandon("stopped by the server")
         self._tasks.pop(session.id, None)
-        self.ledger.ended(session.function_id, session.info().usage)
+        self.ledger.ended(session)
         if session.id in self.sessions:  # not shut down meanwhile
             for old in self.retention.ended(session):
                 self._forget(old)

@@ -64,7 +64,7 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 _FIGURES = [  # (suffix, kind, help): in the order of _values
     ("instances", "gauge", "instances running now"),
     ("sessions", "counter", "sessions started"),
-    ("cpu_seconds", "counter", "CPU time of ended sessions"),
+    ("cpu_seconds", "counter", "CPU time of sessions (running ones: as far as measured)"),
     ("input_bytes", "counter", "bytes clients sent to functions"),
     ("output_bytes", "counter", "bytes functions sent to clients"),
     ("memory_promised_bytes", "gauge", "memory promised to running instances by their manifests"),

@@ -58,7 +58,7 @@ class Figures(Strict):
 
     instances: int = Field(description="sessions running now")
     sessions_total: int = Field(description="sessions started")
-    cpu_seconds_total: float = Field(description="CPU time of ended sessions")
+    cpu_seconds_total: float = Field(description="CPU time of sessions (running ones: as far as measured)")
     bytes_in_total: int = Field(description="bytes clients sent to functions")
     bytes_out_total: int = Field(description="bytes functions sent to clients")
     memory_bytes: int = Field(description="memory promised to running instances (their manifests)")

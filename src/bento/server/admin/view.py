@@ -44,13 +44,9 @@ class OperatorView:
         registry = self.registry
         per_function = [self._function_usage(f) for f in registry.functions.values()]
         running = sum(f.instances for f in per_function)
-        account = registry.ledger.box
         box = Figures(
             instances=running,
-            sessions_total=account.sessions,
-            cpu_seconds_total=round(account.cpu_seconds, 3),
-            bytes_in_total=account.bytes_in + sum(self._live_bytes(s)[0] for s in self._running()),
-            bytes_out_total=account.bytes_out + sum(self._live_bytes(s)[1] for s in self._running()),
+            **registry.ledger.box_totals(),
             memory_bytes=sum(f.memory_bytes for f in per_function),
             storage_bytes=sum(f.storage_bytes for f in per_function),
         )
@@ -132,25 +128,15 @@ class OperatorView:
         )
 
     def _function_usage(self, function: Function) -> FunctionUsage:
-        account = self.registry.ledger.functions.get(function.id)
         running = self._running(function)
-        live = [self._live_bytes(s) for s in running]
         return FunctionUsage(
             function_id=function.id,
             name=function.manifest.name,
             instances=len(running),
-            sessions_total=account.sessions if account else 0,
-            cpu_seconds_total=round(account.cpu_seconds, 3) if account else 0.0,
-            bytes_in_total=(account.bytes_in if account else 0) + sum(i for i, _ in live),
-            bytes_out_total=(account.bytes_out if account else 0) + sum(o for _, o in live),
+            **self.registry.ledger.function_totals(function.id),
             memory_bytes=len(running) * function.manifest.needs.memory_mb * _MB,
             storage_bytes=self._storage(function)[0],
         )
-
-    @staticmethod
-    def _live_bytes(session: Session) -> tuple[int, int]:
-        usage = session.info().usage
-        return usage.bytes_in, usage.bytes_out
 
     def _session_row(self, session: Session) -> SessionRow:
         info = session.info()
