@@ -47,6 +47,9 @@ COMMANDS: dict[str, Command] = {
     "cover": Command("cover", "keep a box's circuits busy at a constant rate (link cover: --cover RATE)"),
     "eval": Command("eval", "the website-fingerprinting evaluation: bento eval wf collect|attack|report"),
     "server": Command("server", "run a Bento box beside a Tor relay (foreground; stop with SIGTERM)"),
+    "box": Command(
+        "box", "the operator's view of their own box: functions, sessions, usage, kill, evict, pause"
+    ),
     "testnet": Command("testnet", "run a private Tor network on 127.0.0.1"),
     "demo": Command("demo", "a guided tour of Bento on a private Tor network"),
     "completion": Command("completion", "print a shell completion script (bash or zsh)"),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from pathlib import Path
 
+from bento.server import journal
 from bento.server.config import ServerConfig
 from bento.server.daemon import BentoServer
 
@@ -20,17 +20,18 @@ def add_server(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-port", type=int, help="local port behind the onion service (default: any)")
     parser.add_argument("--no-onion", action="store_true", help="do not publish an onion service")
     parser.add_argument("--no-advertise", action="store_true", help="do not add bento=<onion> to ContactInfo")
+    parser.add_argument(
+        "--metrics", metavar="IP:PORT", help="serve Prometheus metrics here (loopback, e.g. 127.0.0.1:9135)"
+    )
+    parser.add_argument(
+        "--metrics-any-address", action="store_true", help="allow --metrics off loopback (behind a firewall)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     parser.set_defaults(handler=cmd_server)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    logging.getLogger("stem").setLevel(logging.WARNING)
-    logging.getLogger("bento").setLevel(logging.INFO)
+    journal.configure(args.verbose)  # the journal's form under systemd; never a token
     config = ServerConfig.load(
         args.config,
         {
@@ -40,6 +41,8 @@ def cmd_server(args: argparse.Namespace) -> int:
             "api_port": args.api_port,
             "onion": False if args.no_onion else None,
             "advertise": False if args.no_advertise else None,
+            "metrics": args.metrics,
+            "metrics_any_address": True if args.metrics_any_address else None,
         },
     )
     asyncio.run(BentoServer(config).run())

@@ -47,6 +47,8 @@ class ErrorCode(StrEnum):
     FUNCTION_BUSY = "function-busy"
     BOX_FULL = "box-full"
     BOX_STOPPING = "box-stopping"
+    BOX_PAUSED = "box-paused"
+    FUNCTION_EVICTED = "function-evicted"
     COVER_REFUSED = "cover-refused"
     COVER_FULL = "cover-full"
     HTTP_ERROR = "http-error"
@@ -93,6 +95,8 @@ TABLE: dict[ErrorCode, Meaning] = {
     ErrorCode.FUNCTION_BUSY: Meaning(503, "The function runs as many instances as it asked for.", True),
     ErrorCode.BOX_FULL: Meaning(503, "The box is at its instance or memory limit.", True),
     ErrorCode.BOX_STOPPING: Meaning(503, "The box is stopping; its sessions are being stopped."),
+    ErrorCode.BOX_PAUSED: Meaning(503, "The box's operator paused new uploads or invocations.", True),
+    ErrorCode.FUNCTION_EVICTED: Meaning(410, "The box's operator evicted the function: its code is gone."),
     ErrorCode.COVER_REFUSED: Meaning(
         403, "The box does not cover a stream so (its policy.cover), or the cover broke."
     ),

@@ -53,7 +53,7 @@ _MODELS: list[type[BaseModel]] = [
     BlindTokenResponse,
 ]
 _C = ErrorCode
-_AUTH = (_C.MISSING_TOKEN, _C.WRONG_TOKEN, _C.SINGLE_USE_TOKEN, _C.UNKNOWN_FUNCTION)
+_AUTH = (_C.MISSING_TOKEN, _C.WRONG_TOKEN, _C.SINGLE_USE_TOKEN, _C.UNKNOWN_FUNCTION, _C.FUNCTION_EVICTED)
 _SESSION = (*_AUTH, _C.UNKNOWN_SESSION, _C.SESSION_EXPIRED)
 
 
@@ -121,6 +121,7 @@ def openapi_document() -> dict[str, Any]:
                             _C.UPLOAD_TOO_LARGE,
                             _C.INVALID_REQUEST,
                             _C.BAD_CODE,
+                            _C.BOX_PAUSED,
                         ),
                         201,
                         {
@@ -158,6 +159,7 @@ def openapi_document() -> dict[str, Any]:
                             _C.FUNCTION_BUSY,
                             _C.BOX_FULL,
                             _C.BOX_STOPPING,
+                            _C.BOX_PAUSED,
                         ),
                         201,
                         {"getSession": ("getSession", {"session_id": "$response.body#/session_id"})},

@@ -17,10 +17,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from bento.errors import BentoError, describe_validation
 from bento.protocol.policy import NodePolicy
+from bento.server.admin.address import check_metrics_address
 from bento.tor.resolver import parse_nameserver
 
 
@@ -61,6 +62,16 @@ class ServerConfig(BaseModel):
         ge=0,
         description="unacknowledged output of ended sessions kept, all together; the oldest is dropped first",
     )
+
+    metrics_any_address: bool = Field(default=False, description="allow a metrics address off loopback")
+    metrics: str | None = Field(default=None, description="serve Prometheus metrics on IP:PORT (loopback)")
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_address(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:  # ValueError: pydantic reports it with the field's name
+            check_metrics_address(value, any_address=info.data.get("metrics_any_address", False))
+        return value
 
     @field_validator("resolver")
     @classmethod

@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import socket
-from typing import Any
 
 import stem
 import stem.control
@@ -25,8 +24,11 @@ from bento.errors import BentoError
 from bento.protocol.descriptor import SignedDescriptor
 from bento.sandbox.host import SandboxHost
 from bento.server import broker, descriptor, identity, tokens, undumpable
+from bento.server.admin.metrics import bind_metrics, count_refusals
+from bento.server.admin.serve import operator_view
 from bento.server.api import create_app
 from bento.server.config import ServerConfig
+from bento.server.embedded_uvicorn import EmbeddedUvicorn
 from bento.server.registry import Registry
 from bento.server.tor_for_functions import TorForFunctions
 from bento.tor import advert, client_tor, control, onion
@@ -36,14 +38,6 @@ from bento.tor.resolver import Resolver
 log = logging.getLogger("bento.server")
 STATUS_FILE = "server.json"
 KEEP_ALIVE_SECONDS = 30  # an idle HTTP connection to the API is kept this long
-
-
-class _EmbeddedUvicorn(uvicorn.Server):
-    """Uvicorn without its own signal handling: this daemon decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
 
 
 class BentoServer:
@@ -102,9 +96,15 @@ class BentoServer:
         if self.config.listen:
             sockets.append(_bind(*parse_address(self.config.listen)))
         api_port: int = sockets[0].getsockname()[1]
-        web = _EmbeddedUvicorn(
+        app = create_app(self.registry, self.descriptor)
+        count_refusals(app, self.registry.ledger)  # for the operator's metrics
+        config = self.config
+        metrics = (
+            bind_metrics(config.metrics, any_address=config.metrics_any_address) if config.metrics else None
+        )
+        web = EmbeddedUvicorn(
             uvicorn.Config(
-                create_app(self.registry, self.descriptor),
+                app,
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
@@ -133,7 +133,10 @@ class BentoServer:
                 pool = tasks.create_task(self.sandbox.keep_pool(self.config.pool_size))
                 watchdog = tasks.create_task(self.sandbox.watch_forever())
                 try:
-                    async with self.registry.running():  # leaving it stops every session
+                    async with (
+                        self.registry.running(),  # leaving it stops every session
+                        operator_view(self.registry, config.state_dir, metrics),
+                    ):
                         try:
                             if self.config.onion:
                                 await self._publish(ctl, api_port)

@@ -24,6 +24,8 @@ from bento.protocol.policy import violations
 from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.sandbox.host import SandboxHost
 from bento.server import code, packages, tokens
+from bento.server.admin.controls import OperatorControls
+from bento.server.admin.ledger import Ledger
 from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker import Broker, Context, Gatekeeper
 from bento.server.broker.network import system_resolver
@@ -94,6 +96,8 @@ class Registry:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.tor: TorForFunctions | None = None  # set by the daemon when the box offers Tor
         self.resolver: Resolver = system_resolver  # set by the daemon: as the relay resolves
+        self.controls = OperatorControls()  # the operator's pause and evictions (server/admin)
+        self.ledger = Ledger()  # what functions used, for the operator: booked as sessions start and end
 
     def reset_storage(self) -> None:
         """Clear what a previous run left (functions do not survive restarts); install offered packages."""
@@ -127,6 +131,8 @@ class Registry:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def deploy(self, manifest: Manifest, kind: CodeKind, encoded: str) -> Deployed:
+        if (paused := self.controls.refusal("uploads")) is not None:
+            raise BoxError(*paused)
         problems = violations(manifest.needs, self.policy)
         if problems:
             raise BoxError(
@@ -183,6 +189,8 @@ class Registry:
         """
         function = self.functions.get(function_id)
         if function is None:
+            if (evicted := self.controls.eviction_of(function_id)) is not None:
+                raise BoxError(*evicted)
             raise BoxError(
                 ErrorCode.UNKNOWN_FUNCTION,
                 f"no function {function_id} on this box",
@@ -229,6 +237,8 @@ class Registry:
             raise BoxError(
                 ErrorCode.BOX_STOPPING, "this box is stopping", "try again later, or use another box"
             )
+        if (paused := self.controls.refusal("invocations")) is not None:
+            raise BoxError(*paused)
         self._admit(function)
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
         if opened_by is not None and is_blinded(opened_by):
@@ -248,6 +258,7 @@ class Registry:
         task = self._group.create_task(run)
         task.add_done_callback(functools.partial(self._ran, session))
         self._tasks[session.id] = task
+        self.ledger.started(session)
         function.sessions[session.id] = session
         self.sessions[session.id] = session
         return session
@@ -256,6 +267,7 @@ class Registry:
         # A task cancelled before its first step never ran its clean-up: end the session here.
         session.abandon("stopped by the server")
         self._tasks.pop(session.id, None)
+        self.ledger.ended(session)
         if session.id in self.sessions:  # not shut down meanwhile
             for old in self.retention.ended(session):
                 self._forget(old)
@@ -324,15 +336,16 @@ class Registry:
         await session.done.wait()
         return session.info()
 
-    async def shutdown(self, function: Function) -> int:
+    async def shutdown(self, function: Function, reason: str = "its function was shut down") -> int:
         """Kill every instance of ``function``, then delete its code and its tokens."""
         del self.functions[function.id]
+        self.ledger.gone(function.id)
         stopped = 0
         for session in function.sessions.values():
             self.sessions.pop(session.id, None)
             self.retention.drop(session)
             if not session.ended:
-                session.kill("its function was shut down")
+                session.kill(reason)
                 stopped += 1
         for session in function.sessions.values():
             await session.done.wait()
