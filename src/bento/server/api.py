@@ -165,7 +165,13 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         except BoxError as refused:
             if refused.code is not ErrorCode.WRONG_TOKEN:
                 raise
-            function = registry.function(function_id, token)
+            try:
+                function = registry.function(function_id, token)
+            except BoxError as wrong:
+                wrong.message = (
+                    f"that is neither the shutdown nor the invocation token of function {function_id}"
+                )
+                raise
             named = _session_rights(request.headers)
             listed = [s for s in function.sessions.values() if s.right_digest in named]
         return _json(SessionList(function_id=function.id, sessions=[s.info() for s in listed]))

@@ -123,7 +123,7 @@ async def _start(
             box, keyring, fresh=True, via_dropbox=via_dropbox, engine=engine
         )
         stream = await box.start(function, entry, arguments, cover=cover)
-    keyring.add_session(stream.session_id, function.function_id)
+    keyring.add_session(stream.session_id, function.function_id, function.session_rights[stream.session_id])
     return stream, function, deployed
 
 
