@@ -91,8 +91,8 @@ async def test_the_invocation_token_alone_reaches_no_one_else_s_session(box: Box
     stranger = Capability("invoke", owner.onion, owner.function_id, owner.invocation_token).deployment()
     assert (await box.sessions(stranger)).sessions == []
     with pytest.raises(BentoError, match="not the right of session"):
-        stream = await box.attach(stranger, victim)
-        await stream.receive()
+        async with await box.attach(stranger, victim) as refused:  # closed, not left to the collector
+            await refused.receive()
     with pytest.raises(BentoError, match="not the right of session"):
         await box.logs(stranger, victim)
     with pytest.raises(BentoError, match="not the right of session"):
