@@ -121,6 +121,26 @@ async def test_a_session_that_never_starts_leaves_its_token_good(
     assert (status, again["code"]) == (403, "wrong-token") and "used already" in again["error"]
 
 
+@pytest.mark.parametrize("box_limits", [{"policy": {"storage": {"allowed": True, "max_mb": 2}}}])
+async def test_resources_that_fail_to_open_leave_the_token_good(
+    box: LocalBox, client: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: the token was spent before the session's resources opened; a failure burnt it."""
+    function = await box.upload(SOURCE, needs={"storage_mb": 1})
+    [token] = await blind_tokens.obtain(client, _deployment(function), "invoke", 1)
+
+    def full(*args: object) -> NoReturn:
+        raise OSError("no space left for the function's storage")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(box.registry.store, "of", full)
+        with pytest.raises(OSError, match="no space left"):  # the app's 500, raised in process
+            await _invoke(box, function.function_id, token)
+    assert not box.registry.sessions
+    status, opened = await _invoke(box, function.function_id, token)
+    assert status == 201, opened
+
+
 async def test_one_token_sent_twice_at_once_opens_one_session(box: LocalBox, client: Box) -> None:
     function = await box.upload(SOURCE, needs={"instances": 4})
     [token] = await blind_tokens.obtain(client, _deployment(function), "invoke", 1)
