@@ -103,7 +103,9 @@ async def test_browse_errors_are_clear(box: Box, box_node: Node, tmp_path: Path)
             await _browse(box, keyring, f"{site.origin}/big", tmp_path / "big", max_bytes=4096)
         assert "over the limit of 4096 bytes" in caught.value.message
         page = await _browse(box, keyring, f"{site.origin}/big", tmp_path / "fits")
-    assert page.padding_bytes == 0 and page.received_bytes == wire.SEALED_HEADER + page.archive_bytes + wire.TAG
+    assert (
+        page.padding_bytes == 0 and page.received_bytes == wire.SEALED_HEADER + page.archive_bytes + wire.TAG
+    )
     assert (tmp_path / "fits" / "index.html").read_bytes().endswith(b"x" * 5000)
     with pytest.raises(BentoError, match="not an empty directory"):
         await _browse(box, keyring, f"{site.origin}/big", tmp_path / "fits")
