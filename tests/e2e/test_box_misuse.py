@@ -15,6 +15,7 @@ from functions import BROKEN, HELLO
 from support import TIMEOUT, deploy, run
 
 from bento.client.box import Box
+from bento.client.capability import Capability
 from bento.client.keyring import Deployment
 from bento.errors import BentoError
 from bento.protocol.manifest import Manifest
@@ -30,26 +31,31 @@ pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 2)]
 async def test_every_token_misuse_is_refused(box: Box) -> None:
     mine = await deploy(box, HELLO, "mine")
     theirs = await deploy(box, HELLO, "theirs")
-    forged = dataclasses.replace(mine, invocation_token=new_token(), shutdown_token=new_token())
-    swapped = dataclasses.replace(
-        mine, invocation_token=mine.shutdown_token, shutdown_token=mine.invocation_token
-    )
-    borrowed = dataclasses.replace(
-        mine, invocation_token=theirs.invocation_token, shutdown_token=theirs.shutdown_token
-    )
-    garbage = dataclasses.replace(mine, invocation_token="not a token", shutdown_token="'; DROP")
+
+    def posing(invocation: str, shutdown: str) -> Deployment:  # holding none of mine's session rights
+        return dataclasses.replace(
+            mine, invocation_token=invocation, shutdown_token=shutdown, session_rights={}
+        )
+
+    forged = posing(new_token(), new_token())
+    swapped = posing(mine.shutdown_token, mine.invocation_token)
+    borrowed = posing(theirs.invocation_token, theirs.shutdown_token)
+    garbage = posing("not a token", "'; DROP")
 
     for wrong in (forged, swapped, borrowed, garbage):
         with pytest.raises(BentoError, match="not the invocation token"):
             await box.invoke(wrong, "main")
-        with pytest.raises(BentoError, match="not the invocation token"):
-            await box.sessions(wrong)
         with pytest.raises(BentoError, match="not the shutdown token"):
             await box.shutdown(wrong)
+        if wrong is not swapped:  # swapped lists with mine's invocation token: the sessions it names
+            with pytest.raises(BentoError, match="neither the shutdown nor the invocation token"):
+                await box.sessions(wrong)
     session_id = await box.invoke(mine, "main")
-    with pytest.raises(BentoError, match="not the invocation token"):
-        await box.session(borrowed, session_id)
-    with pytest.raises(BentoError, match="refused|invocation token"):
+    assert (await box.sessions(swapped)).sessions == [], "the invocation token alone lists no session"
+    for wrong in (forged, swapped, borrowed):
+        with pytest.raises(BentoError, match="not the right of session"):
+            await box.session(wrong, session_id)
+    with pytest.raises(BentoError, match="not the right of session"):
         stream = await box.attach(forged, session_id)
         await stream.receive()
 
@@ -66,6 +72,42 @@ async def test_every_token_misuse_is_refused(box: Box) -> None:
     with pytest.raises(BentoError, match="no function"):
         await box.shutdown(mine)  # a shutdown token is single-use: its function is gone
     await box.shutdown(theirs)
+
+
+SECRET = """
+from bento.runtime import api
+
+def hold(text):
+    api.send(text)
+    while api.recv() is not None:
+        pass
+"""
+
+
+async def test_the_invocation_token_alone_reaches_no_one_else_s_session(box: Box) -> None:
+    """Issue 19: a Dropbox capability carries the invocation token; it must not read others' sessions."""
+    owner = await deploy(box, SECRET, "secret")
+    victim = await box.invoke(owner, "hold", ["the deposit's bytes"])
+    stranger = Capability("invoke", owner.onion, owner.function_id, owner.invocation_token).deployment()
+    assert (await box.sessions(stranger)).sessions == []
+    with pytest.raises(BentoError, match="not the right of session"):
+        async with await box.attach(stranger, victim) as refused:  # closed, not left to the collector
+            await refused.receive()
+    with pytest.raises(BentoError, match="not the right of session"):
+        await box.logs(stranger, victim)
+    with pytest.raises(BentoError, match="not the right of session"):
+        await box.kill(stranger, victim)
+
+    own = await box.invoke(stranger, "hold", ["the stranger's own"])
+    assert [s.session_id for s in (await box.sessions(stranger)).sessions] == [own]
+    assert (await box.kill(stranger, own)).state is SessionState.KILLED
+    async with asyncio.timeout(TIMEOUT), await box.attach(owner, victim) as stream:
+        assert await stream.receive() == b"the deposit's bytes"  # its opener reads it, once
+        await stream.close_input()
+        async for _ in stream:
+            pass
+    assert stream.ended is not None and stream.ended.state is SessionState.COMPLETED
+    await box.shutdown(owner)
 
 
 async def test_bad_code_and_crashing_functions_get_clear_errors(box: Box) -> None:

@@ -54,10 +54,10 @@ async def test_browse_fetches_the_page_and_chromium_opens_it_offline(
     assert report["resources"] == (len(first.files) - 2) + len(third.files) + 2
 
     # The transfer: header, archive, padding to the next multiple of 64 KiB (Padmé the second time).
-    sent = wire.HEADER.size + report["archive_bytes"]
+    sent = wire.SEALED_HEADER + report["archive_bytes"] + wire.TAG  # sealed for the user
     assert report["received_bytes"] == pad.to_multiple(sent, 64 << 10) == sent + report["padding_bytes"]
     assert report["received_bytes"] % (64 << 10) == 0 and report["padding_bytes"] > 0
-    assert again["received_bytes"] == pad.padme(wire.HEADER.size + again["archive_bytes"])
+    assert again["received_bytes"] == pad.padme(wire.SEALED_HEADER + again["archive_bytes"] + wire.TAG)
     assert (out / "page.tar.gz").stat().st_size == report["archive_bytes"]
 
     requests, leaks, failed, state = await open_offline(Path(report["main"]))
@@ -103,7 +103,9 @@ async def test_browse_errors_are_clear(box: Box, box_node: Node, tmp_path: Path)
             await _browse(box, keyring, f"{site.origin}/big", tmp_path / "big", max_bytes=4096)
         assert "over the limit of 4096 bytes" in caught.value.message
         page = await _browse(box, keyring, f"{site.origin}/big", tmp_path / "fits")
-    assert page.padding_bytes == 0 and page.received_bytes == wire.HEADER.size + page.archive_bytes
+    assert (
+        page.padding_bytes == 0 and page.received_bytes == wire.SEALED_HEADER + page.archive_bytes + wire.TAG
+    )
     assert (tmp_path / "fits" / "index.html").read_bytes().endswith(b"x" * 5000)
     with pytest.raises(BentoError, match="not an empty directory"):
         await _browse(box, keyring, f"{site.origin}/big", tmp_path / "fits")

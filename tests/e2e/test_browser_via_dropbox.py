@@ -75,8 +75,13 @@ async def test_the_page_is_deposited_while_the_client_is_gone_and_fetched_later(
         assert ended.state is SessionState.COMPLETED and ended.result == {"deposited": True}, ended.error
         assert output == b""  # the client took the receipt before it left; no page byte came here
 
+        code, stdout, stderr = await bento_cli(  # no key: refused before the one fetch is spent
+            testnet, fetcher, "dropbox", "get", capability, "--page", str(tmp_path / "x"), "--json"
+        )
+        assert code != 0 and "needs the page's key" in stdout, stdout + stderr
+        key = ["--page-key", receipt["page_key"]]
         code, stdout, stderr = await bento_cli(
-            testnet, fetcher, "dropbox", "get", capability, "--page", str(tmp_path / "later"), "--json"
+            testnet, fetcher, "dropbox", "get", capability, "--page", str(tmp_path / "later"), *key, "--json"
         )
         assert code == 0, stdout + stderr
         later = json.loads(stdout)

@@ -62,6 +62,10 @@ class Uploaded(Deployment):
     def shutdown_auth(self) -> dict[str, str]:
         return bearer(self.shutdown_token)
 
+    def session_auth(self, session_id: str) -> dict[str, str]:
+        """The session right of a session this deployment opened."""
+        return bearer(self.session_rights[session_id])
+
 
 class LocalBox:
     """The app and its registry; ``client`` is the real Bento client bound to the app in

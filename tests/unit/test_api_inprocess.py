@@ -73,12 +73,14 @@ async def test_upload_invoke_list_shutdown(box: LocalBox) -> None:
     session = box.registry.sessions[session_id]
     assert session.result == {"greeted": "bento"}
 
-    listed = await box.http.get(
-        f"/v1/functions/{function.function_id}/sessions", headers=function.invoke_auth
-    )
+    sessions = f"/v1/functions/{function.function_id}/sessions"
+    listed = await box.http.get(sessions, headers=function.invoke_auth)
     assert listed.status_code == 200
-    assert listed.json()["function_id"] == function.function_id
-    assert [s["session_id"] for s in listed.json()["sessions"]] == [session_id]
+    assert listed.json() == {"function_id": function.function_id, "sessions": []}, "no right, no session"
+    right = {"Bento-Session-Rights": function.session_rights[session_id]}
+    for headers in ({**function.invoke_auth, **right}, function.shutdown_auth):  # its opener; the owner
+        listed = await box.http.get(sessions, headers=headers)
+        assert [s["session_id"] for s in listed.json()["sessions"]] == [session_id]
 
     stopped = await box.http.delete(f"/v1/functions/{function.function_id}", headers=function.shutdown_auth)
     assert stopped.status_code == 200
@@ -137,7 +139,7 @@ async def test_capabilities(box: LocalBox) -> None:
         assert wrong.json()["code"] == "wrong-token"
         assert token not in wrong.text, "a token never appears in an error"
         listing = await box.http.get(sessions, headers=bearer(token))
-        assert listing.status_code == 403
+        assert listing.status_code == (200 if token == function.shutdown_token else 403)
 
     not_shutdown = await box.http.delete(
         f"/v1/functions/{function.function_id}", headers=function.invoke_auth
@@ -146,13 +148,15 @@ async def test_capabilities(box: LocalBox) -> None:
     assert not_shutdown.json()["code"] == "wrong-token"
     assert function.function_id in box.registry.functions, "a refused shutdown changes nothing"
 
-    # A session is guarded by its function's invocation token, not by any other.
+    # A session is guarded by its own right; its function's owner may read its state, nobody else.
     session_id = await box.invoke(function, "greet", "x")
-    assert (await box.http.get(f"/v1/sessions/{session_id}", headers=other.invoke_auth)).status_code == 403
-    assert (
-        await box.http.get(f"/v1/sessions/{session_id}", headers=function.shutdown_auth)
-    ).status_code == 403
-    assert (await box.http.get(f"/v1/sessions/{session_id}")).status_code == 401
+    path = f"/v1/sessions/{session_id}"
+    for token in (other.invocation_token, function.invocation_token, other.shutdown_token):
+        assert (await box.http.get(path, headers=bearer(token))).status_code == 403
+    assert (await box.http.get(path, headers=function.shutdown_auth)).status_code == 200
+    assert (await box.http.get(f"{path}/logs", headers=function.shutdown_auth)).status_code == 403
+    assert (await box.http.get(path, headers=bearer(function.session_rights[session_id]))).status_code == 200
+    assert (await box.http.get(path)).status_code == 401
     await box.wait_state(function, session_id)
 
     # Scheme and surrounding spaces are lenient; the token itself is not.
@@ -400,12 +404,12 @@ async def test_ended_sessions_are_forgotten_after_the_retention_time(box: LocalB
     ended = await box.invoke(function, "greet", "x")
     await box.wait_state(function, ended)
     box.registry.reap(now=time.time() + 30)  # within the retention time: kept
-    assert (await box.http.get(f"/v1/sessions/{ended}", headers=function.invoke_auth)).status_code == 200
+    assert (await box.http.get(f"/v1/sessions/{ended}", headers=function.shutdown_auth)).status_code == 200
     box.registry.reap(now=time.time() + 61)
-    gone = await box.http.get(f"/v1/sessions/{ended}", headers=function.invoke_auth)
+    gone = await box.http.get(f"/v1/sessions/{ended}", headers=function.shutdown_auth)
     assert (gone.status_code, gone.json()["code"]) == (410, "session-expired"), gone.text
     listed = await box.http.get(
-        f"/v1/functions/{function.function_id}/sessions", headers=function.invoke_auth
+        f"/v1/functions/{function.function_id}/sessions", headers=function.shutdown_auth
     )
     assert [s["session_id"] for s in listed.json()["sessions"]] == [running], "running sessions stay"
 

@@ -76,7 +76,7 @@ async def _ended(box: LocalBox, function: Uploaded, session_id: str, **expected:
 async def test_stream_carries_bytes_both_ways_and_ends_with_the_result(box: LocalBox) -> None:
     function = await box.upload(SOURCE)
     session_id = await box.invoke(function, "echo")
-    async with _stream(box, session_id, function.invocation_token) as ws:
+    async with _stream(box, session_id, function.session_rights[session_id]) as ws:
         assert json.loads(await ws.receive_text()) == {"type": "attached", "offset": 0}
         assert await ws.receive_bytes() == b"hello"
         await ws.send_text(json.dumps({"type": "ack", "offset": 5}))
@@ -107,7 +107,7 @@ async def test_reattach_resumes_after_the_last_acknowledged_byte(box: LocalBox) 
     session_id = await box.invoke(function, "two_parts")
     await _ended(box, function, session_id)
 
-    async with _stream(box, session_id, function.invocation_token) as ws:
+    async with _stream(box, session_id, function.session_rights[session_id]) as ws:
         assert json.loads(await ws.receive_text())["offset"] == 0
         data, end = await _read_until_end(ws)
         assert data == b"0123456789"
@@ -115,7 +115,7 @@ async def test_reattach_resumes_after_the_last_acknowledged_byte(box: LocalBox) 
         await ws.send_text(json.dumps({"type": "ack", "offset": 4}))  # the client kept only "0123"
     await _ended(box, function, session_id, buffered=6, attached=False)
 
-    async with _stream(box, session_id, function.invocation_token) as ws:
+    async with _stream(box, session_id, function.session_rights[session_id]) as ws:
         assert json.loads(await ws.receive_text()) == {"type": "attached", "offset": 4}
         data, end = await _read_until_end(ws)
         assert data == b"456789", "exactly the unacknowledged bytes, in order"
@@ -123,7 +123,7 @@ async def test_reattach_resumes_after_the_last_acknowledged_byte(box: LocalBox) 
         await ws.send_text(json.dumps({"type": "ack", "offset": 10}))
     await _ended(box, function, session_id, buffered=0, attached=False)
 
-    async with _stream(box, session_id, function.invocation_token) as ws:
+    async with _stream(box, session_id, function.session_rights[session_id]) as ws:
         assert json.loads(await ws.receive_text()) == {"type": "attached", "offset": 10}
         assert (await _read_until_end(ws))[0] == b""
 
@@ -131,10 +131,10 @@ async def test_reattach_resumes_after_the_last_acknowledged_byte(box: LocalBox) 
 async def test_the_newest_attachment_wins(box: LocalBox) -> None:
     function = await box.upload(SOURCE)
     session_id = await box.invoke(function, "forever")
-    async with _stream(box, session_id, function.invocation_token) as first:
+    async with _stream(box, session_id, function.session_rights[session_id]) as first:
         assert json.loads(await first.receive_text())["type"] == "attached"
         assert await first.receive_bytes() == b"started"
-        async with _stream(box, session_id, function.invocation_token) as second:
+        async with _stream(box, session_id, function.session_rights[session_id]) as second:
             assert json.loads(await second.receive_text()) == {"type": "attached", "offset": 0}
             assert await second.receive_bytes() == b"started", "nothing was acknowledged, so it comes again"
             with pytest.raises(WebSocketDisconnect) as closed:
@@ -150,7 +150,8 @@ async def test_a_refused_stream_gets_an_error_body_then_a_policy_close(box: Loca
     session_id = await box.invoke(function, "two_parts")
     for target, token, code in [
         (session_id, "wrong", "wrong-token"),
-        (session_id, function.shutdown_token, "wrong-token"),
+        (session_id, function.shutdown_token, "wrong-token"),  # the owner stops sessions, reads none
+        (session_id, function.invocation_token, "wrong-token"),  # whoever invokes reads only their own
         ("no-such-session", function.invocation_token, "unknown-session"),
     ]:
         async with _stream(box, target, token) as ws:
@@ -190,7 +191,7 @@ async def test_an_absent_client_blocks_the_function_not_the_memory(box: LocalBox
     assert info["buffered"] <= 64 << 10, "the box holds at most session_buffer_bytes of output"
 
     received = bytearray()
-    async with _stream(box, session_id, function.invocation_token) as ws:
+    async with _stream(box, session_id, function.session_rights[session_id]) as ws:
         assert json.loads(await ws.receive_text())["offset"] == 0
         while True:
             message = await ws.receive()

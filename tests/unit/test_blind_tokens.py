@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from typing import NoReturn
 
 import pytest
 from localbox import LocalBox, Uploaded, bearer
@@ -13,6 +14,7 @@ from bento.client.box import Box
 from bento.client.keyring import Deployment
 from bento.errors import BentoError
 from bento.protocol import private_token
+from bento.sandbox.host import SandboxUnavailable
 
 SOURCE = """
 from bento.runtime import api
@@ -61,12 +63,14 @@ async def test_a_blinded_token_invokes_once_and_reaches_its_session(box: LocalBo
     status, body = await _invoke(box, function.function_id, token)
     assert status == 201, body
     session_id = body["session_id"]
-    info = await box.http.get(f"/v1/sessions/{session_id}", headers=bearer(token))
+    info = await box.http.get(f"/v1/sessions/{session_id}", headers=bearer(body["session_right"]))
     assert info.status_code == 200
+    spent = await box.http.get(f"/v1/sessions/{session_id}", headers=bearer(token))
+    assert spent.status_code == 403  # the session is reached by its right, the token is spent
 
     status, body = await _invoke(box, function.function_id, token)
     assert (status, body["code"]) == (403, "wrong-token")
-    assert "used already" in body["error"]
+    assert "good once" in body["error"]  # used already, or held until its session has started
 
 
 async def test_a_blinded_token_reaches_no_other_session(box: LocalBox, client: Box) -> None:
@@ -75,6 +79,9 @@ async def test_a_blinded_token_reaches_no_other_session(box: LocalBox, client: B
     _, opened = await _invoke(box, function.function_id, first)
     other = await box.http.get(f"/v1/sessions/{opened['session_id']}", headers=bearer(second))
     assert other.status_code == 403
+    _, own = await _invoke(box, function.function_id, second)
+    crossed = await box.http.get(f"/v1/sessions/{opened['session_id']}", headers=bearer(own["session_right"]))
+    assert crossed.status_code == 403
     listing = await box.http.get(f"/v1/functions/{function.function_id}/sessions", headers=bearer(first))
     assert (listing.status_code, listing.json()["code"]) == (403, "single-use-token")
 
@@ -86,6 +93,65 @@ async def test_a_refused_invocation_does_not_spend_the_token(box: LocalBox, clie
     assert (status, body["code"]) == (404, "unknown-entry")
     status, _ = await _invoke(box, function.function_id, token)
     assert status == 201
+
+
+async def test_a_session_that_never_starts_leaves_its_token_good(
+    box: LocalBox, client: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token is spent only when the session it pays for really starts (its instance exists)."""
+    function = await box.upload(SOURCE)
+    [token] = await blind_tokens.obtain(client, _deployment(function), "invoke", 1)
+    real_acquire = box.registry.sandbox.acquire
+
+    async def failing(*args: object, **kwargs: object) -> NoReturn:
+        raise SandboxUnavailable("no sandbox just now")
+
+    monkeypatch.setattr(box.registry.sandbox, "acquire", failing)
+    status, failed = await _invoke(box, function.function_id, token)
+    assert status == 201, failed
+    info = await box.wait_state(_right_holder(function, failed), failed["session_id"])
+    assert "sandbox could not start" in info["reason"]
+
+    monkeypatch.setattr(box.registry.sandbox, "acquire", real_acquire)
+    status, opened = await _invoke(box, function.function_id, token)
+    assert status == 201, opened
+    info = await box.wait_state(_right_holder(function, opened), opened["session_id"])
+    assert info["state"] == "completed"
+    status, again = await _invoke(box, function.function_id, token)
+    assert (status, again["code"]) == (403, "wrong-token") and "used already" in again["error"]
+
+
+@pytest.mark.parametrize("box_limits", [{"policy": {"storage": {"allowed": True, "max_mb": 2}}}])
+async def test_resources_that_fail_to_open_leave_the_token_good(
+    box: LocalBox, client: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: the token was spent before the session's resources opened; a failure burnt it."""
+    function = await box.upload(SOURCE, needs={"storage_mb": 1})
+    [token] = await blind_tokens.obtain(client, _deployment(function), "invoke", 1)
+
+    def full(*args: object) -> NoReturn:
+        raise OSError("no space left for the function's storage")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(box.registry.store, "of", full)
+        with pytest.raises(OSError, match="no space left"):  # the app's 500, raised in process
+            await _invoke(box, function.function_id, token)
+    assert not box.registry.sessions
+    status, opened = await _invoke(box, function.function_id, token)
+    assert status == 201, opened
+
+
+async def test_one_token_sent_twice_at_once_opens_one_session(box: LocalBox, client: Box) -> None:
+    function = await box.upload(SOURCE, needs={"instances": 4})
+    [token] = await blind_tokens.obtain(client, _deployment(function), "invoke", 1)
+    answers = await asyncio.gather(*(_invoke(box, function.function_id, token) for _ in range(4)))
+    assert sorted(status for status, _ in answers) == [201, 403, 403, 403]
+
+
+def _right_holder(function: Uploaded, opened: dict) -> Deployment:
+    holder = _deployment(function)
+    holder.session_rights[opened["session_id"]] = opened["session_right"]
+    return holder
 
 
 async def test_tokens_are_bound_to_their_function_and_right(box: LocalBox, client: Box) -> None:

@@ -58,20 +58,37 @@ def archive(files: dict[str, bytes], index: dict[str, Any] | None = None) -> byt
     return buffer.getvalue()
 
 
-def transfer(body: bytes, padding: int, announced: int | None = None, digest: bytes | None = None) -> bytes:
-    header = wire.encode_header(len(body), padding if announced is None else announced,
-                                digest or hashlib.sha256(body).digest())  # fmt: skip
-    return header + body + bytes(padding)
+KEY = wire.new_key()  # the user's: the client sent it to Browser inside the session
+
+
+def transfer(body: bytes, padding: int, announced: int | None = None, key: bytes = KEY) -> bytes:
+    """What Browser sends, sealed under ``key``."""
+    return wire.seal(key, body, padding if announced is None else announced) + wire.Padding(key).take(padding)
 
 
 async def receive(stream: Stream, out: Path, **kwargs: Any) -> dict[str, Any]:
     out.mkdir(exist_ok=True)
-    return await client._receive(stream, out, time.monotonic(), **kwargs)  # type: ignore[arg-type]
+    return await client._receive(stream, KEY, out, time.monotonic(), **kwargs)  # type: ignore[arg-type]
+
+
+def _flipped(data: bytes, at: int) -> bytes:
+    at %= len(data)
+    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
+
+
+def _plain_sha256_transfer(body: bytes, padding: int) -> bytes:
+    """A forger's page in the old format: a checksum anyone can recompute, no key."""
+    return (
+        b"BENTOPG\x01"
+        + len(body).to_bytes(8, "big")
+        + padding.to_bytes(8, "big")
+        + (hashlib.sha256(body).digest() + body + bytes(padding))
+    )
 
 
 async def test_the_page_is_shown_before_the_padding_ends(tmp_path: Path) -> None:
     body = archive({"index.html": b"<p>hi</p>", "resources/a.png": b"png"})
-    page_end = wire.HEADER.size + len(body)
+    page_end = wire.SEALED_HEADER + len(body) + wire.TAG
     # The box's padding waits until the page is shown: a client that showed it only at the
     # end of the transfer would wait for ever (10 s here).
     stream = Stream(transfer(body, 50_000), chunk=777, hold_after=page_end + 777)
@@ -98,9 +115,9 @@ async def test_the_padding_is_read_while_the_page_is_unpacked(
     stream = Stream(transfer(body, 200_000), chunk=1000)
     unpack = client._unpack
 
-    def slow_unpack(archive: bytes, digest: bytes, out: Path) -> dict[str, Any]:
+    def slow_unpack(archive: bytes, out: Path) -> dict[str, Any]:
         assert stream.all_sent.wait(10), "the padding was not read while the page was unpacked"
-        return unpack(archive, digest, out)
+        return unpack(archive, out)
 
     monkeypatch.setattr(client, "_unpack", slow_unpack)
     got = await receive(stream, tmp_path / "out", on_page=None, progress=None)
@@ -111,8 +128,14 @@ async def test_the_padding_is_read_while_the_page_is_unpacked(
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"NOTBENTO" + bytes(48), "not a Browser transfer"),
-        (transfer(archive({"index.html": b"x"}), 10, digest=bytes(32)), "was damaged"),
+        (b"NOTBENTO" + bytes(48), "not a Browser page sealed for you"),
+        (_plain_sha256_transfer(archive({"index.html": b"forged"}), 10), "not a Browser page sealed for you"),
+        (transfer(archive({"index.html": b"forged"}), 10, key=wire.new_key()), "sealed for someone else"),
+        (
+            _flipped(transfer(archive({"index.html": b"x"}), 10), wire.SEALED_HEADER + 5),
+            "archive was refused",
+        ),
+        (_flipped(transfer(archive({"index.html": b"x"}), 10), -3), "padding was altered"),
         (transfer(archive({"index.html": b"x"}), 10, announced=5), "more padding than the 5 bytes"),
         (
             transfer(archive({"index.html": b"x"}), 10, announced=20),
@@ -121,7 +144,7 @@ async def test_the_padding_is_read_while_the_page_is_unpacked(
         (transfer(archive({"../escape.html": b"x"}), 0), "cannot be unpacked"),
         (transfer(archive({"index.html": b"x"}, {"main": "../../etc/passwd"}), 0), "names no page inside it"),
         (transfer(b"not gzip at all", 0), "cannot be unpacked"),
-        (wire.encode_header(1 << 40, 0, bytes(32)), "accepts 1 to"),
+        (wire.seal(KEY, b"", 0), "accepts 1 to"),
         (transfer(archive({"index.html": b"x"}), 0)[:100], "ended before the whole page arrived"),
     ],
 )
@@ -163,17 +186,29 @@ def test_a_deposited_transfer_is_verified_and_unpacked(tmp_path: Path) -> None:
     from bento.functions.browser.via_dropbox import open_transfer
 
     body = archive({"index.html": b"<p>hi</p>"})
-    page = open_transfer(transfer(body, 500), tmp_path / "page")
+    page = open_transfer(transfer(body, 500), tmp_path / "page", KEY)
     assert page.main.read_bytes() == b"<p>hi</p>"
     assert (page.archive_bytes, page.padding_bytes) == (len(body), 500)
+    forged = archive({"index.html": b"<p>the Dropbox's own page</p>"})
     for damaged, why in (
         (transfer(body, 500)[:-1], "its Browser header announces"),  # padding cut short
-        (transfer(body, 0, digest=bytes(32)), "does not match the hash"),
+        (_flipped(transfer(body, 500), -1), "padding was altered"),
+        (_flipped(transfer(body, 0), wire.SEALED_HEADER), "archive was refused"),
+        (_plain_sha256_transfer(forged, 0), "not a Browser page sealed for you"),
+        (transfer(forged, 0, key=wire.new_key()), "sealed for someone else"),  # a swapped deposit
         (b"BENTO", "too short for its header"),
     ):
         with pytest.raises(BentoError, match=why):
-            open_transfer(damaged, tmp_path / "bad")
+            open_transfer(damaged, tmp_path / "bad", KEY)
         assert not (tmp_path / "bad").exists()  # nothing left behind
+
+
+def test_a_carrier_sees_neither_the_page_nor_where_it_ends() -> None:
+    body = archive({"index.html": b"<p>a secret page</p>"})
+    sent = transfer(body, 3000)
+    assert b"a secret page" not in sent and body not in sent
+    assert len(sent) == wire.SEALED_HEADER + len(body) + wire.TAG + 3000
+    assert wire.Padding(KEY).take(3000) == sent[-3000:] != bytes(3000)
 
 
 def test_the_composed_browser_is_a_deployment_of_its_own_that_may_call_boxes() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from localbox import LocalBox
+from localbox import LocalBox, bearer
 
 SOURCE = """\
 from bento.runtime import api
@@ -26,7 +26,7 @@ async def test_a_session_is_killed_alone_and_its_output_stays(box: LocalBox) -> 
     await box.wait_state(function, victim, ended=False)
     await box.registry.sessions[victim].output.read(0)  # it has sent its first line
 
-    killed = await box.http.delete(f"/v1/sessions/{victim}", headers=function.invoke_auth)
+    killed = await box.http.delete(f"/v1/sessions/{victim}", headers=function.session_auth(victim))
     assert killed.status_code == 200, killed.text
     info = killed.json()
     assert (info["state"], info["cause"], info["reason"]) == ("killed", "shutdown", "killed by its client")
@@ -37,24 +37,24 @@ async def test_a_session_is_killed_alone_and_its_output_stays(box: LocalBox) -> 
     done = await box.invoke(function, "quick")
     assert (await box.wait_state(function, done))["state"] == "completed", "the function still serves"
 
-    again = await box.http.delete(f"/v1/sessions/{victim}", headers=function.invoke_auth)
+    again = await box.http.delete(f"/v1/sessions/{victim}", headers=function.session_auth(victim))
     assert again.status_code == 200 and again.json()["reason"] == "killed by its client"
-    ended = await box.http.delete(f"/v1/sessions/{done}", headers=function.invoke_auth)
+    ended = await box.http.delete(f"/v1/sessions/{done}", headers=function.session_auth(done))
     assert ended.status_code == 200 and ended.json()["state"] == "completed", "an ended session stays"
-    await box.http.delete(f"/v1/sessions/{other}", headers=function.invoke_auth)
+    await box.http.delete(f"/v1/sessions/{other}", headers=function.shutdown_auth)  # the owner may
 
 
-async def test_killing_needs_the_function_s_invocation_token(box: LocalBox) -> None:
+async def test_killing_needs_the_session_right_or_the_owner_s_token(box: LocalBox) -> None:
     function = await box.upload(SOURCE)
     stranger = await box.upload(SOURCE)
     session = await box.invoke(function, "forever")
     missing = await box.http.delete(f"/v1/sessions/{session}")
     assert missing.status_code == 401 and missing.json()["code"] == "missing-token"
-    wrong = await box.http.delete(f"/v1/sessions/{session}", headers=stranger.invoke_auth)
-    assert wrong.status_code == 403 and wrong.json()["code"] == "wrong-token"
-    shutdown = await box.http.delete(f"/v1/sessions/{session}", headers=function.shutdown_auth)
-    assert shutdown.status_code == 403
+    for token in (stranger.invocation_token, stranger.shutdown_token, function.invocation_token):
+        wrong = await box.http.delete(f"/v1/sessions/{session}", headers=bearer(token))
+        assert wrong.status_code == 403 and wrong.json()["code"] == "wrong-token"
     unknown = await box.http.delete("/v1/sessions/nope", headers=function.invoke_auth)
     assert unknown.status_code == 404 and unknown.json()["code"] == "unknown-session"
     assert (await box.session_info(function, session))["state"] == "running"
-    await box.http.delete(f"/v1/sessions/{session}", headers=function.invoke_auth)
+    by_owner = await box.http.delete(f"/v1/sessions/{session}", headers=function.shutdown_auth)
+    assert by_owner.status_code == 200 and by_owner.json()["state"] == "killed"

@@ -214,7 +214,9 @@ def _via_dropbox(args: argparse.Namespace, options: browser.Options) -> int:
         f"Browser on {info.nickname} is fetching {args.url} (session {deposit.session_id}) into a "
         f"Dropbox on {other.nickname}; you may go offline. Fetch the page later "
         f"({deposit.terms.get('fetches_left')} fetch(es), self-destructs in {args.expires:g} s) with "
-        "`bento dropbox get CAPABILITY --page DIR`; whoever holds this capability can:"
+        "`bento dropbox get CAPABILITY --page DIR --page-key KEY`; whoever holds the capability can "
+        "fetch it, and only whoever also holds the key can read it:"
     )
     console.print(str(deposit.capability))
+    console.print(deposit.as_json()["page_key"])
     return 0

@@ -49,6 +49,9 @@ def add_dropbox(parser: argparse.ArgumentParser) -> None:
         "--page", type=Path, metavar="DIR",
         help="the deposit is a page from `bento browse --via-dropbox`: verify and unpack it into DIR",
     )  # fmt: skip
+    get.add_argument(
+        "--page-key", metavar="KEY", help="with --page: the page key `bento browse --via-dropbox` printed"
+    )
     client_options.add(get)
     get.set_defaults(handler=cmd_get)
 
@@ -80,6 +83,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     capability = dropbox.Capability.parse(args.capability)
+    page_key = _page_key(args) if args.page is not None else b""  # before a fetch is spent
 
     async def run() -> bytes:
         async with Box(capability.onion, socks=args.socks) as box:
@@ -87,7 +91,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
     data = asyncio.run(run())
     if args.page is not None:
-        return _page(args, data)
+        return _page(args, data, page_key)
     if args.out is not None:
         try:
             args.out.write_bytes(data)
@@ -103,10 +107,21 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
-def _page(args: argparse.Namespace, data: bytes) -> int:
+def _page_key(args: argparse.Namespace) -> bytes:
+    from bento.functions.browser.wire import WireError, decode_key
+
+    try:
+        return decode_key(args.page_key)
+    except WireError as exc:
+        raise BentoError(
+            f"--page needs the page's key: {exc}", fix="pass --page-key as `bento browse` printed it"
+        ) from None
+
+
+def _page(args: argparse.Namespace, data: bytes, key: bytes) -> int:
     from bento.functions.browser.via_dropbox import open_transfer
 
-    page = open_transfer(data, args.page)
+    page = open_transfer(data, args.page, key)
     if args.json:
         emit_json({"bytes": len(data), **page.as_json()})
     else:

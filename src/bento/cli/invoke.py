@@ -86,7 +86,12 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             if args.detach:
                 session_id = await box.invoke(deployment, args.entry, positional, keywords)
                 started.append(session_id)
-                await asyncio.to_thread(keyring.add_session, session_id, deployment.function_id)
+                await asyncio.to_thread(
+                    keyring.add_session,
+                    session_id,
+                    deployment.function_id,
+                    deployment.session_rights.get(session_id),
+                )
                 if args.json:
                     emit_json({"session_id": session_id})
                 else:
@@ -96,7 +101,12 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             stream = await box.start(deployment, args.entry, positional, keywords, cover=cover)
             started.append(stream.session_id)
             if kept:
-                await asyncio.to_thread(keyring.add_session, stream.session_id, deployment.function_id)
+                await asyncio.to_thread(
+                    keyring.add_session,
+                    stream.session_id,
+                    deployment.function_id,
+                    deployment.session_rights.get(stream.session_id),
+                )
             if not args.json:
                 errors.print(f"[dim]session {stream.session_id}[/dim]")
             return await _talk(stream, args.json)

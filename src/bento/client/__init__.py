@@ -30,7 +30,8 @@ hello world
 unknown-entry 404
 
 ``Box.start`` invokes and streams in one round trip; ``Box.attach`` resumes a session
-later (from another process too: keep ``stream.session_id``). A stream whose connection
+later (from another process too: keep ``stream.session_id`` and its right, which the
+deployment holds in ``session_rights``: a session belongs to whoever opened it). A stream whose connection
 drops re-attaches by itself (``Retry``) and delivers every output byte once. Errors are
 ``bento.errors``: ``BentoError`` and its leaves, which keep the box's code and status.
 """

@@ -16,7 +16,9 @@ invocation token, invoke once, and attach to the session it opened as often as n
 
 Key consistency: the box makes one key per function and right; this client remembers the
 key id of each right in the deployment (``token_keys``) the first time and refuses any answer
-signed under another, since a box handing each requester its own key could link them.
+signed under another, since a box handing each requester its own key could link them. It also
+refuses a key that is not a sound RSA-2048 key (``blind_rsa.check_public_key``), and a token
+is spent only once the session it pays for has started.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from bento.client.box import Box
 from bento.client.keyring import Deployment
 from bento.errors import BentoError
+from bento.protocol import blind_rsa, private_token
 from bento.protocol.messages import BlindTokenKey, BlindTokenRequest, BlindTokenResponse
 from bento.protocol.private_token import Right, TokenError, TokenRequest, key_id
 
@@ -74,6 +77,13 @@ def _check_key(box: Box, deployment: Deployment, right: Right, key: BlindTokenKe
         raise BentoError(f"the box {box.name} sent a token key that is not a public key") from None
     if not isinstance(public, rsa.RSAPublicKey) or key_id(public).hex() != key.key_id or key.right != right:
         raise BentoError(f"the box {box.name} sent an inconsistent token key")
+    try:  # before anything is blinded under it: a crafted modulus would link tokens to their issue
+        blind_rsa.check_public_key(public, private_token.KEY_BITS)
+    except blind_rsa.BlindSignatureError as exc:
+        raise BentoError(
+            f"the box {box.name} sent a token key no client may use: {exc}",
+            fix="a box that sends such a key can link tokens to who asked for them; do not use it",
+        ) from None
     known = deployment.token_keys.get(right)
     if known is not None and known != key.key_id:
         raise BentoError(

@@ -22,7 +22,7 @@ import httpx
 from httpx_ws import AsyncWebSocketSession, WebSocketUpgradeError, aconnect_ws
 from pydantic import BaseModel, ValidationError
 
-from bento.client import tor_socks
+from bento.client import session_rights, tor_socks
 from bento.client.cover import Cover, CoveredLink
 from bento.client.discovery import BoxInfo
 from bento.client.keyring import Deployment
@@ -34,6 +34,7 @@ from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import (
     CodeKind,
+    Invoked,
     InvokeRequest,
     InvokeResponse,
     Log,
@@ -227,7 +228,8 @@ class Box:
         args: list[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
     ) -> str:
-        """Start a session running ``entry(*args, **kwargs)``; returns the session id."""
+        """Start a session running ``entry(*args, **kwargs)``; returns the session id (its
+        session right is kept in ``deployment``: see ``bento.client.session_rights``)."""
         request = _invocation(entry, args, kwargs)
         response = await self._request(
             "POST",
@@ -236,26 +238,23 @@ class Box:
             token=deployment.invocation_token,
             json=request.model_dump(mode="json"),
         )
+        session_rights.keep(deployment, response.session_id, response.session_right)
         return response.session_id
 
     async def sessions(self, deployment: Deployment) -> SessionList:
-        return await self._request(
-            "GET",
-            f"/v1/functions/{deployment.function_id}/sessions",
-            SessionList,
-            token=deployment.invocation_token,
-        )
+        """Every session for the owner (shutdown token); else the ones this deployment opened."""
+        token, headers = session_rights.listing(deployment)
+        path = f"/v1/functions/{deployment.function_id}/sessions"
+        return await self._request("GET", path, SessionList, token=token, headers=headers)
 
     async def session(self, deployment: Deployment, session_id: str) -> SessionInfo:
-        return await self._request(
-            "GET", f"/v1/sessions/{session_id}", SessionInfo, token=deployment.invocation_token
-        )
+        token = session_rights.bearer(deployment, session_id)
+        return await self._request("GET", f"/v1/sessions/{session_id}", SessionInfo, token=token)
 
     async def kill(self, deployment: Deployment, session_id: str) -> SessionInfo:
         """Kill one session; returns its state once it has ended. Its function goes on."""
-        return await self._request(
-            "DELETE", f"/v1/sessions/{session_id}", SessionInfo, token=deployment.invocation_token
-        )
+        token = session_rights.bearer(deployment, session_id)
+        return await self._request("DELETE", f"/v1/sessions/{session_id}", SessionInfo, token=token)
 
     async def shutdown(self, deployment: Deployment) -> ShutdownResponse:
         return await self._request(
@@ -267,9 +266,8 @@ class Box:
 
     async def logs(self, deployment: Deployment, session_id: str) -> SessionLogs:
         """What the function printed in this session, as far as the box still holds it."""
-        return await self._request(
-            "GET", f"/v1/sessions/{session_id}/logs", SessionLogs, token=deployment.invocation_token
-        )
+        token = session_rights.bearer(deployment, session_id)
+        return await self._request("GET", f"/v1/sessions/{session_id}/logs", SessionLogs, token=token)
 
     async def start(
         self,
@@ -294,20 +292,21 @@ class Box:
             cover.check(self.verified or await self.descriptor(), self.name)
         link = await self._open(
             f"/v1/functions/{deployment.function_id}/invoke",
-            deployment,
+            deployment.invocation_token,
             {"Bento-Invocation": encoded} if in_header else {},
             cover=cover,
         )
         try:
             if isinstance(link, CoveredLink):
                 await link.lead()
-            session_id = await self._invoked(link, None if in_header else request.model_dump_json())
+            invoked = await self._invoked(link, None if in_header else request.model_dump_json())
         except BaseException:
             await link.close()
             raise
-        return self._stream(link, deployment, session_id, on_log, cover)
+        session_rights.keep(deployment, invoked.session_id, invoked.session_right)
+        return self._stream(link, deployment, invoked.session_id, on_log, cover)
 
-    async def _invoked(self, link: Link, request: str | None) -> str:
+    async def _invoked(self, link: Link, request: str | None) -> Invoked:
         try:  # a link that breaks while the request goes is unreachable too, not a library's error
             async with asyncio.timeout(TIMEOUT.read):
                 if request is not None:
@@ -322,7 +321,8 @@ class Box:
         except ValueError:
             event = None
         if isinstance(event, dict) and event.get("type") == "invoked":
-            return str(event["session_id"])
+            with contextlib.suppress(ValidationError):  # else: malformed, refused below
+                return Invoked.model_validate(event)
         if isinstance(event, dict) and "error" in event:
             raise self._refusal(ErrorCode.status_of(event.get("code")), text.encode())
         raise ProtocolError(f"the box {self.name} answered the invocation with {text[:200]!r}")
@@ -351,12 +351,13 @@ class Box:
         self, deployment: Deployment, session: str, logs_from: int, cover: Cover | None
     ) -> Link:
         params = {"logs_from": str(logs_from)}
-        return await self._open(f"/v1/sessions/{session}/stream", deployment, {}, params, cover)
+        token = session_rights.bearer(deployment, session)
+        return await self._open(f"/v1/sessions/{session}/stream", token, {}, params, cover)
 
     async def _open(
         self,
         path: str,
-        deployment: Deployment,
+        token: str,
         headers: dict[str, str],
         params: dict[str, str] | None = None,
         cover: Cover | None = None,
@@ -369,7 +370,7 @@ class Box:
                 aconnect_ws(
                     path,
                     self._http,
-                    headers={**headers, "Authorization": f"Bearer {deployment.invocation_token}"},
+                    headers={**headers, "Authorization": f"Bearer {token}"},
                     params=params,
                     max_message_size_bytes=4 << 20,
                     queue_size=64,  # with 256 KiB messages: at most 16 MiB waits in the client

@@ -53,6 +53,7 @@ class Deployment:
     entry_points: list[str]
     deployed_at: float
     token_keys: dict[str, str] = field(default_factory=dict)  # right -> key id of its blinded tokens
+    session_rights: dict[str, str] = field(default_factory=dict)  # session id -> its right (session_rights)
 
     def __repr__(self) -> str:  # tokens never reach logs or tracebacks
         return f"Deployment({self.function_id}, {self.name!r} on {self.relay_nickname})"
@@ -155,11 +156,17 @@ class Keyring:
             self.functions[deployment.function_id] = deployment
             self.gone.pop(deployment.function_id, None)
 
-    def add_session(self, session_id: str, function_id: str) -> None:
+    def add_session(self, session_id: str, function_id: str, right: str | None = None) -> None:
+        """Remember a session, and its session right (``bento attach`` needs it) if it is ours."""
         with self.update():
             self.sessions[session_id] = function_id
             for old in list(self.sessions)[:-SESSIONS_KEPT]:  # the oldest first (insertion order)
                 del self.sessions[old]
+            if right is not None and (current := self.functions.get(function_id)) is not None:
+                current.session_rights[session_id] = right
+                current.session_rights = {
+                    s: r for s, r in current.session_rights.items() if s in self.sessions
+                }
 
     def record_token_keys(self, deployment: Deployment) -> None:
         """Keep the blinded-token key ids ``deployment`` has learnt (key consistency)."""

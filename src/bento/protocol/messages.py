@@ -55,6 +55,9 @@ class InvokeRequest(Strict):
 
 class InvokeResponse(Strict):
     session_id: str
+    session_right: str = Field(
+        description="the session's own capability: attach, logs, state and kill need it (docs/api.md, Rights)"
+    )
 
 
 class SessionState(StrEnum):
@@ -155,6 +158,7 @@ class Invoked(Strict):
 
     type: Literal["invoked"] = "invoked"
     session_id: str
+    session_right: str = Field(description="the session's own capability, as in InvokeResponse")
 
 
 class Attached(Strict):

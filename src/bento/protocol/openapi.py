@@ -79,6 +79,7 @@ def openapi_document() -> dict[str, Any]:
         [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
     )
     invocation: list[dict[str, list[str]]] = [{"invocationToken": []}]
+    owner_or_right: list[dict[str, list[str]]] = [{"sessionRight": []}, {"shutdownToken": []}]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -90,13 +91,20 @@ def openapi_document() -> dict[str, Any]:
             "and attaches in one round trip (the InvokeRequest, base64url JSON, in the "
             "Bento-Invocation header of the upgrade request, or as the first message; the box "
             "answers Invoked first): binary messages carry stream bytes both ways; text messages "
-            "carry the JSON events Invoked, Attached, Log, Ack, InputEnd and Ended (see components).",
+            "carry the JSON events Invoked, Attached, Log, Ack, InputEnd and Ended (see components). "
+            "A session belongs to whoever opened it: its stream, logs, state and kill need the "
+            "session right that invoking returned (docs/api.md, Rights).",
         },
         "components": {
             "schemas": schemas.get("$defs", {}),
             "securitySchemes": {
                 "invocationToken": {"type": "http", "scheme": "bearer", "description": "invocation token"},
                 "shutdownToken": {"type": "http", "scheme": "bearer", "description": "shutdown token"},
+                "sessionRight": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "session right: returned by invoking, reaches that one session",
+                },
             },
         },
         "paths": {
@@ -167,9 +175,9 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "get": {
                     "operationId": "listSessions",
-                    "summary": "list the function's sessions",
-                    "security": invocation,
-                    "parameters": [_path("function_id")],
+                    "summary": "the owner (shutdown token): every session; an invoker: those it names",
+                    "security": [{"shutdownToken": []}, *invocation],
+                    "parameters": [_path("function_id"), _rights_header()],
                     "responses": _responses(200, SessionList, *_AUTH),
                 },
             },
@@ -199,13 +207,13 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "getSession",
                     "summary": "one session's state",
-                    "security": invocation,
+                    "security": owner_or_right,
                     "parameters": [_path("session_id")],
                     "responses": _responses(200, SessionInfo, *_SESSION),
                 },
                 "delete": {
                     "summary": "kill one session; returns its state once it has ended",
-                    "security": invocation,
+                    "security": owner_or_right,
                     "parameters": [_path("session_id")],
                     "responses": _responses(200, SessionInfo, *_SESSION),
                 },
@@ -213,7 +221,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/sessions/{session_id}/logs": {
                 "get": {
                     "summary": "what the session's function printed, as far as the box holds it",
-                    "security": invocation,
+                    "security": [{"sessionRight": []}],
                     "parameters": [_path("session_id")],
                     "responses": _responses(200, SessionLogs, *_SESSION),
                 }
@@ -231,6 +239,17 @@ def _linked(
         for name, (operation, parameters) in links.items()
     }
     return responses
+
+
+def _rights_header() -> dict[str, Any]:
+    return {
+        "name": "Bento-Session-Rights",
+        "in": "header",
+        "required": False,
+        "description": "with the invocation token: the session rights (comma-separated, at most 64) "
+        "whose sessions to list; no others are listed",
+        "schema": {"type": "string"},
+    }
 
 
 def _path(name: str) -> dict[str, Any]:

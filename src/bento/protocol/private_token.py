@@ -22,7 +22,7 @@ where a plain token goes (``Authorization: Bearer ...``).
     >>> from bento.protocol import blind_rsa
     >>> key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     >>> pending = TokenRequest.new(key.public_key(), "fn-id", "invoke")
-    >>> blind_sig = blind_rsa.blind_sign(key, pending.blinded)        # the box, blind
+    >>> blind_sig = blind_rsa.Signer(key).sign(pending.blinded)       # the box, blind
     >>> wire = pending.finalize(blind_sig)                            # the client
     >>> token = Token.parse(wire)
     >>> token.check(key.public_key(), "fn-id", "invoke")              # the box, when it is spent
@@ -49,6 +49,9 @@ KEY_BITS = 2048
 PREFIX = "pt2."
 _NONCE, _DIGEST = 32, 32
 _AUTH = KEY_BITS // 8
+_BLIND_ATTEMPTS = (
+    3  # fresh nonces tried when an encoded token shares a factor with n (never, for a sound key)
+)
 TOKEN_BYTES = 2 + _NONCE + _DIGEST + _DIGEST + _AUTH
 MAX_WIRE = len(PREFIX) + (TOKEN_BYTES * 4 + 2) // 3
 
@@ -127,13 +130,23 @@ class TokenRequest:
 
     @classmethod
     def new(cls, public_key: rsa.RSAPublicKey, function_id: str, right: Right) -> TokenRequest:
-        if public_key.key_size != KEY_BITS:
-            raise TokenError(f"a token key must be RSA-{KEY_BITS}")
-        unsigned = Token(
-            secrets.token_bytes(_NONCE), challenge_digest(function_id, right), key_id(public_key), b""
-        )
-        blinded, inv = blind_rsa.blind(public_key, unsigned.signed_part, VARIANT)
-        return cls(public_key, unsigned, blinded, inv)
+        """A fresh token, blinded; raises :class:`TokenError` for a key a client must not blind under."""
+        try:
+            blind_rsa.check_public_key(public_key, KEY_BITS)
+        except blind_rsa.BlindSignatureError as exc:
+            raise TokenError(f"the box's token key is refused: {exc}") from None
+        for attempt in range(_BLIND_ATTEMPTS):
+            unsigned = Token(
+                secrets.token_bytes(_NONCE), challenge_digest(function_id, right), key_id(public_key), b""
+            )
+            try:
+                blinded, inv = blind_rsa.blind(public_key, unsigned.signed_part, VARIANT)
+            except blind_rsa.BlindSignatureError as exc:  # RFC 9474 4.2, step 5: retry with another nonce
+                if attempt == _BLIND_ATTEMPTS - 1:
+                    raise TokenError(f"cannot blind a token under the box's key: {exc}") from None
+                continue
+            return cls(public_key, unsigned, blinded, inv)
+        raise AssertionError("unreachable")
 
     def finalize(self, blind_sig: bytes) -> str:
         """The finished token, on the wire; raises :class:`TokenError` if the box's answer is bad."""

@@ -39,7 +39,7 @@ from bento.protocol.messages import (
 )
 from bento.protocol.openapi import openapi_document
 from bento.protocol.private_token import Right, TokenError, is_blinded
-from bento.server import cover
+from bento.server import cover, tokens
 from bento.server.attachment import attach
 from bento.server.cover import StreamSocket
 from bento.server.registry import BoxError, Function, Registry
@@ -47,6 +47,7 @@ from bento.server.registry import BoxError, Function, Registry
 Model = TypeVar("Model", bound=BaseModel)
 JSON_LIMIT = 64 << 10  # every request body but an upload is small
 FIRST_MESSAGE_TIMEOUT = 60.0  # seconds a WebSocket invocation may take to send its request
+MAX_NAMED_RIGHTS = 64  # session rights one listing may name
 
 
 def _error(code: ErrorCode, message: str, fix: str | None = None, status: int | None = None) -> JSONResponse:
@@ -119,8 +120,9 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         token = _bearer(request.headers)
         function = registry.function(request.path_params["function_id"], token, spend=True)
         body = await _body(request, InvokeRequest, JSON_LIMIT)
-        session = registry.invoke(function, body.entry, body.args, body.kwargs, opened_by=token)
-        return _json(InvokeResponse(session_id=session.id), 201)
+        right = tokens.new_token()
+        session = registry.invoke(function, body.entry, body.args, body.kwargs, opened_by=token, right=right)
+        return _json(InvokeResponse(session_id=session.id, session_right=right), 201)
 
     def issuer_of(request: Request, right: str) -> Function:
         """The function whose right's blinded tokens are asked for; the plain token is needed."""
@@ -155,15 +157,31 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         return _json(BlindTokenResponse(**key.model_dump(), blind_signatures=encoded))
 
     async def list_sessions(request: Request) -> Response:
-        function = registry.function(request.path_params["function_id"], _bearer(request.headers))
-        sessions = [s.info() for s in function.sessions.values()]
-        return _json(SessionList(function_id=function.id, sessions=sessions))
+        """The owner (shutdown token) sees every session; an invoker only those whose rights it names."""
+        function_id, token = request.path_params["function_id"], _bearer(request.headers)
+        try:
+            function = registry.function(function_id, token, shutdown=True)
+            listed = list(function.sessions.values())
+        except BoxError as refused:
+            if refused.code is not ErrorCode.WRONG_TOKEN:
+                raise
+            try:
+                function = registry.function(function_id, token)
+            except BoxError as wrong:
+                wrong.message = (
+                    f"that is neither the shutdown nor the invocation token of function {function_id}"
+                )
+                raise
+            named = _session_rights(request.headers)
+            listed = [s for s in function.sessions.values() if s.right_digest in named]
+        return _json(SessionList(function_id=function.id, sessions=[s.info() for s in listed]))
 
     async def session_info(request: Request) -> Response:
-        return _json(registry.session(request.path_params["session_id"], _bearer(request.headers)).info())
+        token = _bearer(request.headers)
+        return _json(registry.session(request.path_params["session_id"], token, content=False).info())
 
     async def kill_session(request: Request) -> Response:
-        session = registry.session(request.path_params["session_id"], _bearer(request.headers))
+        session = registry.session(request.path_params["session_id"], _bearer(request.headers), content=False)
         return _json(await registry.kill(session))
 
     async def shutdown(request: Request) -> Response:
@@ -171,7 +189,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
             request.path_params["function_id"], _bearer(request.headers), shutdown=True, spend=True
         )
         if is_blinded(token := _bearer(request.headers) or ""):
-            registry.spend(function, token, "shutdown")
+            registry.hold(function, token, "shutdown").spend()
         stopped = await registry.shutdown(function)
         return _json(ShutdownResponse(function_id=function.id, sessions_stopped=stopped))
 
@@ -232,13 +250,16 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
             token = _bearer(websocket.headers)
             body = await _invocation(websocket, socket)  # before the token is spent: a bad request costs none
             function = registry.function(websocket.path_params["function_id"], token, spend=True)
-            session = registry.invoke(function, body.entry, body.args, body.kwargs, opened_by=token)
+            right = tokens.new_token()
+            session = registry.invoke(
+                function, body.entry, body.args, body.kwargs, opened_by=token, right=right
+            )
         except BoxError as exc:
             await _refuse(socket, exc)
             return
         except (WebSocketDisconnect, ConnectionError, RuntimeError):
             return  # the client left before it said what to invoke
-        await socket.send_text(Invoked(session_id=session.id).model_dump_json())
+        await socket.send_text(Invoked(session_id=session.id, session_right=right).model_dump_json())
         await attach(session, socket, 0)
 
     async def box_error(request: Request, exc: Exception) -> Response:
@@ -278,6 +299,17 @@ async def _refuse(websocket: StreamSocket, exc: BoxError) -> None:
     body = ErrorBody(error=exc.message, code=exc.code, fix=exc.fix)
     await websocket.send_text(body.model_dump_json())
     await websocket.close(1008)
+
+
+def _session_rights(headers: Any) -> set[bytes]:
+    """Digests of the session rights named in ``Bento-Session-Rights`` (comma-separated)."""
+    named = [r.strip() for r in headers.get("bento-session-rights", "").split(",") if r.strip()]
+    if len(named) > MAX_NAMED_RIGHTS or any(len(r) > 64 for r in named):
+        raise BoxError(
+            ErrorCode.INVALID_REQUEST,
+            f"Bento-Session-Rights names at most {MAX_NAMED_RIGHTS} session rights of 43 characters",
+        )
+    return {tokens.digest(r) for r in named}
 
 
 def _logs_from(websocket: WebSocket) -> int:

@@ -35,10 +35,34 @@ MAX_ISSUED = 10_000  # per function and right: bounds the memory spent tokens ca
 
 @dataclass
 class _Key:
-    private: rsa.RSAPrivateKey
+    signer: blind_rsa.Signer  # the private key's numbers, read once
     key_id: bytes
     issued: int = 0
     spent: set[bytes] = field(default_factory=set)  # SHA-256 of each spent token's nonce
+    held: set[bytes] = field(default_factory=set)  # ... of each token a request in progress holds
+
+
+class Hold:
+    """A token set aside for one request: spent when the request is carried out, else given back.
+
+    While it is held, nobody else can use it (two invocations with one token at once open one
+    session); if what it pays for never happens (the sandbox fails to start), it is good again.
+    """
+
+    def __init__(self, key: _Key, nonce: bytes) -> None:
+        self._key, self._nonce, self._settled = key, nonce, False
+        key.held.add(nonce)
+
+    def spend(self) -> None:
+        if not self._settled:
+            self._settled = True
+            self._key.held.discard(self._nonce)
+            self._key.spent.add(self._nonce)
+
+    def release(self) -> None:
+        if not self._settled:
+            self._settled = True
+            self._key.held.discard(self._nonce)
 
 
 class BlindIssuer:
@@ -52,7 +76,7 @@ class BlindIssuer:
     async def public_key(self, right: Right) -> tuple[bytes, bytes]:
         """``(SubjectPublicKeyInfo DER, key id)`` of the right's key, made on first use."""
         key = await self._key(right)
-        spki = key.private.public_key().public_bytes(
+        spki = key.signer.public_key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         return spki, key.key_id
@@ -66,7 +90,7 @@ class BlindIssuer:
             raise TokenError(f"this function has issued its {MAX_ISSUED} {right} tokens; deploy it again")
         key.issued += len(blinded)
         try:
-            return await asyncio.to_thread(lambda: [blind_rsa.blind_sign(key.private, b) for b in blinded])
+            return await asyncio.to_thread(lambda: [key.signer.sign(b) for b in blinded])
         except blind_rsa.BlindSignatureError as exc:
             raise TokenError(str(exc)) from None
 
@@ -74,20 +98,21 @@ class BlindIssuer:
         """Raise :class:`TokenError` unless the token is good for ``right`` and not yet spent."""
         self._check(wire, right)
 
-    def spend(self, wire: str, right: Right) -> None:
-        """Use a token up: it is checked again and never accepted after this."""
-        key, nonce = self._check(wire, right)
-        key.spent.add(nonce)
+    def hold(self, wire: str, right: Right) -> Hold:
+        """Check the token and set it aside for one request (see :class:`Hold`)."""
+        return Hold(*self._check(wire, right))
 
     def _check(self, wire: str, right: Right) -> tuple[_Key, bytes]:
         key = self._keys.get(right)
         if key is None:
             raise TokenError(f"this function has issued no {right} tokens")
         token = Token.parse(wire)
-        token.check(key.private.public_key(), self.function_id, right)
+        token.check(key.signer.public_key, self.function_id, right)
         nonce = hashlib.sha256(token.nonce).digest()
         if nonce in key.spent:
             raise TokenError("this token has been used already; each blinded token is good once")
+        if nonce in key.held:
+            raise TokenError("this token is being used by another request; each blinded token is good once")
         return key, nonce
 
     async def _key(self, right: Right) -> _Key:
@@ -96,5 +121,7 @@ class BlindIssuer:
                 private = await asyncio.to_thread(
                     rsa.generate_private_key, public_exponent=65537, key_size=private_token.KEY_BITS
                 )
-                self._keys[right] = _Key(private, private_token.key_id(private.public_key()))
+                self._keys[right] = _Key(
+                    blind_rsa.Signer(private), private_token.key_id(private.public_key())
+                )
         return self._keys[right]

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +26,7 @@ from bento.sandbox.host import SandboxHost
 from bento.server import code, packages, tokens
 from bento.server.admin.controls import OperatorControls
 from bento.server.admin.ledger import Ledger
-from bento.server.blind_issuer import BlindIssuer
+from bento.server.blind_issuer import BlindIssuer, Hold
 from bento.server.broker import Broker, Context, Gatekeeper
 from bento.server.broker.network import system_resolver
 from bento.server.broker.operations import Resolver
@@ -204,9 +204,8 @@ class Registry:
             if not spend:
                 raise BoxError(
                     ErrorCode.SINGLE_USE_TOKEN,
-                    "a blinded token is spent on one invocation or shutdown, and then reaches only "
-                    "the session it opened",
-                    "use the plain token, or GET /v1/sessions/{id} with the token that opened it",
+                    "a blinded token is spent on one invocation or shutdown, and reaches nothing else",
+                    "use the plain token; reach the session it opened with the session right it returned",
                 )
             try:  # spent only where the request is carried out, so a refusal costs nothing
                 function.issuer.verify(token, "shutdown" if shutdown else "invoke")
@@ -225,7 +224,10 @@ class Registry:
         args: list[Any],
         kwargs: dict[str, Any],
         opened_by: str | None = None,
+        right: str | None = None,
     ) -> Session:
+        """Start a session whose client holds ``right`` (kept as a digest). A blinded ``opened_by``
+        is spent once the instance exists: a refusal or a failed start leaves it good."""
         if self.functions.get(function.id) is not function:  # shut down while the request arrived
             raise BoxError(ErrorCode.UNKNOWN_FUNCTION, f"function {function.id} was just shut down")
         if entry not in function.entry_points:
@@ -241,9 +243,25 @@ class Registry:
             raise BoxError(*paused)
         self._admit(function)
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
+        session.right_digest = tokens.digest(right) if right is not None else None
         if opened_by is not None and is_blinded(opened_by):
-            self.spend(function, opened_by, "invoke")
-            session.opened_by = tokens.digest(opened_by)
+            session.payment = self.hold(function, opened_by, "invoke")
+        try:
+            run = self._run(function, session, args, kwargs)
+        except BaseException:
+            session.abandon("its resources could not be opened")  # gives the blinded token back
+            raise
+        task = self._group.create_task(run)
+        task.add_done_callback(functools.partial(self._ran, session))
+        self._tasks[session.id] = task
+        self.ledger.started(session)
+        function.sessions[session.id] = session
+        self.sessions[session.id] = session
+        return session
+
+    def _run(
+        self, function: Function, session: Session, args: list[Any], kwargs: dict[str, Any]
+    ) -> Coroutine[Any, Any, None]:
         needs = function.manifest.needs
         storage = None
         if needs.storage_mb and self.policy.storage.allowed:
@@ -254,14 +272,7 @@ class Registry:
         context = Context(
             needs, self.policy, self.gate, self.resolver, function.id, session.id, storage=storage, tor=tor
         )
-        run = session.run(self.sandbox, Broker(context), function.code_dir, function.manifest, args, kwargs)
-        task = self._group.create_task(run)
-        task.add_done_callback(functools.partial(self._ran, session))
-        self._tasks[session.id] = task
-        self.ledger.started(session)
-        function.sessions[session.id] = session
-        self.sessions[session.id] = session
-        return session
+        return session.run(self.sandbox, Broker(context), function.code_dir, function.manifest, args, kwargs)
 
     def _ran(self, session: Session, _task: asyncio.Task[None]) -> None:
         # A task cancelled before its first step never ran its clean-up: end the session here.
@@ -300,14 +311,16 @@ class Registry:
             )
 
     @staticmethod
-    def spend(function: Function, token: str, right: Right) -> None:
-        """Use a blinded token up, where the request it pays for is carried out."""
+    def hold(function: Function, token: str, right: Right) -> Hold:
+        """Set a blinded token aside for the request it pays for (spent when that is carried out)."""
         try:
-            function.issuer.spend(token, right)
+            return function.issuer.hold(token, right)
         except TokenError as exc:
             raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not a valid {right} token: {exc}") from None
 
-    def session(self, session_id: str, token: str | None) -> Session:
+    def session(self, session_id: str, token: str | None, *, content: bool = True) -> Session:
+        """The session, if ``token`` is its session right; or, where ``content`` is false (its
+        state, killing it), the function's shutdown token: its owner may stop any session."""
         session = self.sessions.get(session_id)
         if session is None and self.retention.gone(session_id):
             raise BoxError(
@@ -322,13 +335,20 @@ class Registry:
                 f"no session {session_id} on this box",
                 "it ended long ago, its function was shut down, or the box restarted",
             )
-        if token is not None and is_blinded(token):
-            # The token that opened a session keeps reaching that session, and only it.
-            if session.opened_by is None or not tokens.matches(token, session.opened_by):
-                raise BoxError(ErrorCode.WRONG_TOKEN, f"that token did not open session {session_id}")
+        if token is None:
+            raise BoxError(ErrorCode.MISSING_TOKEN, "this request needs a token (Authorization: Bearer ...)")
+        if session.right_digest is not None and tokens.matches(token, session.right_digest):
             return session
-        self.function(session.function_id, token)
-        return session
+        function = self.functions.get(session.function_id)
+        owner = function is not None and tokens.matches(token, function.shutdown_digest)
+        if owner and not content:
+            return session
+        raise BoxError(
+            ErrorCode.WRONG_TOKEN,
+            f"that is not the right of session {session_id}",
+            "a session belongs to whoever opened it: send the session right its invocation returned"
+            + ("" if content else " (the function's shutdown token may also read its state and kill it)"),
+        )
 
     async def kill(self, session: Session) -> SessionInfo:
         """Kill one session (its client asked); its output stays retained like any ended one's."""

@@ -26,6 +26,7 @@ from bento.protocol.messages import (
 )
 from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.sandbox.instance import Exited, Instance
+from bento.server.blind_issuer import Hold
 from bento.server.broker import Broker
 from bento.server.buffer import OutputBuffer
 from bento.server.channel import open_channel
@@ -71,7 +72,8 @@ class Session:
         self._broker: Broker | None = None
         self._driving: asyncio.Task[None] | None = None  # the task reading its channel
         self._stderr_tail = b""
-        self.opened_by: bytes | None = None  # digest of the blinded token that opened it, if one did
+        self.right_digest: bytes | None = None  # SHA-256 of the session right its invocation returned
+        self.payment: Hold | None = None  # the blinded token that pays for it: spent once its instance exists
 
     @property
     def ended(self) -> bool:
@@ -161,6 +163,8 @@ class Session:
             self._end(EndCause.ERROR, f"the sandbox could not start: {exc}")
             return
         self.instance, self._broker = instance, broker
+        if self.payment is not None:
+            self.payment.spend()
         self.started.set()
         try:
             start = self._start_frame(sandbox, instance, manifest, args, kwargs)
@@ -170,10 +174,8 @@ class Session:
                         await self._serve(instance, broker, start, needs.output_mb * _MB)
                     except* FrameError as group:
                         problem = group.exceptions[0]
-                        self._verdict = self._verdict or (
-                            EndCause.POLICY,
-                            f"broke the instance protocol: {problem}",
-                        )
+                        broke = (EndCause.POLICY, f"broke the instance protocol: {problem}")
+                        self._verdict = self._verdict or broke
         except TimeoutError:
             self._verdict = self._verdict or (
                 EndCause.WALL,
@@ -330,7 +332,10 @@ class Session:
             self._driving.cancel()  # it may wait for a client to take output: nobody will
 
     def abandon(self, reason: str) -> None:
-        """End the session now if it has not ended (its task never ran): kill what it started."""
+        """End the session now if it has not ended (its task never ran): kill what it started.
+        A blinded token that paid for an instance that never existed is good again."""
+        if self.payment is not None:
+            self.payment.release()
         if not self.ended:
             if self.instance is not None:
                 self.instance.kill()

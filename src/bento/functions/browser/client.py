@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import json
 import tarfile
@@ -105,15 +104,18 @@ async def _start(
     via_dropbox: bool = False,
     cover: Cover | None = None,
     engine: str = "static",
+    key: bytes,
 ) -> tuple[SessionStream, Deployment, bool]:
-    """Invoke ``entry`` on Browser (deployed or reused) and attach, in one round trip."""
+    """Invoke ``entry`` on Browser (deployed or reused) and attach, in one round trip; the page
+    comes sealed under ``key`` (``wire``), which travels inside the session only."""
     if engine not in wire.ENGINES:
         raise BentoError(f"unknown engine {engine!r}", fix=f"use one of: {', '.join(wire.ENGINES)}")
     if engine != "static":
         arguments = [*arguments, engine]  # the entry points' last parameter
+    sealed_for = {"seal": wire.encode_key(key)}
     function, deployed = await deployment(box, keyring, via_dropbox=via_dropbox, engine=engine)
     try:
-        stream = await box.start(function, entry, arguments, cover=cover)
+        stream = await box.start(function, entry, arguments, sealed_for, cover=cover)
     except BentoError:
         if deployed:
             raise
@@ -122,8 +124,8 @@ async def _start(
         function, deployed = await deployment(
             box, keyring, fresh=True, via_dropbox=via_dropbox, engine=engine
         )
-        stream = await box.start(function, entry, arguments, cover=cover)
-    keyring.add_session(stream.session_id, function.function_id)
+        stream = await box.start(function, entry, arguments, sealed_for, cover=cover)
+    keyring.add_session(stream.session_id, function.function_id, function.session_rights[stream.session_id])
     return stream, function, deployed
 
 
@@ -220,12 +222,12 @@ async def _browse(
     on_page: Callable[[Path], Awaitable[None]] | None,
     progress: Progress | None,
 ) -> Page:
-    started = time.monotonic()
+    started, key = time.monotonic(), wire.new_key()
     stream, function, deployed = await _start(
-        box, keyring, "browse", _arguments(url, options), cover=options.cover, engine=options.engine
+        box, keyring, "browse", _arguments(url, options), cover=options.cover, engine=options.engine, key=key
     )
     async with stream:  # with cover, leaving waits for the end of the cover window
-        received = await _receive(stream, out, started, on_page, progress)
+        received = await _receive(stream, key, out, started, on_page, progress)
     page = Page(url=url, directory=out, function_id=function.function_id, deployed=deployed, **received)
     if isinstance(stream.link, CoveredLink):
         page.cover = stream.link.report()
@@ -257,19 +259,22 @@ def _prepare(out: Path) -> bool:
 
 async def _receive(
     stream: SessionStream,
+    key: bytes,
     out: Path,
     started: float,
     on_page: Callable[[Path], Awaitable[None]] | None,
     progress: Progress | None,
 ) -> dict[str, Any]:
-    """Header, archive (verified, unpacked, shown), then exactly the announced padding.
+    """Header, archive (opened under ``key``, unpacked, shown), then exactly the announced
+    padding, each byte of it checked (``wire``).
 
     The page is verified and unpacked in a task of its own while the padding keeps
     arriving: a reader that stopped to unpack would leave the padding waiting in Tor's
     windows and only then take it, so the padding would end later by the unpacking time.
     """
     buffer = bytearray()
-    header: tuple[int, int, bytes] | None = None
+    header: tuple[int, int] | None = None
+    expected_padding = wire.Padding(key)
     showing: asyncio.Task[dict[str, Any]] | None = None  # ours: awaited or cancelled below
     times = {"seconds_to_page_bytes": 0.0, "seconds_to_last_byte": 0.0}
     padding = total = 0
@@ -280,26 +285,28 @@ async def _receive(
             data = chunk
             if header is None:
                 buffer += data
-                if len(buffer) < wire.HEADER.size:
+                if len(buffer) < wire.SEALED_HEADER:
                     continue
-                header = _header(bytes(buffer[: wire.HEADER.size]))
-                data, buffer = bytes(buffer[wire.HEADER.size :]), bytearray()
-            length, announced, digest = header
+                header = _header(key, bytes(buffer[: wire.SEALED_HEADER]))
+                data, buffer = bytes(buffer[wire.SEALED_HEADER :]), bytearray()
+            length, announced = header
             if showing is None:
-                taken = data[: length - len(buffer)]
+                taken = data[: length + wire.TAG - len(buffer)]
                 buffer += taken
                 data = data[len(taken) :]
-                if len(buffer) == length:
+                if len(buffer) == length + wire.TAG:
                     times["seconds_to_page_bytes"] = times["seconds_to_last_byte"]
-                    showing = asyncio.create_task(_show(bytes(buffer), digest, out, started, on_page))
+                    showing = asyncio.create_task(_show(bytes(buffer), key, out, started, on_page))
                     buffer = bytearray()
             elif showing.done():
                 showing.result()  # a page that failed to unpack ends the transfer now
             padding += len(data)
             if padding > announced:
                 raise BentoError(f"the box sent more padding than the {announced} bytes it announced")
+            if data and expected_padding.take(len(data)) != data:
+                raise BentoError("the padding was altered on its way: it is not what the page's key makes")
             if progress is not None:
-                progress(total, wire.HEADER.size + length + announced)
+                progress(total, wire.SEALED_HEADER + length + wire.TAG + announced)
         found = await showing if showing is not None else {}
     finally:
         if showing is not None:  # left early: stop it, and take its outcome (the first error wins)
@@ -333,33 +340,39 @@ async def _receive(
 
 
 async def _show(
-    archive: bytes,
-    digest: bytes,
+    sealed: bytes,
+    key: bytes,
     out: Path,
     started: float,
     on_page: Callable[[Path], Awaitable[None]] | None,
 ) -> dict[str, Any]:
-    found = await asyncio.to_thread(_unpack, archive, digest, out)
+    found = await asyncio.to_thread(lambda: _unpack(_opened(key, sealed), out))
     found["seconds_to_page"] = time.monotonic() - started
     if on_page is not None:  # the page is shown now; the padding may still be arriving
         await on_page(found["main"])
     return found
 
 
-def _header(data: bytes) -> tuple[int, int, bytes]:
+def _header(key: bytes, sealed: bytes) -> tuple[int, int]:
+    """``(archive length, padding length)`` from the sealed header; refuses one that does not open."""
     try:
-        length, padding, digest = wire.decode_header(data)
+        length, padding = wire.open_header(key, sealed)
     except wire.WireError as exc:
-        raise BentoError(f"the box's answer is not a Browser transfer: {exc}") from None
+        raise BentoError(f"the answer is not a Browser page sealed for you: {exc}") from None
     if not 0 < length <= MAX_ARCHIVE:
         raise BentoError(f"the box announced a {length}-byte page; this client accepts 1 to {MAX_ARCHIVE}")
-    return length, padding, digest
+    return length, padding
 
 
-def _unpack(archive: bytes, digest: bytes, out: Path) -> dict[str, Any]:
-    """Verify the archive against the header's hash and unpack it safely into ``out``."""
-    if hashlib.sha256(archive).digest() != digest:
-        raise BentoError("the page's archive does not match the hash in its header: it was damaged")
+def _opened(key: bytes, sealed: bytes) -> bytes:
+    try:
+        return wire.open_archive(key, sealed)
+    except wire.WireError as exc:
+        raise BentoError(f"the page's archive was refused: {exc}") from None
+
+
+def _unpack(archive: bytes, out: Path) -> dict[str, Any]:
+    """Unpack the (opened) archive safely into ``out``."""
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
             members = tar.getmembers()

@@ -2,17 +2,16 @@
 ``browse_to_dropbox``, which deposits the same bytes with a Dropbox on another box.
 
 It fetches the page with everything it needs, rewrites it to its local copies, packs it,
-and streams it to the client: a fixed header (``wire``), the archive, and then random
-padding up to the size the scheme gives, so the user's link shows one small upload, a
+seals it under the key the client sent (``wire``: a Dropbox that carries it can neither read
+nor alter it), and streams it to the client: a fixed header, the archive, and then padding
+up to the size the scheme gives, so the user's link shows one small upload, a
 pause, and one download whose length says little about the page. The session's result
 is ``None``: anything sized by the page after the padding would undo it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from urllib.parse import urlsplit
 
@@ -41,14 +40,16 @@ def browse(
     cookies: dict[str, str] | None = None,
     limits: dict[str, Any] | None = None,
     engine: str = "static",
+    seal: str = "",
 ) -> None:
-    """Fetch ``url`` and everything it needs; send header, archive, padding."""
-    _check(url, pad_bytes, scheme, user_agent, cookies, engine)
-    page, padding = _page(url, pad_bytes, scheme, user_agent, cookies, limits, engine)
+    """Fetch ``url`` and everything it needs; send header, archive, padding, sealed under ``seal``."""
+    key = _check(url, pad_bytes, scheme, user_agent, cookies, engine, seal)
+    page, padding = _page(url, pad_bytes, scheme, user_agent, cookies, limits, engine, key)
     api.send(page)
+    stream = wire.Padding(key)
     while padding > 0:  # after the page: the client shows it while these bytes still arrive
         count = min(padding, _CHUNK)
-        api.send(os.urandom(count))
+        api.send(stream.take(count))
         padding -= count
 
 
@@ -63,13 +64,15 @@ def browse_to_dropbox(
     fetches: int = 1,
     seconds: float = 86400,
     engine: str = "static",
+    seal: str = "",
 ) -> dict[str, Any]:
     """Reserve a deposit with a Dropbox on the box ``dropbox`` (an onion address), send the
     receipt (one JSON line), then fetch and deposit the same bytes ``browse`` would send.
 
     The client may go away once it has the receipt; a failure to fetch is deposited as
-    the reason, so the user learns it from the Dropbox."""
-    _check(url, pad_bytes, scheme, user_agent, cookies, engine)
+    the reason, so the user learns it from the Dropbox. The page is sealed under ``seal``,
+    the key only the user holds: the Dropbox can neither read nor replace it."""
+    key = _check(url, pad_bytes, scheme, user_agent, cookies, engine, seal)
     if not isinstance(dropbox, str) or not dropbox:
         raise BrowseError("name the Dropbox's box by its onion address")
     from . import deposit  # the box's `bento` package: only this entry point needs it
@@ -77,11 +80,11 @@ def browse_to_dropbox(
     place = deposit.reserve(dropbox, fetches, seconds)
     api.send(json.dumps(place.receipt()).encode() + b"\n")
     try:
-        page, padding = _page(url, pad_bytes, scheme, user_agent, cookies, limits, engine)
+        page, padding = _page(url, pad_bytes, scheme, user_agent, cookies, limits, engine, key)
     except BrowseError as exc:
         deposit.fill(place, b"", error=f"Browser could not fetch the page: {exc}")
         raise
-    deposit.fill(place, page + os.urandom(padding))
+    deposit.fill(place, page + wire.Padding(key).take(padding))
     return {"deposited": True}  # no size: whoever attaches learns nothing the padding hides
 
 
@@ -93,8 +96,9 @@ def _page(
     cookies: dict[str, str] | None,
     limits: dict[str, Any] | None,
     engine: str,
+    key: bytes,
 ) -> tuple[bytes, int]:
-    """The header and the archive of ``url`` with everything it needs; and the padding's length."""
+    """The sealed header and archive of ``url`` with everything it needs; the padding's length."""
     options = fetch.Limits(**_limits(limits or {}))
     started, fetched_at = time.monotonic(), time.time()
     try:
@@ -116,12 +120,24 @@ def _page(
     archive = pack.pack(
         files, pack.index(page, resources, names, fetched_at, seconds, discover.PARSER, engine)
     )
-    sent = wire.HEADER.size + len(archive)
+    sent = wire.SEALED_HEADER + len(archive) + wire.TAG
     padding = pad.padded_size(sent, scheme, pad_bytes) - sent
-    return wire.encode_header(len(archive), padding, hashlib.sha256(archive).digest()) + archive, padding
+    return wire.seal(key, archive, padding), padding
 
 
-def _check(url: Any, pad_bytes: Any, scheme: Any, user_agent: Any, cookies: Any, engine: Any) -> None:
+def _check(
+    url: Any, pad_bytes: Any, scheme: Any, user_agent: Any, cookies: Any, engine: Any, seal: Any
+) -> bytes:
+    """The checked request's key; raises :class:`BrowseError` for anything wrong in it."""
+    try:
+        key = wire.decode_key(seal)
+        wire.Padding(key)  # the box offers functions `cryptography`
+    except wire.WireError as exc:
+        raise BrowseError(f"Browser seals the page for its user, under the key sent as seal: {exc}") from None
+    except ImportError:
+        raise BrowseError(
+            "this box offers functions no `cryptography`: Browser cannot seal the page"
+        ) from None
     if engine not in wire.ENGINES:
         raise BrowseError(f"unknown engine {engine!r} (known: {', '.join(wire.ENGINES)})")
     if (
@@ -141,6 +157,7 @@ def _check(url: Any, pad_bytes: Any, scheme: Any, user_agent: Any, cookies: Any,
         and all(isinstance(k, str) and isinstance(v, str) for k, v in cookies.items())
     ):
         raise BrowseError("cookies must be an object of names to string values")
+    return key
 
 
 _LIMITS = {  # name: (type, lowest, highest)

@@ -3,9 +3,12 @@
 ``deposit`` asks Browser on the exit box to fetch a page into a Dropbox on another box,
 waits only for the receipt (Browser has reserved the deposit: a second or so over Tor),
 and detaches: the page is fetched and deposited while the user is gone. Later, from
-anywhere, ``open_transfer`` unpacks what ``bento dropbox get`` fetched with the capability.
+anywhere, ``open_transfer`` opens and unpacks what ``bento dropbox get`` fetched with the
+capability, under the page key.
 
-The capability is the only way to the page: it is returned (for the user to see), never
+The page is sealed under a key the client made and sent to Browser inside the session
+(``wire``): the Dropbox holds bytes it can neither read nor replace unnoticed. The capability
+and the key are the only way to the page: both are returned (for the user to see), never
 logged; the Dropbox deployed for her goes to her keyring, so ``bento shutdown`` ends it.
 """
 
@@ -23,16 +26,17 @@ from bento.errors import BentoError
 from bento.functions.dropbox.client import Capability
 
 from . import wire
-from .client import Options, Page, _arguments, _discard_if_empty, _header, _prepare, _start, _unpack
+from .client import Options, Page, _arguments, _discard_if_empty, _header, _opened, _prepare, _start, _unpack
 
 MAX_RECEIPT = 16 << 10
 
 
 @dataclass(frozen=True)
 class Deposit:
-    """What the user takes away: the capability, and where the work goes on."""
+    """What the user takes away: the capability, the page's key, and where the work goes on."""
 
     capability: Capability
+    page_key: bytes  # opens the page (wire); whoever should read the page needs it with the capability
     dropbox: Deployment  # the Dropbox Browser deployed for her (kept in her keyring)
     browser_box: str
     session_id: str  # Browser's session, still fetching
@@ -41,11 +45,12 @@ class Deposit:
     terms: dict[str, Any]
 
     def __repr__(self) -> str:  # the capability never reaches a log
-        return f"Deposit(session {self.session_id} on {self.browser_box[:16]}…)"
+        return f"Deposit(session {self.session_id} on {self.browser_box[:16]}…)"  # nor the key
 
     def as_json(self) -> dict[str, Any]:
         return {
             "capability": str(self.capability),
+            "page_key": wire.encode_key(self.page_key),
             "dropbox_box": self.dropbox.onion,
             "dropbox_function_id": self.dropbox.function_id,
             "session_id": self.session_id,
@@ -74,9 +79,9 @@ async def deposit(
             fix="name a different box with --via-dropbox (the point: no one box holds both ends)",
         )
     arguments = [*_arguments(url, options or Options()), dropbox_onion, fetches, seconds]
-    engine = (options or Options()).engine
+    engine, key = (options or Options()).engine, wire.new_key()
     stream, function, deployed = await _start(
-        box, keyring, "browse_to_dropbox", arguments, via_dropbox=True, engine=engine
+        box, keyring, "browse_to_dropbox", arguments, via_dropbox=True, engine=engine, key=key
     )
     async with stream:  # leaving it detaches: the session runs on at the box
         line = bytearray()
@@ -95,6 +100,7 @@ async def deposit(
     keyring.add(receipt["dropbox"])
     return Deposit(
         capability=receipt["capability"],
+        page_key=key,
         dropbox=receipt["dropbox"],
         browser_box=box.onion,
         session_id=stream.session_id,
@@ -108,7 +114,7 @@ def _receipt(line: bytes) -> dict[str, Any]:
     try:
         given = json.loads(line)
         capability = Capability.parse(str(given["capability"]))
-        names = {f.name for f in fields(Deployment)} - {"token_keys"}
+        names = {f.name for f in fields(Deployment)} - {"token_keys", "session_rights"}
         dropbox = Deployment(**{name: given["dropbox"][name] for name in names})
         terms = dict(given["terms"])
     except (ValueError, KeyError, TypeError, BentoError):
@@ -118,21 +124,23 @@ def _receipt(line: bytes) -> dict[str, Any]:
     return {"capability": capability, "dropbox": dropbox, "terms": terms}
 
 
-def open_transfer(data: bytes, out: Path) -> Page:
-    """A Browser transfer (as deposited: header, archive, padding) verified and unpacked into
-    ``out`` (created; must be empty)."""
+def open_transfer(data: bytes, out: Path, key: bytes) -> Page:
+    """A Browser transfer (as deposited: header, archive, padding) opened under the page's
+    ``key``, every byte checked, and unpacked into ``out`` (created; must be empty)."""
     started = time.monotonic()
     created = _prepare(out)
     try:
-        if len(data) < wire.HEADER.size:
+        if len(data) < wire.SEALED_HEADER:
             raise BentoError("the deposit is not a Browser page (too short for its header)")
-        length, padding, digest = _header(data[: wire.HEADER.size])
-        if len(data) != wire.HEADER.size + length + padding:
+        length, padding = _header(key, data[: wire.SEALED_HEADER])
+        page_end = wire.SEALED_HEADER + length + wire.TAG
+        if len(data) != page_end + padding:
             raise BentoError(
-                f"the deposit has {len(data)} bytes; its Browser header announces "
-                f"{wire.HEADER.size + length + padding}"
+                f"the deposit has {len(data)} bytes; its Browser header announces {page_end + padding}"
             )
-        found = _unpack(data[wire.HEADER.size : wire.HEADER.size + length], digest, out)
+        if wire.Padding(key).take(padding) != data[page_end:]:
+            raise BentoError("the page's padding was altered: it is not what the page's key makes")
+        found = _unpack(_opened(key, data[wire.SEALED_HEADER : page_end]), out)
     except BaseException:
         if created:
             _discard_if_empty(out)

@@ -1,37 +1,131 @@
-"""What Browser sends its client: a header, the page's archive, then the padding.
+"""What Browser sends its user: the page sealed under a key the user chose, then the padding.
 
-    magic (8) | archive length (8) | padding length (8) | SHA-256 of the archive (32)
+    sealed header (24 + 16) | sealed archive (archive length + 16) | padding (padding length)
 
-The header is fixed-size and comes first, so the client knows where the page ends: it
+The client sends a fresh 32-byte key with its request, inside the session (never to a third
+box). Browser seals with ChaCha20-Poly1305 under it: the header (magic, archive length,
+padding length) with nonce 0, the archive with nonce 1; the padding is the ChaCha20
+keystream of a key derived from it (HKDF-SHA256), so the client checks every padding byte
+too. Whoever carries the transfer (Tor's relays, a Dropbox that holds it for the user) sees
+its length only: it can neither read the page nor change a byte of it unnoticed, and a page
+sealed for someone else does not open.
+
+    >>> key = new_key()
+    >>> sent = seal(key, b"the archive", 5) + Padding(key).take(5)
+    >>> archive_length, padding_length = open_header(key, sent[:SEALED_HEADER])
+    >>> open_archive(key, sent[SEALED_HEADER : SEALED_HEADER + archive_length + TAG])
+    b'the archive'
+    >>> Padding(key).take(padding_length) == sent[-padding_length:]
+    True
+
+The header comes first and has a fixed size, so the client knows where the page ends: it
 can unpack and show the page as soon as those bytes arrived, and then reads exactly the
 announced padding before it does anything else (the next request must wait, or the
 padding would not hide where the page ended).
+
+``cryptography`` is imported when a page is sealed or opened: on a box, Browser needs the
+box to offer it to functions (the testnet's boxes offer it with ``bento``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import secrets
 import struct
 
-MAGIC = b"BENTOPG\x01"
-HEADER = struct.Struct(">8sQQ32s")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import CipherContext
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+MAGIC = b"BENTOPG\x02"
+HEADER = struct.Struct(">8sQQ")  # the header inside its seal
+TAG = 16  # Poly1305
+SEALED_HEADER = HEADER.size + TAG
+KEY_BYTES = 32
+_AD = b"bento-browser-page"  # the associated data of both seals
 
 
 class WireError(ValueError):
-    """The bytes are not a Browser transfer."""
+    """The bytes are not a Browser transfer sealed under this key."""
 
 
-def encode_header(archive_length: int, padding_length: int, digest: bytes) -> bytes:
-    return HEADER.pack(MAGIC, archive_length, padding_length, digest)
+def new_key() -> bytes:
+    return secrets.token_bytes(KEY_BYTES)
 
 
-def decode_header(data: bytes) -> tuple[int, int, bytes]:
-    """(archive length, padding length, SHA-256 of the archive) from the first bytes."""
-    if len(data) != HEADER.size:
-        raise WireError(f"a Browser header has {HEADER.size} bytes, not {len(data)}")
-    magic, archive_length, padding_length, digest = HEADER.unpack(data)
+def encode_key(key: bytes) -> str:
+    return base64.urlsafe_b64encode(key).rstrip(b"=").decode()
+
+
+def decode_key(text: object) -> bytes:
+    """The key from its unpadded base64url form; raises :class:`WireError` for anything else."""
+    if not isinstance(text, str) or len(text) != 43:
+        raise WireError(f"a page key is {KEY_BYTES} bytes in unpadded base64url (43 characters)")
+    try:
+        return base64.b64decode(text + "=", altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise WireError("a page key must be base64url") from None
+
+
+def seal(key: bytes, archive: bytes, padding_length: int) -> bytes:
+    """The sealed header and the sealed archive (the box's side)."""
+    aead = _aead(key)
+    header = HEADER.pack(MAGIC, len(archive), padding_length)
+    return aead.encrypt(_nonce(0), header, _AD) + aead.encrypt(_nonce(1), archive, _AD)
+
+
+def open_header(key: bytes, sealed: bytes) -> tuple[int, int]:
+    """``(archive length, padding length)``; raises :class:`WireError` unless it opens."""
+    if len(sealed) != SEALED_HEADER:
+        raise WireError(f"a sealed Browser header has {SEALED_HEADER} bytes, not {len(sealed)}")
+    magic, archive_length, padding_length = HEADER.unpack(_open(key, 0, sealed))
     if magic != MAGIC:
-        raise WireError("the transfer does not start with a Browser header")
-    return archive_length, padding_length, digest
+        raise WireError("the transfer is not a Browser page of this version")
+    return archive_length, padding_length
+
+
+def open_archive(key: bytes, sealed: bytes) -> bytes:
+    """The archive; raises :class:`WireError` unless it opens under ``key``."""
+    return _open(key, 1, sealed)
+
+
+class Padding:
+    """The padding's bytes: a keystream only the key's holders can make, so checkable."""
+
+    def __init__(self, key: bytes) -> None:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        derived = HKDF(hashes.SHA256(), KEY_BYTES, None, b"bento-browser-padding").derive(key)
+        self._stream: CipherContext = Cipher(algorithms.ChaCha20(derived, bytes(16)), None).encryptor()
+
+    def take(self, count: int) -> bytes:
+        """The next ``count`` bytes of padding."""
+        return self._stream.update(bytes(count))
+
+
+def _aead(key: bytes) -> ChaCha20Poly1305:
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    return ChaCha20Poly1305(key)
+
+
+def _open(key: bytes, nonce: int, sealed: bytes) -> bytes:
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        return _aead(key).decrypt(_nonce(nonce), sealed, _AD)
+    except InvalidTag:
+        raise WireError(
+            "the page does not open under your key: it was altered, or sealed for someone else"
+        ) from None
+
+
+def _nonce(number: int) -> bytes:
+    return number.to_bytes(12, "big")
 
 
 # The engines a client may ask Browser for (its entry points' ``engine`` argument): the

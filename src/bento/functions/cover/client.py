@@ -61,7 +61,7 @@ async def circuits(
     """Run circuit cover on ``box``: ``count`` circuits at ``rate`` cells/s each for ``seconds``."""
     function, deployed = await deploy.ensure(box, keyring, code(), manifest())
     stream = await box.start(function, "circuits", [count, rate, seconds, sink])
-    keyring.add_session(stream.session_id, function.function_id)
+    keyring.add_session(stream.session_id, function.function_id, function.session_rights[stream.session_id])
     buffer = b""
     async with stream:
         async for chunk in stream:
