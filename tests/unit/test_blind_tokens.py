@@ -67,6 +67,7 @@ async def test_a_blinded_token_invokes_once_and_reaches_its_session(box: LocalBo
     status, body = await _invoke(box, function.function_id, token)
     assert (status, body["code"]) == (403, "wrong-token")
     assert "used already" in body["error"]
+    assert "good for one use" in body["fix"] and "bento tokens FUNCTION --right invoke" in body["fix"]
 
 
 async def test_a_blinded_token_reaches_no_other_session(box: LocalBox, client: Box) -> None:

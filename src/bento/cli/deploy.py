@@ -20,6 +20,7 @@ from bento.client.keyring import Deployment, Keyring
 from bento.errors import BentoError
 from bento.protocol import imports
 from bento.protocol.manifest import Manifest
+from bento.protocol.messages import Replaced
 
 PROGRESS_ABOVE = 1 << 20  # show a progress bar for uploads larger than this
 
@@ -27,7 +28,8 @@ PROGRESS_ABOVE = 1 << 20  # show a progress bar for uploads larger than this
 def add_deploy(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Upload a function. Its tokens go to the keyring. A name already in the keyring is refused "
-        "unless --replace (the old function is shut down once the new one is up) or --as NEW."
+        "unless --replace (the old function is shut down once the new one is up, and the new one takes "
+        "over its storage) or --as NEW."
     )
     parser.add_argument("file", type=Path, help="a .py module, a directory, or a .tar.gz archive")
     parser.add_argument("--box", required=True, help="nickname, fingerprint or onion address")
@@ -41,7 +43,14 @@ def add_deploy(parser: argparse.ArgumentParser) -> None:
         help="refuse a box that does not run functions in an SGX enclave (none does today)",
     )
     parser.add_argument(
-        "--replace", action="store_true", help="shut down the keyring's function of this name once deployed"
+        "--replace",
+        action="store_true",
+        help="shut down the keyring's function of this name once deployed; this one takes over its storage",
+    )
+    parser.add_argument(
+        "--fresh-storage",
+        action="store_true",
+        help="with --replace: shred the old function's storage instead of handing it over",
     )
     client_options.add(parser, control=True)
     parser.set_defaults(handler=cmd_deploy)
@@ -64,12 +73,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         listed = ", ".join(f"{d.function_id} on {d.relay_nickname}" for d in old)
         raise BentoError(
             f"a function called {manifest.name!r} is already in the keyring: {listed}",
-            fix="--replace shuts it down and deploys this one; --as NEW deploys this one under another name",
+            fix="--replace shuts it down and deploys this one (which takes over its storage); "
+            "--as NEW deploys this one under another name",
+        )
+    if args.fresh_storage and not args.replace:
+        raise BentoError(
+            "--fresh-storage goes with --replace", fix="add --replace, or leave --fresh-storage out"
         )
     info = find_box(args)
+    in_place, elsewhere = _replaced(old, info.onion, info.nickname, fresh=args.fresh_storage)
     warnings: list[str] = []
 
-    async def upload() -> Deployment:
+    async def upload() -> tuple[Deployment, Replaced | None]:
         size = args.file.stat().st_size if args.file.is_file() else 0
         with Progress(
             "[progress.description]{task.description}",
@@ -92,16 +107,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 warnings.extend(unprovided_imports(args.file, offered))
                 for warning in warnings:
                     errors.print(f"[yellow]warning[/yellow]: {warning}")
-                return await box.deploy(
+                return await box.replace(
+                    in_place,
                     args.file,
                     manifest,
+                    keep_storage=not args.fresh_storage,
                     require_sgx=args.require_sgx,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
 
-    deployment = asyncio.run(upload())
+    deployment, replaced_in_place = asyncio.run(upload())
     keyring.add(deployment)
-    replaced = [d.function_id for d in old if _replace(d, args)]
+    if in_place is not None:
+        keyring.forget(in_place.function_id, how="replaced")
+    replaced = [d.function_id for d in elsewhere if _replace(d, args)]
     if args.json:
         emit_json(
             {
@@ -110,7 +129,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 "box": info.nickname,
                 "onion": info.onion,
                 "entry_points": deployment.entry_points,
-                "replaced": replaced,
+                "replaced": ([replaced_in_place.function_id] if replaced_in_place else []) + replaced,
+                "storage_taken_over": replaced_in_place.model_dump(mode="json")
+                if replaced_in_place
+                else None,
                 "keyring": str(keyring.path),
                 "warnings": warnings,
             }
@@ -120,10 +142,50 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             f"deployed [bold]{deployment.name}[/bold] to {info.nickname}: function {deployment.function_id}"
         )
         console.print(f"  entry points: {', '.join(deployment.entry_points) or '(none)'}")
+        if replaced_in_place is not None:
+            console.print(f"  replaced {replaced_in_place.function_id}: {_moved(replaced_in_place, args)}")
         for function_id in replaced:
             console.print(f"  replaced {function_id}: shut down")
         console.print(f"  tokens saved in {keyring.path}")
     return 0
+
+
+def _replaced(
+    old: list[Deployment], onion: str, box: str, *, fresh: bool
+) -> tuple[Deployment | None, list[Deployment]]:
+    """The function the box replaces in place (same box: its storage can move), and those
+    on other boxes, which are shut down after the deploy; refused before anything is sent
+    where storage would be lost without --fresh-storage."""
+    here = [d for d in old if d.onion == onion]
+    if len(here) > 1:
+        ids = ", ".join(d.function_id for d in here)
+        raise BentoError(
+            f"{len(here)} functions of this name are on {box}: {ids}; --replace takes over one",
+            fix="shut the others down first (`bento shutdown FUNCTION_ID`)",
+        )
+    elsewhere = [d for d in old if d.onion != onion]
+    holding = [d for d in elsewhere if d.storage_mb != 0]  # None: deployed before the keyring kept it
+    if holding and not fresh:
+        listed = ", ".join(f"{d.function_id} on {d.relay_nickname}" for d in holding)
+        raise BentoError(
+            f"the function(s) this one replaces ({listed}) may hold storage, and storage does not "
+            f"move between boxes: nothing was uploaded to {box}",
+            fix=f"deploy to {holding[0].relay_nickname} (--box) to take its storage over, or add "
+            "--fresh-storage to shut it down with its storage",
+        )
+    return (here[0] if here else None), elsewhere
+
+
+def _moved(replaced: Replaced, args: argparse.Namespace) -> str:
+    stopped = f"shut down ({replaced.sessions_stopped} running session(s) stopped)"
+    if args.fresh_storage:
+        return f"{stopped}; its storage was shredded (--fresh-storage)"
+    if not replaced.storage_objects:
+        return f"{stopped}; it held no storage"
+    return (
+        f"{stopped}; the new function took over its storage "
+        f"({replaced.storage_objects} object(s), {replaced.storage_bytes} bytes)"
+    )
 
 
 def _replace(old: Deployment, args: argparse.Namespace) -> bool:

@@ -31,7 +31,18 @@ def add_functions(parser: argparse.ArgumentParser) -> None:
 
 
 def add_forget(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Drop functions' tokens from the keyring. A function whose box still answers is refused: "
+        "without its tokens nothing could stop it (`bento shutdown` it instead, or --force)."
+    )
     parser.add_argument("functions", nargs="+", metavar="FUNCTION", help="function id or name")
+    parser.add_argument(
+        "--force", action="store_true", help="forget even a function whose box still runs it (no Tor asked)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=CHECK_TIMEOUT,
+        help=f"seconds to wait for the boxes to say if they run them (default {CHECK_TIMEOUT:.0f})",
+    )  # fmt: skip
     client_options.add(parser)
     parser.set_defaults(handler=cmd_forget)
 
@@ -134,6 +145,17 @@ def cmd_functions(args: argparse.Namespace) -> int:
 def cmd_forget(args: argparse.Namespace) -> int:
     keyring = Keyring(args.keyring)
     chosen = [keyring.function(name) for name in args.functions]  # every name checked before any change
+    if not args.force:
+        status = asyncio.run(check(chosen, args.socks, args.timeout))
+        live = [d for d in chosen if status[d.function_id][0] == "up"]
+        if live:
+            listed = ", ".join(f"{d.name} ({d.function_id} on {d.relay_nickname})" for d in live)
+            raise BentoError(
+                f"still running on its box: {listed}; without its tokens nothing could stop it or reach "
+                "its storage, so nothing was forgotten",
+                fix=f"`bento shutdown {live[0].function_id}` stops it and deletes it from its box and the "
+                "keyring; `bento forget --force` forgets it anyway",
+            )
     forgotten = [d for d in chosen if keyring.forget(d.function_id) is not None]
     if args.json:
         emit_json({"forgotten": [d.function_id for d in forgotten], "keyring": str(keyring.path)})

@@ -27,7 +27,7 @@ from bento.client.cover import Cover, CoveredLink
 from bento.client.discovery import BoxInfo
 from bento.client.keyring import Deployment
 from bento.client.stream import Link, Retry, SessionStream
-from bento.client.upload import Progress, chunks, read_code
+from bento.client.upload import Progress, chunks, read_code, refuse_before_upload, upload_body
 from bento.errors import BentoError, ProtocolError, Refused, TransportError, describe_validation
 from bento.protocol.descriptor import Descriptor, SignedDescriptor
 from bento.protocol.errors import ErrorCode
@@ -37,13 +37,13 @@ from bento.protocol.messages import (
     InvokeRequest,
     InvokeResponse,
     Log,
+    Replaced,
     SessionInfo,
     SessionList,
     SessionLogs,
     ShutdownResponse,
     UploadResponse,
 )
-from bento.protocol.policy import violations
 
 Model = TypeVar("Model", bound=BaseModel)
 TIMEOUT = httpx.Timeout(120.0, connect=120.0)  # an onion service can take a while to reach
@@ -164,41 +164,39 @@ class Box:
         require_sgx: bool = False,
     ) -> Deployment:
         """Upload ``code`` (a .py file, a directory, or bytes) and return its deployment record.
-
         ``require_sgx``: refuse, before uploading, a box whose descriptor does not say that
-        functions run in an SGX enclave (``runtime.conclave``).
-        """
+        functions run in an SGX enclave (``runtime.conclave``)."""
+        deployment, _ = await self.replace(
+            None, code, manifest, kind=kind, progress=progress, require_sgx=require_sgx
+        )
+        return deployment
+
+    async def replace(
+        self,
+        old: Deployment | None,
+        code: Path | bytes,
+        manifest: Manifest,
+        *,
+        keep_storage: bool = True,
+        kind: CodeKind | None = None,
+        progress: Progress | None = None,
+        require_sgx: bool = False,
+    ) -> tuple[Deployment, Replaced | None]:
+        """:meth:`deploy` in place of ``old``, a function of this box, which the box shuts down
+        once the new one is installed; with ``keep_storage`` the new function takes over its
+        storage (:class:`Refused` ``storage-too-small`` where it would not fit the manifest)."""
+        if old is not None and old.onion != self.onion:
+            raise BentoError(
+                f"{old.name} ({old.function_id}) is on another box ({old.relay_nickname}), and "
+                "storage does not move between boxes; nothing was uploaded",
+                fix=f"deploy to {old.relay_nickname}, or replace it with fresh storage",
+            )
         raw, detected = read_code(code)
-        body = json.dumps(
-            {
-                "manifest": manifest.model_dump(mode="json"),
-                "kind": (kind or detected).value,
-                "code": base64.b64encode(raw).decode(),
-            }
-        ).encode()
+        body = upload_body(raw, kind or detected, manifest, replaces=old, keep_storage=keep_storage)
         descriptor = await self.descriptor()
-        conclave = descriptor.runtime.conclave
-        if require_sgx and not (descriptor.runtime.sgx and conclave and conclave.enclave != "none"):
-            host = conclave.host if conclave else "it says nothing about enclaves"
-            raise BentoError(
-                f"the box {self.name} runs functions in no SGX enclave ({host}); nothing was uploaded",
-                fix="choose a box whose descriptor shows an enclave, or deploy without --require-sgx "
-                "if you trust its operator with your function's code and data",
-            )
-        if len(raw) > descriptor.policy.max_upload_bytes:  # refuse before sending a byte of it
-            raise BentoError(
-                f"the code is {len(raw)} bytes; the box {self.name} accepts at most "
-                f"{descriptor.policy.max_upload_bytes} (its policy's max_upload_bytes)",
-                fix="make the upload smaller (leave data out: fetch it at run time), or use another box",
-            )
-        problems = violations(manifest.needs, descriptor.policy)
-        if problems:  # the box would refuse it: say why before uploading anything
-            raise BentoError(
-                f"the box {self.name} would refuse this function: " + "; ".join(problems),
-                fix="lower the manifest's needs, or find a box that fits with `bento boxes --fits MANIFEST`",
-            )
+        refuse_before_upload(self.name, descriptor, len(raw), manifest, require_sgx=require_sgx)
         uploaded = await self._upload(body, progress)
-        return Deployment(
+        deployment = Deployment(
             function_id=uploaded.function_id,
             name=manifest.name,
             onion=self.onion,
@@ -209,7 +207,9 @@ class Box:
             boot_id=uploaded.boot_id,
             entry_points=uploaded.entry_points,
             deployed_at=time.time(),
+            storage_mb=manifest.needs.storage_mb,
         )
+        return deployment, uploaded.replaced
 
     async def _upload(self, body: bytes, progress: Progress | None) -> UploadResponse:
         return await self._request(

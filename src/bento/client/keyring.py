@@ -53,6 +53,7 @@ class Deployment:
     entry_points: list[str]
     deployed_at: float
     token_keys: dict[str, str] = field(default_factory=dict)  # right -> key id of its blinded tokens
+    storage_mb: int | None = None  # its manifest's needs.storage_mb; None: deployed before it was kept
 
     def __repr__(self) -> str:  # tokens never reach logs or tracebacks
         return f"Deployment({self.function_id}, {self.name!r} on {self.relay_nickname})"
