@@ -8,6 +8,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from bento.cli import client_options, code_check
@@ -23,6 +24,7 @@ from bento.protocol.manifest import Manifest
 from bento.protocol.messages import Replaced
 
 PROGRESS_ABOVE = 1 << 20  # show a progress bar for uploads larger than this
+MANIFEST_NAMES = ("manifest.toml", "manifest.json")  # looked for beside the code without --manifest
 
 
 def add_deploy(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +35,9 @@ def add_deploy(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("file", type=Path, help="a .py module, a directory, or a .tar.gz archive")
     parser.add_argument("--box", required=True, help="nickname, fingerprint or onion address")
-    parser.add_argument("--manifest", type=Path, help="manifest file (TOML or JSON)")
+    parser.add_argument(
+        "--manifest", type=Path, help="manifest file, TOML or JSON (default: manifest.toml beside the code)"
+    )
     parser.add_argument(
         "--name", "--as", dest="name", metavar="NAME", help="the function's name (default: the file's name)"
     )
@@ -58,10 +62,23 @@ def add_deploy(parser: argparse.ArgumentParser) -> None:
 
 def _manifest(args: argparse.Namespace) -> Manifest:
     defaults = {"name": args.name or args.file.name.removesuffix(".py").removesuffix(".tar.gz") or "function"}
-    if args.manifest is None:
+    path = args.manifest or beside(args.file)
+    if path is None:
         return Manifest.model_validate(defaults)
-    manifest = read_manifest(args.manifest, defaults)
+    if args.manifest is None and not args.json:
+        errors.print(
+            f"[dim]using the manifest {path}, found beside the code (--manifest names another)[/dim]"
+        )
+    manifest = read_manifest(path, defaults)
     return manifest.model_copy(update={"name": args.name}) if args.name else manifest
+
+
+def beside(code: Path) -> Path | None:
+    """The ``manifest.toml`` (or ``.json``) beside the code: in the directory deployed, or
+    in the directory of the file, as faas-cli finds its stack file."""
+    directory = code if code.is_dir() else code.parent
+    found = [directory / name for name in MANIFEST_NAMES if (directory / name).is_file()]
+    return found[0] if found else None
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -80,9 +97,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise BentoError(
             "--fresh-storage goes with --replace", fix="add --replace, or leave --fresh-storage out"
         )
+    warnings = code_check.unasked_capabilities(args.file, manifest)
+    for warning in warnings if not args.json else []:
+        errors.print(f"[yellow]warning[/yellow]: {escape(warning)}")
     info = find_box(args)
     in_place, elsewhere = _replaced(old, info.onion, info.nickname, fresh=args.fresh_storage)
-    warnings: list[str] = []
 
     async def upload() -> tuple[Deployment, Replaced | None]:
         size = args.file.stat().st_size if args.file.is_file() else 0
@@ -104,9 +123,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                         f"[dim]{info.nickname} runs functions in no enclave: its operator can read and "
                         "change their code and data while they run (`bento descriptor` says more)[/dim]"
                     )
-                warnings.extend(unprovided_imports(args.file, offered))
-                for warning in warnings:
-                    errors.print(f"[yellow]warning[/yellow]: {warning}")
+                unprovided = unprovided_imports(args.file, offered)
+                warnings.extend(unprovided)
+                for warning in unprovided if not args.json else []:
+                    errors.print(f"[yellow]warning[/yellow]: {escape(warning)}")
                 return await box.replace(
                     in_place,
                     args.file,

@@ -1,0 +1,92 @@
+"""What a newcomer to the ``bento`` command expects: options anywhere on the line, the
+manifest beside the code found, and a warning before upload when the code uses a
+capability its manifest does not ask for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bento.cli import code_check
+from bento.cli.main import build_parser
+from bento.protocol.manifest import Manifest
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["invoke", "FN", "main", "--str", "you"], {"args": ["you"], "str": True}),
+        (["invoke", "FN", "--kw", "n=1", "main", "1", "--detach", "2"], {"args": ["1", "2"], "kw": ["n=1"]}),
+        (["invoke", "FN", "main", "--", "--not-an-option"], {"args": ["--not-an-option"]}),
+        (["dropbox", "get", "CAP", "--out", "x"], {"capability": "CAP"}),
+        (["deploy", "f.py", "--box", "exit0", "--as", "n"], {"name": "n"}),
+        (["testnet", "run", "--", "sh", "-c", "true"], {"cmd": ["--", "sh", "-c", "true"]}),
+    ],
+)
+def test_options_may_come_anywhere(argv: list[str], expected: dict[str, object]) -> None:
+    args = build_parser([argv[0]]).parse_args(argv)
+    assert {name: getattr(args, name) for name in expected} == expected
+
+
+def _bento(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "BENTO_KEYRING": str(cwd / "keyring.json"),
+        "BENTO_CONTROL": "127.0.0.1:9",  # no Tor: deploy stops where it looks for the box
+        "BENTO_SOCKS": "127.0.0.1:9",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bento", *args], capture_output=True, text=True, timeout=60, env=env, cwd=cwd
+    )
+
+
+COUNTER = """
+from bento.runtime import api
+
+def count():
+    n = int(api.storage.get("n") or b"0") + 1
+    api.storage.put("n", str(n).encode())
+    return n
+"""
+
+
+def test_deploy_finds_the_manifest_beside_the_code_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "counter.py").write_text(COUNTER)
+    (tmp_path / "manifest.toml").write_text('name = "tally"\n[needs]\nstorage_mb = 1\n')
+    result = _bento("deploy", "counter.py", "--box", "exit0", cwd=tmp_path)
+    assert "using the manifest manifest.toml, found beside the code" in result.stderr
+    assert "warning" not in result.stderr, "the manifest asks for storage: nothing to warn about"
+    assert result.returncode == 1 and "error:" in result.stderr  # no Tor here: stopped at finding the box
+
+
+def test_deploy_warns_before_upload_of_a_capability_the_manifest_lacks(tmp_path: Path) -> None:
+    (tmp_path / "counter.py").write_text(COUNTER)
+    result = _bento("deploy", "counter.py", "--box", "exit0", cwd=tmp_path)
+    stderr = " ".join(result.stderr.split())
+    assert "using the manifest" not in stderr
+    assert "counter.py, line 6 uses api.storage, but the manifest asks for no storage" in stderr
+    assert "add storage_mb = 1 under [needs]" in stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "needs", "warned"),
+    [
+        ("from bento.runtime import api\ndef f():\n    api.tor.circuit()\n", {}, ["api.tor"]),
+        ("from bento.runtime import api\ndef f():\n    api.tor.circuit()\n", {"tor_circuits": 1}, []),
+        ("from bento.runtime.api import connect, listen\ndef f(): pass\n", {"network": True}, ["api.listen"]),
+        ("import bento.client\ndef f(): pass\n", {}, ["bento.client"]),
+        ("from bento.client.box import Box\ndef f(): pass\n", {"call_boxes": True}, []),
+        ("from bento.runtime import api\ndef f():\n    api.send(b'')\n", {}, []),
+    ],
+)
+def test_capabilities_are_found_statically(
+    tmp_path: Path, source: str, needs: dict[str, object], warned: list[str]
+) -> None:
+    (tmp_path / "main.py").write_text(source)
+    manifest = Manifest.model_validate({"name": "f", "needs": needs})
+    warnings = code_check.unasked_capabilities(tmp_path, manifest)
+    assert [w.split(" uses ")[1].split(",")[0] for w in warnings] == warned
