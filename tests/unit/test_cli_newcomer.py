@@ -1,6 +1,7 @@
 """What a newcomer to the ``bento`` command expects: options anywhere on the line, the
-manifest beside the code found, and a warning before upload when the code uses a
-capability its manifest does not ask for."""
+manifest beside the code found, a warning before upload when the code uses a capability
+its manifest does not ask for, ``name@box`` where names repeat, logs shown once, and
+tracebacks that name the user's own files."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 
 from bento.cli import code_check
 from bento.cli.main import build_parser
+from bento.client.keyring import Deployment, Keyring
+from bento.errors import BentoError
 from bento.protocol.manifest import Manifest
 
 
@@ -90,3 +93,55 @@ def test_capabilities_are_found_statically(
     manifest = Manifest.model_validate({"name": "f", "needs": needs})
     warnings = code_check.unasked_capabilities(tmp_path, manifest)
     assert [w.split(" uses ")[1].split(",")[0] for w in warnings] == warned
+
+
+def _deployment(function_id: str, name: str, nickname: str, onion_letter: str) -> Deployment:
+    return Deployment(function_id, name, onion_letter * 56, "A" * 40, nickname, "t", "t", "b", [], 0.0)
+
+
+def test_a_name_on_several_boxes_is_named_name_at_box(tmp_path: Path) -> None:
+    ring = Keyring(tmp_path / "keyring.json")
+    ring.add(_deployment("1" * 32, "dropbox-1", "exit0", "a"))
+    ring.add(_deployment("2" * 32, "dropbox-1", "exit1", "b"))
+    with pytest.raises(BentoError, match="several functions are called 'dropbox-1'") as ambiguous:
+        ring.function("dropbox-1")
+    assert (
+        "dropbox-1@exit0" in ambiguous.value.message and ambiguous.value.fix == "name one as dropbox-1@exit0"
+    )
+    assert ring.function("dropbox-1@exit1").function_id == "2" * 32
+    assert ring.function("dropbox-1@EXIT0").function_id == "1" * 32
+    assert ring.function(f"dropbox-1@{'b' * 20}.onion"[:-6]).function_id == "2" * 32  # an onion's start
+    with pytest.raises(BentoError, match="no function 'dropbox-1@exit9'"):
+        ring.function("dropbox-1@exit9")
+
+
+def test_shutdown_names_a_function_by_name_at_box(tmp_path: Path) -> None:
+    ring = Keyring(tmp_path / "keyring.json")
+    ring.add(_deployment("1" * 32, "dropbox-1", "exit0", "a"))
+    ring.add(_deployment("2" * 32, "dropbox-1", "", "b"))  # a box whose nickname is not known
+    result = _bento("shutdown", "dropbox-1", cwd=tmp_path)
+    assert result.returncode == 1 and "name one as dropbox-1@exit0" in " ".join(result.stderr.split())
+    result = _bento("shutdown", f"dropbox-1@{'b' * 16}", cwd=tmp_path)
+    assert result.returncode == 1 and f"cannot reach the box {'b' * 16} over Tor" in result.stderr
+
+
+def test_attach_remembers_the_logs_it_showed_per_session(tmp_path: Path) -> None:
+    ring = Keyring(tmp_path / "keyring.json")
+    ring.add(_deployment("1" * 32, "talker", "exit0", "a"))
+    ring.add_session("S1", "1" * 32)
+    ring.record_logs_seen("S1", 120)
+    ring.record_logs_seen("S1", 40)  # an older stream's figure never goes back
+    ring.record_logs_seen("S2", 10)  # not a session of the keyring: nothing kept
+    assert Keyring(tmp_path / "keyring.json").logs_seen == {"S1": 120}
+    ring.forget("1" * 32)
+    assert "S1" not in Keyring(tmp_path / "keyring.json").logs_seen
+
+
+def test_a_traceback_names_the_file_deployed() -> None:
+    single = Deployment("f", "n", "q" * 56, "", "", "", "", "", [], 0.0, source="/src/app.py",
+                        box_path="/function/main.py")  # fmt: skip
+    tree = Deployment("f", "n", "q" * 56, "", "", "", "", "", [], 0.0, source="/src/pkg",
+                      box_path="/function/")  # fmt: skip
+    trace = 'File "/function/main.py", line 3, in main\nFile "/function/lib/util.py", line 9'
+    assert single.local_paths(trace).splitlines()[0] == 'File "/src/app.py", line 3, in main'
+    assert 'File "/src/pkg/lib/util.py", line 9' in tree.local_paths(trace)

@@ -87,7 +87,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     keyring = Keyring(args.keyring)
     old = keyring.named(manifest.name)
     if old and not args.replace:
-        listed = ", ".join(f"{d.function_id} on {d.relay_nickname}" for d in old)
+        listed = ", ".join(f"{d.address} ({d.function_id})" for d in old)
         raise BentoError(
             f"a function called {manifest.name!r} is already in the keyring: {listed}",
             fix="--replace shuts it down and deploys this one (which takes over its storage); "
@@ -137,6 +137,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 )
 
     deployment, replaced_in_place = asyncio.run(upload())
+    deployment.source = str(args.file.resolve())
+    deployment.box_path = "/function/" if args.file.is_dir() else f"/function/{manifest.module}.py"
     keyring.add(deployment)
     if in_place is not None:
         keyring.forget(in_place.function_id, how="replaced")
@@ -186,11 +188,11 @@ def _replaced(
     elsewhere = [d for d in old if d.onion != onion]
     holding = [d for d in elsewhere if d.storage_mb != 0]  # None: deployed before the keyring kept it
     if holding and not fresh:
-        listed = ", ".join(f"{d.function_id} on {d.relay_nickname}" for d in holding)
+        listed = ", ".join(f"{d.address} ({d.function_id})" for d in holding)
         raise BentoError(
             f"the function(s) this one replaces ({listed}) may hold storage, and storage does not "
             f"move between boxes: nothing was uploaded to {box}",
-            fix=f"deploy to {holding[0].relay_nickname} (--box) to take its storage over, or add "
+            fix=f"deploy to {holding[0].box} (--box) to take its storage over, or add "
             "--fresh-storage to shut it down with its storage",
         )
     return (here[0] if here else None), elsewhere
@@ -215,8 +217,8 @@ def _replace(old: Deployment, args: argparse.Namespace) -> bool:
         asyncio.run(shut_down(old, args.socks))
     except BentoError as exc:
         errors.print(
-            f"[yellow]warning[/yellow]: could not shut down the old {old.name} ({old.function_id} on "
-            f"{old.relay_nickname}): {exc.message}\n  it stays in the keyring: `bento shutdown "
+            f"[yellow]warning[/yellow]: could not shut down the old {old.address} ({old.function_id}): "
+            f"{escape(exc.message)}\n  it stays in the keyring: `bento shutdown "
             f"{old.function_id}` once its box answers, or `bento forget {old.function_id}` if it is gone"
         )
         return False

@@ -26,6 +26,7 @@ from bento.client import tor_socks
 from bento.client.cover import Cover, CoveredLink
 from bento.client.discovery import BoxInfo
 from bento.client.keyring import Deployment
+from bento.client.names import box_name
 from bento.client.stream import Link, Retry, SessionStream
 from bento.client.upload import Progress, chunks, read_code, refuse_before_upload, upload_body
 from bento.errors import BentoError, ProtocolError, Refused, TransportError, describe_validation
@@ -58,7 +59,8 @@ class Box:
     ``base_url`` overrides the address (a box's TCP listener reached through an exit,
     or a local test server); ``socks=None`` then connects directly. ``transport`` replaces
     the network altogether (see the module's docstring). ``retry`` says how hard session
-    streams try to re-attach when their connection drops.
+    streams try to re-attach when their connection drops. ``nickname``: its relay's, where
+    known without ``info`` (a keyring's deployment), to name the box in messages.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class Box:
         base_url: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         retry: Retry | None = None,
+        nickname: str | None = None,
     ) -> None:
         self.onion = onion
         self.info = info
@@ -79,7 +82,7 @@ class Box:
         if socks and transport is None:  # a request goes with the SOCKS handshake: one round trip less
             transport = tor_socks.transport(socks)
         self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=TIMEOUT)
-        self.name = info.nickname if info else onion[:16]
+        self.name = box_name(info.nickname if info else nickname, onion)  # in every message
         self.verified: Descriptor | None = None  # the descriptor, once fetched and checked
 
     async def __aenter__(self) -> Box:
@@ -187,9 +190,9 @@ class Box:
         storage (:class:`Refused` ``storage-too-small`` where it would not fit the manifest)."""
         if old is not None and old.onion != self.onion:
             raise BentoError(
-                f"{old.name} ({old.function_id}) is on another box ({old.relay_nickname}), and "
+                f"{old.name} ({old.function_id}) is on another box ({old.box}), and "
                 "storage does not move between boxes; nothing was uploaded",
-                fix=f"deploy to {old.relay_nickname}, or replace it with fresh storage",
+                fix=f"deploy to {old.box}, or replace it with fresh storage",
             )
         raw, detected = read_code(code)
         body = upload_body(raw, kind or detected, manifest, replaces=old, keep_storage=keep_storage)
@@ -239,12 +242,8 @@ class Box:
         return response.session_id
 
     async def sessions(self, deployment: Deployment) -> SessionList:
-        return await self._request(
-            "GET",
-            f"/v1/functions/{deployment.function_id}/sessions",
-            SessionList,
-            token=deployment.invocation_token,
-        )
+        path = f"/v1/functions/{deployment.function_id}/sessions"
+        return await self._request("GET", path, SessionList, token=deployment.invocation_token)
 
     async def session(self, deployment: Deployment, session_id: str) -> SessionInfo:
         return await self._request(
@@ -258,12 +257,8 @@ class Box:
         )
 
     async def shutdown(self, deployment: Deployment) -> ShutdownResponse:
-        return await self._request(
-            "DELETE",
-            f"/v1/functions/{deployment.function_id}",
-            ShutdownResponse,
-            token=deployment.shutdown_token,
-        )
+        path = f"/v1/functions/{deployment.function_id}"
+        return await self._request("DELETE", path, ShutdownResponse, token=deployment.shutdown_token)
 
     async def logs(self, deployment: Deployment, session_id: str) -> SessionLogs:
         """What the function printed in this session, as far as the box still holds it."""
@@ -334,12 +329,16 @@ class Box:
         *,
         on_log: Callable[[Log], None] | None = None,
         cover: Cover | None = None,
+        logs_from: int = 0,
     ) -> SessionStream:
-        """Open the session's stream; output resumes after the last byte any client acknowledged."""
+        """Open the session's stream; output resumes after the last byte any client acknowledged,
+        logs at ``logs_from`` (the ``log_offset`` a stream of this session reached before)."""
         if cover is not None:
             cover.check(self.verified or await self.descriptor(), self.name)
-        link = await self._attach(deployment, session_id, 0, cover)
-        return self._stream(link, deployment, session_id, on_log, cover)
+        link = await self._attach(deployment, session_id, logs_from, cover)
+        stream = self._stream(link, deployment, session_id, on_log, cover)
+        stream.log_offset = logs_from
+        return stream
 
     def _stream(
         self, link: Link, deployment: Deployment, session: str, on_log: OnLog, cover: Cover | None

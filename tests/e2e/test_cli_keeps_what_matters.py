@@ -1,0 +1,126 @@
+"""The ``bento`` command on the testnet loses nothing without asking: a replaced function's
+storage, a live function's tokens, a session's input; and attach does not repeat logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support import TIMEOUT
+
+from bento.client.keyring import Keyring
+from bento.testnet import Testnet
+
+pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
+
+COUNTER = """
+from bento.runtime import api
+
+def count():
+    n = int(api.storage.get("n") or b"0") + 1
+    api.storage.put("n", str(n).encode())
+    return n
+"""
+
+TALKER = """
+from bento.runtime import api
+
+def talk():
+    print("log one", flush=True)
+    api.send("ready\\n")
+    line = api.recv()
+    print("log two", flush=True)
+    api.send(b"got " + line)
+    while api.recv() is not None:
+        pass
+    return "done"
+"""
+
+CLI = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def env(testnet: Testnet, tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(tmp_path / "keyring.json")}
+
+
+@pytest.fixture
+def cli(env: dict[str, str], tmp_path: Path) -> CLI:
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bento", *args],
+            env=env, input=stdin, capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path,
+        )  # fmt: skip
+
+    return run
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    )
+    return result
+
+
+def _count(cli: CLI) -> int:
+    result: int = json.loads(ok(cli("invoke", "counter", "count", "--json")).stdout)["result"]
+    return result
+
+
+def test_replace_keeps_the_storage_and_forget_refuses_a_live_function(cli: CLI, tmp_path: Path) -> None:
+    (tmp_path / "counter.py").write_text(COUNTER)
+    (tmp_path / "manifest.toml").write_text('name = "counter"\n[needs]\nstorage_mb = 1\n')
+    deployed = ok(cli("deploy", "counter.py", "--box", "exit0"))
+    assert "using the manifest manifest.toml" in deployed.stderr and "warning" not in deployed.stderr
+    assert [_count(cli), _count(cli)] == [1, 2]
+
+    (tmp_path / "counter.py").write_text(COUNTER.replace("+ 1", "+ 10"))
+    replaced = json.loads(ok(cli("deploy", "counter.py", "--box", "exit0", "--replace", "--json")).stdout)
+    assert replaced["storage_taken_over"]["storage_objects"] == 1
+    assert _count(cli) == 12, "the new function counts on from the old one's storage"
+
+    refused = cli("forget", "counter")
+    assert refused.returncode == 1 and "still running on its box" in refused.stderr
+    assert "bento shutdown" in refused.stderr and "--force" in refused.stderr
+    assert Keyring(tmp_path / "keyring.json").named("counter"), "nothing was forgotten"
+
+    fresh = ok(cli("deploy", "counter.py", "--box", "exit0", "--replace", "--fresh-storage"))
+    assert "shredded" in fresh.stdout
+    assert _count(cli) == 10
+    ok(cli("shutdown", "counter"))
+
+
+def test_attach_resumes_the_logs_and_leaves_the_input_open(
+    cli: CLI, env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "talker.py").write_text(TALKER)
+    ok(cli("deploy", "talker.py", "--box", "exit0"))
+    session = ok(cli("invoke", "talker", "talk", "--detach")).stdout.strip()
+
+    pipe = subprocess.PIPE
+    command = [sys.executable, "-m", "bento", "attach", session]
+    attach = subprocess.Popen(command, env=env, stdin=pipe, stdout=pipe, stderr=pipe, text=True)
+    try:
+        assert attach.stdin is not None and attach.stdout is not None and attach.stderr is not None
+        attach.stdin.close()  # no input at all: the function's input must stay open
+        assert attach.stdout.readline() == "ready\n"
+        while "log one" not in attach.stderr.readline():
+            pass
+        attach.send_signal(signal.SIGINT)
+        attach.communicate(timeout=TIMEOUT)
+    finally:
+        attach.kill()
+    assert attach.returncode == 130
+    (listed,) = json.loads(ok(cli("sessions", "talker", "--json")).stdout)["sessions"]
+    assert listed["state"] == "running", "an empty standard input did not close the function's input"
+
+    again = json.loads(ok(cli("attach", session, "--json", stdin="bye\n")).stdout)
+    assert again["result"] == "done" and again["output"].endswith("got bye\n")
+    assert [log["text"] for log in again["logs"]] == ["log two\n"], "log one is not repeated"
+    ok(cli("shutdown", "talker"))
