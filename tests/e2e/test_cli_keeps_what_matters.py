@@ -3,6 +3,7 @@ storage, a live function's tokens, a session's input; and attach does not repeat
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -124,3 +125,52 @@ def test_attach_resumes_the_logs_and_leaves_the_input_open(
     assert again["result"] == "done" and again["output"].endswith("got bye\n")
     assert [log["text"] for log in again["logs"]] == ["log two\n"], "log one is not repeated"
     ok(cli("shutdown", "talker"))
+
+
+ECHO = """
+def handle(conn):
+    conn.sendall(b"hello " + conn.recv(100))
+"""
+
+
+def _ask(testnet: Testnet, address: str) -> bytes:
+    """One request to the service through the client's tor; b"" where tor refuses."""
+    from python_socks import ProxyError
+    from python_socks.sync import Proxy
+
+    proxy = Proxy.from_url(f"socks5://{testnet.socks_address}", rdns=True)
+    try:
+        sock = proxy.connect(address, 80, timeout=120)
+    except ProxyError:
+        return b""
+    with sock:
+        sock.settimeout(TIMEOUT)
+        sock.sendall(b"you")
+        return sock.recv(100)
+
+
+def test_loadbalance_lets_in_only_the_client_it_authorised(
+    cli: CLI, testnet: Testnet, tmp_path: Path
+) -> None:
+    from bento.tor import control
+    from bento.tor.client_auth import ClientKey
+
+    (tmp_path / "echo.py").write_text(ECHO)
+    started = json.loads(
+        ok(cli("loadbalance", "echo.py", "--box", "exit0", "--boxes", "exit1", "--max", "1",
+               "--client-auth", "echo.auth_private", "--detach", "--json")).stdout
+    )  # fmt: skip
+    address = started["address"].removesuffix(".onion")
+    key, named = ClientKey.parse((tmp_path / "echo.auth_private").read_text())
+    assert named == address
+    assert (tmp_path / "echo.auth_private").stat().st_mode & 0o077 == 0
+    try:
+        assert _ask(testnet, address) == b"", "a client without the key is not let in"
+        secret = base64.b64encode(key.private).decode()
+        with control.connect(testnet.control_address) as ctl:
+            assert ctl.msg(f"ONION_CLIENT_AUTH_ADD {address} x25519:{secret}").is_ok()
+        assert _ask(testnet, address) == b"hello you"
+    finally:
+        with control.connect(testnet.control_address) as ctl:
+            ctl.msg(f"ONION_CLIENT_AUTH_REMOVE {address}")
+        ok(cli("shutdown", started["function"] + "@exit0"))
