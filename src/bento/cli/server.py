@@ -7,6 +7,8 @@ import asyncio
 import logging
 from pathlib import Path
 
+from bento.errors import BentoError
+from bento.sandbox.host import SandboxUnavailable
 from bento.server.config import ServerConfig
 from bento.server.daemon import BentoServer
 
@@ -42,5 +44,17 @@ def cmd_server(args: argparse.Namespace) -> int:
             "advertise": False if args.no_advertise else None,
         },
     )
-    asyncio.run(BentoServer(config).run())
+    try:
+        asyncio.run(BentoServer(config).run())
+    except SandboxUnavailable as exc:  # the host, as configured, cannot confine functions
+        message, _, accept = str(exc).partition("; to run anyway, ")
+        raise BentoError(
+            f"the box cannot start: {message}",
+            fix=f"to run anyway, {accept}" if accept else "see docs/operator.md, 'Installing a box'",
+        ) from None
+    except PermissionError as exc:  # a state directory, a cgroup or a socket it may not use
+        raise BentoError(
+            f"the box cannot start: {exc.strerror}: {exc.filename}",
+            fix="run it as a user who may write there, or give another --state-dir",
+        ) from None
     return 0
