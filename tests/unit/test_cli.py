@@ -161,7 +161,7 @@ def test_a_name_already_in_the_keyring_needs_replace_or_as(tmp_path: Path) -> No
     source = tmp_path / "hello.py"
     source.write_text("def main():\n    pass\n")
     error = deploy_error(tmp_path, source)
-    assert "a function called 'hello' is already in the keyring: f1 on exit0" in error
+    assert "a function called 'hello' is already in the keyring: hello@exit0 (f1)" in error
     assert "--replace" in error and "--as NEW" in error
     # --as picks another name: the deploy gets past the keyring, to the (absent) Tor client.
     assert "already in the keyring" not in deploy_error(tmp_path, source, "--as", "hello2")

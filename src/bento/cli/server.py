@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 
 from bento.errors import BentoError
-from bento.sandbox.host import SandboxUnavailable
 from bento.server.config import ServerConfig
 from bento.server.daemon import BentoServer
 
@@ -45,13 +44,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         },
     )
     try:
-        asyncio.run(BentoServer(config).run())
-    except SandboxUnavailable as exc:  # the host, as configured, cannot confine functions
-        message, _, accept = str(exc).partition("; to run anyway, ")
-        raise BentoError(
-            f"the box cannot start: {message}",
-            fix=f"to run anyway, {accept}" if accept else "see docs/operator.md, 'Installing a box'",
-        ) from None
+        asyncio.run(BentoServer(config).run())  # a host that cannot confine functions: a BentoError
     except PermissionError as exc:  # a state directory, a cgroup or a socket it may not use
         raise BentoError(
             f"the box cannot start: {exc.strerror}: {exc.filename}",
