@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import stem
 from support import TIMEOUT
 
 from bento.client.keyring import Keyring
@@ -106,13 +107,13 @@ def test_attach_resumes_the_logs_and_leaves_the_input_open(
 
     pipe = subprocess.PIPE
     command = [sys.executable, "-m", "bento", "attach", session]
-    attach = subprocess.Popen(command, env=env, stdin=pipe, stdout=pipe, stderr=pipe, text=True)
+    # No input at all (/dev/null, as in a script): the function's input must stay open.
+    attach = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, text=True)
     try:
-        assert attach.stdin is not None and attach.stdout is not None and attach.stderr is not None
-        attach.stdin.close()  # no input at all: the function's input must stay open
+        assert attach.stdout is not None and attach.stderr is not None
         assert attach.stdout.readline() == "ready\n"
-        while "log one" not in attach.stderr.readline():
-            pass
+        shown = next((line for line in iter(attach.stderr.readline, "") if "log one" in line), "")
+        assert "log one" in shown
         attach.send_signal(signal.SIGINT)
         attach.communicate(timeout=TIMEOUT)
     finally:
@@ -133,20 +134,27 @@ def handle(conn):
 """
 
 
-def _ask(testnet: Testnet, address: str) -> bytes:
-    """One request to the service through the client's tor; b"" where tor refuses."""
+def _ask(testnet: Testnet, address: str, tries: int = 1) -> bytes | str:
+    """One request to the service through the client's tor, each try on circuits of its own
+    (a SOCKS user name of its own: tor isolates streams by it); why tor refused, if it did."""
     from python_socks import ProxyError
     from python_socks.sync import Proxy
 
-    proxy = Proxy.from_url(f"socks5://{testnet.socks_address}", rdns=True)
-    try:
-        sock = proxy.connect(address, 80, timeout=120)
-    except ProxyError:
-        return b""
-    with sock:
-        sock.settimeout(TIMEOUT)
-        sock.sendall(b"you")
-        return sock.recv(100)
+    why = ""
+    for _ in range(tries):  # a fresh service's descriptor reaches every HSDir in a while
+        proxy = Proxy.from_url(f"socks5://{os.urandom(8).hex()}:x@{testnet.socks_address}", rdns=True)
+        try:
+            sock = proxy.connect(address, 80, timeout=120)
+        except ProxyError as exc:
+            why = f"refused: {exc}"
+            continue
+        with sock:
+            sock.settimeout(TIMEOUT)
+            sock.sendall(b"you")
+            if answer := sock.recv(100):
+                return answer
+            why = "closed without an answer"
+    return why
 
 
 def test_loadbalance_lets_in_only_the_client_it_authorised(
@@ -164,12 +172,16 @@ def test_loadbalance_lets_in_only_the_client_it_authorised(
     key, named = ClientKey.parse((tmp_path / "echo.auth_private").read_text())
     assert named == address
     assert (tmp_path / "echo.auth_private").stat().st_mode & 0o077 == 0
+    secret = base64.b64encode(key.private).decode()
     try:
-        assert _ask(testnet, address) == b"", "a client without the key is not let in"
-        secret = base64.b64encode(key.private).decode()
         with control.connect(testnet.control_address) as ctl:
             assert ctl.msg(f"ONION_CLIENT_AUTH_ADD {address} x25519:{secret}").is_ok()
-        assert _ask(testnet, address) == b"hello you"
+        assert _ask(testnet, address, tries=3) == b"hello you", "the client with the key is let in"
+        with control.connect(testnet.control_address) as ctl:
+            assert ctl.msg(f"ONION_CLIENT_AUTH_REMOVE {address}").is_ok()
+            ctl.signal(stem.Signal.NEWNYM)  # and it forgets the descriptor it read with the key
+        refused = _ask(testnet, address)
+        assert isinstance(refused, str), "a client without the key is not let in"
     finally:
         with control.connect(testnet.control_address) as ctl:
             ctl.msg(f"ONION_CLIENT_AUTH_REMOVE {address}")
