@@ -137,8 +137,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 )
 
     deployment, replaced_in_place = asyncio.run(upload())
-    deployment.source = str(args.file.resolve())
-    deployment.box_path = "/function/" if args.file.is_dir() else f"/function/{manifest.module}.py"
+    if not args.file.name.endswith((".tar.gz", ".tgz")):  # an archive's files are not on disk to name
+        deployment.source = str(args.file.resolve())
+        deployment.box_path = "/function/" if args.file.is_dir() else f"/function/{manifest.module}.py"
     keyring.add(deployment)
     if in_place is not None:
         keyring.forget(in_place.function_id, how="replaced")
