@@ -128,6 +128,16 @@ def test_attach_resumes_the_logs_and_leaves_the_input_open(
     ok(cli("shutdown", "talker"))
 
 
+def test_a_traceback_names_the_file_deployed(cli: CLI, tmp_path: Path) -> None:
+    (tmp_path / "boom.py").write_text("def main():\n    raise ValueError('boom')\n")
+    ok(cli("deploy", "boom.py", "--box", "exit0"))
+    failed = cli("invoke", "boom", "main")
+    assert failed.returncode == 1
+    assert f'File "{tmp_path / "boom.py"}", line 2, in main' in failed.stderr
+    assert "/function/" not in failed.stderr
+    ok(cli("shutdown", "boom"))
+
+
 ECHO = """
 def handle(conn):
     conn.sendall(b"hello " + conn.recv(100))
