@@ -150,8 +150,13 @@ def _ask(testnet: Testnet, address: str, tries: int = 1) -> bytes | str:
     from python_socks import ProxyError
     from python_socks.sync import Proxy
 
+    from bento.tor import control
+
     why = ""
-    for _ in range(tries):  # a fresh service's descriptor reaches every HSDir in a while
+    for attempt in range(tries):
+        if attempt:  # forget the HSDirs tried for it: tor asks one again only after 15 minutes
+            with control.connect(testnet.control_address) as ctl:
+                ctl.signal(stem.Signal.NEWNYM)
         proxy = Proxy.from_url(f"socks5://{os.urandom(8).hex()}:x@{testnet.socks_address}", rdns=True)
         try:
             sock = proxy.connect(address, 80, timeout=120)
@@ -168,16 +173,35 @@ def _ask(testnet: Testnet, address: str, tries: int = 1) -> bytes | str:
 
 
 def test_loadbalance_lets_in_only_the_client_it_authorised(
-    cli: CLI, testnet: Testnet, tmp_path: Path
+    env: dict[str, str], cli: CLI, testnet: Testnet, tmp_path: Path
 ) -> None:
     from bento.tor import control
     from bento.tor.client_auth import ClientKey
 
     (tmp_path / "echo.py").write_text(ECHO)
-    started = json.loads(
-        ok(cli("loadbalance", "echo.py", "--box", "exit0", "--boxes", "exit1", "--max", "1",
-               "--client-auth", "echo.auth_private", "--detach", "--json")).stdout
-    )  # fmt: skip
+    command = [
+        sys.executable, "-m", "bento", "loadbalance", "echo.py", "--box", "exit0", "--boxes", "exit1",
+        "--max", "1", "--client-auth", "echo.auth_private", "--json",
+    ]  # fmt: skip
+    pipe = subprocess.PIPE
+    follow = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=pipe, text=True
+    )
+    try:
+        assert follow.stdout is not None
+        summary = ""  # the summary (indented JSON), then one event a line
+        for line in iter(follow.stdout.readline, ""):
+            summary += line
+            if line.startswith("}"):
+                break
+        started = json.loads(summary or "{}")
+        assert "address" in started, "no summary: the LoadBalancer did not start"
+        events = (json.loads(line) for line in iter(follow.stdout.readline, ""))
+        up = next((e for e in events if e.get("event") == "up"), None)
+        assert up is not None and up["address"].endswith(".onion"), "the up event shows the replica's address"
+    finally:
+        follow.send_signal(signal.SIGINT)  # detaches: the LoadBalancer goes on at its box
+        follow.communicate(timeout=TIMEOUT)
     address = started["address"].removesuffix(".onion")
     key, named = ClientKey.parse((tmp_path / "echo.auth_private").read_text())
     assert named == address
