@@ -159,7 +159,7 @@ def _ask(testnet: Testnet, address: str, tries: int = 1) -> bytes | str:
                 ctl.signal(stem.Signal.NEWNYM)
         proxy = Proxy.from_url(f"socks5://{os.urandom(8).hex()}:x@{testnet.socks_address}", rdns=True)
         try:
-            sock = proxy.connect(address, 80, timeout=120)
+            sock = proxy.connect(f"{address}.onion", 80, timeout=120)
         except ProxyError as exc:
             why = f"refused: {exc}"
             continue
