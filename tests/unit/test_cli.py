@@ -161,7 +161,7 @@ def test_a_name_already_in_the_keyring_needs_replace_or_as(tmp_path: Path) -> No
     source = tmp_path / "hello.py"
     source.write_text("def main():\n    pass\n")
     error = deploy_error(tmp_path, source)
-    assert "a function called 'hello' is already in the keyring: f1 on exit0" in error
+    assert "a function called 'hello' is already in the keyring: hello@exit0 (f1)" in error
     assert "--replace" in error and "--as NEW" in error
     # --as picks another name: the deploy gets past the keyring, to the (absent) Tor client.
     assert "already in the keyring" not in deploy_error(tmp_path, source, "--as", "hello2")
@@ -176,7 +176,7 @@ def test_functions_offline_lists_the_keyring_without_tokens_and_forget_drops(tmp
     onion = "q" * 56
     ring.add(Deployment("F" * 43, "hello", onion, "A" * 40, "exit0", "SECRET1", "SECRET2", "b", [], 0.0))
     ring.add_session("S1", "F" * 43)
-    env = {"BENTO_KEYRING": str(path), "COLUMNS": "60"}
+    env = {"BENTO_KEYRING": str(path), "COLUMNS": "60", "BENTO_SOCKS": "127.0.0.1:9"}  # no Tor: box gone
     listed = bento("functions", "--offline", env=env)
     assert listed.returncode == 0, listed.stderr
     # A narrow table wraps ids onto more lines; it never cuts them.

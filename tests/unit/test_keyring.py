@@ -84,7 +84,8 @@ def test_lookup_by_id_or_unique_name(path: Path) -> None:
     ring = _filled(path)
     assert ring.function("f2").function_id == "f2"
     assert ring.function("browser").function_id == "f3"
-    with pytest.raises(BentoError, match=r"several functions are called 'echo': f1, f2") as ambiguous:
+    listed = r"echo@relay \(f1\), echo@relay \(f2\)"
+    with pytest.raises(BentoError, match=rf"several functions are called 'echo': {listed}") as ambiguous:
         ring.function("echo")
     assert ambiguous.value.fix == "name one by its id"
     with pytest.raises(BentoError, match="no function 'nope' in the keyring") as missing:

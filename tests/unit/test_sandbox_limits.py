@@ -27,7 +27,8 @@ from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.sandbox.spec import MB, Spec
 from bento.server.broker import closed_gate
 from bento.server.config import ServerConfig
-from bento.server.registry import Function, Registry
+from bento.server.function import Function
+from bento.server.registry import Registry
 from bento.server.session import Session
 
 pytestmark = pytest.mark.timeout(120)

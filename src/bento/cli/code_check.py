@@ -9,9 +9,87 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import NamedTuple
 
 from bento.errors import BentoError
 from bento.protocol.manifest import Manifest
+from bento.protocol.policy import Needs
+
+
+class Capability(NamedTuple):
+    """A capability code can use (``api.storage``), the need that grants it, and the fix."""
+
+    uses: str
+    granted: str  # the needs, in words
+    fix: str  # the lines to add under [needs]
+
+
+CAPABILITIES: dict[str, Capability] = {
+    "storage": Capability("api.storage", "storage", "storage_mb = 1"),
+    "tor": Capability(
+        "api.tor", "Tor (circuits or onion services)", "tor_circuits = 1 (or onion_services = 1)"
+    ),
+    "connect": Capability("api.connect", "network access", "network = true"),
+    "listen": Capability("api.listen", "listening sockets", "listen = true"),
+    "bento.client": Capability(
+        "bento.client", "calls to other boxes", "call_boxes = true and tor_circuits = 1"
+    ),
+}
+
+
+def _granted(name: str, needs: Needs) -> bool:
+    return {
+        "storage": needs.storage_mb > 0,
+        "tor": bool(needs.tor_circuits or needs.onion_services),
+        "connect": needs.network,
+        "listen": needs.listen,
+        "bento.client": needs.call_boxes,
+    }[name]
+
+
+def unasked_capabilities(path: Path, manifest: Manifest) -> list[str]:
+    """One warning per capability the code uses (found statically, never by running it)
+    that the manifest does not ask for: the box would refuse it at run time."""
+    used: dict[str, str] = {}  # capability -> where it is first used
+    for source in _sources(path):
+        tree = _parse(source)
+        for node in ast.walk(tree):
+            for name in _capabilities_at(node):
+                used.setdefault(name, f"{source.name}, line {getattr(node, 'lineno', '?')}")
+    warnings = []
+    for name, where in used.items():
+        if not _granted(name, manifest.needs):
+            capability = CAPABILITIES[name]
+            warnings.append(
+                f"{where} uses {capability.uses}, but the manifest asks for no {capability.granted}: "
+                f"add {capability.fix} under [needs], or the call fails at run time"
+            )
+    return warnings
+
+
+def _capabilities_at(node: ast.AST) -> list[str]:
+    """``api.storage`` and the like (the runtime's module is imported as ``api``), a name
+    imported from ``bento.runtime.api``, or an import of ``bento.client``."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "api":
+        return [node.attr] if node.attr in CAPABILITIES else []
+    if isinstance(node, ast.ImportFrom) and node.module == "bento.runtime.api":
+        return [a.name for a in node.names if a.name in CAPABILITIES]
+    if isinstance(node, ast.ImportFrom) and node.module == "bento.runtime":
+        return [a.name for a in node.names if a.name in ("storage", "tor")]
+    modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+    if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        modules.append(node.module)
+    return (
+        ["bento.client"] if any(m == "bento.client" or m.startswith("bento.client.") for m in modules) else []
+    )
+
+
+def _sources(path: Path) -> list[Path]:
+    if path.name.endswith((".tar.gz", ".tgz")):
+        return []  # an archive is checked by the box, which unpacks it
+    if path.is_dir():
+        return [p for p in sorted(path.rglob("*.py")) if p.relative_to(path).parts[0] != "vendor"]
+    return [path]
 
 
 def check(path: Path, manifest: Manifest) -> None:
@@ -20,9 +98,8 @@ def check(path: Path, manifest: Manifest) -> None:
         return  # an archive is checked by the box, which unpacks it
     if path.is_dir():
         module = _module_file(path, manifest.module)
-        for source in sorted(path.rglob("*.py")):
-            if source.relative_to(path).parts[0] != "vendor":  # third-party: the box skips it too
-                _parse(source)
+        for source in _sources(path):  # vendor/ is third-party: the box skips it too
+            _parse(source)
     else:
         module = path
     _entry_points(module, _parse(module))

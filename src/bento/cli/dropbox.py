@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bento.cli import client_options
 from bento.cli.boxes import find_box
+from bento.cli.files import refuse_existing, write_private
 from bento.cli.output import console, emit_json, errors
 from bento.client.box import Box
 from bento.client.keyring import Keyring
@@ -45,6 +46,7 @@ def add_dropbox(parser: argparse.ArgumentParser) -> None:
     get = actions.add_parser("get", help="fetch a deposit with its capability")
     get.add_argument("capability", help="the bento-dropbox:... string `put` printed")
     get.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    get.add_argument("--force", action="store_true", help="overwrite the --out file if it exists")
     get.add_argument(
         "--page", type=Path, metavar="DIR",
         help="the deposit is a page from `bento browse --via-dropbox`: verify and unpack it into DIR",
@@ -84,6 +86,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     capability = dropbox.Capability.parse(args.capability)
     page_key = _page_key(args) if args.page is not None else b""  # before a fetch is spent
+    refuse_existing(args.out, force=args.force)  # before the fetch uses the deposit up
 
     async def run() -> bytes:
         async with Box(capability.onion, socks=args.socks) as box:
@@ -93,10 +96,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.page is not None:
         return _page(args, data, page_key)
     if args.out is not None:
-        try:
-            args.out.write_bytes(data)
-        except OSError as exc:
-            raise BentoError(f"cannot write {args.out}: {exc.strerror}") from None
+        write_private(args.out, data, force=args.force)
     if args.json:
         emit_json({"bytes": len(data), "out": str(args.out) if args.out else None})
     elif args.out is None:

@@ -31,7 +31,18 @@ def add_functions(parser: argparse.ArgumentParser) -> None:
 
 
 def add_forget(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Drop functions' tokens from the keyring. A function whose box still answers is refused: "
+        "without its tokens nothing could stop it (`bento shutdown` it instead, or --force)."
+    )
     parser.add_argument("functions", nargs="+", metavar="FUNCTION", help="function id or name")
+    parser.add_argument(
+        "--force", action="store_true", help="forget even a function whose box still runs it (no Tor asked)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=CHECK_TIMEOUT,
+        help=f"seconds to wait for the boxes to say if they run them (default {CHECK_TIMEOUT:.0f})",
+    )  # fmt: skip
     client_options.add(parser)
     parser.set_defaults(handler=cmd_forget)
 
@@ -72,7 +83,7 @@ async def check(deployments: list[Deployment], socks: str, within: float) -> dic
         found[deployment.function_id] = ("up", f"{len(listing.sessions)} session(s), {running} running")
 
     async def ask_box(onion: str, on_box: list[Deployment]) -> None:
-        async with Box(onion, socks=socks) as box:
+        async with Box(onion, socks=socks, nickname=on_box[0].relay_nickname) as box:
             await asyncio.gather(*(ask(box, d) for d in on_box))
 
     try:
@@ -98,7 +109,8 @@ def cmd_functions(args: argparse.Namespace) -> int:
                 {
                     "function_id": d.function_id,
                     "name": d.name,
-                    "box": d.relay_nickname,
+                    "box": d.box,
+                    "address": d.address,
                     "onion": d.onion,
                     "relay_fingerprint": d.relay_fingerprint,
                     "deployed_at": d.deployed_at,
@@ -121,7 +133,7 @@ def cmd_functions(args: argparse.Namespace) -> int:
         state, detail = status[d.function_id]
         shown = f"[{colours[state]}]{state}[/{colours[state]}]" + (f": {detail}" if detail else "")
         deployed = time.strftime("%Y-%m-%d %H:%M", time.localtime(d.deployed_at))
-        rows.add_row(d.name, d.function_id, d.relay_nickname, f"{d.onion}.onion", deployed, shown)
+        rows.add_row(d.name, d.function_id, d.box, f"{d.onion}.onion", deployed, shown)
     print_table(rows, wide=args.wide)
     if any(s == "gone" for s, _ in status.values()):
         console.print("[dim]a gone function's tokens are useless: `bento forget FUNCTION` drops them[/dim]")
@@ -134,17 +146,28 @@ def cmd_functions(args: argparse.Namespace) -> int:
 def cmd_forget(args: argparse.Namespace) -> int:
     keyring = Keyring(args.keyring)
     chosen = [keyring.function(name) for name in args.functions]  # every name checked before any change
+    if not args.force:
+        status = asyncio.run(check(chosen, args.socks, args.timeout))
+        live = [d for d in chosen if status[d.function_id][0] == "up"]
+        if live:
+            listed = ", ".join(f"{d.address} ({d.function_id})" for d in live)
+            raise BentoError(
+                f"still running on its box: {listed}; without its tokens nothing could stop it or reach "
+                "its storage, so nothing was forgotten",
+                fix=f"`bento shutdown {live[0].function_id}` stops it and deletes it from its box and the "
+                "keyring; `bento forget --force` forgets it anyway",
+            )
     forgotten = [d for d in chosen if keyring.forget(d.function_id) is not None]
     if args.json:
         emit_json({"forgotten": [d.function_id for d in forgotten], "keyring": str(keyring.path)})
     for d in forgotten if not args.json else []:
-        console.print(f"forgot {d.name} ({d.function_id}) on {d.relay_nickname}: its tokens are deleted")
+        console.print(f"forgot {d.address} ({d.function_id}): its tokens are deleted")
     return 0
 
 
 async def shut_down(deployment: Deployment, socks: str) -> int:
     """Shut ``deployment`` down on its box; the number of sessions that were stopped."""
-    async with Box(deployment.onion, socks=socks) as box:
+    async with Box(deployment.onion, socks=socks, nickname=deployment.relay_nickname) as box:
         return (await box.shutdown(deployment)).sessions_stopped
 
 
@@ -157,7 +180,7 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
         emit_json({"function_id": deployment.function_id, "sessions_stopped": stopped})
     else:
         console.print(
-            f"{deployment.name} ({deployment.function_id}) shut down; "
+            f"{deployment.address} ({deployment.function_id}) shut down; "
             f"{stopped} running session(s) stopped; its tokens are void"
         )
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import enum
 import json
 import os
 import shlex
@@ -21,11 +22,11 @@ from bento.cli import arguments, client_options, cover_options
 from bento.cli.output import console, emit_json, errors
 from bento.client import capability
 from bento.client.box import Box
-from bento.client.keyring import Keyring
+from bento.client.keyring import Deployment, Keyring
 from bento.client.stream import Reconnecting, SessionStream
 from bento.errors import BentoError
 from bento.protocol.errors import ExitStatus
-from bento.protocol.messages import Log, LogStream, ResourceUsage
+from bento.protocol.messages import FunctionError, Log, LogStream, ResourceUsage
 
 QUIET_TRIES = 2  # re-attach tries made before the user is told the box is hard to reach
 
@@ -46,15 +47,29 @@ def add_invoke(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--str", action="store_true", help="every ARG and --kw VALUE is a plain string")
     parser.add_argument("--detach", action="store_true", help="start the session and print its id only")
+    _no_input(parser)
     cover_options.add(parser)
     client_options.add(parser)
     parser.set_defaults(handler=cmd_invoke)
 
 
 def add_attach(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Output resumes after the last byte any client took in, logs after the last line shown "
+        "here (`bento logs SESSION` shows them all). Standard input goes to the function; the "
+        "function's input is closed only when you close it (Ctrl-D, or the end of piped input), "
+        "not when there is none (a script's /dev/null)."
+    )
     parser.add_argument("session", help="session id")
+    _no_input(parser)
     client_options.add(parser)
     parser.set_defaults(handler=cmd_attach)
+
+
+def _no_input(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-input", action="store_true", help="send nothing to the function and leave its input open"
+    )
 
 
 def add_logs(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +97,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         raise BentoError("--cover covers an attached session; --detach attaches none", fix="drop one of them")
 
     async def run() -> int:
-        async with Box(deployment.onion, socks=args.socks) as box:
+        async with Box(deployment.onion, socks=args.socks, nickname=deployment.relay_nickname) as box:
             if args.detach:
                 session_id = await box.invoke(deployment, args.entry, positional, keywords)
                 started.append(session_id)
@@ -100,6 +115,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             # Invoke and attach in one round trip: output follows the box's first answer.
             stream = await box.start(deployment, args.entry, positional, keywords, cover=cover)
             started.append(stream.session_id)
+            streams.append(stream)
             if kept:
                 await asyncio.to_thread(
                     keyring.add_session,
@@ -109,12 +125,17 @@ def cmd_invoke(args: argparse.Namespace) -> int:
                 )
             if not args.json:
                 errors.print(f"[dim]session {stream.session_id}[/dim]")
-            return await _talk(stream, args.json)
+            given = Input.NONE if args.no_input else Input.CLOSE_AT_END
+            return await _talk(stream, args.json, given, deployment)
 
+    streams: list[SessionStream] = []
     try:
         return asyncio.run(run())
     except KeyboardInterrupt:
         return _detached(args, started[0]) if started else ExitStatus.INTERRUPTED
+    finally:
+        if kept and streams:
+            keyring.record_logs_seen(streams[0].session_id, streams[0].log_offset)
 
 
 def _detached(args: argparse.Namespace, session_id: str) -> int:
@@ -139,15 +160,28 @@ def _detached(args: argparse.Namespace, session_id: str) -> int:
 def cmd_attach(args: argparse.Namespace) -> int:
     keyring = Keyring(args.keyring)
     deployment = keyring.function_of_session(args.session)
+    logs_from = keyring.logs_seen.get(args.session, 0)
+    streams: list[SessionStream] = []
 
     async def run() -> int:
-        async with Box(deployment.onion, socks=args.socks) as box:
-            return await _talk(await box.attach(deployment, args.session), args.json)
+        async with Box(deployment.onion, socks=args.socks, nickname=deployment.relay_nickname) as box:
+            stream = await box.attach(deployment, args.session, logs_from=logs_from)
+            streams.append(stream)
+            if logs_from and not args.json:
+                errors.print(
+                    f"[dim]logs resume after the {logs_from} bytes shown before "
+                    f"(`bento logs {args.session}` shows them all)[/dim]"
+                )
+            given = Input.NONE if args.no_input else Input.CLOSE_IF_ANY
+            return await _talk(stream, args.json, given, deployment)
 
     try:
         return asyncio.run(run())
     except KeyboardInterrupt:
         return _detached(args, args.session)
+    finally:
+        if streams:
+            keyring.record_logs_seen(args.session, streams[0].log_offset)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -155,7 +189,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     deployment = keyring.function_of_session(args.session)
 
     async def fetch() -> Any:
-        async with Box(deployment.onion, socks=args.socks) as box:
+        async with Box(deployment.onion, socks=args.socks, nickname=deployment.relay_nickname) as box:
             return await box.logs(deployment, args.session)
 
     held = asyncio.run(fetch())
@@ -184,14 +218,23 @@ def _reconnecting(session_id: str) -> Reconnecting:
     return tell
 
 
-async def _talk(stream: SessionStream, as_json: bool) -> int:
+class Input(enum.Enum):
+    """What standard input does for the function's input, whose end the function sees once."""
+
+    CLOSE_AT_END = "close-at-end"  # invoke: input ends when stdin does (empty stdin: no input)
+    CLOSE_IF_ANY = "close-if-any"  # attach: closed by the end of input that brought something, or
+    # by Ctrl-D at a terminal; an empty stdin (/dev/null, a script) leaves the function's input open
+    NONE = "none"  # --no-input: stdin is not read, the function's input stays open
+
+
+async def _talk(stream: SessionStream, as_json: bool, given: Input, deployment: Deployment) -> int:
     """Pump stdin to the session, its output to stdout and its logs to stderr, until it ends."""
     collected = bytearray()
     if not as_json:
         stream.on_log = _show_log
     stream.on_reconnect = _reconnecting(stream.session_id)
     async with stream:
-        feeder = asyncio.ensure_future(_feed_stdin(stream))
+        feeder = asyncio.ensure_future(_feed_stdin(stream, given))
         try:
             async for chunk in stream:
                 if as_json:
@@ -211,7 +254,7 @@ async def _talk(stream: SessionStream, as_json: bool) -> int:
                 "session_id": stream.session_id,
                 "state": ended.state.value,
                 "result": ended.result,
-                "error": ended.error.model_dump() if ended.error else None,
+                "error": _error(ended.error, deployment),
                 "reason": ended.reason,
                 "cause": ended.cause.value,
                 "usage": ended.usage.model_dump(),
@@ -225,10 +268,17 @@ async def _talk(stream: SessionStream, as_json: bool) -> int:
         errors.print(f"[dim]{_usage(ended.usage)}[/dim]")
     else:
         if ended.error is not None and ended.error.traceback:
-            errors.print(ended.error.traceback.rstrip(), markup=False)
+            errors.print(deployment.local_paths(ended.error.traceback).rstrip(), markup=False)
         errors.print(f"[red]{ended.state.value} ({ended.cause.value})[/red]: {ended.reason}")
         errors.print(f"[dim]{_usage(ended.usage)}[/dim]")
     return ExitStatus.for_session(ended.state.value)
+
+
+def _error(error: FunctionError | None, deployment: Deployment) -> dict[str, Any] | None:
+    """The function's error, its traceback naming the files deployed (not the box's copies)."""
+    if error is None:
+        return None
+    return {**error.model_dump(), "traceback": deployment.local_paths(error.traceback)}
 
 
 def _usage(usage: ResourceUsage) -> str:
@@ -241,20 +291,27 @@ def _usage(usage: ResourceUsage) -> str:
     return text
 
 
-async def _feed_stdin(stream: SessionStream) -> None:
-    """Send stdin to the function as it arrives; at its end, close the function's input."""
-    fd = sys.stdin.fileno() if sys.stdin is not None else -1
+async def _feed_stdin(stream: SessionStream, given: Input) -> None:
+    """Send stdin to the function as it arrives; at its end, close the function's input
+    where ``given`` says the user closed it."""
+    fd = sys.stdin.fileno() if sys.stdin is not None and given is not Input.NONE else -1
     if fd < 0:
-        await stream.close_input()
+        if given is Input.CLOSE_AT_END:
+            await stream.close_input()
         return
+    sent = False
     mode = os.fstat(fd).st_mode
-    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
+    terminal = os.isatty(fd)
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or terminal:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
         while chunk := await reader.read(65536):
             await stream.send(chunk)
+            sent = True
     else:  # a regular file or /dev/null: reads never block for long
         while chunk := os.read(fd, 65536):
             await stream.send(chunk)
-    await stream.close_input()
+            sent = True
+    if given is Input.CLOSE_AT_END or sent or terminal:  # Ctrl-D at a terminal is the user's close
+        await stream.close_input()

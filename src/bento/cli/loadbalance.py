@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bento.cli import client_options
+from bento.cli.files import write_private
 from bento.cli.output import console, emit_json, errors
 from bento.client.box import Box
 from bento.client.discovery import discover, resolve
@@ -24,6 +25,7 @@ from bento.client.keyring import Keyring
 from bento.errors import BentoError
 from bento.functions.loadbalancer import client as lb
 from bento.functions.loadbalancer.policy import MAX_REPLICAS, Settings
+from bento.tor.client_auth import ClientKey
 
 
 def _count(text: str) -> int:
@@ -77,6 +79,11 @@ def add_loadbalance(parser: argparse.ArgumentParser) -> None:
                         help="give up on a replica not serving after this long (default 180 s)")  # fmt: skip
     parser.add_argument("--lifetime", type=int, default=3600,
                         help="seconds the service runs (capped by the boxes' wall-clock limit)")  # fmt: skip
+    parser.add_argument(
+        "--client-auth", type=Path, metavar="FILE",
+        help="only the client holding FILE's key may reach the service (Tor client authorization): "
+        "FILE is made (an .auth_private line for your tor's ClientOnionAuthDir), or reused if it exists",
+    )  # fmt: skip
     parser.add_argument("--detach", action="store_true", help="print the address and return")
     client_options.add(parser, control=True)
     parser.set_defaults(handler=cmd_loadbalance)
@@ -100,6 +107,7 @@ def cmd_loadbalance(args: argparse.Namespace) -> int:
         )
     replicas = [resolve(n, known) for n in names]
     keyring = Keyring(args.keyring)
+    client_key = _client_key(args.client_auth) if args.client_auth else None
 
     async def run() -> int:
         async with Box(box.onion, socks=args.socks, info=box) as client:
@@ -107,10 +115,13 @@ def cmd_loadbalance(args: argparse.Namespace) -> int:
                 function, stream, address = await lb.start(
                     client, keyring, args.service, settings, [r.onion for r in replicas],
                     entry=args.entry, concurrency=args.concurrency, idle_seconds=args.idle_timeout,
-                    lifetime=args.lifetime,
+                    lifetime=args.lifetime, client_auth=client_key.public if client_key else None,
                 )  # fmt: skip
+            if client_key is not None:
+                _keep_client_key(args.client_auth, client_key, address)
             summary = {"address": address, "box": box.nickname, "function": function.name,
-                       "session": stream.session_id, "boxes": [r.nickname for r in replicas]}  # fmt: skip
+                       "session": stream.session_id, "boxes": [r.nickname for r in replicas],
+                       "client_auth": str(args.client_auth) if args.client_auth else None}  # fmt: skip
             try:
                 if args.json:
                     emit_json(summary)
@@ -119,6 +130,9 @@ def cmd_loadbalance(args: argparse.Namespace) -> int:
                         f"LoadBalancer on {box.nickname} (session {stream.session_id}); the service:"
                     )
                     console.print(address)
+                    if args.client_auth:
+                        who = f"only a tor with {args.client_auth} in its ClientOnionAuthDir"
+                        errors.print(f"[dim]{who} reaches it[/dim]")
                 if args.detach:
                     return 0
                 nick = {r.onion: r.nickname for r in replicas}
@@ -144,7 +158,7 @@ def _show(event: dict[str, Any], nick: dict[str, str], *, as_json: bool) -> None
     where = nick.get(str(event.get("box", "")), str(event.get("box", ""))[:16])
     kind = event.get("event")
     if kind == "up":
-        errors.print(f"replica {event.get('replica')} up on {where}")
+        errors.print(f"replica {event.get('replica')} up on {where} at {event.get('address')}")
     elif kind == "lost":
         errors.print(f"replica {event.get('replica')} on {where} lost: {event.get('why')}")
     elif kind == "stopped":
@@ -153,3 +167,31 @@ def _show(event: dict[str, Any], nick: dict[str, str], *, as_json: bool) -> None
         errors.print(f"replicas wanted: {event.get('desired')} (load {event.get('load')} per replica)")
     else:
         errors.print(str(event))
+
+
+def _client_key(path: Path) -> ClientKey:
+    """The key in ``path`` (an ``.auth_private`` file made before), or a new one."""
+    try:
+        return ClientKey.parse(path.read_text())[0]
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise BentoError(f"cannot make {path}: no directory {path.parent}") from None
+        return ClientKey.new()
+    except (OSError, ValueError) as exc:
+        raise BentoError(
+            f"{path} is not a client authorization file: {exc}",
+            fix="give a new file name (it is made), or one an earlier --client-auth made",
+        ) from None
+
+
+def _keep_client_key(path: Path, key: ClientKey, address: str) -> None:
+    """Write the key's ``.auth_private`` line for ``address``, unless ``path`` holds it already."""
+    line = key.line(address)
+    if path.exists():
+        if path.read_text().strip() != line:
+            errors.print(
+                f"[yellow]warning[/yellow]: {path} names another address; the service is {address}: "
+                "your tor needs a file with its line"
+            )
+        return
+    write_private(path, (line + "\n").encode(), force=False)

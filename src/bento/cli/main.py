@@ -58,6 +58,27 @@ COMMANDS: dict[str, Command] = {
 Configure = Callable[[argparse.ArgumentParser], None]
 
 
+class Parser(argparse.ArgumentParser):
+    """Options anywhere on the command line, as in ``bento invoke FN main --str you``: a
+    command's parser reads its options first, then its positional arguments
+    (``parse_intermixed_args``). A parser of actions (``dropbox put|get``) and one that
+    passes the rest of the line on (``testnet run -- CMD``) parse as argparse always does."""
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        plain = self._subparsers is not None or any(a.nargs == argparse.REMAINDER for a in self._actions)
+        if plain or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls this method again
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def configure(name: str) -> Configure:
     """The function that adds command ``name``'s options (importing its module)."""
     module = importlib.import_module(f"bento.cli.{COMMANDS[name].module}")
@@ -67,7 +88,7 @@ def configure(name: str) -> Configure:
 
 def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; only ``commands`` (default: every one) get their options and handler."""
-    parser = argparse.ArgumentParser(prog="bento", description="Bento: programmable middleboxes for Tor.")
+    parser = Parser(prog="bento", description="Bento: programmable middleboxes for Tor.")
     parser.add_argument("--version", action="version", version=f"bento {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = COMMANDS if commands is None else commands

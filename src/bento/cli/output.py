@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bento.errors import BentoError, Refused
@@ -58,7 +59,7 @@ def fail(error: BentoError, *, as_json: bool = False) -> int:
             report["error"].update(code=str(error.code), status=error.status)
         emit_json(report)
         return int(error.exit_status)
-    errors.print(f"[bold red]error:[/bold red] {error.message}", markup=True)
+    errors.print(f"[bold red]error:[/bold red] {escape(error.message)}")  # a message's [needs] is text
     if error.fix:
-        errors.print(f"[bold]fix:[/bold] {error.fix}")
+        errors.print(f"[bold]fix:[/bold] {escape(error.fix)}")
     return int(error.exit_status)

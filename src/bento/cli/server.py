@@ -6,6 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from bento.errors import BentoError
 from bento.server import journal
 from bento.server.config import ServerConfig
 from bento.server.daemon import BentoServer
@@ -45,5 +46,11 @@ def cmd_server(args: argparse.Namespace) -> int:
             "metrics_any_address": True if args.metrics_any_address else None,
         },
     )
-    asyncio.run(BentoServer(config).run())
+    try:
+        asyncio.run(BentoServer(config).run())  # a host that cannot confine functions: a BentoError
+    except PermissionError as exc:  # a state directory, a cgroup or a socket it may not use
+        raise BentoError(
+            f"the box cannot start: {exc.strerror}: {exc.filename}",
+            fix="run it as a user who may write there, or give another --state-dir",
+        ) from None
     return 0

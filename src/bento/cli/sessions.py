@@ -25,7 +25,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     deployment = Keyring(args.keyring).function(args.function)
 
     async def fetch() -> Any:
-        async with Box(deployment.onion, socks=args.socks) as box:
+        async with Box(deployment.onion, socks=args.socks, nickname=deployment.relay_nickname) as box:
             return await box.sessions(deployment)
 
     listing = asyncio.run(fetch())
@@ -65,7 +65,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
     deployment = Keyring(args.keyring).function_of_session(args.session)
 
     async def kill() -> SessionInfo:
-        async with Box(deployment.onion, socks=args.socks) as box:
+        async with Box(deployment.onion, socks=args.socks, nickname=deployment.relay_nickname) as box:
             return await box.kill(deployment, args.session)
 
     info = asyncio.run(kill())

@@ -13,7 +13,6 @@ import contextlib
 import getpass
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 
 from bento.cli import client_options
 from bento.cli.dropbox import parse_duration
+from bento.cli.files import refuse_existing, write_private
 from bento.cli.output import console, emit_json, errors
 from bento.client.discovery import discover, resolve
 from bento.client.keyring import Keyring
@@ -62,6 +62,7 @@ def add_shard(parser: argparse.ArgumentParser) -> None:
     get.add_argument(
         "--out", type=Path, help="file to write ('-': standard output; default: the file's name)"
     )
+    get.add_argument("--force", action="store_true", help="overwrite the --out file if it exists")
     get.add_argument("--passphrase", action="store_true",
                      help=f"the manifest is sealed (asked for, or ${PASSPHRASE_ENV})")  # fmt: skip
     client_options.add(get)
@@ -139,6 +140,7 @@ def cmd_put(args: argparse.Namespace) -> int:
                 "stored_bytes": stored_bytes,
                 "overhead": round(stored_bytes / len(data), 4),
                 "survives_boxes_lost": survives,
+                "allowed_gets": stored.manifest.allowed_gets(),
                 "seconds": round(seconds, 3),
                 "warnings": stored.warnings,
                 "replaced": stored.failures,
@@ -157,6 +159,9 @@ def cmd_put(args: argparse.Namespace) -> int:
     )
     sealed = ", sealed with your passphrase" if passphrase else ""
     console.print(f"manifest: {path} (mode 0600{sealed}): keep it, it is the only key to the file")
+    console.print(
+        f"gets: {stored.manifest.allowed_gets()} (--fetches sets how often each shard may be fetched)"
+    )
     return 0
 
 
@@ -167,8 +172,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     passphrase = _passphrase(confirm=False, why=why) if sealed else None
     manifest = manifests.decode(raw, passphrase)
     out = args.out or Path(Path(manifest.name).name or "shard.out")
-    if args.out is None and out.exists():
-        raise BentoError(f"{out} exists already", fix="give --out")
+    refuse_existing(out, force=args.force)  # before the fetches use the shards up
     started = time.monotonic()
 
     async def run() -> shard.Fetched:
@@ -181,7 +185,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(fetched.data)
         sys.stdout.buffer.flush()
     else:
-        _write_atomically(out, fetched.data)
+        write_private(out, fetched.data, force=args.force)
     if args.json:
         emit_json(
             {
@@ -191,6 +195,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 "shards_used": fetched.used,
                 "failures": fetched.failures,
                 "cancelled": fetched.cancelled,
+                "allowed_gets": manifest.allowed_gets(),
                 "seconds": round(seconds, 3),
             }
         )
@@ -201,21 +206,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             f"rebuilt {out} ({len(fetched.data)} bytes, SHA-256 verified) from shards "
             f"{', '.join(map(str, fetched.used))} of {manifest.n} in {seconds:.1f} s"
         )
+        console.print(
+            f"[dim]this get used one fetch of {len(fetched.used)} shard(s); {manifest.allowed_gets()}[/dim]"
+        )
     return 0
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """``path`` holds all of ``data`` or is left as it was (mode 0600: a file from shards is private)."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise BentoError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as target:
-            target.write(data)
-            target.flush()
-            os.fsync(target.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise BentoError(f"cannot write {path}: {exc.strerror}") from None

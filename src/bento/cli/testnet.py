@@ -8,6 +8,7 @@ import ctypes
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 from bento.cli.output import console, emit_json, print_table, step, table
 from bento.errors import BentoError
 from bento.testnet import Testnet, TestnetConfig, default_directory
+from bento.tor import control
 
 
 def add_testnet(parser: argparse.ArgumentParser) -> None:
@@ -212,7 +214,29 @@ def print_status(status: dict[str, Any], *, wide: bool = False) -> None:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    net = Testnet.attach(args.dir or default_directory())
+    directory = args.dir or default_directory()
+    net = Testnet.attach(directory)
+    state = net.state
+    expected = (
+        [n.nickname for n in state.nodes]
+        + [f"{n.nickname}-bento" for n in state.boxes]
+        + [s.name for s in state.services]
+    )
+    running = set(state.live_processes())
+    if dead := [name for name in expected if name not in running]:
+        down = f"bento testnet down{f' --dir {args.dir}' if args.dir else ''}"
+        raise BentoError(
+            f"the testnet in {directory} is not running: {', '.join(dead)} "
+            f"({len(dead)} of its {len(expected)} processes) exited; its variables would lead nowhere",
+            fix=f"`{down}` clears it, then `bento testnet up` starts a new one",
+        )
+    try:  # its client's control port answers: the address the variables give leads somewhere
+        socket.create_connection(control.parse_address(net.control_address), timeout=5).close()
+    except OSError as exc:
+        raise BentoError(
+            f"the testnet in {directory} does not answer at {net.control_address}: {exc}",
+            fix="`bento testnet status` shows its processes; `bento testnet down` and `up` replace it",
+        ) from None
     for name, value in net.environment().items():
         print(f"export {name}={shlex.quote(value)}")
     return 0

@@ -36,7 +36,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     deployment = keyring.function(args.function)
 
     async def obtain() -> list[str]:
-        async with Box(deployment.onion, socks=args.socks) as box:
+        async with Box(deployment.onion, socks=args.socks, nickname=deployment.relay_nickname) as box:
             return await blind_tokens.obtain(box, deployment, args.right, args.count)
 
     tokens = asyncio.run(obtain())

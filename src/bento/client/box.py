@@ -26,8 +26,9 @@ from bento.client import session_rights, tor_socks
 from bento.client.cover import Cover, CoveredLink
 from bento.client.discovery import BoxInfo
 from bento.client.keyring import Deployment
+from bento.client.names import box_name
 from bento.client.stream import Link, Retry, SessionStream
-from bento.client.upload import Progress, chunks, read_code
+from bento.client.upload import Progress, chunks, read_code, refuse_before_upload, upload_body
 from bento.errors import BentoError, ProtocolError, Refused, TransportError, describe_validation
 from bento.protocol.descriptor import Descriptor, SignedDescriptor
 from bento.protocol.errors import ErrorCode
@@ -38,13 +39,13 @@ from bento.protocol.messages import (
     InvokeRequest,
     InvokeResponse,
     Log,
+    Replaced,
     SessionInfo,
     SessionList,
     SessionLogs,
     ShutdownResponse,
     UploadResponse,
 )
-from bento.protocol.policy import violations
 
 Model = TypeVar("Model", bound=BaseModel)
 TIMEOUT = httpx.Timeout(120.0, connect=120.0)  # an onion service can take a while to reach
@@ -59,7 +60,8 @@ class Box:
     ``base_url`` overrides the address (a box's TCP listener reached through an exit,
     or a local test server); ``socks=None`` then connects directly. ``transport`` replaces
     the network altogether (see the module's docstring). ``retry`` says how hard session
-    streams try to re-attach when their connection drops.
+    streams try to re-attach when their connection drops. ``nickname``: its relay's, where
+    known without ``info`` (a keyring's deployment), to name the box in messages.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class Box:
         base_url: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         retry: Retry | None = None,
+        nickname: str | None = None,
     ) -> None:
         self.onion = onion
         self.info = info
@@ -80,7 +83,7 @@ class Box:
         if socks and transport is None:  # a request goes with the SOCKS handshake: one round trip less
             transport = tor_socks.transport(socks)
         self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=TIMEOUT)
-        self.name = info.nickname if info else onion[:16]
+        self.name = box_name(info.nickname if info else nickname, onion)  # in every message
         self.verified: Descriptor | None = None  # the descriptor, once fetched and checked
 
     async def __aenter__(self) -> Box:
@@ -165,41 +168,39 @@ class Box:
         require_sgx: bool = False,
     ) -> Deployment:
         """Upload ``code`` (a .py file, a directory, or bytes) and return its deployment record.
-
         ``require_sgx``: refuse, before uploading, a box whose descriptor does not say that
-        functions run in an SGX enclave (``runtime.conclave``).
-        """
+        functions run in an SGX enclave (``runtime.conclave``)."""
+        deployment, _ = await self.replace(
+            None, code, manifest, kind=kind, progress=progress, require_sgx=require_sgx
+        )
+        return deployment
+
+    async def replace(
+        self,
+        old: Deployment | None,
+        code: Path | bytes,
+        manifest: Manifest,
+        *,
+        keep_storage: bool = True,
+        kind: CodeKind | None = None,
+        progress: Progress | None = None,
+        require_sgx: bool = False,
+    ) -> tuple[Deployment, Replaced | None]:
+        """:meth:`deploy` in place of ``old``, a function of this box, which the box shuts down
+        once the new one is installed; with ``keep_storage`` the new function takes over its
+        storage (:class:`Refused` ``storage-too-small`` where it would not fit the manifest)."""
+        if old is not None and old.onion != self.onion:
+            raise BentoError(
+                f"{old.name} ({old.function_id}) is on another box ({old.box}), and "
+                "storage does not move between boxes; nothing was uploaded",
+                fix=f"deploy to {old.box}, or replace it with fresh storage",
+            )
         raw, detected = read_code(code)
-        body = json.dumps(
-            {
-                "manifest": manifest.model_dump(mode="json"),
-                "kind": (kind or detected).value,
-                "code": base64.b64encode(raw).decode(),
-            }
-        ).encode()
+        body = upload_body(raw, kind or detected, manifest, replaces=old, keep_storage=keep_storage)
         descriptor = await self.descriptor()
-        conclave = descriptor.runtime.conclave
-        if require_sgx and not (descriptor.runtime.sgx and conclave and conclave.enclave != "none"):
-            host = conclave.host if conclave else "it says nothing about enclaves"
-            raise BentoError(
-                f"the box {self.name} runs functions in no SGX enclave ({host}); nothing was uploaded",
-                fix="choose a box whose descriptor shows an enclave, or deploy without --require-sgx "
-                "if you trust its operator with your function's code and data",
-            )
-        if len(raw) > descriptor.policy.max_upload_bytes:  # refuse before sending a byte of it
-            raise BentoError(
-                f"the code is {len(raw)} bytes; the box {self.name} accepts at most "
-                f"{descriptor.policy.max_upload_bytes} (its policy's max_upload_bytes)",
-                fix="make the upload smaller (leave data out: fetch it at run time), or use another box",
-            )
-        problems = violations(manifest.needs, descriptor.policy)
-        if problems:  # the box would refuse it: say why before uploading anything
-            raise BentoError(
-                f"the box {self.name} would refuse this function: " + "; ".join(problems),
-                fix="lower the manifest's needs, or find a box that fits with `bento boxes --fits MANIFEST`",
-            )
+        refuse_before_upload(self.name, descriptor, len(raw), manifest, require_sgx=require_sgx)
         uploaded = await self._upload(body, progress)
-        return Deployment(
+        deployment = Deployment(
             function_id=uploaded.function_id,
             name=manifest.name,
             onion=self.onion,
@@ -210,7 +211,9 @@ class Box:
             boot_id=uploaded.boot_id,
             entry_points=uploaded.entry_points,
             deployed_at=time.time(),
+            storage_mb=manifest.needs.storage_mb,
         )
+        return deployment, uploaded.replaced
 
     async def _upload(self, body: bytes, progress: Progress | None) -> UploadResponse:
         return await self._request(
@@ -257,12 +260,8 @@ class Box:
         return await self._request("DELETE", f"/v1/sessions/{session_id}", SessionInfo, token=token)
 
     async def shutdown(self, deployment: Deployment) -> ShutdownResponse:
-        return await self._request(
-            "DELETE",
-            f"/v1/functions/{deployment.function_id}",
-            ShutdownResponse,
-            token=deployment.shutdown_token,
-        )
+        path = f"/v1/functions/{deployment.function_id}"
+        return await self._request("DELETE", path, ShutdownResponse, token=deployment.shutdown_token)
 
     async def logs(self, deployment: Deployment, session_id: str) -> SessionLogs:
         """What the function printed in this session, as far as the box still holds it."""
@@ -334,12 +333,16 @@ class Box:
         *,
         on_log: Callable[[Log], None] | None = None,
         cover: Cover | None = None,
+        logs_from: int = 0,
     ) -> SessionStream:
-        """Open the session's stream; output resumes after the last byte any client acknowledged."""
+        """Open the session's stream; output resumes after the last byte any client acknowledged,
+        logs at ``logs_from`` (the ``log_offset`` a stream of this session reached before)."""
         if cover is not None:
             cover.check(self.verified or await self.descriptor(), self.name)
-        link = await self._attach(deployment, session_id, 0, cover)
-        return self._stream(link, deployment, session_id, on_log, cover)
+        link = await self._attach(deployment, session_id, logs_from, cover)
+        stream = self._stream(link, deployment, session_id, on_log, cover)
+        stream.log_offset = logs_from
+        return stream
 
     def _stream(
         self, link: Link, deployment: Deployment, session: str, on_log: OnLog, cover: Cover | None

@@ -22,10 +22,11 @@ import random
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bento.client.names import box_name
 from bento.errors import BentoError
 
 LOCK_WAIT = 60.0  # seconds to wait for other bento processes' changes (each takes milliseconds)
@@ -54,9 +55,42 @@ class Deployment:
     deployed_at: float
     token_keys: dict[str, str] = field(default_factory=dict)  # right -> key id of its blinded tokens
     session_rights: dict[str, str] = field(default_factory=dict)  # session id -> its right (session_rights)
+    storage_mb: int | None = None  # its manifest's needs.storage_mb; None: deployed before it was kept
+    source: str = ""  # the file or directory deployed, so tracebacks name it instead of box_path
+    box_path: str = ""  # where the box runs it: /function/<module>.py for a file, /function/ for a tree
 
     def __repr__(self) -> str:  # tokens never reach logs or tracebacks
-        return f"Deployment({self.function_id}, {self.name!r} on {self.relay_nickname})"
+        return f"Deployment({self.function_id}, {self.name!r} on {self.box})"
+
+    @property
+    def box(self) -> str:
+        """Its box, as every message names one (``discovery.box_name``)."""
+        return box_name(self.relay_nickname, self.onion)
+
+    @property
+    def address(self) -> str:
+        """``name@box``: unique where names are not (a standard function on several boxes)."""
+        return f"{self.name}@{self.box}"
+
+    def local_paths(self, traceback: str) -> str:
+        """``traceback`` with the box's paths of the code replaced by the files deployed.
+
+        >>> d = Deployment("f", "n", "q" * 56, "", "", "", "", "", [], 0.0, source="/src/app.py",
+        ...                box_path="/function/main.py")
+        >>> d.local_paths('File "/function/main.py", line 3')
+        'File "/src/app.py", line 3'
+        """
+        if not self.source or not self.box_path:
+            return traceback
+        if self.box_path.endswith("/"):  # a directory: every file under it
+            return traceback.replace(f'File "{self.box_path}', f'File "{self.source.rstrip("/")}/')
+        return traceback.replace(f'File "{self.box_path}"', f'File "{self.source}"')
+
+    def on(self, box: str) -> bool:
+        """Whether ``box`` (a nickname, fingerprint, or onion address or its start) names its box."""
+        key = box.strip().removeprefix("$").lower().removesuffix(".onion")
+        names = (self.relay_nickname.lower(), self.relay_fingerprint.lower())
+        return bool(key) and (key in names or self.onion.startswith(key))
 
 
 @dataclass
@@ -75,6 +109,7 @@ class Keyring:
         self.path = path or default_path()
         self.functions: dict[str, Deployment] = {}
         self.sessions: dict[str, str] = {}  # session id -> function id
+        self.logs_seen: dict[str, int] = {}  # session id -> log bytes shown, so attach resumes there
         self.gone: dict[str, Gone] = {}  # function id -> how it left
         self._load()
 
@@ -83,17 +118,22 @@ class Keyring:
     def _load(self) -> None:
         try:
             raw: dict[str, Any] = json.loads(self.path.read_text())
-            functions = {k: Deployment(**v) for k, v in raw.get("functions", {}).items()}
+            known = {f.name for f in fields(Deployment)}  # a newer bento's fields are left to it
+            functions = {
+                k: Deployment(**{n: x for n, x in v.items() if n in known})
+                for k, v in raw.get("functions", {}).items()
+            }
             gone = {k: Gone(**v) for k, v in raw.get("gone", {}).items()}
             sessions = {str(k): str(v) for k, v in raw.get("sessions", {}).items()}
+            seen = {str(k): int(v) for k, v in raw.get("logs_seen", {}).items()}
         except FileNotFoundError:
-            functions, gone, sessions = {}, {}, {}
+            functions, gone, sessions, seen = {}, {}, {}, {}
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise BentoError(
                 f"cannot read the keyring {self.path}: {exc}",
                 fix="restore it from a backup, or move it away to start an empty one",
             ) from None
-        self.functions, self.sessions, self.gone = functions, sessions, gone
+        self.functions, self.sessions, self.gone, self.logs_seen = functions, sessions, gone, seen
 
     @contextlib.contextmanager
     def update(self) -> Iterator[Keyring]:
@@ -135,6 +175,7 @@ class Keyring:
         data = {
             "functions": {k: asdict(v) for k, v in self.functions.items()},
             "sessions": self.sessions,
+            "logs_seen": {s: n for s, n in self.logs_seen.items() if s in self.sessions},
             "gone": {k: asdict(v) for k, v in self.gone.items()},
         }
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
@@ -168,6 +209,12 @@ class Keyring:
                     s: r for s, r in current.session_rights.items() if s in self.sessions
                 }
 
+    def record_logs_seen(self, session_id: str, offset: int) -> None:
+        """Remember that the logs of ``session_id`` were shown up to ``offset`` bytes."""
+        with self.update():
+            if session_id in self.sessions:
+                self.logs_seen[session_id] = max(offset, self.logs_seen.get(session_id, 0))
+
     def record_token_keys(self, deployment: Deployment) -> None:
         """Keep the blinded-token key ids ``deployment`` has learnt (key consistency)."""
         with self.update():
@@ -186,20 +233,31 @@ class Keyring:
                     del self.gone[old]
             kept = set(self.functions) | set(self.gone)
             self.sessions = {s: f for s, f in self.sessions.items() if f in kept}
+            self.logs_seen = {
+                s: n for s, n in self.logs_seen.items() if self.sessions.get(s) in self.functions
+            }
             return deployment
 
     # --- lookups ------------------------------------------------------------------------
 
     def function(self, name: str) -> Deployment:
-        """A function by id, or by name if exactly one deployed function has it."""
+        """A function by id, by name if exactly one deployed function has it, or by
+        ``name@box`` (box: its relay's nickname or fingerprint, or its onion address)."""
         if name in self.functions:
             return self.functions[name]
         named = [f for f in self.functions.values() if f.name == name]
+        base, at, box = name.rpartition("@")
+        if not named and at:
+            named = [f for f in self.functions.values() if f.name == base and f.on(box)]
         if len(named) == 1:
             return named[0]
         if named:
-            ids = ", ".join(f.function_id for f in named)
-            raise BentoError(f"several functions are called {name!r}: {ids}", fix="name one by its id")
+            listed = ", ".join(f"{f.address} ({f.function_id})" for f in named)
+            unique = len({f.address for f in named}) == len(named)
+            raise BentoError(
+                f"several functions are called {name!r}: {listed}",
+                fix=f"name one as {named[0].address}" if unique else "name one by its id",
+            )
         if name in self.gone:
             raise self._gone_error(self.gone[name], f"function {name}")
         raise BentoError(

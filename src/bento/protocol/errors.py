@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method-not-allowed"
     BODY_TOO_LARGE = "body-too-large"
     UPLOAD_TOO_LARGE = "upload-too-large"
+    STORAGE_TOO_SMALL = "storage-too-small"
     INVALID_REQUEST = "invalid-request"
     BAD_CODE = "bad-code"
     BAD_BLINDED_TOKEN = "bad-blinded-token"  # noqa: S105
@@ -83,6 +84,9 @@ TABLE: dict[ErrorCode, Meaning] = {
     ErrorCode.METHOD_NOT_ALLOWED: Meaning(405, "The path exists, the method does not."),
     ErrorCode.BODY_TOO_LARGE: Meaning(413, "The request body is larger than the box reads."),
     ErrorCode.UPLOAD_TOO_LARGE: Meaning(413, "The code is larger than the policy's max_upload_bytes."),
+    ErrorCode.STORAGE_TOO_SMALL: Meaning(
+        409, "A replacing function's storage_mb is smaller than the storage it would take over."
+    ),
     ErrorCode.INVALID_REQUEST: Meaning(422, "The body does not match the request model."),
     ErrorCode.BAD_CODE: Meaning(422, "The code cannot be used (encoding, syntax, archive, module)."),
     ErrorCode.BAD_BLINDED_TOKEN: Meaning(422, "A blinded token request the issuer cannot sign."),

@@ -30,6 +30,16 @@ class CodeKind(StrEnum):
     TAR_GZ = "tar.gz"  # a directory archive (gzip-compressed tar)
 
 
+class Replaces(Strict):
+    """The function on the same box that an upload replaces, proven by its shutdown token."""
+
+    function_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    shutdown_token: str = Field(min_length=1, max_length=1024, repr=False)
+    keep_storage: bool = Field(
+        default=True, description="the new function takes over its storage; false: the storage is shredded"
+    )
+
+
 class UploadRequest(Strict):
     manifest: Manifest
     kind: CodeKind = CodeKind.MODULE
@@ -37,6 +47,16 @@ class UploadRequest(Strict):
         description="the code, base64-encoded (RFC 4648, with padding)",
         pattern=r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
     )
+    replaces: Replaces | None = Field(
+        default=None, description="shut this function down once the new one is installed"
+    )
+
+
+class Replaced(Strict):
+    function_id: str = Field(description="the function that was shut down")
+    sessions_stopped: int
+    storage_bytes: int = Field(description="bytes of storage the new function took over (0 if shredded)")
+    storage_objects: int = Field(description="objects the new function took over")
 
 
 class UploadResponse(Strict):
@@ -45,6 +65,7 @@ class UploadResponse(Strict):
     shutdown_token: str = Field(description="lets its holder shut the function down; keep it secret")
     entry_points: list[str] = Field(description="top-level functions of the module")
     boot_id: str = Field(description="changes whenever the server restarts")
+    replaced: Replaced | None = Field(default=None, description="what became of the replaced function")
 
 
 class InvokeRequest(Strict):

@@ -42,7 +42,8 @@ from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.server import cover, tokens
 from bento.server.attachment import attach
 from bento.server.cover import StreamSocket
-from bento.server.registry import BoxError, Function, Registry
+from bento.server.function import Function
+from bento.server.registry import BoxError, Registry
 
 Model = TypeVar("Model", bound=BaseModel)
 JSON_LIMIT = 64 << 10  # every request body but an upload is small
@@ -104,7 +105,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
 
     async def upload(request: Request) -> Response:
         body = await _body(request, UploadRequest, upload_limit)
-        deployed = await registry.deploy(body.manifest, body.kind, body.code)
+        deployed = await registry.deploy(body.manifest, body.kind, body.code, body.replaces)
         return _json(
             UploadResponse(
                 function_id=deployed.function.id,
@@ -112,6 +113,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
                 shutdown_token=deployed.shutdown_token,
                 entry_points=deployed.function.entry_points,
                 boot_id=registry.boot_id,
+                replaced=deployed.replaced,
             ),
             201,
         )

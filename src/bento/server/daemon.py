@@ -22,7 +22,7 @@ import uvicorn
 
 from bento.errors import BentoError
 from bento.protocol.descriptor import SignedDescriptor
-from bento.sandbox.host import SandboxHost
+from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.server import broker, descriptor, identity, tokens, undumpable
 from bento.server.admin.metrics import bind_metrics, count_refusals
 from bento.server.admin.serve import operator_view
@@ -46,9 +46,16 @@ class BentoServer:
         self.config = config
         self.identity = identity.load_or_create(config.state_dir)
         self.boot_id = tokens.new_id()
-        self.sandbox = SandboxHost(
-            config.policy, config.state_dir, accept_unenforced=config.accept_unenforced
-        )
+        try:
+            self.sandbox = SandboxHost(
+                config.policy, config.state_dir, accept_unenforced=config.accept_unenforced
+            )
+        except SandboxUnavailable as exc:  # the host, as configured, cannot confine functions
+            message, _, accept = str(exc).partition("; to run anyway, ")
+            raise BentoError(
+                f"the box cannot start: {message}",
+                fix=f"to run anyway, {accept}" if accept else "see docs/operator.md",
+            ) from None
         self.gate = broker.closed_gate()
         self.registry = Registry(config, self.boot_id, self.sandbox, self.gate)
         self._fingerprint = ""

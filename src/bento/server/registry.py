@@ -10,27 +10,26 @@ import asyncio
 import contextlib
 import functools
 import shutil
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bento.protocol.descriptor import OfferedPackage
 from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
-from bento.protocol.messages import CodeKind, SessionInfo
+from bento.protocol.messages import CodeKind, Replaced, Replaces, SessionInfo
 from bento.protocol.policy import violations
 from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.sandbox.host import SandboxHost
 from bento.server import code, packages, tokens
 from bento.server.admin.controls import OperatorControls
 from bento.server.admin.ledger import Ledger
-from bento.server.blind_issuer import BlindIssuer, Hold
+from bento.server.blind_issuer import Hold
 from bento.server.broker import Broker, Context, Gatekeeper
 from bento.server.broker.network import system_resolver
 from bento.server.broker.operations import Resolver
 from bento.server.config import ServerConfig
+from bento.server.function import Deployed, Function
 from bento.server.function_tor import InstanceTor
 from bento.server.retention import Retention
 from bento.server.session import Session
@@ -50,29 +49,6 @@ class BoxError(Exception):
     @property
     def status(self) -> int:
         return self.code.status
-
-
-@dataclass
-class Function:
-    id: str
-    manifest: Manifest
-    code_dir: Path
-    entry_points: list[str]
-    invocation_digest: bytes
-    shutdown_digest: bytes
-    created_at: float = field(default_factory=time.time)
-    sessions: dict[str, Session] = field(default_factory=dict)
-    issuer: BlindIssuer = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.issuer = BlindIssuer(self.id)
-
-
-@dataclass(frozen=True)
-class Deployed:
-    function: Function
-    invocation_token: str
-    shutdown_token: str
 
 
 class Registry:
@@ -130,7 +106,10 @@ class Registry:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    async def deploy(self, manifest: Manifest, kind: CodeKind, encoded: str) -> Deployed:
+    async def deploy(
+        self, manifest: Manifest, kind: CodeKind, encoded: str, replaces: Replaces | None = None
+    ) -> Deployed:
+        """Install a function; with ``replaces``, shut that one down once this one is installed."""
         if (paused := self.controls.refusal("uploads")) is not None:
             raise BoxError(*paused)
         problems = violations(manifest.needs, self.policy)
@@ -140,6 +119,7 @@ class Registry:
                 "the manifest asks for more than this box's policy allows: " + "; ".join(problems),
                 "lower the manifest's needs, or pick a box that fits (`bento boxes --fits MANIFEST`)",
             )
+        old = self._replaceable(replaces, manifest) if replaces else None
         try:
             raw = await _in_thread(code.decode, encoded) if encoded else b""
         except code.CodeError as exc:
@@ -171,7 +151,35 @@ class Registry:
             shutdown_digest=tokens.digest(shutdown),
         )
         self.functions[function_id] = function
-        return Deployed(function, invocation, shutdown)
+        if old is None or self.functions.get(old.id) is not old:  # none, or shut down while we installed
+            return Deployed(function, invocation, shutdown)
+        heir = function if replaces and replaces.keep_storage else None
+        stopped = await self.shutdown(old, heir)
+        usage = held.usage() if heir and (held := self.store.existing(heir.id)) else {}
+        replaced = Replaced(
+            function_id=old.id,
+            sessions_stopped=stopped,
+            storage_bytes=usage.get("used", 0),
+            storage_objects=usage.get("objects", 0),
+        )
+        return Deployed(function, invocation, shutdown, replaced)
+
+    def _replaceable(self, replaces: Replaces, manifest: Manifest) -> Function:
+        """The function an upload replaces, if its shutdown token is right; refused before
+        anything is installed when its storage would not fit the new function's quota."""
+        old = self.function(replaces.function_id, replaces.shutdown_token, shutdown=True)
+        held = self.store.existing(old.id) if replaces.keep_storage else None
+        quota = manifest.needs.storage_mb << 20
+        if held is not None and held.used > quota:
+            need = -(-held.used // (1 << 20))
+            raise BoxError(
+                ErrorCode.STORAGE_TOO_SMALL,
+                f"function {old.id} stores {held.used} bytes, and the new manifest's storage_mb "
+                f"allows {quota}: nothing was installed or shut down",
+                f"ask for storage_mb = {need} or more, or replace with fresh storage "
+                "(`bento deploy --replace --fresh-storage`) to shred the old function's storage",
+            )
+        return old
 
     def _install(self, raw: bytes, kind: CodeKind, manifest: Manifest, target: Path) -> list[str]:
         """Unpack, compile-check and share the code (blocking: run in a thread)."""
@@ -210,7 +218,7 @@ class Registry:
             try:  # spent only where the request is carried out, so a refusal costs nothing
                 function.issuer.verify(token, "shutdown" if shutdown else "invoke")
             except TokenError as exc:
-                raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not a valid {which} token: {exc}") from None
+                raise _token_refused(which, exc) from None
             return function
         expected = function.shutdown_digest if shutdown else function.invocation_digest
         if not tokens.matches(token, expected):
@@ -316,7 +324,7 @@ class Registry:
         try:
             return function.issuer.hold(token, right)
         except TokenError as exc:
-            raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not a valid {right} token: {exc}") from None
+            raise _token_refused(right, exc) from None
 
     def session(self, session_id: str, token: str | None, *, content: bool = True) -> Session:
         """The session, if ``token`` is its session right; or, where ``content`` is false (its
@@ -356,8 +364,11 @@ class Registry:
         await session.done.wait()
         return session.info()
 
-    async def shutdown(self, function: Function, reason: str = "its function was shut down") -> int:
-        """Kill every instance of ``function``, then delete its code and its tokens."""
+    async def shutdown(
+        self, function: Function, heir: Function | None = None, reason: str = "its function was shut down"
+    ) -> int:
+        """Kill every instance of ``function``, then delete its code and its tokens, and its
+        storage, unless ``heir`` (the function replacing it) takes that over."""
         del self.functions[function.id]
         self.ledger.gone(function.id)
         stopped = 0
@@ -370,7 +381,9 @@ class Registry:
         for session in function.sessions.values():
             await session.done.wait()
         await _in_thread(shutil.rmtree, function.code_dir.parent, True)
-        await self.store.shred(function.id)  # its key first, then its ciphertext
+        if heir is not None:
+            self.store.hand_over(function.id, heir.id, heir.manifest.needs.storage_mb)
+        await self.store.shred(function.id)  # its key first, then its ciphertext (none if handed over)
         return stopped
 
     async def stop_sessions(self, reason: str = "stopped by the server") -> None:
@@ -400,6 +413,15 @@ class Registry:
         """Forget the ended sessions whose retention time is over at ``now``."""
         for session in self.retention.due(now):
             self._forget(session)
+
+
+def _token_refused(right: str, exc: TokenError) -> BoxError:
+    return BoxError(
+        ErrorCode.WRONG_TOKEN,
+        f"that is not a valid {right} token: {exc}",
+        "a blinded token is good for one use: ask the function's owner for another "
+        f"(`bento tokens FUNCTION --right {'shutdown' if right == 'shutdown' else 'invoke'}`)",
+    )
 
 
 async def _in_thread(function: Callable[..., T], *args: Any) -> T:

@@ -97,12 +97,17 @@ class Session:
         )
 
     def _current_usage(self) -> ResourceUsage:
-        """Usage so far: what the kernel reported at exit, plus the counts kept elsewhere."""
-        live = {"bytes_out": self.output.end, "log_bytes": self.logs.total}
+        """Usage so far: the kernel's (at exit, or now), plus the counts kept elsewhere."""
+        live: dict[str, float] = {"bytes_out": self.output.end, "log_bytes": self.logs.total}
         if self._broker is not None:
             live |= {"network_granted": self._broker.granted, "network_denied": self._broker.denied}
             if (tor := self._broker.context.tor) is not None:
                 live |= {"circuits": tor.circuits_built, "onion_services": tor.onions_published}
+        if (instance := self.instance) is not None and not self.ended:  # the kernel's figures so far
+            group = instance.group  # else the watchdog's last reading of /proc
+            cpu = (group.cpu_seconds() if group else None) or instance.cpu_seen
+            peak = (group.peak_memory() if group else None) or instance.peak_resident
+            live |= {"cpu_seconds": round(cpu, 3), "peak_memory_bytes": peak}
         return self.usage.model_copy(update=live)
 
     def ended_event(self) -> Ended:

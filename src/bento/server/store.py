@@ -215,6 +215,19 @@ class Store:
             self._functions[function_id] = store
         return store
 
+    def existing(self, function_id: str) -> FunctionStore | None:
+        """The store of ``function_id`` if it has one (unlike :meth:`of`, makes none)."""
+        return self._functions.get(function_id)
+
+    def hand_over(self, function_id: str, heir_id: str, quota_mb: int) -> None:
+        """Give ``function_id``'s objects and key to ``heir_id``, the function replacing it.
+        The store keeps its first function's id in each object's associated data, so
+        nothing is re-encrypted; its quota becomes the heir's."""
+        store = self._functions.pop(function_id, None)
+        if store is not None:
+            store.quota = quota_mb << 20
+            self._functions[heir_id] = store
+
     async def shred(self, function_id: str) -> None:
         """Destroy the function's key, then delete its ciphertext."""
         store = self._functions.pop(function_id, None)

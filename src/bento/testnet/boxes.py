@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bento.errors import BentoError
+from bento.sandbox import watch
 from bento.sandbox.spec import CHROMIUM_BINARY
 from bento.server import identity
 from bento.server.daemon import STATUS_FILE
@@ -88,9 +89,10 @@ max_total_rate = 8000
 def server_config(*, privileged: bool) -> str:
     """The policy of a testnet box. Where this host has Debian's chromium and Playwright,
     boxes offer the chromium profile (Browser's --engine chromium) and the larger instances
-    it needs; a box run by a dedicated user on a host that gives it no cgroup cannot cap
-    the CPU share of all its instances: the operator accepts that by name, and the
-    descriptor says so."""
+    it needs; a box not run by root (a dedicated user, or a testnet run by a plain user)
+    may have no cgroup to cap the CPU share of all its instances: the testnet accepts what
+    such a box cannot enforce by name (:func:`accepted_unenforced`), and the descriptor
+    says so."""
     chromium = Path(CHROMIUM_BINARY).exists() and importlib.util.find_spec("playwright") is not None
     text = SERVER_CONFIG.format(
         chromium_profile=', "chromium"' if chromium else "",
@@ -101,8 +103,22 @@ def server_config(*, privileged: bool) -> str:
         scratch_mb=256 if chromium else 32,
     )
     if not privileged:
-        text = text.replace("[policy]\n", 'accept_unenforced = ["cpu_share"]\n\n[policy]\n', 1)
+        text = text.replace(
+            "[policy]\n", f"accept_unenforced = {json.dumps(accepted_unenforced())}\n\n[policy]\n", 1
+        )
     return text
+
+
+def accepted_unenforced() -> list[str]:
+    """What an unprivileged box may be unable to enforce, accepted for the testnet: the CPU
+    share of all its instances (a cgroup's quota), and, where the kernel does not count
+    processes per user namespace, the processes of an instance (a cgroup's pids limit)."""
+    return ["cpu_share"] + ([] if watch.userns_nproc() else ["processes"])
+
+
+def privileged(node: Node) -> bool:
+    """Whether ``node``'s server runs as root (every limit enforced, or it refuses to start)."""
+    return node.bento_user is None and os.geteuid() == 0
 
 
 def start(node: Node) -> None:
@@ -113,7 +129,7 @@ def start(node: Node) -> None:
     config = state_dir / "server.toml"
     # The testnet's directory holds every relay's data directory (a box run by its own
     # user keeps its state elsewhere).
-    base = server_config(privileged=node.bento_user is None)
+    base = server_config(privileged=privileged(node))
     config.write_text(_resolver_setting(Path(node.data_dir).parent) + base)
     prefix, env = _as_user(node)
     node.bento_pid = spawn_detached(
@@ -290,6 +306,13 @@ def start_all(
     """Start the Bento servers of ``state`` (or ``only`` these) and wait until each answers
     over Tor, restarting a box that does not publish or answer within ``ATTEMPT_SECONDS``."""
     pending = list(state.boxes if only is None else only)
+    if only is None and not all(privileged(n) for n in pending):
+        say(
+            f"the Bento boxes run without root, so they may be unable to cap their functions' "
+            f"{' and '.join(accepted_unenforced())} (no cgroup): the testnet accepts that "
+            "(accept_unenforced; each box's descriptor says how every limit is enforced); "
+            "run it as root for every limit"
+        )
     for node in pending:
         start(node)
     state.save()

@@ -127,8 +127,10 @@ async def start(
     idle_seconds: float = 60.0,
     connect_timeout: float = 30.0,
     lifetime: int = 600,
+    client_auth: str | None = None,
 ) -> tuple[Deployment, SessionStream, str]:
-    """Deploy (or reuse) the LoadBalancer, start it; its deployment, stream and onion address."""
+    """Deploy (or reuse) the LoadBalancer, start it; its deployment, stream and onion address.
+    ``client_auth``: the base32 X25519 public key of the one client let in (``client_key``)."""
     settings.check()
     payload = replica_code(service, entry)
     limits = (await box.descriptor()).policy.instance
@@ -144,7 +146,7 @@ async def start(
         "needs": replica_needs(concurrency, lifetime, cpu).model_dump(mode="json"),
         "code": base64.b64encode(payload).decode(),
     }
-    stream = await box.start(function, "run", [asdict(settings), boxes, replica])
+    stream = await box.start(function, "run", [asdict(settings), boxes, replica, client_auth])
     try:
         first = await anext(events(stream), None)
         if first is None:

@@ -70,8 +70,12 @@ class LoadBalancerError(Exception):
     """The LoadBalancer cannot run as asked; the message says why."""
 
 
-def run(settings: dict[str, Any], boxes: list[str], replica: dict[str, Any]) -> dict[str, Any]:
-    """Balance the service over replicas on ``boxes`` until the session is ended."""
+def run(
+    settings: dict[str, Any], boxes: list[str], replica: dict[str, Any], client_auth: str | None = None
+) -> dict[str, Any]:
+    """Balance the service over replicas on ``boxes`` until the session is ended. With
+    ``client_auth`` (a base32 X25519 public key), only the client holding its private key
+    reaches the service (Tor's client authorization)."""
     try:
         chosen = Settings(**settings)
         chosen.check()
@@ -85,7 +89,10 @@ def run(settings: dict[str, Any], boxes: list[str], replica: dict[str, Any]) -> 
         raise LoadBalancerError("the replica's code is not base64") from None
     if not code or len(code) > MAX_CODE:
         raise LoadBalancerError(f"the replica's code is missing or over {MAX_CODE} bytes")
+    if client_auth is not None and not (isinstance(client_auth, str) and len(client_auth) == 52):
+        raise LoadBalancerError("client_auth is a base32 X25519 public key of 52 characters")
     balancer = Balancer(chosen, [b.removesuffix(".onion") for b in boxes], code, replica)
+    balancer.client_auth = client_auth
     return asyncio.run(balancer.run())
 
 
@@ -121,6 +128,7 @@ class Balancer:
         self.changed = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
         self.address = ""
+        self.client_auth: str | None = None  # the one client's X25519 key, where only it may connect
 
     def emit(self, event: str, **fields: Any) -> None:
         self.events.put_nowait({"event": event, "time": round(time.time(), 3), **fields})
@@ -129,7 +137,9 @@ class Balancer:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(broker_threads()))
         listener = api.listen()
-        service = await asyncio.to_thread(api.tor.publish, listener, virtual_port=80, key=_key())
+        service = await asyncio.to_thread(
+            api.tor.publish, listener, virtual_port=80, key=_key(), client_auth=self.client_auth
+        )
         self.address = service.address
         self.emit("address", address=service.address + ".onion")
         listener.setblocking(False)

@@ -14,13 +14,13 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bento.client.box import Box
 from bento.client.discovery import BoxInfo
 from bento.client.keyring import Keyring
-from bento.errors import BentoError
+from bento.errors import BentoError, TransportError
 from bento.functions.dropbox import client as dropbox
 
 from . import codec
@@ -148,6 +148,7 @@ async def put(
         key=key.hex(),
         created=now,
         expires=now + seconds,
+        fetches=fetches,
         shards=[t.result() for t in tasks],
     )
     return Stored(manifest, warnings, failures)
@@ -161,62 +162,105 @@ class Fetched:
     cancelled: int  # transfers still running when the file decoded
 
 
+FetchShard = Callable[[ShardRecord], Awaitable[bytes]]  # a shard's sealed bytes, or BentoError
+
+
+def over_tor(socks: str, meter: _Meter) -> FetchShard:
+    """Fetch a shard from its Dropbox through Tor's SOCKS port ``socks``."""
+
+    async def fetch(record: ShardRecord) -> bytes:
+        capability = dropbox.Capability.parse(record.capability)
+        async with Box(capability.onion, socks=socks) as client:
+            return await dropbox.get(client, capability, progress=meter.of(record.index))
+
+    return fetch
+
+
 async def get(
     manifest: ShardManifest,
     *,
     socks: str,
     concurrency: int = CONCURRENCY,
     progress: Progress | None = None,
+    fetch: FetchShard | None = None,
+    rng: random.Random | None = None,
 ) -> Fetched:
-    """The file, from the first shards that arrive and authenticate; BentoError if fewer
-    than K do, or if what they decode to is not the file that was put."""
+    """The file, from K shards: each fetch uses one of its shard's fetches up, so ``get``
+    starts only K, chosen at random (so that repeated gets spread over the N), and starts
+    another only for one that fails, or when K arrived and did not decode. BentoError if
+    fewer than K can be had, or if what they decode to is not the file that was put."""
     code = manifest.code
     decoder = codec.Decoder(code)  # checks the code's shape first
     key, file_id = bytes.fromhex(manifest.key), bytes.fromhex(manifest.file_id)
     per_shard = max((r.bytes for r in manifest.shards), default=0)
     meter = _Meter(per_shard * manifest.k, progress)
+    fetch = fetch or over_tor(socks, meter)
     gate = asyncio.Semaphore(concurrency)
+    unanswered: list[str] = []  # shards whose box did not answer (the others refused: used up, expired)
 
-    async def fetch(record: ShardRecord) -> tuple[ShardRecord, bytes | str]:
+    async def one(record: ShardRecord) -> tuple[ShardRecord, bytes | str]:
         """The shard's plaintext, or why it cannot be had."""
         try:
-            capability = dropbox.Capability.parse(record.capability)
-            async with (
-                gate,
-                asyncio.timeout(timeout_for(record.bytes)),
-                Box(capability.onion, socks=socks) as client,
-            ):
-                sealed = await dropbox.get(client, capability, progress=meter.of(record.index))
+            async with gate, asyncio.timeout(timeout_for(record.bytes)):
+                sealed = await fetch(record)
             return record, codec.open_shard(key, file_id, code, record.index, sealed)
         except (BentoError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError | TransportError):
+                unanswered.append(record.box)
             return record, f"shard {record.index} on {record.box}: {_why(exc)}"
 
-    tasks = [asyncio.create_task(fetch(r)) for r in manifest.shards]
+    waiting = list(manifest.shards)
+    (rng or random.SystemRandom()).shuffle(waiting)
+    running: set[asyncio.Task[tuple[ShardRecord, bytes | str]]] = set()
     used: list[int] = []
     failures: list[str] = []
     data: bytes | None = None
+
+    def start(wanted: int) -> None:  # keep ``wanted`` shards arrived or on their way
+        while waiting and len(used) + len(running) < wanted:
+            running.add(asyncio.create_task(one(waiting.pop())))
+
+    start(manifest.k)
     try:
-        for arrival in asyncio.as_completed(tasks):
-            record, plain = await arrival
-            if isinstance(plain, str):
-                failures.append(plain)
-                continue
-            used.append(record.index)
-            if (data := await asyncio.to_thread(decoder.feed, plain)) is not None:
-                break
+        while running and data is None:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                running.discard(task)
+                record, plain = task.result()
+                if isinstance(plain, str):
+                    failures.append(plain)
+                    continue
+                used.append(record.index)
+                if data is None:
+                    data = await asyncio.to_thread(decoder.feed, plain)
+            start(max(manifest.k, len(used) + 1))  # a failure, or K that did not decode: one more
     finally:
-        cancelled = sum(not t.done() for t in tasks)
-        for task in tasks:
+        cancelled = len(running)
+        for task in running:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
     if data is None:
-        raise BentoError(
-            f"only {len(used)} shard(s) of the {manifest.k} needed could be had: " + "; ".join(failures),
-            fix="try again when more of the boxes answer",
-        )
+        raise _too_few(manifest, used, failures, unanswered)
     if await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()) != manifest.sha256:
         raise BentoError("the shards decode to a file whose SHA-256 is not the manifest's")
     return Fetched(data, used, failures, cancelled)
+
+
+def _too_few(
+    manifest: ShardManifest, used: list[int], failures: list[str], unanswered: list[str]
+) -> BentoError:
+    """Why the file cannot be rebuilt, and the fix: wait for boxes that did not answer, or
+    put it again where the boxes answered that its shards are used up or expired."""
+    message = f"only {len(used)} shard(s) of the {manifest.k} needed could be had: " + "; ".join(failures)
+    if unanswered:
+        return BentoError(
+            message, fix=f"try again when more of the boxes answer ({', '.join(unanswered)} did not)"
+        )
+    return BentoError(
+        message,
+        fix=f"every box answered: its shards are used up or expired ({manifest.allowed_gets()}); "
+        "put the file again, with a larger --fetches to get it more often",
+    )
 
 
 def _why(exc: BaseException) -> str:

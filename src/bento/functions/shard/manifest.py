@@ -58,11 +58,28 @@ class ShardManifest(BaseModel):
     key: str = Field(repr=False, pattern=r"^[0-9a-f]{64}$")
     created: float
     expires: float
+    fetches: int | None = Field(default=None, ge=1)  # of each shard (None: put before it was kept)
     shards: list[ShardRecord]
 
     @property
     def code(self) -> Code:
         return Code(self.length, self.symbol, self.n, self.k)
+
+    def allowed_gets(self) -> str:
+        """How many gets this manifest allows in all, in words: each get uses up one fetch of
+        each of K shards, and each of the N shards may be fetched ``fetches`` times.
+
+        >>> m = ShardManifest.model_construct(n=5, k=3, fetches=1)
+        >>> m.allowed_gets()
+        'each of its 5 shards may be fetched 1 time(s) and a get takes 3: 1 get(s) in all'
+        """
+        if self.fetches is None:
+            return f"a get takes {self.k} of its {self.n} shards; each may be fetched as often as put allowed"
+        gets = self.n * self.fetches // self.k
+        return (
+            f"each of its {self.n} shards may be fetched {self.fetches} time(s) and a get takes "
+            f"{self.k}: {'up to ' if gets > 1 else ''}{gets} get(s) in all"
+        )
 
 
 def encode(manifest: ShardManifest, passphrase: str | None = None) -> bytes:

@@ -81,7 +81,7 @@ class OperatorView:
         clients are told the operator evicted it (not that it never existed)."""
         function = self._function(function_id)
         self.registry.controls.evicted(function.id)
-        stopped = await self.registry.shutdown(function, EVICTED_REASON)
+        stopped = await self.registry.shutdown(function, reason=EVICTED_REASON)
         return Evicted(function_id=function.id, name=function.manifest.name, sessions_stopped=stopped)
 
     def pause(self, what: list[Pausable]) -> PauseState:
