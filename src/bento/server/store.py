@@ -238,10 +238,6 @@ class Store:
         store.objects.clear()
         await asyncio.to_thread(shutil.rmtree, store.directory, True)
 
-    def existing(self, function_id: str) -> FunctionStore | None:
-        """The store of ``function_id`` if it has one yet (for the operator's figures)."""
-        return self._functions.get(function_id)
-
     async def aclose(self) -> None:
         for function_id in list(self._functions):
             await self.shred(function_id)

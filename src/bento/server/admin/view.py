@@ -20,7 +20,8 @@ from bento.server.admin.models import (
     SessionList,
     SessionRow,
 )
-from bento.server.registry import BoxError, Function, Registry
+from bento.server.function import Function
+from bento.server.registry import BoxError, Registry
 from bento.server.session import Session
 
 _MB = 1 << 20
