@@ -16,11 +16,8 @@ import contextlib
 import functools
 import hashlib
 import itertools
-import json
 import os
-import select
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -35,7 +32,7 @@ from bento.sandbox.pool import Pool
 from bento.sandbox.slots import NoSlot, Slots
 from bento.sandbox.spec import CHROMIUM_BINARY, MB, Host, Shape, Spec, enforcement, unenforced
 
-ADMIT_PATIENCE = 30.0  # seconds for bubblewrap to name its sandbox's process (it takes milliseconds)
+SLOT_PATIENCE = 30.0  # seconds for a killed warm sandbox to give its slot up (it takes milliseconds)
 _HOSTS = itertools.count()  # sandbox hosts of this process (tests and benchmarks make several)
 
 
@@ -238,7 +235,7 @@ class SandboxHost:
             raise SandboxUnavailable("every instance slot is in use")
         if slot is None:
             try:
-                slot = await self.slots.wait(self._make_room, ADMIT_PATIENCE)
+                slot = await self.slots.wait(self._make_room, SLOT_PATIENCE)
             except NoSlot as exc:
                 raise SandboxUnavailable(str(exc)) from None
         ours, theirs = socket.socketpair()
@@ -296,7 +293,7 @@ class SandboxHost:
             self._warming.add(instance)  # from now on, a session short of a slot may kill it
         if group is not None:
             try:  # the grace period it may wait for is the kernel's, in a thread, not the loop's
-                await asyncio.to_thread(_admit, group, process.pid, info[0], hold[1])
+                await asyncio.to_thread(cgroups.admit_sandbox, group, process.pid, info[0], hold[1])
             except BaseException:
                 self._warming.discard(instance)
                 instance.kill()  # its exit releases the slot and the group
@@ -327,49 +324,6 @@ class SandboxHost:
         remove_tree(self.root, ignore_errors=True)
         if self._claim is not None:
             self._claim.release()
-
-
-def _admit(group: cgroups.Group, pid: int, info_fd: int, hold_fd: int) -> None:
-    """Move a sandbox into ``group`` while bubblewrap builds it, then let it go on.
-
-    Bubblewrap (``pid``) forks the sandbox's first process early, names it on ``info_fd``
-    and holds it on ``hold_fd`` before it forks or runs anything else; whatever forks it
-    makes after that inherits the group. Moving bubblewrap first lets the kernel's grace
-    period pass while it builds the sandbox; the second move then costs little. Owns and
-    closes both descriptors; a sandbox that died meanwhile raises OSError.
-
-    On any failure both processes are killed before the hold is closed: a closed hold reads
-    as an end of file, on which bubblewrap goes on.
-    """
-    child = 0
-    try:
-        group.admit(pid)
-        info = b""  # bubblewrap writes one small JSON object and closes its end
-        deadline = time.monotonic() + ADMIT_PATIENCE
-        while chunk := _read_before(info_fd, deadline):
-            info += chunk
-        try:
-            child = int(json.loads(info)["child-pid"])
-        except (ValueError, KeyError, TypeError):
-            raise OSError(f"bubblewrap did not name its sandbox's process (it said {info[:200]!r})") from None
-        group.admit(child)
-        os.write(hold_fd, b"\0")
-    except BaseException:
-        for process in (child, pid):
-            if process > 0:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process, signal.SIGKILL)
-        raise
-    finally:
-        os.close(info_fd)
-        os.close(hold_fd)
-
-
-def _read_before(fd: int, deadline: float) -> bytes:
-    """The next bytes from ``fd``, b"" at its end; OSError if none come before ``deadline``."""
-    if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-        raise OSError(f"bubblewrap did not name its sandbox's process within {ADMIT_PATIENCE:g} s")
-    return os.read(fd, 4096)
 
 
 def byte_compile(runtime_dir: Path) -> None:
