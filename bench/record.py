@@ -1,4 +1,12 @@
-"""Recording benchmark figures in docs/benchmarks.md, with the date and the machine."""
+"""Recording benchmark figures in docs/benchmarks.md, with the date and the machine.
+
+A run writes its report into docs/benchmarks.md only when asked to, with ``--record``
+anywhere on the bench's command line: a check or a try then keeps its figures out of the
+repository. Without it the report goes to ``$BENTO_BENCH_REPORT`` (default
+``$TMPDIR/bento-bench/benchmarks.md``), in the same form, and is printed as always. This
+module takes ``--record`` off the command line when a bench imports it, before the bench
+parses its own options, so that every bench has it without a line of its own.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +15,31 @@ import platform
 import re
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+RECORDING = "--record" in sys.argv[1:]
+if RECORDING:
+    sys.argv.remove("--record")
+
+
+def report_path() -> Path:
+    """Where this run's report goes: docs/benchmarks.md with ``--record``, else elsewhere."""
+    if RECORDING:
+        return BENCHMARKS
+    default = Path(tempfile.gettempdir()) / "bento-bench" / "benchmarks.md"
+    return Path(os.environ.get("BENTO_BENCH_REPORT") or default)
+
+
 HEADER = (
     "# Benchmarks\n\n"
-    "Figures recorded by the scripts under `bench/`; each section is replaced by its latest run.\n"
+    "Figures recorded by the scripts under `bench/`; each section is replaced by its latest run with\n"
+    "`--record` (without it a bench writes its report to `$BENTO_BENCH_REPORT`, by default\n"
+    "`$TMPDIR/bento-bench/benchmarks.md`, and leaves this page alone).\n"
 )
 
 
@@ -119,14 +144,17 @@ class HostCPU:
 
 
 def record(name: str, command: str, body: str) -> None:
-    """Replace (or add) the section ``name`` of docs/benchmarks.md and print it."""
+    """Replace (or add) the section ``name`` of the report (see :func:`report_path`) and print it."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"## {name}\n\n- date: {stamp}\n- machine: {machine()}\n- command: `{command}`\n\n{body.strip()}\n"
     )
     print(section)
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
+    report = report_path()
+    text = report.read_text() if report.exists() else HEADER
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    BENCHMARKS.parent.mkdir(exist_ok=True)
-    BENCHMARKS.write_text(text)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(text)
+    if not RECORDING:
+        print(f"written to {report}; docs/benchmarks.md is unchanged (run with --record to write it there)")

@@ -18,6 +18,7 @@ import pytest
 
 from bento.server.config import ServerConfig
 from bento.testnet import boxes
+from bento.testnet.box_policy import default_policy, server_config
 from bento.testnet.state import Node, Role, TestnetState
 
 PLAIN_USER = "bento-e2e"  # tests/conftest.py makes it for the testnet's box of a dedicated user
@@ -44,9 +45,12 @@ def _as_plain_user(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_an_unprivileged_box_accepts_what_it_cannot_enforce() -> None:
-    plain = ServerConfig(**tomllib.loads(boxes.server_config(privileged=False)))
+    plain = ServerConfig(**tomllib.loads(server_config(default_policy(), privileged=False)))
     assert "cpu_share" in plain.accept_unenforced
-    assert ServerConfig(**tomllib.loads(boxes.server_config(privileged=True))).accept_unenforced == []
+    assert (
+        ServerConfig(**tomllib.loads(server_config(default_policy(), privileged=True))).accept_unenforced
+        == []
+    )
     node = Node(Role.EXIT, "exit0", "/nonexistent", 1, bento_dir="/nonexistent")
     assert boxes.privileged(node) == (os.geteuid() == 0)
     assert not boxes.privileged(Node(Role.EXIT, "exit1", "/x", 1, bento_dir="/x", bento_user=PLAIN_USER))
@@ -71,7 +75,7 @@ def test_the_server_says_a_configuration_problem_in_a_line_with_its_fix(plain_di
     assert error.startswith("error: the box cannot start: this host cannot enforce: cpu_share")
     assert fix.startswith("fix: to run anyway, set accept_unenforced")
 
-    (tmp_path / "server.toml").write_text(boxes.server_config(privileged=False))
+    (tmp_path / "server.toml").write_text(server_config(default_policy(), privileged=False))
     started = _as_plain_user(
         "server", "--config", str(tmp_path / "server.toml"), "--state-dir", str(tmp_path / "state"),
         "--control", "127.0.0.1:9", "--no-onion", cwd=tmp_path,

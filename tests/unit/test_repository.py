@@ -40,7 +40,7 @@ MAY_IMPORT = {
     "client": {"errors", "protocol", "runtime", "tor"},  # runtime: the transport inside a function
     "server": {"client", "errors", "protocol", "sandbox", "tor"},  # client: local_box() hands one out
     "functions": {"client", "errors", "protocol", "runtime"},
-    "testnet": {"client", "errors", "sandbox", "server", "tor"},
+    "testnet": {"client", "errors", "protocol", "sandbox", "server", "tor"},
     "eval": {"client", "errors", "functions", "testnet", "tor"},
     "cli": {"client", "errors", "eval", "functions", "protocol", "server", "testnet", "tor"},
     "__main__": {"cli"},

@@ -13,7 +13,6 @@ from localbox import without_sandbox
 
 from bento.protocol.policy import Needs, NodePolicy, SyscallProfile
 from bento.sandbox import cgroups, command, uids
-from bento.sandbox import host as host_module
 from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.sandbox.spec import MB, MECHANISMS, Host, Mount, Shape, Spec, enforcement, spec_fields, unenforced
 
@@ -197,12 +196,12 @@ def test_a_sandbox_is_let_go_only_once_both_its_processes_are_admitted(
     info, hold = os.pipe(), os.pipe()
     os.write(info[1], b'{\n    "child-pid": 4242,\n    "pid-namespace": 1\n}\n')
     os.close(info[1])
-    host_module._admit(group, 4241, info[0], hold[1])  # type: ignore[arg-type]
+    cgroups.admit_sandbox(group, 4241, info[0], hold[1])  # type: ignore[arg-type]
     assert group.admitted == [4241, 4242]  # (no such processes: a fake group admits anything)
     assert os.read(hold[0], 1) == b"\0", "the sandbox goes on"
     os.close(hold[0])
     # bubblewrap that names nothing (it died, or says something else): an error, nothing let go.
-    monkeypatch.setattr(host_module, "ADMIT_PATIENCE", 0.2)
+    monkeypatch.setattr(cgroups, "ADMIT_PATIENCE", 0.2)
     for said in (b"", b"not json", None):  # None: it says nothing at all, and keeps its end open
         bubblewrap = subprocess.Popen(["sleep", "60"])  # stands for it: it must be killed
         info, hold = os.pipe(), os.pipe()
@@ -210,7 +209,7 @@ def test_a_sandbox_is_let_go_only_once_both_its_processes_are_admitted(
             os.write(info[1], said)
             os.close(info[1])
         with pytest.raises(OSError, match="bubblewrap did not name"):
-            host_module._admit(_Recorded(), bubblewrap.pid, info[0], hold[1])  # type: ignore[arg-type]
+            cgroups.admit_sandbox(_Recorded(), bubblewrap.pid, info[0], hold[1])  # type: ignore[arg-type]
         if said is None:
             os.close(info[1])
         assert bubblewrap.wait(timeout=10) == -signal.SIGKILL, "killed before the hold was let go"

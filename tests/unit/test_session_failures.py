@@ -64,7 +64,7 @@ def _nothing_left(box: LocalBox, session: Session, slots: int) -> None:
     assert session.done.is_set()
     if session.instance is not None:
         assert session.instance.process.returncode is not None, "its instance is dead"
-    assert len(box.registry.sandbox._free_slots) == slots, "its instance slot is free again"
+    assert len(box.registry.sandbox.slots) == slots, "its instance slot is free again"
     assert session.id not in box.registry._tasks, "no task is left for it"
 
 
@@ -73,7 +73,7 @@ async def test_a_failure_at_each_step_ends_the_session_and_leaves_nothing(
     box: LocalBox, step: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     function = await box.upload(SOURCE)
-    slots = len(box.registry.sandbox._free_slots)
+    slots = len(box.registry.sandbox.slots)
     owner, name, replacement = STEPS[step]
     monkeypatch.setattr(owner, name, replacement)
     session_id = await box.invoke(function, "forever")
@@ -97,7 +97,7 @@ async def _exited(session: Session) -> None:
 @pytest.mark.parametrize("moment", ["at once", "once started", "while it runs"])
 async def test_a_cancelled_session_ends_and_leaves_nothing(box: LocalBox, moment: str) -> None:
     function = await box.upload(SOURCE)
-    slots = len(box.registry.sandbox._free_slots)
+    slots = len(box.registry.sandbox.slots)
     session_id = await box.invoke(function, "forever")
     session = box.registry.sessions[session_id]
     if moment != "at once":

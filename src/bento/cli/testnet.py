@@ -17,6 +17,7 @@ from typing import Any
 
 from bento.cli.output import console, emit_json, print_table, step, table
 from bento.errors import BentoError
+from bento.protocol.policy import NodePolicy
 from bento.testnet import Testnet, TestnetConfig, default_directory
 from bento.tor import control
 
@@ -104,6 +105,24 @@ def _add_up_options(parser: argparse.ArgumentParser, dir_help: str = _DIR_HELP) 
         help="a network parameter the authorities vote for (ConsensusParams), e.g. cc_alg=0; repeatable",
     )
     parser.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="node policy of every Bento box, a TOML file (the [policy] table of a server config, "
+        "docs/operator.md); default: the testnet's own",
+    )
+    parser.add_argument(
+        "--instances-total", type=int, default=None, metavar="N", help="instances a box runs at once"
+    )
+    parser.add_argument(
+        "--instances-per-function",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instances of one function a box runs at once",
+    )
+    parser.add_argument(
         "--wan",
         action="store_true",
         help="wide-area latency: --hop-delay 25 --web-delay 40 unless given (see docs/testnet.md)",
@@ -127,7 +146,17 @@ def _config(
         owner_pid=owner_pid,
         consensus_lifetime=args.consensus_lifetime,
         consensus_params=tuple(args.consensus_param),
+        box_policy=_box_policy(args),
     )
+
+
+def _box_policy(args: argparse.Namespace) -> NodePolicy | None:
+    limits = {"instances_total": args.instances_total, "instances_per_function": args.instances_per_function}
+    if args.policy is None and all(value is None for value in limits.values()):
+        return None  # the testnet's own, decided where the boxes start
+    from bento.testnet.box_policy import box_policy
+
+    return box_policy(args.policy, **limits)
 
 
 def _delay(given: float | None, wan: bool, preset: str) -> float:

@@ -9,12 +9,17 @@ descriptor says which limits are enforced here.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import select
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 CPU_PERIOD_US = 100_000
+ADMIT_PATIENCE = 30.0  # seconds for bubblewrap to name its sandbox's process (it takes milliseconds)
 
 
 def _own_paths() -> dict[str, str]:
@@ -163,3 +168,46 @@ def _remove_stale(group: Group) -> None:
             pid = stale.name.split("-")[1]
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
                 Group(group.version, {controller: stale}).remove()  # only what is empty goes
+
+
+def admit_sandbox(group: Group, pid: int, info_fd: int, hold_fd: int) -> None:
+    """Move a sandbox into ``group`` while bubblewrap builds it, then let it go on.
+
+    Bubblewrap (``pid``) forks the sandbox's first process early, names it on ``info_fd``
+    and holds it on ``hold_fd`` before it forks or runs anything else; whatever forks it
+    makes after that inherits the group. Moving bubblewrap first lets the kernel's grace
+    period pass while it builds the sandbox; the second move then costs little. Owns and
+    closes both descriptors; a sandbox that died meanwhile raises OSError.
+
+    On any failure both processes are killed before the hold is closed: a closed hold reads
+    as an end of file, on which bubblewrap goes on.
+    """
+    child = 0
+    try:
+        group.admit(pid)
+        info = b""  # bubblewrap writes one small JSON object and closes its end
+        deadline = time.monotonic() + ADMIT_PATIENCE
+        while chunk := _read_before(info_fd, deadline):
+            info += chunk
+        try:
+            child = int(json.loads(info)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            raise OSError(f"bubblewrap did not name its sandbox's process (it said {info[:200]!r})") from None
+        group.admit(child)
+        os.write(hold_fd, b"\0")
+    except BaseException:
+        for process in (child, pid):
+            if process > 0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process, signal.SIGKILL)
+        raise
+    finally:
+        os.close(info_fd)
+        os.close(hold_fd)
+
+
+def _read_before(fd: int, deadline: float) -> bytes:
+    """The next bytes from ``fd``, b"" at its end; OSError if none come before ``deadline``."""
+    if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        raise OSError(f"bubblewrap did not name its sandbox's process within {ADMIT_PATIENCE:g} s")
+    return os.read(fd, 4096)

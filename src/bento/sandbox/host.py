@@ -16,11 +16,8 @@ import contextlib
 import functools
 import hashlib
 import itertools
-import json
 import os
-import select
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -32,9 +29,10 @@ from bento.protocol.policy import Needs, NodePolicy, SyscallProfile
 from bento.sandbox import cgroups, command, seccomp, uids, watch
 from bento.sandbox.instance import Instance, ready
 from bento.sandbox.pool import Pool
+from bento.sandbox.slots import NoSlot, Slots
 from bento.sandbox.spec import CHROMIUM_BINARY, MB, Host, Shape, Spec, enforcement, unenforced
 
-ADMIT_PATIENCE = 30.0  # seconds for bubblewrap to name its sandbox's process (it takes milliseconds)
+SLOT_PATIENCE = 30.0  # seconds for a killed warm sandbox to give its slot up (it takes milliseconds)
 _HOSTS = itertools.count()  # sandbox hosts of this process (tests and benchmarks make several)
 
 
@@ -90,7 +88,13 @@ class SandboxHost:
             self._claim = uids.claim() if self.privileged else None
         except (uids.NoFreeBlock, OSError) as exc:
             raise SandboxUnavailable(str(exc)) from None
-        self._free_slots = list(range(min(policy.instances_total, uids.UID_BLOCK)))
+        if policy.instances_total > uids.UID_BLOCK:
+            raise SandboxUnavailable(
+                f"instances_total = {policy.instances_total} is more than the {uids.UID_BLOCK} uids one "
+                f"server runs instances as; set instances_total to {uids.UID_BLOCK} or less"
+            )
+        self.slots = Slots(policy.instances_total)  # the one count of instances (see slots.py)
+        self._warming: set[Instance] = set()  # pooled sandboxes not ready yet
         self._spawned = itertools.count()
         self._live: dict[int, Instance] = {}  # by pid: every instance not yet waited for
         watch.become_subreaper()
@@ -176,7 +180,12 @@ class SandboxHost:
         slot_dir = self.root / "pool" / os.urandom(8).hex()
         slot_dir.mkdir(parents=True)
         self.share(slot_dir.parent)
-        instance = await self.spawn(slot_dir, Spec.maxima(self.policy.instance, self._profiles, shape))
+        spec = Spec.maxima(self.policy.instance, self._profiles, shape)
+        try:
+            instance = await self.spawn(slot_dir, spec, pooled=True)  # now one of _warming
+        except (OSError, SandboxUnavailable):
+            shutil.rmtree(slot_dir, ignore_errors=True)  # empty yet
+            return None  # killed for a session's slot as it started, or no slot: the pool waits
         instance.slot_dir = slot_dir
         try:
             if await ready(instance):
@@ -184,12 +193,14 @@ class SandboxHost:
         except BaseException:  # cancelled while it started: it must not outlive the pool
             instance.kill()
             raise
+        finally:
+            self._warming.discard(instance)
         instance.kill()
         return None
 
     async def keep_pool(self, size: int) -> None:
         """Keep ``size`` sandboxes started and waiting. Owned by the server; cancel to stop."""
-        await self.pool.keep(size, lambda: len(self._free_slots))
+        await self.pool.keep(size, lambda: len(self.slots))
 
     async def watch_forever(self, interval: float = 0.1) -> None:
         """Kill instances over their memory (with all their processes, also where a cgroup
@@ -216,11 +227,17 @@ class SandboxHost:
             if tick % 10 == 0:
                 watch.reap_orphans(set(self._live))
 
-    async def spawn(self, code_dir: Path, spec: Spec) -> Instance:
-        """A new sandbox with ``code_dir`` at /function, confined by ``spec``."""
-        if not self._free_slots:
+    async def spawn(self, code_dir: Path, spec: Spec, *, pooled: bool = False) -> Instance:
+        """A new sandbox with ``code_dir`` at /function, confined by ``spec``; ``pooled``: a
+        warm one for the pool, which only ever takes a slot that is free."""
+        slot = self.slots.take_free()
+        if slot is None and pooled:
             raise SandboxUnavailable("every instance slot is in use")
-        slot = self._free_slots.pop(0)
+        if slot is None:
+            try:
+                slot = await self.slots.wait(self._make_room, SLOT_PATIENCE)
+            except NoSlot as exc:
+                raise SandboxUnavailable(str(exc)) from None
         ours, theirs = socket.socketpair()
         # The broker keeps message boundaries: one request, one message (bento.server.broker).
         broker_ours, broker_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -272,18 +289,27 @@ class SandboxHost:
             process, spec, group, lambda: self._release(slot, group, process.pid), ours, broker_ours
         )
         self._live[process.pid] = instance
+        if pooled:
+            self._warming.add(instance)  # from now on, a session short of a slot may kill it
         if group is not None:
             try:  # the grace period it may wait for is the kernel's, in a thread, not the loop's
-                await asyncio.to_thread(_admit, group, process.pid, info[0], hold[1])
+                await asyncio.to_thread(cgroups.admit_sandbox, group, process.pid, info[0], hold[1])
             except BaseException:
+                self._warming.discard(instance)
                 instance.kill()  # its exit releases the slot and the group
                 raise
         return instance
 
+    def _make_room(self) -> None:
+        """Kill a warm sandbox (a waiting one, else one still starting): its slot goes to an
+        admitted session that found none free."""
+        if not self.pool.evict() and self._warming:
+            self._warming.pop().kill()
+
     def _release(self, slot: int, group: cgroups.Group | None, pid: int | None = None) -> None:
         if group is not None:
             group.remove()
-        self._free_slots.append(slot)  # to the back: the slot used longest ago is reused first
+        self.slots.give(slot)
         self._live.pop(pid or 0, None)
 
     def close(self) -> None:
@@ -298,49 +324,6 @@ class SandboxHost:
         remove_tree(self.root, ignore_errors=True)
         if self._claim is not None:
             self._claim.release()
-
-
-def _admit(group: cgroups.Group, pid: int, info_fd: int, hold_fd: int) -> None:
-    """Move a sandbox into ``group`` while bubblewrap builds it, then let it go on.
-
-    Bubblewrap (``pid``) forks the sandbox's first process early, names it on ``info_fd``
-    and holds it on ``hold_fd`` before it forks or runs anything else; whatever forks it
-    makes after that inherits the group. Moving bubblewrap first lets the kernel's grace
-    period pass while it builds the sandbox; the second move then costs little. Owns and
-    closes both descriptors; a sandbox that died meanwhile raises OSError.
-
-    On any failure both processes are killed before the hold is closed: a closed hold reads
-    as an end of file, on which bubblewrap goes on.
-    """
-    child = 0
-    try:
-        group.admit(pid)
-        info = b""  # bubblewrap writes one small JSON object and closes its end
-        deadline = time.monotonic() + ADMIT_PATIENCE
-        while chunk := _read_before(info_fd, deadline):
-            info += chunk
-        try:
-            child = int(json.loads(info)["child-pid"])
-        except (ValueError, KeyError, TypeError):
-            raise OSError(f"bubblewrap did not name its sandbox's process (it said {info[:200]!r})") from None
-        group.admit(child)
-        os.write(hold_fd, b"\0")
-    except BaseException:
-        for process in (child, pid):
-            if process > 0:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process, signal.SIGKILL)
-        raise
-    finally:
-        os.close(info_fd)
-        os.close(hold_fd)
-
-
-def _read_before(fd: int, deadline: float) -> bytes:
-    """The next bytes from ``fd``, b"" at its end; OSError if none come before ``deadline``."""
-    if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-        raise OSError(f"bubblewrap did not name its sandbox's process within {ADMIT_PATIENCE:g} s")
-    return os.read(fd, 4096)
 
 
 def byte_compile(runtime_dir: Path) -> None:

@@ -45,12 +45,20 @@ class Pool:
         self._want(shape)
         return None
 
-    async def stocked(self, shape: Shape) -> None:
-        """Wait until a sandbox of ``shape`` is ready (asking for that shape from now on)."""
+    async def stocked(self, shape: Shape, count: int = 1) -> None:
+        """Wait until ``count`` sandboxes of ``shape`` are ready (asking for that shape from now on)."""
         self._want(shape)
-        while not any(i.spec.shape == shape and i.process.returncode is None for i in self._idle):
+        while sum(i.spec.shape == shape and i.process.returncode is None for i in self._idle) < count:
             self._stocked.clear()
             await self._stocked.wait()
+
+    def evict(self) -> bool:
+        """Kill the oldest waiting sandbox, so that its slot goes to an admitted session
+        (the pool only ever holds slots that no session needs); False if none waits."""
+        if not self._idle:
+            return False
+        self._idle.pop(0).kill()
+        return True
 
     def _want(self, shape: Shape) -> None:
         if shape != self._wanted and self._idle and all(i.spec.shape != shape for i in self._idle):

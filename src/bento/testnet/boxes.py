@@ -8,7 +8,6 @@ is usable, and is ready when its onion service answers through the testnet's cli
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import pwd
@@ -20,18 +19,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bento.errors import BentoError
-from bento.sandbox import watch
-from bento.sandbox.spec import CHROMIUM_BINARY
+from bento.protocol.policy import NodePolicy
 from bento.server import identity
 from bento.server.daemon import STATUS_FILE
+from bento.testnet.box_policy import accepted_unenforced, default_policy, server_config
 from bento.testnet.services import RESOLV_CONF
 from bento.testnet.state import Node, TestnetState
 from bento.tor.process import log_tail, spawn_detached
 from bento.tor.resolver import read_resolv_conf
 
+POLICY_FILE = "testnet-policy.json"  # in the box's state directory, written once by prepare()
 
-def prepare(node: Node, directory: Path, user: str | None = None) -> None:
-    """Make the box's state directory and identity; its onion goes into the relay's torrc.
+
+def prepare(node: Node, directory: Path, user: str | None = None, policy: NodePolicy | None = None) -> None:
+    """Make the box's state directory, identity and policy (default: the testnet's, see
+    box_policy.py); its onion goes into the relay's torrc.
 
     A box whose server runs as ``user`` keeps its state where that user can reach it (the
     testnet's own directory is usually private): in a directory of its own under the
@@ -45,75 +47,10 @@ def prepare(node: Node, directory: Path, user: str | None = None) -> None:
         state_dir = directory / f"{node.nickname}-bento"
     node.bento_dir = str(state_dir)
     node.bento_onion = identity.load_or_create(state_dir).onion
+    (state_dir / POLICY_FILE).write_text((policy or default_policy()).model_dump_json())
     if node.bento_user is not None:
         for path in [state_dir, *state_dir.rglob("*")]:
             os.chown(path, account.pw_uid, account.pw_gid)
-
-
-# Testnet boxes let functions do everything a test may want to try, within modest limits.
-SERVER_CONFIG = """\
-# Written by `bento testnet`: the policy of a testnet Bento box.
-[policy]
-syscall_profiles = ["compute", "processes", "network"{chromium_profile}]
-packages = ["bento", "selectolax"{chromium_package}]  # selectolax: Browser's HTML parser
-total_memory_mb = 6144
-total_cpu_share = 1.5
-instances_total = 128
-
-[policy.instance]
-memory_mb = {memory_mb}
-cpu_seconds = {cpu_seconds}
-wall_seconds = 600
-processes = {processes}
-scratch_mb = {scratch_mb}
-
-[policy.network]
-allowed = true
-listen = true
-
-[policy.tor]
-circuits = true
-onion_services = true
-call_boxes = true
-
-[policy.storage]
-allowed = true
-max_mb = 64
-
-[policy.cover]  # link cover of session streams (bento browse --cover)
-max_rate = 2000
-max_total_rate = 8000
-"""
-
-
-def server_config(*, privileged: bool) -> str:
-    """The policy of a testnet box. Where this host has Debian's chromium and Playwright,
-    boxes offer the chromium profile (Browser's --engine chromium) and the larger instances
-    it needs; a box not run by root (a dedicated user, or a testnet run by a plain user)
-    may have no cgroup to cap the CPU share of all its instances: the testnet accepts what
-    such a box cannot enforce by name (:func:`accepted_unenforced`), and the descriptor
-    says so."""
-    chromium = Path(CHROMIUM_BINARY).exists() and importlib.util.find_spec("playwright") is not None
-    text = SERVER_CONFIG.format(
-        chromium_profile=', "chromium"' if chromium else "",
-        chromium_package=', "playwright"' if chromium else "",
-        memory_mb=1024 if chromium else 256,
-        cpu_seconds=120 if chromium else 60,
-        processes=256 if chromium else 32,
-        scratch_mb=256 if chromium else 32,
-    )
-    if not privileged:
-        text = text.replace(
-            "[policy]\n", f"accept_unenforced = {json.dumps(accepted_unenforced())}\n\n[policy]\n", 1
-        )
-    return text
-
-
-def accepted_unenforced() -> list[str]:
-    """What an unprivileged box may be unable to enforce, accepted for the testnet: the CPU
-    share of all its instances (a cgroup's quota), and, where the kernel does not count
-    processes per user namespace, the processes of an instance (a cgroup's pids limit)."""
-    return ["cpu_share"] + ([] if watch.userns_nproc() else ["processes"])
 
 
 def privileged(node: Node) -> bool:
@@ -129,7 +66,8 @@ def start(node: Node) -> None:
     config = state_dir / "server.toml"
     # The testnet's directory holds every relay's data directory (a box run by its own
     # user keeps its state elsewhere).
-    base = server_config(privileged=privileged(node))
+    policy = NodePolicy.model_validate_json((state_dir / POLICY_FILE).read_text())
+    base = server_config(policy, privileged=privileged(node))
     config.write_text(_resolver_setting(Path(node.data_dir).parent) + base)
     prefix, env = _as_user(node)
     node.bento_pid = spawn_detached(

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bento.protocol.policy import NodePolicy
 from bento.testnet.errors import TestnetError
 from bento.testnet.state import Node, Role
 from bento.tor import advert
@@ -52,6 +53,8 @@ class TestnetConfig:
     # Network parameters the authorities vote for (tor's ConsensusParams, "name=integer"), for
     # experiments: e.g. "cc_alg=0" turns congestion control off and fixed windows back on.
     consensus_params: tuple[str, ...] = ()
+    # The node policy of every Bento box (None: the testnet's own, see box_policy.py).
+    box_policy: NodePolicy | None = None
 
     def validate(self) -> None:
         if self.authorities < 3:

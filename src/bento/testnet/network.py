@@ -101,7 +101,8 @@ class Testnet:
             keys.generate(state.nodes)
             boxed = box_nodes(state.nodes, config.bento_boxes)
             for node in boxed:  # the last one's server runs as config.box_user, if any
-                boxes.prepare(node, directory, user=config.box_user if node is boxed[-1] else None)
+                user = config.box_user if node is boxed[-1] else None
+                boxes.prepare(node, directory, user=user, policy=config.box_policy)
             for node in state.nodes:
                 write_torrc(node, state.nodes, config.owner_pid, config.consensus_params)
             say(f"starting {len(state.nodes)} tor processes")
