@@ -20,8 +20,6 @@ from pydantic import Field
 from bento.protocol.policy import Needs, NodePolicy
 from bento.runtime import net
 from bento.server.broker import (
-    MAX_REQUEST,
-    Broker,
     Context,
     Denied,
     Gatekeeper,
@@ -31,9 +29,12 @@ from bento.server.broker import (
     Table,
     normalise,
 )
-from bento.server.broker.service import MAX_IN_FLIGHT, MAX_REPLY, TAG
+from bento.server.broker.service import MAX_IN_FLIGHT, MAX_REPLY, MAX_REQUEST, TAG, Broker
 
-NETWORK = NodePolicy(network={"allowed": True, "listen": True})
+# Loopback is where the test's sites live; lookups past the in-flight bound, so that it shows.
+NETWORK = NodePolicy(
+    network={"allowed": True, "listen": True, "private_destinations": True, "max_lookups": 4 * MAX_IN_FLIGHT}
+)
 OWN_PORT = 9051  # stands for tor's control port, the API, ...
 
 
@@ -194,7 +195,8 @@ def test_unusable_addresses_are_refused_by_name(spelling: str) -> None:
         (b'{"op": "connect", "host": "a\\u0000b", "port": 80}', "malformed", "host"),
         (b'{"op": "connect", "host": "' + b"a" * 254 + b'", "port": 80}', "malformed", "host"),
         (b'{"op": "resolve", "host": "a", "extra": 1}', "malformed", "extra"),
-        (b'{"op": "listen", "port": 80}', "denied", "privileged"),
+        (b'{"op": "listen", "port": 80}', "denied", "network.listen_ports"),
+        (b'{"op": "listen", "port": 9050}', "denied", "network.listen_ports"),
     ],
 )
 async def test_bad_requests_get_a_clear_refusal(request_: bytes, code: str, words: str) -> None:
@@ -406,6 +408,27 @@ async def test_a_flood_of_requests_is_answered_a_bounded_number_at_a_time(
     assert sorted(tag for tag, _, _ in replies) == list(range(1, asked + 1))
     assert all(reply["ok"] for _, reply, _ in replies)
     assert resolver.most == MAX_IN_FLIGHT
+
+
+async def test_slow_lookups_are_bounded_per_function_and_a_neighbour_still_resolves() -> None:
+    """One function's lookups held by a slow resolver take at most network.max_lookups at once
+    (the lookup pool is the box's); the next is refused at once, and another function's goes on."""
+    policy = NodePolicy(network={"allowed": True, "max_lookups": 2})
+    slow = HeldResolver()
+    hostile = Broker(Context(Needs(network=True), policy, _gate(), slow))
+    waiting = [
+        asyncio.create_task(_ask(hostile, {"op": "resolve", "host": f"slow{n}.example"})) for n in range(2)
+    ]
+    await slow.until(2)
+    reply, _ = await _ask(hostile, {"op": "resolve", "host": "slow3.example"})
+    assert (reply["ok"], reply["code"]) == (False, "denied") and "lookups" in reply["error"], reply
+    assert hostile.context.ledger.usage()["lookups"] == 2
+    neighbour = Broker(Context(Needs(network=True), policy, _gate(), Resolver(["192.0.2.9"])))
+    reply, _ = await _ask(neighbour, {"op": "resolve", "host": "fine.example"})
+    assert reply == {"ok": True, "addresses": ["192.0.2.9"]}
+    slow.released.set()
+    assert all(r[0]["ok"] for r in await asyncio.gather(*waiting))
+    assert hostile.context.ledger.usage()["lookups"] == 0
 
 
 async def test_the_runtimes_threads_each_get_their_own_reply(

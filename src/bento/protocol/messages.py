@@ -86,7 +86,16 @@ class ResourceUsage(Strict):
     network_granted: int = Field(default=0, description="broker requests granted")
     network_denied: int = Field(default=0, description="broker requests refused")
     circuits: int = Field(default=0, description="Tor circuits it built")
-    onion_services: int = Field(default=0, description="onion services it published")
+    onion_services: int = Field(default=0, description="onion services its function has published now")
+    held: dict[str, int] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="what its function holds now against each per-function budget (listeners, "
+        "onion_services, circuits, circuits_per_minute, streams, storage_transfers, storage_bytes, lookups)",
+    )
+    budgets: dict[str, int] = Field(
+        default_factory=dict, max_length=32, description="each per-function budget: the most it may hold"
+    )
 
 
 class FunctionError(Strict):

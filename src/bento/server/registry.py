@@ -25,15 +25,16 @@ from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.sandbox.host import SandboxHost
 from bento.server import code, packages, tokens
 from bento.server.blind_issuer import BlindIssuer
-from bento.server.broker import Broker, Context, Gatekeeper
+from bento.server.broker import BudgetSpec, Context, Gatekeeper, Ledger
 from bento.server.broker.network import system_resolver
 from bento.server.broker.operations import Resolver
+from bento.server.broker.service import Broker
+from bento.server.broker.tor.instance import InstanceTor
+from bento.server.broker.tor.service import TorForFunctions
 from bento.server.config import ServerConfig
-from bento.server.function_tor import InstanceTor
 from bento.server.retention import Retention
 from bento.server.session import Session
 from bento.server.store import StorageChannel, Store
-from bento.server.tor_for_functions import TorForFunctions
 
 T = TypeVar("T")
 
@@ -61,6 +62,7 @@ class Function:
     created_at: float = field(default_factory=time.time)
     sessions: dict[str, Session] = field(default_factory=dict)
     issuer: BlindIssuer = field(init=False)
+    ledger: Ledger | None = None  # its budgets' use, shared by its instances (made at the first)
 
     def __post_init__(self) -> None:
         self.issuer = BlindIssuer(self.id)
@@ -235,14 +237,25 @@ class Registry:
             self.spend(function, opened_by, "invoke")
             session.opened_by = tokens.digest(opened_by)
         needs = function.manifest.needs
+        if function.ledger is None:
+            function.ledger = Ledger(BudgetSpec.of(needs, self.policy))
+        ledger = function.ledger
         storage = None
         if needs.storage_mb and self.policy.storage.allowed:
-            storage = StorageChannel(self.store.of(function.id, needs.storage_mb))
+            storage = StorageChannel(self.store.of(function.id, needs.storage_mb), ledger)
         tor = None
         if self.tor is not None and (needs.tor_circuits or needs.onion_services or needs.call_boxes):
-            tor = InstanceTor.open(self.tor, function.id, needs, self.policy)
+            tor = InstanceTor.open(self.tor, function.id, needs, self.policy, ledger, self.gate)
         context = Context(
-            needs, self.policy, self.gate, self.resolver, function.id, session.id, storage=storage, tor=tor
+            needs,
+            self.policy,
+            self.gate,
+            self.resolver,
+            function.id,
+            session.id,
+            storage,
+            tor,
+            budgets=ledger,
         )
         run = session.run(self.sandbox, Broker(context), function.code_dir, function.manifest, args, kwargs)
         task = self._group.create_task(run)

@@ -26,7 +26,7 @@ from bento.protocol.messages import (
 )
 from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.sandbox.instance import Exited, Instance
-from bento.server.broker import Broker
+from bento.server.broker.service import Broker
 from bento.server.buffer import OutputBuffer
 from bento.server.channel import open_channel
 from bento.server.logs import LogBuffer
@@ -96,11 +96,14 @@ class Session:
 
     def _current_usage(self) -> ResourceUsage:
         """Usage so far: what the kernel reported at exit, plus the counts kept elsewhere."""
-        live = {"bytes_out": self.output.end, "log_bytes": self.logs.total}
+        live: dict[str, object] = {"bytes_out": self.output.end, "log_bytes": self.logs.total}
         if self._broker is not None:
             live |= {"network_granted": self._broker.granted, "network_denied": self._broker.denied}
+            ledger = self._broker.context.ledger
+            live |= {"held": ledger.usage(), "budgets": ledger.limits()}
+            live |= {"onion_services": ledger.used["onion_services"]}
             if (tor := self._broker.context.tor) is not None:
-                live |= {"circuits": tor.circuits_built, "onion_services": tor.onions_published}
+                live |= {"circuits": tor.circuits_built}
         return self.usage.model_copy(update=live)
 
     def ended_event(self) -> Ended:

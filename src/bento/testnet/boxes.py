@@ -69,6 +69,7 @@ scratch_mb = {scratch_mb}
 [policy.network]
 allowed = true
 listen = true
+private_destinations = true  # the testnet's relays and web servers are all on loopback
 
 [policy.tor]
 circuits = true
