@@ -28,6 +28,7 @@ from bento.server.broker import (
     Request,
     Table,
     normalise,
+    refresh,
 )
 from bento.server.broker.service import MAX_IN_FLIGHT, MAX_REPLY, MAX_REQUEST, TAG, Broker
 
@@ -477,3 +478,49 @@ async def test_an_operation_plugs_in_with_a_model_and_a_handler() -> None:
     assert (reply["code"], reply["error"]) == ("internal", "internal error"), "a reply is never cut"
     with pytest.raises(ValueError, match="share a name"):
         Table(Operation(Echo, _echo), Operation(Echo, _echo))
+
+
+# --- the gate fails closed, and non-global destinations need the policy ----------------------------
+
+
+class _Tor:
+    """What refresh() asks of a Stem controller; ``broken`` listener kinds fail to answer."""
+
+    def __init__(self, broken: set[str]) -> None:
+        self.broken = broken
+
+    def get_listeners(self, kind: str) -> list[tuple[str, int]]:
+        if kind in self.broken:
+            raise OSError(f"GETINFO net/listeners/{kind.lower()} failed")
+        return [("127.0.0.1", 9051)] if kind == "CONTROL" else []
+
+    def clear_cache(self) -> None:
+        pass
+
+    def get_exit_policy(self) -> Any:
+        from stem.exit_policy import ExitPolicy
+
+        return ExitPolicy("accept *:*")
+
+
+def test_a_gate_that_cannot_read_its_own_listeners_denies_everything() -> None:
+    gate = _gate()
+    refresh(gate, _Tor(set()), set())
+    gate.check(normalise("192.0.2.5"), 80)  # tor answered: the exit policy allows it
+    assert ("127.0.0.1", 9051) in gate.forbidden
+    with pytest.raises(OSError, match="net/listeners/socks"):
+        refresh(gate, _Tor({"SOCKS"}), set())
+    with pytest.raises(Denied, match="exit policy"):  # closed until a refresh succeeds
+        gate.check(normalise("192.0.2.5"), 80)
+    refresh(gate, _Tor(set()), set())
+    gate.check(normalise("192.0.2.5"), 80)
+
+
+@pytest.mark.parametrize(
+    "address", ["10.1.2.3", "192.168.0.1", "169.254.1.1", "100.64.0.1", "fc00::1", "127.0.0.1"]
+)
+async def test_non_global_destinations_need_the_policy(address: str) -> None:
+    closed = NodePolicy(network={"allowed": True})
+    broker = Broker(Context(Needs(network=True), closed, _gate(), Resolver([address])))
+    reply, granted = await _ask(broker, {"op": "connect", "host": "inside.example", "port": 80})
+    assert (reply["code"], granted) == ("denied", None) and "not a public address" in reply["error"], reply

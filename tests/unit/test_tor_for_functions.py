@@ -15,7 +15,7 @@ from stem.exit_policy import ExitPolicy
 
 from bento.errors import BentoError
 from bento.protocol.policy import Needs, NodePolicy, TorPolicy, violations
-from bento.server.broker import Context, closed_gate
+from bento.server.broker import Context, Gatekeeper, closed_gate
 from bento.server.broker.service import Broker
 from bento.server.broker.tor.books import Circuit
 from bento.server.broker.tor.instance import InstanceTor
@@ -284,3 +284,21 @@ async def test_listen_close_cycles_leave_a_bounded_number_of_copies_in_the_serve
     assert len(os.listdir("/proc/self/fd")) - before <= 3
     await tor.close()
     assert len(os.listdir("/proc/self/fd")) <= before and tor.ledger.usage()["listeners"] == 0
+
+
+async def test_a_streams_target_passes_the_brokers_gate(tmp_path: Path) -> None:
+    """tor.stream once checked the exit policy only: through a function's circuit, the relay's
+    own control port answered. Its literal targets now meet the broker's own gate."""
+    gate = Gatekeeper(exit_allows=lambda _ip, _port: True, forbidden={("127.0.0.1", 9051)})
+    policy = NodePolicy(tor=TorPolicy(circuits=True))
+    tor = InstanceTor.open(TorForFunctions(tmp_path), "f", Needs(tor_circuits=1), policy, gate=gate)
+    for host in ("127.0.0.1", "::ffff:127.0.0.1", "[::1]", "127.0.0.2"):
+        assert "own services" in await _refusal(tor, "tor.stream", circuit="1", host=host, port=9051)
+    for host in ("10.0.0.1", "192.168.1.1", "localhost", "tor.localhost"):
+        assert "public address" in (
+            refused := await _refusal(tor, "tor.stream", circuit="1", host=host, port=80)
+        ) or ("local host" in refused), refused
+    testnet = NodePolicy(network={"private_destinations": True}, tor=TorPolicy(circuits=True))
+    lenient = InstanceTor.open(TorForFunctions(tmp_path), "g", Needs(tor_circuits=1), testnet, gate=gate)
+    assert "no circuit" in await _refusal(lenient, "tor.stream", circuit="1", host="10.0.0.1", port=80)
+    assert "own services" in await _refusal(lenient, "tor.stream", circuit="1", host="127.0.0.1", port=9051)
