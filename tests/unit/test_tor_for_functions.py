@@ -14,6 +14,7 @@ import pytest
 from stem.exit_policy import ExitPolicy
 
 from bento.errors import BentoError
+from bento.protocol.onion import onion_address
 from bento.protocol.policy import Needs, NodePolicy, TorPolicy, violations
 from bento.server.broker import Context, Gatekeeper, closed_gate
 from bento.server.broker.service import Broker
@@ -23,7 +24,6 @@ from bento.server.broker.tor.requests import Relays
 from bento.server.broker.tor.service import TorForFunctions
 from bento.tor.client_tor import relay_directory_lines, render_torrc
 from bento.tor.consensus import Directory, Relay
-from bento.tor.onion import onion_address
 
 RUNNING = ("Fast", "Running", "Valid")
 

@@ -22,6 +22,7 @@ import stem.control
 import uvicorn
 
 from bento.errors import BentoError
+from bento.protocol import onion
 from bento.protocol.descriptor import SignedDescriptor
 from bento.sandbox.host import SandboxHost
 from bento.server import broker, descriptor, identity, tokens
@@ -29,7 +30,7 @@ from bento.server.api import create_app
 from bento.server.broker.tor.service import TorForFunctions
 from bento.server.config import ServerConfig
 from bento.server.registry import Registry
-from bento.tor import advert, client_tor, control, onion
+from bento.tor import advert, client_tor, control
 from bento.tor.control import parse_address
 from bento.tor.resolver import Resolver
 

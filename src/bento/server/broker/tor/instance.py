@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bento.errors import BentoError
+from bento.protocol import onion
 from bento.protocol.policy import Needs, NodePolicy
 from bento.server.broker.budgets import BudgetSpec, Ledger
 from bento.server.broker.gate import Denied, Gatekeeper, closed_gate, normalise
 from bento.server.broker.tor import requests as rq
 from bento.server.broker.tor.books import Circuit, Owner, TorDenied
 from bento.server.broker.tor.service import TorForFunctions
-from bento.tor import onion
 
 PAGE = 64  # relays per reply: a reply must stay well under the runtime's 64 KiB read
 _LOCAL_NAMES = ("localhost", ".localhost", ".local", ".internal", ".home.arpa")
