@@ -118,6 +118,8 @@ async def test_listen_close_cycles_leave_no_descriptors_in_the_server(
     async with await box.attach(hostile, session_id) as stream:
         await _until(stream, b"cycled\n")
         held = _descriptors(box_node) - before
+        usage = next(s.usage for s in (await box.sessions(hostile)).sessions if s.session_id == session_id)
+        assert usage.budgets["listeners"] == 16 and 0 < usage.held["listeners"] <= 16, usage  # bento sessions
         _, ended = await run(box, neighbour, "listen_on", [])  # a neighbour still starts and listens
         await stream.send(b"done\n")
         async for _ in stream:
