@@ -74,6 +74,7 @@ private_destinations = true  # the testnet's relays and web servers are all on l
 [policy.tor]
 circuits = true
 onion_services = true
+max_onion_services = 64  # counted per function: LoadBalancer's replicas share a box
 call_boxes = true
 
 [policy.storage]

@@ -385,10 +385,7 @@ class TorForFunctions:
         kept = onions.services.pop(service_id, None) if onions is not None else None
         if onions is None or kept is None:
             raise TorDenied(f"{address[:70]} is not an onion service of this function")
-        kept.release()
-        listener = onions.listeners.get(kept.port)
-        if listener is not None and not onions.published(kept.port):  # the function holds its own
-            onions.listeners.pop(kept.port).release()
+        kept.release()  # the listener's copy stays: it may be published again, or make way
         await self._remove_service(service_id)
 
     async def _remove_service(self, service_id: str) -> None:
