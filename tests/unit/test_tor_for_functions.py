@@ -237,7 +237,7 @@ async def test_circuits_asked_for_at_once_keep_to_the_limit(tmp_path: Path) -> N
     built = [r for r in results if r["ok"]]
     refused = [r for r in results if not r["ok"]]
     assert len(built) == 1 and len(refused) == 1, results
-    assert "holds 1 circuits, its budget" in refused[0]["error"]
+    assert "holds 1 circuits, its limit" in refused[0]["error"]
     assert len(tor.owner.circuits) == 1 and tor.ledger.used["circuits"] == 1
     await tor.close()
     assert tor.ledger.used["circuits"] == 0, "closing the instance gives its circuits back"

@@ -86,7 +86,7 @@ class ResourceUsage(Strict):
     network_granted: int = Field(default=0, description="broker requests granted")
     network_denied: int = Field(default=0, description="broker requests refused")
     circuits: int = Field(default=0, description="Tor circuits it built")
-    onion_services: int = Field(default=0, description="onion services its function has published now")
+    onion_services: int = Field(default=0, description="onion services it published")
     held: dict[str, int] = Field(
         default_factory=dict,
         max_length=32,

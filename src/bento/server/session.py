@@ -101,9 +101,8 @@ class Session:
             live |= {"network_granted": self._broker.granted, "network_denied": self._broker.denied}
             ledger = self._broker.context.ledger
             live |= {"held": ledger.usage(), "budgets": ledger.limits()}
-            live |= {"onion_services": ledger.used["onion_services"]}
             if (tor := self._broker.context.tor) is not None:
-                live |= {"circuits": tor.circuits_built}
+                live |= {"circuits": tor.circuits_built, "onion_services": tor.onions_published}
         return self.usage.model_copy(update=live)
 
     def ended_event(self) -> Ended:

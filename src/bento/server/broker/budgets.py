@@ -12,7 +12,7 @@ or when the thing it stands for (a circuit, an onion service, a stream) goes awa
 ...     ledger.take("circuits")
 ... except Exhausted as exc:
 ...     print(exc)
-this function holds 1 circuits, its budget (needs.tor_circuits, at most the box's tor.max_circuits)
+this function holds 1 circuits, its limit (needs.tor_circuits, at most the box's tor.max_circuits)
 >>> held.release(); held.release()  # once, however often it is called
 >>> ledger.usage()["circuits"]
 0
@@ -128,7 +128,7 @@ class Ledger:
         if held + amount > limit:
             if held == 0 and limit == 0:
                 raise Exhausted(f"this function has no budget for {resource} ({_SOURCE[resource]})")
-            raise Exhausted(f"this function holds {held} {resource}, its budget ({_SOURCE[resource]})")
+            raise Exhausted(f"this function holds {held} {resource}, its limit ({_SOURCE[resource]})")
         self.used[resource] = held + amount
         return Hold(self, resource, amount)
 
@@ -148,7 +148,7 @@ class Ledger:
             self._built.popleft()
         if len(self._built) >= self.spec.circuits_per_minute:
             raise Exhausted(
-                f"this function built {len(self._built)} circuits in the last minute, its budget "
+                f"this function built {len(self._built)} circuits in the last minute, its limit "
                 f"({_SOURCE['circuits_per_minute']}); reuse a circuit or wait"
             )
         self._built.append(now)

@@ -46,6 +46,7 @@ class TorService(Protocol):
     """An instance's Tor for functions, as the broker's core needs it (bento.server.broker.tor)."""
 
     circuits_built: int
+    onions_published: int
 
     def listening(self, sock: socket.socket) -> None: ...
 

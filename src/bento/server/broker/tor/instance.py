@@ -26,6 +26,7 @@ from bento.server.broker.gate import Denied, Gatekeeper, closed_gate, normalise
 from bento.server.broker.tor import requests as rq
 from bento.server.broker.tor.books import Circuit, Owner, TorDenied
 from bento.server.broker.tor.service import TorForFunctions
+from bento.tor.consensus import MAX_PATH
 
 PAGE = 64  # relays per reply: a reply must stay well under the runtime's 64 KiB read
 _LOCAL_NAMES = ("localhost", ".localhost", ".local", ".internal", ".home.arpa")
@@ -43,6 +44,7 @@ class InstanceTor:
     private_destinations: bool
     call_boxes: bool = False
     circuits_built: int = 0
+    onions_published: int = 0
 
     @classmethod
     def open(
@@ -110,15 +112,17 @@ class InstanceTor:
         self._circuits_allowed()
         held = self.ledger.take("circuits")  # before any await: requests are answered at once
         try:
-            self.ledger.build_circuit()
             directory = await self.service.directory()
             if request.path is not None:
+                if not 1 <= len(request.path) <= MAX_PATH:
+                    raise TorDenied(f"path must be a list of 1 to {MAX_PATH} relay fingerprints")
                 relays = [directory.get(name) for name in request.path]
                 if len({r.fingerprint for r in relays}) != len(relays):
                     raise BentoError("a relay appears twice in the path")
             else:
                 exit_to = (request.exit_to[0].lower(), request.exit_to[1]) if request.exit_to else None
                 relays = directory.path(request.length, exit_to=exit_to, exclude=list(request.exclude))
+            self.ledger.build_circuit()  # the rate counts what reaches tor, checked just before it does
             circuit = await self.service.build(self.owner, [r.fingerprint for r in relays], held)
         except BaseException:
             held.release()
@@ -239,6 +243,7 @@ class InstanceTor:
         except BaseException:
             held.release()
             raise
+        self.onions_published += 1
         return {"address": address}
 
     async def unpublish(self, request: rq.Unpublish) -> dict[str, Any]:

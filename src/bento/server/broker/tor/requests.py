@@ -30,7 +30,9 @@ MAX_WAIT = 120.0  # seconds any one request may wait inside the broker
 Port = Annotated[int, Field(ge=1, le=65535)]
 # A host name or address literal as Tor's SOCKS port takes it: no spaces, quotes or controls.
 Host = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r'^[^\x00-\x20\x7f"]+$')]
-Fingerprint = Annotated[str, StringConstraints(pattern=r"^\$?[0-9A-Fa-f]{40}$")]
+# A relay as the function names it: bounded here, judged by the consensus (which says
+# "not a relay fingerprint" for a nickname, and "no relay" for an unknown one).
+Fingerprint = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x20\x7f]+$")]
 CircuitId = Annotated[str, StringConstraints(min_length=1, max_length=20, pattern=r"^[0-9]+$")]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Flag = Annotated[str, StringConstraints(min_length=1, max_length=31, pattern=r"^[A-Za-z]+$")]
@@ -57,8 +59,8 @@ class ExitAllows(Request):
 
 class BuildCircuit(Request):
     op: Literal["tor.circuit"]
-    path: list[Fingerprint] | None = Field(default=None, min_length=1, max_length=MAX_PATH)
-    length: int = Field(default=3, ge=1, le=MAX_PATH)
+    path: list[Fingerprint] | None = Field(default=None, max_length=4 * MAX_PATH)
+    length: int = Field(default=3, ge=1, le=64, description=f"hops: the consensus allows 1 to {MAX_PATH}")
     exit_to: Target | None = None
     exclude: list[Fingerprint] = Field(default_factory=list, max_length=64)
 
