@@ -57,7 +57,9 @@ class NetworkPolicy(Model):
     max_listeners: int = Field(
         default=16, ge=1, le=1024, description="listeners the server keeps for one function's onion services"
     )
-    max_lookups: int = Field(default=8, ge=1, le=256, description="name lookups one function has under way")
+    max_lookups: int = Field(
+        default=4, ge=1, le=256, description="name lookups one function has under way (more wait their turn)"
+    )
     # Destinations are always also bounded by the relay's own exit policy, read live from tor.
 
 

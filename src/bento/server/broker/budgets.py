@@ -22,6 +22,7 @@ Rates (circuits built per minute) are taken and never given back: they leave the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections import deque
@@ -107,6 +108,7 @@ class Hold:
         if not self.released:
             self.released = True
             self.ledger.used[self.resource] -= self.amount
+            self.ledger._freed.set()
 
 
 @dataclass
@@ -117,6 +119,8 @@ class Ledger:
     used: dict[str, int] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
     _built: deque[float] = field(default_factory=deque)
+
+    _freed: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a unit comes back
 
     def __post_init__(self) -> None:
         self.used = {f.name: 0 for f in fields(BudgetSpec) if f.name != "circuits_per_minute"}
@@ -136,6 +140,29 @@ class Ledger:
     async def hold(self, resource: Resource, amount: int = 1) -> AsyncIterator[Hold]:
         """Hold units for the time of a block: taken before it awaits anything, given back in ``finally``."""
         taken = self.take(resource, amount)
+        try:
+            yield taken
+        finally:
+            taken.release()
+
+    @contextlib.asynccontextmanager
+    async def queue(self, resource: Resource, patience: float) -> AsyncIterator[Hold]:
+        """Like :meth:`hold`, but wait up to ``patience`` s for a unit to come back: for work a
+        function does many of at once and each briefly (a page's lookups), where waiting on
+        itself is kinder than failing. Exhausted if none comes back in time (or none exists)."""
+        try:
+            async with asyncio.timeout(patience):
+                while True:
+                    try:
+                        taken = self.take(resource)
+                        break
+                    except Exhausted:
+                        if not getattr(self.spec, resource):
+                            raise
+                        self._freed.clear()
+                        await self._freed.wait()
+        except TimeoutError:
+            raise Exhausted(f"{resource}: none of this function's came back in {patience:.0f} s") from None
         try:
             yield taken
         finally:

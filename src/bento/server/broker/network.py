@@ -49,7 +49,8 @@ class Listen(Request):
 # getaddrinfo blocks, and a slow name holds its thread past our timeout: names resolve in
 # a pool of their own, so functions that look up slow names never starve the default pool
 # (uploads, clean-up) that every other session needs.
-_RESOLVING = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="bento-resolve")
+# Each function has at most network.max_lookups of its threads (4 by default).
+_RESOLVING = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="bento-resolve")
 
 
 async def system_resolver(host: str) -> list[str]:
@@ -69,7 +70,9 @@ async def _addresses(context: Context, host: str) -> list[IPAddress]:
         ipaddress.ip_address(host)
         return [normalise(host)]  # a literal needs no resolver
     found: list[IPAddress] = []
-    async with context.ledger.hold("lookups"):  # a name held by a slow resolver holds a unit
+    # A name held by a slow resolver holds one of the function's units: past its budget its
+    # lookups wait on each other (a page's 16 fetches), never on a neighbour's.
+    async with context.ledger.queue("lookups", RESOLVE_TIMEOUT):
         answers = await context.resolver(host)
     for text in answers:
         address = normalise(text)
