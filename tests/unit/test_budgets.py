@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bento.protocol.policy import Needs, NodePolicy
@@ -58,3 +60,27 @@ def test_circuits_built_per_minute_leave_the_window_as_time_passes() -> None:
     now[0] += 0.2  # the first three are a minute old
     ledger.build_circuit()
     assert ledger.usage()["circuits_per_minute"] == 1
+
+
+async def test_a_queued_unit_waits_for_one_to_come_back_and_gives_up_in_time() -> None:
+    ledger = Ledger(BudgetSpec(lookups=1))
+    first = ledger.take("lookups")
+    waiting = asyncio.ensure_future(_queued(ledger))
+    await asyncio.sleep(0)
+    assert not waiting.done() and ledger.usage()["lookups"] == 1
+    first.release()
+    assert await asyncio.wait_for(waiting, 5) == 1, "it held the unit that came back"
+    assert ledger.usage()["lookups"] == 0
+    held = ledger.take("lookups")
+    with pytest.raises(Exhausted, match="came back in 0 s"):
+        async with ledger.queue("lookups", 0.01):
+            pass
+    held.release()
+    with pytest.raises(Exhausted, match="no budget"):
+        async with Ledger(BudgetSpec()).queue("lookups", 5):
+            pass
+
+
+async def _queued(ledger: Ledger) -> int:
+    async with ledger.queue("lookups", 5):
+        return ledger.usage()["lookups"]
