@@ -26,8 +26,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bento.protocol import onion
 from bento.testnet import Testnet
-from bento.tor import control, onion
+from bento.tor import control
 from bento.tor.client_tor import ClientTor, relay_directory_lines
 
 PATCHED_FRONTEND = """

@@ -16,8 +16,8 @@ from functions import HELLO
 from support import TIMEOUT
 
 from bento.client.keyring import Deployment, Keyring
+from bento.protocol.onion import address_of
 from bento.testnet import Testnet
-from bento.tor.onion import address_of
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
 

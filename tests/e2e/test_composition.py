@@ -12,9 +12,9 @@ from support import TIMEOUT, drain
 
 from bento.client.box import Box
 from bento.protocol.manifest import Manifest
+from bento.protocol.onion import onion_address
 from bento.protocol.policy import Needs
 from bento.testnet import Testnet
-from bento.tor.onion import onion_address
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -21,11 +21,12 @@ from support import TIMEOUT, drain
 
 from bento.client.box import Box
 from bento.client.keyring import Deployment
+from bento.protocol import onion
 from bento.protocol.manifest import Manifest
 from bento.protocol.policy import Needs, SyscallProfile
 from bento.testnet import Node, Testnet
 from bento.testnet.state import Role
-from bento.tor import control, onion
+from bento.tor import control
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -20,8 +20,6 @@ from pydantic import Field
 from bento.protocol.policy import Needs, NodePolicy
 from bento.runtime import net
 from bento.server.broker import (
-    MAX_REQUEST,
-    Broker,
     Context,
     Denied,
     Gatekeeper,
@@ -30,10 +28,14 @@ from bento.server.broker import (
     Request,
     Table,
     normalise,
+    refresh,
 )
-from bento.server.broker.service import MAX_IN_FLIGHT, MAX_REPLY, TAG
+from bento.server.broker.service import MAX_IN_FLIGHT, MAX_REPLY, MAX_REQUEST, TAG, Broker
 
-NETWORK = NodePolicy(network={"allowed": True, "listen": True})
+# Loopback is where the test's sites live; lookups past the in-flight bound, so that it shows.
+NETWORK = NodePolicy(
+    network={"allowed": True, "listen": True, "private_destinations": True, "max_lookups": 4 * MAX_IN_FLIGHT}
+)
 OWN_PORT = 9051  # stands for tor's control port, the API, ...
 
 
@@ -194,7 +196,8 @@ def test_unusable_addresses_are_refused_by_name(spelling: str) -> None:
         (b'{"op": "connect", "host": "a\\u0000b", "port": 80}', "malformed", "host"),
         (b'{"op": "connect", "host": "' + b"a" * 254 + b'", "port": 80}', "malformed", "host"),
         (b'{"op": "resolve", "host": "a", "extra": 1}', "malformed", "extra"),
-        (b'{"op": "listen", "port": 80}', "denied", "privileged"),
+        (b'{"op": "listen", "port": 80}', "denied", "network.listen_ports"),
+        (b'{"op": "listen", "port": 9050}', "denied", "network.listen_ports"),
     ],
 )
 async def test_bad_requests_get_a_clear_refusal(request_: bytes, code: str, words: str) -> None:
@@ -408,6 +411,24 @@ async def test_a_flood_of_requests_is_answered_a_bounded_number_at_a_time(
     assert resolver.most == MAX_IN_FLIGHT
 
 
+async def test_slow_lookups_are_bounded_per_function_and_a_neighbour_still_resolves() -> None:
+    """One function's lookups held by a slow resolver take at most network.max_lookups of the
+    box's resolver at once; its next waits on its own, and another function's goes on."""
+    policy = NodePolicy(network={"allowed": True, "max_lookups": 2})
+    slow = HeldResolver()
+    hostile = Broker(Context(Needs(network=True), policy, _gate(), slow))
+    asked = [_ask(hostile, {"op": "resolve", "host": f"slow{n}.example"}) for n in range(3)]
+    waiting = [asyncio.create_task(a) for a in asked]
+    await slow.until(2)
+    neighbour = Broker(Context(Needs(network=True), policy, _gate(), Resolver(["192.0.2.9"])))
+    reply, _ = await _ask(neighbour, {"op": "resolve", "host": "fine.example"})
+    assert reply == {"ok": True, "addresses": ["192.0.2.9"]}
+    assert slow.under_way == 2 and hostile.context.ledger.usage()["lookups"] == 2, "the third waits its turn"
+    slow.released.set()
+    assert all(r[0]["ok"] for r in await asyncio.gather(*waiting))
+    assert slow.most == 2 and hostile.context.ledger.usage()["lookups"] == 0
+
+
 async def test_the_runtimes_threads_each_get_their_own_reply(
     held: tuple[HeldResolver, socket.socket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -454,3 +475,49 @@ async def test_an_operation_plugs_in_with_a_model_and_a_handler() -> None:
     assert (reply["code"], reply["error"]) == ("internal", "internal error"), "a reply is never cut"
     with pytest.raises(ValueError, match="share a name"):
         Table(Operation(Echo, _echo), Operation(Echo, _echo))
+
+
+# --- the gate fails closed, and non-global destinations need the policy ----------------------------
+
+
+class _Tor:
+    """What refresh() asks of a Stem controller; ``broken`` listener kinds fail to answer."""
+
+    def __init__(self, broken: set[str]) -> None:
+        self.broken = broken
+
+    def get_listeners(self, kind: str) -> list[tuple[str, int]]:
+        if kind in self.broken:
+            raise OSError(f"GETINFO net/listeners/{kind.lower()} failed")
+        return [("127.0.0.1", 9051)] if kind == "CONTROL" else []
+
+    def clear_cache(self) -> None:
+        pass
+
+    def get_exit_policy(self) -> Any:
+        from stem.exit_policy import ExitPolicy
+
+        return ExitPolicy("accept *:*")
+
+
+def test_a_gate_that_cannot_read_its_own_listeners_denies_everything() -> None:
+    gate = _gate()
+    refresh(gate, _Tor(set()), set())
+    gate.check(normalise("192.0.2.5"), 80)  # tor answered: the exit policy allows it
+    assert ("127.0.0.1", 9051) in gate.forbidden
+    with pytest.raises(OSError, match="net/listeners/socks"):
+        refresh(gate, _Tor({"SOCKS"}), set())
+    with pytest.raises(Denied, match="exit policy"):  # closed until a refresh succeeds
+        gate.check(normalise("192.0.2.5"), 80)
+    refresh(gate, _Tor(set()), set())
+    gate.check(normalise("192.0.2.5"), 80)
+
+
+@pytest.mark.parametrize(
+    "address", ["10.1.2.3", "192.168.0.1", "169.254.1.1", "100.64.0.1", "fc00::1", "127.0.0.1"]
+)
+async def test_non_global_destinations_need_the_policy(address: str) -> None:
+    closed = NodePolicy(network={"allowed": True})
+    broker = Broker(Context(Needs(network=True), closed, _gate(), Resolver([address])))
+    reply, granted = await _ask(broker, {"op": "connect", "host": "inside.example", "port": 80})
+    assert (reply["code"], granted) == ("denied", None) and "not a public address" in reply["error"], reply

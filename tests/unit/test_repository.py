@@ -33,7 +33,7 @@ def test_no_file_holds_merge_conflict_markers() -> None:
 # the architecture, to be made here, in review, not by accident in a module.
 MAY_IMPORT = {
     "errors": {"protocol"},  # the one exception hierarchy carries the protocol's error codes
-    "protocol": {"tor"},  # descriptors name boxes by onion address (bento.tor.onion)
+    "protocol": {"errors"},  # onion addresses and descriptors refuse a bad key with a BentoError and its fix
     "tor": {"errors"},
     "runtime": {"protocol"},  # what runs inside the sandbox: nothing of the server's
     "sandbox": {"protocol"},

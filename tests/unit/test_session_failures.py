@@ -21,7 +21,7 @@ from bento.protocol.frames import HEADER, Frame, FrameError
 from bento.protocol.policy import Needs
 from bento.sandbox.host import SandboxHost
 from bento.sandbox.spec import Spec
-from bento.server.broker import Broker
+from bento.server.broker.service import Broker
 from bento.server.session import Session
 
 SOURCE = """

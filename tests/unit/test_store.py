@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from bento.protocol.policy import Needs, NodePolicy
+from bento.server.broker.budgets import BudgetSpec, Exhausted, Ledger
 from bento.server.keyvault import KEY_BYTES, KeyVault
-from bento.server.store import MAX_KEY_BYTES, MAX_TRANSFERS, StorageChannel, StorageRefused, Store
+from bento.server.store import MAX_KEY_BYTES, FunctionStore, StorageChannel, StorageRefused, Store
 
 SECRET = b"the launch codes are 0000"
 
@@ -153,43 +155,45 @@ async def test_a_restarted_store_forgets_everything(tmp_path: Path) -> None:
     assert _files(tmp_path) == []
 
 
+def _channel(fs: FunctionStore, ledger: Ledger | None = None) -> StorageChannel:
+    needs, policy = Needs(storage_mb=fs.quota >> 20), NodePolicy(storage={"allowed": True, "max_mb": 64})
+    return StorageChannel(fs, ledger or Ledger(BudgetSpec.of(needs, policy)))
+
+
 async def test_channel_put_get_list_over_socket_pairs(store: Store) -> None:
-    channel = StorageChannel(store.of("f1", 1))
-    reply, sock = await channel.answer("storage.put", {"key": "k", "size": len(SECRET)})
-    assert reply == {"ok": True} and sock is not None
+    channel = _channel(store.of("f1", 1))
+    sock = channel.put("k", len(SECRET))
     assert json.loads(await asyncio.to_thread(_exchange, sock, SECRET)) == {"ok": True}
-    reply, sock = await channel.answer("storage.get", {"key": "k"})
-    assert reply == {"ok": True, "found": True, "size": len(SECRET)} and sock is not None
-    assert await asyncio.to_thread(_exchange, sock, b"") == SECRET
-    assert (await channel.answer("storage.get", {"key": "nothing"}))[0] == {"ok": True, "found": False}
-    reply, sock = await channel.answer("storage.list", {"prefix": ""})
-    assert sock is not None
-    assert json.loads(await asyncio.to_thread(_exchange, sock, b"")) == ["k"]
+    found = await channel.get("k")
+    assert found is not None and found[0] == len(SECRET)
+    assert await asyncio.to_thread(_exchange, found[1], b"") == SECRET
+    assert await channel.get("nothing") is None
+    size, sock = channel.list("")
+    assert json.loads(await asyncio.to_thread(_exchange, sock, b"")) == ["k"] and size == len(b'["k"]')
     await channel.aclose()
 
 
 async def test_channel_short_write_keeps_nothing_and_frees_the_quota(store: Store) -> None:
     fs = store.of("f1", 1)
-    channel = StorageChannel(fs)
-    _, sock = await channel.answer("storage.put", {"key": "k", "size": 100})
-    assert sock is not None
+    channel = _channel(fs)
+    sock = channel.put("k", 100)
     status = json.loads(await asyncio.to_thread(_exchange, sock, b"only ten b"))
     assert status["ok"] is False and "10 of 100" in status["error"]
     assert fs.reserved == 0 and fs.keys() == [] and _files(store.root) == []
-    with pytest.raises(StorageRefused):
-        await channel.answer("storage.put", {"key": "k", "size": "100"})
+    await asyncio.sleep(0)  # done-callbacks run on the loop's next turn
+    assert channel.ledger.used["storage_transfers"] == channel.ledger.used["storage_bytes"] == 0
     await channel.aclose()
 
 
 async def test_channel_closed_mid_transfer_frees_the_quota(store: Store) -> None:
     fs = store.of("f1", 1)
-    channel = StorageChannel(fs)
-    _, sock = await channel.answer("storage.put", {"key": "k", "size": 1000})
-    assert sock is not None
+    channel = _channel(fs)
+    sock = channel.put("k", 1000)
     with sock:
         sock.sendall(b"x" * 10)
         await channel.aclose()  # the instance died
     assert fs.reserved == 0 and fs.keys() == []
+    assert channel.ledger.used["storage_bytes"] == 0
 
 
 def _exchange(sock: socket.socket, send: bytes) -> bytes:
@@ -205,28 +209,27 @@ def _exchange(sock: socket.socket, send: bytes) -> bytes:
         return data
 
 
-async def test_transfers_in_flight_are_bounded(store: Store) -> None:
+async def test_transfers_in_flight_are_bounded_per_function_before_the_disk_is_read(store: Store) -> None:
+    """Two instances of one function share its budget: plaintext in flight in the server is
+    at most the quota, counted before the disk read is awaited (60 reads at once of a full
+    16 MB store once held 480 MB here)."""
     fs = store.of("f1", 1)
     await _put(fs, "big", bytes(600_000))
-    channel = StorageChannel(fs)
-    held = []
-    for _ in range(MAX_TRANSFERS):  # never read: each holds its value in the server
-        _, sock = await channel.answer("storage.get", {"key": "big"})
-        held.append(sock)
-        if len(held) == 3:
-            break
-    with pytest.raises(StorageRefused, match="reads .* under way"):
-        await channel.answer("storage.get", {"key": "big"})  # 4 x 600 kB > twice the 1 MiB quota
-    other = StorageChannel(fs)
-    for _ in range(MAX_TRANSFERS):
-        _, sock = await other.answer("storage.list", {})
-        held.append(sock)
-    with pytest.raises(StorageRefused, match="transfers are under way"):
-        await other.answer("storage.list", {})
-    await channel.aclose()
-    await other.aclose()
-    for sock in held:
-        assert sock is not None
+    first = _channel(fs)
+    second = _channel(fs, first.ledger)  # another instance of the same function
+    reads = [first.get("big"), second.get("big"), first.get("big")]
+    results = await asyncio.gather(*reads, return_exceptions=True)
+    refused = [r for r in results if isinstance(r, StorageRefused)]
+    granted = [r for r in results if isinstance(r, tuple)]
+    assert len(granted) == 1 and len(refused) == 2, results  # 2 x 600 kB > the 1 MiB quota
+    assert "in flight" in str(refused[0])
+    assert first.ledger.used["storage_bytes"] == 600_000
+    small = [second.list("") for _ in range(3)]  # each a transfer: the fourth is refused
+    with pytest.raises(Exhausted, match="storage_transfers"):
+        second.list("")
+    for _, sock in [*granted, *small]:
         sock.close()
+    await first.aclose()
+    await second.aclose()
     await asyncio.sleep(0)  # done-callbacks run on the loop's next turn
-    assert fs.sending == 0
+    assert first.ledger.used["storage_bytes"] == first.ledger.used["storage_transfers"] == 0

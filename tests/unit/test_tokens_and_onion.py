@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bento.errors import BentoError
+from bento.protocol import onion
 from bento.server import tokens
-from bento.tor import onion
 
 # --- tokens -------------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ every refusal an instance's request can meet before tor is asked anything."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -12,13 +14,16 @@ import pytest
 from stem.exit_policy import ExitPolicy
 
 from bento.errors import BentoError
+from bento.protocol.onion import onion_address
 from bento.protocol.policy import Needs, NodePolicy, TorPolicy, violations
-from bento.server.function_tor import InstanceTor, TorDenied
-from bento.server.tor_books import Circuit
-from bento.server.tor_for_functions import TorForFunctions
+from bento.server.broker import Context, Gatekeeper, closed_gate
+from bento.server.broker.service import Broker
+from bento.server.broker.tor.books import Circuit
+from bento.server.broker.tor.instance import InstanceTor
+from bento.server.broker.tor.requests import Relays
+from bento.server.broker.tor.service import TorForFunctions
 from bento.tor.client_tor import relay_directory_lines, render_torrc
 from bento.tor.consensus import Directory, Relay
-from bento.tor.onion import onion_address
 
 RUNNING = ("Fast", "Running", "Valid")
 
@@ -96,30 +101,53 @@ def test_manifest_counts_fit_the_policy() -> None:
     assert violations(Needs(onion_services=1), policy) == ["onion_services: the box allows no onion services"]
 
 
+def _context(tor: InstanceTor) -> Context:
+    return Context(Needs(), NodePolicy(), closed_gate(), _no_resolver, tor=tor, budgets=tor.ledger)
+
+
+async def _no_resolver(host: str) -> list[str]:
+    raise AssertionError("Tor requests resolve nothing on the box")
+
+
+async def _ask(tor: InstanceTor, op: str, **request: Any) -> dict[str, Any]:
+    """One request through the broker's real parser and table, as a function sends it."""
+    reply, sock = await Broker(_context(tor)).answer(json.dumps({"op": op, **request}).encode())
+    if sock is not None:
+        sock.close()
+    return dict(json.loads(reply))
+
+
 async def _refusal(tor: InstanceTor, op: str, **request: Any) -> str:
-    with pytest.raises(TorDenied) as caught:
-        await tor.handle(op, {"op": op, **request})
-    return str(caught.value)
+    reply = await _ask(tor, op, **request)
+    assert reply["ok"] is False and reply["denied"] is True, reply
+    return str(reply["error"])
 
 
 async def test_requests_are_refused_before_tor_is_asked(tmp_path: Path) -> None:
     service = TorForFunctions(tmp_path)  # never started: nothing below may need tor
-    policy = NodePolicy(tor=TorPolicy(circuits=True, onion_services=True, max_onion_services=1))
+    tor_policy = TorPolicy(circuits=True, onion_services=True, max_onion_services=1)
+    policy = NodePolicy(network={"listen": True}, tor=tor_policy)
     none = InstanceTor.open(service, "f0", Needs(), policy)
     assert "needs.tor_circuits" in await _refusal(none, "tor.circuit", length=3)
     assert "needs.tor_circuits" in await _refusal(none, "tor.relays")
     assert "needs.onion_services" in await _refusal(none, "tor.publish", port=8080)
 
-    tor = InstanceTor.open(service, "f1", Needs(tor_circuits=2, onion_services=3), policy)
+    tor = InstanceTor.open(service, "f1", Needs(tor_circuits=2, onion_services=3, listen=True), policy)
     assert (tor.max_circuits, tor.max_onions) == (2, 1)  # the policy caps the manifest
     assert "no circuit '7' of this instance" in await _refusal(tor, "tor.wait", circuit="7")
-    assert "no circuit" in await _refusal(tor, "tor.close", circuit=["7"])
-    assert "unknown Tor request" in await _refusal(tor, "tor.getinfo")
-    assert "not a port" in await _refusal(tor, "tor.stream", circuit="1", host="x", port=0)
-    assert "host must be" in await _refusal(tor, "tor.stream", circuit="1", host="a b", port=80)
+    assert "should be a valid string" in await _refusal(tor, "tor.close", circuit=["7"])
+    assert "no circuit" in await _refusal(tor, "tor.close", circuit="8")
+    assert "unknown broker operation tor.getinfo" in await _refusal(tor, "tor.getinfo")
+    assert "port" in await _refusal(tor, "tor.stream", circuit="1", host="x", port=0)
+    assert "host" in await _refusal(tor, "tor.stream", circuit="1", host="a b", port=80)
     assert "32-byte Ed25519 seed" in await _refusal(tor, "tor.publish", port=80, key="c2hvcnQ=")
     assert "32-byte Ed25519 seed" in await _refusal(tor, "tor.publish", port=80, key="!!")
-    assert "X25519" in await _refusal(tor, "tor.publish", port=80, client_auth="A" * 51)
+    assert "client_auth" in await _refusal(tor, "tor.publish", port=80, client_auth="A" * 51)
+    for timeout in ("NaN", "Infinity", "-Infinity", "-1", "1e400"):
+        raw = f'{{"op": "tor.wait", "circuit": "7", "timeout": {timeout}}}'.encode()
+        refused = json.loads((await Broker(_context(tor)).answer(raw))[0])
+        assert (refused["code"], "timeout" in refused["error"]) == ("malformed", True), (timeout, refused)
+    assert "extra" in (await _refusal(tor, "tor.circuits", surprise=1)).lower()
     assert "not a listener of this function" in await _refusal(tor, "tor.publish", port=8080)
     assert "not an onion service of this function" in await _refusal(tor, "tor.unpublish", address="x")
 
@@ -128,10 +156,12 @@ async def test_requests_are_refused_before_tor_is_asked(tmp_path: Path) -> None:
     tor.listening(listener)
     kept = service.functions["f1"].listeners
     assert list(kept) == [listener.getsockname()[1]]
-    copy = next(iter(kept.values()))
+    copy = next(iter(kept.values())).sock
+    assert copy is not None and tor.ledger.used["listeners"] == 1
     await tor.close()
     await none.close()
     assert copy.fileno() == -1 and service.functions == {} and service.owners == {}
+    assert tor.ledger.used["listeners"] == 0
     listener.close()
 
 
@@ -140,7 +170,7 @@ async def test_without_its_tor_a_box_says_so(tmp_path: Path) -> None:
     service.failure = "tor did not start"
     tor = InstanceTor.open(service, "f", Needs(tor_circuits=1), NodePolicy(tor=TorPolicy(circuits=True)))
     with pytest.raises(BentoError, match="not available: tor did not start"):
-        await asyncio.wait_for(tor.handle("tor.relays", {}), 5)
+        await asyncio.wait_for(tor.relays(Relays(op="tor.relays")), 5)
 
 
 def test_boxes_are_the_relays_that_advertise_one() -> None:
@@ -173,7 +203,7 @@ async def test_calling_boxes_needs_the_manifest_and_the_policy(tmp_path: Path) -
     caller = InstanceTor.open(service, "g", Needs(call_boxes=True), open_)
     assert caller.call_boxes and not caller.max_circuits
     assert "needs.tor_circuits" in await _refusal(caller, "tor.circuit", length=3)
-    assert "not a port" in await _refusal(caller, "tor.stream", host=somewhere, port=99999)
+    assert "port" in await _refusal(caller, "tor.stream", host=somewhere, port=99999)
 
 
 class _SlowTor(TorForFunctions):
@@ -187,8 +217,8 @@ class _SlowTor(TorForFunctions):
         await self.answer.wait()
         return _directory()
 
-    async def build(self, owner: Any, path: list[str]) -> Any:
-        circuit = Circuit(id=str(len(self.circuits) + 1), owner=owner.tag, path=path)
+    async def build(self, owner: Any, path: list[str], hold: Any) -> Any:
+        circuit = Circuit(id=str(len(self.circuits) + 1), owner=owner.tag, path=path, hold=hold)
         self.circuits[circuit.id] = circuit
         owner.circuits.add(circuit.id)
         return circuit
@@ -199,14 +229,76 @@ async def test_circuits_asked_for_at_once_keep_to_the_limit(tmp_path: Path) -> N
     while the first is still being chosen must not both pass a limit of one."""
     service = _SlowTor(tmp_path)
     tor = InstanceTor.open(service, "f", Needs(tor_circuits=1), NodePolicy(tor=TorPolicy(circuits=True)))
-    first = asyncio.create_task(tor.handle("tor.circuit", {"length": 2}))
-    second = asyncio.create_task(tor.handle("tor.circuit", {"length": 2}))
+    first = asyncio.create_task(_ask(tor, "tor.circuit", length=2))
+    second = asyncio.create_task(_ask(tor, "tor.circuit", length=2))
     await asyncio.sleep(0)  # one turn of the loop: each request runs to its first wait
     service.answer.set()
-    results = await asyncio.gather(first, second, return_exceptions=True)
-    built = [r for r in results if not isinstance(r, BaseException)]
-    refused = [r for r in results if isinstance(r, TorDenied)]
+    results = await asyncio.gather(first, second)
+    built = [r for r in results if r["ok"]]
+    refused = [r for r in results if not r["ok"]]
     assert len(built) == 1 and len(refused) == 1, results
-    assert "already has 1 circuits, its limit" in str(refused[0])
-    assert len(tor.owner.circuits) == 1 and tor.building == 0
+    assert "holds 1 circuits, its limit" in refused[0]["error"]
+    assert len(tor.owner.circuits) == 1 and tor.ledger.used["circuits"] == 1
     await tor.close()
+    assert tor.ledger.used["circuits"] == 0, "closing the instance gives its circuits back"
+
+
+async def test_a_non_finite_timeout_is_refused_and_a_neighbours_timer_keeps_firing(tmp_path: Path) -> None:
+    """NaN passed a range check once and reached asyncio.timeout, which broke the loop's timer
+    order: a neighbour's short wait never returned. Now no handler ever sees one."""
+    service = _SlowTor(tmp_path)
+    tor = InstanceTor.open(service, "f", Needs(tor_circuits=1), NodePolicy(tor=TorPolicy(circuits=True)))
+    service.answer.set()
+    circuit = await _ask(tor, "tor.circuit", length=2)
+    hostile = Broker(_context(tor))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    neighbour = asyncio.create_task(asyncio.sleep(0.3))
+    for spelling in ("NaN", "Infinity", "-Infinity"):
+        for fields in (f'"op": "tor.wait", "circuit": "{circuit["circuit"]}"', '"op": "tor.events"'):
+            raw = f'{{{fields}, "timeout": {spelling}}}'.encode()
+            reply = json.loads((await hostile.answer(raw))[0])
+            assert reply["code"] == "malformed" and "timeout" in reply["error"], reply
+    await asyncio.wait_for(neighbour, 5)
+    assert loop.time() - started < 2
+    await tor.close()
+
+
+async def test_listen_close_cycles_leave_a_bounded_number_of_copies_in_the_server(tmp_path: Path) -> None:
+    """A function allowed onion services once left a copy of every listener it ever opened in
+    the server (3000 cycles held 2928 descriptors); now at most its listeners budget."""
+    service = TorForFunctions(tmp_path)
+    policy = NodePolicy(
+        network={"allowed": True, "listen": True, "max_listeners": 3},
+        tor=TorPolicy(onion_services=True),
+    )
+    needs = Needs(network=True, listen=True, onion_services=1)
+    tor = InstanceTor.open(service, "f", needs, policy)
+    broker = Broker(Context(needs, policy, closed_gate(), _no_resolver, tor=tor, budgets=tor.ledger))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(200):
+        reply, sock = await broker.answer(b'{"op": "listen"}')
+        assert json.loads(reply)["ok"] and sock is not None
+        sock.close()  # the function's copy (the broker closes its own once sent)
+    assert len(service.functions["f"].listeners) == 3 and tor.ledger.usage()["listeners"] == 3
+    assert len(os.listdir("/proc/self/fd")) - before <= 3
+    await tor.close()
+    assert len(os.listdir("/proc/self/fd")) <= before and tor.ledger.usage()["listeners"] == 0
+
+
+async def test_a_streams_target_passes_the_brokers_gate(tmp_path: Path) -> None:
+    """tor.stream once checked the exit policy only: through a function's circuit, the relay's
+    own control port answered. Its literal targets now meet the broker's own gate."""
+    gate = Gatekeeper(exit_allows=lambda _ip, _port: True, forbidden={("127.0.0.1", 9051)})
+    policy = NodePolicy(tor=TorPolicy(circuits=True))
+    tor = InstanceTor.open(TorForFunctions(tmp_path), "f", Needs(tor_circuits=1), policy, gate=gate)
+    for host in ("127.0.0.1", "::ffff:127.0.0.1", "[::1]", "127.0.0.2"):
+        assert "own services" in await _refusal(tor, "tor.stream", circuit="1", host=host, port=9051)
+    for host in ("10.0.0.1", "192.168.1.1", "localhost", "tor.localhost"):
+        assert "public address" in (
+            refused := await _refusal(tor, "tor.stream", circuit="1", host=host, port=80)
+        ) or ("local host" in refused), refused
+    testnet = NodePolicy(network={"private_destinations": True}, tor=TorPolicy(circuits=True))
+    lenient = InstanceTor.open(TorForFunctions(tmp_path), "g", Needs(tor_circuits=1), testnet, gate=gate)
+    assert "no circuit" in await _refusal(lenient, "tor.stream", circuit="1", host="10.0.0.1", port=80)
+    assert "own services" in await _refusal(lenient, "tor.stream", circuit="1", host="127.0.0.1", port=9051)

@@ -33,7 +33,20 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         emit_json(listing.model_dump(mode="json"))
         return 0
     rows = table(
-        ("session", "entry", "state", "cause", "reason", "attached", "out", "in", "buffered", "cpu s", "MiB"),
+        (
+            "session",
+            "entry",
+            "state",
+            "cause",
+            "reason",
+            "attached",
+            "out",
+            "in",
+            "buffered",
+            "cpu s",
+            "MiB",
+            "held",
+        ),
         title=f"sessions of {deployment.name} ({deployment.function_id})",
         wide=args.wide,
     )
@@ -50,9 +63,16 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             str(s.buffered),
             f"{s.usage.cpu_seconds:.2f}",
             f"{s.usage.peak_memory_bytes / 2**20:.1f}",
+            _held(s.usage.held, s.usage.budgets),
         )
     print_table(rows, wide=args.wide)
     return 0
+
+
+def _held(held: dict[str, int], budgets: dict[str, int]) -> str:
+    """What the function holds of its budgets, e.g. ``circuits 2/8, streams 5/256``; "-" if nothing."""
+    used = [f"{name} {count}/{budgets.get(name, '?')}" for name, count in sorted(held.items()) if count]
+    return ", ".join(used) or "-"
 
 
 def add_kill(parser: argparse.ArgumentParser) -> None:

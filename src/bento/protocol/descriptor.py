@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bento.protocol import onion
 from bento.protocol.policy import NodePolicy
-from bento.tor import onion
 
 FORMAT = "bento-descriptor-1"
 

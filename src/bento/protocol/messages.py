@@ -111,6 +111,15 @@ class ResourceUsage(Strict):
     network_denied: int = Field(default=0, description="broker requests refused")
     circuits: int = Field(default=0, description="Tor circuits it built")
     onion_services: int = Field(default=0, description="onion services it published")
+    held: dict[str, int] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="what its function holds now against each per-function budget (listeners, "
+        "onion_services, circuits, circuits_per_minute, streams, storage_transfers, storage_bytes, lookups)",
+    )
+    budgets: dict[str, int] = Field(
+        default_factory=dict, max_length=32, description="each per-function budget: the most it may hold"
+    )
 
 
 class FunctionError(Strict):

@@ -9,6 +9,7 @@ sandbox then enforces the *needs*, not the policy: a function gets what it asked
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -44,6 +45,21 @@ class InstanceLimits(Model):
 class NetworkPolicy(Model):
     allowed: bool = Field(default=False, description="connections through the broker at all")
     listen: bool = Field(default=False, description="accepting connections")
+    listen_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="ports a function may name when it listens; any other listener gets an ephemeral port",
+    )
+    private_destinations: bool = Field(
+        default=False,
+        description="loopback, private and other non-global addresses as destinations (a test network)",
+    )
+    max_listeners: int = Field(
+        default=16, ge=1, le=1024, description="listeners the server keeps for one function's onion services"
+    )
+    max_lookups: int = Field(
+        default=4, ge=1, le=256, description="name lookups one function has under way (more wait their turn)"
+    )
     # Destinations are always also bounded by the relay's own exit policy, read live from tor.
 
 
@@ -51,10 +67,16 @@ class TorPolicy(Model):
     """Tor for functions: circuits and onion services in the box's client-only tor."""
 
     circuits: bool = Field(default=False, description="building circuits and opening streams over them")
-    max_circuits: int = Field(default=8, ge=0, le=256, description="circuits one instance may hold at once")
+    max_circuits: int = Field(
+        default=8, ge=0, le=256, description="circuits one function (all its instances) may hold at once"
+    )
+    max_circuits_per_minute: int = Field(
+        default=60, ge=1, le=10_000, description="circuits one function may build in any minute"
+    )
+    max_streams: int = Field(default=256, ge=1, le=65_536, description="streams one function may have open")
     onion_services: bool = Field(default=False, description="publishing onion services")
     max_onion_services: int = Field(
-        default=2, ge=0, le=64, description="onion services one instance may publish"
+        default=2, ge=0, le=64, description="onion services one function may have published"
     )
     call_boxes: bool = Field(default=False, description="calling Bento boxes (their onion services)")
 

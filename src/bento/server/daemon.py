@@ -21,17 +21,18 @@ import stem.control
 import uvicorn
 
 from bento.errors import BentoError
+from bento.protocol import onion
 from bento.protocol.descriptor import SignedDescriptor
 from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.server import broker, descriptor, identity, tokens, undumpable
 from bento.server.admin.metrics import bind_metrics, count_refusals
 from bento.server.admin.serve import operator_view
 from bento.server.api import create_app
+from bento.server.broker.tor.service import TorForFunctions
 from bento.server.config import ServerConfig
 from bento.server.embedded_uvicorn import EmbeddedUvicorn
 from bento.server.registry import Registry
-from bento.server.tor_for_functions import TorForFunctions
-from bento.tor import advert, client_tor, control, onion
+from bento.tor import advert, client_tor, control
 from bento.tor.control import parse_address
 from bento.tor.resolver import Resolver
 
@@ -186,7 +187,10 @@ class BentoServer:
             try:
                 await asyncio.to_thread(broker.refresh, self.gate, ctl, own)
             except (stem.ControllerError, stem.SocketError) as exc:
-                log.warning("could not re-read the exit policy (keeping the last one): %s", exc)
+                log.warning(
+                    "could not re-read the exit policy or listeners (the gate denies all until it can): %s",
+                    exc,
+                )
 
     async def _publish(self, ctl: stem.control.Controller, api_port: int) -> None:
         key_type, key_content = onion.tor_key_blob(self.identity.seed).split(":", 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import Replaced
 from bento.server.blind_issuer import BlindIssuer
+from bento.server.broker.budgets import Ledger
 from bento.server.session import Session
 
 
@@ -24,6 +25,7 @@ class Function:
     created_at: float = field(default_factory=time.time)
     sessions: dict[str, Session] = field(default_factory=dict)
     issuer: BlindIssuer = field(init=False)
+    ledger: Ledger | None = None  # its budgets' use, shared by its instances (made at the first)
 
     def __post_init__(self) -> None:
         self.issuer = BlindIssuer(self.id)

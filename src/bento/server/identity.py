@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bento.tor import onion
+from bento.protocol import onion
 
 KEY_FILE = "identity.key"
 

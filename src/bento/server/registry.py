@@ -25,16 +25,18 @@ from bento.server import code, packages, tokens
 from bento.server.admin.controls import OperatorControls
 from bento.server.admin.ledger import Ledger
 from bento.server.blind_issuer import Hold
-from bento.server.broker import Broker, Context, Gatekeeper
+from bento.server.broker import BudgetSpec, Context, Gatekeeper
+from bento.server.broker import Ledger as BudgetLedger
 from bento.server.broker.network import system_resolver
 from bento.server.broker.operations import Resolver
+from bento.server.broker.service import Broker
+from bento.server.broker.tor.instance import InstanceTor
+from bento.server.broker.tor.service import TorForFunctions
 from bento.server.config import ServerConfig
 from bento.server.function import Deployed, Function
-from bento.server.function_tor import InstanceTor
 from bento.server.retention import Retention
 from bento.server.session import Session
 from bento.server.store import StorageChannel, Store
-from bento.server.tor_for_functions import TorForFunctions
 
 T = TypeVar("T")
 
@@ -271,14 +273,25 @@ class Registry:
         self, function: Function, session: Session, args: list[Any], kwargs: dict[str, Any]
     ) -> Coroutine[Any, Any, None]:
         needs = function.manifest.needs
+        if function.ledger is None:
+            function.ledger = BudgetLedger(BudgetSpec.of(needs, self.policy))
+        ledger = function.ledger
         storage = None
         if needs.storage_mb and self.policy.storage.allowed:
-            storage = StorageChannel(self.store.of(function.id, needs.storage_mb))
+            storage = StorageChannel(self.store.of(function.id, needs.storage_mb), ledger)
         tor = None
         if self.tor is not None and (needs.tor_circuits or needs.onion_services or needs.call_boxes):
-            tor = InstanceTor.open(self.tor, function.id, needs, self.policy)
+            tor = InstanceTor.open(self.tor, function.id, needs, self.policy, ledger, self.gate)
         context = Context(
-            needs, self.policy, self.gate, self.resolver, function.id, session.id, storage=storage, tor=tor
+            needs,
+            self.policy,
+            self.gate,
+            self.resolver,
+            function.id,
+            session.id,
+            storage,
+            tor,
+            budgets=ledger,
         )
         return session.run(self.sandbox, Broker(context), function.code_dir, function.manifest, args, kwargs)
 

@@ -27,7 +27,7 @@ from bento.protocol.messages import (
 from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.sandbox.instance import Exited, Instance
 from bento.server.blind_issuer import Hold
-from bento.server.broker import Broker
+from bento.server.broker.service import Broker
 from bento.server.buffer import OutputBuffer
 from bento.server.channel import open_channel
 from bento.server.logs import LogBuffer
@@ -98,9 +98,11 @@ class Session:
 
     def _current_usage(self) -> ResourceUsage:
         """Usage so far: the kernel's (at exit, or now), plus the counts kept elsewhere."""
-        live: dict[str, float] = {"bytes_out": self.output.end, "log_bytes": self.logs.total}
+        live: dict[str, object] = {"bytes_out": self.output.end, "log_bytes": self.logs.total}
         if self._broker is not None:
             live |= {"network_granted": self._broker.granted, "network_denied": self._broker.denied}
+            ledger = self._broker.context.ledger
+            live |= {"held": ledger.usage(), "budgets": ledger.limits()}
             if (tor := self._broker.context.tor) is not None:
                 live |= {"circuits": tor.circuits_built, "onion_services": tor.onions_published}
         if (instance := self.instance) is not None and not self.ended:  # the kernel's figures so far

@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bento.protocol.descriptor import StorageOffer
+from bento.server.broker.budgets import Exhausted, Hold, Ledger
 from bento.server.keyvault import KeyHandle, KeyVault
 
 MAGIC = b"BST1"
@@ -41,7 +42,6 @@ NONCE_BYTES = 12
 MAX_KEY_BYTES = 256
 MAX_OBJECTS = 10_000
 TRANSFER_TIMEOUT = 120.0  # seconds a function may take to send or read a value
-MAX_TRANSFERS = 4  # values travelling at once per instance: each may hold a value in server memory
 _CHUNK = 1 << 16
 
 
@@ -80,7 +80,6 @@ class FunctionStore:
     key_handle: KeyHandle
     objects: dict[str, _Object] = field(default_factory=dict)
     reserved: int = 0  # bytes of writes under way
-    sending: int = 0  # bytes of reads under way, held in server memory until the instance reads them
     shredded: bool = False
 
     @property
@@ -186,6 +185,11 @@ def check_key(key: str) -> None:
         raise StorageRefused(f"a storage key has at most {MAX_KEY_BYTES} UTF-8 bytes and no NUL")
 
 
+def _release(held: tuple[Hold | Reservation, ...]) -> None:
+    for hold in held:
+        hold.release()
+
+
 def _write_new(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
@@ -272,62 +276,74 @@ class Store:
 
 
 class StorageChannel:
-    """The storage operations of one instance's broker; owns the transfers it starts."""
+    """The storage operations of one instance's broker; owns the transfers it starts.
 
-    OPS = ("storage.put", "storage.get", "storage.delete", "storage.list", "storage.usage")
+    Each transfer holds two units of the function's budgets (bento.server.broker.budgets)
+    from before the store touches the disk until its socket is done: one of the transfers
+    in flight, and the value's bytes, which sit in the server's memory meanwhile. So
+    concurrent reads of a function hold at most its quota's worth of plaintext here."""
 
-    def __init__(self, store: FunctionStore) -> None:
+    def __init__(self, store: FunctionStore, ledger: Ledger) -> None:
         self.store = store
+        self.ledger = ledger
         self._transfers: set[asyncio.Task[None]] = set()
 
-    async def answer(self, op: str, request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]:
-        """The reply to a storage request, and the socket a value travels over (if any)."""
-        store = self.store
-        if op in ("storage.get", "storage.list", "storage.put") and len(self._transfers) >= MAX_TRANSFERS:
-            raise StorageRefused(
-                f"{MAX_TRANSFERS} storage transfers are under way; finish reading or writing them first"
-            )
-        if op == "storage.usage":
-            store._live()
-            return {"ok": True, **store.usage()}, None
-        if op == "storage.delete":
-            return {"ok": True, "existed": await store.delete(request["key"])}, None
-        if op == "storage.list":
-            body = json.dumps(store.keys(str(request.get("prefix", "")))).encode()
-            return self._send(body)
-        if op == "storage.get":
-            obj = store.objects.get(request["key"])
-            # Reads under way hold plaintext in the server: bounded per function, as writes are.
-            if obj is not None and store.sending + obj.size > 2 * store.quota:
-                raise StorageRefused("too many reads of this function's storage are under way; try again")
-            try:
-                value = await store.get(request["key"])
-            except KeyError:
-                return {"ok": True, "found": False}, None
-            return self._send(value)
-        if op == "storage.put":
-            key, size = request["key"], request["size"]
-            if not isinstance(size, int) or isinstance(size, bool):
-                raise StorageRefused("a value's size is an integer")
-            reservation = store.reserve(key, size)
-            ours, theirs = socket.socketpair()
-            # Released however the transfer ends, even if it is cancelled before it starts.
-            self._own(self._receive(ours, key, size, reservation)).add_done_callback(
-                lambda _: reservation.release()
-            )
-            return {"ok": True}, theirs
-        raise StorageRefused(f"unknown storage request {op!r}")
+    def usage(self) -> dict[str, int]:
+        self.store._live()
+        return self.store.usage()
 
-    def _send(self, body: bytes) -> tuple[dict[str, Any], socket.socket]:
+    async def delete(self, key: str) -> bool:
+        return await self.store.delete(key)
+
+    def list(self, prefix: str) -> tuple[int, socket.socket]:
+        body = json.dumps(self.store.keys(prefix)).encode()
+        return len(body), self._send(body, self._take(len(body)))
+
+    async def get(self, key: str) -> tuple[int, socket.socket] | None:
+        """The value's size and the socket it comes on; None if there is no such key."""
+        obj = self.store.objects.get(key)
+        if obj is None:
+            return None
+        held = self._take(obj.size)  # before the disk read is awaited
+        try:
+            value = await self.store.get(key)
+        except KeyError:
+            _release(held)
+            return None
+        except BaseException:
+            _release(held)
+            raise
+        return len(value), self._send(value, held)
+
+    def put(self, key: str, size: int) -> socket.socket:
+        """The socket the function sends ``size`` bytes of the value on."""
+        reservation = self.store.reserve(key, size)
+        try:
+            held = self._take(size)
+        except BaseException:
+            reservation.release()
+            raise
         ours, theirs = socket.socketpair()
-        store, size = self.store, len(body)
-        store.sending += size
+        # Released however the transfer ends, even if it is cancelled before it starts.
+        task = self._own(self._receive(ours, key, size, reservation))
+        task.add_done_callback(lambda _: _release((reservation, *held)))
+        return theirs
 
-        def sent(_: object) -> None:
-            store.sending -= size
+    def _take(self, size: int) -> tuple[Hold, ...]:
+        transfer = self.ledger.take("storage_transfers")
+        try:
+            return transfer, self.ledger.take("storage_bytes", size)
+        except Exhausted:
+            transfer.release()
+            raise StorageRefused(
+                f"values of this function's storage in flight would pass {self.ledger.spec.storage_bytes} "
+                "bytes (its quota); finish reading or writing them first"
+            ) from None
 
-        self._own(self._write(ours, body)).add_done_callback(sent)
-        return {"ok": True, "found": True, "size": size}, theirs
+    def _send(self, body: bytes, held: tuple[Hold, ...]) -> socket.socket:
+        ours, theirs = socket.socketpair()
+        self._own(self._write(ours, body)).add_done_callback(lambda _: _release(held))
+        return theirs
 
     async def _write(self, sock: socket.socket, body: bytes) -> None:
         loop = asyncio.get_running_loop()

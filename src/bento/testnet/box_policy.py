@@ -46,10 +46,12 @@ scratch_mb = {scratch_mb}
 [network]
 allowed = true
 listen = true
+private_destinations = true  # the testnet's relays and web servers are all on loopback
 
 [tor]
 circuits = true
 onion_services = true
+max_onion_services = 64  # counted per function: LoadBalancer's replicas share a box
 call_boxes = true
 
 [storage]

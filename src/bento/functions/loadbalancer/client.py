@@ -105,7 +105,7 @@ def manifest(service_name: str, lifetime: int, cpu_seconds: int) -> Manifest:
 def replica_needs(concurrency: int, lifetime: int, cpu_seconds: int) -> Needs:
     return Needs(
         listen=True,
-        onion_services=1,
+        onion_services=64,  # one a replica; a box counts a function's together (capped to its policy)
         processes=concurrency + 8,
         memory_mb=128,
         instances=64,  # several replicas may share a box

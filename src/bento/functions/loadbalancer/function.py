@@ -192,7 +192,12 @@ class Balancer:
             self.boxes[onion] = box
         deployment = self.deployments.get(onion)
         if deployment is None:
-            needs = fit(self.needs, (await box.descriptor()).policy.instance)
+            policy = (await box.descriptor()).policy
+            needs = fit(self.needs, policy.instance)
+            # Each replica publishes an onion service, and a box counts them per function:
+            # ask for as many as the box allows, so that several replicas may share it.
+            onions = min(needs.onion_services, policy.tor.max_onion_services)
+            needs = needs.model_copy(update={"onion_services": onions})
             manifest = Manifest(name="lb-replica", module="bento_lb_replica.replica", needs=needs)
             deployment = await box.deploy(self.code, manifest, kind=CodeKind.TAR_GZ)
             self.deployments[onion] = deployment

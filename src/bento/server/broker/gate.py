@@ -22,7 +22,6 @@ interface holds (the kernel says so: binding to it succeeds), counts as this hos
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable, Iterator
@@ -86,8 +85,13 @@ class Gatekeeper:
     exit_allows: Callable[[str, int], bool]  # (ip, port) -> the relay's exit policy accepts it
     forbidden: set[tuple[str, int]] = field(default_factory=set)  # our own listeners
 
-    def check(self, ip: IPAddress, port: int) -> None:
-        """Raise :class:`Denied` unless a function may connect to ``ip:port`` (``ip`` normalised)."""
+    def check(self, ip: IPAddress, port: int, *, private: bool = True, exit_policy: bool = True) -> None:
+        """Raise :class:`Denied` unless a function may reach ``ip:port`` (``ip`` normalised).
+
+        ``private``: the node policy lets functions reach loopback, private and other
+        non-global addresses (a test network does); this box's own services never.
+        ``exit_policy``: the connection leaves from this relay, so its exit policy applies
+        (a Tor stream leaves from another relay, whose policy the consensus gives)."""
         own_ports = {p for _, p in self.forbidden}
         for view in _views(ip):
             if view.is_unspecified:
@@ -95,19 +99,29 @@ class Gatekeeper:
             if port in own_ports and is_this_host(view):
                 raise Denied(f"{ip}:{port} is one of this box's own services")
         for view in _views(ip):
-            if not self.exit_allows(str(view), port):
+            if exit_policy and not self.exit_allows(str(view), port):
                 raise Denied(f"the relay's exit policy does not allow {ip}:{port}")
+            if not private and not view.is_global:
+                raise Denied(f"{ip} is not a public address (loopback, private or reserved)")
 
 
 def refresh(gate: Gatekeeper, controller: Any, own: set[tuple[str, int]]) -> None:
-    """Re-read the relay's exit policy and listeners from tor (blocking: Stem)."""
-    forbidden = set(own)
-    for kind in _LISTENERS:
-        with contextlib.suppress(Exception):
+    """Re-read the relay's exit policy and listeners from tor (blocking: Stem).
+
+    It fails closed: if tor cannot say which ports are its own, or what its exit policy
+    is, the gate denies every destination until a later refresh succeeds, and the error
+    goes to the caller (a gate with a port missing from its forbidden set would let a
+    function reach that service)."""
+    try:
+        forbidden = set(own)
+        for kind in _LISTENERS:
             for address, port in controller.get_listeners(getattr(stem.control.Listener, kind.upper())):
                 forbidden.add((address, int(port)))
-    controller.clear_cache()  # Stem caches the exit policy; we want tor's current one
-    policy = controller.get_exit_policy()
+        controller.clear_cache()  # Stem caches the exit policy; we want tor's current one
+        policy = controller.get_exit_policy()
+    except BaseException:
+        gate.exit_allows = closed_gate().exit_allows
+        raise
 
     def exit_allows(ip: str, port: int) -> bool:
         try:

@@ -49,7 +49,8 @@ class Listen(Request):
 # getaddrinfo blocks, and a slow name holds its thread past our timeout: names resolve in
 # a pool of their own, so functions that look up slow names never starve the default pool
 # (uploads, clean-up) that every other session needs.
-_RESOLVING = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="bento-resolve")
+# Each function has at most network.max_lookups of its threads (4 by default).
+_RESOLVING = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="bento-resolve")
 
 
 async def system_resolver(host: str) -> list[str]:
@@ -69,7 +70,11 @@ async def _addresses(context: Context, host: str) -> list[IPAddress]:
         ipaddress.ip_address(host)
         return [normalise(host)]  # a literal needs no resolver
     found: list[IPAddress] = []
-    for text in await context.resolver(host):
+    # A name held by a slow resolver holds one of the function's units: past its budget its
+    # lookups wait on each other (a page's 16 fetches), never on a neighbour's.
+    async with context.ledger.queue("lookups", RESOLVE_TIMEOUT):
+        answers = await context.resolver(host)
+    for text in answers:
         address = normalise(text)
         if address not in found:
             found.append(address)
@@ -88,7 +93,8 @@ async def connect(context: Context, request: Connect) -> Granted:
     context.require_network()
     addresses = await _addresses(context, request.host)
     for address in addresses:
-        context.gate.check(address, request.port)  # every address, before any connection
+        # Every address, before any connection.
+        context.gate.check(address, request.port, private=context.policy.network.private_destinations)
     last: OSError = OSError(f"{request.host} did not resolve")
     loop = asyncio.get_running_loop()
     for address in addresses:  # the checked addresses themselves: no second lookup
@@ -117,8 +123,13 @@ async def connect(context: Context, request: Connect) -> Granted:
 async def listen(context: Context, request: Listen) -> Granted:
     if not (context.needs.listen and context.policy.network.listen):
         raise Denied("listening is not in this function's manifest (needs.listen)")
-    if request.port and request.port < 1024:
-        raise Denied("privileged ports are not available")
+    if request.port and request.port not in context.policy.network.listen_ports:
+        # A port the function names could be one a host client expects some service on
+        # (9050, tor's SOCKS port): only those the operator lists; otherwise the kernel picks.
+        raise Denied(
+            f"port {request.port} is not one this box lets functions listen on "
+            "(listen on port 0 for an ephemeral port; the operator lists others in network.listen_ports)"
+        )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.bind(("127.0.0.1", request.port))
@@ -127,5 +138,9 @@ async def listen(context: Context, request: Listen) -> Granted:
         sock.close()
         raise
     if context.tor is not None:
-        context.tor.listening(sock)  # an onion service of the function's may lead to it
+        try:
+            context.tor.listening(sock)  # an onion service of the function's may lead to it
+        except BaseException:
+            sock.close()
+            raise
     return Granted({"address": list(sock.getsockname()[:2])}, sock)

@@ -20,24 +20,43 @@ import operator
 import socket
 import typing
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Generic, TypeVar
+from dataclasses import InitVar, dataclass, field
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bento.errors import describe_validation
 from bento.protocol.policy import Needs, NodePolicy
+from bento.server.broker.budgets import BudgetSpec, Ledger
 from bento.server.broker.gate import Denied, Gatekeeper
-from bento.server.function_tor import InstanceTor
-from bento.server.store import StorageChannel
 
 Resolver = Callable[[str], Awaitable[list[str]]]  # a host name -> its addresses, as text
 
 
 class Request(BaseModel):
-    """One request from a function; subclasses add ``op: Literal["name"]`` and their fields."""
+    """One request from a function; subclasses add ``op: Literal["name"]`` and their fields.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict: no unknown fields, no coercion (``"80"`` is not a port, ``1`` not ``true``),
+    finite numbers only; every string and list a subclass declares is bounded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class TorService(Protocol):
+    """An instance's Tor for functions, as the broker's core needs it (bento.server.broker.tor)."""
+
+    circuits_built: int
+    onions_published: int
+
+    def listening(self, sock: socket.socket) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class StorageService(Protocol):
+    """An instance's storage channel, as the broker's core needs it (bento.server.store)."""
+
+    async def aclose(self) -> None: ...
 
 
 class Malformed(Exception):
@@ -62,11 +81,16 @@ class Context:
     resolver: Resolver
     function_id: str = ""
     session_id: str = ""
-    storage: StorageChannel | None = None  # None: the manifest asks for no storage
-    tor: InstanceTor | None = None  # Tor for functions, when the box offers it and the manifest asks
+    storage: StorageService | None = None  # None: the manifest asks for no storage
+    tor: TorService | None = None  # Tor for functions, when the box offers it and the manifest asks
     granted: int = 0
     denied: int = 0
     closed: bool = False
+    budgets: InitVar[Ledger | None] = None  # the function's ledger, shared by its instances
+    ledger: Ledger = field(init=False)
+
+    def __post_init__(self, budgets: Ledger | None) -> None:
+        self.ledger = budgets if budgets is not None else Ledger(BudgetSpec.of(self.needs, self.policy))
 
     async def aclose(self) -> None:
         """Release what the operations hold for this instance (it has gone); once."""

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from bento.server.broker import network, storage, tor
+from bento.server.broker import network, storage
 from bento.server.broker.operations import Operation, Table
+from bento.server.broker.tor import operations as tor
 
 OPERATIONS = Table(
     Operation(network.Resolve, network.resolve),
     Operation(network.Connect, network.connect),
     Operation(network.Listen, network.listen),
-    Operation(storage.StoragePut, storage.storage),
-    Operation(storage.StorageGet, storage.storage),
-    Operation(storage.StorageDelete, storage.storage),
-    Operation(storage.StorageList, storage.storage),
-    Operation(storage.StorageUsage, storage.storage),
-    Operation(tor.TorRequest, tor.tor),
+    *storage.OPERATIONS,
+    *tor.OPERATIONS,
 )

@@ -14,8 +14,11 @@ belongs to which instance, and it is the only code that acts on that tor.
   per instance by that same user name). Any other stream is closed.
 - An onion service leads to a listener the function holds (``api.listen``); the server
   keeps its own copy of that listening socket while the service exists, so the port
-  cannot pass to someone else. Services are removed when the function's last instance
-  ends or the function is shut down.
+  cannot pass to someone else, and of the function's few most recent listeners (its
+  ``listeners`` budget), which it may still publish. Services are removed when the
+  function's last instance ends or the function is shut down.
+- Every circuit, stream, onion service and kept listener is held under one unit of its
+  function's budget (bento.server.broker.budgets), given back when it goes.
 
 Every Stem call blocks, so each goes through ``asyncio.to_thread``; Stem's events
 arrive on its own thread and are handed to the event loop.
@@ -29,7 +32,6 @@ import logging
 import secrets
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,8 @@ from python_socks import ProxyError, ProxyTimeoutError
 from python_socks.async_.asyncio import Proxy
 
 from bento.errors import BentoError
-from bento.server.tor_books import Circuit, FunctionOnions, Owner, TorDenied
+from bento.server.broker.budgets import Hold, Ledger
+from bento.server.broker.tor.books import Circuit, FunctionOnions, Kept, Owner, PendingStream, TorDenied
 from bento.tor.client_tor import ClientTor
 from bento.tor.consensus import Directory
 
@@ -48,23 +51,6 @@ DIRECTORY_MAX_AGE = 60.0
 STREAM_TIMEOUT = 60.0
 READY_TIMEOUT = 60.0
 FIRST_CIRCUIT_TIMEOUT = 60.0
-
-
-@dataclass
-class _Pending:
-    circuit: str  # "0": tor picks (onion addresses)
-    host: str
-    attached: asyncio.Future[str]
-    claimed: bool = False  # tor announced its stream (attaching it takes a control-port call)
-
-    @property
-    def over_a_circuit(self) -> bool:
-        """A stream over one of the instance's circuits that tor has not announced yet."""
-        return self.circuit != "0" and not self.claimed
-
-    def wants(self, target: str) -> bool:
-        """Whether tor's new stream to ``target`` (as its STREAM event names it) is this one."""
-        return target.strip("[]").lower() == self.host.strip("[]").lower()
 
 
 class TorForFunctions:
@@ -78,7 +64,8 @@ class TorForFunctions:
         self.circuits: dict[str, Circuit] = {}
         self.owners: dict[str, Owner] = {}
         self.functions: dict[str, FunctionOnions] = {}
-        self._pending: dict[str, list[_Pending]] = {}  # instance tag -> its streams being opened
+        self._pending: dict[str, list[PendingStream]] = {}  # instance tag -> its streams being opened
+        self._streams: dict[str, Hold] = {}  # stream id -> its function's unit, until tor closes it
         self._directory: tuple[float, Directory] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: set[asyncio.Task[None]] = set()
@@ -159,26 +146,28 @@ class TorForFunctions:
         onions.instances -= 1
         if onions.instances <= 0:
             del self.functions[owner.function_id]
-            for service_id in list(onions.services):
+            for service_id, kept in list(onions.services.items()):
+                kept.release()
                 await self._remove_service(service_id)
-            for listener in onions.listeners.values():
-                listener.close()
+            for kept in onions.listeners.values():
+                kept.release()
+            onions.listeners.clear()
 
-    def keep_listener(self, function_id: str, sock: socket.socket) -> None:
-        """Remember a listener the broker made for this function (a duplicate of it)."""
+    def keep_listener(self, function_id: str, sock: socket.socket, ledger: Ledger) -> None:
+        """Keep a copy of a listener the broker made for this function, under its budget."""
         onions = self.functions.get(function_id)
         if onions is not None:
-            onions.listeners[int(sock.getsockname()[1])] = sock.dup()
+            onions.keep(sock, ledger)
 
     # --- circuits -----------------------------------------------------------------------
 
-    async def build(self, owner: Owner, path: list[str]) -> Circuit:
+    async def build(self, owner: Owner, path: list[str], hold: Hold) -> Circuit:
         ctl = await self.controller()
         try:
             circuit_id = await asyncio.to_thread(ctl.extend_circuit, "0", path, "controller")
         except stem.ControllerError as exc:
             raise BentoError(f"tor refused to build the circuit: {exc}") from None
-        circuit = Circuit(id=str(circuit_id), owner=owner.tag, path=path)
+        circuit = Circuit(id=str(circuit_id), owner=owner.tag, path=path, hold=hold)
         self.circuits[circuit.id] = circuit
         owner.circuits.add(circuit.id)
         # Events that came before we knew the id were ignored: read its state once.
@@ -194,6 +183,8 @@ class TorForFunctions:
         owner.circuits.discard(circuit_id)
         if circuit is None:
             return
+        if circuit.hold is not None:
+            circuit.hold.release()
         if circuit.state in ("building", "built") and self.tor is not None:
             with contextlib.suppress(stem.ControllerError, stem.SocketError):
                 await asyncio.to_thread(self.tor.controller.close_circuit, circuit_id)
@@ -229,9 +220,12 @@ class TorForFunctions:
 
     # --- streams ------------------------------------------------------------------------
 
-    async def open_stream(self, owner: Owner, circuit_id: str, host: str, port: int) -> socket.socket:
+    async def open_stream(
+        self, owner: Owner, circuit_id: str, host: str, port: int, hold: Hold
+    ) -> socket.socket:
         """A SOCKS connection through the functions' tor whose stream tor attaches to
         ``circuit_id`` ("0": tor's choice, for onion addresses). Raises BentoError.
+        ``hold`` (the function's unit of its streams budget) is kept until tor closes the stream.
 
         Tor's STREAM event names the SOCKS user (the instance) and the target, not the
         connection, so an instance's streams being opened at once must differ by target or
@@ -244,7 +238,7 @@ class TorForFunctions:
             while ahead := [p.attached for p in self._pending.get(owner.tag, ()) if p.over_a_circuit]:
                 await asyncio.wait(ahead)
         mine = self._pending.setdefault(owner.tag, [])
-        pending = _Pending(circuit_id, host, asyncio.get_running_loop().create_future())
+        pending = PendingStream(circuit_id, host, asyncio.get_running_loop().create_future(), hold)
         mine.append(pending)
         proxy = Proxy.from_url(f"socks5://{owner.tag}:x@{self.tor.socks[0]}:{self.tor.socks[1]}", rdns=True)
         try:
@@ -261,6 +255,8 @@ class TorForFunctions:
         stream_id = pending.attached.result() if pending.attached.done() else ""
         if stream_id:
             owner.streams.add(stream_id)
+        else:  # tor named no stream we know of: nothing will tell us it ends
+            hold.release()
         return sock
 
     def _stream_event(self, event: Any) -> None:  # Stem's thread
@@ -275,6 +271,9 @@ class TorForFunctions:
         if status == stem.StreamStatus.CLOSED:
             for owner in self.owners.values():
                 owner.streams.discard(stream_id)
+            held = self._streams.pop(stream_id, None)
+            if held is not None:
+                held.release()
             return
         if status not in (stem.StreamStatus.NEW, stem.StreamStatus.NEWRESOLVE):
             return
@@ -294,7 +293,7 @@ class TorForFunctions:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
-    async def _attach(self, stream_id: str, pending: _Pending) -> None:
+    async def _attach(self, stream_id: str, pending: PendingStream) -> None:
         assert self.tor is not None
         try:
             await asyncio.to_thread(self.tor.controller.attach_stream, stream_id, pending.circuit)
@@ -304,6 +303,7 @@ class TorForFunctions:
             await self._close_stream(stream_id)
             return
         if not pending.attached.done():
+            self._streams[stream_id] = pending.hold  # before tor can announce its end
             pending.attached.set_result(stream_id)
 
     async def _close_stream(self, stream_id: str) -> None:
@@ -321,6 +321,7 @@ class TorForFunctions:
         key_blob: str | None,
         client_auth: str | None,
         wait: bool,
+        hold: Hold,
     ) -> str:
         onions = self.functions.get(owner.function_id)
         if onions is None or port not in onions.listeners:
@@ -348,7 +349,7 @@ class TorForFunctions:
         if owner.function_id not in self.functions:  # its last instance ended meanwhile
             await self._remove_service(service_id)
             raise BentoError("the function ended while its onion service was published")
-        onions.services[service_id] = port
+        onions.services[service_id] = Kept(hold, port)
         return service_id
 
     async def _complete_a_circuit(self, ctl: stem.control.Controller) -> None:
@@ -381,8 +382,10 @@ class TorForFunctions:
     async def remove(self, owner: Owner, address: str) -> None:
         onions = self.functions.get(owner.function_id)
         service_id = address.lower().removesuffix(".onion")
-        if onions is None or onions.services.pop(service_id, None) is None:
-            raise TorDenied(f"{address} is not an onion service of this function")
+        kept = onions.services.pop(service_id, None) if onions is not None else None
+        if onions is None or kept is None:
+            raise TorDenied(f"{address[:70]} is not an onion service of this function")
+        kept.release()  # the listener's copy stays: it may be published again, or make way
         await self._remove_service(service_id)
 
     async def _remove_service(self, service_id: str) -> None:

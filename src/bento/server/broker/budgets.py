@@ -1,0 +1,191 @@
+"""Per-function budgets: everything a function can make the box hold, declared once and counted once.
+
+A :class:`BudgetSpec` is data, like the sandbox's spec: what one function (all its instances
+together) may hold at once, from its manifest's needs capped by the node policy. A
+:class:`Ledger` counts against it. A unit is taken *before* any await, so requests
+answered at once cannot pass a check together, and given back exactly once, in ``finally``
+or when the thing it stands for (a circuit, an onion service, a stream) goes away:
+
+>>> ledger = Ledger(BudgetSpec(circuits=1))
+>>> held = ledger.take("circuits")
+>>> try:
+...     ledger.take("circuits")
+... except Exhausted as exc:
+...     print(exc)
+this function holds 1 circuits, its limit (needs.tor_circuits, at most the box's tor.max_circuits)
+>>> held.release(); held.release()  # once, however often it is called
+>>> ledger.usage()["circuits"]
+0
+
+Rates (circuits built per minute) are taken and never given back: they leave the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+from bento.protocol.policy import Needs, NodePolicy
+from bento.server.broker.gate import Denied
+
+Resource = Literal[
+    "listeners",
+    "onion_services",
+    "circuits",
+    "streams",
+    "storage_transfers",
+    "storage_bytes",
+    "lookups",
+]
+RATE_WINDOW = 60.0  # seconds: the window of circuits_per_minute
+STORAGE_TRANSFERS = 4  # values travelling at once per function; each may hold a value in server memory
+
+# Where each budget comes from, for the refusal's message (the fix names the knob).
+_SOURCE: dict[str, str] = {
+    "listeners": "the box's network.max_listeners",
+    "onion_services": "needs.onion_services, at most the box's tor.max_onion_services",
+    "circuits": "needs.tor_circuits, at most the box's tor.max_circuits",
+    "streams": "the box's tor.max_streams",
+    "storage_transfers": "values read or written at once",
+    "storage_bytes": "bytes of values in flight, the function's storage quota",
+    "lookups": "the box's network.max_lookups",
+    "circuits_per_minute": "the box's tor.max_circuits_per_minute",
+}
+
+
+class Exhausted(Denied):
+    """A budget is spent: the request is refused; what is held goes on."""
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """What one function may hold at once (0: none at all)."""
+
+    listeners: int = 0  # server-side copies of listeners an onion service may lead to
+    onion_services: int = 0
+    circuits: int = 0
+    circuits_per_minute: int = 0
+    streams: int = 0  # Tor streams open in the functions' tor
+    storage_transfers: int = 0
+    storage_bytes: int = 0
+    lookups: int = 0
+
+    @classmethod
+    def of(cls, needs: Needs, policy: NodePolicy) -> BudgetSpec:
+        """The budgets of a function with ``needs`` on a box with ``policy``."""
+        tor, network = policy.tor, policy.network
+        circuits = min(needs.tor_circuits, tor.max_circuits) if tor.circuits else 0
+        onions = min(needs.onion_services, tor.max_onion_services) if tor.onion_services else 0
+        calls = needs.call_boxes and tor.call_boxes
+        storage = needs.storage_mb << 20 if needs.storage_mb and policy.storage.allowed else 0
+        return cls(
+            listeners=network.max_listeners if onions and needs.listen and network.listen else 0,
+            onion_services=onions,
+            circuits=circuits,
+            circuits_per_minute=tor.max_circuits_per_minute if circuits else 0,
+            streams=tor.max_streams if circuits or calls else 0,
+            storage_transfers=STORAGE_TRANSFERS if storage else 0,
+            storage_bytes=storage,
+            lookups=network.max_lookups if needs.network and network.allowed else 0,
+        )
+
+
+@dataclass
+class Hold:
+    """Units of one budget, held until :meth:`release` (idempotent)."""
+
+    ledger: Ledger
+    resource: Resource
+    amount: int
+    released: bool = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.ledger.used[self.resource] -= self.amount
+            self.ledger._freed.set()
+
+
+@dataclass
+class Ledger:
+    """One function's use of its budgets, shared by all its instances."""
+
+    spec: BudgetSpec
+    used: dict[str, int] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    _built: deque[float] = field(default_factory=deque)
+
+    _freed: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a unit comes back
+
+    def __post_init__(self) -> None:
+        self.used = {f.name: 0 for f in fields(BudgetSpec) if f.name != "circuits_per_minute"}
+
+    def take(self, resource: Resource, amount: int = 1) -> Hold:
+        """Hold ``amount`` units of ``resource`` (synchronous: nothing runs in between); Exhausted if over."""
+        limit: int = getattr(self.spec, resource)
+        held = self.used[resource]
+        if held + amount > limit:
+            if held == 0 and limit == 0:
+                raise Exhausted(f"this function has no budget for {resource} ({_SOURCE[resource]})")
+            raise Exhausted(f"this function holds {held} {resource}, its limit ({_SOURCE[resource]})")
+        self.used[resource] = held + amount
+        return Hold(self, resource, amount)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, resource: Resource, amount: int = 1) -> AsyncIterator[Hold]:
+        """Hold units for the time of a block: taken before it awaits anything, given back in ``finally``."""
+        taken = self.take(resource, amount)
+        try:
+            yield taken
+        finally:
+            taken.release()
+
+    @contextlib.asynccontextmanager
+    async def queue(self, resource: Resource, patience: float) -> AsyncIterator[Hold]:
+        """Like :meth:`hold`, but wait up to ``patience`` s for a unit to come back: for work a
+        function does many of at once and each briefly (a page's lookups), where waiting on
+        itself is kinder than failing. Exhausted if none comes back in time (or none exists)."""
+        try:
+            async with asyncio.timeout(patience):
+                while True:
+                    try:
+                        taken = self.take(resource)
+                        break
+                    except Exhausted:
+                        if not getattr(self.spec, resource):
+                            raise
+                        self._freed.clear()
+                        await self._freed.wait()
+        except TimeoutError:
+            raise Exhausted(f"{resource}: none of this function's came back in {patience:.0f} s") from None
+        try:
+            yield taken
+        finally:
+            taken.release()
+
+    def build_circuit(self) -> None:
+        """Count one circuit built against the per-minute rate; Exhausted if the minute is full."""
+        now = self.clock()
+        while self._built and now - self._built[0] >= RATE_WINDOW:
+            self._built.popleft()
+        if len(self._built) >= self.spec.circuits_per_minute:
+            raise Exhausted(
+                f"this function built {len(self._built)} circuits in the last minute, its limit "
+                f"({_SOURCE['circuits_per_minute']}); reuse a circuit or wait"
+            )
+        self._built.append(now)
+
+    def limits(self) -> dict[str, int]:
+        """Each budget: the most the function may hold (circuits_per_minute: build in a minute)."""
+        return {f.name: int(getattr(self.spec, f.name)) for f in fields(BudgetSpec)}
+
+    def usage(self) -> dict[str, int]:
+        """What is held now, per budget, and the circuits built in the last minute."""
+        now = self.clock()
+        recent = sum(1 for t in self._built if now - t < RATE_WINDOW)
+        return {**self.used, "circuits_per_minute": recent}
