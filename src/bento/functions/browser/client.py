@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import io
-import json
-import tarfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,7 +25,7 @@ from bento.protocol.manifest import Manifest
 from bento.protocol.messages import ResourceUsage, SessionState
 from bento.protocol.policy import Needs, SyscallProfile
 
-from . import pack, wire
+from . import pack, saved, wire
 
 PACKAGE = "bento_browser"
 BOX_MODULES = (
@@ -45,8 +41,6 @@ BOX_MODULES = (
     "function",
 )
 MAX_ARCHIVE = 256 << 20  # the most a client accepts from a box before refusing the transfer
-MAX_UNPACKED = 1 << 30
-MAX_MEMBERS = 10_000
 Progress = Callable[[int, int | None], None]  # (bytes received, bytes expected once known)
 
 
@@ -357,25 +351,10 @@ def _header(data: bytes) -> tuple[int, int, bytes]:
 
 
 def _unpack(archive: bytes, digest: bytes, out: Path) -> dict[str, Any]:
-    """Verify the archive against the header's hash and unpack it safely into ``out``."""
-    if hashlib.sha256(archive).digest() != digest:
-        raise BentoError("the page's archive does not match the hash in its header: it was damaged")
+    """Verify the archive against the header's hash, make it inert and write it into ``out``."""
+    copy = saved.read_archive(archive, digest)
     try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            members = tar.getmembers()
-            if len(members) > MAX_MEMBERS or sum(m.size for m in members) > MAX_UNPACKED:
-                raise BentoError(f"the archive is too large to unpack ({len(members)} entries)")
-            if any(not m.isfile() for m in members):
-                raise BentoError("the archive holds something other than plain files")
-            tar.extractall(out, filter="data")  # no absolute paths, no escapes, no devices
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise BentoError(f"the page's archive cannot be unpacked: {exc}") from None
-    (out / pack.ARCHIVE).write_bytes(archive)
-    try:
-        index = json.loads((out / pack.INDEX).read_text())
-        main = (out / str(index["main"])).resolve()
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BentoError(f"the archive has no usable {pack.INDEX}: {exc}") from None
-    if not isinstance(index, dict) or not main.is_relative_to(out.resolve()) or not main.is_file():
-        raise BentoError(f"the archive's {pack.INDEX} names no page inside it")
-    return {"index": index, "main": main}
+        main = copy.write(out)
+    except OSError as exc:
+        raise BentoError(f"cannot write the page into {out}: {exc.strerror}") from None
+    return {"index": copy.index, "main": main.resolve()}
