@@ -43,11 +43,18 @@ FILE_POLICY = (
     "media-src 'self' data:; frame-src 'self'; form-action 'none'; base-uri 'none'"
 )
 _BOM = "\ufeff"
+_ROUNDS = 4
+_UNSETTLED = (
+    f'<!doctype html><html><head><meta http-equiv="Content-Security-Policy" content="{FILE_POLICY}">'
+    "</head><body><p>Browser could not make this page safe to open offline.</p></body></html>"
+)
 # Elements removed with all they hold: scripts, what runs code or documents of its own, and
 # what a parser reads differently with scripts on and off.
 _REMOVED = (
     "script", "noscript", "template", "object", "embed", "applet", "param", "portal", "fencedframe",
     "base", "meta[http-equiv]", "noframes", "noembed",
+    # SVG's animations set attributes, an image's href among them, from values no check reads as URLs.
+    "set", "animate", "animateMotion", "animateTransform", "animateColor", "discard",
 )  # fmt: skip
 # Attributes that make requests or change how references resolve, whatever their value.
 _DROPPED = {
@@ -124,17 +131,34 @@ def inert_files(files: dict[str, bytes], links: Links = INERT) -> dict[str, byte
 
 
 def inert_html(text: str, place: Place, links: Links = INERT) -> str:
-    """One HTML document of the copy, at ``place``, made inert."""
+    """One HTML document of the copy, at ``place``, made inert.
+
+    The browser reads what is written here, not the tree that was checked: the result is
+    read and made inert again until nothing changes (markup built to parse one way and
+    serialize into another, "mutation XSS", does not survive that); a page that never
+    settles is replaced by a notice.
+    """
+    for _ in range(_ROUNDS):
+        made = _inert_once(text, place, links)
+        if made == text:
+            return made
+        text = made
+    return _UNSETTLED
+
+
+def _inert_once(text: str, place: Place, links: Links) -> str:
     tree = LexborHTMLParser(text)
     for selector in _REMOVED:
         while (node := tree.css_first(selector)) is not None:
             node.decompose()
     unwanted: list[LexborNode] = []
     for node in tree.css("*"):
-        tag = node.tag or ""
+        tag = (node.tag or "").lower()
         if tag == "style":
             _restyle(node, place)
-        if tag == "link" and not _keep_link(node, place):
+        if (tag == "link" and not _keep_link(node, place)) or (
+            tag == "meta" and (node.attrs.get("name") or "").lower() == "referrer"  # ours is added
+        ):
             unwanted.append(node)
             continue
         attrs = node.attrs
