@@ -69,3 +69,10 @@ async def settle(tab: Any, action: Callable[[], Awaitable[Any]]) -> None:
         await action()
     with contextlib.suppress(Error):
         await tab.wait_for_load_state("networkidle", timeout=15_000)
+
+
+async def navigate(tab: Any, action: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> None:
+    """Do ``action`` and wait until the tab's own document has changed and loaded (a page
+    that is fetched through Browser first takes its time: ``timeout``)."""
+    async with tab.expect_navigation(wait_until="load", timeout=timeout * 1000):
+        await action()

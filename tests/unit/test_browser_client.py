@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import json
@@ -66,7 +67,8 @@ def transfer(body: bytes, padding: int, announced: int | None = None, digest: by
 
 async def receive(stream: Stream, out: Path, **kwargs: Any) -> dict[str, Any]:
     out.mkdir(exist_ok=True)
-    return await client._receive(stream, out, time.monotonic(), **kwargs)  # type: ignore[arg-type]
+    keep = functools.partial(client._unpack, out=out)
+    return await client._receive(stream, keep, time.monotonic(), **kwargs)  # type: ignore[arg-type]
 
 
 async def test_the_page_is_shown_before_the_padding_ends(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from bento.protocol.messages import ResourceUsage, SessionState
 from bento.protocol.policy import Needs, SyscallProfile
 
 from . import pack, saved, wire
+from .inert import INERT, Links
 
 PACKAGE = "bento_browser"
 BOX_MODULES = (
@@ -219,7 +221,8 @@ async def _browse(
         box, keyring, "browse", _arguments(url, options), cover=options.cover, engine=options.engine
     )
     async with stream:  # with cover, leaving waits for the end of the cover window
-        received = await _receive(stream, out, started, on_page, progress)
+        keep = functools.partial(_unpack, out=out)
+        received = await _receive(stream, keep, started, on_page, progress)
     page = Page(url=url, directory=out, function_id=function.function_id, deployed=deployed, **received)
     if isinstance(stream.link, CoveredLink):
         page.cover = stream.link.report()
@@ -227,7 +230,26 @@ async def _browse(
     return page
 
 
+async def browse_in_memory(
+    box: Box, keyring: Keyring, url: str, options: Options, links: Links = INERT
+) -> tuple[saved.SavedCopy, dict[str, Any]]:
+    """``url`` through Browser on ``box``, kept in memory (the viewer's): its inert copy (links
+    as ``links`` make them), and the transfer's figures (bytes, padding, times)."""
+    started = time.monotonic()
+    arguments = _arguments(url, options)
+    stream, _, _ = await _start(box, keyring, "browse", arguments, cover=options.cover, engine=options.engine)
+
+    def keep(archive: bytes, digest: bytes) -> dict[str, Any]:
+        return {"copy": saved.read_archive(archive, digest, links)}
+
+    async with stream:
+        received = await _receive(stream, keep, started, None, None)
+    return received.pop("copy"), received
+
+
 def _arguments(url: str, options: Options) -> list[Any]:
+    if (problem := wire.cookie_problem(options.cookies)) is not None:
+        raise BentoError(f"Browser cannot send these cookies: {problem}", fix="give NAME=VALUE cookies")
     return [url, options.pad, options.scheme, options.user_agent, options.cookies, options.limits]
 
 
@@ -249,9 +271,12 @@ def _prepare(out: Path) -> bool:
     return not existed
 
 
+Keep = Callable[[bytes, bytes], dict[str, Any]]  # (archive, its digest) -> what was kept of it
+
+
 async def _receive(
     stream: SessionStream,
-    out: Path,
+    keep: Keep,
     started: float,
     on_page: Callable[[Path], Awaitable[None]] | None,
     progress: Progress | None,
@@ -285,7 +310,7 @@ async def _receive(
                 data = data[len(taken) :]
                 if len(buffer) == length:
                     times["seconds_to_page_bytes"] = times["seconds_to_last_byte"]
-                    showing = asyncio.create_task(_show(bytes(buffer), digest, out, started, on_page))
+                    showing = asyncio.create_task(_show(bytes(buffer), digest, keep, started, on_page))
                     buffer = bytearray()
             elif showing.done():
                 showing.result()  # a page that failed to unpack ends the transfer now
@@ -329,11 +354,11 @@ async def _receive(
 async def _show(
     archive: bytes,
     digest: bytes,
-    out: Path,
+    keep: Keep,
     started: float,
     on_page: Callable[[Path], Awaitable[None]] | None,
 ) -> dict[str, Any]:
-    found = await asyncio.to_thread(_unpack, archive, digest, out)
+    found = await asyncio.to_thread(keep, archive, digest)
     found["seconds_to_page"] = time.monotonic() - started
     if on_page is not None:  # the page is shown now; the padding may still be arriving
         await on_page(found["main"])

@@ -95,13 +95,19 @@ def _nothing(_url: str) -> str | None:
     return None
 
 
+def _same(url: str) -> str | None:
+    return url
+
+
 @dataclass(frozen=True)
 class Links:
     """What a link (``follow``) and a GET form (``submit``) of the page become: an address,
-    or None to leave them inert; ``target`` for them all; the ``policy`` the copy declares."""
+    or None to leave them inert; where other forms go (``refuse``); ``target`` for them all;
+    the ``policy`` the copy declares."""
 
     follow: Callable[[str], str | None] = field(default=_nothing)
     submit: Callable[[str], str | None] = field(default=_nothing)
+    refuse: str | None = None  # where a form that would POST goes instead (a page that says so)
     target: str | None = None
     policy: str = FILE_POLICY
 
@@ -138,10 +144,13 @@ def inert_html(text: str, place: Place, links: Links = INERT) -> str:
     serialize into another, "mutation XSS", does not survive that); a page that never
     settles is replaced by a notice.
     """
+    # Until it settles, links stay the absolute URLs they are; only then do they become
+    # what ``links`` says (the viewer's own addresses, which a round would take for foreign).
+    settling = Links(_same, _same, None, links.target, links.policy)
     for _ in range(_ROUNDS):
-        made = _inert_once(text, place, links)
+        made = _inert_once(text, place, settling)
         if made == text:
-            return made
+            return _inert_once(made, place, links)
         text = made
     return _UNSETTLED
 
@@ -162,8 +171,11 @@ def _inert_once(text: str, place: Place, links: Links) -> str:
             unwanted.append(node)
             continue
         attrs = node.attrs
+        original = {name.lower(): value or "" for name, value in attrs.items()}
+        if tag == "form":
+            _form(node, original, links)
         for name in list(attrs.keys()):
-            new = _attribute(tag, name.lower(), attrs[name] or "", node, place, links)
+            new = _attribute(tag, name.lower(), attrs[name] or "", original, place, links)
             if new is None:
                 del attrs[name]
             elif new != attrs[name]:
@@ -206,7 +218,23 @@ def _keep_link(node: LexborNode, place: Place) -> bool:
     return True
 
 
-def _attribute(tag: str, name: str, value: str, node: LexborNode, place: Place, links: Links) -> str | None:
+def _form(node: LexborNode, original: dict[str, str], links: Links) -> None:
+    """A form that would send anything but a GET to its own action (a POST, or a form with no
+    action, which sends to the page's own address) is refused: sent, it goes to ``refuse``."""
+    if (original.get("method") or "get").lower() == "get" and "action" in original:
+        return
+    if "method" in node.attrs:
+        del node.attrs["method"]
+    original.pop("action", None)
+    if "action" in node.attrs:
+        del node.attrs["action"]
+    if links.refuse is not None:
+        node.attrs["action"] = links.refuse
+
+
+def _attribute(
+    tag: str, name: str, value: str, original: dict[str, str], place: Place, links: Links
+) -> str | None:
     """The attribute's new value, or None to remove it."""
     if name.startswith("on") or name in _DROPPED:
         return None
@@ -217,8 +245,9 @@ def _attribute(tag: str, name: str, value: str, node: LexborNode, place: Place, 
     if name in ("href", "xlink:href") and tag in ("a", "area"):
         return _link(value, links.follow, place)
     if tag == "form" and name == "action":
-        method = (node.attrs.get("method") or "get").lower()
-        return _link(value, links.submit, place) if method == "get" else None
+        if "action" not in original:
+            return value  # the refusal _form put there
+        return _link(value, links.submit, place)
     if name in ("srcset", "imagesrcset"):
         candidates = [(place.local(u, data=True), d) for u, d in discover.parse_srcset(value)]
         kept = [(u, d) for u, d in candidates if u is not None]
@@ -259,9 +288,8 @@ def _declare(tree: LexborHTMLParser, links: Links) -> None:
     ).head
     assert declared is not None
     first = head.child
-    for node in reversed(list(declared.iter())):
+    for node in declared.iter():
         if first is None:
             head.insert_child(node)
         else:
             first.insert_before(node)
-            first = head.child
