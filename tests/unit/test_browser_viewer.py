@@ -14,13 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from chromium_watch import navigate, settle, watching
 
 from bento.errors import BentoError
 from bento.functions.browser import discover, fetch, pack, saved, viewer
 from bento.functions.browser.inert import Links
 from bento.functions.browser.rewrite import localize
 from browser_site import Server, png, serve
+from chromium_watch import navigate, settle, watching
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -28,7 +28,7 @@ FIRST = """<!doctype html><html><head><title>first</title>
 <script>fetch("{third}/leak-fetch")</script></head><body>
 <h1 id="heading">The first page</h1><img id="picture" src="/a.png">
 <a id="next" href="/next.html">next</a> <a id="away" href="{third}/other.html">elsewhere</a>
-<form id="search" action="/search" method="get"><input name="q" value=""><button id="send">search</button></form>
+<form id="search" action="/search" method="get"><input name="q"><button id="send">search</button></form>
 <form id="post" action="/login" method="post"><input name="user"><button id="post-send">log in</button></form>
 </body></html>"""
 NEXT = (
@@ -119,16 +119,15 @@ async def test_the_viewer_browses_through_browser_and_the_browser_asks_only_the_
 
 
 async def test_the_viewer_answers_only_its_own_secret_at_its_own_address() -> None:
-    async with viewer.running(LocalBrowser()) as shown:
-        async with httpx.AsyncClient(timeout=10) as client:
-            home = await client.get(shown.address)
-            assert home.status_code == 200 and "default-src 'none'" in home.headers["content-security-policy"]
-            wrong = await client.get(f"{shown.origin}/{'x' * len(shown.secret)}/")
-            rebound = await client.get(shown.address, headers={"Host": f"attacker.example:{shown.port}"})
-            assert wrong.status_code == rebound.status_code == 404
-            assert "secret" not in wrong.text and shown.secret not in wrong.text
-            bad = await client.get(shown.address + "go", params={"url": "file:///etc/passwd"})
-            assert bad.status_code == 400 and "not an http" in bad.text
+    async with viewer.running(LocalBrowser()) as shown, httpx.AsyncClient(timeout=10) as client:
+        home = await client.get(shown.address)
+        assert home.status_code == 200 and "default-src 'none'" in home.headers["content-security-policy"]
+        wrong = await client.get(f"{shown.origin}/{'x' * len(shown.secret)}/")
+        rebound = await client.get(shown.address, headers={"Host": f"attacker.example:{shown.port}"})
+        assert wrong.status_code == rebound.status_code == 404
+        assert "secret" not in wrong.text and shown.secret not in wrong.text
+        bad = await client.get(shown.address + "go", params={"url": "file:///etc/passwd"})
+        assert bad.status_code == 400 and "not an http" in bad.text
 
 
 async def test_cookies_the_user_allows_go_with_that_site_only() -> None:
