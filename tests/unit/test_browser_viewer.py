@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -150,3 +153,12 @@ async def test_cookies_the_user_allows_go_with_that_site_only() -> None:
             assert "sid, lang" in view.text and "abc" not in view.text  # names shown, never values
     assert local.asked[0][1] == {"sid": "abc", "lang": "en"} and local.asked[1][1] == {}
     assert re.search(r"sid=abc", first.headers["/"].get("cookie", ""))  # the site got them from Browser
+
+
+def test_open_says_plainly_that_there_is_no_display_and_fetches_nothing() -> None:
+    environment = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bento", "browse", "http://127.0.0.1:9/", "--box", "nowhere", "--open"],
+        capture_output=True, text=True, timeout=60, env=environment,
+    )  # fmt: skip
+    assert done.returncode != 0 and "needs a display" in done.stderr and "--serve" in done.stderr

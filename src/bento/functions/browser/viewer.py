@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import mimetypes
 import secrets
 import socket
@@ -38,7 +39,7 @@ from starlette.routing import Route
 
 from bento.errors import BentoError
 
-from . import viewer_page, wire
+from . import saved, viewer_page, wire
 from .inert import Links
 from .saved import SavedCopy
 
@@ -193,6 +194,13 @@ class Viewer:
                 entry.error = str(exc)
             self._forget_old_copies()
         return RedirectResponse(self._at(f"view/{number}"), status_code=303)
+
+    def add(self, url: str, archive: bytes, figures: dict[str, Any]) -> Entry:
+        """A page already fetched (its archive, as Browser sent it) as the next entry."""
+        number = max(self.entries, default=0) + 1
+        entry = self.entries[number] = Entry(number, url, previous=None, figures=figures)
+        entry.copy = saved.read_archive(archive, hashlib.sha256(archive).digest(), self.links(entry))
+        return entry
 
     def links(self, entry: Entry) -> Links:
         """What the links and GET forms of ``entry``'s page become: the viewer's own addresses."""
