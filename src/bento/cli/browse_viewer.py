@@ -86,7 +86,8 @@ def serve(
                     address += f"view/{entry.number}"
                 elif first is not None:
                     address += "go?" + urlencode({"url": first})
-                errors.print(f"viewer: {address}\n  (every page through {describe}; Ctrl-C to stop)")
+                errors.print(f"viewer: {address}", soft_wrap=True, highlight=False)
+                errors.print(f"  (every page through {describe}; Ctrl-C to stop)")
                 with _launcher(address) as launcher:
                     if args.open:
                         await _open(launcher, args.browser)
