@@ -80,7 +80,7 @@ def serve(
                         shown.cookies[(urlsplit(url).hostname or "").lower()] = dict(options.cookies)
                 address = shown.address
                 if saved is not None:
-                    entry = shown.add(
+                    entry = await shown.add(
                         saved.url, (saved.directory / pack.ARCHIVE).read_bytes(), _figures(saved)
                     )
                     address += f"view/{entry.number}"

@@ -30,11 +30,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from . import discover
-from .inert_css import _LIVE, Place, for_style_element, inert_stylesheet, inert_value
+from .inert_css import _IGNORED, _LIVE, Place, for_style_element, inert_stylesheet, inert_value
 
 # file: pages: 'self' is the copy's own folder's scheme and host, which for a file is no
 # host at all; nothing of the web matches it. (The viewer names its own URL instead.)
@@ -268,11 +269,13 @@ def _attribute(
 def _link(value: str, lead: Callable[[str], str | None], place: Place) -> str | None:
     if value.strip().startswith("#"):
         return value.strip()
-    url = discover.absolute(value, "about:blank")  # the box made every link absolute
-    if url is None:
-        return place.local(value, suffixes=_HTML_SUFFIXES)
-    fragment = value.strip().partition("#")[2]
-    return lead(url + ("#" + fragment if fragment else ""))
+    try:  # the box made every link absolute
+        parts = urlsplit(_IGNORED.sub("", value).strip())
+    except ValueError:
+        return None
+    if parts.scheme.lower() in ("http", "https") and parts.hostname:
+        return lead(parts.geturl())
+    return place.local(value, suffixes=_HTML_SUFFIXES)
 
 
 def _declare(tree: LexborHTMLParser, links: Links) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 import tinycss2
@@ -50,6 +50,9 @@ class Place:
 
     here: str
     files: frozenset[str]
+    _known: dict[tuple[str, bool, tuple[str, ...]], str | None] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )  # a page names the same few files many times
 
     def local(self, reference: str, *, data: bool = False, suffixes: tuple[str, ...] = ()) -> str | None:
         """The reference as a path from ``here`` to one of the copy's files (ending in one of
@@ -62,6 +65,12 @@ class Place:
         >>> place.local("http://127.0.0.1/a.png"), place.local("missing.png"), place.local("#top")
         (None, None, '#top')
         """
+        key = (reference, data, suffixes)
+        if key not in self._known:
+            self._known[key] = self._local(reference, data, suffixes)
+        return self._known[key]
+
+    def _local(self, reference: str, data: bool, suffixes: tuple[str, ...]) -> str | None:
         text = _IGNORED.sub("", reference).strip()
         if text.startswith("#"):
             return text
@@ -88,8 +97,18 @@ def inert_stylesheet(css: str, place: Place) -> str:
     return str(tinycss2.serialize(_inert(tokens, place)))
 
 
+# CSS without any of these has no function, string, URL or escape: nothing that can load.
+_PLAIN = re.compile(r"^[^\\()\"'/@<]*$")
+
+
 def inert_value(css: str, place: Place) -> str:
-    """Declarations (a ``style`` attribute) or a value (an SVG ``fill="url(...)"``), made inert."""
+    """Declarations (a ``style`` attribute) or a value (an SVG ``fill="url(...)"``), made inert.
+
+    >>> inert_value("color: red; width: 2px", Place("index.html", frozenset()))
+    'color: red; width: 2px'
+    """
+    if _PLAIN.match(css):  # most style attributes: read by no tokenizer, for speed
+        return css
     return inert_stylesheet(css, place)
 
 

@@ -195,11 +195,12 @@ class Viewer:
             self._forget_old_copies()
         return RedirectResponse(self._at(f"view/{number}"), status_code=303)
 
-    def add(self, url: str, archive: bytes, figures: dict[str, Any]) -> Entry:
+    async def add(self, url: str, archive: bytes, figures: dict[str, Any]) -> Entry:
         """A page already fetched (its archive, as Browser sent it) as the next entry."""
         number = max(self.entries, default=0) + 1
         entry = self.entries[number] = Entry(number, url, previous=None, figures=figures)
-        entry.copy = saved.read_archive(archive, hashlib.sha256(archive).digest(), self.links(entry))
+        digest = hashlib.sha256(archive).digest()
+        entry.copy = await asyncio.to_thread(saved.read_archive, archive, digest, self.links(entry))
         return entry
 
     def links(self, entry: Entry) -> Links:
