@@ -24,6 +24,7 @@ from bento.functions.browser.inert import Links
 from bento.functions.browser.rewrite import localize
 from browser_site import Server, png, serve
 from chromium_watch import navigate, settle, watching
+from hostile_page import finish_hostile, hostile_site
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -119,6 +120,26 @@ async def test_the_viewer_browses_through_browser_and_the_browser_asks_only_the_
         f"{first.origin}/search?q=onion+routing",
     ]
     assert "/login" not in first.requests
+
+
+async def test_a_hostile_page_in_the_viewer_asks_nothing_of_anyone_but_the_viewer() -> None:
+    first, third = hostile_site()
+    async with serve(first, third), viewer.running(LocalBrowser()) as shown:
+        finish_hostile(first, third)
+        async with watching() as (tab, watched):
+            await settle(tab, lambda: tab.goto(shown.address, wait_until="load"))
+            await tab.fill("input[name=url]", f"{first.origin}/")
+            await navigate(tab, lambda: tab.press("input[name=url]", "Enter"))
+            await tab.wait_for_load_state("networkidle")  # what the frame would start, started
+            page = tab.frame_locator("#page")
+            assert await page.locator("#kept").evaluate("i => i.naturalWidth") == 2
+            await settle(tab, lambda: page.locator("#script-link").click(timeout=5_000))  # inert
+            landed = tab.url
+    # The box (here: Browser's code run locally) fetched what the page names; the browser
+    # showing it asked the viewer alone, whatever the page tried.
+    outside = watched.outside(lambda url: url.startswith(shown.origin + "/"))
+    assert not outside, outside
+    assert landed.endswith("/view/1")
 
 
 async def test_the_viewer_answers_only_its_own_secret_at_its_own_address() -> None:
