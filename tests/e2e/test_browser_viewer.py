@@ -66,7 +66,7 @@ async def test_the_viewer_browses_through_browser_on_a_box(testnet: Testnet, tmp
     assert not leaks, leaks
     assert watched.requests and third.requests == []  # the page's scripts never ran, anywhere
     assert first.requests.count("/") == 1 and first.requests.count("/next.html") == 1  # back: from memory
-    assert "Browser on exit0" in about and "bytes of padding" in about
+    assert "Browser on exit0, padded to a multiple of 65,536 bytes" in about and "of padding" in about
 
 
 async def _address(process: asyncio.subprocess.Process) -> str:
