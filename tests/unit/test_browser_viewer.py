@@ -172,6 +172,9 @@ async def test_cookies_the_user_allows_go_with_that_site_only() -> None:
             assert refused.status_code == 400 and "not kept" in refused.text
             view = await client.get(shown.address + "view/1")
             assert "sid, lang" in view.text and "abc" not in view.text  # names shown, never values
+            history = await client.get(shown.address + "history")
+            assert history.text.index(f"{third.origin}/nothing") < history.text.index(f"{first.origin}/")
+            assert "not fetched: Browser could not fetch the page" in history.text  # the 404, said
     assert local.asked[0][1] == {"sid": "abc", "lang": "en"} and local.asked[1][1] == {}
     assert re.search(r"sid=abc", first.headers["/"].get("cookie", ""))  # the site got them from Browser
 

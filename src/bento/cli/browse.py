@@ -90,6 +90,11 @@ def add_browse(parser: argparse.ArgumentParser) -> None:
         "--browser", metavar="COMMAND", help="the browser --open starts (default: the system's)"
     )
     viewing.add_argument(
+        "--history", type=Path, metavar="FILE",
+        help="when the viewer stops, save its history (the addresses visited) to FILE; by default it is "
+        "held in memory only",
+    )  # fmt: skip
+    viewing.add_argument(
         "--port", type=int, default=0, help="the viewer's port on 127.0.0.1 (default: any free one)"
     )
     parser.add_argument("--user-agent", default="", help="the User-Agent the box sends (default: Firefox's)")

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import shlex
 import subprocess
@@ -88,10 +89,14 @@ def serve(
                     address += "go?" + urlencode({"url": first})
                 errors.print(f"viewer: {address}", soft_wrap=True, highlight=False)
                 errors.print(f"  (every page through {describe}; Ctrl-C to stop)")
-                with _launcher(address) as launcher:
-                    if args.open:
-                        await _open(launcher, args.browser)
-                    await asyncio.Event().wait()  # until Ctrl-C
+                try:
+                    with _launcher(address) as launcher:
+                        if args.open:
+                            await _open(launcher, args.browser)
+                        await asyncio.Event().wait()  # until Ctrl-C
+                finally:
+                    if args.history is not None:  # the user asked for it to outlive the viewer
+                        args.history.write_text(json.dumps(shown.history(), indent=1) + "\n")
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

@@ -93,6 +93,7 @@ class Viewer:
             Route("/{secret}/form/{number:int}/{index:int}", self._form),
             Route("/{secret}/page/{number:int}/{path:path}", self._file),
             Route("/{secret}/refused/{number:int}", self._refused),
+            Route("/{secret}/history", self._history),
             Route("/{secret}/cookies", self._allow_cookies, methods=["POST"]),
         ]
 
@@ -130,6 +131,17 @@ class Viewer:
             "This form would send data to the site (a POST); Browser only fetches pages, so it was not sent."
         )
         return self._html(viewer_page.problem(message, back=self._at(f"view/{entry.number}")), status=200)
+
+    async def _history(self, request: Request) -> Response:
+        self._admit(request)
+        return self._html(viewer_page.history(self, self.history()))
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every page of this run, in the order they were asked for (memory only)."""
+        return [
+            {"number": e.number, "url": e.url, "error": e.error or None, "held": e.copy is not None}
+            for e in sorted(self.entries.values(), key=lambda e: e.number)
+        ]
 
     async def _view(self, request: Request) -> Response:
         self._admit(request)

@@ -7,7 +7,7 @@ works in a browser with scripts off (Tor Browser's "Safest") and has nothing to 
 from __future__ import annotations
 
 from html import escape
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def render(viewer: Viewer, entry: Entry | None, back: int | None, forward: int |
     controls = [
         _step(viewer, back, "&larr;", "back"),
         _step(viewer, forward, "&rarr;", "forward"),
+        f'<a id="history" href="{viewer.at("history")}">history</a>',
         f'<form action="{viewer.at("go")}" method="get">'
         f'<input type="hidden" name="from" value="{number}">'
         f'<input name="url" value="{escape(url)}" placeholder="https://..." autofocus '
@@ -64,6 +65,24 @@ def render(viewer: Viewer, entry: Entry | None, back: int | None, forward: int |
         f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>'
         f'<meta name="referrer" content="no-referrer"><style>{_STYLE}</style></head>'
         f"<body>{body}</body></html>"
+    )
+
+
+def history(viewer: Viewer, entries: list[dict[str, Any]]) -> str:
+    """This run's pages, newest first; each leads to its entry (shown again from memory)."""
+    rows = "".join(
+        '<li><a href="{}">{}</a>{}</li>'.format(
+            viewer.at(f"view/{entry['number']}"),
+            escape(entry["url"]),
+            f" (not fetched: {escape(entry['error'])})" if entry["error"] else "",
+        )
+        for entry in reversed(entries)
+    )
+    return (
+        '<!doctype html><html><head><meta charset="utf-8"><title>History (Bento viewer)</title></head>'
+        f'<body><p><a href="{viewer.at("")}">back to the viewer</a>. This history is held in memory '
+        "only and ends with the viewer.</p>"
+        f'<ol id="pages">{rows or "<li>nothing yet</li>"}</ol></body></html>'
     )
 
 
