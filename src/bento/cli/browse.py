@@ -224,10 +224,10 @@ def cmd_browse(args: argparse.Namespace) -> int:
 def _via_dropbox(args: argparse.Namespace, options: browser.Options) -> int:
     """The poster's figure 2: Browser deposits the page with a Dropbox on another box; we
     leave as soon as the deposit is reserved, with the capability that fetches it."""
-    if args.open or args.out or options.cover is not None:
+    if args.open or args.serve or args.out or options.cover is not None:
         raise BentoError(
             "with --via-dropbox the page goes to the Dropbox, not here (and there is no transfer to cover)",
-            fix="drop --open/--out/--cover; later: bento dropbox get CAPABILITY --page DIR",
+            fix="drop --open/--serve/--out/--cover; later: bento dropbox get CAPABILITY --page DIR",
         )
     found = discover(args.control)
     info, other = resolve(args.box, found), resolve(args.via_dropbox, found)
