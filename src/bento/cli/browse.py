@@ -1,9 +1,11 @@
 """``bento browse URL --box EXIT``: a whole page fetched at an exit by Browser, padded.
 
 Deploys Browser to the box (or reuses the deployment of the same code in the keyring),
-fetches, verifies the archive against its header, unpacks it into ``--out``, opens it
-with ``--open`` as soon as the page's bytes are in, and reports once the padding has
-arrived too (only then is it safe to do anything else on the link).
+fetches, verifies the archive against its header, unpacks it into ``--out`` made inert
+(opened, it requests nothing), and reports once the padding has arrived too (only then is
+it safe to do anything else on the link). ``--open`` then shows it in the local viewer,
+and ``--serve`` runs the viewer alone: browsing, every page through Browser
+(``browse_viewer``).
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ import argparse
 import asyncio
 import re
 import time
-import webbrowser
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from bento.cli import client_options, cover_options
+from bento.cli import browse_viewer, client_options, cover_options
 from bento.cli.boxes import find_box
 from bento.cli.dropbox import parse_duration
 from bento.cli.output import console, emit_json, errors
@@ -53,7 +54,11 @@ def _cookie(text: str) -> tuple[str, str]:
 
 
 def add_browse(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="the page: an http:// or https:// URL, fetched at the exit")
+    parser.add_argument(
+        "url",
+        nargs="?",
+        help="the page: an http:// or https:// URL, fetched at the exit (with --serve: the first)",
+    )
     parser.add_argument("--box", required=True, help="the exit box: nickname, fingerprint or onion address")
     parser.add_argument(
         "--pad", type=parse_size, default=None, metavar="SIZE",
@@ -70,7 +75,28 @@ def add_browse(parser: argparse.ArgumentParser) -> None:
         "chromium syscall profile)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, help="directory to unpack into (default: HOST-TIME, created)")
-    parser.add_argument("--open", action="store_true", help="open the page in a browser as soon as it is in")
+    viewing = parser.add_argument_group("viewing: pages shown by a local viewer, every page through Browser")
+    viewing.add_argument(
+        "--serve", action="store_true",
+        help="run the viewer on 127.0.0.1 until Ctrl-C: an address bar, links and GET forms fetched through "
+        "Browser, back and forward; prints its address (it holds this run's secret)",
+    )  # fmt: skip
+    viewing.add_argument(
+        "--open", action="store_true",
+        help="open the page in the viewer, in a browser (fails where there is no display); the viewer then "
+        "runs until Ctrl-C",
+    )  # fmt: skip
+    viewing.add_argument(
+        "--browser", metavar="COMMAND", help="the browser --open starts (default: the system's)"
+    )
+    viewing.add_argument(
+        "--history", type=Path, metavar="FILE",
+        help="when the viewer stops, save its history (the addresses visited) to FILE; by default it is "
+        "held in memory only",
+    )  # fmt: skip
+    viewing.add_argument(
+        "--port", type=int, default=0, help="the viewer's port on 127.0.0.1 (default: any free one)"
+    )
     parser.add_argument("--user-agent", default="", help="the User-Agent the box sends (default: Firefox's)")
     parser.add_argument(
         "--cookie", type=_cookie, action="append", default=[], metavar="NAME=VALUE",
@@ -113,19 +139,25 @@ def _options(args: argparse.Namespace) -> browser.Options:
 
 
 def cmd_browse(args: argparse.Namespace) -> int:
-    parts = urlsplit(args.url)
+    if args.open:
+        browse_viewer.check_display()  # before anything is fetched
+    if args.url is None and not args.serve:
+        raise BentoError(
+            "name the page to fetch", fix="bento browse URL --box BOX, or --serve for the viewer"
+        )
+    parts = urlsplit(args.url or "http://nothing/")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BentoError(f"{args.url!r} is not an http:// or https:// URL", fix="give the page's full URL")
     options = _options(args)
     if args.via_dropbox:
         return _via_dropbox(args, options)
+    if args.serve:
+        if args.out:
+            raise BentoError("the viewer keeps pages in memory, not on disk", fix="drop --out, or --serve")
+        return browse_viewer.serve(args, options, find_box(args), first=args.url)
     out = args.out or Path(f"{parts.hostname}-{time.strftime('%Y%m%d-%H%M%S')}")
     info = find_box(args)
     keyring = Keyring(args.keyring)
-
-    async def shown(main: Path) -> None:
-        if args.open:
-            await asyncio.to_thread(webbrowser.open, main.as_uri())
 
     async def run() -> browser.Page:
         with Progress(
@@ -145,14 +177,13 @@ def cmd_browse(args: argparse.Namespace) -> int:
                     args.url,
                     out,
                     options,
-                    on_page=shown,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
 
     page = asyncio.run(run())
     if args.json:
         emit_json({**page.as_json(), "box": info.nickname, "scheme": options.scheme, "pad": options.pad})
-        return 0
+        return browse_viewer.serve(args, options, info, saved=page) if args.open else 0
     how = "deployed now" if page.deployed else "reused"
     console.print(f"fetched [bold]{args.url}[/bold] through Browser on {info.nickname} ({how})")
     console.print(f"  page:      {page.main}")
@@ -185,16 +216,18 @@ def cmd_browse(args: argparse.Namespace) -> int:
         errors.print(f"[yellow]not fetched[/yellow] {resource.get('url')}: {resource.get('error')}")
     if len(failed) > 10:
         errors.print(f"[yellow]… and {len(failed) - 10} more[/yellow] (see {page.directory}/bento-page.json)")
+    if args.open:  # the copy stays where it is; the viewer shows it, and fetches what is followed
+        return browse_viewer.serve(args, options, info, saved=page)
     return 0
 
 
 def _via_dropbox(args: argparse.Namespace, options: browser.Options) -> int:
     """The poster's figure 2: Browser deposits the page with a Dropbox on another box; we
     leave as soon as the deposit is reserved, with the capability that fetches it."""
-    if args.open or args.out or options.cover is not None:
+    if args.open or args.serve or args.out or options.cover is not None:
         raise BentoError(
             "with --via-dropbox the page goes to the Dropbox, not here (and there is no transfer to cover)",
-            fix="drop --open/--out/--cover; later: bento dropbox get CAPABILITY --page DIR",
+            fix="drop --open/--serve/--out/--cover; later: bento dropbox get CAPABILITY --page DIR",
         )
     found = discover(args.control)
     info, other = resolve(args.box, found), resolve(args.via_dropbox, found)

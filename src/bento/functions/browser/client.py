@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import json
-import tarfile
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,7 +26,8 @@ from bento.protocol.manifest import Manifest
 from bento.protocol.messages import ResourceUsage, SessionState
 from bento.protocol.policy import Needs, SyscallProfile
 
-from . import pack, wire
+from . import pack, saved, wire
+from .inert import INERT, Links
 
 PACKAGE = "bento_browser"
 BOX_MODULES = (
@@ -44,8 +43,6 @@ BOX_MODULES = (
     "function",
 )
 MAX_ARCHIVE = 256 << 20  # the most a client accepts from a box before refusing the transfer
-MAX_UNPACKED = 1 << 30
-MAX_MEMBERS = 10_000
 Progress = Callable[[int, int | None], None]  # (bytes received, bytes expected once known)
 
 
@@ -227,7 +224,8 @@ async def _browse(
         box, keyring, "browse", _arguments(url, options), cover=options.cover, engine=options.engine, key=key
     )
     async with stream:  # with cover, leaving waits for the end of the cover window
-        received = await _receive(stream, key, out, started, on_page, progress)
+        keep = functools.partial(_unpack, out=out)
+        received = await _receive(stream, key, keep, started, on_page, progress)
     page = Page(url=url, directory=out, function_id=function.function_id, deployed=deployed, **received)
     if isinstance(stream.link, CoveredLink):
         page.cover = stream.link.report()
@@ -235,7 +233,28 @@ async def _browse(
     return page
 
 
+async def browse_in_memory(
+    box: Box, keyring: Keyring, url: str, options: Options, links: Links = INERT
+) -> tuple[saved.SavedCopy, dict[str, Any]]:
+    """``url`` through Browser on ``box``, kept in memory (the viewer's): its inert copy (links
+    as ``links`` make them), and the transfer's figures (bytes, padding, times)."""
+    started, key = time.monotonic(), wire.new_key()
+    arguments = _arguments(url, options)
+    stream, _, _ = await _start(
+        box, keyring, "browse", arguments, cover=options.cover, engine=options.engine, key=key
+    )
+
+    def keep(archive: bytes) -> dict[str, Any]:
+        return {"copy": saved.read_archive(archive, links)}
+
+    async with stream:
+        received = await _receive(stream, key, keep, started, None, None)
+    return received.pop("copy"), received
+
+
 def _arguments(url: str, options: Options) -> list[Any]:
+    if (problem := wire.cookie_problem(options.cookies)) is not None:
+        raise BentoError(f"Browser cannot send these cookies: {problem}", fix="give NAME=VALUE cookies")
     return [url, options.pad, options.scheme, options.user_agent, options.cookies, options.limits]
 
 
@@ -257,10 +276,13 @@ def _prepare(out: Path) -> bool:
     return not existed
 
 
+Keep = Callable[[bytes], dict[str, Any]]  # the opened archive -> what was kept of it
+
+
 async def _receive(
     stream: SessionStream,
     key: bytes,
-    out: Path,
+    keep: Keep,
     started: float,
     on_page: Callable[[Path], Awaitable[None]] | None,
     progress: Progress | None,
@@ -296,7 +318,7 @@ async def _receive(
                 data = data[len(taken) :]
                 if len(buffer) == length + wire.TAG:
                     times["seconds_to_page_bytes"] = times["seconds_to_last_byte"]
-                    showing = asyncio.create_task(_show(bytes(buffer), key, out, started, on_page))
+                    showing = asyncio.create_task(_show(bytes(buffer), key, keep, started, on_page))
                     buffer = bytearray()
             elif showing.done():
                 showing.result()  # a page that failed to unpack ends the transfer now
@@ -342,11 +364,11 @@ async def _receive(
 async def _show(
     sealed: bytes,
     key: bytes,
-    out: Path,
+    keep: Keep,
     started: float,
     on_page: Callable[[Path], Awaitable[None]] | None,
 ) -> dict[str, Any]:
-    found = await asyncio.to_thread(lambda: _unpack(_opened(key, sealed), out))
+    found = await asyncio.to_thread(lambda: keep(_opened(key, sealed)))
     found["seconds_to_page"] = time.monotonic() - started
     if on_page is not None:  # the page is shown now; the padding may still be arriving
         await on_page(found["main"])
@@ -372,23 +394,10 @@ def _opened(key: bytes, sealed: bytes) -> bytes:
 
 
 def _unpack(archive: bytes, out: Path) -> dict[str, Any]:
-    """Unpack the (opened) archive safely into ``out``."""
+    """Read the (opened, so authentic) archive, make it inert and write it into ``out``."""
+    copy = saved.read_archive(archive)
     try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            members = tar.getmembers()
-            if len(members) > MAX_MEMBERS or sum(m.size for m in members) > MAX_UNPACKED:
-                raise BentoError(f"the archive is too large to unpack ({len(members)} entries)")
-            if any(not m.isfile() for m in members):
-                raise BentoError("the archive holds something other than plain files")
-            tar.extractall(out, filter="data")  # no absolute paths, no escapes, no devices
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise BentoError(f"the page's archive cannot be unpacked: {exc}") from None
-    (out / pack.ARCHIVE).write_bytes(archive)
-    try:
-        index = json.loads((out / pack.INDEX).read_text())
-        main = (out / str(index["main"])).resolve()
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BentoError(f"the archive has no usable {pack.INDEX}: {exc}") from None
-    if not isinstance(index, dict) or not main.is_relative_to(out.resolve()) or not main.is_file():
-        raise BentoError(f"the archive's {pack.INDEX} names no page inside it")
-    return {"index": index, "main": main}
+        main = copy.write(out)
+    except OSError as exc:
+        raise BentoError(f"cannot write the page into {out}: {exc.strerror}") from None
+    return {"index": copy.index, "main": main.resolve()}

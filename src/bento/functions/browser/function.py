@@ -152,11 +152,8 @@ def _check(
         raise BrowseError(f"unknown padding scheme {scheme!r} (known: {', '.join(pad.SCHEMES)})")
     if not isinstance(user_agent, str) or len(user_agent) > 512 or not user_agent.isprintable():
         raise BrowseError("the user agent must be a printable string of at most 512 characters")
-    if cookies is not None and not (
-        isinstance(cookies, dict)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in cookies.items())
-    ):
-        raise BrowseError("cookies must be an object of names to string values")
+    if cookies is not None and (problem := wire.cookie_problem(cookies)) is not None:
+        raise BrowseError(problem)
     return key
 
 

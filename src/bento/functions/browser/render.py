@@ -9,7 +9,8 @@ size and count limits hold. What is kept:
 
 - the page as rendered once the network settled, with its scripts removed (the DOM is
   already what they made, and run again offline they would fetch what is not there or add
-  what is already shown); frames likewise;
+  what is already shown); frames likewise. The client then makes this snapshot inert
+  under the same rules as the static engine's copy (``inert``);
 - every response chromium asked for, including those of ``fetch()``/XHR, style sheets'
   fonts and images, and then what the rendered documents name that chromium did not ask
   for (``fetch.complete``); ``rewrite.localize`` then points the page at its copies.

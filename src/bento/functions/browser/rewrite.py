@@ -1,10 +1,14 @@
 """The page rewritten to its local copies, so it opens offline from the unpacked archive.
 
 Every reference that was fetched points at its copy under ``resources/``; one that could
-not be fetched points at a local name that does not exist, never at the web, so opening
-the copy makes no request to anyone (an absolute URL left behind would be fetched by the
-user's own browser, over her own link: exactly what Browser is there to avoid). Links a
-person follows (``<a href>``, forms) become absolute URLs: following one is a choice.
+not be fetched points at a local name that does not exist, never at the web (an absolute
+URL left behind would be fetched by the user's own browser, over her own link: exactly
+what Browser is there to avoid). Links a person follows (``<a href>``, forms) become
+absolute URLs in the archive, for the viewer to follow through Browser again.
+
+This is the box's side, and the box is not trusted with the user's safety: her client
+makes every document inert before anything opens it (``inert``, ``saved``), which drops
+scripts, links and whatever reference is not one of the copy's files.
 
 Rewritten documents are UTF-8 with a byte-order mark, which every browser honours before
 any ``<meta charset>`` or ``@charset``, so a page that named its encoding only in an
