@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import wf_rounds
 from bento.eval import kfp, splits
 from bento.eval.traces import Trace
 
@@ -81,10 +82,9 @@ def test_too_few_visits_for_the_folds_is_an_error() -> None:
 
 
 def test_results_are_reused_only_for_the_same_visits_and_settings(tmp_path: Path) -> None:
-    from bento.eval import experiment, traces
+    from bento.eval import experiment
 
-    for trace in synthetic(5, 6):
-        traces.append(tmp_path, replace(trace, condition="tor"))
+    wf_rounds.write_traces(tmp_path, [replace(trace, condition="tor") for trace in synthetic(5, 6)])
     quick = experiment.Settings(folds=3, kfp_trees=20, visits=3)
     first = experiment.run(tmp_path, ["tor"], ["kfp"], quick)
     assert [r.visits for r in first] == [3, 3, 3] and all(r.test == 5 for r in first)

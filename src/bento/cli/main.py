@@ -45,7 +45,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "browse": Command("browse", "fetch a whole page at an exit box with Browser, padded, and unpack it"),
     "cover": Command("cover", "keep a box's circuits busy at a constant rate (link cover: --cover RATE)"),
-    "eval": Command("eval", "the website-fingerprinting evaluation: bento eval wf collect|attack|report"),
+    "eval": Command("eval", "the website-fingerprinting evaluation: bento eval wf collect|report"),
     "server": Command("server", "run a Bento box beside a Tor relay (foreground; stop with SIGTERM)"),
     "testnet": Command("testnet", "run a private Tor network on 127.0.0.1"),
     "demo": Command("demo", "a guided tour of Bento on a private Tor network"),

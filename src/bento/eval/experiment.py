@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bento.eval import splits, traces
+from bento.eval import dataset, splits, traces
 from bento.eval.traces import Trace
 
 ATTACKS = ("kfp", "df", "tiktok")
@@ -52,12 +52,12 @@ class Result:
     data: str = ""  # digest of the visits used and the settings: see _digest
 
 
-def result_path(dataset: Path, condition: str, attack: str, fold: int) -> Path:
-    return dataset / "results" / condition / attack / f"fold-{fold}.json"
+def result_path(data: Path, condition: str, attack: str, fold: int) -> Path:
+    return data / "results" / condition / attack / f"fold-{fold}.json"
 
 
 def run(
-    dataset: Path,
+    data: Path,
     conditions: Sequence[str],
     attacks: Sequence[str],
     settings: Settings,
@@ -71,24 +71,24 @@ def run(
     results = []
     for condition in conditions:
         loaded = [
-            t for t in traces.load(dataset, condition) if settings.visits is None or t.visit < settings.visits
+            t for t in dataset.load(data, condition) if settings.visits is None or t.visit < settings.visits
         ]
         if not loaded:
-            say(f"{condition}: no traces in {traces.trace_file(dataset, condition)}; collect them first")
+            say(f"{condition}: no visits in {data}; collect them first")
             continue
         plan = splits.folds(
             [t.site for t in loaded], [t.visit for t in loaded], settings.folds, settings.seed
         )
         for attack in attacks:
-            data = _digest(loaded, attack, settings)
+            digest = _digest(loaded, attack, settings)
             for fold in plan:
-                path = result_path(dataset, condition, attack, fold.number)
-                if path.exists() and (kept := Result(**json.loads(path.read_text()))).data == data:
+                path = result_path(data, condition, attack, fold.number)
+                if path.exists() and (kept := Result(**json.loads(path.read_text()))).data == digest:
                     results.append(kept)
                     continue
                 say(f"{condition}: {attack}, fold {fold.number + 1} of {len(plan)}")
                 result = _one(condition, attack, fold, loaded, settings, say)
-                result = replace(result, visits=1 + max(t.visit for t in loaded), data=data)
+                result = replace(result, visits=1 + max(t.visit for t in loaded), data=digest)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(asdict(result), indent=1))
