@@ -93,3 +93,16 @@ def test_results_are_reused_only_for_the_same_visits_and_settings(tmp_path: Path
     fuller = experiment.run(tmp_path, ["tor"], ["kfp"], replace(quick, visits=None))
     assert [r.visits for r in fuller] == [6, 6, 6] and all(r.test == 10 for r in fuller)
     assert {r.data for r in fuller}.isdisjoint({r.data for r in first})
+
+
+def test_a_site_short_of_visits_is_left_out_not_the_condition(tmp_path: Path) -> None:
+    from bento.eval import experiment
+
+    made = [replace(t, condition="tor") for t in synthetic(5, 4)]
+    wf_rounds.write_traces(tmp_path, [t for t in made if not (t.site == 2 and t.visit == 1)])
+    said: list[str] = []
+    results = experiment.run(
+        tmp_path, ["tor"], ["kfp"], experiment.Settings(folds=4, kfp_trees=20), say=said.append
+    )
+    assert {r.sites for r in results} == {4} and sum(r.test for r in results) == 4 * 4
+    assert any("left out 1 site" in line for line in said)

@@ -18,8 +18,8 @@ from bento.eval.dataset import DatasetError, RoundEntry, Visit
 CONDITIONS = ["tor", "browser-0mb"]
 
 
-def entry(number: int, **changes: object) -> RoundEntry:
-    return wf_rounds.entry(number, CONDITIONS, 3, **changes)
+def entry(number: int, conditions: list[str] = CONDITIONS) -> RoundEntry:
+    return wf_rounds.entry(number, conditions, 3)
 
 
 def a_round(seed: int) -> list[Visit]:
@@ -148,3 +148,12 @@ def test_a_manifest_that_is_not_exactly_ours_is_refused(tmp_path: Path, change: 
     (tmp_path / "manifest.json").write_text(json.dumps(manifest).replace("Infinity", "1e999"))
     with pytest.raises(DatasetError):
         dataset.read_manifest(tmp_path)
+
+
+def test_a_condition_added_later_numbers_its_visits_from_zero(tmp_path: Path) -> None:
+    dataset.write_round(tmp_path, entry(0), a_round(0))
+    later = [*a_round(1), Visit("browser-timed", 0, 0, dataset.batches([(0.0, 1, 531)]))]
+    dataset.write_round(tmp_path, entry(1, conditions=[*CONDITIONS, "browser-timed"]), later)
+    assert [(t.site, t.visit) for t in dataset.load(tmp_path, "browser-timed")] == [(0, 0)]
+    assert sorted({t.visit for t in dataset.load(tmp_path, "tor")}) == [0, 1]
+    assert dataset.conditions(tmp_path) == [*CONDITIONS, "browser-timed"]

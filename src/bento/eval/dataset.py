@@ -39,6 +39,7 @@ import io
 import os
 import tempfile
 import zipfile
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,15 +282,24 @@ def _visits(path: Path, entry: RoundEntry, arrays: dict[str, npt.NDArray[Any]]) 
 
 
 def load(dataset: Path, condition: str) -> list[Trace]:
-    """Every visit of ``condition`` in the dataset, numbered by its round."""
-    return [visit for visit in traces(dataset) if visit.condition == condition]
+    """Every visit of ``condition`` in the dataset (see :func:`traces`)."""
+    return list(traces(dataset, [condition]))
 
 
-def traces(dataset: Path) -> Iterator[Trace]:
-    """Every visit in the dataset, round by round."""
+def traces(dataset: Path, conditions: Sequence[str] | None = None) -> Iterator[Trace]:
+    """Every visit in the dataset (under ``conditions`` only, if given), round by round.
+
+    A visit's number counts the rounds before it that collected its condition, so a
+    condition added in a later session still has visits 0, 1, 2, ...
+    """
+    earlier: dict[str, int] = defaultdict(int)
     for entry in read_manifest(dataset).rounds:
-        for visit in read_round(dataset, entry):
-            yield visit.batches.trace(visit.site, entry.number, visit.condition)
+        if conditions is None or set(conditions) & set(entry.conditions):
+            for visit in read_round(dataset, entry):
+                if conditions is None or visit.condition in conditions:
+                    yield visit.batches.trace(visit.site, earlier[visit.condition], visit.condition)
+        for condition in entry.conditions:
+            earlier[condition] += 1
 
 
 def conditions(dataset: Path) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -76,6 +77,12 @@ def run(
         if not loaded:
             say(f"{condition}: no visits in {data}; collect them first")
             continue
+        per_site = Counter(t.site for t in loaded)
+        if short := sorted(s for s, n in per_site.items() if n < settings.folds):
+            # A visit that failed in collection leaves its site short: strict folds need one
+            # visit of every site in each, so the site is left out (closed world, one fewer).
+            say(f"{condition}: left out {len(short)} site(s) with fewer than {settings.folds} visits")
+            loaded = [t for t in loaded if t.site not in short]
         plan = splits.folds(
             [t.site for t in loaded], [t.visit for t in loaded], settings.folds, settings.seed
         )
