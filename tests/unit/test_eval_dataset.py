@@ -108,7 +108,18 @@ def rewrite(tmp_path: Path, **arrays: np.ndarray) -> RoundEntry:
 @pytest.mark.parametrize(
     ("arrays", "error"),
     [
-        ({"cells": np.zeros(3, np.int16)}, "lengths disagree"),
+        ({"cells": np.ones(3, np.int16)}, "lengths disagree"),
+        ({"gap_us": np.zeros(1, np.uint32)}, "lengths disagree"),
+        ({"batches": np.ones(6, np.uint32)}, "lengths disagree"),
+        ({"start_ms": np.ones(5, np.uint32)}, "lengths disagree"),
+        (
+            {
+                "cells": -np.ones(0, np.int16),
+                "gap_us": np.zeros(0, np.uint32),
+                "batches": np.zeros(6, np.uint32),
+            },
+            "without cells",
+        ),
         ({"site": np.array([0, 0, 1, 1, 2, 7], np.uint16)}, "outside the round"),
         ({"gap_us": np.zeros(5, np.float64)}, "not <class 'numpy.uint32'>"),
         ({"conditions": np.array(["tor", "browser-7mb"])}, "under conditions"),
@@ -157,3 +168,12 @@ def test_a_condition_added_later_numbers_its_visits_from_zero(tmp_path: Path) ->
     assert [(t.site, t.visit) for t in dataset.load(tmp_path, "browser-timed")] == [(0, 0)]
     assert sorted({t.visit for t in dataset.load(tmp_path, "tor")}) == [0, 1]
     assert dataset.conditions(tmp_path) == [*CONDITIONS, "browser-timed"]
+
+
+def test_a_batch_of_no_cells_is_refused(tmp_path: Path) -> None:
+    written = dataset.write_round(tmp_path, entry(0), a_round(0))
+    with np.load(tmp_path / written.file) as npz:
+        cells = npz["cells"].copy()
+    cells[len(cells) // 2] = 0
+    with pytest.raises(DatasetError, match="without cells"):
+        dataset.read_round(tmp_path, rewrite(tmp_path, cells=cells))

@@ -263,10 +263,11 @@ def _visits(path: Path, entry: RoundEntry, arrays: dict[str, npt.NDArray[Any]]) 
         raise DatasetError(f"{path} is under conditions {names}, the manifest says {entry.conditions}")
     counts = arrays["batches"].astype(np.int64)
     per_visit = {len(arrays[n]) for n in ("condition", "site", "start_ms", "batches")}
-    if per_visit != {entry.visits} or int(counts.sum()) != len(arrays["cells"]) != len(arrays["gap_us"]):
+    per_batch = {int(counts.sum()), len(arrays["cells"]), len(arrays["gap_us"])}
+    if per_visit != {entry.visits} or len(per_batch) != 1:
         raise DatasetError(f"{path}: its arrays' lengths disagree with each other or the manifest")
-    if len(arrays["cells"]) != len(arrays["gap_us"]) or np.any(arrays["cells"] == 0):
-        raise DatasetError(f"{path}: batches without cells")
+    if np.any(arrays["cells"] == 0) or np.any(arrays["batches"] == 0):
+        raise DatasetError(f"{path}: visits or batches without cells")
     if np.any(arrays["condition"] >= len(names)) or np.any(arrays["site"] >= entry.sites):
         raise DatasetError(f"{path}: a visit names a condition or site outside the round")
     ends = np.cumsum(counts)
