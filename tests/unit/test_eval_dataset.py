@@ -59,6 +59,7 @@ def test_rounds_read_back_as_the_cells_that_were_captured(tmp_path: Path) -> Non
     assert sorted((t.site, t.visit) for t in tor) == [(s, v) for s in range(3) for v in range(2)]
     assert dataset.conditions(tmp_path) == CONDITIONS
     assert all(t.label == f"s{t.site + 1:03d}" for t in tor)
+    assert dataset.describe(tmp_path).startswith("2 rounds collected 2026-12-07: 12 visits (0 failed)")
 
 
 def test_a_visit_keeps_every_cell_in_order_with_microsecond_times() -> None:

@@ -311,6 +311,22 @@ def conditions(dataset: Path) -> list[str]:
     return list(seen)
 
 
+def describe(dataset: Path) -> str:
+    """One line on what the dataset holds: rounds, visits, when, and its size on disk."""
+    rounds = read_manifest(dataset).rounds
+    if not rounds:
+        return f"{dataset}: no rounds yet"
+    visits = sum(r.visits for r in rounds)
+    size = sum((dataset / r.file).stat().st_size for r in rounds)
+    days = sorted({r.started[:10] for r in rounds})
+    when = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+    missing = sum(len(r.missing) for r in rounds)
+    return (
+        f"{len(rounds)} rounds collected {when}: {visits} visits ({missing} failed), "
+        f"{size / 1e6:.1f} MB, {size / max(1, visits) / 1e3:.1f} KB a visit"
+    )
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write a temporary file beside ``path``, fsync it, rename it over ``path``, fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)

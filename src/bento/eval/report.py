@@ -97,6 +97,8 @@ def markdown(results: Sequence[Result], data: Path) -> str:
     attacks = [a for a in ATTACK_NAMES if any(key[1] == a for key in table)]
     chance = {c: 1 / max(1, r.sites) for r in results for c in [r.condition]}
     lines = [
+        f"{dataset.describe(data)}. Accuracy: correct guesses over every visit, 95% Wilson interval.",
+        "",
         "| condition | " + " | ".join(ATTACK_NAMES[a] for a in attacks) + " | paper (DF) | chance |",
         "|---" * (len(attacks) + 3) + "|",
     ]
