@@ -106,3 +106,27 @@ def test_a_site_short_of_visits_is_left_out_not_the_condition(tmp_path: Path) ->
     )
     assert {r.sites for r in results} == {4} and sum(r.test for r in results) == 4 * 4
     assert any("left out 1 site" in line for line in said)
+
+
+def test_the_report_runs_from_the_dataset_alone_with_its_growth_over_visits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    from bento.cli.main import main
+
+    wf_rounds.write_traces(tmp_path, [replace(t, condition="tor") for t in synthetic(5, 6)])
+    argv = ["eval", "wf", "report", str(tmp_path), "--attacks", "kfp", "--folds", "3", "--trees", "20"]
+    assert main([*argv, "--growth", "3", "4", "6"]) == 0
+    table = (tmp_path / "table1.md").read_text()
+    assert table.startswith("6 rounds collected 2026-12-07: 30 visits (0 failed)")
+    row = next(line for line in table.splitlines() if line.startswith("| plain Tor") and "k-FP" in line)
+    assert row.count("%") == 3  # 3, 4 and all 6 visits a site
+    assert "| 20.0% |" in table  # chance, 5 sites
+    for png in ("table1.png", "growth.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    assert {p.name for p in (tmp_path / "results" / "tor" / "kfp").iterdir()} >= {
+        "first-3",
+        "first-4",
+        "fold-0.json",
+    }
+    assert "plain Tor" in capsys.readouterr().out

@@ -68,6 +68,14 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
         "--visits", type=int, default=None, help="attack the first N visits of each site only (default all)"
     )
     report.add_argument(
+        "--growth",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="also attack the first N visits of each site, for each N: accuracy against visits",
+    )
+    report.add_argument(
         "--plot", type=Path, default=None, help="where the PNG goes (default DATASET/table1.png)"
     )
     report.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -182,7 +190,7 @@ async def _stopped_by_signals(work: Coroutine[Any, Any, T]) -> T:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from bento.errors import BentoError
     from bento.eval import dataset, experiment, report
@@ -201,6 +209,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise BentoError(str(exc)) from None
     plot = report.plot(results, args.plot or args.dataset / "table1.png")
     text = report.markdown(results, args.dataset)
+    grown = []
+    collected = max((r.visits for r in results), default=0)
+    for visits in sorted(n for n in set(args.growth) if n < collected):  # all of them: the table's
+        fewer = replace(settings, visits=visits, folds=min(settings.folds, visits))
+        try:
+            grown += experiment.run(args.dataset, conditions, args.attacks, fewer, say=step)
+        except ValueError as exc:
+            raise BentoError(f"--growth {visits}: {exc}") from None
+    if grown:
+        grown += results
+        text += "\nAccuracy against visits per site:\n\n" + report.growth_markdown(grown)
+        report.growth_plot(grown, args.dataset / "growth.png")
     (args.dataset / "table1.md").write_text(text)
     if args.json:
         emit_json({"results": [asdict(r) for r in results], "plot": str(plot)})

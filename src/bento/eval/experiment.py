@@ -1,6 +1,7 @@
 """The attack run: every condition, attack and fold, each result saved as soon as it exists.
 
-Results live in ``<dataset>/results/<condition>/<attack>/fold-<n>.json``. A run that is
+Results live in ``<dataset>/results/<condition>/<attack>/fold-<n>.json`` (and in
+``first-<N>/`` below it, those on the first N visits of each site). A run that is
 stopped (a 10-minute command limit, a closed laptop, a crash) loses at most the fold it was
 training: run it again and it goes on where it stopped, skipping every result on disk.
 
@@ -53,8 +54,10 @@ class Result:
     data: str = ""  # digest of the visits used and the settings: see _digest
 
 
-def result_path(data: Path, condition: str, attack: str, fold: int) -> Path:
-    return data / "results" / condition / attack / f"fold-{fold}.json"
+def result_path(data: Path, condition: str, attack: str, fold: int, visits: int | None = None) -> Path:
+    """Where a fold's result is kept (those on the first ``visits`` of each site apart)."""
+    first = f"first-{visits}/" if visits is not None else ""
+    return data / "results" / condition / attack / f"{first}fold-{fold}.json"
 
 
 def run(
@@ -89,7 +92,7 @@ def run(
         for attack in attacks:
             digest = _digest(loaded, attack, settings)
             for fold in plan:
-                path = result_path(data, condition, attack, fold.number)
+                path = result_path(data, condition, attack, fold.number, settings.visits)
                 if path.exists() and (kept := Result(**json.loads(path.read_text()))).data == digest:
                     results.append(kept)
                     continue

@@ -165,3 +165,58 @@ def plot(results: Sequence[Result], path: Path) -> Path:
 def _ordered(conditions: set[str]) -> list[str]:
     """The paper's conditions in its order, then any other (a defense added since) by name."""
     return [c for c in CONDITIONS if c in conditions] + sorted(conditions - set(CONDITIONS))
+
+
+def growth(results: Sequence[Result]) -> dict[tuple[str, str], dict[int, Cell]]:
+    """Per (condition, attack): accuracy by visits per site (``Result.visits``)."""
+    by_visits: dict[int, list[Result]] = defaultdict(list)
+    for result in results:
+        by_visits[result.visits].append(result)
+    out: dict[tuple[str, str], dict[int, Cell]] = defaultdict(dict)
+    for visits, some in sorted(by_visits.items()):
+        for key, cell in summarise(some).items():
+            out[key][visits] = cell
+    return dict(out)
+
+
+def growth_markdown(results: Sequence[Result]) -> str:
+    """Accuracy against visits per site: how much the attacks gain from more visits to learn from."""
+    table = growth(results)
+    counts = sorted({n for cells in table.values() for n in cells})
+    lines = [
+        "| condition | attack | " + " | ".join(f"{n} visits" for n in counts) + " |",
+        "|---|---|" + "---|" * len(counts),
+    ]
+    for condition in _ordered({c for c, _ in table}):
+        for attack in [a for a in ATTACK_NAMES if (condition, a) in table]:
+            cells = table[(condition, attack)]
+            row = " | ".join(str(cells[n]) if n in cells else "" for n in counts)
+            lines.append(f"| {CONDITIONS.get(condition, condition)} | {ATTACK_NAMES[attack]} | {row} |")
+    return "\n".join(lines) + "\n"
+
+
+def growth_plot(results: Sequence[Result], path: Path) -> Path:
+    """Accuracy (with its interval) against visits per site, a line per condition and attack."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for (condition, attack), cells in sorted(growth(results).items()):
+        counts = sorted(cells)
+        means = [100 * cells[n].mean for n in counts]
+        low = [m - 100 * cells[n].interval[0] for m, n in zip(means, counts, strict=True)]
+        high = [100 * cells[n].interval[1] - m for m, n in zip(means, counts, strict=True)]
+        label = f"{ATTACK_NAMES[attack]}, {CONDITIONS.get(condition, condition)}"
+        axis.errorbar(counts, means, yerr=[low, high], marker="o", capsize=3, label=label)
+    axis.set_xlabel("visits per site (folds train on all but two)")
+    axis.set_ylabel("attacker accuracy (%)")
+    axis.set_ylim(0, 100)
+    axis.legend(fontsize=7)
+    axis.set_title("Accuracy against visits per site")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
