@@ -98,7 +98,7 @@ async def collect(
     async with contextlib.AsyncExitStack() as stack:
         victims: list[Victim] = []
         while True:
-            done = dataset.read_manifest(data).rounds
+            done = (await asyncio.to_thread(dataset.read_manifest, data)).rounds
             if visits is not None and len(done) >= visits:
                 outcome.stopped = f"the dataset holds {len(done)} rounds"
                 break
@@ -136,7 +136,7 @@ async def collect(
                 missing=made.missing,
                 load_average=made.load,
             )
-            outcome.rounds.append(dataset.write_round(data, entry, made.visits))
+            outcome.rounds.append(await asyncio.to_thread(dataset.write_round, data, entry, made.visits))
             say(f"round {number} written: {len(made.visits)} visits in {made.seconds / 60:.1f} min")
     return outcome
 
@@ -165,11 +165,12 @@ async def _round(
         queue.put_nowait((condition, by_index[index]))
     visits: list[dataset.Visit] = []
     missing: list[str] = []
-    failures = [0]  # in a row, over all victims
+    failures = 0  # in a row, over all victims
     started, begun = time.monotonic(), datetime.datetime.now(datetime.UTC)
     load = os.getloadavg()[0]
 
     async def work(victim: Victim) -> None:
+        nonlocal failures
         while not queue.empty():
             condition, site = queue.get_nowait()
             for attempt in range(1, ATTEMPTS + 1):
@@ -177,17 +178,17 @@ async def _round(
                 try:
                     records = await victim.visit(condition, site)
                 except Exception as exc:  # one visit's failure, whatever it is, is that visit's
-                    failures[0] += 1
-                    if failures[0] >= GIVE_UP_AFTER:
+                    failures += 1
+                    if failures >= GIVE_UP_AFTER:
                         raise BentoError(
-                            f"{failures[0]} visits in a row failed; the last: {exc!r:.300}",
+                            f"{failures} visits in a row failed; the last: {exc!r:.300}",
                             fix="check the testnet (bento testnet status) and the victims' logs",
                         ) from exc
                     if attempt == ATTEMPTS:
                         missing.append(f"{condition} {site.name}")
                         say(f"{condition} {site.name}: gave up after {ATTEMPTS} attempts: {exc!r:.200}")
                     continue
-                failures[0] = 0
+                failures = 0
                 start_ms = round(1000 * (at - started))
                 visits.append(dataset.Visit(condition, site.index, start_ms, dataset.batches(records)))
                 say(f"round {number}: {len(visits)} visits ({condition} {site.name})")
