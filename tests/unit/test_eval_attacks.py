@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import wf_rounds
 from bento.eval import kfp, splits
 from bento.eval.traces import Trace
 
@@ -81,10 +82,9 @@ def test_too_few_visits_for_the_folds_is_an_error() -> None:
 
 
 def test_results_are_reused_only_for_the_same_visits_and_settings(tmp_path: Path) -> None:
-    from bento.eval import experiment, traces
+    from bento.eval import experiment
 
-    for trace in synthetic(5, 6):
-        traces.append(tmp_path, replace(trace, condition="tor"))
+    wf_rounds.write_traces(tmp_path, [replace(trace, condition="tor") for trace in synthetic(5, 6)])
     quick = experiment.Settings(folds=3, kfp_trees=20, visits=3)
     first = experiment.run(tmp_path, ["tor"], ["kfp"], quick)
     assert [r.visits for r in first] == [3, 3, 3] and all(r.test == 5 for r in first)
@@ -93,3 +93,40 @@ def test_results_are_reused_only_for_the_same_visits_and_settings(tmp_path: Path
     fuller = experiment.run(tmp_path, ["tor"], ["kfp"], replace(quick, visits=None))
     assert [r.visits for r in fuller] == [6, 6, 6] and all(r.test == 10 for r in fuller)
     assert {r.data for r in fuller}.isdisjoint({r.data for r in first})
+
+
+def test_a_site_short_of_visits_is_left_out_not_the_condition(tmp_path: Path) -> None:
+    from bento.eval import experiment
+
+    made = [replace(t, condition="tor") for t in synthetic(5, 4)]
+    wf_rounds.write_traces(tmp_path, [t for t in made if not (t.site == 2 and t.visit == 1)])
+    said: list[str] = []
+    results = experiment.run(
+        tmp_path, ["tor"], ["kfp"], experiment.Settings(folds=4, kfp_trees=20), say=said.append
+    )
+    assert {r.sites for r in results} == {4} and sum(r.test for r in results) == 4 * 4
+    assert any("left out 1 site" in line for line in said)
+
+
+def test_the_report_runs_from_the_dataset_alone_with_its_growth_over_visits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    from bento.cli.main import main
+
+    wf_rounds.write_traces(tmp_path, [replace(t, condition="tor") for t in synthetic(5, 6)])
+    argv = ["eval", "wf", "report", str(tmp_path), "--attacks", "kfp", "--folds", "3", "--trees", "20"]
+    assert main([*argv, "--growth", "3", "4", "6"]) == 0
+    table = (tmp_path / "table1.md").read_text()
+    assert table.startswith("6 rounds collected 2026-12-07: 30 visits (0 failed)")
+    row = next(line for line in table.splitlines() if line.startswith("| plain Tor") and "k-FP" in line)
+    assert row.count("%") == 3  # 3, 4 and all 6 visits a site
+    assert "| 20.0% |" in table  # chance, 5 sites
+    for png in ("table1.png", "growth.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    assert {p.name for p in (tmp_path / "results" / "tor" / "kfp").iterdir()} >= {
+        "first-3",
+        "first-4",
+        "fold-0.json",
+    }
+    assert "plain Tor" in capsys.readouterr().out

@@ -1,16 +1,13 @@
-"""Traces: cells counted from TLS records in a capture, and the files they are kept in."""
+"""Traces: cells counted from TLS records in a capture."""
 
 from __future__ import annotations
 
-import gzip
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from bento.eval import traces
-from bento.eval.traces import Trace
+from bento.eval import dataset, traces
 
 dpkt = pytest.importorskip("dpkt")
 from bento.eval.capture import tls_records  # noqa: E402
@@ -53,8 +50,8 @@ def test_records_are_read_across_segments_out_of_order_and_retransmitted(tmp_pat
     ]
     records = tls_records(write(tmp_path / "c.pcap", packets), CLIENT, GUARD_PORT)
     assert records == [(1.0, 1, 531), (1.3, -1, 5 * 514 + 17), (1.3, -1, 514 + 17)]
-    trace = Trace.from_records(3, 1, "tor", records)
-    assert trace.directions == [1, -1, -1, -1, -1, -1, -1]
+    trace = dataset.batches(records).trace(3, 1, "tor")
+    assert trace.directions.tolist() == [1, -1, -1, -1, -1, -1, -1]
     assert trace.times[0] == 0.0 and trace.times[-1] == pytest.approx(0.3)
 
 
@@ -79,16 +76,3 @@ def test_cells_per_record() -> None:
     assert traces.cells_in_record(514 + 17) == 1
     assert traces.cells_in_record(10 * 514 + 17) == 10
     assert traces.cells_in_record(40) == 1  # never zero
-
-
-def test_traces_survive_a_torn_last_line_and_export_to_df(tmp_path: Path) -> None:
-    for visit in range(3):
-        traces.append(tmp_path, Trace(visit % 2, visit, "tor", [0.0, 0.1], [1, -1], f"site-{visit % 2}"))
-    with gzip.open(traces.trace_file(tmp_path, "tor"), "at") as out:
-        out.write('{"site": 1, "visit": 9, "cells": [[0.0')  # a crash mid-line
-    loaded = traces.load(tmp_path, "tor")
-    assert [(t.site, t.visit) for t in loaded] == [(0, 0), (1, 1), (0, 2)]
-    data = np.load(traces.export_df(tmp_path, "tor"))
-    assert data["X"].shape == (3, 5000) and data["X"].dtype == np.int8
-    assert data["X"][0, :3].tolist() == [1, -1, 0]
-    assert data["y"].tolist() == [0, 1, 0] and data["visit"].tolist() == [0, 1, 2]

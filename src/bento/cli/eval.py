@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,6 +13,8 @@ from bento.cli.output import console, emit_json, step
 
 T = TypeVar("T")
 QUICK = {"folds": 3, "df_epochs": 10, "kfp_trees": 200}
+DATA = Path("data/wf")
+WAN_CONSENSUS_LIFETIME = 300  # clients then fetch no directory documents during visits
 
 
 def add_eval(parser: argparse.ArgumentParser) -> None:
@@ -19,100 +23,154 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
     steps = wf.add_subparsers(dest="wf_command", required=True, metavar="STEP")
 
     collect = steps.add_parser(
-        "collect", help="capture traces on a running testnet; resumes where it stopped"
+        "collect", help="append whole rounds of captured visits to the dataset, until a deadline"
     )
-    collect.add_argument("dataset", type=Path, help="the dataset directory (made if missing)")
-    collect.add_argument(
-        "--testnet", type=Path, default=None, help="its directory (default: bento testnet's)"
+    collect.add_argument("dataset", type=Path, nargs="?", default=DATA, help=f"(default {DATA})")
+    where = collect.add_mutually_exclusive_group()
+    where.add_argument("--testnet", type=Path, default=None, help="a running testnet's directory")
+    where.add_argument(
+        "--wan",
+        action="store_true",
+        help="start a testnet of this run's own with wide-area latency and a Bento box, stop it after",
     )
     collect.add_argument("--sites", type=int, default=100, help="corpus sites to visit (default 100)")
-    collect.add_argument("--visits", type=int, default=20, help="visits per site (default 20)")
+    collect.add_argument(
+        "--visits", type=int, default=None, help="stop once the dataset holds this many rounds"
+    )
     collect.add_argument(
         "--conditions", nargs="+", default=["tor", "browser-0mb", "browser-1mb", "browser-7mb"]
     )
     collect.add_argument(
-        "--parallel", type=int, default=1, help="victims visiting at once, each its own tor (default 1)"
+        "--parallel", type=int, default=2, help="victims visiting at once, each its own tor (default 2)"
     )
-    collect.add_argument("--json", action="store_true", help="print the trace counts as JSON")
+    collect.add_argument(
+        "--until", type=_clock, default=None, metavar="HH:MM", help="stop by then (local time)"
+    )
+    collect.add_argument("--minutes", type=float, default=None, help="stop within this many minutes")
+    collect.add_argument("--json", action="store_true", help="print the rounds written as JSON")
     collect.set_defaults(handler=cmd_collect)
 
-    attack = steps.add_parser("attack", help="train and test the attacks; resumes where it stopped")
-    attack.add_argument("dataset", type=Path, help="the dataset directory (traces/ inside)")
-    attack.add_argument("--conditions", nargs="+", default=None, help="default: every condition collected")
-    attack.add_argument("--attacks", nargs="+", default=["kfp", "df"], choices=["kfp", "df", "tiktok"])
-    attack.add_argument("--folds", type=int, default=5, help="strict closed-world folds (default 5)")
-    attack.add_argument(
+    report = steps.add_parser(
+        "report", help="run the attacks missing on the dataset (resumable), then the table and a plot"
+    )
+    report.add_argument("dataset", type=Path, nargs="?", default=DATA, help=f"(default {DATA})")
+    report.add_argument("--conditions", nargs="+", default=None, help="default: every condition collected")
+    report.add_argument(
+        "--attacks", nargs="+", default=["kfp", "df", "tiktok"], choices=["kfp", "df", "tiktok"]
+    )
+    report.add_argument("--folds", type=int, default=5, help="strict closed-world folds (default 5)")
+    report.add_argument(
         "--epochs", type=int, default=30, help="DF training epochs (default 30, as published)"
     )
-    attack.add_argument("--trees", type=int, default=500, help="k-FP forest size (default 500)")
-    attack.add_argument("--quick", action="store_true", help="3 folds, 10 epochs, 200 trees")
-    attack.add_argument(
+    report.add_argument("--trees", type=int, default=500, help="k-FP forest size (default 500)")
+    report.add_argument("--quick", action="store_true", help="3 folds, 10 epochs, 200 trees")
+    report.add_argument(
         "--visits", type=int, default=None, help="attack the first N visits of each site only (default all)"
     )
-    attack.add_argument("--json", action="store_true", help="print the results as JSON")
-    attack.set_defaults(handler=cmd_attack)
-
-    report = steps.add_parser("report", help="the table beside the paper's, overheads, and a PNG plot")
-    report.add_argument("dataset", type=Path)
+    report.add_argument(
+        "--growth",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="also attack the first N visits of each site, for each N: accuracy against visits",
+    )
     report.add_argument(
         "--plot", type=Path, default=None, help="where the PNG goes (default DATASET/table1.png)"
     )
-    report.add_argument("--json", action="store_true")
+    report.add_argument("--json", action="store_true", help="print the results as JSON")
     report.set_defaults(handler=cmd_report)
 
 
-def _conditions(dataset: Path, chosen: list[str] | None) -> list[str]:
-    if chosen:
-        return chosen
-    return sorted(p.name.removesuffix(".jsonl.gz") for p in (dataset / "traces").glob("*.jsonl.gz"))
+def _clock(text: str) -> datetime.time:
+    try:
+        return datetime.time.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time of day HH:MM") from None
+
+
+def deadline(until: datetime.time | None, minutes: float | None, now: float) -> float | None:
+    """The earlier of ``until`` (its next occurrence, local time) and ``minutes`` from ``now``.
+
+    >>> noon = datetime.datetime(2026, 12, 7, 12, 0).timestamp()
+    >>> deadline(datetime.time(12, 20), None, noon) - noon
+    1200.0
+    >>> deadline(datetime.time(12, 20), 5, noon) - noon
+    300.0
+    """
+    out = []
+    if until is not None:
+        today = datetime.datetime.fromtimestamp(now).date()
+        at = datetime.datetime.combine(today, until).timestamp()
+        out.append(at if at > now else at + 86_400)
+    if minutes is not None:
+        out.append(now + 60 * minutes)
+    return min(out) if out else None
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
     import asyncio
+    import contextlib
+    import os
+    import tempfile
 
     from rich.progress import Progress
 
     from bento.cli.output import errors
-    from bento.eval import collect
-    from bento.testnet import Testnet, default_directory
+    from bento.eval import rounds
+    from bento.testnet import Testnet, TestnetConfig, default_directory, latency
 
-    net = Testnet.attach(args.testnet or default_directory())
-    args.dataset.mkdir(parents=True, exist_ok=True)
-    with Progress(console=errors, disable=args.json, transient=True) as bar:
+    stop_by = deadline(args.until, args.minutes, time.time())
+    with contextlib.ExitStack() as stack:
+        lifetime = None
+        if args.wan:
+            home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bento-wf-testnet-")))
+            lifetime = WAN_CONSENSUS_LIFETIME
+            config = TestnetConfig(
+                directory=home,
+                bento_boxes=1,
+                bootstrap_timeout=300.0,
+                corpus_sites=max(100, args.sites),
+                hop_delay_ms=latency.WAN_HOP_MS,
+                web_delay_ms=latency.WAN_WEB_MS,
+                owner_pid=os.getpid(),  # its tors go when this process goes, however it goes
+                consensus_lifetime=lifetime,
+            )
+            net = stack.enter_context(Testnet.start(config, progress=step))
+        else:
+            net = Testnet.attach(args.testnet or default_directory())
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bento-wf-victims-")))
+        bar = stack.enter_context(Progress(console=errors, disable=args.json, transient=True))
         task = bar.add_task("visits", total=None)
 
-        def planned(missing: int) -> None:
-            bar.update(task, total=missing)
-
         def say(message: str) -> None:
-            bar.update(task, description=message)
-            bar.advance(task)
+            if message.startswith("round ") and " visits (" in message:
+                bar.update(task, description=message)  # one visit made: the bar, not a line
+                if int(message.split()[2]) % 50:
+                    return  # and a line now and then, for a log in the background
+            step(message)
 
-        work = collect.collect(
+        work_done = rounds.collect(
             net,
             args.dataset,
             args.conditions,
             args.sites,
-            args.visits,
+            work=work,
+            options=rounds.options_of(net, lifetime),
+            visits=args.visits,
+            deadline=stop_by,
             parallel=args.parallel,
-            planned=planned,
             say=say,
         )
         try:
-            outcome = asyncio.run(_stopped_by_signals(work))
+            outcome = asyncio.run(_stopped_by_signals(work_done))
         except (KeyboardInterrupt, asyncio.CancelledError):
-            errors.print("stopped; every trace collected so far is kept: run the same command to go on")
+            errors.print("stopped; every whole round is kept: run the same command to add more")
             return 130
     if args.json:
-        emit_json({"traces": outcome.counts, "failed": outcome.failed})
+        emit_json({"rounds": [r.model_dump() for r in outcome.rounds], "stopped": outcome.stopped})
     else:
-        for condition, count in outcome.counts.items():
-            console.print(f"{condition}: {count} traces in {args.dataset / 'traces'}")
-        for failure in outcome.failed:
-            errors.print(f"not collected: {failure}")
-    if outcome.failed:
-        errors.print(f"{len(outcome.failed)} visits failed; run the same command again to collect them")
-        return 1
+        console.print(f"{len(outcome.rounds)} rounds added to {args.dataset}; stopped: {outcome.stopped}")
     return 0
 
 
@@ -131,17 +189,15 @@ async def _stopped_by_signals(work: Coroutine[Any, Any, T]) -> T:
     return await work
 
 
-def cmd_attack(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
+def cmd_report(args: argparse.Namespace) -> int:
+    from dataclasses import asdict, replace
 
     from bento.errors import BentoError
-    from bento.eval import experiment
+    from bento.eval import dataset, experiment, report
 
-    conditions = _conditions(args.dataset, args.conditions)
+    conditions = args.conditions or dataset.conditions(args.dataset)
     if not conditions:
-        raise BentoError(
-            f"no traces in {args.dataset / 'traces'}", fix="collect them first: bento eval wf collect"
-        )
+        raise BentoError(f"no rounds in {args.dataset}", fix="collect them first: bento eval wf collect")
     settings = experiment.Settings(
         folds=args.folds, df_epochs=args.epochs, kfp_trees=args.trees, visits=args.visits
     )
@@ -151,40 +207,23 @@ def cmd_attack(args: argparse.Namespace) -> int:
         results = experiment.run(args.dataset, conditions, args.attacks, settings, say=step)
     except ValueError as exc:
         raise BentoError(str(exc)) from None
-    if args.json:
-        emit_json([asdict(r) for r in results])
-    else:
-        from bento.eval import report
-
-        console.print(report.markdown(results, args.dataset))
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    import json
-
-    from bento.errors import BentoError
-    from bento.eval import report
-    from bento.eval.experiment import Result
-
-    paths = sorted((args.dataset / "results").glob("*/*/fold-*.json"))
-    if not paths:
-        raise BentoError(f"no results in {args.dataset / 'results'}", fix="run: bento eval wf attack DATASET")
-    results = [Result(**json.loads(p.read_text())) for p in paths]
     plot = report.plot(results, args.plot or args.dataset / "table1.png")
     text = report.markdown(results, args.dataset)
+    grown = []
+    collected = max((r.visits for r in results), default=0)
+    for visits in sorted(n for n in set(args.growth) if n < collected):  # all of them: the table's
+        fewer = replace(settings, visits=visits, folds=min(settings.folds, visits))
+        try:
+            grown += experiment.run(args.dataset, conditions, args.attacks, fewer, say=step)
+        except ValueError as exc:
+            raise BentoError(f"--growth {visits}: {exc}") from None
+    if grown:
+        grown += results
+        text += "\nAccuracy against visits per site:\n\n" + report.growth_markdown(grown)
+        report.growth_plot(grown, args.dataset / "growth.png")
     (args.dataset / "table1.md").write_text(text)
     if args.json:
-        cells = report.summarise(results)
-        emit_json(
-            {
-                "results": [
-                    {"condition": c, "attack": a, "accuracy": v.mean, "std": v.std, "folds": v.folds}
-                    for (c, a), v in sorted(cells.items())
-                ],
-                "plot": str(plot),
-            }
-        )
+        emit_json({"results": [asdict(r) for r in results], "plot": str(plot)})
     else:
         console.print(text)
         console.print(f"plot: {plot}")

@@ -45,7 +45,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "browse": Command("browse", "fetch a whole page at an exit box with Browser, padded, and unpack it"),
     "cover": Command("cover", "keep a box's circuits busy at a constant rate (link cover: --cover RATE)"),
-    "eval": Command("eval", "the website-fingerprinting evaluation: bento eval wf collect|attack|report"),
+    "eval": Command("eval", "the website-fingerprinting evaluation: bento eval wf collect|report"),
     "server": Command("server", "run a Bento box beside a Tor relay (foreground; stop with SIGTERM)"),
     "box": Command(
         "box", "the operator's view of their own box: functions, sessions, usage, kill, evict, pause"

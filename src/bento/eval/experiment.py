@@ -1,6 +1,7 @@
 """The attack run: every condition, attack and fold, each result saved as soon as it exists.
 
-Results live in ``<dataset>/results/<condition>/<attack>/fold-<n>.json``. A run that is
+Results live in ``<dataset>/results/<condition>/<attack>/fold-<n>.json`` (and in
+``first-<N>/`` below it, those on the first N visits of each site). A run that is
 stopped (a 10-minute command limit, a closed laptop, a crash) loses at most the fold it was
 training: run it again and it goes on where it stopped, skipping every result on disk.
 
@@ -15,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bento.eval import splits, traces
+from bento.eval import dataset, splits, traces
 from bento.eval.traces import Trace
 
 ATTACKS = ("kfp", "df", "tiktok")
@@ -52,12 +54,14 @@ class Result:
     data: str = ""  # digest of the visits used and the settings: see _digest
 
 
-def result_path(dataset: Path, condition: str, attack: str, fold: int) -> Path:
-    return dataset / "results" / condition / attack / f"fold-{fold}.json"
+def result_path(data: Path, condition: str, attack: str, fold: int, visits: int | None = None) -> Path:
+    """Where a fold's result is kept (those on the first ``visits`` of each site apart)."""
+    first = f"first-{visits}/" if visits is not None else ""
+    return data / "results" / condition / attack / f"{first}fold-{fold}.json"
 
 
 def run(
-    dataset: Path,
+    data: Path,
     conditions: Sequence[str],
     attacks: Sequence[str],
     settings: Settings,
@@ -71,24 +75,30 @@ def run(
     results = []
     for condition in conditions:
         loaded = [
-            t for t in traces.load(dataset, condition) if settings.visits is None or t.visit < settings.visits
+            t for t in dataset.load(data, condition) if settings.visits is None or t.visit < settings.visits
         ]
         if not loaded:
-            say(f"{condition}: no traces in {traces.trace_file(dataset, condition)}; collect them first")
+            say(f"{condition}: no visits in {data}; collect them first")
             continue
+        per_site = Counter(t.site for t in loaded)
+        if short := sorted(s for s, n in per_site.items() if n < settings.folds):
+            # A visit that failed in collection leaves its site short: strict folds need one
+            # visit of every site in each, so the site is left out (closed world, one fewer).
+            say(f"{condition}: left out {len(short)} site(s) with fewer than {settings.folds} visits")
+            loaded = [t for t in loaded if t.site not in short]
         plan = splits.folds(
             [t.site for t in loaded], [t.visit for t in loaded], settings.folds, settings.seed
         )
         for attack in attacks:
-            data = _digest(loaded, attack, settings)
+            digest = _digest(loaded, attack, settings)
             for fold in plan:
-                path = result_path(dataset, condition, attack, fold.number)
-                if path.exists() and (kept := Result(**json.loads(path.read_text()))).data == data:
+                path = result_path(data, condition, attack, fold.number, settings.visits)
+                if path.exists() and (kept := Result(**json.loads(path.read_text()))).data == digest:
                     results.append(kept)
                     continue
                 say(f"{condition}: {attack}, fold {fold.number + 1} of {len(plan)}")
                 result = _one(condition, attack, fold, loaded, settings, say)
-                result = replace(result, visits=1 + max(t.visit for t in loaded), data=data)
+                result = replace(result, visits=1 + max(t.visit for t in loaded), data=digest)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(asdict(result), indent=1))

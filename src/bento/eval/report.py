@@ -1,14 +1,24 @@
-"""The results as the paper's Table 1, with the spread over folds, the overheads and a plot."""
+"""The results as the paper's Table 1, with confidence intervals, the overheads and a plot.
+
+Every visit is tested exactly once over the folds (:mod:`bento.eval.splits`), so an
+attack's accuracy is its correct guesses over all visits, with a 95% Wilson score interval
+(Wilson 1927; Brown, Cai and DasGupta 2001 recommend it for proportions near 0 and 1):
+
+    >>> low, high = wilson(45, 50)
+    >>> round(low, 3), round(high, 3)
+    (0.786, 0.957)
+"""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bento.eval import traces
+from bento.eval import dataset, traces
 from bento.eval.experiment import Result
 
 # The paper's Table 1 (SIGCOMM 2021, section 7.3): Deep Fingerprinting's accuracy.
@@ -23,34 +33,57 @@ CONDITIONS = {
 ATTACK_NAMES = {"df": "DF", "tiktok": "Tik-Tok", "kfp": "k-FP"}
 
 
+Z95 = 1.959964  # the normal quantile of a two-sided 95% interval
+
+
+def wilson(correct: int, total: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of ``correct`` successes in ``total`` trials."""
+    if total == 0:
+        return 0.0, 1.0
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z / (1 + z * z / total) * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 @dataclass(frozen=True)
 class Cell:
-    mean: float
-    std: float
+    correct: int
+    total: int
     folds: int
 
+    @property
+    def mean(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.correct, self.total)
+
     def __str__(self) -> str:
-        return f"{100 * self.mean:.1f}% ± {100 * self.std:.1f}"
+        low, high = self.interval
+        return f"{100 * self.mean:.1f}% ({100 * low:.1f}-{100 * high:.1f})"
 
 
 def summarise(results: Sequence[Result]) -> dict[tuple[str, str], Cell]:
-    grouped: dict[tuple[str, str], list[float]] = defaultdict(list)
+    """Per (condition, attack): correct guesses over every visit tested, over all folds."""
+    grouped: dict[tuple[str, str], list[Result]] = defaultdict(list)
     for result in results:
-        grouped[(result.condition, result.attack)].append(result.accuracy)
+        grouped[(result.condition, result.attack)].append(result)
     return {
-        key: Cell(statistics.fmean(v), statistics.pstdev(v) if len(v) > 1 else 0.0, len(v))
+        key: Cell(sum(round(r.accuracy * r.test) for r in v), sum(r.test for r in v), len(v))
         for key, v in grouped.items()
     }
 
 
 def overheads(
-    dataset: Path, conditions: Sequence[str], visits: int | None = None
+    data: Path, conditions: Sequence[str], visits: int | None = None
 ) -> dict[str, tuple[float, float, int, float]]:
     """Per condition (the first ``visits`` of each site): mean MB on the link, mean seconds
     per visit, visits, sites."""
     out = {}
     for condition in conditions:
-        loaded = [t for t in traces.load(dataset, condition) if visits is None or t.visit < visits]
+        loaded = [t for t in dataset.load(data, condition) if visits is None or t.visit < visits]
         if loaded:
             megabytes = statistics.fmean(len(t) * traces.CELL_LEN / 1e6 for t in loaded)
             seconds = statistics.fmean(float(t.times[-1]) if len(t) else 0.0 for t in loaded)
@@ -58,12 +91,14 @@ def overheads(
     return out
 
 
-def markdown(results: Sequence[Result], dataset: Path) -> str:
+def markdown(results: Sequence[Result], data: Path) -> str:
     table = summarise(results)
-    conditions = [c for c in CONDITIONS if any(key[0] == c for key in table)]
+    conditions = _ordered({key[0] for key in table})
     attacks = [a for a in ATTACK_NAMES if any(key[1] == a for key in table)]
     chance = {c: 1 / max(1, r.sites) for r in results for c in [r.condition]}
     lines = [
+        f"{dataset.describe(data)}. Accuracy: correct guesses over every visit, 95% Wilson interval.",
+        "",
         "| condition | " + " | ".join(ATTACK_NAMES[a] for a in attacks) + " | paper (DF) | chance |",
         "|---" * (len(attacks) + 3) + "|",
     ]
@@ -71,11 +106,11 @@ def markdown(results: Sequence[Result], dataset: Path) -> str:
         cells = [str(table[(condition, a)]) if (condition, a) in table else "" for a in attacks]
         paper = f"{PAPER[condition]}%" if condition in PAPER else "(not in the paper)"
         lines.append(
-            f"| {CONDITIONS[condition]} | "
+            f"| {CONDITIONS.get(condition, condition)} | "
             + " | ".join(cells)
             + f" | {paper} | {100 * chance[condition]:.1f}% |"
         )
-    cost = overheads(dataset, conditions, max((r.visits for r in results), default=0) or None)
+    cost = overheads(data, conditions, max((r.visits for r in results), default=0) or None)
     if "tor" in cost:
         base_mb, base_s = cost["tor"][0], cost["tor"][1]
         lines += [
@@ -87,7 +122,7 @@ def markdown(results: Sequence[Result], dataset: Path) -> str:
             if condition in cost:
                 mb, s, n, _ = cost[condition]
                 lines.append(
-                    f"| {CONDITIONS[condition]} | {mb:.2f} | {mb / base_mb:.2f} | {s:.2f} | "
+                    f"| {CONDITIONS.get(condition, condition)} | {mb:.2f} | {mb / base_mb:.2f} | {s:.2f} | "
                     f"{s / base_s if base_s else 0:.2f} | {n} |"
                 )
     return "\n".join(lines) + "\n"
@@ -101,23 +136,85 @@ def plot(results: Sequence[Result], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     table = summarise(results)
-    conditions = [c for c in CONDITIONS if any(key[0] == c for key in table)]
+    conditions = _ordered({key[0] for key in table})
     attacks = [a for a in ATTACK_NAMES if any(key[1] == a for key in table)]
     width = 0.8 / (len(attacks) + 1)
     figure, axis = plt.subplots(figsize=(9, 4.5))
     for n, attack in enumerate(attacks):
         means = [100 * table[(c, attack)].mean if (c, attack) in table else 0 for c in conditions]
-        spread = [100 * table[(c, attack)].std if (c, attack) in table else 0 for c in conditions]
+        intervals = [table[(c, attack)].interval if (c, attack) in table else (0, 0) for c in conditions]
+        below = [m - 100 * low for m, (low, _) in zip(means, intervals, strict=True)]
+        above = [100 * high - m for m, (_, high) in zip(means, intervals, strict=True)]
         xs = [i + n * width for i in range(len(conditions))]
-        axis.bar(xs, means, width, yerr=spread, capsize=3, label=ATTACK_NAMES[attack])
+        axis.bar(xs, means, width, yerr=[below, above], capsize=3, label=ATTACK_NAMES[attack])
     xs = [i + len(attacks) * width for i in range(len(conditions))]
     axis.bar(xs, [PAPER.get(c, 0) for c in conditions], width, color="lightgrey", label="paper (DF)")
     axis.set_xticks([i + width * len(attacks) / 2 for i in range(len(conditions))])
-    axis.set_xticklabels([CONDITIONS[c] for c in conditions], rotation=15, ha="right", fontsize=8)
+    axis.set_xticklabels([CONDITIONS.get(c, c) for c in conditions], rotation=15, ha="right", fontsize=8)
     axis.set_ylabel("attacker accuracy (%)")
     axis.set_ylim(0, 100)
     axis.legend()
     axis.set_title("Website fingerprinting on the client's link (closed world)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _ordered(conditions: set[str]) -> list[str]:
+    """The paper's conditions in its order, then any other (a defense added since) by name."""
+    return [c for c in CONDITIONS if c in conditions] + sorted(conditions - set(CONDITIONS))
+
+
+def growth(results: Sequence[Result]) -> dict[tuple[str, str], dict[int, Cell]]:
+    """Per (condition, attack): accuracy by visits per site (``Result.visits``)."""
+    by_visits: dict[int, list[Result]] = defaultdict(list)
+    for result in results:
+        by_visits[result.visits].append(result)
+    out: dict[tuple[str, str], dict[int, Cell]] = defaultdict(dict)
+    for visits, some in sorted(by_visits.items()):
+        for key, cell in summarise(some).items():
+            out[key][visits] = cell
+    return dict(out)
+
+
+def growth_markdown(results: Sequence[Result]) -> str:
+    """Accuracy against visits per site: how much the attacks gain from more visits to learn from."""
+    table = growth(results)
+    counts = sorted({n for cells in table.values() for n in cells})
+    lines = [
+        "| condition | attack | " + " | ".join(f"{n} visits" for n in counts) + " |",
+        "|---|---|" + "---|" * len(counts),
+    ]
+    for condition in _ordered({c for c, _ in table}):
+        for attack in [a for a in ATTACK_NAMES if (condition, a) in table]:
+            cells = table[(condition, attack)]
+            row = " | ".join(str(cells[n]) if n in cells else "" for n in counts)
+            lines.append(f"| {CONDITIONS.get(condition, condition)} | {ATTACK_NAMES[attack]} | {row} |")
+    return "\n".join(lines) + "\n"
+
+
+def growth_plot(results: Sequence[Result], path: Path) -> Path:
+    """Accuracy (with its interval) against visits per site, a line per condition and attack."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for (condition, attack), cells in sorted(growth(results).items()):
+        counts = sorted(cells)
+        means = [100 * cells[n].mean for n in counts]
+        low = [m - 100 * cells[n].interval[0] for m, n in zip(means, counts, strict=True)]
+        high = [100 * cells[n].interval[1] - m for m, n in zip(means, counts, strict=True)]
+        label = f"{ATTACK_NAMES[attack]}, {CONDITIONS.get(condition, condition)}"
+        axis.errorbar(counts, means, yerr=[low, high], marker="o", capsize=3, label=label)
+    axis.set_xlabel("visits per site (folds train on all but two)")
+    axis.set_ylabel("attacker accuracy (%)")
+    axis.set_ylim(0, 100)
+    axis.legend(fontsize=7)
+    axis.set_title("Accuracy against visits per site")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
