@@ -122,7 +122,8 @@ async def test_every_route_is_documented_and_every_documented_route_exists(box: 
 
 # What each route can answer, from reading api.py and registry.py.
 STATUSES = {
-    ("post", "/v1/functions"): {201, 403, 413, 422, 503},  # 503: the operator paused uploads
+    # 503: the operator paused uploads; 401-410: the function it replaces (UploadRequest.replaces)
+    ("post", "/v1/functions"): {201, 401, 403, 404, 409, 410, 413, 422, 503},
     ("delete", "/v1/functions/{function_id}"): {200, 401, 403, 404, 410},  # 410: the operator evicted it
     ("post", "/v1/functions/{function_id}/sessions"): {201, 401, 403, 404, 410, 413, 422, 503},
     ("get", "/v1/functions/{function_id}/sessions"): {200, 401, 403, 404, 410},

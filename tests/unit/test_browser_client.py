@@ -18,6 +18,7 @@ import pytest
 
 from bento.errors import BentoError
 from bento.functions.browser import client, pack, wire
+from bento.functions.browser import receive as reader
 from bento.protocol.messages import EndCause, Ended, FunctionError, SessionState
 
 DONE = Ended(state=SessionState.COMPLETED, cause=EndCause.COMPLETED)
@@ -69,8 +70,8 @@ def transfer(body: bytes, padding: int, announced: int | None = None, key: bytes
 
 async def receive(stream: Stream, out: Path, **kwargs: Any) -> dict[str, Any]:
     out.mkdir(exist_ok=True)
-    keep = functools.partial(client._unpack, out=out)
-    return await client._receive(stream, KEY, keep, time.monotonic(), **kwargs)  # type: ignore[arg-type]
+    keep = functools.partial(reader.unpack, out=out)
+    return await reader.receive(stream, KEY, keep, time.monotonic(), **kwargs)  # type: ignore[arg-type]
 
 
 def _flipped(data: bytes, at: int) -> bytes:
@@ -115,13 +116,13 @@ async def test_the_padding_is_read_while_the_page_is_unpacked(
     the padding would end later by the time it took (Table 2's padding cost)."""
     body = archive({"index.html": b"<p>hi</p>"})
     stream = Stream(transfer(body, 200_000), chunk=1000)
-    unpack = client._unpack
+    unpack = reader.unpack
 
     def slow_unpack(archive: bytes, out: Path) -> dict[str, Any]:
         assert stream.all_sent.wait(10), "the padding was not read while the page was unpacked"
         return unpack(archive, out)
 
-    monkeypatch.setattr(client, "_unpack", slow_unpack)
+    monkeypatch.setattr(reader, "unpack", slow_unpack)
     got = await receive(stream, tmp_path / "out", on_page=None, progress=None)
     assert got["padding_bytes"] == 200_000
     assert got["seconds_to_page_bytes"] <= got["seconds_to_last_byte"] <= got["seconds_to_page"]

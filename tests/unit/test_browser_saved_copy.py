@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from selectolax.lexbor import LexborHTMLParser
 
-from bento.functions.browser import client, discover, fetch, pack, render
+from bento.functions.browser import discover, fetch, pack, receive, render
 from bento.functions.browser.inert import inert_files
 from bento.functions.browser.rewrite import localize
 from browser_site import png, serve
@@ -27,7 +27,7 @@ def save(fetched: list[fetch.Resource], out: Path) -> Path:
     page, resources = fetched[0], fetched[1:]
     files, names = localize(page, resources)
     archive = pack.pack(files, pack.index(page, resources, names, time.time(), 0.0, discover.PARSER))
-    found = client._unpack(archive, out)
+    found = receive.unpack(archive, out)
     return Path(found["main"])
 
 

@@ -69,9 +69,7 @@ class LocalBrowser:
         archive = pack.pack(
             files, pack.index(fetched[0], fetched[1:], names, time.time(), 0.0, discover.PARSER)
         )
-        return saved.read_archive(archive, links), {
-            "archive_bytes": len(archive)
-        }
+        return saved.read_archive(archive, links), {"archive_bytes": len(archive)}
 
 
 async def test_the_viewer_browses_through_browser_and_the_browser_asks_only_the_viewer() -> None:

@@ -84,7 +84,8 @@ async def test_metrics_are_scraped_over_http_with_box_and_function_figures(
     assert function.invocation_token not in response.text and function.shutdown_token not in response.text
 
     box.registry.controls.pause({"uploads"})
-    await box.http.delete(f"/v1/sessions/{running}", headers=function.invoke_auth)
+    killed = await box.http.delete(f"/v1/sessions/{running}", headers=function.session_auth(running))
+    assert killed.status_code == 200, killed.text
     after = _samples((await scrape.get("/metrics")).text)
     assert after[("bento_instances", ())] == 0 and after[("bento_paused", (("what", "uploads"),))] == 1
     assert after[("bento_input_bytes_total", ())] == 5, "a counter keeps what ended sessions used"

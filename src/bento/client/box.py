@@ -12,7 +12,6 @@ import asyncio
 import base64
 import contextlib
 import functools
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,16 +21,15 @@ import httpx
 from httpx_ws import AsyncWebSocketSession, WebSocketUpgradeError, aconnect_ws
 from pydantic import BaseModel, ValidationError
 
-from bento.client import session_rights, tor_socks
+from bento.client import replies, session_rights, tor_socks
 from bento.client.cover import Cover, CoveredLink
 from bento.client.discovery import BoxInfo
 from bento.client.keyring import Deployment
 from bento.client.names import box_name
 from bento.client.stream import Link, Retry, SessionStream
 from bento.client.upload import Progress, chunks, read_code, refuse_before_upload, upload_body
-from bento.errors import BentoError, ProtocolError, Refused, TransportError, describe_validation
+from bento.errors import BentoError, ProtocolError, TransportError, describe_validation
 from bento.protocol.descriptor import Descriptor, SignedDescriptor
-from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import (
     CodeKind,
@@ -113,31 +111,11 @@ class Box:
             except httpx.HTTPError as exc:
                 # Only a SOCKS refusal (Tor could not reach the onion service) is safe to retry.
                 if not isinstance(exc, httpx.ProxyError) or attempt == CONNECT_ATTEMPTS:
-                    raise self._unreachable(exc) from None
+                    raise replies.unreachable(self.name, exc) from None
                 await asyncio.sleep(attempt)
         if response.status_code >= 400:
-            raise self._refusal(response.status_code, response.content)
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise ProtocolError(f"the box {self.name} sent a malformed {model.__name__}: {exc}") from None
-
-    def _unreachable(self, exc: BaseException) -> TransportError:
-        return TransportError(
-            f"cannot reach the box {self.name} over Tor: {type(exc).__name__}: {exc!s:.200}",
-            fix="check that the Tor client is running (BENTO_SOCKS) and that the box is up",
-        )
-
-    def _refusal(self, status: int, content: bytes) -> BentoError:
-        try:
-            body = json.loads(content)
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and "error" in body:
-            return Refused.from_body(status, body, where=f"the box {self.name}")
-        return Refused(
-            f"the box {self.name} answered HTTP {status}", code=ErrorCode.HTTP_ERROR, status=status
-        )
+            raise replies.refusal(self.name, response.status_code, response.content)
+        return replies.parsed(self.name, model, response.content)
 
     async def descriptor(self) -> Descriptor:
         """The box's descriptor, verified: signed by the key of the onion address we reached,
@@ -314,17 +292,8 @@ class Box:
         except TimeoutError:
             raise TransportError(f"the box {self.name} did not answer the invocation in time") from None
         except Exception as exc:  # the link broke, or the box sent bytes first
-            raise self._unreachable(exc) from None
-        try:
-            event = json.loads(text)
-        except ValueError:
-            event = None
-        if isinstance(event, dict) and event.get("type") == "invoked":
-            with contextlib.suppress(ValidationError):  # else: malformed, refused below
-                return Invoked.model_validate(event)
-        if isinstance(event, dict) and "error" in event:
-            raise self._refusal(ErrorCode.status_of(event.get("code")), text.encode())
-        raise ProtocolError(f"the box {self.name} answered the invocation with {text[:200]!r}")
+            raise replies.unreachable(self.name, exc) from None
+        return replies.invoked(self.name, text)
 
     async def attach(
         self,
@@ -386,10 +355,10 @@ class Box:
             content = b""
             with contextlib.suppress(httpx.HTTPError):
                 content = await exc.response.aread()
-            raise self._refusal(exc.response.status_code, content) from None
+            raise replies.refusal(self.name, exc.response.status_code, content) from None
         except (httpx.HTTPError, OSError) as exc:
             await stack.aclose()
-            raise self._unreachable(exc) from None
+            raise replies.unreachable(self.name, exc) from None
         return Link(ws, stack) if cover is None else await CoveredLink.open(ws, stack, cover)
 
 

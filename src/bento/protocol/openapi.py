@@ -130,6 +130,8 @@ def openapi_document() -> dict[str, Any]:
                             _C.INVALID_REQUEST,
                             _C.BAD_CODE,
                             _C.BOX_PAUSED,
+                            *_AUTH,  # of the function it replaces (UploadRequest.replaces)
+                            _C.STORAGE_TOO_SMALL,
                         ),
                         201,
                         {

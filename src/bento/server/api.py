@@ -43,7 +43,8 @@ from bento.server import cover, tokens
 from bento.server.attachment import attach
 from bento.server.cover import StreamSocket
 from bento.server.function import Function
-from bento.server.registry import BoxError, Registry
+from bento.server.refusal import BoxError
+from bento.server.registry import Registry
 
 Model = TypeVar("Model", bound=BaseModel)
 JSON_LIMIT = 64 << 10  # every request body but an upload is small

@@ -25,7 +25,7 @@ from bento.protocol.cover import BYTES, HEADER, TEXT, CoverError, CoverRequest, 
 from bento.protocol.cover_channel import CoverChannel
 from bento.protocol.errors import ErrorCode
 from bento.protocol.policy import CoverPolicy
-from bento.server.registry import BoxError
+from bento.server.refusal import BoxError
 
 CLOSE_FLUSH = 10.0  # seconds a closing covered socket waits for its last records to leave
 

@@ -19,12 +19,12 @@ from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind, Replaced, Replaces, SessionInfo
 from bento.protocol.policy import violations
-from bento.protocol.private_token import Right, TokenError, is_blinded
+from bento.protocol.private_token import is_blinded
 from bento.sandbox.host import SandboxHost
 from bento.server import code, packages, tokens
+from bento.server.access import Access
 from bento.server.admin.controls import OperatorControls
 from bento.server.admin.ledger import Ledger
-from bento.server.blind_issuer import Hold
 from bento.server.broker import BudgetSpec, Context, Gatekeeper
 from bento.server.broker import Ledger as BudgetLedger
 from bento.server.broker.network import system_resolver
@@ -34,6 +34,7 @@ from bento.server.broker.tor.instance import InstanceTor
 from bento.server.broker.tor.service import TorForFunctions
 from bento.server.config import ServerConfig
 from bento.server.function import Deployed, Function
+from bento.server.refusal import BoxError
 from bento.server.retention import Retention
 from bento.server.session import Session
 from bento.server.store import StorageChannel, Store
@@ -41,20 +42,11 @@ from bento.server.store import StorageChannel, Store
 T = TypeVar("T")
 
 
-class BoxError(Exception):
-    """A request the box refuses: ``code`` is stable for programs, the message is for people."""
+class Registry(Access):
+    """Every function and session of this box; owns the tasks that run sessions (see :meth:`running`).
 
-    def __init__(self, code: ErrorCode, message: str, fix: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.fix = code, message, fix
-
-    @property
-    def status(self) -> int:
-        return self.code.status
-
-
-class Registry:
-    """Every function and session of this box; owns the tasks that run sessions (see :meth:`running`)."""
+    Which token reaches which function or session is :class:`~bento.server.access.Access`'s.
+    """
 
     def __init__(self, config: ServerConfig, boot_id: str, sandbox: SandboxHost, gate: Gatekeeper) -> None:
         self.config = config
@@ -189,44 +181,6 @@ class Registry:
         self.sandbox.share(target)
         return entry_points
 
-    def function(
-        self, function_id: str, token: str | None, *, shutdown: bool = False, spend: bool = False
-    ) -> Function:
-        """The function, if ``token`` is the right capability for it (invocation or shutdown).
-
-        ``spend``: the request uses the right up (an invocation or a shutdown), so a blinded
-        token may stand for it, once; other requests need the plain token.
-        """
-        function = self.functions.get(function_id)
-        if function is None:
-            if (evicted := self.controls.eviction_of(function_id)) is not None:
-                raise BoxError(*evicted)
-            raise BoxError(
-                ErrorCode.UNKNOWN_FUNCTION,
-                f"no function {function_id} on this box",
-                "it was shut down, or the box restarted since it was deployed "
-                f"(the box's boot id is now {self.boot_id}); deploy it again",
-            )
-        if token is None:
-            raise BoxError(ErrorCode.MISSING_TOKEN, "this request needs a token (Authorization: Bearer ...)")
-        which = "shutdown" if shutdown else "invocation"
-        if is_blinded(token):
-            if not spend:
-                raise BoxError(
-                    ErrorCode.SINGLE_USE_TOKEN,
-                    "a blinded token is spent on one invocation or shutdown, and reaches nothing else",
-                    "use the plain token; reach the session it opened with the session right it returned",
-                )
-            try:  # spent only where the request is carried out, so a refusal costs nothing
-                function.issuer.verify(token, "shutdown" if shutdown else "invoke")
-            except TokenError as exc:
-                raise _token_refused(which, exc) from None
-            return function
-        expected = function.shutdown_digest if shutdown else function.invocation_digest
-        if not tokens.matches(token, expected):
-            raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not the {which} token of function {function_id}")
-        return function
-
     def invoke(
         self,
         function: Function,
@@ -331,46 +285,6 @@ class Registry:
                 "try again later, or use another box",
             )
 
-    @staticmethod
-    def hold(function: Function, token: str, right: Right) -> Hold:
-        """Set a blinded token aside for the request it pays for (spent when that is carried out)."""
-        try:
-            return function.issuer.hold(token, right)
-        except TokenError as exc:
-            raise _token_refused(right, exc) from None
-
-    def session(self, session_id: str, token: str | None, *, content: bool = True) -> Session:
-        """The session, if ``token`` is its session right; or, where ``content`` is false (its
-        state, killing it), the function's shutdown token: its owner may stop any session."""
-        session = self.sessions.get(session_id)
-        if session is None and self.retention.gone(session_id):
-            raise BoxError(
-                ErrorCode.SESSION_EXPIRED,
-                f"session {session_id} ended and was forgotten, to keep the box's memory bounded",
-                f"attach within {self.config.session_retention_seconds:.0f} s of a session's end; "
-                "the box keeps only the most recent ended sessions",
-            )
-        if session is None:
-            raise BoxError(
-                ErrorCode.UNKNOWN_SESSION,
-                f"no session {session_id} on this box",
-                "it ended long ago, its function was shut down, or the box restarted",
-            )
-        if token is None:
-            raise BoxError(ErrorCode.MISSING_TOKEN, "this request needs a token (Authorization: Bearer ...)")
-        if session.right_digest is not None and tokens.matches(token, session.right_digest):
-            return session
-        function = self.functions.get(session.function_id)
-        owner = function is not None and tokens.matches(token, function.shutdown_digest)
-        if owner and not content:
-            return session
-        raise BoxError(
-            ErrorCode.WRONG_TOKEN,
-            f"that is not the right of session {session_id}",
-            "a session belongs to whoever opened it: send the session right its invocation returned"
-            + ("" if content else " (the function's shutdown token may also read its state and kill it)"),
-        )
-
     async def kill(self, session: Session) -> SessionInfo:
         """Kill one session (its client asked); its output stays retained like any ended one's."""
         session.kill("killed by its client")
@@ -426,15 +340,6 @@ class Registry:
         """Forget the ended sessions whose retention time is over at ``now``."""
         for session in self.retention.due(now):
             self._forget(session)
-
-
-def _token_refused(right: str, exc: TokenError) -> BoxError:
-    return BoxError(
-        ErrorCode.WRONG_TOKEN,
-        f"that is not a valid {right} token: {exc}",
-        "a blinded token is good for one use: ask the function's owner for another "
-        f"(`bento tokens FUNCTION --right {'shutdown' if right == 'shutdown' else 'invoke'}`)",
-    )
 
 
 async def _in_thread(function: Callable[..., T], *args: Any) -> T:

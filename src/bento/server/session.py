@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ from bento.server.broker.service import Broker
 from bento.server.buffer import OutputBuffer
 from bento.server.channel import open_channel
 from bento.server.logs import LogBuffer
+from bento.server.outcome import usage_so_far, verdict
 
 log = logging.getLogger("bento.session")
 M = TypeVar("M", bound=BaseModel)
@@ -97,20 +97,8 @@ class Session:
         )
 
     def _current_usage(self) -> ResourceUsage:
-        """Usage so far: the kernel's (at exit, or now), plus the counts kept elsewhere."""
-        live: dict[str, object] = {"bytes_out": self.output.end, "log_bytes": self.logs.total}
-        if self._broker is not None:
-            live |= {"network_granted": self._broker.granted, "network_denied": self._broker.denied}
-            ledger = self._broker.context.ledger
-            live |= {"held": ledger.usage(), "budgets": ledger.limits()}
-            if (tor := self._broker.context.tor) is not None:
-                live |= {"circuits": tor.circuits_built, "onion_services": tor.onions_published}
-        if (instance := self.instance) is not None and not self.ended:  # the kernel's figures so far
-            group = instance.group  # else the watchdog's last reading of /proc
-            cpu = (group.cpu_seconds() if group else None) or instance.cpu_seen
-            peak = (group.peak_memory() if group else None) or instance.peak_resident
-            live |= {"cpu_seconds": round(cpu, 3), "peak_memory_bytes": peak}
-        return self.usage.model_copy(update=live)
+        running = self.instance if not self.ended else None
+        return usage_so_far(self.usage, self.output, self.logs, self._broker, running)
 
     def ended_event(self) -> Ended:
         assert self.cause is not None
@@ -302,20 +290,7 @@ class Session:
         """Say why the session ended, from what we decided and what the kernel reports."""
         self.usage.cpu_seconds = round(exited.usage.cpu_seconds, 3)
         self.usage.peak_memory_bytes = exited.usage.peak_memory_bytes
-        if exited.oom_killed and (self._verdict is None or self._verdict[0] is not EndCause.COMPLETED):
-            verdict = (EndCause.MEMORY, "killed: over its memory limit")
-        elif self._verdict is not None:
-            verdict = self._verdict
-        elif exited.usage.cpu_seconds >= cpu_limit - 0.05 or _signalled(exited.returncode, signal.SIGXCPU):
-            verdict = (EndCause.CPU, f"killed: over its CPU-time limit of {cpu_limit} s")
-        else:
-            tail = self._stderr_tail.decode(errors="replace").strip()
-            last = f"; its last words: {tail[-1000:]}" if tail else ""
-            verdict = (
-                EndCause.ERROR,
-                f"the function's process ended with {_describe(exited.returncode)} before returning{last}",
-            )
-        self._end(*verdict)
+        self._end(*verdict(exited, self._verdict, cpu_limit, self._stderr_tail))
 
     def _end(self, cause: EndCause, reason: str = "") -> None:
         """The session has ended (synchronous: nothing can interrupt it half-way)."""
@@ -391,16 +366,3 @@ def _log_stream(tag: bytes) -> LogStream:
     if stream is None:
         raise FrameError(f"a LOG frame must start with b'1' or b'2', not {tag!r}")
     return stream
-
-
-def _signalled(returncode: int, sig: signal.Signals) -> bool:
-    # bubblewrap reports a child killed by a signal as 128 + the signal's number.
-    return returncode in (-sig, 128 + sig)
-
-
-def _describe(returncode: int) -> str:
-    for code in (-returncode, returncode - 128):
-        if 0 < code < 65:
-            with contextlib.suppress(ValueError):
-                return f"signal {signal.Signals(code).name}"
-    return f"exit status {returncode}"

@@ -7,7 +7,6 @@ for exactly this code.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import time
@@ -23,11 +22,12 @@ from bento.client.stream import SessionStream
 from bento.errors import BentoError
 from bento.functions import deploy
 from bento.protocol.manifest import Manifest
-from bento.protocol.messages import ResourceUsage, SessionState
+from bento.protocol.messages import ResourceUsage
 from bento.protocol.policy import Needs, SyscallProfile
 
 from . import pack, saved, wire
 from .inert import INERT, Links
+from .receive import Progress, receive, unpack
 
 PACKAGE = "bento_browser"
 BOX_MODULES = (
@@ -42,8 +42,6 @@ BOX_MODULES = (
     "deposit",
     "function",
 )
-MAX_ARCHIVE = 256 << 20  # the most a client accepts from a box before refusing the transfer
-Progress = Callable[[int, int | None], None]  # (bytes received, bytes expected once known)
 
 
 def code() -> bytes:
@@ -224,8 +222,8 @@ async def _browse(
         box, keyring, "browse", _arguments(url, options), cover=options.cover, engine=options.engine, key=key
     )
     async with stream:  # with cover, leaving waits for the end of the cover window
-        keep = functools.partial(_unpack, out=out)
-        received = await _receive(stream, key, keep, started, on_page, progress)
+        keep = functools.partial(unpack, out=out)
+        received = await receive(stream, key, keep, started, on_page, progress)
     page = Page(url=url, directory=out, function_id=function.function_id, deployed=deployed, **received)
     if isinstance(stream.link, CoveredLink):
         page.cover = stream.link.report()
@@ -248,7 +246,7 @@ async def browse_in_memory(
         return {"copy": saved.read_archive(archive, links)}
 
     async with stream:
-        received = await _receive(stream, key, keep, started, None, None)
+        received = await receive(stream, key, keep, started, None, None)
     return received.pop("copy"), received
 
 
@@ -274,130 +272,3 @@ def _prepare(out: Path) -> bool:
     except OSError as exc:
         raise BentoError(f"cannot create {out}: {exc.strerror}") from None
     return not existed
-
-
-Keep = Callable[[bytes], dict[str, Any]]  # the opened archive -> what was kept of it
-
-
-async def _receive(
-    stream: SessionStream,
-    key: bytes,
-    keep: Keep,
-    started: float,
-    on_page: Callable[[Path], Awaitable[None]] | None,
-    progress: Progress | None,
-) -> dict[str, Any]:
-    """Header, archive (opened under ``key``, unpacked, shown), then exactly the announced
-    padding, each byte of it checked (``wire``).
-
-    The page is verified and unpacked in a task of its own while the padding keeps
-    arriving: a reader that stopped to unpack would leave the padding waiting in Tor's
-    windows and only then take it, so the padding would end later by the unpacking time.
-    """
-    buffer = bytearray()
-    header: tuple[int, int] | None = None
-    expected_padding = wire.Padding(key)
-    showing: asyncio.Task[dict[str, Any]] | None = None  # ours: awaited or cancelled below
-    times = {"seconds_to_page_bytes": 0.0, "seconds_to_last_byte": 0.0}
-    padding = total = 0
-    try:
-        async for chunk in stream:
-            total += len(chunk)
-            times["seconds_to_last_byte"] = time.monotonic() - started
-            data = chunk
-            if header is None:
-                buffer += data
-                if len(buffer) < wire.SEALED_HEADER:
-                    continue
-                header = _header(key, bytes(buffer[: wire.SEALED_HEADER]))
-                data, buffer = bytes(buffer[wire.SEALED_HEADER :]), bytearray()
-            length, announced = header
-            if showing is None:
-                taken = data[: length + wire.TAG - len(buffer)]
-                buffer += taken
-                data = data[len(taken) :]
-                if len(buffer) == length + wire.TAG:
-                    times["seconds_to_page_bytes"] = times["seconds_to_last_byte"]
-                    showing = asyncio.create_task(_show(bytes(buffer), key, keep, started, on_page))
-                    buffer = bytearray()
-            elif showing.done():
-                showing.result()  # a page that failed to unpack ends the transfer now
-            padding += len(data)
-            if padding > announced:
-                raise BentoError(f"the box sent more padding than the {announced} bytes it announced")
-            if data and expected_padding.take(len(data)) != data:
-                raise BentoError("the padding was altered on its way: it is not what the page's key makes")
-            if progress is not None:
-                progress(total, wire.SEALED_HEADER + length + wire.TAG + announced)
-        found = await showing if showing is not None else {}
-    finally:
-        if showing is not None:  # left early: stop it, and take its outcome (the first error wins)
-            showing.cancel()
-            await asyncio.gather(showing, return_exceptions=True)
-    ended = stream.ended
-    if ended is not None and ended.state is not SessionState.COMPLETED:
-        error = ended.error
-        why = (
-            (error.message if error.type == "BrowseError" else f"{error.type}: {error.message}")
-            if error
-            else ""
-        )
-        raise BentoError(
-            f"Browser could not fetch the page: {why or ended.reason}",
-            fix="check the URL; the box fetches it from the exit, within its exit policy and limits",
-        )
-    if header is None or not found:
-        raise BentoError("the session ended before the whole page arrived")
-    if padding != announced:
-        raise BentoError(f"the box announced {announced} bytes of padding and sent {padding}")
-    usage = ended.usage if ended is not None else None
-    return {
-        **found,
-        **times,
-        "archive_bytes": header[0],
-        "padding_bytes": padding,
-        "received_bytes": total,
-        "usage": usage,
-    }
-
-
-async def _show(
-    sealed: bytes,
-    key: bytes,
-    keep: Keep,
-    started: float,
-    on_page: Callable[[Path], Awaitable[None]] | None,
-) -> dict[str, Any]:
-    found = await asyncio.to_thread(lambda: keep(_opened(key, sealed)))
-    found["seconds_to_page"] = time.monotonic() - started
-    if on_page is not None:  # the page is shown now; the padding may still be arriving
-        await on_page(found["main"])
-    return found
-
-
-def _header(key: bytes, sealed: bytes) -> tuple[int, int]:
-    """``(archive length, padding length)`` from the sealed header; refuses one that does not open."""
-    try:
-        length, padding = wire.open_header(key, sealed)
-    except wire.WireError as exc:
-        raise BentoError(f"the answer is not a Browser page sealed for you: {exc}") from None
-    if not 0 < length <= MAX_ARCHIVE:
-        raise BentoError(f"the box announced a {length}-byte page; this client accepts 1 to {MAX_ARCHIVE}")
-    return length, padding
-
-
-def _opened(key: bytes, sealed: bytes) -> bytes:
-    try:
-        return wire.open_archive(key, sealed)
-    except wire.WireError as exc:
-        raise BentoError(f"the page's archive was refused: {exc}") from None
-
-
-def _unpack(archive: bytes, out: Path) -> dict[str, Any]:
-    """Read the (opened, so authentic) archive, make it inert and write it into ``out``."""
-    copy = saved.read_archive(archive)
-    try:
-        main = copy.write(out)
-    except OSError as exc:
-        raise BentoError(f"cannot write the page into {out}: {exc.strerror}") from None
-    return {"index": copy.index, "main": main.resolve()}

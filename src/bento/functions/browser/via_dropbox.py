@@ -26,7 +26,8 @@ from bento.errors import BentoError
 from bento.functions.dropbox.client import Capability
 
 from . import wire
-from .client import Options, Page, _arguments, _discard_if_empty, _header, _opened, _prepare, _start, _unpack
+from .client import Options, Page, _arguments, _discard_if_empty, _prepare, _start
+from .receive import opened, read_header, unpack
 
 MAX_RECEIPT = 16 << 10
 
@@ -132,7 +133,7 @@ def open_transfer(data: bytes, out: Path, key: bytes) -> Page:
     try:
         if len(data) < wire.SEALED_HEADER:
             raise BentoError("the deposit is not a Browser page (too short for its header)")
-        length, padding = _header(key, data[: wire.SEALED_HEADER])
+        length, padding = read_header(key, data[: wire.SEALED_HEADER])
         page_end = wire.SEALED_HEADER + length + wire.TAG
         if len(data) != page_end + padding:
             raise BentoError(
@@ -140,7 +141,7 @@ def open_transfer(data: bytes, out: Path, key: bytes) -> Page:
             )
         if wire.Padding(key).take(padding) != data[page_end:]:
             raise BentoError("the page's padding was altered: it is not what the page's key makes")
-        found = _unpack(_opened(key, data[wire.SEALED_HEADER : page_end]), out)
+        found = unpack(opened(key, data[wire.SEALED_HEADER : page_end]), out)
     except BaseException:
         if created:
             _discard_if_empty(out)

@@ -26,7 +26,8 @@ from bento.server.admin.ledger import Ledger
 from bento.server.admin.models import Figures
 from bento.server.admin.view import OperatorView
 from bento.server.embedded_uvicorn import EmbeddedUvicorn, serving
-from bento.server.registry import BoxError, Registry
+from bento.server.refusal import BoxError
+from bento.server.registry import Registry
 
 
 class BoxCollector(Collector):

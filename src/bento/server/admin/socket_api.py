@@ -34,7 +34,8 @@ from bento.protocol.messages import ErrorBody
 from bento.server.admin.models import PauseRequest
 from bento.server.admin.view import OperatorView
 from bento.server.embedded_uvicorn import EmbeddedUvicorn, serving
-from bento.server.registry import BoxError, Registry
+from bento.server.refusal import BoxError
+from bento.server.registry import Registry
 
 SOCKET_NAME = "admin.sock"
 BODY_LIMIT = 4096  # the largest admin request is a pause: a few words

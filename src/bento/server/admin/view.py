@@ -21,7 +21,8 @@ from bento.server.admin.models import (
     SessionRow,
 )
 from bento.server.function import Function
-from bento.server.registry import BoxError, Registry
+from bento.server.refusal import BoxError
+from bento.server.registry import Registry
 from bento.server.session import Session
 
 _MB = 1 << 20
