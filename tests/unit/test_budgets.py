@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
 from bento.protocol.policy import Needs, NodePolicy
+from bento.server.broker import budgets
 from bento.server.broker.budgets import BudgetSpec, Exhausted, Ledger
 
 BOX = NodePolicy(
@@ -29,6 +31,7 @@ def test_the_spec_is_the_manifest_capped_by_the_policy() -> None:
         storage_transfers=4,
         storage_bytes=2 << 20,
         lookups=3,
+        threads=4,
     )
     assert BudgetSpec.of(Needs(), BOX) == BudgetSpec(), "a manifest that asks for nothing holds nothing"
     closed = BudgetSpec.of(Needs(network=True, tor_circuits=2, storage_mb=1), NodePolicy())
@@ -84,3 +87,51 @@ async def test_a_queued_unit_waits_for_one_to_come_back_and_gives_up_in_time() -
 async def _queued(ledger: Ledger) -> int:
     async with ledger.queue("lookups", 5):
         return ledger.usage()["lookups"]
+
+
+async def test_a_thread_unit_comes_back_when_the_call_raises() -> None:
+    ledger = Ledger(BudgetSpec(threads=1))
+
+    def broken() -> None:
+        raise OSError("the disk failed")
+
+    with pytest.raises(OSError, match="the disk failed"):
+        await ledger.in_thread(broken)
+    assert ledger.usage()["threads"] == 0
+    assert await ledger.in_thread(sum, [1, 2]) == 3 and ledger.usage()["threads"] == 0
+    with pytest.raises(Exhausted, match="no budget for threads"):
+        await Ledger(BudgetSpec()).in_thread(sum, [1])
+
+
+async def test_a_cancelled_call_holds_its_thread_until_the_thread_is_done() -> None:
+    """Cancelling the caller does not stop the thread: the unit stays taken while it runs,
+    so cancelling in a loop cannot start more threads than the budget."""
+    ledger = Ledger(BudgetSpec(threads=1))
+    gate = threading.Event()
+    call = asyncio.ensure_future(ledger.in_thread(gate.wait, 10))
+    try:
+        await asyncio.sleep(0)  # let the call take its unit and start
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert ledger.usage()["threads"] == 1, "the thread still runs"
+    finally:
+        gate.set()
+    # The unit comes back when the thread ends: the next call gets it (it waits for it).
+    assert await asyncio.wait_for(ledger.in_thread(sum, [2, 3]), 5) == 5
+    assert ledger.usage()["threads"] == 0
+
+
+async def test_calls_past_the_threads_budget_wait_then_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(budgets, "THREAD_PATIENCE", 0.05)
+    ledger = Ledger(BudgetSpec(threads=1))
+    gate = threading.Event()
+    first = asyncio.ensure_future(ledger.in_thread(gate.wait, 10))
+    second = asyncio.ensure_future(ledger.in_thread(sum, [1]))  # runs after the first took the unit
+    try:
+        with pytest.raises(Exhausted, match="threads: none of this function's came back"):
+            await second
+    finally:
+        gate.set()
+    assert await asyncio.wait_for(first, 5) is True
+    assert ledger.usage()["threads"] == 0

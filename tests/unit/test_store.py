@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -33,15 +34,20 @@ def store(tmp_path: Path) -> Store:
 
 
 async def _put(fs: object, key: str, value: bytes) -> None:
-    await fs.put(key, value, fs.reserve(key, len(value)))  # type: ignore[attr-defined]
+    await fs.put(key, value, fs.reserve(key, len(value)), _threads())  # type: ignore[attr-defined]
+
+
+def _threads() -> Ledger:
+    """A function's budget of threads for its storage calls (the channel's ledger, in the server)."""
+    return Ledger(BudgetSpec(threads=4))
 
 
 async def test_values_round_trip_and_disk_holds_only_ciphertext(store: Store) -> None:
     fs = store.of("f1", 1)
     await _put(fs, "secret-name", SECRET)
     await _put(fs, "empty", b"")
-    assert await fs.get("secret-name") == SECRET
-    assert await fs.get("empty") == b""
+    assert await fs.get("secret-name", _threads()) == SECRET
+    assert await fs.get("empty", _threads()) == b""
     assert fs.keys() == ["empty", "secret-name"]
     assert fs.keys("sec") == ["secret-name"]
     assert len(_files(store.root)) == 2
@@ -59,13 +65,13 @@ async def test_replacing_a_value_leaves_one_object(store: Store) -> None:
     fs = store.of("f1", 1)
     await _put(fs, "k", b"one")
     await _put(fs, "k", b"two")
-    assert await fs.get("k") == b"two"
+    assert await fs.get("k", _threads()) == b"two"
     assert len(_files(store.root)) == 1
-    assert await fs.delete("k") is True
-    assert await fs.delete("k") is False
+    assert await fs.delete("k", _threads()) is True
+    assert await fs.delete("k", _threads()) is False
     assert _files(store.root) == []
     with pytest.raises(KeyError):
-        await fs.get("k")
+        await fs.get("k", _threads())
 
 
 async def test_tampering_moving_and_rollback_fail_authentication(store: Store) -> None:
@@ -80,23 +86,23 @@ async def test_tampering_moving_and_rollback_fail_authentication(store: Store) -
     damaged[-1] ^= 1
     file_a.write_bytes(bytes(damaged))
     with pytest.raises(StorageRefused, match="failed authentication"):
-        await fs.get("a")
+        await fs.get("a", _threads())
 
     file_a.write_bytes(file_b.read_bytes())  # b's ciphertext under a's name
     with pytest.raises(StorageRefused, match="failed authentication"):
-        await fs.get("a")
+        await fs.get("a", _threads())
 
     file_a.write_bytes(old_a)
     await _put(fs, "a", b"newer value of a")
     (store.root / "f1" / fs.objects["a"].object_id).write_bytes(old_a)  # roll back to the old version
     with pytest.raises(StorageRefused, match="failed authentication"):
-        await fs.get("a")
+        await fs.get("a", _threads())
 
     other = store.of("f2", 1)
     await _put(other, "a", b"x")
     (store.root / "f2" / other.objects["a"].object_id).write_bytes(file_b.read_bytes())
     with pytest.raises(StorageRefused, match="failed authentication"):
-        await other.get("a")
+        await other.get("a", _threads())
 
 
 async def test_quota_counts_values_and_keys_and_allows_replacement(store: Store) -> None:
@@ -128,7 +134,7 @@ async def test_shutdown_shreds_key_and_ciphertext(store: Store) -> None:
     memory = store.vault._pages[page].memory
     assert memory[slot * KEY_BYTES : (slot + 1) * KEY_BYTES] == bytes(KEY_BYTES), "the key was not zeroed"
     with pytest.raises(StorageRefused, match="shut down"):
-        await fs.get("k")
+        await fs.get("k", _threads())
     assert store.of("f1", 1).keys() == [], "a new store of the same id starts empty, with a new key"
 
 
@@ -233,3 +239,21 @@ async def test_transfers_in_flight_are_bounded_per_function_before_the_disk_is_r
     await second.aclose()
     await asyncio.sleep(0)  # done-callbacks run on the loop's next turn
     assert first.ledger.used["storage_bytes"] == first.ledger.used["storage_transfers"] == 0
+
+
+async def test_a_function_filling_its_threads_does_not_hold_up_a_neighbours_read(store: Store) -> None:
+    """One function asks for more blocking calls at once than the functions' pool has threads
+    (each stuck, as on a hung disk); a neighbour's storage read still comes back at once,
+    because the first holds only its budget of them and its other calls wait on it."""
+    greedy = Ledger(BudgetSpec(threads=4))
+    neighbour = store.of("f2", 1)
+    await _put(neighbour, "k", SECRET)
+    stuck = threading.Event()
+    calls = [asyncio.ensure_future(greedy.in_thread(stuck.wait, 30)) for _ in range(40)]
+    try:
+        assert await asyncio.wait_for(neighbour.get("k", _threads()), 5) == SECRET
+        assert greedy.usage()["threads"] == 4 and not any(call.done() for call in calls)
+    finally:
+        stuck.set()
+    assert await asyncio.wait_for(asyncio.gather(*calls), 30) == [True] * 40, "they waited, then ran"
+    assert greedy.usage()["threads"] == 0

@@ -4,13 +4,18 @@ every refusal an instance's request can meet before tor is asked anything."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
+import threading
+import time
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
+import stem
 from stem.exit_policy import ExitPolicy
 
 from bento.errors import BentoError
@@ -213,7 +218,7 @@ class _SlowTor(TorForFunctions):
         super().__init__(state_dir)
         self.answer = asyncio.Event()
 
-    async def directory(self) -> Directory:
+    async def directory(self, owner: Any) -> Directory:
         await self.answer.wait()
         return _directory()
 
@@ -302,3 +307,51 @@ async def test_a_streams_target_passes_the_brokers_gate(tmp_path: Path) -> None:
     lenient = InstanceTor.open(TorForFunctions(tmp_path), "g", Needs(tor_circuits=1), testnet, gate=gate)
     assert "no circuit" in await _refusal(lenient, "tor.stream", circuit="1", host="10.0.0.1", port=80)
     assert "own services" in await _refusal(lenient, "tor.stream", circuit="1", host="127.0.0.1", port=9051)
+
+
+class _HungControlPort:
+    """What building a circuit asks of Stem; a path through ``hung`` blocks, as a Stem call
+    does when tor stops answering."""
+
+    def __init__(self, hung: str) -> None:
+        self.hung, self.answer, self.ids = hung, threading.Event(), itertools.count(1)
+
+    def extend_circuit(self, circuit_id: str, path: list[str], purpose: str) -> str:
+        if path[0] == self.hung:
+            self.answer.wait(30)
+        return str(next(self.ids))
+
+    def get_circuit(self, circuit_id: str, default: Any) -> Any:
+        return types.SimpleNamespace(status=stem.CircStatus.BUILT)
+
+    def close_circuit(self, circuit_id: str) -> None:
+        pass
+
+
+async def test_a_function_stuck_on_tor_waits_on_its_own_threads_not_its_neighbours(tmp_path: Path) -> None:
+    """Every Stem call an instance's request makes runs in its function's threads: one whose
+    calls hang holds at most its budget of them, its further calls wait, and a neighbour's
+    circuit is built meanwhile."""
+    service = TorForFunctions(tmp_path)
+    control = _HungControlPort(hung=f"{1:040X}")
+    service.tor = types.SimpleNamespace(controller=control)  # type: ignore[assignment]
+    service.ready.set()
+    service._directory = (time.monotonic(), _directory())
+    policy = NodePolicy(tor=TorPolicy(circuits=True, max_circuits=8))
+    stuck = InstanceTor.open(service, "stuck", Needs(tor_circuits=8), policy)
+    neighbour = InstanceTor.open(service, "neighbour", Needs(tor_circuits=1), policy)
+    threads = stuck.ledger.spec.threads
+    calls = [
+        asyncio.ensure_future(_ask(stuck, "tor.circuit", path=[f"{1:040X}"])) for _ in range(threads + 2)
+    ]
+    try:
+        built = await asyncio.wait_for(_ask(neighbour, "tor.circuit", path=[f"{2:040X}"]), 5)
+        assert built["ok"] and built["state"] == "built", built
+        assert stuck.ledger.usage()["threads"] == threads and not any(c.done() for c in calls)
+    finally:
+        control.answer.set()
+    replies = await asyncio.wait_for(asyncio.gather(*calls), 30)
+    assert all(r["ok"] for r in replies), "past its threads, a call waited for one; it was not refused"
+    await stuck.close()
+    await neighbour.close()
+    assert stuck.ledger.usage()["threads"] == 0 == stuck.ledger.usage()["circuits"]

@@ -112,15 +112,17 @@ class FunctionStore:
         self.reserved += charge
         return Reservation(self, charge)
 
-    async def put(self, key: str, value: bytes, reservation: Reservation) -> None:
-        """Encrypt and write ``value`` (reserved with :meth:`reserve`), replacing any older one."""
+    async def put(self, key: str, value: bytes, reservation: Reservation, ledger: Ledger) -> None:
+        """Encrypt and write ``value`` (reserved with :meth:`reserve`), replacing any older one.
+        The disk and the cipher run in the threads of the function's ``ledger``, as in
+        :meth:`get` and :meth:`delete`."""
         try:
             self._live()
             object_id = os.urandom(16).hex()
-            sealed = await asyncio.to_thread(self._seal, object_id, key, value)
+            sealed = await ledger.in_thread(self._seal, object_id, key, value)
             path = self.directory / object_id
             try:
-                await asyncio.to_thread(_write_new, path, sealed)
+                await ledger.in_thread(_write_new, path, sealed)
                 self._live()  # shut down while we wrote: leave nothing behind
             except BaseException:
                 path.unlink(missing_ok=True)
@@ -130,27 +132,27 @@ class FunctionStore:
         finally:
             reservation.release()
         if old is not None:
-            await asyncio.to_thread((self.directory / old.object_id).unlink, True)
+            await ledger.in_thread((self.directory / old.object_id).unlink, True)
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, ledger: Ledger) -> bytes:
         self._live()
         check_key(key)
         obj = self.objects.get(key)
         if obj is None:
             raise KeyError(key)
         try:
-            blob = await asyncio.to_thread((self.directory / obj.object_id).read_bytes)
+            blob = await ledger.in_thread((self.directory / obj.object_id).read_bytes)
         except FileNotFoundError:
             raise StorageRefused(f"the object {key!r} vanished from the box's disk") from None
         self._live()  # the key may have been destroyed while we read
-        return await asyncio.to_thread(self._open, obj.object_id, key, blob)
+        return await ledger.in_thread(self._open, obj.object_id, key, blob)
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, ledger: Ledger) -> bool:
         self._live()
         check_key(key)
         obj = self.objects.pop(key, None)
         if obj is not None:
-            await asyncio.to_thread((self.directory / obj.object_id).unlink, True)
+            await ledger.in_thread((self.directory / obj.object_id).unlink, True)
         return obj is not None
 
     def keys(self, prefix: str = "") -> list[str]:
@@ -293,7 +295,7 @@ class StorageChannel:
         return self.store.usage()
 
     async def delete(self, key: str) -> bool:
-        return await self.store.delete(key)
+        return await self.store.delete(key, self.ledger)
 
     def list(self, prefix: str) -> tuple[int, socket.socket]:
         body = json.dumps(self.store.keys(prefix)).encode()
@@ -306,7 +308,7 @@ class StorageChannel:
             return None
         held = self._take(obj.size)  # before the disk read is awaited
         try:
-            value = await self.store.get(key)
+            value = await self.store.get(key, self.ledger)
         except KeyError:
             _release(held)
             return None
@@ -373,7 +375,7 @@ class StorageChannel:
                 status = {"ok": False, "error": f"the value ended after {len(value)} of {size} bytes"}
             else:
                 try:
-                    await self.store.put(key, bytes(value), reservation)
+                    await self.store.put(key, bytes(value), reservation, self.ledger)
                 except StorageRefused as exc:
                     status = {"ok": False, "error": str(exc)}
                 except OSError as exc:

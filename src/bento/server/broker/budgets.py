@@ -18,17 +18,24 @@ this function holds 1 circuits, its limit (needs.tor_circuits, at most the box's
 0
 
 Rates (circuits built per minute) are taken and never given back: they leave the window.
+
+Blocking work a function's request causes (its storage's disk and cipher, its Stem calls)
+runs through :meth:`Ledger.in_thread`, in a pool of the functions' own, so a function that
+fills its share of threads waits on itself, never holds up the server's own threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Literal, ParamSpec, TypeVar
 
 from bento.protocol.policy import Needs, NodePolicy
 from bento.server.broker.gate import Denied
@@ -41,9 +48,21 @@ Resource = Literal[
     "storage_transfers",
     "storage_bytes",
     "lookups",
+    "threads",
 ]
 RATE_WINDOW = 60.0  # seconds: the window of circuits_per_minute
 STORAGE_TRANSFERS = 4  # values travelling at once per function; each may hold a value in server memory
+FUNCTION_THREADS = 4  # threads one function's storage and Tor calls may occupy at once
+THREAD_PATIENCE = 10.0  # seconds a call waits for one of its function's threads before it is refused
+# Every function's blocking calls share this pool, not the loop's default executor: however
+# many functions fill their budgets, the server's own to_thread calls (start-up, clean-up)
+# never queue behind them. Threads start only as calls need them.
+FUNCTION_POOL_THREADS = 32  # all functions' together: each holds at most its ``threads`` of them
+_FUNCTION_POOL = concurrent.futures.ThreadPoolExecutor(
+    FUNCTION_POOL_THREADS, thread_name_prefix="bento-function"
+)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 # Where each budget comes from, for the refusal's message (the fix names the knob).
 _SOURCE: dict[str, str] = {
@@ -54,6 +73,7 @@ _SOURCE: dict[str, str] = {
     "storage_transfers": "values read or written at once",
     "storage_bytes": "bytes of values in flight, the function's storage quota",
     "lookups": "the box's network.max_lookups",
+    "threads": "the box's threads a function's storage and Tor calls may occupy at once",
     "circuits_per_minute": "the box's tor.max_circuits_per_minute",
 }
 
@@ -74,6 +94,7 @@ class BudgetSpec:
     storage_transfers: int = 0
     storage_bytes: int = 0
     lookups: int = 0
+    threads: int = 0  # the functions' pool's threads its storage and Tor calls occupy at once
 
     @classmethod
     def of(cls, needs: Needs, policy: NodePolicy) -> BudgetSpec:
@@ -83,6 +104,7 @@ class BudgetSpec:
         onions = min(needs.onion_services, tor.max_onion_services) if tor.onion_services else 0
         calls = needs.call_boxes and tor.call_boxes
         storage = needs.storage_mb << 20 if needs.storage_mb and policy.storage.allowed else 0
+        blocking = storage or circuits or onions or calls  # what reaches the disk or Stem
         return cls(
             listeners=network.max_listeners if onions and needs.listen and network.listen else 0,
             onion_services=onions,
@@ -92,6 +114,7 @@ class BudgetSpec:
             storage_transfers=STORAGE_TRANSFERS if storage else 0,
             storage_bytes=storage,
             lookups=network.max_lookups if needs.network and network.allowed else 0,
+            threads=FUNCTION_THREADS if blocking else 0,
         )
 
 
@@ -150,6 +173,33 @@ class Ledger:
         """Like :meth:`hold`, but wait up to ``patience`` s for a unit to come back: for work a
         function does many of at once and each briefly (a page's lookups), where waiting on
         itself is kinder than failing. Exhausted if none comes back in time (or none exists)."""
+        taken = await self._wait_for(resource, patience)
+        try:
+            yield taken
+        finally:
+            taken.release()
+
+    async def in_thread(self, work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """``work(*args, **kwargs)`` in the functions' pool, under one of this function's
+        ``threads`` (waiting up to THREAD_PATIENCE s for one, like :meth:`queue`). The unit is
+        given back when the thread is done, however the call ends: a caller cancelled while
+        the thread runs does not free it before the thread does."""
+        taken = await self._wait_for("threads", THREAD_PATIENCE)
+        loop = asyncio.get_running_loop()
+        try:
+            call = functools.partial(work, *args, **kwargs)
+            done = _FUNCTION_POOL.submit(contextvars.copy_context().run, call)
+        except BaseException:
+            taken.release()
+            raise
+        done.add_done_callback(lambda _: _on_loop(loop, taken.release))  # if we stop waiting first
+        try:
+            return await asyncio.wrap_future(done)
+        finally:
+            if done.done():  # it ran, raised, or never started: the thread is free now
+                taken.release()
+
+    async def _wait_for(self, resource: Resource, patience: float) -> Hold:
         try:
             async with asyncio.timeout(patience):
                 while True:
@@ -163,10 +213,7 @@ class Ledger:
                         await self._freed.wait()
         except TimeoutError:
             raise Exhausted(f"{resource}: none of this function's came back in {patience:.0f} s") from None
-        try:
-            yield taken
-        finally:
-            taken.release()
+        return taken
 
     def build_circuit(self) -> None:
         """Count one circuit built against the per-minute rate; Exhausted if the minute is full."""
@@ -189,3 +236,10 @@ class Ledger:
         now = self.clock()
         recent = sum(1 for t in self._built if now - t < RATE_WINDOW)
         return {**self.used, "circuits_per_minute": recent}
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, give_back: Callable[[], None]) -> None:
+    """Run ``give_back`` on ``loop``, whichever thread calls (the pool's, or the loop's own when
+    a call is cancelled before it starts); a loop already closed holds nothing."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(give_back)

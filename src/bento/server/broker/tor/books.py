@@ -54,6 +54,7 @@ class Owner:
 
     tag: str
     function_id: str
+    ledger: Ledger  # its function's budgets: its Stem calls run in the function's threads
     circuits: set[str] = field(default_factory=set)
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
     news: asyncio.Event = field(default_factory=asyncio.Event)

@@ -60,7 +60,7 @@ class InstanceTor:
         one of its own), its streams' literal targets checked by ``gate`` (by default: none pass)."""
         calls = needs.call_boxes and policy.tor.call_boxes
         budgets = ledger if ledger is not None else Ledger(BudgetSpec.of(needs, policy))
-        owner = service.enter(function_id)
+        owner = service.enter(function_id, budgets)
         checks = gate if gate is not None else closed_gate()
         return cls(service, owner, budgets, checks, policy.network.private_destinations, calls)
 
@@ -89,11 +89,11 @@ class InstanceTor:
     async def boxes(self, _: rq.Boxes) -> dict[str, Any]:
         if not (self.call_boxes or self.max_circuits):
             raise TorDenied("calling other boxes is not in this function's manifest (needs.call_boxes)")
-        return {"boxes": (await self.service.directory()).bento_boxes()}
+        return {"boxes": (await self.service.directory(self.owner)).bento_boxes()}
 
     async def relays(self, request: rq.Relays) -> dict[str, Any]:
         self._circuits_allowed()
-        directory = await self.service.directory()
+        directory = await self.service.directory(self.owner)
         exit_to = (request.exit_to[0].lower(), request.exit_to[1]) if request.exit_to else None
         found = directory.select(flags=list(request.flags), exit_to=exit_to)
         return {
@@ -103,7 +103,7 @@ class InstanceTor:
 
     async def exit_allows(self, request: rq.ExitAllows) -> dict[str, Any]:
         self._circuits_allowed()
-        directory = await self.service.directory()
+        directory = await self.service.directory(self.owner)
         return {"allowed": directory.exit_allows(request.fingerprint, request.host.lower(), request.port)}
 
     # --- circuits -----------------------------------------------------------------------
@@ -112,7 +112,7 @@ class InstanceTor:
         self._circuits_allowed()
         held = self.ledger.take("circuits")  # before any await: requests are answered at once
         try:
-            directory = await self.service.directory()
+            directory = await self.service.directory(self.owner)
             if request.path is not None:
                 if not 1 <= len(request.path) <= MAX_PATH:
                     raise TorDenied(f"path must be a list of 1 to {MAX_PATH} relay fingerprints")
@@ -183,7 +183,7 @@ class InstanceTor:
                     await circuit.settled.wait()
             if circuit.state != "built":
                 raise BentoError(f"circuit {circuit.id} is {circuit.state} ({circuit.reason}); build another")
-            directory = await self.service.directory()
+            directory = await self.service.directory(self.owner)
             if not directory.exit_allows(circuit.path[-1], host, port):
                 raise TorDenied(f"the circuit's exit ({circuit.path[-1]}) does not allow {host}:{port}")
             sock = await self.service.open_stream(self.owner, circuit.id, host, port, held)
@@ -197,7 +197,7 @@ class InstanceTor:
             raise TorDenied("circuits are not in this function's manifest (needs.tor_circuits)")
         onion.public_key_of(host)  # BentoError unless a valid v3 address
         if not self.max_circuits:  # then only Bento boxes (needs.call_boxes)
-            boxes = (await self.service.directory()).boxes.values()
+            boxes = (await self.service.directory(self.owner)).boxes.values()
             if host.removesuffix(".onion") not in boxes:
                 raise TorDenied(f"{host[:70]} is not a Bento box in the consensus (needs.call_boxes)")
         held = self.ledger.take("streams")

@@ -20,8 +20,11 @@ belongs to which instance, and it is the only code that acts on that tor.
 - Every circuit, stream, onion service and kept listener is held under one unit of its
   function's budget (bento.server.broker.budgets), given back when it goes.
 
-Every Stem call blocks, so each goes through ``asyncio.to_thread``; Stem's events
-arrive on its own thread and are handed to the event loop.
+Every Stem call blocks, so each runs in a thread: one a function's request makes in the
+threads of its function's budget (``Ledger.in_thread``), so a function cannot take the
+threads its neighbours' calls need; the server's own (start-up, and the calls that give a
+circuit, stream or onion service back, which must never be refused) with
+``asyncio.to_thread``. Stem's events arrive on its own thread and are handed to the event loop.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from python_socks import ProxyError, ProxyTimeoutError
 from python_socks.async_.asyncio import Proxy
 
 from bento.errors import BentoError
-from bento.server.broker.budgets import Hold, Ledger
+from bento.server.broker.budgets import Exhausted, Hold, Ledger
 from bento.server.broker.tor.books import Circuit, FunctionOnions, Kept, Owner, PendingStream, TorDenied
 from bento.tor.client_tor import ClientTor
 from bento.tor.consensus import Directory
@@ -121,16 +124,17 @@ class TorForFunctions:
             )
         return self.tor.controller
 
-    async def directory(self) -> Directory:
+    async def directory(self, owner: Owner) -> Directory:
+        """The consensus, read again (by the instance that asks) once it is DIRECTORY_MAX_AGE old."""
         if self._directory is None or time.monotonic() - self._directory[0] > DIRECTORY_MAX_AGE:
             ctl = await self.controller()
-            self._directory = (time.monotonic(), await asyncio.to_thread(Directory.read, ctl))
+            self._directory = (time.monotonic(), await owner.ledger.in_thread(Directory.read, ctl))
         return self._directory[1]
 
     # --- owners -------------------------------------------------------------------------
 
-    def enter(self, function_id: str) -> Owner:
-        owner = Owner(tag=secrets.token_hex(16), function_id=function_id)
+    def enter(self, function_id: str, ledger: Ledger) -> Owner:
+        owner = Owner(tag=secrets.token_hex(16), function_id=function_id, ledger=ledger)
         self.owners[owner.tag] = owner
         self.functions.setdefault(function_id, FunctionOnions()).instances += 1
         return owner
@@ -164,14 +168,14 @@ class TorForFunctions:
     async def build(self, owner: Owner, path: list[str], hold: Hold) -> Circuit:
         ctl = await self.controller()
         try:
-            circuit_id = await asyncio.to_thread(ctl.extend_circuit, "0", path, "controller")
+            circuit_id = await owner.ledger.in_thread(ctl.extend_circuit, "0", path, "controller")
         except stem.ControllerError as exc:
             raise BentoError(f"tor refused to build the circuit: {exc}") from None
         circuit = Circuit(id=str(circuit_id), owner=owner.tag, path=path, hold=hold)
         self.circuits[circuit.id] = circuit
         owner.circuits.add(circuit.id)
         # Events that came before we knew the id were ignored: read its state once.
-        status = await asyncio.to_thread(ctl.get_circuit, circuit.id, None)
+        status = await owner.ledger.in_thread(ctl.get_circuit, circuit.id, None)
         if status is None:
             self._settle(circuit, "failed", "tor closed it at once")
         elif status.status == stem.CircStatus.BUILT:
@@ -296,8 +300,9 @@ class TorForFunctions:
     async def _attach(self, stream_id: str, pending: PendingStream) -> None:
         assert self.tor is not None
         try:
-            await asyncio.to_thread(self.tor.controller.attach_stream, stream_id, pending.circuit)
-        except stem.ControllerError as exc:
+            # The stream's own function's thread: its unit of streams says whose it is.
+            await pending.hold.ledger.in_thread(self.tor.controller.attach_stream, stream_id, pending.circuit)
+        except (stem.ControllerError, Exhausted) as exc:
             if not pending.attached.done():
                 pending.attached.set_exception(BentoError(f"tor would not attach the stream: {exc}"))
             await self._close_stream(stream_id)
@@ -327,10 +332,10 @@ class TorForFunctions:
         if onions is None or port not in onions.listeners:
             raise TorDenied(f"port {port} is not a listener of this function (open it with api.listen first)")
         ctl = await self.controller()
-        await self._complete_a_circuit(ctl)
+        await self._complete_a_circuit(ctl, owner.ledger)
         key_type, key_content = key_blob.split(":", 1) if key_blob else ("NEW", "ED25519-V3")
         try:
-            response = await asyncio.to_thread(
+            response = await owner.ledger.in_thread(
                 ctl.create_ephemeral_hidden_service,
                 {virtual_port: f"127.0.0.1:{port}"},
                 key_type=key_type,
@@ -352,7 +357,7 @@ class TorForFunctions:
         onions.services[service_id] = Kept(hold, port)
         return service_id
 
-    async def _complete_a_circuit(self, ctl: stem.control.Controller) -> None:
+    async def _complete_a_circuit(self, ctl: stem.control.Controller, ledger: Ledger) -> None:
         """Tor builds an onion service's introduction circuits and uploads its descriptor
         only once it has completed a circuit, which ``__DisablePredictedCircuits`` stops it
         from doing by itself: a function's first ``publish`` on a tor that has carried
@@ -362,13 +367,13 @@ class TorForFunctions:
         deadline = loop.time() + FIRST_CIRCUIT_TIMEOUT
         while True:
             try:
-                if (await asyncio.to_thread(ctl.get_info, "status/circuit-established")).strip() == "1":
+                if (await ledger.in_thread(ctl.get_info, "status/circuit-established")).strip() == "1":
                     return
                 # A tor still fetching the consensus or descriptors refuses to extend (551):
                 # that is a wait, not a failure, within the deadline.
-                if (await asyncio.to_thread(ctl.get_info, "status/enough-dir-info")).strip() == "1":
+                if (await ledger.in_thread(ctl.get_info, "status/enough-dir-info")).strip() == "1":
                     left = max(1.0, deadline - loop.time())
-                    circuit_id = await asyncio.to_thread(ctl.new_circuit, await_build=True, timeout=left)
+                    circuit_id = await ledger.in_thread(ctl.new_circuit, await_build=True, timeout=left)
                     break
                 problem: Exception = stem.Timeout("it has not enough directory information yet")
             except (stem.ControllerError, stem.Timeout) as exc:
@@ -377,7 +382,7 @@ class TorForFunctions:
                 raise BentoError(f"the functions' tor could not build a first circuit: {problem}")
             await asyncio.sleep(0.5)  # polling tor's state; nothing to wait on but time
         with contextlib.suppress(stem.ControllerError):
-            await asyncio.to_thread(ctl.close_circuit, circuit_id)
+            await ledger.in_thread(ctl.close_circuit, circuit_id)
 
     async def remove(self, owner: Owner, address: str) -> None:
         onions = self.functions.get(owner.function_id)
