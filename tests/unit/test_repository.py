@@ -82,3 +82,18 @@ def test_no_module_is_over_400_lines() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     ]
     assert long == []
+
+
+def test_every_docstring_example_is_collected() -> None:
+    # Examples rot where nothing runs them: every module with one lies under pyproject's
+    # testpaths (pytest runs them with --doctest-modules). Once 14 modules' never ran.
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    paths = config["tool"]["pytest"]["ini_options"]["testpaths"]
+    uncollected = [
+        str(module.relative_to(ROOT))
+        for module in sorted((ROOT / "src").rglob("*.py"))
+        if ">>> " in module.read_text() and not any(module.is_relative_to(ROOT / path) for path in paths)
+    ]
+    assert uncollected == [], f"add these to pyproject's testpaths: {uncollected}"

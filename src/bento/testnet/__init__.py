@@ -4,7 +4,11 @@ Directory authorities, relays (some of them exits to loopback) and a client, wit
 timings shortened so that a network is usable within seconds. The demo, the tests and
 the benchmarks all run on it; nothing outside this package assumes it.
 
->>> with Testnet.start(TestnetConfig(directory=Path("/tmp/net"))) as net:
+Starting one takes a minute of real tor processes, so the example is skipped as a doctest;
+tests/conftest.py does exactly this for the end-to-end suite:
+
+>>> from pathlib import Path
+>>> with Testnet.start(TestnetConfig(directory=Path("/tmp/net"))) as net:  # doctest: +SKIP
 ...     print(net.socks_address)
 """
 

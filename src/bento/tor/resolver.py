@@ -8,8 +8,10 @@ nameservers it names, or the system resolver when it names none. A box can also 
 a nameserver explicitly (its ``resolver`` setting), which is how a testnet box resolves
 through the testnet's own nameserver and never through the host's.
 
+The example needs a nameserver (the testnet's; tests/unit/test_testnet_names.py runs it):
+
 >>> resolver = Resolver.nameserver("127.0.0.1:5353")
->>> await resolver.resolve("www.s001.test")
+>>> asyncio.run(resolver.resolve("www.s001.test"))  # doctest: +SKIP
 ['127.1.0.1']
 """
 

@@ -7,7 +7,8 @@ third parties (``model``), made of real markup, style sheets, scripts, images an
 every host name to its loopback address, so Tor exits and Bento boxes reach them by name.
 
 >>> corpus = Corpus(seed=0, sites=100)
->>> corpus.sites[0].url(port), corpus.addresses["www.s001.test"]
+>>> corpus.sites[0].url(8080), corpus.addresses["www.s001.test"]
+('http://www.s001.test:8080/', '127.20.0.206')
 """
 
 from bento.testnet.corpus.model import Corpus, Resource, Site
