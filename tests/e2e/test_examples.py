@@ -129,7 +129,8 @@ def test_the_cli_deploys_an_example_and_warns_about_imports_nobody_provides(
         "def main():\n    return 1\n"
     )
     deployed = cli("deploy", str(function), "--box", "exit0", "--name", "caller")
-    (warning,) = deployed["warnings"]
-    assert warning.startswith("main.py imports 'requests'") and "vendor" in warning
+    imports, capability = sorted(deployed["warnings"])  # one of each kind, found without running it
+    assert imports.startswith("main.py imports 'requests'") and "vendor" in imports
+    assert capability.startswith("main.py, line 2 uses bento.client") and "call_boxes = true" in capability
     for name in ("notes", "caller"):
         cli("shutdown", name)

@@ -115,8 +115,12 @@ def _receipt(line: bytes) -> dict[str, Any]:
     try:
         given = json.loads(line)
         capability = Capability.parse(str(given["capability"]))
+        # What the receipt names of a Deployment (the keyring's own fields keep their defaults:
+        # a Browser on a box of another version may name fewer); a required one missing refuses.
         names = {f.name for f in fields(Deployment)} - {"token_keys", "session_rights"}
-        dropbox = Deployment(**{name: given["dropbox"][name] for name in names})
+        dropbox = Deployment(
+            **{name: value for name, value in dict(given["dropbox"]).items() if name in names}
+        )
         terms = dict(given["terms"])
     except (ValueError, KeyError, TypeError, BentoError):
         raise BentoError("Browser's answer is not a Dropbox receipt") from None
