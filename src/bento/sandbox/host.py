@@ -121,7 +121,9 @@ class SandboxHost:
 
         package = Path(bento.__file__).parent
         target = self.runtime_dir / "bento"
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        # The last run's runtime is read-only to us too (see share): a plain rmtree fails on it
+        # for a server that is not root, and the mkdir below would then refuse to start the box.
+        remove_tree(self.runtime_dir, ignore_errors=True)
         (target / "protocol").mkdir(parents=True)
         (target / "runtime").mkdir()
         (target / "__init__.py").write_text("")
