@@ -107,10 +107,17 @@ async def test_a_cancelled_call_holds_its_thread_until_the_thread_is_done() -> N
     """Cancelling the caller does not stop the thread: the unit stays taken while it runs,
     so cancelling in a loop cannot start more threads than the budget."""
     ledger = Ledger(BudgetSpec(threads=1))
-    gate = threading.Event()
-    call = asyncio.ensure_future(ledger.in_thread(gate.wait, 10))
+    gate, started = threading.Event(), threading.Event()
+
+    def work() -> bool:
+        started.set()
+        return gate.wait(10)
+
+    call = asyncio.ensure_future(ledger.in_thread(work))
     try:
-        await asyncio.sleep(0)  # let the call take its unit and start
+        # Cancelled before its thread starts, the call frees its unit at once (nothing runs):
+        # wait until the thread really runs.
+        assert await asyncio.to_thread(started.wait, 10), "the call's thread never started"
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
