@@ -3,10 +3,10 @@
     sealed header (24 + 16) | sealed archive (archive length + 16) | padding (padding length)
 
 The client sends a fresh 32-byte key with its request, inside the session (never to a third
-box). Browser seals with ChaCha20-Poly1305 under it: the header (magic, archive length,
-padding length) with nonce 0, the archive with nonce 1; the padding is the ChaCha20
-keystream of a key derived from it (HKDF-SHA256), so the client checks every padding byte
-too. Whoever carries the transfer (Tor's relays, a Dropbox that holds it for the user) sees
+box). Browser seals under it as every sealed thing in Bento is sealed (``bento.runtime.sealing``:
+ChaCha20-Poly1305, STREAM nonces): the header (magic, archive length, padding length) is
+chunk 0, the archive the last chunk, 1; the padding is the ChaCha20 keystream of a key
+derived from it (HKDF-SHA256), so the client checks every padding byte too. Whoever carries the transfer (Tor's relays, a Dropbox that holds it for the user) sees
 its length only: it can neither read the page nor change a byte of it unnoticed, and a page
 sealed for someone else does not open.
 
@@ -29,22 +29,20 @@ box to offer it to functions (the testnet's boxes offer it with ``bento``).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-import secrets
 import struct
+
+from bento.runtime import sealing
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers import CipherContext
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-MAGIC = b"BENTOPG\x02"
+MAGIC = b"BENTOPG\x03"
 HEADER = struct.Struct(">8sQQ")  # the header inside its seal
-TAG = 16  # Poly1305
+TAG = sealing.TAG
 SEALED_HEADER = HEADER.size + TAG
-KEY_BYTES = 32
+KEY_BYTES = sealing.KEY_BYTES
 _AD = b"bento-browser-page"  # the associated data of both seals
 
 
@@ -52,36 +50,30 @@ class WireError(ValueError):
     """The bytes are not a Browser transfer sealed under this key."""
 
 
-def new_key() -> bytes:
-    return secrets.token_bytes(KEY_BYTES)
-
-
-def encode_key(key: bytes) -> str:
-    return base64.urlsafe_b64encode(key).rstrip(b"=").decode()
+new_key, encode_key = sealing.new_key, sealing.encode_key
 
 
 def decode_key(text: object) -> bytes:
     """The key from its unpadded base64url form; raises :class:`WireError` for anything else."""
-    if not isinstance(text, str) or len(text) != 43:
-        raise WireError(f"a page key is {KEY_BYTES} bytes in unpadded base64url (43 characters)")
     try:
-        return base64.b64decode(text + "=", altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError):
-        raise WireError("a page key must be base64url") from None
+        return sealing.decode_key(text)
+    except sealing.SealError as exc:
+        raise WireError(f"a page key: {exc}") from None
 
 
 def seal(key: bytes, archive: bytes, padding_length: int) -> bytes:
     """The sealed header and the sealed archive (the box's side)."""
-    aead = _aead(key)
     header = HEADER.pack(MAGIC, len(archive), padding_length)
-    return aead.encrypt(_nonce(0), header, _AD) + aead.encrypt(_nonce(1), archive, _AD)
+    return sealing.seal_chunk(key, 0, header, last=False, context=_AD) + sealing.seal_chunk(
+        key, 1, archive, last=True, context=_AD
+    )
 
 
 def open_header(key: bytes, sealed: bytes) -> tuple[int, int]:
     """``(archive length, padding length)``; raises :class:`WireError` unless it opens."""
     if len(sealed) != SEALED_HEADER:
         raise WireError(f"a sealed Browser header has {SEALED_HEADER} bytes, not {len(sealed)}")
-    magic, archive_length, padding_length = HEADER.unpack(_open(key, 0, sealed))
+    magic, archive_length, padding_length = HEADER.unpack(_open(key, 0, sealed, last=False))
     if magic != MAGIC:
         raise WireError("the transfer is not a Browser page of this version")
     return archive_length, padding_length
@@ -89,7 +81,7 @@ def open_header(key: bytes, sealed: bytes) -> tuple[int, int]:
 
 def open_archive(key: bytes, sealed: bytes) -> bytes:
     """The archive; raises :class:`WireError` unless it opens under ``key``."""
-    return _open(key, 1, sealed)
+    return _open(key, 1, sealed, last=True)
 
 
 class Padding:
@@ -108,25 +100,13 @@ class Padding:
         return self._stream.update(bytes(count))
 
 
-def _aead(key: bytes) -> ChaCha20Poly1305:
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-    return ChaCha20Poly1305(key)
-
-
-def _open(key: bytes, nonce: int, sealed: bytes) -> bytes:
-    from cryptography.exceptions import InvalidTag
-
+def _open(key: bytes, index: int, sealed: bytes, *, last: bool) -> bytes:
     try:
-        return _aead(key).decrypt(_nonce(nonce), sealed, _AD)
-    except InvalidTag:
+        return sealing.open_chunk(key, index, sealed, last=last, context=_AD)
+    except sealing.SealError:
         raise WireError(
             "the page does not open under your key: it was altered, or sealed for someone else"
         ) from None
-
-
-def _nonce(number: int) -> bytes:
-    return number.to_bytes(12, "big")
 
 
 # The engines a client may ask Browser for (its entry points' ``engine`` argument): the
