@@ -6,6 +6,7 @@ holds. Values are bytes (a str is stored UTF-8 encoded)::
 
     api.storage.put("visits", b"3")
     api.storage.get("visits")            # b"3", or None if there is none
+    api.storage.create("claim/1")        # True once: the one atomic step between instances
     with api.storage.open("log", "a") as f: f.write(b"one more line\\n")
 
 Every call asks the box over the broker socket; a value travels over a socket pair of
@@ -24,7 +25,7 @@ TYPE_CHECKING = False  # importing typing would cost the sandbox ~3 ms of start-
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["StorageError", "delete", "get", "keys", "open", "put", "usage"]
+__all__ = ["StorageError", "create", "delete", "get", "keys", "open", "put", "usage"]
 
 
 class StorageError(OSError):
@@ -52,9 +53,21 @@ def _read_all(sock: socket.socket, size: int) -> bytes:
 
 def put(key: str, value: bytes | str) -> None:
     """Store ``value`` under ``key``, replacing what was there. Counted against the quota."""
+    _write({"op": "storage.put", "key": key}, value)
+
+
+def create(key: str, value: bytes | str = b"") -> bool:
+    """Store ``value`` under ``key`` only if there is no ``key`` yet (nor another create of it
+    under way); True if this call created it. Atomic across the function's instances: of
+    many creates of one key at once, exactly one returns True (a claim, a lock, a count)."""
+    return _write({"op": "storage.put", "key": key, "exclusive": True}, value)
+
+
+def _write(request: dict[str, Any], value: bytes | str) -> bool:
     data = value.encode() if isinstance(value, str) else bytes(value)
-    _, sock = _ask({"op": "storage.put", "key": key, "size": len(data)})
-    assert sock is not None
+    _, sock = _ask({**request, "size": len(data)})
+    if sock is None:
+        return False  # an exclusive create of a key that is taken
     with sock:
         sock.settimeout(None)
         if data:  # the box answers an empty value at once, and may have closed its end
@@ -69,6 +82,7 @@ def put(key: str, value: bytes | str) -> None:
         raise StorageError("the box did not confirm the write") from None
     if not status.get("ok"):
         raise StorageError(status.get("error", "the write failed"))
+    return True
 
 
 def get(key: str, default: bytes | None = None) -> bytes | None:

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from bento.protocol.descriptor import StorageOffer
 from bento.server.broker.budgets import Exhausted, Hold, Ledger
 from bento.server.keyvault import KeyHandle, KeyVault
+from bento.server.storage_offer import storage_offer
 
 MAGIC = b"BST1"
 NONCE_BYTES = 12
@@ -80,6 +81,7 @@ class FunctionStore:
     key_handle: KeyHandle
     objects: dict[str, _Object] = field(default_factory=dict)
     reserved: int = 0  # bytes of writes under way
+    creating: set[str] = field(default_factory=set)  # keys of exclusive writes under way
     shredded: bool = False
 
     @property
@@ -250,31 +252,7 @@ class Store:
 
     def offer(self) -> StorageOffer:
         """What this store protects, for the descriptor: honest about the operator."""
-        held = self.vault.protections
-        return StorageOffer(
-            cipher="AES-256-GCM, a random nonce per object; function id, object id and key name "
-            "authenticated with each value",
-            keys="one random key per function, only in the Bento server's memory "
-            f"(locked against swap: {'yes' if held.locked else 'no'}; "
-            f"left out of core dumps: {'yes' if held.undumpable else 'no'}); never on disk",
-            lifetime="until the function is shut down (key destroyed, ciphertext deleted) or the server "
-            "restarts (keys lost, so the data is lost: by design)",
-            protects_against=[
-                "anyone who reads the box's disk, its backups or a stolen drive: only ciphertext, "
-                "random object names and sizes are there",
-                "tampering with, swapping or rolling back stored objects on disk: detected, the read fails",
-                "recovering data of a function after its shutdown, even from an earlier disk copy",
-            ],
-            does_not_protect_against=[
-                "the box's operator or root reading the server's memory (keys) or the function's memory "
-                "(values in use): without SGX the operator is trusted with what functions handle",
-                "the number, sizes and timing of writes, which the disk shows",
-                "loss of the data when the server restarts",
-                # Bento runs no enclave yet (runtime.sgx is false): say what one would change.
-                "this box has no SGX: with SGX the keys and the function would live in an attested "
-                "enclave, out of the operator's reach; the disk would still show sizes and timing",
-            ],
-        )
+        return storage_offer(self.vault.protections)
 
 
 class StorageChannel:
@@ -317,8 +295,11 @@ class StorageChannel:
             raise
         return len(value), self._send(value, held)
 
-    def put(self, key: str, size: int) -> socket.socket:
-        """The socket the function sends ``size`` bytes of the value on."""
+    def put(self, key: str, size: int, *, exclusive: bool = False) -> socket.socket | None:
+        """The socket the function sends ``size`` bytes of the value on. ``exclusive``: None if
+        ``key`` exists or is being created so: an atomic claim (the event loop runs this whole)."""
+        if exclusive and (key in self.store.objects or key in self.store.creating):
+            return None
         reservation = self.store.reserve(key, size)
         try:
             held = self._take(size)
@@ -329,6 +310,9 @@ class StorageChannel:
         # Released however the transfer ends, even if it is cancelled before it starts.
         task = self._own(self._receive(ours, key, size, reservation))
         task.add_done_callback(lambda _: _release((reservation, *held)))
+        if exclusive:  # taken until the object exists (or the write failed: then free again)
+            self.store.creating.add(key)
+            task.add_done_callback(lambda _: self.store.creating.discard(key))
         return theirs
 
     def _take(self, size: int) -> tuple[Hold, ...]:

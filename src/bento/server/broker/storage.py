@@ -25,6 +25,7 @@ class StoragePut(Request):
     op: Literal["storage.put"]
     key: Key
     size: int = Field(ge=0, le=MAX_VALUE, description="bytes the function then sends on the granted socket")
+    exclusive: bool = Field(False, description="create only: no socket, created false, if the key is taken")
 
 
 class StorageGet(Request):
@@ -54,9 +55,10 @@ def _channel(context: Context) -> StorageChannel:
 
 async def put(context: Context, request: StoragePut) -> Granted:
     try:
-        return Granted({}, _channel(context).put(request.key, request.size))
+        sock = _channel(context).put(request.key, request.size, exclusive=request.exclusive)
     except StorageRefused as exc:
         raise Denied(str(exc)) from None
+    return Granted({"created": sock is not None}, sock)
 
 
 async def get(context: Context, request: StorageGet) -> Granted:
