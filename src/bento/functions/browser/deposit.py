@@ -10,8 +10,11 @@ over the box's Tor for functions (the manifest's ``needs.call_boxes``): the box 
 the ``bento`` package to functions. Imported only by the entry point that needs it, so plain
 Browser runs on boxes that offer neither.
 
-The Dropbox's tokens live in this process's memory and in the receipt sent to the user;
-the Dropbox deployed here is the user's (she gets its shutdown token too).
+The deposit is sealed for her (the Dropbox client seals it under a key that travels only in
+her capability), on top of the page's own seal under her page key. The right to fill it
+stays in this process's memory; the capability, which fetches it and cannot fill it, goes in
+the receipt sent to the user, with the Dropbox deployed here: hers (she gets its shutdown
+token too).
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ FILL_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class Place:
-    """A reserved deposit: where, the right to fill it, and the Dropbox's deployment."""
+    """A reserved deposit: the right to fill it (kept here), the capability to fetch it (the
+    user's), and the Dropbox's deployment."""
 
+    fill_right: dropbox.FillRight
     capability: dropbox.Capability
     deployment: Deployment
     terms: dict[str, object]
@@ -68,8 +73,10 @@ def reserve(onion: str, fetches: int, seconds: float) -> Place:
     async def run() -> Place:
         async with asyncio.timeout(TIMEOUT), _box(onion) as box:
             deployment = await box.deploy(dropbox.code(), dropbox.manifest(), kind=CodeKind.TAR_GZ)
-            capability, terms = await dropbox.reserve(box, deployment, fetches=fetches, seconds=seconds)
-        return Place(capability, deployment, terms)
+            right, capability, terms = await dropbox.reserve(
+                box, deployment, fetches=fetches, seconds=seconds
+            )
+        return Place(right, capability, deployment, terms)
 
     return asyncio.run(run())
 
@@ -81,7 +88,7 @@ def fill(place: Place, data: bytes, error: str = "") -> dict[str, object]:
 
     async def run() -> dict[str, object]:
         async with asyncio.timeout(TIMEOUT), _box(place.capability.onion) as box:
-            return await dropbox.fill(box, place.capability, data, error=error)
+            return await dropbox.fill(box, place.fill_right, data, error=error)
 
     for attempt in range(FILL_ATTEMPTS):
         try:

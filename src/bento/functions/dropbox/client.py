@@ -1,9 +1,18 @@
-"""Dropbox from the user's side: deposit data, and fetch it with a capability.
+"""Dropbox from the user's side: seal and deposit data, and fetch it with a capability.
 
-``put`` returns a capability string, ``bento-dropbox:ONION:FUNCTION:INVOCATION:TOKEN``: the
-box, the Dropbox function and the right to invoke it, and the deposit's token. Whoever
-holds it can fetch the deposit (within its limits) and nothing else of the user's; it is
-shown once and kept nowhere by the client.
+``put`` seals the data under a fresh key (``bento.runtime.sealing``) before it leaves, and
+returns a capability string::
+
+    bento-dropbox:ONION:FUNCTION:INVOCATION:ID:FETCH:KEY:DIGEST
+
+the box and the Dropbox function, the token that invokes it (see :func:`carried_token`),
+the deposit's id (no secret), its fetch right, the key that opens it and the SHA-256 of the
+sealed bytes (``-`` for a reserved deposit, sealed after its capability was made: then the
+seal alone guards it). Whoever holds it can fetch the deposit, within its count and expiry,
+and open it; it cannot fill or change a deposit, and the box, which never sees the key, can
+neither read the deposit nor substitute another unnoticed. It is shown once and kept
+nowhere by the client. ``reserve`` returns the capability and, apart, a :class:`FillRight`
+for the depositor; ``fill`` seals with it.
 """
 
 from __future__ import annotations
@@ -22,14 +31,19 @@ from bento.functions import deploy
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import SessionState
 from bento.protocol.policy import Needs
+from bento.runtime import sealing
 
-from .deposits import TOKEN_BYTES
+from .deposits import ID_BYTES, SECRET_BYTES
 
 PACKAGE = "bento_dropbox"
 BOX_MODULES = ("__init__", "deposits", "function")
 PREFIX = "bento-dropbox"
 SEND_CHUNK = 256 << 10
 MAX_GET = 1 << 30  # the most a client accepts for one deposit
+DEPOSIT = b"bento-dropbox-deposit"  # what the sealed bytes are (sealing's context)
+FAILURE = b"bento-dropbox-failure"  # a depositor's sealed reason for leaving no deposit
+MAX_FAILURE = 2000
+UNBOUND = "-"  # a reserved deposit's digest: not known when its capability was made
 
 
 def code() -> bytes:
@@ -40,39 +54,78 @@ def manifest() -> Manifest:
     return Manifest(
         name=f"dropbox-{deploy.version(code())}",
         module=f"{PACKAGE}.function",
-        description="Dropbox: deposits fetched with a token, within a count of fetches and an expiry",
+        description="Dropbox: sealed deposits fetched with a right, within a count of fetches and an expiry",
         needs=Needs(storage_mb=32, memory_mb=128, wall_seconds=300),
     )
 
 
+def carried_token(function: Deployment, deposit_id: str, *, fetches: int, until: float) -> str:
+    """The invocation token a capability carries: the one place it is chosen.
+
+    MERGE (issue 19, part A): hand out a token narrowed to this deposit instead,
+    ``narrow(function.invocation_token, entries=["get"], uses=fetches, until=until,
+    args=[deposit_id])``: then the capability invokes ``get`` of this deposit and nothing else.
+    """
+    del deposit_id, fetches, until  # what the narrowed token will bind
+    return function.invocation_token
+
+
 @dataclass(frozen=True)
 class Capability:
+    """The right to fetch one deposit and open it."""
+
     onion: str
     function_id: str
     invocation_token: str
-    token: str
+    deposit_id: str
+    fetch_right: str
+    key: bytes
+    digest: str  # hex SHA-256 of the sealed deposit, or UNBOUND
 
     def __str__(self) -> str:
-        return f"{PREFIX}:{self.onion}:{self.function_id}:{self.invocation_token}:{self.token}"
+        parts = (self.onion, self.function_id, self.invocation_token, self.deposit_id, self.fetch_right)
+        return ":".join((PREFIX, *parts, sealing.encode_key(self.key), self.digest))
 
     def __repr__(self) -> str:  # never in a log or a traceback
-        return f"Capability({self.onion[:16]}…, {self.function_id})"
+        return f"Capability({self.onion[:16]}…, {self.function_id}, {self.deposit_id})"
 
     @classmethod
     def parse(cls, text: str) -> Capability:
         parts = text.strip().split(":")
-        if len(parts) != 5 or parts[0] != PREFIX or len(parts[4]) != 2 * TOKEN_BYTES or not all(parts):
+        try:
+            if len(parts) != 8 or parts[0] != PREFIX or not all(parts):
+                raise ValueError
+            onion, function_id, token, deposit_id, fetch, key, digest = parts[1:]
+            bytes.fromhex(deposit_id + fetch + (digest if digest != UNBOUND else ""))
+            if len(deposit_id) != 2 * ID_BYTES or len(fetch) != 2 * SECRET_BYTES:
+                raise ValueError
+            if digest != UNBOUND and len(digest) != 64:
+                raise ValueError
+            return cls(onion, function_id, token, deposit_id, fetch, sealing.decode_key(key), digest)
+        except ValueError:  # sealing.SealError is one
             raise BentoError(
                 "that is not a Dropbox capability",
                 fix=f"give the whole {PREFIX}:... string `bento dropbox put` printed",
-            )
-        return cls(*parts[1:])
+            ) from None
 
     def deployment(self) -> Deployment:
         """Enough of a deployment to invoke ``get``: the function and the right to invoke it."""
         return Deployment(
             self.function_id, "dropbox", self.onion, "", "", self.invocation_token, "", "", [], 0.0
         )
+
+
+@dataclass(frozen=True)
+class FillRight:
+    """The depositor's right to fill one reserved deposit, and the key it seals under."""
+
+    deployment: Deployment
+    deposit_id: str
+    fill_right: str
+    key: bytes
+
+    def __repr__(self) -> str:  # never in a log or a traceback
+        return f"FillRight({self.deployment.function_id}, {self.deposit_id})"
 
 
 Progress = Callable[[int], None]  # told the bytes sent (put) or received (get) so far
@@ -87,64 +140,93 @@ async def put(
     seconds: float = 86400,
     progress: Progress | None = None,
 ) -> tuple[Capability, dict[str, Any]]:
-    """Deposit ``data``; the capability to fetch it, and the deposit's terms."""
+    """Seal and deposit ``data``; the capability to fetch it, and the deposit's terms."""
+    key = sealing.new_key()
+    sealed = sealing.seal(key, data, DEPOSIT)
     function, _ = await deploy.ensure(box, keyring, code(), manifest())
     stream = await box.start(function, "put", [fetches, seconds])
     async with stream:
-        for start in range(0, len(data), SEND_CHUNK):
-            await stream.send(data[start : start + SEND_CHUNK])
+        for start in range(0, len(sealed), SEND_CHUNK):
+            await stream.send(sealed[start : start + SEND_CHUNK])
             if progress is not None:
                 progress(min(len(data), start + SEND_CHUNK))
         await stream.close_input()
-        terms = _receipt(await _all(stream, 4096))
-    if "token" not in terms:
-        raise BentoError("the Dropbox answered something that is not a deposit receipt")
-    token = str(terms.pop("token"))
-    return Capability(box.onion, function.function_id, function.invocation_token, token), terms
+        terms = _receipt(await _all(stream, 4096), "fetch")
+    ident, fetch = terms.pop("id"), terms.pop("fetch")
+    token = carried_token(function, ident, fetches=fetches, until=terms["expires_at"])
+    digest = hashlib.sha256(sealed).hexdigest()
+    terms.update(bytes=len(data), sealed_bytes=len(sealed))
+    return Capability(box.onion, function.function_id, token, ident, fetch, key, digest), terms
 
 
 async def reserve(
     box: Box, function: Deployment, *, fetches: int = 1, seconds: float = 86400
-) -> tuple[Capability, dict[str, Any]]:
-    """A deposit with no data yet (``fill`` gives it its data): its capability and terms."""
+) -> tuple[FillRight, Capability, dict[str, Any]]:
+    """A deposit with no data yet: the right to fill it (keep it), the capability to fetch it
+    (hand it out), and the terms."""
     async with await box.start(function, "reserve", [fetches, seconds]) as stream:
         await stream.close_input()
-        terms = _receipt(await _all(stream, 4096))
-    if "token" not in terms:
-        raise BentoError("the Dropbox answered something that is not a deposit receipt")
-    token = str(terms.pop("token"))
-    return Capability(box.onion, function.function_id, function.invocation_token, token), terms
+        terms = _receipt(await _all(stream, 4096), "fill", "fetch")
+    ident, fill_right, fetch = terms.pop("id"), terms.pop("fill"), terms.pop("fetch")
+    key = sealing.new_key()
+    token = carried_token(function, ident, fetches=fetches, until=terms["expires_at"])
+    capability = Capability(box.onion, function.function_id, token, ident, fetch, key, UNBOUND)
+    return FillRight(function, ident, fill_right, key), capability, terms
 
 
-async def fill(box: Box, capability: Capability, data: bytes, *, error: str = "") -> dict[str, Any]:
-    """Give the reserved deposit ``capability`` its data, or the reason it has none."""
-    async with await box.start(capability.deployment(), "fill", []) as stream:
-        line = {"token": capability.token, "error": error, "bytes": len(data),
-                "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+async def fill(box: Box, right: FillRight, data: bytes, *, error: str = "") -> dict[str, Any]:
+    """Seal ``data`` and give it to the reserved deposit, or (``error``) the sealed reason it has none."""
+    if error:
+        sealed = sealing.seal(right.key, error[:MAX_FAILURE].encode(), FAILURE)
+    else:
+        sealed = sealing.seal(right.key, data, DEPOSIT)
+    async with await box.start(right.deployment, "fill", [right.deposit_id]) as stream:
+        line = {"fill": right.fill_right, "failed": bool(error), "bytes": len(sealed),
+                "sha256": hashlib.sha256(sealed).hexdigest()}  # fmt: skip
         await stream.send(json.dumps(line).encode() + b"\n")
-        for start in range(0, len(data), SEND_CHUNK):
-            await stream.send(data[start : start + SEND_CHUNK])
+        for start in range(0, len(sealed), SEND_CHUNK):
+            await stream.send(sealed[start : start + SEND_CHUNK])
         await stream.close_input()
         return _receipt(await _all(stream, 4096))
 
 
-def _receipt(answer: bytes) -> dict[str, Any]:
+def _receipt(answer: bytes, *rights: str) -> dict[str, Any]:
     try:
         terms = json.loads(answer)
     except ValueError:
         terms = None
-    if not isinstance(terms, dict):
+    fields = ("id", *rights) if rights else ()
+    if not isinstance(terms, dict) or not all(isinstance(terms.get(f), str) for f in fields):
+        raise BentoError("the Dropbox answered something that is not a deposit receipt")
+    if rights and not isinstance(terms.get("expires_at"), int | float):
         raise BentoError("the Dropbox answered something that is not a deposit receipt")
     return terms
 
 
 async def get(box: Box, capability: Capability, *, progress: Progress | None = None) -> bytes:
-    """The deposit's bytes (counting one of its fetches)."""
-    stream = await box.start(capability.deployment(), "get", [])
+    """The deposit, opened (spending one of its fetches). Refused unless the sealed bytes are
+    the ones the capability names and open under its key: a forged, altered or swapped deposit."""
+    stream = await box.start(capability.deployment(), "get", [capability.deposit_id])
     async with stream:
-        await stream.send(capability.token.encode())
+        await stream.send(capability.fetch_right.encode())
         await stream.close_input()
-        return await _all(stream, MAX_GET, progress)
+        sealed = await _all(stream, MAX_GET, progress)
+        result = stream.ended.result if stream.ended is not None else None
+    failed = isinstance(result, dict) and result.get("failed") is True
+    if capability.digest != UNBOUND and hashlib.sha256(sealed).hexdigest() != capability.digest:
+        raise BentoError(
+            "the Dropbox sent a deposit other than the one this capability names (its SHA-256 differs): "
+            "substituted or altered, so refused"
+        )
+    try:
+        data = sealing.unseal(capability.key, sealed, FAILURE if failed else DEPOSIT)
+    except sealing.SealError:
+        raise BentoError(
+            "the deposit does not open under this capability's key: forged, altered or swapped, so refused"
+        ) from None
+    if failed:
+        raise BentoError(f"the depositor failed and left no data: {data.decode(errors='replace')}")
+    return data
 
 
 async def _all(stream: Any, limit: int, progress: Progress | None = None) -> bytes:
