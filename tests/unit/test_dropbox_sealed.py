@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,9 @@ from bento.errors import BentoError
 from bento.functions import deploy
 from bento.functions.dropbox import client as dropbox
 from bento.runtime import sealing
+from bento.server.broker import budgets
 from bento.server.broker.budgets import BudgetSpec, Ledger
-from bento.server.store import FunctionStore
+from bento.server.store import FunctionStore, StorageChannel
 
 STORAGE = {"policy": {"storage": {"allowed": True, "max_mb": 64}}}
 SECRET = b"the launch codes are 0000, " * 100
@@ -47,7 +50,7 @@ async def test_the_box_holds_ciphertext_and_a_swapped_deposit_is_refused(
     assert terms["bytes"] == len(SECRET) and terms["sealed_bytes"] == sealing.sealed_size(len(SECRET))
     other, _ = await dropbox.put(box.client, keyring, b"another user's deposit", fetches=3)
     store = _store(box, first)
-    held = {key: await _read(store, key) for key in store.keys()}
+    held = {key: await _read(store, key) for key in store.keys("")}
     assert {f"data/{first.deposit_id}", f"meta/{other.deposit_id}"} <= set(held)
     for needle in (
         SECRET[:27],
@@ -94,35 +97,36 @@ async def test_a_fetch_right_cannot_fill_and_a_fill_right_cannot_fetch(box: Loca
     assert await dropbox.get(box.client, capability) == b"the page"  # its one fetch was left
 
 
-async def _fetch_when_told(box: LocalBox, capability: dropbox.Capability, go: asyncio.Event) -> bytes:
-    """One fetch whose instance is up and waiting for the right until ``go``: so the eight
-    fetches reach the deposit together, not one sandbox start apart."""
-    stream = await box.client.start(capability.deployment(), "get", [capability.deposit_id])
-    async with stream:
-        await go.wait()
-        await stream.send(capability.fetch_right.encode())
-        await stream.close_input()
-        sealed = b"".join([chunk async for chunk in stream])
-    assert stream.ended is not None
-    if stream.ended.error is not None:
-        raise BentoError(stream.ended.error.message)
-    return sealing.unseal(capability.key, sealed, dropbox.DEPOSIT)
+def together(count: int) -> Callable[[StorageChannel, str], Awaitable[tuple[int, socket.socket] | None]]:
+    """``StorageChannel.get`` holding the box's answers to reads of a deposit's metadata until
+    ``count`` instances have asked: so the fetches reach the deposit together, not one sandbox
+    start apart (on a real box, recipients told at once, over Tor's latency, do the same)."""
+    read, all_in, asked = StorageChannel.get, asyncio.Event(), [0]
+
+    async def get(channel: StorageChannel, key: str) -> tuple[int, socket.socket] | None:
+        if key.startswith("meta/"):
+            asked[0] += 1
+            if asked[0] >= count:
+                all_in.set()
+            async with asyncio.timeout(30):
+                await all_in.wait()
+        return await read(channel, key)
+
+    return get
 
 
 @pytest.mark.parametrize("box_limits", [STORAGE])
 async def test_eight_fetches_at_once_of_a_one_fetch_deposit_give_exactly_one(
-    box: LocalBox, tmp_path: Path
+    box: LocalBox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Eight values in flight at once (the box's default is four): this is about the count.
+    monkeypatch.setattr(budgets, "STORAGE_TRANSFERS", 8)
     capability, _ = await dropbox.put(box.client, Keyring(tmp_path / "k.json"), SECRET, fetches=1)
-    go = asyncio.Event()
-    fetches = [asyncio.create_task(_fetch_when_told(box, capability, go)) for _ in range(8)]
+    monkeypatch.setattr(StorageChannel, "get", together(8))
     async with asyncio.timeout(60):
-        while len(box.registry.sessions) < 8 + 1 or not all(
-            s.started.is_set() for s in box.registry.sessions.values()
-        ):  # the put's session, and eight fetches' instances started
-            await asyncio.sleep(0.05)
-        go.set()
-        results = await asyncio.gather(*fetches, return_exceptions=True)
+        results = await asyncio.gather(
+            *(dropbox.get(box.client, capability) for _ in range(8)), return_exceptions=True
+        )
     assert [r for r in results if not isinstance(r, BaseException)] == [SECRET], results
     refused = [r for r in results if isinstance(r, BaseException)]
     assert all(isinstance(r, BentoError) and "no deposit for this id and right" in str(r) for r in refused), (

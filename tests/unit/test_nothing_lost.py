@@ -18,7 +18,7 @@ from bento.functions.shard import codec
 from bento.functions.shard.manifest import ShardManifest, ShardRecord
 
 DATA = os.urandom(50_000)
-CAPABILITY = "bento-dropbox:" + "q" * 56 + ":" + "f" * 32 + ":tok:" + "0" * 64
+CAPABILITY = ":".join(("bento-dropbox", "q" * 56, "f" * 32, "tok", "1" * 32, "0" * 64, "k" * 43, "-"))
 
 
 def _bento(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -74,7 +74,7 @@ class Boxes:
         if record.index in self.silent:
             raise TransportError(f"cannot reach the box {record.box} over Tor")
         if self.left[record.index] == 0:
-            raise BentoError("the Dropbox refused: no deposit for this token (fetched its last time)")
+            raise BentoError("the Dropbox refused: no deposit for this id and right (fetched its last time)")
         self.left[record.index] -= 1
         return self.sealed[record.index]
 

@@ -19,7 +19,7 @@ from bento.functions.shard import manifest as manifests
 from bento.functions.shard.manifest import ShardManifest, ShardRecord
 from bento.functions.shard.placement import place
 
-CAPABILITY = "bento-dropbox:" + "o" * 56 + ":f00d:" + "i" * 64 + ":" + "ab" * 32
+CAPABILITY = ":".join(("bento-dropbox", "o" * 56, "f00d", "i" * 64, "cd" * 16, "ab" * 32, "k" * 43, "-"))
 
 
 def sample() -> ShardManifest:

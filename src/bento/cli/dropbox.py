@@ -1,8 +1,9 @@
 """``bento dropbox put FILE --box B`` and ``bento dropbox get CAPABILITY``.
 
-``put`` deposits a file with a Dropbox on the box (deployed, or reused from the keyring)
-and prints the capability that fetches it; ``get`` fetches with that capability alone,
-so it can be handed to someone else, or kept for later.
+``put`` seals a file under a fresh key and deposits it with a Dropbox on the box (deployed,
+or reused from the keyring), and prints the capability that fetches and opens it; ``get``
+fetches with that capability alone, so it can be handed to someone else, or kept for later,
+and refuses a deposit the box altered or swapped.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def parse_duration(text: str) -> float:
 
 def add_dropbox(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="dropbox_command", required=True, metavar="ACTION")
-    put = actions.add_parser("put", help="deposit a file; prints the capability that fetches it")
+    put = actions.add_parser("put", help="seal and deposit a file; prints the capability that fetches it")
     put.add_argument("file", type=Path, help="the file to deposit ('-': standard input)")
     put.add_argument("--box", required=True, help="nickname, fingerprint or onion address")
     put.add_argument("--fetches", type=int, default=1, help="how many times it may be fetched (default 1)")
@@ -43,7 +44,7 @@ def add_dropbox(parser: argparse.ArgumentParser) -> None:
                      help="when it self-destructs (default 1d; 90s, 30m, 12h, 7d)")  # fmt: skip
     client_options.add(put, control=True)
     put.set_defaults(handler=cmd_put)
-    get = actions.add_parser("get", help="fetch a deposit with its capability")
+    get = actions.add_parser("get", help="fetch and open a deposit with its capability")
     get.add_argument("capability", help="the bento-dropbox:... string `put` printed")
     get.add_argument("--out", type=Path, help="file to write (default: standard output)")
     get.add_argument("--force", action="store_true", help="overwrite the --out file if it exists")
@@ -77,7 +78,7 @@ def cmd_put(args: argparse.Namespace) -> int:
         errors.print(
             f"deposited {len(data)} bytes with a Dropbox on {info.nickname}: "
             f"{terms.get('fetches_left')} fetch(es), self-destructs in {args.expires:g} s; "
-            "whoever holds this capability can fetch it:"
+            "whoever holds this capability can fetch and read it (the box cannot):"
         )
         console.print(str(capability))
     return 0

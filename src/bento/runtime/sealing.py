@@ -16,7 +16,7 @@ detected, not only altered bytes. A key seals one message only (the nonces resta
     >>> unseal(new_key(), sealed, b"bento-example")
     Traceback (most recent call last):
     ...
-    bento.runtime.sealing.SealError: chunk 0 does not open under this key: it was altered, cut, or sealed for someone else
+    bento.runtime.sealing.SealError: chunk 0 does not open: it was altered, cut, or sealed for someone else
 
 ``context`` (the AEAD's associated data) names what the bytes are, so bytes sealed as one
 thing never open as another. ``cryptography`` is imported when something is sealed or
@@ -75,7 +75,7 @@ def open_chunk(key: bytes, index: int, sealed: bytes, *, last: bool, context: by
         return _aead(key).decrypt(_nonce(index, last), sealed, context)
     except InvalidTag:
         raise SealError(
-            f"chunk {index} does not open under this key: it was altered, cut, or sealed for someone else"
+            f"chunk {index} does not open: it was altered, cut, or sealed for someone else"
         ) from None
 
 

@@ -6,8 +6,9 @@ The client sends a fresh 32-byte key with its request, inside the session (never
 box). Browser seals under it as every sealed thing in Bento is sealed (``bento.runtime.sealing``:
 ChaCha20-Poly1305, STREAM nonces): the header (magic, archive length, padding length) is
 chunk 0, the archive the last chunk, 1; the padding is the ChaCha20 keystream of a key
-derived from it (HKDF-SHA256), so the client checks every padding byte too. Whoever carries the transfer (Tor's relays, a Dropbox that holds it for the user) sees
-its length only: it can neither read the page nor change a byte of it unnoticed, and a page
+derived from it (HKDF-SHA256), so the client checks every padding byte too. Whoever
+carries the transfer (Tor's relays, a Dropbox that holds it for the user) sees its length
+only: it can neither read the page nor change a byte of it unnoticed, and a page
 sealed for someone else does not open.
 
     >>> key = new_key()

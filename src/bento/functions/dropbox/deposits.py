@@ -134,7 +134,11 @@ class Deposits:
         spent = self._claim(ident, int(meta["fetches"]))
         if spent is None:
             raise DepositError(_NOT_FOUND)
-        data = self.store.get(f"data/{ident}")
+        try:
+            data = self.store.get(f"data/{ident}")
+        except BaseException:  # the box refused the read (busy): the fetch is given back
+            self.store.delete(f"claim/{ident}/{spent}")
+            raise
         if data is None:  # deleted meanwhile (by its last fetch, or the sweep)
             self._destroy(ident)
             raise DepositError(_NOT_FOUND)
@@ -173,10 +177,11 @@ class Deposits:
         return secrets.token_hex(ID_BYTES), meta
 
     def _claim(self, ident: str, fetches: int) -> int | None:
-        """The number of the fetch this call spent, or None if all are spent. The count of
-        claims is only where to start: which one is ours, ``create`` decides."""
-        for number in range(len(self.store.keys(f"claim/{ident}/")), fetches):
-            if self.store.create(f"claim/{ident}/{number}"):
+        """The number of the fetch this call spent, or None if all are spent. The listing
+        only saves asking for claims already made: which free one is ours, ``create`` decides."""
+        made = set(self.store.keys(f"claim/{ident}/"))
+        for number in range(fetches):
+            if f"claim/{ident}/{number}" not in made and self.store.create(f"claim/{ident}/{number}"):
                 return number
         return None
 
@@ -207,5 +212,5 @@ def _holds(meta: dict[str, Any], which: str, secret: str) -> bool:
 
 def _terms(meta: dict[str, Any]) -> dict[str, Any]:
     """What the client is told: the terms, never a right's hash."""
-    terms = {key: meta[key] for key in ("fetches", "expires_at", "bytes") if key in meta}
+    terms: dict[str, Any] = {key: meta[key] for key in ("fetches", "expires_at", "bytes") if key in meta}
     return {**terms, "fetches_left": terms["fetches"], "pending": bool(meta.get("pending"))}
