@@ -97,4 +97,4 @@ async def test_the_page_is_deposited_while_the_client_is_gone_and_fetched_later(
     assert len(_files(tmp_path / "direct")) > 10
     # Fetched its one allowed time: gone.
     code, stdout, _ = await bento_cli(testnet, fetcher, "dropbox", "get", capability, "--json")
-    assert code != 0 and "no deposit for this token" in json.loads(stdout)["error"]["message"]
+    assert code != 0 and "no deposit for this id and right" in json.loads(stdout)["error"]["message"]

@@ -1,4 +1,5 @@
-"""Dropbox end to end: deposit on one box with the CLI, fetch with the capability alone."""
+"""Dropbox end to end: deposit on one box with the CLI, fetch with the capability alone; the
+capability's fetch right is the only way to the deposit."""
 
 from __future__ import annotations
 
@@ -45,11 +46,12 @@ async def test_a_deposit_is_fetched_with_its_capability_then_self_destructs(
         assert (tmp_path / f"{n}").read_bytes() == data
     assert not fetcher.exists()
     code, stdout, _ = await bento_cli(testnet, fetcher, "dropbox", "get", capability, "--json")
-    assert code == 1 and "no deposit for this token" in json.loads(stdout)["error"]["message"]
-    # A forged token for the same Dropbox finds nothing.
-    forged = capability[:-64] + "00" * 32
+    assert code == 1 and "no deposit for this id and right" in json.loads(stdout)["error"]["message"]
+    # A forged fetch right for the same Dropbox finds nothing.
+    parts = capability.split(":")
+    forged = ":".join([*parts[:5], "00" * 32, *parts[6:]])
     code, stdout, _ = await bento_cli(testnet, fetcher, "dropbox", "get", forged, "--json")
-    assert code == 1 and "no deposit for this token" in json.loads(stdout)["error"]["message"]
+    assert code == 1 and "no deposit for this id and right" in json.loads(stdout)["error"]["message"]
     # The same Dropbox deployment is reused for the next deposit.
     code, stdout, stderr = await bento_cli(
         testnet,

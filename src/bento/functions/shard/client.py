@@ -28,7 +28,9 @@ from .manifest import ShardManifest, ShardRecord
 from .placement import place
 
 CONCURRENCY = 8
-DROPBOX_BOOKKEEPING = 64 << 10  # of a Dropbox's storage, kept for the deposit's metadata and keys
+# Of a Dropbox's storage, kept for what a deposit holds besides the shard: its metadata and
+# fetch claims (dropbox.deposits.room_for) and the seal's tags (16 bytes a 64 KiB chunk).
+DROPBOX_BOOKKEEPING = 64 << 10
 Progress = Callable[[int, int], None]  # told the bytes moved so far, and the bytes expected
 
 

@@ -39,7 +39,7 @@ class ShardRecord(BaseModel):
     index: int = Field(ge=0, le=254)
     box: str  # the relay's nickname, for people
     fingerprint: str
-    capability: str = Field(repr=False)  # the Dropbox capability: box, function, token
+    capability: str = Field(repr=False)  # the Dropbox capability: box, function, deposit, right, key
     bytes: int = Field(ge=0)
 
 
