@@ -96,6 +96,18 @@ async def test_a_fetch_right_cannot_fill_and_a_fill_right_cannot_fetch(box: Loca
         await dropbox.get(box.client, spender)
     assert await dropbox.get(box.client, capability) == b"the page"  # its one fetch was left
 
+    # A depositor that failed leaves its reason, sealed too: the box holds no URL in clear.
+    fill, capability, _ = await dropbox.reserve(box.client, function, fetches=2)
+    await dropbox.fill(box.client, fill, b"", error="cannot fetch http://secret.example/: HTTP 404")
+    store = _store(box, capability)
+    assert not any([b"secret.example" in await _read(store, key) for key in store.keys("")])
+    with pytest.raises(
+        BentoError, match=r"depositor failed and left no data: cannot fetch http://secret\.example/"
+    ):
+        await dropbox.get(box.client, capability)
+    with pytest.raises(BentoError, match="no deposit for this id and right"):  # told once
+        await dropbox.get(box.client, capability)
+
 
 def together(count: int) -> Callable[[StorageChannel, str], Awaitable[tuple[int, socket.socket] | None]]:
     """``StorageChannel.get`` holding the box's answers to reads of a deposit's metadata until

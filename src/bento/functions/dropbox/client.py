@@ -177,7 +177,7 @@ async def reserve(
 async def fill(box: Box, right: FillRight, data: bytes, *, error: str = "") -> dict[str, Any]:
     """Seal ``data`` and give it to the reserved deposit, or (``error``) the sealed reason it has none."""
     if error:
-        sealed = sealing.seal(right.key, error[:MAX_FAILURE].encode(), FAILURE)
+        sealed = sealing.seal(_failure_key(right.key), error[:MAX_FAILURE].encode(), FAILURE)
     else:
         sealed = sealing.seal(right.key, data, DEPOSIT)
     async with await box.start(right.deployment, "fill", [right.deposit_id]) as stream:
@@ -188,6 +188,13 @@ async def fill(box: Box, right: FillRight, data: bytes, *, error: str = "") -> d
             await stream.send(sealed[start : start + SEND_CHUNK])
         await stream.close_input()
         return _receipt(await _all(stream, 4096))
+
+
+def _failure_key(key: bytes) -> bytes:
+    """The key a failure is sealed under: another than the deposit's, so that the two never
+    share a nonce under one key (a depositor may seal its data, fail to send it, and then
+    seal its reason)."""
+    return hashlib.sha256(FAILURE + b"\0" + key).digest()
 
 
 def _receipt(answer: bytes, *rights: str) -> dict[str, Any]:
@@ -219,7 +226,10 @@ async def get(box: Box, capability: Capability, *, progress: Progress | None = N
             "substituted or altered, so refused"
         )
     try:
-        data = sealing.unseal(capability.key, sealed, FAILURE if failed else DEPOSIT)
+        if failed:
+            data = sealing.unseal(_failure_key(capability.key), sealed, FAILURE)
+        else:
+            data = sealing.unseal(capability.key, sealed, DEPOSIT)
     except sealing.SealError:
         raise BentoError(
             "the deposit does not open under this capability's key: forged, altered or swapped, so refused"
