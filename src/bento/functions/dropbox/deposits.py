@@ -60,6 +60,16 @@ def check_id(deposit_id: object) -> str:
     return deposit_id
 
 
+def check_terms(fetches: object, seconds: object) -> None:
+    """Refuse terms a deposit cannot have, before anything is read or stored."""
+    if isinstance(fetches, bool) or not isinstance(fetches, int) or not isinstance(seconds, int | float):
+        raise DepositError("fetches is a whole number and seconds a number")
+    if not 1 <= fetches <= MAX_FETCHES:
+        raise DepositError(f"fetches must be 1 to {MAX_FETCHES}")
+    if not 1 <= seconds <= MAX_SECONDS:  # NaN is refused too: it compares false
+        raise DepositError(f"the expiry must be 1 s to {MAX_SECONDS // 86400} days")
+
+
 def _hash(secret: str) -> str:
     try:
         raw = bytes.fromhex(secret)
@@ -168,10 +178,7 @@ class Deposits:
         return len(gone)
 
     def _new(self, fetches: int, seconds: float, **rights: str) -> tuple[str, dict[str, Any]]:
-        if not 1 <= fetches <= MAX_FETCHES:
-            raise DepositError(f"fetches must be 1 to {MAX_FETCHES}")
-        if not 1 <= seconds <= MAX_SECONDS:
-            raise DepositError(f"the expiry must be 1 s to {MAX_SECONDS // 86400} days")
+        check_terms(fetches, seconds)
         self.sweep()
         meta = {"fetches": fetches, "expires_at": self.clock() + seconds, "bytes": 0, **rights}
         return secrets.token_hex(ID_BYTES), meta

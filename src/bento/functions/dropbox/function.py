@@ -22,21 +22,21 @@ import json
 
 from bento.runtime import api
 
-from .deposits import MAX_FETCHES, SECRET_BYTES, DepositError, Deposits, check_id, room_for
+from .deposits import MAX_FETCHES, SECRET_BYTES, DepositError, Deposits, check_id, check_terms, room_for
 
 MAX_RIGHT_INPUT = 256
 _FILL_HEAD = "fill starts with one JSON line: the fill right, failed, bytes and sha256"
 
 
 def put(fetches: int = 1, seconds: float = 86400) -> None:
-    _check_terms(fetches, seconds)
+    check_terms(fetches, seconds)
     data = _input(bytearray(), room_for(fetches))
     ident, fetch, terms = Deposits(api.storage).put(data, fetches, float(seconds))
     api.send(json.dumps({"id": ident, "fetch": fetch, **terms}).encode())
 
 
 def reserve(fetches: int = 1, seconds: float = 86400) -> None:
-    _check_terms(fetches, seconds)
+    check_terms(fetches, seconds)
     ident, fill, fetch, terms = Deposits(api.storage).reserve(fetches, float(seconds))
     api.send(json.dumps({"id": ident, "fill": fill, "fetch": fetch, **terms}).encode())
 
@@ -62,11 +62,6 @@ def fill(deposit_id: str = "") -> None:
     if hashlib.sha256(data).hexdigest() != digest:
         raise DepositError("the deposit arrived damaged (its SHA-256 differs); fill again")
     api.send(json.dumps(Deposits(api.storage).fill(ident, right, data, failed=failed)).encode())
-
-
-def _check_terms(fetches: object, seconds: object) -> None:
-    if isinstance(fetches, bool) or not isinstance(fetches, int) or not isinstance(seconds, int | float):
-        raise DepositError("fetches is a whole number and seconds a number")
 
 
 def _input(data: bytearray, keep: int, size: int | None = None) -> bytes:
