@@ -22,7 +22,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
@@ -33,7 +35,7 @@ from bento.protocol.messages import SessionState
 from bento.protocol.policy import Needs
 from bento.runtime import sealing
 
-from .deposits import ID_BYTES, SECRET_BYTES
+from .deposits import ID_BYTES, MAX_FETCHES, SECRET_BYTES
 
 PACKAGE = "bento_dropbox"
 BOX_MODULES = ("__init__", "deposits", "function")
@@ -151,12 +153,12 @@ async def put(
             if progress is not None:
                 progress(min(len(data), start + SEND_CHUNK))
         await stream.close_input()
-        terms = _receipt(await _all(stream, 4096), "fetch")
-    ident, fetch = terms.pop("id"), terms.pop("fetch")
-    token = carried_token(function, ident, fetches=fetches, until=terms["expires_at"])
+        receipt = _receipt(await _all(stream, 4096), "id", "fetch")
+    assert receipt.id is not None and receipt.fetch is not None
+    token = carried_token(function, receipt.id, fetches=fetches, until=receipt.expires_at)
     digest = hashlib.sha256(sealed).hexdigest()
-    terms.update(bytes=len(data), sealed_bytes=len(sealed))
-    return Capability(box.onion, function.function_id, token, ident, fetch, key, digest), terms
+    terms = {**receipt.terms(), "bytes": len(data), "sealed_bytes": len(sealed)}
+    return Capability(box.onion, function.function_id, token, receipt.id, receipt.fetch, key, digest), terms
 
 
 async def reserve(
@@ -166,12 +168,13 @@ async def reserve(
     (hand it out), and the terms."""
     async with await box.start(function, "reserve", [fetches, seconds]) as stream:
         await stream.close_input()
-        terms = _receipt(await _all(stream, 4096), "fill", "fetch")
-    ident, fill_right, fetch = terms.pop("id"), terms.pop("fill"), terms.pop("fetch")
+        receipt = _receipt(await _all(stream, 4096), "id", "fill", "fetch")
+    ident, fill_right, fetch = receipt.id, receipt.fill, receipt.fetch
+    assert ident is not None and fill_right is not None and fetch is not None
     key = sealing.new_key()
-    token = carried_token(function, ident, fetches=fetches, until=terms["expires_at"])
+    token = carried_token(function, ident, fetches=fetches, until=receipt.expires_at)
     capability = Capability(box.onion, function.function_id, token, ident, fetch, key, UNBOUND)
-    return FillRight(function, ident, fill_right, key), capability, terms
+    return FillRight(function, ident, fill_right, key), capability, receipt.terms()
 
 
 async def fill(box: Box, right: FillRight, data: bytes, *, error: str = "") -> dict[str, Any]:
@@ -187,7 +190,7 @@ async def fill(box: Box, right: FillRight, data: bytes, *, error: str = "") -> d
         for start in range(0, len(sealed), SEND_CHUNK):
             await stream.send(sealed[start : start + SEND_CHUNK])
         await stream.close_input()
-        return _receipt(await _all(stream, 4096))
+        return _receipt(await _all(stream, 4096)).terms()
 
 
 def _failure_key(key: bytes) -> bytes:
@@ -197,17 +200,35 @@ def _failure_key(key: bytes) -> bytes:
     return hashlib.sha256(FAILURE + b"\0" + key).digest()
 
 
-def _receipt(answer: bytes, *rights: str) -> dict[str, Any]:
+class Receipt(BaseModel):
+    """What the Dropbox answers ``put``, ``reserve`` and ``fill``: hostile until parsed here
+    (its id and rights go into a capability string, so they are exactly hex of their sizes)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    id: Annotated[str, StringConstraints(pattern=f"^[0-9a-f]{{{2 * ID_BYTES}}}$")] | None = None
+    fill: Annotated[str, StringConstraints(pattern=f"^[0-9a-f]{{{2 * SECRET_BYTES}}}$")] | None = None
+    fetch: Annotated[str, StringConstraints(pattern=f"^[0-9a-f]{{{2 * SECRET_BYTES}}}$")] | None = None
+    fetches: int = Field(ge=1, le=MAX_FETCHES)
+    fetches_left: int = Field(ge=0, le=MAX_FETCHES)
+    expires_at: float
+    bytes: int = Field(ge=0)
+    pending: bool = False
+    failed: bool = False
+
+    def terms(self) -> dict[str, Any]:
+        """The deposit's terms, for the user: no right among them."""
+        return self.model_dump(exclude={"id", "fill", "fetch"})
+
+
+def _receipt(answer: bytes, *rights: str) -> Receipt:
     try:
-        terms = json.loads(answer)
-    except ValueError:
-        terms = None
-    fields = ("id", *rights) if rights else ()
-    if not isinstance(terms, dict) or not all(isinstance(terms.get(f), str) for f in fields):
+        receipt = Receipt.model_validate_json(answer)
+    except ValueError:  # pydantic's ValidationError is one
+        receipt = None
+    if receipt is None or any(getattr(receipt, name) is None for name in rights):
         raise BentoError("the Dropbox answered something that is not a deposit receipt")
-    if rights and not isinstance(terms.get("expires_at"), int | float):
-        raise BentoError("the Dropbox answered something that is not a deposit receipt")
-    return terms
+    return receipt
 
 
 async def get(box: Box, capability: Capability, *, progress: Progress | None = None) -> bytes:
