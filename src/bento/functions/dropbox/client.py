@@ -1,9 +1,10 @@
 """Dropbox from the user's side: deposit data, and fetch it with a capability.
 
 ``put`` returns a capability string, ``bento-dropbox:ONION:FUNCTION:INVOCATION:TOKEN``: the
-box, the Dropbox function and the right to invoke it, and the deposit's token. Whoever
-holds it can fetch the deposit (within its limits) and nothing else of the user's; it is
-shown once and kept nowhere by the client.
+box, the Dropbox function and a narrowed right to invoke it (``get`` only, as many times as
+the deposit may be fetched, until it expires: ``bento.client.narrowing``), and the deposit's
+token. Whoever holds it can fetch the deposit (within its limits) and nothing else of the
+user's; it is shown once and kept nowhere by the client.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
+from bento.client.narrowing import narrow
 from bento.errors import BentoError
 from bento.functions import deploy
 from bento.protocol.manifest import Manifest
@@ -100,7 +103,8 @@ async def put(
     if "token" not in terms:
         raise BentoError("the Dropbox answered something that is not a deposit receipt")
     token = str(terms.pop("token"))
-    return Capability(box.onion, function.function_id, function.invocation_token, token), terms
+    ticket = narrow(function.invocation_token, entries=["get"], uses=fetches, until=_expiry(terms))
+    return Capability(box.onion, function.function_id, ticket, token), terms
 
 
 async def reserve(
@@ -113,7 +117,16 @@ async def reserve(
     if "token" not in terms:
         raise BentoError("the Dropbox answered something that is not a deposit receipt")
     token = str(terms.pop("token"))
-    return Capability(box.onion, function.function_id, function.invocation_token, token), terms
+    ticket = narrow(function.invocation_token, entries=["fill", "get"], until=_expiry(terms))
+    return Capability(box.onion, function.function_id, ticket, token), terms
+
+
+def _expiry(terms: dict[str, Any]) -> datetime | None:
+    """When the deposit expires, by the box's clock: its capability's token ends then too."""
+    expires = terms.get("expires_at")
+    if isinstance(expires, bool) or not isinstance(expires, int | float):
+        raise BentoError("the Dropbox answered a deposit receipt with no expiry")
+    return datetime.fromtimestamp(expires, UTC)
 
 
 async def fill(box: Box, capability: Capability, data: bytes, *, error: str = "") -> dict[str, Any]:
