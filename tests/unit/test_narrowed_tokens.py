@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import biscuit_auth
 import pytest
@@ -16,6 +16,7 @@ from bento.client.capability import Capability
 from bento.client.narrowing import narrow
 from bento.errors import BentoError
 from bento.protocol import attenuation
+from bento.sandbox.host import SandboxUnavailable
 
 SOURCE = """
 from bento.runtime import api
@@ -204,3 +205,24 @@ def test_bento_tokens_narrow_prints_a_capability_of_the_narrowed_token_only(
     assert capability.token != root and "s" * 43 not in capability.encode()
     caveats = attenuation.parse(capability.token).block_source(1)
     assert '{"get"}.contains' in caveats and "$n <= 1" in caveats and 'arg(0, ""d1"")' in caveats
+
+
+async def test_a_use_is_spent_only_when_its_session_really_starts(
+    box: LocalBox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    function = await box.upload(SOURCE)
+    once = narrow(function.invocation_token, uses=1)
+    assert (await _invoke(box, function, once, entry="missing"))[1]["code"] == "unknown-entry"
+
+    async def failing(*args: object, **kwargs: object) -> NoReturn:
+        raise SandboxUnavailable("no sandbox just now")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(box.registry.sandbox, "acquire", failing)
+        status, failed = await _invoke(box, function, once)
+        assert status == 201, failed
+        await asyncio.wait_for(box.registry.sessions[failed["session_id"]].done.wait(), 15)
+    assert "sandbox could not start" in box.registry.sessions[failed["session_id"]].info().reason
+    status, opened = await _invoke(box, function, once)  # the use the failed start held is back
+    assert status == 201, opened
+    assert (await _invoke(box, function, once))[1]["code"] == "caveat-refused"
