@@ -94,7 +94,8 @@ class Narrowing:
         except attenuation.AttenuationError as exc:
             raise BoxError(
                 ErrorCode.WRONG_TOKEN,
-                f"that is not an invocation token of function {self.function_id}: {exc}",
+                f"that is not the invocation token of function {self.function_id}, "
+                f"nor one narrowed from it: {exc}",
                 "send the token exactly as its owner (or `bento tokens narrow`) gave it",
             ) from None
 

@@ -192,8 +192,9 @@ class Registry(Access):
         opened_by: str | None = None,
         right: str | None = None,
     ) -> Session:
-        """Start a session whose client holds ``right`` (kept as a digest). A blinded ``opened_by``
-        is spent once the instance exists: a refusal or a failed start leaves it good."""
+        """Start a session whose client holds ``right`` (kept as a digest). A blinded or narrowed
+        ``opened_by`` pays one use, spent once the instance exists: a refusal or a failed start
+        leaves it good (``Access.payment``)."""
         if self.functions.get(function.id) is not function:  # shut down while the request arrived
             raise BoxError(ErrorCode.UNKNOWN_FUNCTION, f"function {function.id} was just shut down")
         if entry not in function.entry_points:
