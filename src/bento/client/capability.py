@@ -3,7 +3,7 @@
 ``bento:<right>:<onion address>:<function id>:<token>`` names everything its holder needs:
 the box (its onion address, which also authenticates it), the function, and the token. With
 a blinded token (``bento tokens``) the box cannot tell whom the right was given to, and it
-is good once.
+is good once; with a narrowed one (``bento tokens narrow``) it allows only what its caveats say.
 
     >>> cap = Capability("invoke", "a" * 56, "fn", "pt2." + "x" * 40)
     >>> Capability.parse(cap.encode()) == cap
@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 from bento.client.keyring import Deployment, Keyring
 from bento.errors import BentoError
+from bento.protocol.attenuation import MAX_WIRE
 
 PREFIX = "bento:"
 _SHAPE = re.compile(
     r"^bento:(?P<right>invoke|shutdown):(?P<onion>[a-z2-7]{56}):(?P<function_id>[A-Za-z0-9_-]{1,64})"
-    r":(?P<token>[A-Za-z0-9_.-]{20,600})$"
+    rf":(?P<token>[A-Za-z0-9_.-]{{20,{MAX_WIRE}}})$"  # a narrowed token is longest
 )
 
 

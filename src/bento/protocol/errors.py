@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     MISSING_TOKEN = "missing-token"  # noqa: S105 (a code, not a secret)
     WRONG_TOKEN = "wrong-token"  # noqa: S105
     SINGLE_USE_TOKEN = "single-use-token"  # noqa: S105
+    CAVEAT_REFUSED = "caveat-refused"
     EXCEEDS_POLICY = "exceeds-policy"
     UNKNOWN_FUNCTION = "unknown-function"
     UNKNOWN_SESSION = "unknown-session"
@@ -76,6 +77,7 @@ TABLE: dict[ErrorCode, Meaning] = {
     ErrorCode.MISSING_TOKEN: Meaning(401, "The request needs a token and has none."),
     ErrorCode.WRONG_TOKEN: Meaning(403, "The token is not this function's token of the right kind."),
     ErrorCode.SINGLE_USE_TOKEN: Meaning(403, "A blinded token is spent, or used beyond its session."),
+    ErrorCode.CAVEAT_REFUSED: Meaning(403, "A narrowed token's caveats do not allow this invocation."),
     ErrorCode.EXCEEDS_POLICY: Meaning(403, "The manifest asks for more than the box's policy allows."),
     ErrorCode.UNKNOWN_FUNCTION: Meaning(404, "No such function: shut down, or the box restarted."),
     ErrorCode.UNKNOWN_SESSION: Meaning(404, "No such session: ended long ago, or the box restarted."),

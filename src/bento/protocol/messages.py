@@ -61,7 +61,9 @@ class Replaced(Strict):
 
 class UploadResponse(Strict):
     function_id: str
-    invocation_token: str = Field(description="lets its holder invoke; keep it secret")
+    invocation_token: str = Field(
+        description="lets its holder invoke, and narrow it offline for others (docs/api.md); keep it secret"
+    )
     shutdown_token: str = Field(description="lets its holder shut the function down; keep it secret")
     entry_points: list[str] = Field(description="top-level functions of the module")
     boot_id: str = Field(description="changes whenever the server restarts")

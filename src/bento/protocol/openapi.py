@@ -98,7 +98,11 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "schemas": schemas.get("$defs", {}),
             "securitySchemes": {
-                "invocationToken": {"type": "http", "scheme": "bearer", "description": "invocation token"},
+                "invocationToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "invocation token: the owner's, or one narrowed from it (docs/api.md)",
+                },
                 "shutdownToken": {"type": "http", "scheme": "bearer", "description": "shutdown token"},
                 "sessionRight": {
                     "type": "http",
@@ -163,6 +167,7 @@ def openapi_document() -> dict[str, Any]:
                             201,
                             InvokeResponse,
                             *_AUTH,
+                            _C.CAVEAT_REFUSED,
                             _C.UNKNOWN_ENTRY,
                             _C.BODY_TOO_LARGE,
                             _C.INVALID_REQUEST,

@@ -3,12 +3,18 @@
 A function answers to its invocation token, or to its shutdown token where the request
 shuts it down; a session answers to the session right its invocation returned, or, for its
 state and a kill only, to its function's shutdown token. A blinded token (``private_token``)
-stands for one invocation or one shutdown, and reaches nothing else. Tokens are compared as
-SHA-256 digests; each check fails closed, with a ``BoxError`` that says what to send instead.
+stands for one invocation or one shutdown, and reaches nothing else. A narrowed invocation
+token (``server.attenuation``) stands for the invocations its caveats allow, and for listing
+the sessions whose rights its holder names; never for a shutdown or for blinded tokens. Plain
+tokens are compared as SHA-256 digests; each check fails closed, with a ``BoxError`` that says
+what to send instead.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from bento.protocol.attenuation import is_narrowable
 from bento.protocol.errors import ErrorCode
 from bento.protocol.private_token import Right, TokenError, is_blinded
 from bento.server import tokens
@@ -19,6 +25,7 @@ from bento.server.function import Function
 from bento.server.refusal import BoxError
 from bento.server.retention import Retention
 from bento.server.session import Session
+from bento.server.tokens import Payment
 
 
 class Access:
@@ -32,12 +39,20 @@ class Access:
     controls: OperatorControls
 
     def function(
-        self, function_id: str, token: str | None, *, shutdown: bool = False, spend: bool = False
+        self,
+        function_id: str,
+        token: str | None,
+        *,
+        shutdown: bool = False,
+        spend: bool = False,
+        narrowed: bool = True,
     ) -> Function:
         """The function, if ``token`` is the right capability for it (invocation or shutdown).
 
         ``spend``: the request uses the right up (an invocation or a shutdown), so a blinded
-        token may stand for it, once; other requests need the plain token.
+        token may stand for it, once; other requests need the plain token. ``narrowed``: a
+        narrowed invocation token may stand for the owner's (its caveats are checked where
+        the invocation is known: :meth:`payment`); false where only the owner's token will do.
         """
         function = self.functions.get(function_id)
         if function is None:
@@ -65,9 +80,32 @@ class Access:
                 raise _token_refused(which, exc) from None
             return function
         expected = function.shutdown_digest if shutdown else function.invocation_digest
-        if not tokens.matches(token, expected):
-            raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not the {which} token of function {function_id}")
-        return function
+        if tokens.matches(token, expected):
+            return function
+        if not shutdown and is_narrowable(token):
+            function.narrowing.verify(token)
+            if not narrowed:
+                raise BoxError(
+                    ErrorCode.WRONG_TOKEN,
+                    "a narrowed token cannot do this: it stands only for the invocations its caveats allow",
+                    "use the function's own invocation token (its owner's)",
+                )
+            return function
+        raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not the {which} token of function {function_id}")
+
+    def payment(
+        self, function: Function, token: str | None, entry: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Payment | None:
+        """What pays for one invocation by ``token``: a blinded token's single use, or one use of
+        a narrowed token whose every caveat allows this invocation; nothing for the owner's token.
+        Synchronous: the check and the count are one step, whatever runs at the same time."""
+        if token is None or tokens.matches(token, function.invocation_digest):
+            return None
+        if is_blinded(token):
+            return self.hold(function, token, "invoke")
+        if is_narrowable(token):
+            return function.narrowing.admit(token, entry, args, kwargs)
+        raise BoxError(ErrorCode.WRONG_TOKEN, f"that is not the invocation token of function {function.id}")
 
     @staticmethod
     def hold(function: Function, token: str, right: Right) -> Hold:

@@ -136,7 +136,8 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         token = _bearer(request.headers)
         if token is not None and is_blinded(token):
             raise BoxError(ErrorCode.WRONG_TOKEN, "blinded tokens are issued for the plain token only")
-        return registry.function(request.path_params["function_id"], token, shutdown=right == "shutdown")
+        function_id = request.path_params["function_id"]
+        return registry.function(function_id, token, shutdown=right == "shutdown", narrowed=False)
 
     async def token_key(function: Function, right: Right) -> BlindTokenKey:
         spki, key_id = await function.issuer.public_key(right)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import Replaced
+from bento.server.attenuation import Narrowing
 from bento.server.blind_issuer import BlindIssuer
 from bento.server.broker.budgets import Ledger
 from bento.server.session import Session
@@ -22,6 +23,7 @@ class Function:
     entry_points: list[str]
     invocation_digest: bytes
     shutdown_digest: bytes
+    narrowing: Narrowing  # its root key: verifies the invocation tokens narrowed from its own
     created_at: float = field(default_factory=time.time)
     sessions: dict[str, Session] = field(default_factory=dict)
     issuer: BlindIssuer = field(init=False)

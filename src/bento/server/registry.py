@@ -19,12 +19,12 @@ from bento.protocol.errors import ErrorCode
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind, Replaced, Replaces, SessionInfo
 from bento.protocol.policy import violations
-from bento.protocol.private_token import is_blinded
 from bento.sandbox.host import SandboxHost
 from bento.server import code, packages, tokens
 from bento.server.access import Access
 from bento.server.admin.controls import OperatorControls
 from bento.server.admin.ledger import Ledger
+from bento.server.attenuation import Narrowing
 from bento.server.broker import BudgetSpec, Context, Gatekeeper
 from bento.server.broker import Ledger as BudgetLedger
 from bento.server.broker.network import system_resolver
@@ -135,7 +135,8 @@ class Registry(Access):
         except BaseException:
             await _in_thread(shutil.rmtree, target, True)  # nothing of a failed upload is kept
             raise
-        invocation, shutdown = tokens.new_token(), tokens.new_token()
+        narrowing, invocation = Narrowing.mint(function_id)
+        shutdown = tokens.new_token()
         function = Function(
             id=function_id,
             manifest=manifest,
@@ -143,6 +144,7 @@ class Registry(Access):
             entry_points=entry_points,
             invocation_digest=tokens.digest(invocation),
             shutdown_digest=tokens.digest(shutdown),
+            narrowing=narrowing,
         )
         self.functions[function_id] = function
         if old is None or self.functions.get(old.id) is not old:  # none, or shut down while we installed
@@ -190,8 +192,9 @@ class Registry(Access):
         opened_by: str | None = None,
         right: str | None = None,
     ) -> Session:
-        """Start a session whose client holds ``right`` (kept as a digest). A blinded ``opened_by``
-        is spent once the instance exists: a refusal or a failed start leaves it good."""
+        """Start a session whose client holds ``right`` (kept as a digest). A blinded or narrowed
+        ``opened_by`` pays one use, spent once the instance exists: a refusal or a failed start
+        leaves it good (``Access.payment``)."""
         if self.functions.get(function.id) is not function:  # shut down while the request arrived
             raise BoxError(ErrorCode.UNKNOWN_FUNCTION, f"function {function.id} was just shut down")
         if entry not in function.entry_points:
@@ -208,8 +211,7 @@ class Registry(Access):
         self._admit(function)
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
         session.right_digest = tokens.digest(right) if right is not None else None
-        if opened_by is not None and is_blinded(opened_by):
-            session.payment = self.hold(function, opened_by, "invoke")
+        session.payment = self.payment(function, opened_by, entry, args, kwargs)
         try:
             run = self._run(function, session, args, kwargs)
         except BaseException:

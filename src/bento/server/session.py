@@ -25,12 +25,12 @@ from bento.protocol.messages import (
 )
 from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.sandbox.instance import Exited, Instance
-from bento.server.blind_issuer import Hold
 from bento.server.broker.service import Broker
 from bento.server.buffer import OutputBuffer
 from bento.server.channel import open_channel
 from bento.server.logs import LogBuffer
 from bento.server.outcome import usage_so_far, verdict
+from bento.server.tokens import Payment
 
 log = logging.getLogger("bento.session")
 M = TypeVar("M", bound=BaseModel)
@@ -73,7 +73,7 @@ class Session:
         self._driving: asyncio.Task[None] | None = None  # the task reading its channel
         self._stderr_tail = b""
         self.right_digest: bytes | None = None  # SHA-256 of the session right its invocation returned
-        self.payment: Hold | None = None  # the blinded token that pays for it: spent once its instance exists
+        self.payment: Payment | None = None  # a blinded or narrowed token's use: spent once it starts
 
     @property
     def ended(self) -> bool:
@@ -315,7 +315,7 @@ class Session:
 
     def abandon(self, reason: str) -> None:
         """End the session now if it has not ended (its task never ran): kill what it started.
-        A blinded token that paid for an instance that never existed is good again."""
+        A blinded or narrowed token's use that paid for an instance that never existed is good again."""
         if self.payment is not None:
             self.payment.release()
         if not self.ended:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Protocol
 
 
 def new_token() -> str:
@@ -28,3 +29,11 @@ def digest(token: str) -> bytes:
 
 def matches(token: str | None, expected: bytes) -> bool:
     return token is not None and hmac.compare_digest(digest(token), expected)
+
+
+class Payment(Protocol):
+    """A use of a token set aside for one invocation: spent once its instance exists, else given back."""
+
+    def spend(self) -> None: ...
+
+    def release(self) -> None: ...

@@ -21,6 +21,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
+from bento.client.narrowing import narrow
 from bento.errors import BentoError
 from bento.functions import deploy
 from bento.protocol.manifest import Manifest
@@ -62,14 +64,17 @@ def manifest() -> Manifest:
 
 
 def carried_token(function: Deployment, deposit_id: str, *, fetches: int, until: float) -> str:
-    """The invocation token a capability carries: the one place it is chosen.
-
-    MERGE (issue 19, part A): hand out a token narrowed to this deposit instead,
-    ``narrow(function.invocation_token, entries=["get"], uses=fetches, until=until,
-    args=[deposit_id])``: then the capability invokes ``get`` of this deposit and nothing else.
-    """
-    del deposit_id, fetches, until  # what the narrowed token will bind
-    return function.invocation_token
+    """The invocation token a capability carries, the one place it is chosen: the owner's token
+    narrowed (offline, ``bento.client.narrowing``) to ``get`` of this deposit alone, at most
+    ``fetches`` times, until the deposit expires. Its holder can invoke nothing else of the
+    owner's Dropbox, and can neither widen it nor use it once the deposit is gone."""
+    return narrow(
+        function.invocation_token,
+        entries=["get"],
+        uses=fetches,
+        until=datetime.fromtimestamp(until, UTC),
+        args=[deposit_id],
+    )
 
 
 @dataclass(frozen=True)
