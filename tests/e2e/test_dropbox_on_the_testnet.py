@@ -45,9 +45,8 @@ async def test_a_deposit_is_fetched_with_its_capability_then_self_destructs(
         assert code == 0, stderr
         assert (tmp_path / f"{n}").read_bytes() == data
     assert not fetcher.exists()
-    # Its narrowed invocation token allows two gets: the box refuses a third before it starts.
     code, stdout, _ = await bento_cli(testnet, fetcher, "dropbox", "get", capability, "--json")
-    assert code == 1 and "uses are spent" in json.loads(stdout)["error"]["message"]
+    assert code == 1 and "no deposit for this id and right" in json.loads(stdout)["error"]["message"]
     # The same Dropbox deployment is reused for the next deposit.
     code, stdout, stderr = await bento_cli(
         testnet,

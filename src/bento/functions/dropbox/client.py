@@ -63,15 +63,16 @@ def manifest() -> Manifest:
     )
 
 
-def carried_token(function: Deployment, deposit_id: str, *, fetches: int, until: float) -> str:
+def carried_token(function: Deployment, deposit_id: str, *, until: float) -> str:
     """The invocation token a capability carries, the one place it is chosen: the owner's token
-    narrowed (offline, ``bento.client.narrowing``) to ``get`` of this deposit alone, at most
-    ``fetches`` times, until the deposit expires. Its holder can invoke nothing else of the
-    owner's Dropbox, and can neither widen it nor use it once the deposit is gone."""
+    narrowed (offline, ``bento.client.narrowing``) to ``get`` of this deposit alone, until the
+    deposit expires. Its holder can invoke nothing else of the owner's Dropbox and cannot widen
+    it. It sets no count of uses: the deposit's own count of fetches, kept atomically by the
+    Dropbox, is the one that counts, and a ``get`` that finds the deposit still being filled
+    must not spend a fetch."""
     return narrow(
         function.invocation_token,
         entries=["get"],
-        uses=fetches,
         until=datetime.fromtimestamp(until, UTC),
         args=[deposit_id],
     )
@@ -160,7 +161,7 @@ async def put(
         await stream.close_input()
         receipt = _receipt(await _all(stream, 4096), "id", "fetch")
     assert receipt.id is not None and receipt.fetch is not None
-    token = carried_token(function, receipt.id, fetches=fetches, until=receipt.expires_at)
+    token = carried_token(function, receipt.id, until=receipt.expires_at)
     digest = hashlib.sha256(sealed).hexdigest()
     terms = {**receipt.terms(), "bytes": len(data), "sealed_bytes": len(sealed)}
     return Capability(box.onion, function.function_id, token, receipt.id, receipt.fetch, key, digest), terms
@@ -177,7 +178,7 @@ async def reserve(
     ident, fill_right, fetch = receipt.id, receipt.fill, receipt.fetch
     assert ident is not None and fill_right is not None and fetch is not None
     key = sealing.new_key()
-    token = carried_token(function, ident, fetches=fetches, until=receipt.expires_at)
+    token = carried_token(function, ident, until=receipt.expires_at)
     capability = Capability(box.onion, function.function_id, token, ident, fetch, key, UNBOUND)
     return FillRight(function, ident, fill_right, key), capability, receipt.terms()
 
