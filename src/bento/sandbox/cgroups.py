@@ -14,7 +14,7 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
@@ -38,6 +38,8 @@ class Group:
 
     version: int
     dirs: dict[str, Path]  # controller -> directory ("unified" for v2)
+    # The OOM counter's file, open while the group lives (None: not yet; -1: removed).
+    _events_fd: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def _write(self, controller: str, name: str, value: str) -> None:
         directory = self.dirs.get(controller) or self.dirs.get("unified")
@@ -97,18 +99,37 @@ class Group:
         return int(usage) / 1e9 if usage and usage.strip().isdigit() else None
 
     def oom_killed(self) -> bool:
-        if self.version == 2:
-            text = self._read("unified", "memory.events") or ""
-        else:
-            text = self._read("memory", "memory.oom_control") or ""
-            if "oom_kill" not in text:  # kernels before 4.13: hitting the limit is the best we know
-                failcnt = self._read("memory", "memory.failcnt")
-                return bool(failcnt and failcnt.strip() not in ("", "0"))
+        """Has the kernel killed a process of the group for want of memory?
+
+        Cheap enough to ask often (the watchdog asks of every instance ten times a second):
+        the counter's file stays open, and each question is one read at offset 0 (which has
+        the kernel render the file afresh), with no path to resolve.
+        """
+        text = self._events()
+        if self.version == 1 and "oom_kill" not in text:
+            # Kernels before 4.13 count no kills: hitting the limit is the best we know.
+            failcnt = self._read("memory", "memory.failcnt")
+            return bool(failcnt and failcnt.strip() not in ("", "0"))
         for line in text.splitlines():
             key, _, value = line.partition(" ")
             if key == "oom_kill" and value.strip() not in ("", "0"):
                 return True
         return False
+
+    def _events(self) -> str:
+        if self._events_fd is None:
+            directory = self.dirs.get("memory") or self.dirs.get("unified")
+            name = "memory.events" if self.version == 2 else "memory.oom_control"
+            try:
+                self._events_fd = os.open(directory / name, os.O_RDONLY | os.O_CLOEXEC) if directory else -1
+            except OSError:
+                return ""
+        if self._events_fd < 0:
+            return ""
+        try:
+            return os.pread(self._events_fd, 4096, 0).decode()
+        except OSError:
+            return ""
 
     def child(self, name: str) -> Group:
         dirs = {c: d / name for c, d in self.dirs.items()}
@@ -117,6 +138,9 @@ class Group:
         return Group(self.version, dirs)
 
     def remove(self) -> None:
+        if self._events_fd is not None and self._events_fd >= 0:
+            os.close(self._events_fd)
+        self._events_fd = -1
         for directory in self.dirs.values():
             for child in sorted(directory.glob("*/"), reverse=True):
                 if (child / "cgroup.procs").exists():
