@@ -22,7 +22,7 @@ from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.sandbox.instance import Instance
 from bento.sandbox.spec import Spec
 
-AT_ONCE = 2
+AT_ONCE = 2  # a gate of two, so that six starts must queue
 BURST = 6
 
 

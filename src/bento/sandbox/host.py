@@ -35,8 +35,10 @@ from bento.sandbox.spec import CHROMIUM_BINARY, MB, Host, Shape, Spec, enforceme
 SLOT_PATIENCE = 30.0  # seconds for a killed warm sandbox to give its slot up (it takes milliseconds)
 # Sandboxes starting at once, per CPU. A start is CPU-bound (bubblewrap, Python, the runtime's
 # imports): 128 started together share the CPUs and all reach READY near the end of the burst,
-# while 128 started a few at a time reach it one after another, the median in half the time.
-STARTS_PER_CPU = 2
+# while a few at a time reach it one after another, the median in about half the time. Not one
+# per CPU: a start also waits on the kernel (cgroup moves), and other work (the relay) on the
+# host would take a larger share from a burst that ran fewer at once.
+STARTS_PER_CPU = 4
 _HOSTS = itertools.count()  # sandbox hosts of this process (tests and benchmarks make several)
 
 
