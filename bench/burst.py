@@ -14,6 +14,10 @@ processes hold, from /proc/PID/smaps_rollup) and of the server is read.
 runs the whole comparison: for each round, a testnet whose boxes run the code of
 ``--before`` (by default the commit before this work), then one whose boxes run this tree,
 alternating, so that a host whose load changes (a background experiment) weighs on both.
+With ``--in-process``, the box alone: its registry and real sandboxes in the bench's own
+process (no Tor, no HTTP), its pool and watchdog at work as the daemon runs them; the
+first output of each of the sessions invoked at once, before and after by turns.
+
 One measurement alone, inside a testnet you start:
 
     bento testnet run --policy FILE -- python bench/burst.py --client OUT.json --sessions 500
@@ -152,6 +156,58 @@ async def measure(sessions: int, round_trips: int) -> dict[str, Any]:
     }
 
 
+async def box_alone(sessions: int) -> dict[str, Any]:
+    """First outputs of ``sessions`` invoked at once on a registry in this process."""
+    import base64
+
+    from bento.protocol.manifest import Manifest
+    from bento.protocol.messages import CodeKind
+    from bento.protocol.policy import Needs
+    from bento.sandbox.host import SandboxHost
+    from bento.sandbox.spec import Spec
+    from bento.server.broker import closed_gate
+    from bento.server.config import ServerConfig
+    from bento.server.registry import Registry
+    from bento.testnet.box_policy import box_policy
+
+    policy = box_policy(None, instances_total=sessions, instances_per_function=sessions)
+    policy = policy.model_copy(update={"total_memory_mb": max(policy.total_memory_mb, sessions * MEMORY_MB)})
+    with tempfile.TemporaryDirectory(prefix="bento-bench-") as tmp:
+        config = ServerConfig(state_dir=Path(tmp) / "state", policy=policy)
+        sandbox = SandboxHost(config.policy, config.state_dir, accept_unenforced=["cpu_share"])
+        registry = Registry(config, "bench", sandbox, closed_gate())
+        registry.reset_storage()
+        keeper = asyncio.ensure_future(sandbox.keep_pool(config.pool_size))
+        watchdog = asyncio.ensure_future(sandbox.watch_forever())
+        try:
+            async with registry.running():
+                needs = Needs(memory_mb=MEMORY_MB, instances=sessions)
+                deployed = await registry.deploy(
+                    Manifest(name="echo", needs=needs),
+                    CodeKind.MODULE,
+                    base64.b64encode(ECHO.encode()).decode(),
+                )
+                async with asyncio.timeout(60):  # its pool full, as on a box up for a while
+                    await sandbox.pool.stocked(Spec.of(needs).shape, config.pool_size)
+                began = time.perf_counter()
+                invoked = [registry.invoke(deployed.function, "echo", [], {}) for _ in range(sessions)]
+
+                async def first(session: Any) -> float:
+                    await session.output.read(0)
+                    return time.perf_counter() - began
+
+                firsts = list(await asyncio.gather(*(first(s) for s in invoked)))
+                for session in invoked:
+                    session.kill("the bench is done")
+                await asyncio.gather(*(s.done.wait() for s in invoked))
+        finally:
+            keeper.cancel()
+            watchdog.cancel()
+            await asyncio.gather(keeper, watchdog, return_exceptions=True)
+            sandbox.close()
+    return {"first": firsts, "load": os.getloadavg()[0]}
+
+
 def export(commit: str, into: Path) -> Path:
     into.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, capture_output=True, check=True)
@@ -212,6 +268,39 @@ def describe(name: str, runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def compare_alone(args: argparse.Namespace) -> None:
+    command = f"python bench/burst.py --in-process --sessions {args.sessions} --before {args.before}"
+    command += f" --rounds {args.rounds}"
+    firsts: dict[str, list[list[float]]] = {"before": [], "after": []}
+    loads = []
+    with tempfile.TemporaryDirectory(prefix="bento-burst-") as tmp:
+        trees = {"before": export(args.before, Path(tmp) / "before"), "after": ROOT / "src"}
+        for round_ in range(args.rounds):
+            for name, src in trees.items():
+                out = Path(tmp) / f"{name}-{round_}.json"
+                argv = [sys.executable, __file__, "--alone", str(out), "--sessions", str(args.sessions)]
+                subprocess.run(argv, env={**os.environ, "PYTHONPATH": str(src)}, check=True, timeout=900)
+                result = json.loads(out.read_text())
+                firsts[name].append(result["first"])
+                loads.append(result["load"])
+    lines = [
+        f"{args.sessions} sessions invoked at once on the box alone: its registry and real sandboxes in",
+        "the bench's process (no Tor, no HTTP), its pool full and its watchdog at work; the time to each",
+        f"session's first output. Before = {args.before}, after = this tree, by turns; load average at the",
+        f"runs' ends {', '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} cores (other work ran too).",
+        "",
+    ]
+    for name, runs in firsts.items():
+        for first in runs:
+            lines.append(
+                f"- {name}: median {quantile(first, 0.5):.2f} s, p99 {quantile(first, 0.99):.2f} s, "
+                f"last {max(first):.2f} s"
+            )
+    medians = {n: statistics.median([quantile(f, 0.5) for f in runs]) for n, runs in firsts.items()}
+    lines += ["", f"After/before, the runs' median: {medians['after'] / medians['before']:.2f}."]
+    record(f"Burst of {args.sessions} sessions, the box alone", command, "\n".join(lines))
+
+
 def compare(args: argparse.Namespace) -> None:
     command = f"python bench/burst.py --sessions {args.sessions} --round-trips {args.round_trips}"
     command += f" --before {args.before} --rounds {args.rounds}"
@@ -253,9 +342,15 @@ def main() -> None:
     parser.add_argument(
         "--client", type=Path, metavar="OUT", help="measure inside a testnet, into OUT (JSON)"
     )
+    parser.add_argument("--in-process", action="store_true", help="the box alone, before and after")
+    parser.add_argument("--alone", type=Path, metavar="OUT", help=argparse.SUPPRESS)  # a run of --in-process
     args = parser.parse_args()
     if args.client is not None:
         args.client.write_text(json.dumps(asyncio.run(measure(args.sessions, args.round_trips))))
+    elif args.alone is not None:
+        args.alone.write_text(json.dumps(asyncio.run(box_alone(args.sessions))))
+    elif args.in_process:
+        compare_alone(args)
     else:
         compare(args)
 
