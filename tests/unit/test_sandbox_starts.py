@@ -1,8 +1,8 @@
 """A burst of cold starts goes a few at a time, each started instance ready when handed out.
 
-A sandbox's start is CPU-bound; all of a burst started together would share the CPUs
-and be ready together, near the end. The host lets a few start at once (its gate), so
-they are ready one after another; every one still gets a sandbox of its own.
+A sandbox's start is CPU-bound once it is in its cgroups; all of a burst let go together
+would share the CPUs and be ready together, near the end. The host lets a few go at once
+(its gate), so they are ready one after another; every one still gets a sandbox of its own.
 """
 
 from __future__ import annotations
@@ -52,10 +52,17 @@ async def test_a_burst_of_cold_starts_goes_a_few_at_a_time(
     spawn = host.spawn
 
     async def counted(code_dir: Path, spec: Spec, *, pooled: bool = False) -> Instance:
-        nonlocal starting, most
-        starting += 1
-        most = max(most, starting)
-        return await spawn(code_dir, spec, pooled=pooled)  # starting until acquire hands it out
+        instance = await spawn(code_dir, spec, pooled=pooled)  # forked, in its cgroups, held
+        let_go = instance.go
+
+        def go() -> None:  # it starts now, and counts as starting until acquire hands it out
+            nonlocal starting, most
+            starting += 1
+            most = max(most, starting)
+            let_go()
+
+        instance.go = go  # type: ignore[method-assign]
+        return instance
 
     monkeypatch.setattr(host, "spawn", counted)
     code = host.root / "code"  # where instances may read it, as a function's code is

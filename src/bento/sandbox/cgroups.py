@@ -194,17 +194,19 @@ def _remove_stale(group: Group) -> None:
                 Group(group.version, {controller: stale}).remove()  # only what is empty goes
 
 
-def admit_sandbox(group: Group, pid: int, info_fd: int, hold_fd: int) -> None:
-    """Move a sandbox into ``group`` while bubblewrap builds it, then let it go on.
+def admit_sandbox(group: Group, pid: int, info_fd: int) -> None:
+    """Move a sandbox into ``group`` while bubblewrap holds it, before it runs anything.
 
     Bubblewrap (``pid``) forks the sandbox's first process early, names it on ``info_fd``
-    and holds it on ``hold_fd`` before it forks or runs anything else; whatever forks it
-    makes after that inherits the group. Moving bubblewrap first lets the kernel's grace
-    period pass while it builds the sandbox; the second move then costs little. Owns and
-    closes both descriptors; a sandbox that died meanwhile raises OSError.
+    and holds it on its block descriptor before it forks or runs anything else; whatever
+    forks it makes after that inherits the group. Moving bubblewrap first lets the kernel's
+    grace period pass while it builds the sandbox; the second move then costs little. The
+    sandbox stays held: letting it go (a byte on the block descriptor) is the caller's, once
+    it may start (bento.sandbox.host lets a few start at once). Closes ``info_fd``; a sandbox
+    that died meanwhile raises OSError.
 
-    On any failure both processes are killed before the hold is closed: a closed hold reads
-    as an end of file, on which bubblewrap goes on.
+    On any failure both processes are killed before this returns, so that the caller's
+    closing the hold (an end of file, on which bubblewrap goes on) lets nothing go.
     """
     child = 0
     try:
@@ -218,7 +220,6 @@ def admit_sandbox(group: Group, pid: int, info_fd: int, hold_fd: int) -> None:
         except (ValueError, KeyError, TypeError):
             raise OSError(f"bubblewrap did not name its sandbox's process (it said {info[:200]!r})") from None
         group.admit(child)
-        os.write(hold_fd, b"\0")
     except BaseException:
         for process in (child, pid):
             if process > 0:
@@ -227,7 +228,6 @@ def admit_sandbox(group: Group, pid: int, info_fd: int, hold_fd: int) -> None:
         raise
     finally:
         os.close(info_fd)
-        os.close(hold_fd)
 
 
 def _read_before(fd: int, deadline: float) -> bytes:

@@ -33,11 +33,11 @@ from bento.sandbox.slots import NoSlot, Slots
 from bento.sandbox.spec import CHROMIUM_BINARY, MB, Host, Shape, Spec, enforcement, unenforced
 
 SLOT_PATIENCE = 30.0  # seconds for a killed warm sandbox to give its slot up (it takes milliseconds)
-# Sandboxes starting at once, per CPU. A start is CPU-bound (bubblewrap, Python, the runtime's
-# imports): 128 started together share the CPUs and all reach READY near the end of the burst,
-# while a few at a time reach it one after another, the median in about half the time. Not one
-# per CPU: a start also waits on the kernel (cgroup moves), and other work (the relay) on the
-# host would take a larger share from a burst that ran fewer at once.
+# Sandboxes starting at once, per CPU. Each is forked and moved into its cgroups at once (the
+# moves wait on the kernel, not the CPU), then held until it may start: the rest (Python, the
+# runtime's imports) is CPU-bound, and 128 let go together share the CPUs and all reach READY
+# near the end of the burst; a few at a time reach it one after another, the median in about
+# half the time. A host without cgroups holds nothing: its sandboxes start as they are forked.
 STARTS_PER_CPU = 4
 _HOSTS = itertools.count()  # sandbox hosts of this process (tests and benchmarks make several)
 
@@ -177,9 +177,14 @@ class SandboxHost:
                 instance.group.limit(memory_bytes=spec.memory_bytes, pids=spec.cgroup_pids())
             instance.spec = spec
         else:
-            async with self._starting:
-                instance = await self.spawn(code_dir, spec)
-                await ready(instance)  # not ready: it has exited, and the session says why
+            instance = await self.spawn(code_dir, spec)
+            try:
+                async with self._starting:
+                    instance.go()
+                    await ready(instance)  # not ready: it has exited, and the session says why
+            except BaseException:
+                instance.kill()  # never handed out: nobody else would
+                raise
         instance.confinement = spec.start_frame(_encoded_filter(spec.syscalls & self._profiles))
         return instance
 
@@ -192,21 +197,22 @@ class SandboxHost:
         slot_dir.mkdir(parents=True)
         self.share(slot_dir.parent)
         spec = Spec.maxima(self.policy.instance, self._profiles, shape)
-        async with self._starting:
-            try:
-                instance = await self.spawn(slot_dir, spec, pooled=True)  # now one of _warming
-            except (OSError, SandboxUnavailable):
-                shutil.rmtree(slot_dir, ignore_errors=True)  # empty yet
-                return None  # killed for a session's slot as it started, or no slot: the pool waits
-            instance.slot_dir = slot_dir
-            try:
+        try:
+            instance = await self.spawn(slot_dir, spec, pooled=True)  # now one of _warming
+        except (OSError, SandboxUnavailable):
+            shutil.rmtree(slot_dir, ignore_errors=True)  # empty yet
+            return None  # killed for a session's slot as it started, or no slot: the pool waits
+        instance.slot_dir = slot_dir
+        try:
+            async with self._starting:
+                instance.go()
                 if await ready(instance):
                     return instance
-            except BaseException:  # cancelled while it started: it must not outlive the pool
-                instance.kill()
-                raise
-            finally:
-                self._warming.discard(instance)
+        except BaseException:  # cancelled while it started: it must not outlive the pool
+            instance.kill()
+            raise
+        finally:
+            self._warming.discard(instance)
         instance.kill()
         return None
 
@@ -240,8 +246,8 @@ class SandboxHost:
                 watch.reap_orphans(set(self._live))
 
     async def spawn(self, code_dir: Path, spec: Spec, *, pooled: bool = False) -> Instance:
-        """A new sandbox with ``code_dir`` at /function, confined by ``spec``; ``pooled``: a
-        warm one for the pool, which only ever takes a slot that is free."""
+        """A new sandbox with ``code_dir`` at /function, confined by ``spec``, held until its
+        ``go()``; ``pooled``: a warm one for the pool, which only ever takes a free slot."""
         slot = self.slots.take_free()
         if slot is None and pooled:
             raise SandboxUnavailable("every instance slot is in use")
@@ -297,15 +303,15 @@ class SandboxHost:
             broker_ours.close()
             self._release(slot, group)
             raise
-        instance = Instance(
-            process, spec, group, lambda: self._release(slot, group, process.pid), ours, broker_ours
-        )
+        release = functools.partial(self._release, slot, group, process.pid)
+        held = hold[1] if group is not None else None  # let go by Instance.go()
+        instance = Instance(process, spec, group, release, ours, broker_ours, held)
         self._live[process.pid] = instance
         if pooled:
             self._warming.add(instance)  # from now on, a session short of a slot may kill it
         if group is not None:
             try:  # the grace period it may wait for is the kernel's, in a thread, not the loop's
-                await asyncio.to_thread(cgroups.admit_sandbox, group, process.pid, info[0], hold[1])
+                await asyncio.to_thread(cgroups.admit_sandbox, group, process.pid, info[0])
             except BaseException:
                 self._warming.discard(instance)
                 instance.kill()  # its exit releases the slot and the group
