@@ -189,6 +189,23 @@ class _Recorded:
         self.admitted.append(pid)
 
 
+def test_a_sandbox_is_admitted_whatever_its_descriptors_numbers() -> None:
+    """A box of hundreds of instances holds thousands of descriptors: select() refused any
+    past 1023 (ValueError), and a 500-session burst failed every session."""
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        info = os.pipe()
+        assert info[0] >= 1024
+        os.write(info[1], b'{"child-pid": 4242}')
+        os.close(info[1])
+        group = _Recorded()
+        cgroups.admit_sandbox(group, 4241, info[0])  # type: ignore[arg-type]
+        assert group.admitted == [4241, 4242]
+    finally:
+        for fd in filler:
+            os.close(fd)
+
+
 def test_a_sandbox_is_admitted_with_both_its_processes_or_killed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -232,6 +232,10 @@ def admit_sandbox(group: Group, pid: int, info_fd: int) -> None:
 
 def _read_before(fd: int, deadline: float) -> bytes:
     """The next bytes from ``fd``, b"" at its end; OSError if none come before ``deadline``."""
-    if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+    # poll, not select: a box of hundreds of instances holds descriptors past select's 1024
+    # (ValueError: every session of a 500-session burst failed, and the pool's took the box down).
+    waiting = select.poll()
+    waiting.register(fd, select.POLLIN)
+    if not waiting.poll(max(0.0, deadline - time.monotonic()) * 1000):
         raise OSError(f"bubblewrap did not name its sandbox's process within {ADMIT_PATIENCE:g} s")
     return os.read(fd, 4096)
