@@ -192,11 +192,14 @@ async def box_alone(sessions: int) -> dict[str, Any]:
                 began = time.perf_counter()
                 invoked = [registry.invoke(deployed.function, "echo", [], {}) for _ in range(sessions)]
 
-                async def first(session: Any) -> float:
-                    await session.output.read(0)
+                async def first(session: Any) -> float | str:
+                    if await session.output.read(0) != b"up":
+                        return f"{session.state}: {session.reason}"  # it ended without a word
                     return time.perf_counter() - began
 
-                firsts = list(await asyncio.gather(*(first(s) for s in invoked)))
+                answers = await asyncio.gather(*(first(s) for s in invoked))
+                firsts = [a for a in answers if isinstance(a, float)]
+                errors = [a for a in answers if isinstance(a, str)]
                 for session in invoked:
                     session.kill("the bench is done")
                 await asyncio.gather(*(s.done.wait() for s in invoked))
@@ -205,7 +208,7 @@ async def box_alone(sessions: int) -> dict[str, Any]:
             watchdog.cancel()
             await asyncio.gather(keeper, watchdog, return_exceptions=True)
             sandbox.close()
-    return {"first": firsts, "load": os.getloadavg()[0]}
+    return {"first": firsts, "errors": errors, "load": os.getloadavg()[0]}
 
 
 def export(commit: str, into: Path) -> Path:
@@ -264,7 +267,7 @@ def describe(name: str, runs: list[dict[str, Any]]) -> list[str]:
             f"{sum(instances) / 1024:.0f} MiB together), server {mem['server_kib'] / 1024:.0f} MiB; "
             f"host CPU during the burst {run['burst_cpu']['busy']:.0%} busy ({run['burst_cpu']['top']})"
         )
-        lines += [f"  - error: {e}" for e in run["errors"][:3]]
+        lines += [f"  - error: {e[:240]}" for e in run["errors"][:3]]
     return lines
 
 
@@ -272,6 +275,7 @@ def compare_alone(args: argparse.Namespace) -> None:
     command = f"python bench/burst.py --in-process --sessions {args.sessions} --before {args.before}"
     command += f" --rounds {args.rounds}"
     firsts: dict[str, list[list[float]]] = {"before": [], "after": []}
+    failed: dict[str, list[list[str]]] = {"before": [], "after": []}
     loads = []
     with tempfile.TemporaryDirectory(prefix="bento-burst-") as tmp:
         trees = {"before": export(args.before, Path(tmp) / "before"), "after": ROOT / "src"}
@@ -282,6 +286,7 @@ def compare_alone(args: argparse.Namespace) -> None:
                 subprocess.run(argv, env={**os.environ, "PYTHONPATH": str(src)}, check=True, timeout=900)
                 result = json.loads(out.read_text())
                 firsts[name].append(result["first"])
+                failed[name].append(result["errors"])
                 loads.append(result["load"])
     lines = [
         f"{args.sessions} sessions invoked at once on the box alone: its registry and real sandboxes in",
@@ -291,10 +296,11 @@ def compare_alone(args: argparse.Namespace) -> None:
         "",
     ]
     for name, runs in firsts.items():
-        for first in runs:
+        for first, errors in zip(runs, failed[name], strict=True):
             lines.append(
                 f"- {name}: median {quantile(first, 0.5):.2f} s, p99 {quantile(first, 0.99):.2f} s, "
-                f"last {max(first):.2f} s"
+                f"last {max(first, default=float('nan')):.2f} s; {len(errors)} of {args.sessions} failed"
+                + (f" (the first: {errors[0]})" if errors else "")
             )
     medians = {n: statistics.median([quantile(f, 0.5) for f in runs]) for n, runs in firsts.items()}
     lines += ["", f"After/before, the runs' median: {medians['after'] / medians['before']:.2f}."]
