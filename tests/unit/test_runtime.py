@@ -287,3 +287,25 @@ def test_the_api_outside_a_function_says_so() -> None:
 
     with pytest.raises(RuntimeError, match="only usable inside a running Bento function"):
         api.send("x")
+
+
+def test_the_channel_waits_on_a_descriptor_past_1023() -> None:
+    """The server's descriptor numbers pass into the sandbox: on a box of hundreds of
+    instances they are past 1023, where select() fails (every session of a 500 burst did)."""
+    import os
+
+    from bento.runtime.channel import Channel
+
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    ours, theirs = socket.socketpair()
+    try:
+        assert theirs.fileno() >= 1024
+        channel = Channel(theirs)
+        assert channel.read_frame(timeout=0.05) is None  # nothing yet: it waited, and timed out
+        ours.sendall(encode(Frame.READY))
+        assert channel.read_frame(timeout=5) == (Frame.READY, b"")
+    finally:
+        ours.close()
+        theirs.close()
+        for fd in filler:
+            os.close(fd)

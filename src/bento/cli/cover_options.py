@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from bento.client.cover import MAX_LEAD, Cover
-from bento.protocol.cover import MAX_BURST, parse_rate
+from bento.protocol.cover import MAX_BURST, MAX_LEAD, parse_rate
+
+if TYPE_CHECKING:
+    from bento.client.cover import Cover
 
 FRAMES_PER_SECOND = 100  # the automatic burst keeps frames at most this often (each 10 ms or more)
 
@@ -55,6 +58,8 @@ def from_args(args: argparse.Namespace) -> Cover | None:
     """The cover the options ask for; None without ``--cover``."""
     if args.cover is None:
         return None
+    from bento.client.cover import Cover  # only with --cover: it is slow to import
+
     burst = args.cover_burst or min(MAX_BURST, max(1, args.cover // FRAMES_PER_SECOND))
     return Cover(
         rate=args.cover, burst=burst, lead=args.cover_lead, duration=args.cover_window, tail=args.cover_tail

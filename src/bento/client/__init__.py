@@ -36,11 +36,26 @@ drops re-attaches by itself (``Retry``) and delivers every output byte once. Err
 ``bento.errors``: ``BentoError`` and its leaves, which keep the box's code and status.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from bento.client.box import Box
-from bento.client.discovery import BoxInfo, discover
 from bento.client.keyring import Deployment, Keyring
 from bento.client.stream import Retry, SessionStream
 from bento.errors import BentoError, Busy, ConnectionLost, NotFound, Refused, TransportError
+
+if TYPE_CHECKING:
+    from bento.client.discovery import BoxInfo, discover
+
+
+def __getattr__(name: str) -> Any:
+    """Discovery reads the consensus with Stem, which only finding boxes needs: it is
+    imported when first named, so that talking to a known box (``bento invoke``) starts fast."""
+    if name in ("BoxInfo", "discover"):
+        from bento.client import discovery
+
+        return getattr(discovery, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BentoError",

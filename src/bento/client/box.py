@@ -15,21 +15,17 @@ import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from httpx_ws import AsyncWebSocketSession, WebSocketUpgradeError, aconnect_ws
 from pydantic import BaseModel, ValidationError
 
 from bento.client import replies, session_rights, tor_socks
-from bento.client.cover import Cover, CoveredLink
-from bento.client.discovery import BoxInfo
 from bento.client.keyring import Deployment
 from bento.client.names import box_name
 from bento.client.stream import Link, Retry, SessionStream
-from bento.client.upload import Progress, chunks, read_code, refuse_before_upload, upload_body
 from bento.errors import BentoError, ProtocolError, TransportError, describe_validation
-from bento.protocol.descriptor import Descriptor, SignedDescriptor
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import (
     CodeKind,
@@ -44,6 +40,15 @@ from bento.protocol.messages import (
     ShutdownResponse,
     UploadResponse,
 )
+
+if TYPE_CHECKING:
+    # Imported where they are used: an invocation (`bento invoke`, a new process each time)
+    # needs neither link cover, nor discovery (Stem), nor uploads, nor a descriptor's
+    # signature (cryptography), and importing them would double its start.
+    from bento.client.cover import Cover
+    from bento.client.discovery import BoxInfo
+    from bento.client.upload import Progress
+    from bento.protocol.descriptor import Descriptor
 
 Model = TypeVar("Model", bound=BaseModel)
 TIMEOUT = httpx.Timeout(120.0, connect=120.0)  # an onion service can take a while to reach
@@ -120,6 +125,8 @@ class Box:
     async def descriptor(self) -> Descriptor:
         """The box's descriptor, verified: signed by the key of the onion address we reached,
         and (when the box was found in the directory) naming the relay that advertised it."""
+        from bento.protocol.descriptor import SignedDescriptor
+
         signed = await self._request("GET", "/v1/descriptor", SignedDescriptor)
         descriptor = signed.verify()
         if descriptor.onion != self.onion:
@@ -173,6 +180,8 @@ class Box:
                 "storage does not move between boxes; nothing was uploaded",
                 fix=f"deploy to {old.box}, or replace it with fresh storage",
             )
+        from bento.client.upload import read_code, refuse_before_upload, upload_body
+
         raw, detected = read_code(code)
         body = upload_body(raw, kind or detected, manifest, replaces=old, keep_storage=keep_storage)
         descriptor = await self.descriptor()
@@ -194,6 +203,8 @@ class Box:
         return deployment, uploaded.replaced
 
     async def _upload(self, body: bytes, progress: Progress | None) -> UploadResponse:
+        from bento.client.upload import chunks
+
         return await self._request(
             "POST",
             "/v1/functions",
@@ -274,7 +285,10 @@ class Box:
             cover=cover,
         )
         try:
-            if isinstance(link, CoveredLink):
+            if cover is not None:
+                from bento.client.cover import CoveredLink
+
+                assert isinstance(link, CoveredLink)
                 await link.lead()
             invoked = await self._invoked(link, None if in_header else request.model_dump_json())
         except BaseException:
@@ -359,7 +373,11 @@ class Box:
         except (httpx.HTTPError, OSError) as exc:
             await stack.aclose()
             raise replies.unreachable(self.name, exc) from None
-        return Link(ws, stack) if cover is None else await CoveredLink.open(ws, stack, cover)
+        if cover is None:
+            return Link(ws, stack)
+        from bento.client.cover import CoveredLink
+
+        return await CoveredLink.open(ws, stack, cover)
 
 
 def _invocation(entry: str, args: list[Any] | None, kwargs: dict[str, Any] | None) -> InvokeRequest:

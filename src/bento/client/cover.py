@@ -25,11 +25,18 @@ from httpx_ws import AsyncWebSocketSession
 
 from bento.client.stream import Link
 from bento.errors import BentoError, ProtocolError
-from bento.protocol.cover import BYTES, CELL_BYTES, HEADER, TEXT, CoverError, CoverRequest, frame_size
+from bento.protocol.cover import (
+    BYTES,
+    CELL_BYTES,
+    HEADER,
+    MAX_LEAD,
+    TEXT,
+    CoverError,
+    CoverRequest,
+    frame_size,
+)
 from bento.protocol.cover_channel import Clock, CoverChannel, MonotonicClock
 from bento.protocol.descriptor import Descriptor
-
-MAX_LEAD = 50.0  # the box waits 60 s for a covered invocation
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ BYTES, TEXT = 1, 2
 WINDOW = 2 << 20  # real bytes one side may send beyond what the other has consumed
 RECORD_PIECE = 64 << 10  # binary messages go as records of at most this many bytes
 MAX_BURST = 64  # cells per frame: keeps a frame under the u16 length
+MAX_LEAD = 50.0  # seconds of cover before a covered invocation goes (the box waits 60 s for it)
 HEADER = "Bento-Cover"  # the request header that asks for cover (base64url of CoverRequest JSON)
 
 
@@ -55,7 +56,8 @@ class CoverError(ValueError):
 class CoverRequest(BaseModel):
     """What a client asks of the box: the rate of both directions, and how long it may linger."""
 
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: each schema is built when first used, so a command builds only its own.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     rate: int = Field(ge=1, description="cells per second, each way (a cell is 514 bytes on the wire)")
     burst: int = Field(

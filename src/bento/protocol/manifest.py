@@ -17,7 +17,8 @@ _IDENTIFIER = re.compile(_MODULE)
 
 
 class Manifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: each schema is built when first used, so a command builds only its own.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: str = Field(min_length=1, max_length=64, description="a name for people; not unique")
     module: str = Field(

@@ -16,7 +16,8 @@ from bento.protocol.manifest import Manifest
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: each schema is built when first used, so a command builds only its own.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ErrorBody(Strict):

@@ -27,7 +27,8 @@ class SyscallProfile(StrEnum):
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: each schema is built when first used, so a command builds only its own.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class InstanceLimits(Model):

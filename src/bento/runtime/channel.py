@@ -48,8 +48,11 @@ class Channel:
 
     def _fill(self, timeout: float | None) -> bool:
         """Read more bytes; False on timeout. Raises EOFError if the server hung up."""
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        if not ready:
+        # poll, not select: the server's descriptor numbers pass through, and on a box of
+        # hundreds of instances they are past the 1023 select() can wait for (ValueError).
+        waiting = select.poll()
+        waiting.register(self.sock, select.POLLIN)
+        if not waiting.poll(None if timeout is None else timeout * 1000):
             return False
         chunk = self.sock.recv(1 << 20)
         if not chunk:

@@ -14,7 +14,7 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
@@ -38,6 +38,8 @@ class Group:
 
     version: int
     dirs: dict[str, Path]  # controller -> directory ("unified" for v2)
+    # The OOM counter's file, open while the group lives (None: not yet; -1: removed).
+    _events_fd: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def _write(self, controller: str, name: str, value: str) -> None:
         directory = self.dirs.get(controller) or self.dirs.get("unified")
@@ -97,18 +99,37 @@ class Group:
         return int(usage) / 1e9 if usage and usage.strip().isdigit() else None
 
     def oom_killed(self) -> bool:
-        if self.version == 2:
-            text = self._read("unified", "memory.events") or ""
-        else:
-            text = self._read("memory", "memory.oom_control") or ""
-            if "oom_kill" not in text:  # kernels before 4.13: hitting the limit is the best we know
-                failcnt = self._read("memory", "memory.failcnt")
-                return bool(failcnt and failcnt.strip() not in ("", "0"))
+        """Has the kernel killed a process of the group for want of memory?
+
+        Cheap enough to ask often (the watchdog asks of every instance ten times a second):
+        the counter's file stays open, and each question is one read at offset 0 (which has
+        the kernel render the file afresh), with no path to resolve.
+        """
+        text = self._events()
+        if self.version == 1 and "oom_kill" not in text:
+            # Kernels before 4.13 count no kills: hitting the limit is the best we know.
+            failcnt = self._read("memory", "memory.failcnt")
+            return bool(failcnt and failcnt.strip() not in ("", "0"))
         for line in text.splitlines():
             key, _, value = line.partition(" ")
             if key == "oom_kill" and value.strip() not in ("", "0"):
                 return True
         return False
+
+    def _events(self) -> str:
+        if self._events_fd is None:
+            directory = self.dirs.get("memory") or self.dirs.get("unified")
+            name = "memory.events" if self.version == 2 else "memory.oom_control"
+            try:
+                self._events_fd = os.open(directory / name, os.O_RDONLY | os.O_CLOEXEC) if directory else -1
+            except OSError:
+                return ""
+        if self._events_fd < 0:
+            return ""
+        try:
+            return os.pread(self._events_fd, 4096, 0).decode()
+        except OSError:
+            return ""
 
     def child(self, name: str) -> Group:
         dirs = {c: d / name for c, d in self.dirs.items()}
@@ -117,6 +138,9 @@ class Group:
         return Group(self.version, dirs)
 
     def remove(self) -> None:
+        if self._events_fd is not None and self._events_fd >= 0:
+            os.close(self._events_fd)
+        self._events_fd = -1
         for directory in self.dirs.values():
             for child in sorted(directory.glob("*/"), reverse=True):
                 if (child / "cgroup.procs").exists():
@@ -170,17 +194,19 @@ def _remove_stale(group: Group) -> None:
                 Group(group.version, {controller: stale}).remove()  # only what is empty goes
 
 
-def admit_sandbox(group: Group, pid: int, info_fd: int, hold_fd: int) -> None:
-    """Move a sandbox into ``group`` while bubblewrap builds it, then let it go on.
+def admit_sandbox(group: Group, pid: int, info_fd: int) -> None:
+    """Move a sandbox into ``group`` while bubblewrap holds it, before it runs anything.
 
     Bubblewrap (``pid``) forks the sandbox's first process early, names it on ``info_fd``
-    and holds it on ``hold_fd`` before it forks or runs anything else; whatever forks it
-    makes after that inherits the group. Moving bubblewrap first lets the kernel's grace
-    period pass while it builds the sandbox; the second move then costs little. Owns and
-    closes both descriptors; a sandbox that died meanwhile raises OSError.
+    and holds it on its block descriptor before it forks or runs anything else; whatever
+    forks it makes after that inherits the group. Moving bubblewrap first lets the kernel's
+    grace period pass while it builds the sandbox; the second move then costs little. The
+    sandbox stays held: letting it go (a byte on the block descriptor) is the caller's, once
+    it may start (bento.sandbox.host lets a few start at once). Closes ``info_fd``; a sandbox
+    that died meanwhile raises OSError.
 
-    On any failure both processes are killed before the hold is closed: a closed hold reads
-    as an end of file, on which bubblewrap goes on.
+    On any failure both processes are killed before this returns, so that the caller's
+    closing the hold (an end of file, on which bubblewrap goes on) lets nothing go.
     """
     child = 0
     try:
@@ -194,7 +220,6 @@ def admit_sandbox(group: Group, pid: int, info_fd: int, hold_fd: int) -> None:
         except (ValueError, KeyError, TypeError):
             raise OSError(f"bubblewrap did not name its sandbox's process (it said {info[:200]!r})") from None
         group.admit(child)
-        os.write(hold_fd, b"\0")
     except BaseException:
         for process in (child, pid):
             if process > 0:
@@ -203,11 +228,14 @@ def admit_sandbox(group: Group, pid: int, info_fd: int, hold_fd: int) -> None:
         raise
     finally:
         os.close(info_fd)
-        os.close(hold_fd)
 
 
 def _read_before(fd: int, deadline: float) -> bytes:
     """The next bytes from ``fd``, b"" at its end; OSError if none come before ``deadline``."""
-    if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+    # poll, not select: a box of hundreds of instances holds descriptors past select's 1024
+    # (ValueError: every session of a 500-session burst failed, and the pool's took the box down).
+    waiting = select.poll()
+    waiting.register(fd, select.POLLIN)
+    if not waiting.poll(max(0.0, deadline - time.monotonic()) * 1000):
         raise OSError(f"bubblewrap did not name its sandbox's process within {ADMIT_PATIENCE:g} s")
     return os.read(fd, 4096)

@@ -42,7 +42,9 @@ class Instance:
         release: Callable[[], None],
         channel: socket.socket,
         broker: socket.socket,
+        hold: int | None = None,
     ) -> None:
+        """``hold``: our end of the pipe bubblewrap waits on before it starts (see :meth:`go`)."""
         self.process = process
         self.pid = process.pid
         self.spec = spec  # what confines it now (a pooled one's is lowered when it is taken)
@@ -57,6 +59,7 @@ class Instance:
         self.cpu_seen = 0.0
         self.over_memory = False  # killed by the memory watchdog
         self._release = release
+        self._hold = hold
         self._exited: asyncio.Future[Exited] = asyncio.get_running_loop().create_future()
         self._cleaning: asyncio.Task[None] | None = None  # removing the slot's code, after exit
         self._pidfd = os.pidfd_open(self.pid)
@@ -72,6 +75,7 @@ class Instance:
             return
         loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
+        self._let_go(b"")
         self.process.returncode = os.waitstatus_to_exitcode(status)  # so Popen never reaps it again
         # Not ru_maxrss: the outer process was forked from the server and its mark holds ours.
         usage = Usage(self.cpu_seen, self.peak_resident)
@@ -98,6 +102,19 @@ class Instance:
         finally:
             if not self._exited.done():
                 self._exited.set_result(exited)
+
+    def go(self) -> None:
+        """Let a held sandbox start (a byte on its hold); one never held has started already."""
+        self._let_go(b"\0")
+
+    def _let_go(self, byte: bytes) -> None:
+        if self._hold is None:
+            return
+        if byte:
+            with contextlib.suppress(OSError):  # it died meanwhile: nothing waits
+                os.write(self._hold, byte)
+        os.close(self._hold)  # an end of file lets it go too, but it has exited by then
+        self._hold = None
 
     async def wait(self) -> Exited:
         return await asyncio.shield(self._exited)

@@ -11,10 +11,13 @@ one kind of function keeps hitting the pool, and a new shape replaces the oldest
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from bento.sandbox.instance import Instance
 from bento.sandbox.spec import Shape
+
+log = logging.getLogger("bento.sandbox")
 
 
 class Pool:
@@ -71,7 +74,11 @@ class Pool:
         try:
             while True:
                 while len(self._idle) < size and spare_slots() > size:
-                    instance = await self._start(self._wanted)
+                    try:
+                        instance = await self._start(self._wanted)
+                    except Exception:  # a warm sandbox is a convenience: its failure never stops the box
+                        log.exception("a warm sandbox could not start")
+                        instance = None
                     if instance is None:
                         break  # try again when the pool is next used, not in a tight loop
                     self._idle.append(instance)

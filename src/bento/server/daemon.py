@@ -24,7 +24,7 @@ from bento.errors import BentoError
 from bento.protocol import onion
 from bento.protocol.descriptor import SignedDescriptor
 from bento.sandbox.host import SandboxHost, SandboxUnavailable
-from bento.server import broker, descriptor, identity, tokens, undumpable
+from bento.server import broker, descriptor, identity, open_files, tokens, undumpable
 from bento.server.admin.metrics import bind_metrics, count_refusals
 from bento.server.admin.serve import operator_view
 from bento.server.api import create_app
@@ -44,6 +44,8 @@ KEEP_ALIVE_SECONDS = 30  # an idle HTTP connection to the API is kept this long
 class BentoServer:
     def __init__(self, config: ServerConfig) -> None:
         undumpable.protect()  # before the first key is read
+        if (short := open_files.raise_for(config.policy.instances_total)) is not None:
+            log.warning(short)
         self.config = config
         self.identity = identity.load_or_create(config.state_dir)
         self.boot_id = tokens.new_id()
