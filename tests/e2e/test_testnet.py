@@ -150,8 +150,6 @@ def test_testnet_run_as_a_plain_user_with_limits_and_latency_serves_and_leaves_n
         # After teardown: every process gone, the state removed.
         for node in status["nodes"]:
             assert not _running(node["pid"]), f"{node['nickname']} (pid {node['pid']}) survived"
-            if node["bento"]:
-                assert not _running(node["bento"]["pid"]), f"the box beside {node['nickname']} survived"
         assert not directory.exists()
         down = subprocess.run(command("-m", "bento", "testnet", "down", "--dir", str(directory)),
                               capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
