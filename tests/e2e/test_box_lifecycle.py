@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from functions import ECHO, HELLO, SLOW, STREAM
-from support import TIMEOUT, deploy, drain, run
+from support import CLI, TIMEOUT, deploy, drain, ok, run
 
 from bento.client.box import Box
 from bento.client.discovery import discover, resolve
@@ -46,23 +43,16 @@ def test_boxes_are_found_in_the_consensus_and_their_descriptors_verify(testnet: 
     asyncio.run(check())
 
 
-def test_the_cli_deploys_invokes_and_shuts_down_hello_world(testnet: Testnet, tmp_path: Path) -> None:
+def test_the_cli_deploys_invokes_and_shuts_down_hello_world(
+    testnet: Testnet, cli: CLI, tmp_path: Path
+) -> None:
     source = tmp_path / "hello.py"
     source.write_text(HELLO)
-    keyring = tmp_path / "keyring.json"
-    env = {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(keyring)}
-    bento = [sys.executable, "-m", "bento"]
-
-    def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*bento, *args], env=env, input=stdin, capture_output=True, text=True, timeout=TIMEOUT
-        )
+    keyring = tmp_path / "keyring.json"  # the cli fixture's
 
     def cli_json(*args: str) -> Any:
-        """The JSON a command printed; a failure shows what the command said on stderr."""
-        done = cli(*args, "--json")
-        assert done.returncode == 0, f"bento {' '.join(args)} --json exited {done.returncode}:\n{done.stderr}"
-        return json.loads(done.stdout)
+        """The JSON a command printed; a failure shows what the command said."""
+        return json.loads(ok(cli(*args, "--json")).stdout)
 
     listed_boxes = cli("boxes", "--json")
     assert listed_boxes.returncode == 0, listed_boxes.stderr
