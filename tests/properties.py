@@ -1,6 +1,7 @@
-"""How many examples a Hypothesis property runs: its own count where a person runs the suite,
-a quarter of it (at least 25) in CI (``CI=true``), where the whole suite has 15 minutes on two
-cores. Nothing is derandomized: each CI run draws fresh examples, so the runs add up.
+"""How many examples a Hypothesis property runs: its own count where a person runs the suite
+(fresh examples each run), a quarter of it (at least 25) in CI (``CI=true``), where the whole
+suite has 15 minutes on two cores. There Hypothesis loads its own ``ci`` profile, which
+derandomizes: CI runs the same examples each time, so that a failure there reproduces.
 
 >>> examples(200) in (200, 50)
 True
