@@ -102,7 +102,9 @@ async def test_an_interactive_echo_survives_hundreds_of_round_trips(box: Box) ->
 async def test_a_100_mb_stream_detached_mid_way_then_reattached_loses_and_repeats_nothing(box: Box) -> None:
     """100 MiB whose sha256 matches at the client, across a detach and a re-attach (one stream
     for both checks: over Tor each MB costs about a second on a 2-core machine)."""
-    deployment = await deploy(box, STREAM, "stream")
+    # Longer than a function's default 120 s of wall-clock time: the stream alone took 90 to
+    # 115 s in CI, and here it also waits for its client to come back.
+    deployment = await box.deploy(STREAM.encode(), Manifest(name="stream", needs=Needs(wall_seconds=600)))
     blocks = 1600  # 1600 x 64 KiB = 100 MiB: far more than the box buffers for an absent client
     session_id = await box.invoke(deployment, "blocks", [blocks])
     first = bytearray()
