@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import sys
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -64,9 +66,38 @@ def box_node(testnet: Testnet) -> Node:
     return testnet.state.boxes[0]
 
 
+@pytest.fixture(params=[0, -1], ids=["first-box", "box-of-a-dedicated-user"])
+def each_box(request: pytest.FixtureRequest, testnet: Testnet) -> Node:
+    """The first box and the last: its server runs as a dedicated user (when the suite runs as
+    root). A module runs each test on both with ``box_node`` (and so ``box``) drawn from it."""
+    node: Node = testnet.state.boxes[request.param]
+    if request.param == -1 and node.bento_user is not None:
+        assert node.bento_user == BOX_USER, "the last box runs as the dedicated user"
+    return node
+
+
 @pytest.fixture
 async def box(testnet: Testnet, box_node: Node) -> AsyncIterator[Box]:
     """A client for the first box, over Tor (its onion service)."""
     assert box_node.bento_onion is not None
     async with Box(box_node.bento_onion, socks=testnet.socks_address) as client:
         yield client
+
+
+@pytest.fixture
+def cli_env(testnet: Testnet, tmp_path: Path) -> dict[str, str]:
+    """The environment of a ``bento`` command on the testnet, with a keyring of the test's own."""
+    return {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(tmp_path / "keyring.json")}
+
+
+@pytest.fixture
+def cli(cli_env: dict[str, str], tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cli(*ARGS, stdin=None)`` runs ``bento ARGS`` on the testnet, in the test's tmp_path."""
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bento", *args],
+            env=cli_env, input=stdin, capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        )  # fmt: skip
+
+    return run

@@ -1,11 +1,13 @@
 """Helpers for the end-to-end tests: deploy a source string, run a session to its end, run
-the ``bento`` command."""
+the ``bento`` command (the ``cli`` fixture is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bento.client.box import Box
@@ -15,6 +17,16 @@ from bento.protocol.messages import Ended
 from bento.testnet import Testnet
 
 TIMEOUT = 180  # seconds for anything over the testnet
+
+CLI = Callable[..., subprocess.CompletedProcess[str]]  # the ``cli`` fixture: ``bento ARGS [stdin=...]``
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """A command that succeeded; a failure shows what it said."""
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    )
+    return result
 
 
 async def deploy(box: Box, source: str, name: str) -> Deployment:

@@ -1,4 +1,7 @@
-"""Wrong tokens, bad code, crashing functions, restarts: clear errors, and the box keeps serving."""
+"""Wrong tokens, bad code, crashing functions: clear errors, and the box keeps serving.
+
+(A restart drops every function: test_composition.py checks it on the box it kills.)
+"""
 
 from __future__ import annotations
 
@@ -21,9 +24,8 @@ from bento.errors import BentoError
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import SessionState, UploadResponse
 from bento.protocol.policy import Needs
-from bento.sandbox.host import work_dir_of
 from bento.server.tokens import new_token
-from bento.testnet import Node, Testnet
+from bento.testnet import Testnet
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 2)]
 
@@ -146,34 +148,6 @@ async def test_an_oversize_upload_is_refused_and_nothing_is_kept(box: Box) -> No
     padding = "#" * (limit + 1)
     with pytest.raises(BentoError, match="at most"):
         await deploy(box, HELLO + padding, "too-big")
-
-
-async def test_functions_do_not_survive_a_server_restart(testnet: Testnet, box_node: Node) -> None:
-    """Decided: functions, sessions and tokens live in the server's memory only.
-
-    A restart drops them all (and deletes their code); the onion address stays, the
-    boot id changes, and clients are told to deploy again.
-    """
-    assert box_node.bento_onion is not None
-    async with Box(box_node.bento_onion, socks=testnet.socks_address) as box:
-        before = await box.descriptor()
-        deployment: Deployment = await deploy(box, HELLO, "ephemeral")
-    assert box_node.bento_dir is not None
-    code_dir = work_dir_of(Path(box_node.bento_dir)) / "functions" / deployment.function_id
-    assert code_dir.exists()
-
-    await asyncio.to_thread(testnet.restart_box, box_node.nickname)
-
-    async with Box(box_node.bento_onion, socks=testnet.socks_address) as box:
-        after = await box.descriptor()
-        assert after.onion == before.onion and after.boot_id != before.boot_id
-        with pytest.raises(BentoError, match=f"box restarted.*boot id is now {after.boot_id}"):
-            await box.invoke(deployment, "main")
-        again = await deploy(box, HELLO, "redeployed")
-        output, _ = await run(box, again, "main")
-        assert output == b"hello world\n"
-        await box.shutdown(again)
-    assert not code_dir.exists()
 
 
 async def test_a_manifest_that_exceeds_the_policy_is_refused_with_every_violation(

@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import stem
-from support import TIMEOUT
+from support import CLI, TIMEOUT, ok
 
 from bento.client.keyring import Keyring
 from bento.testnet import Testnet
@@ -43,31 +42,6 @@ def talk():
         pass
     return "done"
 """
-
-CLI = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def env(testnet: Testnet, tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(tmp_path / "keyring.json")}
-
-
-@pytest.fixture
-def cli(env: dict[str, str], tmp_path: Path) -> CLI:
-    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "bento", *args],
-            env=env, input=stdin, capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path,
-        )  # fmt: skip
-
-    return run
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, (
-        f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    )
-    return result
 
 
 def _count(cli: CLI) -> int:
@@ -99,7 +73,7 @@ def test_replace_keeps_the_storage_and_forget_refuses_a_live_function(cli: CLI, 
 
 
 def test_attach_resumes_the_logs_and_leaves_the_input_open(
-    cli: CLI, env: dict[str, str], tmp_path: Path
+    cli: CLI, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     (tmp_path / "talker.py").write_text(TALKER)
     ok(cli("deploy", "talker.py", "--box", "exit0"))
@@ -108,7 +82,9 @@ def test_attach_resumes_the_logs_and_leaves_the_input_open(
     pipe = subprocess.PIPE
     command = [sys.executable, "-m", "bento", "attach", session]
     # No input at all (/dev/null, as in a script): the function's input must stay open.
-    attach = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, text=True)
+    attach = subprocess.Popen(
+        command, env=cli_env, stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, text=True
+    )
     try:
         assert attach.stdout is not None and attach.stderr is not None
         assert attach.stdout.readline() == "ready\n"
@@ -173,7 +149,7 @@ def _ask(testnet: Testnet, address: str, tries: int = 1) -> bytes | str:
 
 
 def test_loadbalance_lets_in_only_the_client_it_authorised(
-    env: dict[str, str], cli: CLI, testnet: Testnet, tmp_path: Path
+    cli_env: dict[str, str], cli: CLI, testnet: Testnet, tmp_path: Path
 ) -> None:
     from bento.tor import control
     from bento.tor.client_auth import ClientKey
@@ -185,7 +161,7 @@ def test_loadbalance_lets_in_only_the_client_it_authorised(
     ]  # fmt: skip
     pipe = subprocess.PIPE
     follow = subprocess.Popen(
-        command, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=pipe, text=True
+        command, env=cli_env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=pipe, text=True
     )
     try:
         assert follow.stdout is not None

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from functions import HELLO
-from support import TIMEOUT
+from support import CLI, TIMEOUT, ok
 
 from bento.client.keyring import Deployment, Keyring
 from bento.protocol.onion import address_of
-from bento.testnet import Testnet
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
 
@@ -30,31 +27,6 @@ def wait():
         pass
     return "done"
 """
-
-CLI = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def env(testnet: Testnet, tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(tmp_path / "keyring.json")}
-
-
-@pytest.fixture
-def cli(env: dict[str, str]) -> CLI:
-    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "bento", *args],
-            env=env, input=stdin, capture_output=True, text=True, timeout=TIMEOUT,
-        )  # fmt: skip
-
-    return run
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, (
-        f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    )
-    return result
 
 
 def test_functions_replace_kill_and_a_gone_function(cli: CLI, tmp_path: Path) -> None:
@@ -112,13 +84,15 @@ def test_functions_replace_kill_and_a_gone_function(cli: CLI, tmp_path: Path) ->
     assert json.loads(ok(cli("functions", "--json")).stdout) == []
 
 
-def test_ctrl_c_detaches_and_names_the_attach_command(env: dict[str, str], cli: CLI, tmp_path: Path) -> None:
+def test_ctrl_c_detaches_and_names_the_attach_command(
+    cli_env: dict[str, str], cli: CLI, tmp_path: Path
+) -> None:
     waiter = tmp_path / "waiter.py"
     waiter.write_text(WAITER)
     ok(cli("deploy", str(waiter), "--box", "exit0"))
     pipe = subprocess.PIPE
     command = [sys.executable, "-m", "bento", "invoke", "waiter", "wait"]
-    invoke = subprocess.Popen(command, env=env, stdin=pipe, stdout=pipe, stderr=pipe, text=True)
+    invoke = subprocess.Popen(command, env=cli_env, stdin=pipe, stdout=pipe, stderr=pipe, text=True)
     try:
         assert invoke.stdout is not None and invoke.stdout.readline() == "waiting\n"
         invoke.send_signal(signal.SIGINT)
@@ -143,14 +117,16 @@ def test_an_upload_over_the_box_s_limit_is_refused_before_it_is_sent(cli: CLI, t
     assert f"accepts at most {limit}" in error["message"] and "max_upload_bytes" in error["message"]
 
 
-def test_many_invocations_at_once_keep_every_session(cli: CLI, env: dict[str, str], tmp_path: Path) -> None:
+def test_many_invocations_at_once_keep_every_session(
+    cli: CLI, cli_env: dict[str, str], tmp_path: Path
+) -> None:
     hello = tmp_path / "hello.py"
     hello.write_text(HELLO)
     ok(cli("deploy", str(hello), "--box", "exit0"))
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "bento", "invoke", "hello", "main", f'"n{i}"', "--json"],
-            env=env,
+            env=cli_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

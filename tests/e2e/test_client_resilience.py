@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support import TIMEOUT, deploy
+from support import CLI, TIMEOUT, deploy, ok
 
 from bento.client.box import Box
 from bento.client.stream import Retry
@@ -80,31 +77,22 @@ async def test_a_collapsed_circuit_is_survived_and_every_byte_arrives_once(
     assert stream.ended is not None and stream.ended.result == total
 
 
-def test_the_cli_shows_logs_apart_from_output_and_keeps_them(testnet: Testnet, tmp_path: Path) -> None:
+def test_the_cli_shows_logs_apart_from_output_and_keeps_them(cli: CLI, tmp_path: Path) -> None:
     source = tmp_path / "chatty.py"
     source.write_text(CHATTY)
-    env = {**os.environ, **testnet.environment(), "BENTO_KEYRING": str(tmp_path / "keyring.json")}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "bento", *args], env=env, capture_output=True, text=True, timeout=TIMEOUT
-        )
-        assert done.returncode == 0, f"bento {' '.join(args)} exited {done.returncode}:\n{done.stderr}"
-        return done
-
-    cli("deploy", str(source), "--box", "exit0", "--json")
-    invoked = cli("invoke", "chatty", "main", '"Bento"')
+    ok(cli("deploy", str(source), "--box", "exit0", "--json"))
+    invoked = ok(cli("invoke", "chatty", "main", '"Bento"'))
     assert invoked.stdout == "hello Bento\n"  # the output alone
     assert "about to greet Bento" in invoked.stderr
     assert "WARNING:root:a warning from the function" in invoked.stderr
 
-    as_json = json.loads(cli("invoke", "chatty", "main", '"again"', "--json").stdout)
+    as_json = json.loads(ok(cli("invoke", "chatty", "main", '"again"', "--json")).stdout)
     assert as_json["output"] == "hello again\n"
     assert {"stream": "stdout", "text": "about to greet again\n"} in as_json["logs"]
 
-    held = json.loads(cli("logs", as_json["session_id"], "--json").stdout)
+    held = json.loads(ok(cli("logs", as_json["session_id"], "--json")).stdout)
     assert [log["text"] for log in held["logs"]] == [log["text"] for log in as_json["logs"]]
     assert held["dropped"] == 0
-    plain = cli("logs", as_json["session_id"])
+    plain = ok(cli("logs", as_json["session_id"]))
     assert plain.stdout == "about to greet again\n"
     assert "a warning from the function" in plain.stderr

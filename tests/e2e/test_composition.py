@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import pytest
-from support import TIMEOUT, drain
+from functions import HELLO
+from support import TIMEOUT, drain, run
 
 from bento.client.box import Box
+from bento.errors import BentoError
 from bento.protocol.manifest import Manifest
 from bento.protocol.onion import onion_address
 from bento.protocol.policy import Needs
+from bento.sandbox.host import work_dir_of
 from bento.testnet import Testnet
 
 pytestmark = pytest.mark.timeout(600)
@@ -118,9 +122,24 @@ async def test_only_bento_boxes_and_only_with_the_need(testnet: Testnet, box: Bo
     assert ended.result is not None and "offers no Tor for functions" in str(ended.result)
 
 
-async def test_a_callee_box_that_vanishes_mid_call_is_a_clear_error(testnet: Testnet, box: Box) -> None:
+async def test_a_callee_box_that_vanishes_mid_call_is_a_clear_error_and_comes_back_empty(
+    testnet: Testnet, box: Box
+) -> None:
+    """Box B is killed mid-call: the caller on A gets a clear error. Restarted, B kept nothing.
+
+    Decided: functions, sessions and tokens live in the server's memory only. A restart
+    drops them all (and deletes their code); the onion address stays, the boot id changes,
+    and clients are told to deploy again. (One restart serves both checks: each costs the
+    box's onion service a republish, minutes on a loaded machine.)
+    """
     b = testnet.state.boxes[1]
-    assert b.bento_onion is not None
+    assert b.bento_onion is not None and b.bento_dir is not None
+    async with Box(b.bento_onion, socks=testnet.socks_address) as on_b:
+        before = await on_b.descriptor()
+        ephemeral = await on_b.deploy(HELLO.encode(), Manifest(name="ephemeral"))
+    code_dir = work_dir_of(Path(b.bento_dir)) / "functions" / ephemeral.function_id
+    assert code_dir.exists()
+
     deployment = await box.deploy(CALLER.encode(), Manifest(name="caller", needs=CALLER_NEEDS))
     session = await box.invoke(deployment, "vanishing", [b.bento_onion, CALLEE])
     async with asyncio.timeout(2 * TIMEOUT), await box.attach(deployment, session) as stream:
@@ -133,3 +152,14 @@ async def test_a_callee_box_that_vanishes_mid_call_is_a_clear_error(testnet: Tes
     await asyncio.to_thread(testnet.restart_box, b.nickname)  # for the tests after this one
     assert stream.ended is not None and stream.ended.error is None, stream.ended
     assert str(stream.ended.result).startswith("error: "), stream.ended.result
+
+    async with Box(b.bento_onion, socks=testnet.socks_address) as on_b:
+        after = await on_b.descriptor()
+        assert after.onion == before.onion and after.boot_id != before.boot_id
+        with pytest.raises(BentoError, match=f"box restarted.*boot id is now {after.boot_id}"):
+            await on_b.invoke(ephemeral, "main")
+        again = await on_b.deploy(HELLO.encode(), Manifest(name="redeployed"))
+        output, _ = await run(on_b, again, "main")
+        assert output == b"hello world\n"
+        await on_b.shutdown(again)
+    assert not code_dir.exists()

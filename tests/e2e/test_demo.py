@@ -31,12 +31,9 @@ async def test_the_demo_tour_runs_every_act(testnet: Testnet) -> None:
         assert act.plain.down >= act.fetched_plain and act.plain.up > 0
         assert act.browser.down >= act.received and act.browser.up > 0
         assert "down" in text and act.browser.timeline()[1].strip()
-    else:
-        assert act.browser.down == act.received and act.plain.down == act.fetched_plain
-
-
-async def test_the_browser_act_without_a_capture_counts_socks_bytes(testnet: Testnet) -> None:
-    act = await browser_act(testnet, lambda _: None, capture_link=False)
-    assert not act.captured and act.plain.records == [] and act.browser.records == []
-    assert act.browser.down == act.received and act.received % PAD == 0
-    assert act.plain.down == act.fetched_plain > 0
+        # Without a capture, the act counts the bytes read through SOCKS: checked here with
+        # a second Browser act only where the tour itself did not already run without one.
+        act = await browser_act(testnet, lambda _: None, capture_link=False)
+        assert not act.captured and act.plain.records == [] and act.browser.records == []
+        assert act.received % PAD == 0
+    assert act.browser.down == act.received and act.plain.down == act.fetched_plain > 0

@@ -29,7 +29,6 @@ from bento.sandbox.host import work_dir_of
 from bento.testnet import Node, Role, Testnet
 from bento.testnet.boxes import server_status
 from bento.testnet.site import LocalSite
-from conftest import BOX_USER
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
 
@@ -39,13 +38,10 @@ NEEDS = Needs(
 )  # fmt: skip
 
 
-@pytest.fixture(params=[0, -1], ids=["first-box", "box-of-a-dedicated-user"])
-def box_node(request: pytest.FixtureRequest, testnet: Testnet) -> Node:
-    """The first box and the last: its server runs as a dedicated user (when the suite runs as root)."""
-    node = testnet.state.boxes[request.param]
-    if request.param == -1 and node.bento_user is not None:
-        assert node.bento_user == BOX_USER, "the last box runs as the dedicated user"
-    return node
+@pytest.fixture
+def box_node(each_box: Node) -> Node:
+    """Each test here runs on the first box and on the box of a dedicated user (conftest)."""
+    return each_box
 
 
 @pytest.fixture

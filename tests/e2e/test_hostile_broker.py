@@ -21,9 +21,8 @@ from bento.client.stream import SessionStream
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import SessionState
 from bento.protocol.policy import Needs
-from bento.testnet import Node, Testnet
+from bento.testnet import Node
 from bento.testnet.boxes import server_status
-from conftest import BOX_USER
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 2)]
 
@@ -33,12 +32,10 @@ NEEDS = Needs(
 )  # fmt: skip
 
 
-@pytest.fixture(params=[0, -1], ids=["first-box", "box-of-a-dedicated-user"])
-def box_node(request: pytest.FixtureRequest, testnet: Testnet) -> Node:
-    node = testnet.state.boxes[request.param]
-    if request.param == -1 and node.bento_user is not None:
-        assert node.bento_user == BOX_USER, "the last box runs as the dedicated user"
-    return node
+@pytest.fixture
+def box_node(each_box: Node) -> Node:
+    """Each test here runs on the first box and on the box of a dedicated user (conftest)."""
+    return each_box
 
 
 @pytest.fixture

@@ -40,9 +40,20 @@ def handle(conn):
     if word == "silent":  # never answers: the LoadBalancer must not hold the client forever
         conn.recv(1024)
         return
-    if word == "hold":  # answers, then keeps the connection until the client says more
+    if word == "hold":  # answers, then echoes each line the client keeps it alive with, until "done"
         conn.sendall(f"{REPLICA} holding\\n".encode())
-        conn.recv(1024)
+        held = b""
+        while True:
+            chunk = conn.recv(1024)
+            if not chunk:
+                return
+            held += chunk
+            while b"\\n" in held:
+                line, held = held.split(b"\\n", 1)
+                if line == b"done":
+                    conn.sendall(f"{REPLICA} {word}\\n".encode())
+                    return
+                conn.sendall(line + b"\\n")
     conn.sendall(f"{REPLICA} {word}\\n".encode())
 """
 
@@ -96,23 +107,45 @@ async def _ask(testnet: Testnet, address: str, word: str) -> str:
     return line[0]
 
 
+async def _keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A line every IDLE/3 s, echoed by the service: a held connection is load, not idle.
+
+    Idle for IDLE s, the LoadBalancer lets a connection go, and its load with it: a second
+    replica slow to start (seen on a 2-core CI machine) was then drained before it was up.
+    """
+    while True:
+        writer.write(b"alive\n")
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.readline() == b"alive\n", "a held connection was let go"
+        await asyncio.sleep(IDLE / 3)  # the pace of the traffic itself, not a synchronisation
+
+
 @contextlib.asynccontextmanager
 async def _held(testnet: Testnet, address: str, count: int) -> AsyncIterator[list[str]]:
-    """``count`` live connections through the LoadBalancer, until the block ends."""
+    """``count`` live connections through the LoadBalancer, kept busy until the block ends."""
     links = [await _connect(testnet, address) for _ in range(count)]
     served = []
+    keeping: list[asyncio.Task[None]] = []
     try:
         for reader, writer in links:
             writer.write(b"hold\n")
             async with asyncio.timeout(TIMEOUT):
                 served.append((await reader.readline()).decode().split()[0])
+            keeping.append(asyncio.create_task(_keep_alive(reader, writer)))
         yield served
+        for task in keeping:  # one that failed says why (the connection was let go)
+            if task.done():
+                task.result()
     finally:
+        for task in keeping:
+            task.cancel()
+        await asyncio.gather(*keeping, return_exceptions=True)
         for reader, writer in links:
             writer.write(b"done\n")
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(60):
-                    await reader.readline()
+                    while (line := await reader.readline()) and not line.endswith(b" hold\n"):
+                        pass  # an echo of the last keep-alive, cancelled before it was read
             writer.close()
 
 

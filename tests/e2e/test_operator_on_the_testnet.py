@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import pwd
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,7 @@ from bento.client.box import Box
 from bento.errors import Busy, Refused
 from bento.protocol.messages import SessionState
 from bento.testnet import Node, Testnet
-from bento.testnet.boxes import interpreter_for
+from plain_user import PlainUser, plain_user
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 3)]
 
@@ -91,17 +88,14 @@ async def test_the_box_of_a_dedicated_user_is_steered_as_that_user(testnet: Test
     node = testnet.state.boxes[-1]
     if node.bento_user is None or node.bento_dir is None:
         pytest.skip("no box of this testnet runs as a dedicated user (the testnet runs unprivileged)")
-    account = pwd.getpwnam(node.bento_user)
-    python = interpreter_for(account.pw_uid)
-    assert python is not None  # the box runs as that user: it can import Bento
+    user = plain_user(node.bento_user)
+    assert isinstance(user, PlainUser), user  # the box runs as that user: it can import Bento
     socket_path = Path(node.bento_dir) / "admin.sock"
-    assert socket_path.stat().st_uid == account.pw_uid and socket_path.stat().st_mode & 0o777 == 0o600
+    assert socket_path.stat().st_uid == user.uid and socket_path.stat().st_mode & 0o777 == 0o600
 
-    drop = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups", "--"]
-    env = {**os.environ, "HOME": "/", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     process = await asyncio.create_subprocess_exec(
-        *drop, python, "-m", "bento", "box", "functions", "--state-dir", node.bento_dir, "--json",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *user.command("-m", "bento", "box", "functions", "--state-dir", node.bento_dir, "--json"),
+        env=user.environment("/"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
     assert process.returncode == 0, err.decode()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from bento.testnet import Role, Testnet
 from bento.testnet.site import LocalSite
 from bento.testnet.trace import fetch_via_socks, fetch_with_path
 from bento.tor import control
+from plain_user import PlainUser, plain_user
 
-pytestmark = pytest.mark.testnet
+pytestmark = [pytest.mark.testnet, pytest.mark.timeout(900)]
 
 
 def test_status_lists_every_node_alive_with_its_flags(testnet: Testnet) -> None:
@@ -66,40 +68,104 @@ async def test_an_onion_service_made_through_a_relay_control_port_is_reachable(t
     assert body == b"behind an onion"
 
 
-def test_testnet_run_gives_the_command_its_network_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    """A second testnet beside the session's one: `run` up, command, down."""
-    directory = tmp_path / "second"
-    probe = (
-        "import json, os, subprocess, sys;"
-        "d = os.environ['BENTO_TESTNET_DIR'];"
-        "out = subprocess.run(['bento', 'testnet', 'status', '--json', '--dir', d],"
-        " capture_output=True, check=True).stdout;"
-        "print(json.dumps({'env': {k: v for k, v in os.environ.items() if k.startswith('BENTO_')},"
-        " 'status': json.loads(out)}));"
-        "sys.exit(7)"
-    )
-    bento = Path(sys.executable).with_name("bento")
-    run = [bento, "testnet", "run", "--dir", str(directory), "--relays", "3"]
-    result = subprocess.run(
-        [*run, "--", sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "PATH": f"{bento.parent}:{os.environ['PATH']}"},
-    )
-    assert result.returncode == 7, result.stderr
-    seen = json.loads(result.stdout)
-    status = seen["status"]
-    assert seen["env"]["BENTO_SOCKS"] == status["socks"]
-    assert seen["env"]["BENTO_CONTROL"] == status["control"]
-    assert Path(seen["env"]["BENTO_TESTNET_DIR"]) == directory.resolve()
-    assert status["running"] and len(status["nodes"]) == 3 + 3 + 1
-    # After teardown: every process gone, the state removed.
-    for node in status["nodes"]:
-        assert not _running(node["pid"]), f"{node['nickname']} (pid {node['pid']}) survived"
-    assert not directory.exists()
-    down = subprocess.run([bento, "testnet", "down", "--dir", str(directory)], capture_output=True, text=True)
-    assert down.returncode == 0 and "nothing to do" in down.stdout
+# What the command of the `run` below reports, from inside the testnet it was given.
+PROBE = """
+import asyncio, json, os, subprocess, sys, time
+from pathlib import Path
+from bento.testnet import Testnet
+from bento.testnet.trace import fetch_via_socks
+
+net = Testnet.attach(Path(os.environ["BENTO_TESTNET_DIR"]))
+described = subprocess.run(
+    [sys.executable, "-m", "bento", "descriptor", "exit0", "--json"],
+    capture_output=True, text=True, timeout=180,
+)
+assert described.returncode == 0, described.stderr
+started = time.monotonic()
+page = asyncio.run(asyncio.wait_for(
+    fetch_via_socks(os.environ["BENTO_SOCKS"], net.corpus.sites[0].url(net.corpus_port)), 180
+))
+print(json.dumps({
+    "env": {k: v for k, v in os.environ.items() if k.startswith("BENTO_")},
+    "status": net.status(),
+    "descriptor": json.loads(described.stdout),
+    "page_seconds": time.monotonic() - started,
+    "page": page[:15].decode(),
+}))
+sys.exit(7)
+"""
+
+
+def test_testnet_run_as_a_plain_user_with_limits_and_latency_serves_and_leaves_nothing_behind() -> None:
+    """One second testnet beside the session's (each costs a bootstrap): `bento testnet run`
+    with a box, its size limits, and 100 ms on every link to a relay and to the web server,
+    run by a plain user (not root), as most people run things. Its command gets the network
+    (BENTO_*), exits 7, and `run` exits 7; after it, every process is gone, the state too.
+
+    - The box accepts what it cannot enforce without a cgroup, says so once, and serves:
+      its signed descriptor, read over Tor, says how each limit is enforced.
+    - The box publishes the size limits given on the command line.
+    - A page needs at least BEGIN to the exit and CONNECTED back (three delayed links each
+      way), then the request and its answer (all four links each way): 1.4 s at least.
+      (The links delay bytes, not TCP handshakes: see latency.py.)
+    """
+    user = plain_user()
+    home = Path(tempfile.mkdtemp(prefix="bento-plain-testnet-"))  # where that user may write
+    probe = home / "probe.py"
+    probe.write_text(PROBE)
+    if isinstance(user, PlainUser):
+        os.chown(home, user.uid, user.gid)
+        python, command, env = user.python, user.command, user.environment(home)
+    else:  # as ourselves: a plain user already, or root where no plain user can import Bento
+        python, env = sys.executable, {**os.environ, "HOME": str(home)}
+
+        def command(*args: str) -> list[str]:
+            return [sys.executable, *args]
+
+    for name in ("BENTO_SOCKS", "BENTO_CONTROL", "BENTO_TESTNET_DIR"):
+        env.pop(name, None)
+    directory = home / "net"
+    run = [
+        "-m", "bento", "testnet", "run", "--dir", str(directory), "--relays", "3", "--bento-boxes", "1",
+        "--corpus-sites", "1", "--hop-delay", "100", "--web-delay", "100", "--timeout", "240",
+        "--instances-total", "300", "--instances-per-function", "150",
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(
+            command(*run, "--", python, str(probe)),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=home,
+            env=env,
+        )
+        assert result.returncode == 7, f"stdout: {result.stdout}\nstderr: {result.stderr[-4000:]}"
+        assert "Traceback" not in result.stderr, result.stderr
+        seen = json.loads(result.stdout.strip().splitlines()[-1])
+        status = seen["status"]
+        assert seen["env"]["BENTO_SOCKS"] == status["socks"]
+        assert seen["env"]["BENTO_CONTROL"] == status["control"]
+        assert Path(seen["env"]["BENTO_TESTNET_DIR"]) == directory.resolve()
+        assert status["running"] and len(status["nodes"]) == 3 + 3 + 1
+        # After teardown: every process gone, the state removed.
+        for node in status["nodes"]:
+            assert not _running(node["pid"]), f"{node['nickname']} (pid {node['pid']}) survived"
+        assert not directory.exists()
+        down = subprocess.run(command("-m", "bento", "testnet", "down", "--dir", str(directory)),
+                              capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+        assert down.returncode == 0 and "nothing to do" in down.stdout
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+    policy, isolation = seen["descriptor"]["policy"], seen["descriptor"]["runtime"]["isolation"]
+    assert (policy["instances_total"], policy["instances_per_function"]) == (300, 150)
+    assert policy["network"]["allowed"], "the rest is the testnet's own policy"
+    if os.geteuid() != 0 or isinstance(user, PlainUser):
+        said = [line for line in result.stderr.splitlines() if "run without root" in line]
+        assert len(said) == 1, result.stderr
+        assert "cpu_share" in isolation, isolation  # how each limit is enforced: said, not hidden
+    assert status["latency_ms"] == {"hop": 100, "web": 100}
+    assert seen["page"].startswith("<!doctype html>") and seen["page_seconds"] >= 1.4
 
 
 def _running(pid: int) -> bool:
@@ -196,29 +262,16 @@ def _gone(pid: int, timeout: float) -> bool:
     return True
 
 
-async def test_emulated_latency_delays_every_hop_and_the_web_server(tmp_path: Path) -> None:
-    """A second small testnet with 100 ms on each link to a relay and 100 ms to the web server.
-
-    A stream to a web page needs at least: BEGIN to the exit and CONNECTED back (three
-    delayed links each way), then the request and its answer (all four links each way):
-    1.4 s at least. (The links delay bytes, not TCP handshakes: see latency.py.)
-    """
-    from bento.testnet import TestnetConfig
-
-    config = TestnetConfig(
-        directory=tmp_path / "wan",
-        relays=3,
-        corpus_sites=1,
-        hop_delay_ms=100,
-        web_delay_ms=100,
-        bootstrap_timeout=240,
-        owner_pid=os.getpid(),
+def test_a_policy_that_is_not_valid_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    bento = Path(sys.executable).with_name("bento")
+    file = tmp_path / "policy.toml"
+    file.write_text("instances_total = 10\nno_such_limit = 1\n")
+    result = subprocess.run(
+        [bento, "testnet", "run", "--dir", str(tmp_path / "net"), "--policy", str(file), "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    with await asyncio.to_thread(Testnet.start, config) as net:
-        assert net.status()["latency_ms"] == {"hop": 100, "web": 100}
-        corpus, port = net.corpus, net.corpus_port
-        assert corpus is not None and port is not None
-        started = time.monotonic()
-        body = await fetch_via_socks(net.socks_address, corpus.sites[0].url(port))
-        assert time.monotonic() - started >= 1.4
-        assert body.startswith(b"<!doctype html>")
+    assert result.returncode != 0
+    assert "no_such_limit" in result.stderr and str(file) in result.stderr
+    assert not (tmp_path / "net").exists() or not any((tmp_path / "net").iterdir())

@@ -26,8 +26,9 @@ from httpx_ws.transport import ASGIWebSocketTransport
 from bento.client import Box, Deployment
 from bento.protocol.descriptor import SignedDescriptor
 from bento.protocol.manifest import Manifest
-from bento.protocol.policy import NodePolicy
+from bento.protocol.policy import Needs, NodePolicy
 from bento.sandbox.host import SandboxHost, SandboxUnavailable
+from bento.sandbox.spec import Spec
 from bento.server import broker, descriptor, identity
 from bento.server.api import create_app
 from bento.server.config import ServerConfig
@@ -171,3 +172,42 @@ def local_registry(
             sandbox.close()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def box_in_its_own_task(*, warm: int = 0, **limits: Any) -> AsyncIterator[LocalBox]:
+    """A local box (``limits``: ServerConfig settings) served by a task of its own: the app and
+    its WebSockets live there, as the client's transport must be left in the task that entered
+    it. ``warm``: sandboxes its pool keeps ready, as the daemon keeps them (0: no pool)."""
+    ready: asyncio.Future[LocalBox] = asyncio.get_running_loop().create_future()
+    done = asyncio.Event()
+
+    async def serve() -> None:
+        with local_registry(**limits, **({"pool_size": warm} if warm else {})) as (registry, signed):
+            async with asyncio.TaskGroup() as tasks:
+                keepers = [
+                    tasks.create_task(registry.sandbox.keep_pool(warm)),
+                    tasks.create_task(registry.sandbox.watch_forever()),
+                ] if warm else []  # fmt: skip
+                try:
+                    async with registry.running(), serving(registry, signed) as local:
+                        if warm:
+                            async with asyncio.timeout(30):
+                                await registry.sandbox.pool.stocked(Spec.of(Needs()).shape, warm)
+                        ready.set_result(local)
+                        await done.wait()
+                finally:
+                    for keeper in keepers:
+                        keeper.cancel()
+
+    server = asyncio.create_task(serve())
+    waiting = asyncio.ensure_future(ready)
+    await asyncio.wait([server, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():
+        waiting.cancel()
+        await server  # it failed, or skipped: say why
+    try:
+        yield ready.result()
+    finally:
+        done.set()
+        await server

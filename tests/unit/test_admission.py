@@ -12,10 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from localbox import LocalBox, local_registry, serving
-
-from bento.protocol.policy import Needs
-from bento.sandbox.spec import Spec
+from localbox import LocalBox, box_in_its_own_task
 
 CAP = 6
 POOL = 2
@@ -33,35 +30,8 @@ def hold():
 @pytest.fixture
 async def warm_box() -> AsyncIterator[LocalBox]:
     """A box of ``CAP`` instances whose pool holds ``POOL`` warm sandboxes, as the daemon runs it."""
-    ready: asyncio.Future[LocalBox] = asyncio.get_running_loop().create_future()
-    done = asyncio.Event()
-
-    async def serve() -> None:
-        with local_registry(policy={"instances_total": CAP}, pool_size=POOL) as (registry, signed):
-            async with asyncio.TaskGroup() as tasks:
-                pool = tasks.create_task(registry.sandbox.keep_pool(POOL))
-                watchdog = tasks.create_task(registry.sandbox.watch_forever())
-                try:
-                    async with registry.running(), serving(registry, signed) as local:
-                        async with asyncio.timeout(30):
-                            await registry.sandbox.pool.stocked(Spec.of(Needs()).shape, POOL)
-                        ready.set_result(local)
-                        await done.wait()
-                finally:
-                    pool.cancel()
-                    watchdog.cancel()
-
-    server = asyncio.create_task(serve())
-    waiting = asyncio.ensure_future(ready)
-    await asyncio.wait([server, waiting], return_when=asyncio.FIRST_COMPLETED)
-    if not ready.done():
-        waiting.cancel()
-        await server  # it failed, or skipped: say why
-    try:
-        yield ready.result()
-    finally:
-        done.set()
-        await server
+    async with box_in_its_own_task(warm=POOL, policy={"instances_total": CAP}) as local:
+        yield local
 
 
 @pytest.mark.timeout(120)

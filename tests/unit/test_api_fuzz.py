@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from localbox import LocalBox, Uploaded
 
 from bento.protocol.messages import ErrorBody
+from properties import examples
 
 T = TypeVar("T")
 FUNCTION = "def main(*args, **kwargs):\n    return [len(args), sorted(kwargs)]\n"
@@ -199,7 +200,7 @@ async def test_malformed_requests_get_4xx_error_bodies_and_the_box_survives(box:
     seen: dict[int, int] = {}
 
     @settings(
-        max_examples=200,
+        max_examples=examples(200),
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
@@ -235,7 +236,7 @@ async def test_structured_nonsense_is_refused_with_a_reason(box: LocalBox) -> No
     loop = asyncio.get_running_loop()
 
     @settings(
-        max_examples=200,
+        max_examples=examples(200),
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )

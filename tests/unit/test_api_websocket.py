@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import pytest
+import uvicorn
 from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect
 from localbox import LocalBox, Uploaded
+
+from bento.client.box import Box
 
 SOURCE = """
 import time
@@ -229,3 +233,35 @@ async def test_an_attached_client_sees_its_session_killed_by_shutdown(box: Local
     assert stream.ended is not None
     assert (stream.ended.state, stream.ended.cause) == ("killed", "shutdown")
     assert stream.ended.reason == "its function was shut down"
+
+
+async def test_a_client_that_closes_is_seen_gone_on_its_close_and_the_session_runs_on(box: LocalBox) -> None:
+    """Over real TCP (uvicorn on loopback, as the daemon serves the API): a client that stops
+    reading, so that the box's buffer fills, then closes, is detached on its close, not after
+    a keep-alive timeout (uvicorn pings every 20 s); its session runs on for the next one."""
+    function = await box.upload(SOURCE)
+    session_id = await box.invoke(function, "flood", 8 << 20, 16 << 10)
+    session = box.registry.sessions[session_id]
+    listener = socket.create_server(("127.0.0.1", 0))  # listening at once: no wait for the server
+    app = box.http._transport.app  # type: ignore[attr-defined]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        async with Box(box.signed.verify().onion, socks=None, base_url=url) as client:
+            async with await client.attach(function, session_id) as stream:
+                assert await stream.receive()
+                async with asyncio.timeout(15):
+                    while session.output.held < 48 << 10:  # nobody reads: the function waits
+                        await session.output._changed.wait()  # set at every change of the buffer
+                assert session.attachment is not None
+            async with asyncio.timeout(5):  # far less than a keep-alive timeout
+                while True:  # a poll of the box's state, as a client sees it
+                    info = await box.session_info(function, session_id)
+                    if not info["attached"]:
+                        break
+                    await asyncio.sleep(0.02)
+        assert info["state"] == "running"
+    finally:
+        server.should_exit = True
+        await serving

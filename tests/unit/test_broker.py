@@ -31,6 +31,7 @@ from bento.server.broker import (
     refresh,
 )
 from bento.server.broker.service import MAX_IN_FLIGHT, MAX_REPLY, MAX_REQUEST, TAG, Broker
+from properties import examples
 
 # Loopback is where the test's sites live; lookups past the in-flight bound, so that it shows.
 NETWORK = NodePolicy(
@@ -321,7 +322,7 @@ async def test_random_bytes_on_the_broker_socket_are_each_answered(
         st.builds(lambda tag, body: TAG.pack(tag) + body, st.integers(0, 2**32 - 1), bodies),
     )
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples(300), deadline=None, suppress_health_check=list(HealthCheck))
     @given(request=requests)
     def fuzz(request: bytes) -> None:
         reply, fds = asyncio.run_coroutine_threadsafe(_exchange(sock, request), loop).result(30)

@@ -31,6 +31,7 @@ from bento.server.broker.tor import requests
 from bento.server.broker.tor.instance import InstanceTor
 from bento.server.broker.tor.service import TorForFunctions
 from bento.server.store import StorageChannel, Store
+from properties import examples
 
 POLICY = NodePolicy(
     network={"allowed": True, "listen": True},
@@ -129,7 +130,7 @@ async def test_any_batch_of_requests_is_each_answered_once_and_the_broker_ends_c
     loop = asyncio.get_running_loop()
     monkeypatch.setattr(requests, "MAX_WAIT", 0.05)  # tor.wait and tor.events: each batch stays quick
 
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples(400), deadline=None, suppress_health_check=list(HealthCheck))
     @given(batch=_batches)
     def fuzz(batch: list[bytes]) -> None:
         def talk() -> list[tuple[int, dict[str, Any]]]:

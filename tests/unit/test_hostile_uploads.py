@@ -25,6 +25,7 @@ from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
 from bento.server import code
 from bento.server.code import CodeError
+from properties import examples
 
 LIMIT = 1 << 20
 MAIN = ("main.py", b"def f(): pass\n")
@@ -270,7 +271,7 @@ _SAMPLE = gzip.decompress(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, len(_SAMPLE) - 1), st.integers(0, 255)), min_size=1, max_size=12))
 def test_a_damaged_archive_is_refused_with_an_archive_error_and_nothing_else(
     changes: list[tuple[int, int]],

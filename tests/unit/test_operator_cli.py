@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pwd
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 from localbox import LocalBox
 
 from bento.server.admin.socket_api import admin_socket
-from bento.testnet.boxes import interpreter_for
+from plain_user import plain_user
 
 SOURCE = """\
 from bento.runtime import api
@@ -26,7 +25,6 @@ def forever():
     while api.recv() is not None:
         pass
 """
-DEDICATED_USER = "bento-e2e"  # a second local user the test machine has (tests/conftest.py)
 
 
 async def bento(*args: str, runner: list[str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -108,23 +106,13 @@ async def test_no_socket_and_a_stale_socket_are_clear_errors(tmp_path: Path) -> 
 
 
 async def test_another_user_is_told_to_run_it_as_the_box_s_user(box: LocalBox, state_dir: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to act as another user")
-    account = pwd.getpwnam(DEDICATED_USER)
-    python = interpreter_for(account.pw_uid)
-    if python is None:
-        pytest.skip(f"{DEDICATED_USER} cannot import Bento from here")
+    user = plain_user()  # a second local user the test machine has (tests/conftest.py)
+    if isinstance(user, str):
+        pytest.skip(user)
     for directory in (state_dir, *state_dir.parents):  # the way is open: the socket's mode decides
         if directory != Path("/"):
             directory.chmod(directory.stat().st_mode | 0o001)
-    drop = [
-        "setpriv",
-        f"--reuid={account.pw_uid}",
-        f"--regid={account.pw_gid}",
-        "--init-groups",
-        "--",
-        python,
-    ]
+    drop = user.command()
     refused = await bento("box", "functions", "--state-dir", str(state_dir), runner=drop)
     assert refused.returncode == 1, refused.stderr
     assert f"permission denied on the admin socket {state_dir / 'admin.sock'}" in refused.stderr

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from bento.server import buffer
 from bento.server.buffer import OutputBuffer
+from properties import examples
 
 
 async def _settle() -> None:
@@ -101,7 +102,7 @@ async def test_a_read_returns_at_most_read_chunk_bytes() -> None:
     assert len(pieces) == 3
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     chunks=st.lists(st.binary(max_size=40), max_size=25),
     read_chunk=st.integers(1, 64),

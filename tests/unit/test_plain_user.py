@@ -5,7 +5,6 @@ once), the server says a configuration problem in a line with its fix (no traceb
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -20,28 +19,19 @@ from bento.server.config import ServerConfig
 from bento.testnet import boxes
 from bento.testnet.box_policy import default_policy, server_config
 from bento.testnet.state import Node, Role, TestnetState
-
-PLAIN_USER = "bento-e2e"  # tests/conftest.py makes it for the testnet's box of a dedicated user
+from plain_user import PLAIN_USER, plain_user
 
 
 def _as_plain_user(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``bento ARGS`` run by the plain user (skipped where this host has none to run it as)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root, to run bento as another user")
-    try:
-        account = pwd.getpwnam(PLAIN_USER)
-    except KeyError:
-        pytest.skip(f"no user {PLAIN_USER} (the e2e tests make it)")
-    python = boxes.interpreter_for(account.pw_uid)
-    if python is None:
-        pytest.skip(f"{PLAIN_USER} cannot import Bento from this checkout")
-    os.chown(cwd, account.pw_uid, account.pw_gid)
-    drop = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups", "--"]
-    path = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
-    env = {**os.environ, "HOME": str(cwd), "PYTHONPATH": path}
+    user = plain_user()
+    if isinstance(user, str):
+        pytest.skip(user)
+    os.chown(cwd, user.uid, user.gid)
     return subprocess.run(
-        [*drop, python, "-m", "bento", *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
-    )
+        user.command("-m", "bento", *args),
+        capture_output=True, text=True, timeout=120, cwd=cwd, env=user.environment(cwd),
+    )  # fmt: skip
 
 
 def test_an_unprivileged_box_accepts_what_it_cannot_enforce() -> None:

@@ -23,6 +23,7 @@ from bento.sandbox.host import SandboxHost
 from bento.sandbox.spec import Spec
 from bento.server.broker.service import Broker
 from bento.server.session import Session
+from properties import examples
 
 SOURCE = """
 import time
@@ -181,7 +182,7 @@ async def test_random_bytes_on_the_channel_end_the_session_with_a_cause(box: Loc
     assert info["state"] == "killed" and info["cause"] in ("policy", "wall"), info
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     data=st.one_of(
         st.binary(max_size=2000),
