@@ -86,6 +86,11 @@ def run(
             # visit of every site in each, so the site is left out (closed world, one fewer).
             say(f"{condition}: left out {len(short)} site(s) with fewer than {settings.folds} visits")
             loaded = [t for t in loaded if t.site not in short]
+        if len({t.site for t in loaded}) < 2:
+            # A condition added to the collection later has fewer rounds than the others: it is
+            # attacked once it has a visit of each site for every fold (its cost is reported before).
+            say(f"{condition}: too few visits for {settings.folds} folds yet; collect more rounds")
+            continue
         plan = splits.folds(
             [t.site for t in loaded], [t.visit for t in loaded], settings.folds, settings.seed
         )

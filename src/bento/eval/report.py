@@ -29,6 +29,7 @@ CONDITIONS = {
     "browser-1mb": "Browser, 1 MB padding",
     "browser-7mb": "Browser, 7 MB padding",
     "browser-cover": "Browser with Cover, no padding",
+    "browser-deadlines": "Browser, delivered at 5/10/20/40 s",
 }
 ATTACK_NAMES = {"df": "DF", "tiktok": "Tik-Tok", "kfp": "k-FP"}
 
@@ -91,7 +92,9 @@ def overheads(
     return out
 
 
-def markdown(results: Sequence[Result], data: Path) -> str:
+def markdown(results: Sequence[Result], data: Path, collected: Sequence[str] = ()) -> str:
+    """Table 1 (accuracy per condition and attack), and the cost of every condition ``collected``
+    (those not attacked yet too: a defense added later has its cost before it has enough visits)."""
     table = summarise(results)
     conditions = _ordered({key[0] for key in table})
     attacks = [a for a in ATTACK_NAMES if any(key[1] == a for key in table)]
@@ -110,6 +113,7 @@ def markdown(results: Sequence[Result], data: Path) -> str:
             + " | ".join(cells)
             + f" | {paper} | {100 * chance[condition]:.1f}% |"
         )
+    conditions = _ordered(set(conditions) | set(collected))
     cost = overheads(data, conditions, max((r.visits for r in results), default=0) or None)
     if "tor" in cost:
         base_mb, base_s = cost["tor"][0], cost["tor"][1]
@@ -155,6 +159,46 @@ def plot(results: Sequence[Result], path: Path) -> Path:
     axis.set_ylim(0, 100)
     axis.legend()
     axis.set_title("Website fingerprinting on the client's link (closed world)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def cost_plot(results: Sequence[Result], data: Path, path: Path) -> Path:
+    """Accuracy (with its interval) against cost, relative to plain Tor: bytes on the link and
+    seconds per visit, a point per defense and attack; the best defense is low and to the left."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summarise(results)
+    conditions = _ordered({key[0] for key in table})
+    cost = overheads(data, conditions, max((r.visits for r in results), default=0) or None)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    if "tor" in cost:
+        markers = dict(zip(ATTACK_NAMES, "osD", strict=True))
+        for axis, column, what in ((axes[0], 0, "MB on the link"), (axes[1], 1, "seconds per visit")):
+            for (condition, attack), cell in sorted(table.items()):
+                if condition not in cost:
+                    continue
+                x = cost[condition][column] / cost["tor"][column]
+                low, high = cell.interval
+                axis.errorbar(
+                    [x], [100 * cell.mean], yerr=[[100 * (cell.mean - low)], [100 * (high - cell.mean)]],
+                    marker=markers[attack], capsize=3, color=f"C{conditions.index(condition)}",
+                )  # fmt: skip
+                axis.annotate(
+                    f"{ATTACK_NAMES[attack]}, {CONDITIONS.get(condition, condition)}",
+                    (x, 100 * cell.mean), fontsize=6, xytext=(4, 2), textcoords="offset points",
+                )  # fmt: skip
+            axis.set_xlabel(f"{what}, relative to plain Tor")
+            axis.set_xscale("log")
+            axis.set_ylim(0, 100)
+    axes[0].set_ylabel("attacker accuracy (%)")
+    figure.suptitle("What each defense costs, and what it leaves the attacks")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
