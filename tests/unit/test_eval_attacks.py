@@ -175,3 +175,9 @@ def test_a_defense_collected_in_later_rounds_only_is_reported_on_fewer_visits(
     assert "| Browser, delivered at 5/10/20/40 s | " in attacked
     for png in ("table1.png", "cost.png"):
         assert (figures / png).read_bytes()[:4] == b"\x89PNG"
+    # A report of what is on disk trains nothing: with 2 folds of 3 in, the cell says so.
+    (tmp_path / "results" / "tor" / "kfp" / "fold-2.json").unlink()
+    assert main([*argv, "--folds", "3", "--trained-only"]) == 0
+    assert not (tmp_path / "results" / "tor" / "kfp" / "fold-2.json").exists()
+    assert "[2 of 3 folds]" in (tmp_path / "table1.md").read_text()
+    assert "fold 3 of 3 not trained yet" in capsys.readouterr().err

@@ -86,6 +86,11 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where table1.png, cost.png and growth.png go (default: the dataset's directory)",
     )
+    report.add_argument(
+        "--trained-only",
+        action="store_true",
+        help="train nothing: the table and plots of the results on disk (a run going on elsewhere)",
+    )
     report.add_argument("--json", action="store_true", help="print the results as JSON")
     report.set_defaults(handler=cmd_report)
 
@@ -212,19 +217,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.quick:
         settings = experiment.Settings(**QUICK, visits=args.visits)
     try:
-        results = experiment.run(args.dataset, conditions, args.attacks, settings, say=step)
+        results = experiment.run(
+            args.dataset, conditions, args.attacks, settings, say=step, train=not args.trained_only
+        )
     except ValueError as exc:
         raise BentoError(str(exc)) from None
     figures = args.figures or args.dataset
     plot = report.plot(results, figures / "table1.png")
     report.cost_plot(results, args.dataset, figures / "cost.png")
-    text = report.markdown(results, args.dataset, collected=conditions)
+    text = report.markdown(results, args.dataset, collected=conditions, folds=settings.folds)
     grown = []
     collected = max((r.visits for r in results), default=0)
     for visits in sorted(n for n in set(args.growth) if n < collected):  # all of them: the table's
         fewer = replace(settings, visits=visits, folds=min(settings.folds, visits))
         try:
-            grown += experiment.run(args.dataset, conditions, args.attacks, fewer, say=step)
+            grown += experiment.run(
+                args.dataset, conditions, args.attacks, fewer, say=step, train=not args.trained_only
+            )
         except ValueError as exc:
             raise BentoError(f"--growth {visits}: {exc}") from None
     if grown:

@@ -67,8 +67,10 @@ def run(
     settings: Settings,
     *,
     say: Callable[[str], None] = lambda _: None,
+    train: bool = True,
 ) -> list[Result]:
-    """Run what is missing; returns every result, old and new."""
+    """Run what is missing; returns every result, old and new. ``train`` False: only the
+    results on disk (a run still going, or stopped, is reported as far as it got)."""
     for attack in attacks:
         if attack not in ATTACKS:
             raise ValueError(f"unknown attack {attack!r}: choose from {', '.join(ATTACKS)}")
@@ -100,6 +102,9 @@ def run(
                 path = result_path(data, condition, attack, fold.number, settings.visits)
                 if path.exists() and (kept := Result(**json.loads(path.read_text()))).data == digest:
                     results.append(kept)
+                    continue
+                if not train:
+                    say(f"{condition}: {attack}, fold {fold.number + 1} of {len(plan)} not trained yet")
                     continue
                 say(f"{condition}: {attack}, fold {fold.number + 1} of {len(plan)}")
                 result = _one(condition, attack, fold, loaded, settings, say)

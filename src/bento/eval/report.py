@@ -65,6 +65,10 @@ class Cell:
         low, high = self.interval
         return f"{100 * self.mean:.1f}% ({100 * low:.1f}-{100 * high:.1f})"
 
+    def of(self, folds: int) -> str:
+        """As ``str``, saying so when fewer than all ``folds`` are in (a run still going)."""
+        return str(self) + (f" [{self.folds} of {folds} folds]" if self.folds < folds else "")
+
 
 def summarise(results: Sequence[Result]) -> dict[tuple[str, str], Cell]:
     """Per (condition, attack): correct guesses over every visit tested, over all folds."""
@@ -92,9 +96,10 @@ def overheads(
     return out
 
 
-def markdown(results: Sequence[Result], data: Path, collected: Sequence[str] = ()) -> str:
+def markdown(results: Sequence[Result], data: Path, collected: Sequence[str] = (), folds: int = 0) -> str:
     """Table 1 (accuracy per condition and attack), and the cost of every condition ``collected``
-    (those not attacked yet too: a defense added later has its cost before it has enough visits)."""
+    (those not attacked yet too: a defense added later has its cost before it has enough visits);
+    a cell of fewer than ``folds`` folds says how many it has."""
     table = summarise(results)
     conditions = _ordered({key[0] for key in table})
     attacks = [a for a in ATTACK_NAMES if any(key[1] == a for key in table)]
@@ -106,7 +111,7 @@ def markdown(results: Sequence[Result], data: Path, collected: Sequence[str] = (
         "|---" * (len(attacks) + 3) + "|",
     ]
     for condition in conditions:
-        cells = [str(table[(condition, a)]) if (condition, a) in table else "" for a in attacks]
+        cells = [table[(condition, a)].of(folds) if (condition, a) in table else "" for a in attacks]
         paper = f"{PAPER[condition]}%" if condition in PAPER else "(not in the paper)"
         lines.append(
             f"| {CONDITIONS.get(condition, condition)} | "
