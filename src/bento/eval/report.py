@@ -199,9 +199,14 @@ def cost_plot(results: Sequence[Result], data: Path, path: Path) -> Path:
                     f"{ATTACK_NAMES[attack]}, {CONDITIONS.get(condition, condition)}",
                     (x, 100 * cell.mean), fontsize=6, xytext=(4, 2), textcoords="offset points",
                 )  # fmt: skip
-            axis.set_xlabel(f"{what}, relative to plain Tor")
+            chance = 100 / max(1, max(r.sites for r in results))
+            axis.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance ({chance:.1f}%)")
+            axis.set_xlabel(f"{what}, relative to plain Tor (log scale)")
             axis.set_xscale("log")
+            axis.set_xticks([0.5, 1, 2, 3, 5, 10], ["0.5", "1", "2", "3", "5", "10"])
+            axis.set_xlim(0.4, 12)
             axis.set_ylim(0, 100)
+            axis.legend(fontsize=7, loc="upper right")
     axes[0].set_ylabel("attacker accuracy (%)")
     figure.suptitle("What each defense costs, and what it leaves the attacks")
     figure.tight_layout()
