@@ -150,12 +150,16 @@ def plot(results: Sequence[Result], path: Path) -> Path:
     width = 0.8 / (len(attacks) + 1)
     figure, axis = plt.subplots(figsize=(9, 4.5))
     for n, attack in enumerate(attacks):
-        means = [100 * table[(c, attack)].mean if (c, attack) in table else 0 for c in conditions]
-        intervals = [table[(c, attack)].interval if (c, attack) in table else (0, 0) for c in conditions]
-        below = [m - 100 * low for m, (low, _) in zip(means, intervals, strict=True)]
-        above = [100 * high - m for m, (_, high) in zip(means, intervals, strict=True)]
-        xs = [i + n * width for i in range(len(conditions))]
-        axis.bar(xs, means, width, yerr=[below, above], capsize=3, label=ATTACK_NAMES[attack])
+        # Only what ran: an attack not run on a condition (yet) is "not run", not a 0% bar.
+        ran = [(i, table[(c, attack)]) for i, c in enumerate(conditions) if (c, attack) in table]
+        missing = [i for i, c in enumerate(conditions) if (c, attack) not in table]
+        means = [100 * cell.mean for _, cell in ran]
+        below = [100 * (cell.mean - cell.interval[0]) for _, cell in ran]
+        above = [100 * (cell.interval[1] - cell.mean) for _, cell in ran]
+        xs = [i + n * width for i, _ in ran]
+        axis.bar(xs, means, width, yerr=[below, above], capsize=3, label=ATTACK_NAMES[attack], color=f"C{n}")
+        for i in missing:
+            axis.text(i + n * width, 1, "not run", rotation=90, fontsize=7, ha="center", va="bottom")
     xs = [i + len(attacks) * width for i in range(len(conditions))]
     axis.bar(xs, [PAPER.get(c, 0) for c in conditions], width, color="lightgrey", label="paper (DF)")
     axis.set_xticks([i + width * len(attacks) / 2 for i in range(len(conditions))])
