@@ -268,6 +268,7 @@ def growth_plot(results: Sequence[Result], path: Path) -> Path:
         high = [100 * cells[n].interval[1] - m for m, n in zip(means, counts, strict=True)]
         label = f"{ATTACK_NAMES[attack]}, {CONDITIONS.get(condition, condition)}"
         axis.errorbar(counts, means, yerr=[low, high], marker="o", capsize=3, label=label)
+    axis.set_xticks(sorted({n for cells in growth(results).values() for n in cells}))
     axis.set_xlabel("visits per site (folds train on all but two)")
     axis.set_ylabel("attacker accuracy (%)")
     axis.set_ylim(0, 100)
