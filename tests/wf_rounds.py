@@ -33,20 +33,24 @@ def entry(number: int, conditions: Sequence[str], sites: int, **changes: object)
 
 def write_traces(data: Path, traces: Sequence[Trace]) -> None:
     """Write ``traces`` as rounds, one per visit number (each cell a record of its own)."""
-    conditions = sorted({t.condition for t in traces})
-    sites = 1 + max(t.site for t in traces)
     for number in range(1 + max(t.visit for t in traces)):
-        visits = [
-            Visit(
-                t.condition,
-                t.site,
-                0,
-                dataset.batches(
-                    (float(time), int(d), CELL_LEN + TLS13_OVERHEAD)
-                    for time, d in zip(t.times, t.directions, strict=True)
-                ),
-            )
-            for t in traces
-            if t.visit == number
-        ]
-        dataset.write_round(data, entry(number, conditions, sites), visits)
+        write_round(data, number, [t for t in traces if t.visit == number])
+
+
+def write_round(data: Path, number: int, traces: Sequence[Trace]) -> None:
+    """Write ``traces`` as round ``number``, of the conditions they are under (each cell a
+    record of its own)."""
+    conditions = sorted({t.condition for t in traces})
+    visits = [
+        Visit(
+            t.condition,
+            t.site,
+            0,
+            dataset.batches(
+                (float(time), int(d), CELL_LEN + TLS13_OVERHEAD)
+                for time, d in zip(t.times, t.directions, strict=True)
+            ),
+        )
+        for t in traces
+    ]
+    dataset.write_round(data, entry(number, conditions, 1 + max(t.site for t in traces)), visits)

@@ -130,3 +130,54 @@ def test_the_report_runs_from_the_dataset_alone_with_its_growth_over_visits(
         "fold-0.json",
     }
     assert "plain Tor" in capsys.readouterr().out
+
+
+def test_a_defense_collected_in_later_rounds_only_is_reported_on_fewer_visits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Old rounds of 4 conditions and new ones of 5 make one dataset: the fifth is attacked on
+    the visits it has, and its cost is shown before it has enough for the folds."""
+    pytest.importorskip("matplotlib")
+    from bento.cli.main import main
+    from bento.eval import dataset
+
+    plain = [replace(t, condition="tor") for t in synthetic(5, 6)]
+    timed = [replace(t, condition="browser-deadlines") for t in synthetic(5, 3, seed=1)]
+    for number in range(6):  # rounds 0-2: plain Tor only; 3-5: the defense as well
+        traces = [t for t in plain if t.visit == number]
+        traces += [t for t in timed if number >= 3 and t.visit == number - 3]
+        wf_rounds.write_round(tmp_path, number, traces)
+    assert [r.conditions for r in dataset.read_manifest(tmp_path).rounds] == [["tor"]] * 3 + [
+        ["browser-deadlines", "tor"]
+    ] * 3
+    figures = tmp_path / "figures"
+    argv = [
+        "eval",
+        "wf",
+        "report",
+        str(tmp_path),
+        "--attacks",
+        "kfp",
+        "--trees",
+        "20",
+        "--figures",
+        str(figures),
+    ]
+    assert main([*argv, "--folds", "4"]) == 0  # 6 visits of plain Tor, 3 of the defense
+    table = (tmp_path / "table1.md").read_text()
+    assert "| plain Tor (browser-like client) | " in table.split("\n\n")[1]
+    assert "delivered at" not in table.split("\n\n")[1]  # not attacked: 3 visits for 4 folds
+    cost = next(line for line in table.splitlines() if line.startswith("| Browser, delivered at"))
+    assert cost.endswith("| 15 |")  # its cost, on the 15 visits it has
+    assert "too few visits for 4 folds" in capsys.readouterr().err
+    assert main([*argv, "--folds", "3"]) == 0  # now both: the defense on its 3 visits a site
+    attacked = (tmp_path / "table1.md").read_text().split("\n\n")[1]
+    assert "| Browser, delivered at 5/10/20/40 s | " in attacked
+    for png in ("table1.png", "cost.png"):
+        assert (figures / png).read_bytes()[:4] == b"\x89PNG"
+    # A report of what is on disk trains nothing: with 2 folds of 3 in, the cell says so.
+    (tmp_path / "results" / "tor" / "kfp" / "fold-2.json").unlink()
+    assert main([*argv, "--folds", "3", "--trained-only"]) == 0
+    assert not (tmp_path / "results" / "tor" / "kfp" / "fold-2.json").exists()
+    assert "[2 of 3 folds]" in (tmp_path / "table1.md").read_text()
+    assert "fold 3 of 3 not trained yet" in capsys.readouterr().err

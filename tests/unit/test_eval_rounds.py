@@ -123,3 +123,17 @@ async def test_visits_that_keep_failing_stop_the_run(tmp_path: Path, monkeypatch
     with pytest.raises(BentoError, match="10 visits in a row failed"):
         await collect(tmp_path, monkeypatch, visits=1)
     assert dataset.read_manifest(tmp_path / "data").rounds == []
+
+
+def test_the_timing_defense_is_collected_by_default_as_browser_asks_for_it() -> None:
+    from bento.cli.main import build_parser
+    from bento.eval import collect
+    from bento.functions.browser import client
+
+    collect.check_conditions(["browser-deadlines"])
+    options = collect.BROWSER["browser-deadlines"]
+    assert options.pad == 0 and options.timing is not None
+    assert options.timing.schedule().deadlines == (5.0, 10.0, 20.0, 40.0)
+    assert client._arguments("http://www.s001.test/", options)[1] == 0  # Browser takes it as it is
+    args = build_parser().parse_args(["eval", "wf", "collect", "data/wf"])
+    assert args.conditions == ["tor", "browser-0mb", "browser-1mb", "browser-7mb", "browser-deadlines"]

@@ -30,6 +30,7 @@ from bento.errors import BentoError
 from bento.functions.browser import client as browser
 from bento.functions.browser import via_dropbox
 from bento.functions.browser.pad import SCHEMES
+from bento.functions.browser.timing import DEFAULT_RATE
 from bento.functions.browser.wire import ENGINES
 
 DEFAULT_PAD = 1_000_000  # the paper's nominal 1 MB: Deep Fingerprinting falls from 93.9% to 8.25%
@@ -44,6 +45,21 @@ def parse_size(text: str) -> int:
     if match is None or unit not in _UNITS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 0, 512KB, 1MB, 1MiB, 7MB)")
     return int(float(match.group(1)) * _UNITS[unit])
+
+
+def _deadlines(text: str) -> tuple[float, ...]:
+    """``5,10,20,40``: seconds after the request."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not seconds separated by commas (e.g. 5,10,20,40)"
+        ) from None
+
+
+def _rate(text: str) -> int:
+    """``500KB/s``, ``1MB``: bytes per second."""
+    return parse_size(text.removesuffix("/s"))
 
 
 def _cookie(text: str) -> tuple[str, str]:
@@ -73,6 +89,19 @@ def add_browse(parser: argparse.ArgumentParser) -> None:
         help="static: the page and what its HTML and CSS name (default); chromium: the page as a headless "
         "browser at the box builds it, with what its scripts request (on boxes whose policy offers the "
         "chromium syscall profile)",
+    )  # fmt: skip
+    timed = parser.add_argument_group(
+        "timing: hide when the page was ready, as padding hides its size (see docs/evaluation.md)"
+    )
+    timed.add_argument(
+        "--deliver-at", type=_deadlines, metavar="S,S,...",
+        help="deliver the page in the window of the first of these deadlines (seconds after the request, "
+        "e.g. 5,10,20,40) it is ready for and fits in: from half the deadline to it, at --deliver-rate, "
+        "padded to fill it (instead of --pad)",
+    )  # fmt: skip
+    timed.add_argument(
+        "--deliver-rate", type=_rate, default=DEFAULT_RATE, metavar="RATE",
+        help=f"bytes per second of the window, e.g. 500KB/s (default {DEFAULT_RATE // 1000}KB/s)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, help="directory to unpack into (default: HOST-TIME, created)")
     viewing = parser.add_argument_group("viewing: pages shown by a local viewer, every page through Browser")
@@ -124,18 +153,42 @@ def _options(args: argparse.Namespace) -> browser.Options:
         raise BentoError(
             "Padmé chooses the padded size itself", fix="drop --pad, or use --pad-scheme multiple"
         )
+    timing = _timing(args)
+    if timing is not None and (args.pad is not None or args.pad_scheme != "multiple"):
+        raise BentoError(
+            "--deliver-at pads the transfer to fill its window", fix="drop --pad and --pad-scheme"
+        )
     limits = {
         k: v for k, v in (("timeout", args.timeout), ("concurrency", args.concurrency)) if v is not None
     }
     return browser.Options(
-        pad=(DEFAULT_PAD if args.pad is None else args.pad) if args.pad_scheme == "multiple" else 0,
+        pad=0
+        if timing is not None or args.pad_scheme != "multiple"
+        else DEFAULT_PAD
+        if args.pad is None
+        else args.pad,
         scheme=args.pad_scheme,
         user_agent=args.user_agent,
         cookies=dict(args.cookie),
         limits=limits,
         cover=cover_options.from_args(args),
         engine=args.engine,
+        timing=timing,
     )
+
+
+def _timing(args: argparse.Namespace) -> browser.Timing | None:
+    from pydantic import ValidationError
+
+    if args.deliver_at is None:
+        return None
+    try:
+        return browser.Timing(deadlines=args.deliver_at, rate=args.deliver_rate)
+    except ValidationError as exc:  # the schedule breaks one of Browser's rules (timing.py)
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise BentoError(
+            f"Browser cannot keep this schedule: {problems}", fix="see bento browse --help"
+        ) from None
 
 
 def cmd_browse(args: argparse.Namespace) -> int:
@@ -199,6 +252,13 @@ def cmd_browse(args: argparse.Namespace) -> int:
         f"{page.seconds_to_last_byte:.2f} s, session closed after {page.seconds:.2f} s "
         f"(the box fetched for {page.index.get('seconds', 0)} s)"
     )
+    if page.deadline is not None:
+        missed = (
+            f" (not ready for, or too big for, {page.deadlines_missed} earlier)"
+            if page.deadlines_missed
+            else ""
+        )
+        console.print(f"  delivered: in the window of the {page.deadline:g} s deadline{missed}")
     if page.cover is not None:
         cover = page.cover
         console.print(
@@ -224,10 +284,10 @@ def cmd_browse(args: argparse.Namespace) -> int:
 def _via_dropbox(args: argparse.Namespace, options: browser.Options) -> int:
     """The poster's figure 2: Browser deposits the page with a Dropbox on another box; we
     leave as soon as the deposit is reserved, with the capability that fetches it."""
-    if args.open or args.serve or args.out or options.cover is not None:
+    if args.open or args.serve or args.out or options.cover is not None or options.timing is not None:
         raise BentoError(
             "with --via-dropbox the page goes to the Dropbox, not here (and there is no transfer to cover)",
-            fix="drop --open/--serve/--out/--cover; later: bento dropbox get CAPABILITY --page DIR",
+            fix="drop --open/--serve/--out/--cover/--deliver-at; then: bento dropbox get CAPABILITY --page D",
         )
     found = discover(args.control)
     info, other = resolve(args.box, found), resolve(args.via_dropbox, found)

@@ -38,7 +38,11 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
         "--visits", type=int, default=None, help="stop once the dataset holds this many rounds"
     )
     collect.add_argument(
-        "--conditions", nargs="+", default=["tor", "browser-0mb", "browser-1mb", "browser-7mb"]
+        "--conditions",
+        nargs="+",
+        default=["tor", "browser-0mb", "browser-1mb", "browser-7mb", "browser-deadlines"],
+        help="(default: plain Tor, Browser with 0, 1 and 7 MB of padding, and with deadlines; "
+        "also browser-cover)",
     )
     collect.add_argument(
         "--parallel", type=int, default=2, help="victims visiting at once, each its own tor (default 2)"
@@ -76,7 +80,16 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
         help="also attack the first N visits of each site, for each N: accuracy against visits",
     )
     report.add_argument(
-        "--plot", type=Path, default=None, help="where the PNG goes (default DATASET/table1.png)"
+        "--figures",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where table1.png, cost.png and growth.png go (default: the dataset's directory)",
+    )
+    report.add_argument(
+        "--trained-only",
+        action="store_true",
+        help="train nothing: the table and plots of the results on disk (a run going on elsewhere)",
     )
     report.add_argument("--json", action="store_true", help="print the results as JSON")
     report.set_defaults(handler=cmd_report)
@@ -204,23 +217,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.quick:
         settings = experiment.Settings(**QUICK, visits=args.visits)
     try:
-        results = experiment.run(args.dataset, conditions, args.attacks, settings, say=step)
+        results = experiment.run(
+            args.dataset, conditions, args.attacks, settings, say=step, train=not args.trained_only
+        )
     except ValueError as exc:
         raise BentoError(str(exc)) from None
-    plot = report.plot(results, args.plot or args.dataset / "table1.png")
-    text = report.markdown(results, args.dataset)
+    figures = args.figures or args.dataset
+    plot = report.plot(results, figures / "table1.png")
+    report.cost_plot(results, args.dataset, figures / "cost.png")
+    text = report.markdown(results, args.dataset, collected=conditions, folds=settings.folds)
     grown = []
     collected = max((r.visits for r in results), default=0)
     for visits in sorted(n for n in set(args.growth) if n < collected):  # all of them: the table's
         fewer = replace(settings, visits=visits, folds=min(settings.folds, visits))
         try:
-            grown += experiment.run(args.dataset, conditions, args.attacks, fewer, say=step)
+            grown += experiment.run(
+                args.dataset, conditions, args.attacks, fewer, say=step, train=not args.trained_only
+            )
         except ValueError as exc:
             raise BentoError(f"--growth {visits}: {exc}") from None
     if grown:
         grown += results
         text += "\nAccuracy against visits per site:\n\n" + report.growth_markdown(grown)
-        report.growth_plot(grown, args.dataset / "growth.png")
+        report.growth_plot(grown, figures / "growth.png")
     (args.dataset / "table1.md").write_text(text)
     if args.json:
         emit_json({"results": [asdict(r) for r in results], "plot": str(plot)})

@@ -5,7 +5,9 @@ client (:mod:`bento.eval.victim`) loads a corpus site, either itself through Tor
 browser (condition ``tor``) or through Browser on an exit box with the options of
 :data:`BROWSER` (``browser-0mb``, ``browser-1mb``, ``browser-7mb``; ``browser-cover``: no
 padding inside link cover, :data:`COVER`, a fixed rate in a fixed window that outlasts the
-heaviest corpus page). A new condition of Browser (a defense) is one more entry there. The
+heaviest corpus page; ``browser-deadlines``: no other padding, the page delivered in the
+window of a deadline of :data:`DEADLINES`, at a constant rate, so that its time hides too).
+A new condition of Browser (a defense) is one more entry there. The
 capture becomes the visit's TLS records (:mod:`bento.eval.capture`); :mod:`bento.eval.rounds`
 puts visits together into rounds and the dataset.
 
@@ -42,6 +44,9 @@ MB = 1_000_000
 # heaviest, in about 11 s, so a 20 s window holds it with the box's fetch on a quiet host; on a
 # loaded one a heavy page outlasts the window, and its length shows (docs/benchmarks.md).
 COVER = Cover(rate=1000, burst=10, lead=1.0, duration=20.0, tail=1.0)
+# The delivery schedule: windows of 2.5-5, 5-10, 10-20 and 20-40 s after the request, at 500 KB/s
+# (1.25, 2.5, 5 and 10 MB): the corpus's pages fetch in 1-4 s at the box and weigh up to 5 MiB.
+DEADLINES = browser.Timing(deadlines=(5.0, 10.0, 20.0, 40.0), rate=500_000)
 PLAIN = "tor"  # the victim loads the page itself through Tor, as a browser does
 # Every condition through Browser, by the options of its request: a defense is one more entry.
 BROWSER = {
@@ -49,6 +54,7 @@ BROWSER = {
     "browser-1mb": browser.Options(pad=1 * MB),
     "browser-7mb": browser.Options(pad=7 * MB),
     "browser-cover": browser.Options(pad=0, cover=COVER),
+    "browser-deadlines": browser.Options(pad=0, timing=DEADLINES),
 }
 CONDITIONS = (PLAIN, *BROWSER)
 VISIT_TIMEOUT = 300.0

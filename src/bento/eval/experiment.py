@@ -67,8 +67,10 @@ def run(
     settings: Settings,
     *,
     say: Callable[[str], None] = lambda _: None,
+    train: bool = True,
 ) -> list[Result]:
-    """Run what is missing; returns every result, old and new."""
+    """Run what is missing; returns every result, old and new. ``train`` False: only the
+    results on disk (a run still going, or stopped, is reported as far as it got)."""
     for attack in attacks:
         if attack not in ATTACKS:
             raise ValueError(f"unknown attack {attack!r}: choose from {', '.join(ATTACKS)}")
@@ -86,6 +88,11 @@ def run(
             # visit of every site in each, so the site is left out (closed world, one fewer).
             say(f"{condition}: left out {len(short)} site(s) with fewer than {settings.folds} visits")
             loaded = [t for t in loaded if t.site not in short]
+        if len({t.site for t in loaded}) < 2:
+            # A condition added to the collection later has fewer rounds than the others: it is
+            # attacked once it has a visit of each site for every fold (its cost is reported before).
+            say(f"{condition}: too few visits for {settings.folds} folds yet; collect more rounds")
+            continue
         plan = splits.folds(
             [t.site for t in loaded], [t.visit for t in loaded], settings.folds, settings.seed
         )
@@ -95,6 +102,9 @@ def run(
                 path = result_path(data, condition, attack, fold.number, settings.visits)
                 if path.exists() and (kept := Result(**json.loads(path.read_text()))).data == digest:
                     results.append(kept)
+                    continue
+                if not train:
+                    say(f"{condition}: {attack}, fold {fold.number + 1} of {len(plan)} not trained yet")
                     continue
                 say(f"{condition}: {attack}, fold {fold.number + 1} of {len(plan)}")
                 result = _one(condition, attack, fold, loaded, settings, say)

@@ -29,6 +29,7 @@ CONDITIONS = {
     "browser-1mb": "Browser, 1 MB padding",
     "browser-7mb": "Browser, 7 MB padding",
     "browser-cover": "Browser with Cover, no padding",
+    "browser-deadlines": "Browser, delivered at 5/10/20/40 s",
 }
 ATTACK_NAMES = {"df": "DF", "tiktok": "Tik-Tok", "kfp": "k-FP"}
 
@@ -64,6 +65,10 @@ class Cell:
         low, high = self.interval
         return f"{100 * self.mean:.1f}% ({100 * low:.1f}-{100 * high:.1f})"
 
+    def of(self, folds: int) -> str:
+        """As ``str``, saying so when fewer than all ``folds`` are in (a run still going)."""
+        return str(self) + (f" [{self.folds} of {folds} folds]" if self.folds < folds else "")
+
 
 def summarise(results: Sequence[Result]) -> dict[tuple[str, str], Cell]:
     """Per (condition, attack): correct guesses over every visit tested, over all folds."""
@@ -91,7 +96,10 @@ def overheads(
     return out
 
 
-def markdown(results: Sequence[Result], data: Path) -> str:
+def markdown(results: Sequence[Result], data: Path, collected: Sequence[str] = (), folds: int = 0) -> str:
+    """Table 1 (accuracy per condition and attack), and the cost of every condition ``collected``
+    (those not attacked yet too: a defense added later has its cost before it has enough visits);
+    a cell of fewer than ``folds`` folds says how many it has."""
     table = summarise(results)
     conditions = _ordered({key[0] for key in table})
     attacks = [a for a in ATTACK_NAMES if any(key[1] == a for key in table)]
@@ -103,13 +111,14 @@ def markdown(results: Sequence[Result], data: Path) -> str:
         "|---" * (len(attacks) + 3) + "|",
     ]
     for condition in conditions:
-        cells = [str(table[(condition, a)]) if (condition, a) in table else "" for a in attacks]
+        cells = [table[(condition, a)].of(folds) if (condition, a) in table else "" for a in attacks]
         paper = f"{PAPER[condition]}%" if condition in PAPER else "(not in the paper)"
         lines.append(
             f"| {CONDITIONS.get(condition, condition)} | "
             + " | ".join(cells)
             + f" | {paper} | {100 * chance[condition]:.1f}% |"
         )
+    conditions = _ordered(set(conditions) | set(collected))
     cost = overheads(data, conditions, max((r.visits for r in results), default=0) or None)
     if "tor" in cost:
         base_mb, base_s = cost["tor"][0], cost["tor"][1]
@@ -141,12 +150,16 @@ def plot(results: Sequence[Result], path: Path) -> Path:
     width = 0.8 / (len(attacks) + 1)
     figure, axis = plt.subplots(figsize=(9, 4.5))
     for n, attack in enumerate(attacks):
-        means = [100 * table[(c, attack)].mean if (c, attack) in table else 0 for c in conditions]
-        intervals = [table[(c, attack)].interval if (c, attack) in table else (0, 0) for c in conditions]
-        below = [m - 100 * low for m, (low, _) in zip(means, intervals, strict=True)]
-        above = [100 * high - m for m, (_, high) in zip(means, intervals, strict=True)]
-        xs = [i + n * width for i in range(len(conditions))]
-        axis.bar(xs, means, width, yerr=[below, above], capsize=3, label=ATTACK_NAMES[attack])
+        # Only what ran: an attack not run on a condition (yet) is "not run", not a 0% bar.
+        ran = [(i, table[(c, attack)]) for i, c in enumerate(conditions) if (c, attack) in table]
+        missing = [i for i, c in enumerate(conditions) if (c, attack) not in table]
+        means = [100 * cell.mean for _, cell in ran]
+        below = [100 * (cell.mean - cell.interval[0]) for _, cell in ran]
+        above = [100 * (cell.interval[1] - cell.mean) for _, cell in ran]
+        xs = [i + n * width for i, _ in ran]
+        axis.bar(xs, means, width, yerr=[below, above], capsize=3, label=ATTACK_NAMES[attack], color=f"C{n}")
+        for i in missing:
+            axis.text(i + n * width, 1, "not run", rotation=90, fontsize=7, ha="center", va="bottom")
     xs = [i + len(attacks) * width for i in range(len(conditions))]
     axis.bar(xs, [PAPER.get(c, 0) for c in conditions], width, color="lightgrey", label="paper (DF)")
     axis.set_xticks([i + width * len(attacks) / 2 for i in range(len(conditions))])
@@ -155,6 +168,51 @@ def plot(results: Sequence[Result], path: Path) -> Path:
     axis.set_ylim(0, 100)
     axis.legend()
     axis.set_title("Website fingerprinting on the client's link (closed world)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def cost_plot(results: Sequence[Result], data: Path, path: Path) -> Path:
+    """Accuracy (with its interval) against cost, relative to plain Tor: bytes on the link and
+    seconds per visit, a point per defense and attack; the best defense is low and to the left."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summarise(results)
+    conditions = _ordered({key[0] for key in table})
+    cost = overheads(data, conditions, max((r.visits for r in results), default=0) or None)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    if "tor" in cost:
+        markers = dict(zip(ATTACK_NAMES, "osD", strict=True))
+        for axis, column, what in ((axes[0], 0, "MB on the link"), (axes[1], 1, "seconds per visit")):
+            for (condition, attack), cell in sorted(table.items()):
+                if condition not in cost:
+                    continue
+                x = cost[condition][column] / cost["tor"][column]
+                low, high = cell.interval
+                axis.errorbar(
+                    [x], [100 * cell.mean], yerr=[[100 * (cell.mean - low)], [100 * (high - cell.mean)]],
+                    marker=markers[attack], capsize=3, color=f"C{conditions.index(condition)}",
+                )  # fmt: skip
+                axis.annotate(
+                    f"{ATTACK_NAMES[attack]}, {CONDITIONS.get(condition, condition)}",
+                    (x, 100 * cell.mean), fontsize=6, xytext=(4, 2), textcoords="offset points",
+                )  # fmt: skip
+            chance = 100 / max(1, max(r.sites for r in results))
+            axis.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance ({chance:.1f}%)")
+            axis.set_xlabel(f"{what}, relative to plain Tor (log scale)")
+            axis.set_xscale("log")
+            axis.set_xticks([0.5, 1, 2, 3, 5, 10], ["0.5", "1", "2", "3", "5", "10"])
+            axis.set_xlim(0.4, 12)
+            axis.set_ylim(0, 100)
+            axis.legend(fontsize=7, loc="upper right")
+    axes[0].set_ylabel("attacker accuracy (%)")
+    figure.suptitle("What each defense costs, and what it leaves the attacks")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
@@ -210,6 +268,7 @@ def growth_plot(results: Sequence[Result], path: Path) -> Path:
         high = [100 * cells[n].interval[1] - m for m, n in zip(means, counts, strict=True)]
         label = f"{ATTACK_NAMES[attack]}, {CONDITIONS.get(condition, condition)}"
         axis.errorbar(counts, means, yerr=[low, high], marker="o", capsize=3, label=label)
+    axis.set_xticks(sorted({n for cells in growth(results).values() for n in cells}))
     axis.set_xlabel("visits per site (folds train on all but two)")
     axis.set_ylabel("attacker accuracy (%)")
     axis.set_ylim(0, 100)

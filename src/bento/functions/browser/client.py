@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, FiniteFloat, model_validator
+
 from bento.client.box import Box
 from bento.client.cover import Cover, CoveredLink
 from bento.client.keyring import Deployment, Keyring
@@ -25,7 +27,7 @@ from bento.protocol.manifest import Manifest
 from bento.protocol.messages import ResourceUsage
 from bento.protocol.policy import Needs, SyscallProfile
 
-from . import pack, saved, wire
+from . import pack, saved, timing, wire
 from .inert import INERT, Links
 from .receive import Progress, receive, unpack
 
@@ -39,6 +41,7 @@ BOX_MODULES = (
     "fetch",
     "render",
     "pack",
+    "timing",
     "deposit",
     "function",
 )
@@ -100,14 +103,18 @@ async def _start(
     cover: Cover | None = None,
     engine: str = "static",
     key: bytes,
+    schedule: Timing | None = None,
 ) -> tuple[SessionStream, Deployment, bool]:
     """Invoke ``entry`` on Browser (deployed or reused) and attach, in one round trip; the page
-    comes sealed under ``key`` (``wire``), which travels inside the session only."""
+    comes sealed under ``key`` (``wire``), which travels inside the session only; with
+    ``schedule``, in the window of one of its deadlines (``timing``)."""
     if engine not in wire.ENGINES:
         raise BentoError(f"unknown engine {engine!r}", fix=f"use one of: {', '.join(wire.ENGINES)}")
     if engine != "static":
         arguments = [*arguments, engine]  # the entry points' last parameter
-    sealed_for = {"seal": wire.encode_key(key)}
+    sealed_for: dict[str, Any] = {"seal": wire.encode_key(key)}
+    if schedule is not None:
+        sealed_for["timing"] = schedule.schedule().request()
     function, deployed = await deployment(box, keyring, via_dropbox=via_dropbox, engine=engine)
     try:
         stream = await box.start(function, entry, arguments, sealed_for, cover=cover)
@@ -124,6 +131,34 @@ async def _start(
     return stream, function, deployed
 
 
+class Timing(BaseModel):
+    """A delivery schedule: the page arrives in the window of one of ``deadlines`` (seconds after
+    the request), at ``rate`` bytes/s, padded to fill it, so that when the download starts and
+    how long it lasts do not tell the site (``timing``). Browser pads to the window: ask for no
+    other padding (``Options.pad`` 0).
+
+    >>> Timing(deadlines=(5, 10, 20, 40), rate=500_000).schedule().size(10)
+    2500000
+    >>> try:
+    ...     Timing(deadlines=(10, 5))
+    ... except ValueError as exc:  # pydantic's ValidationError, naming the rule broken
+    ...     print(exc.errors()[0]["msg"])
+    Value error, the deadlines must increase: 10, 5
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    deadlines: tuple[FiniteFloat, ...] = timing.DEFAULT_DEADLINES
+    rate: int = timing.DEFAULT_RATE
+
+    @model_validator(mode="after")
+    def _kept_by_browser(self) -> Timing:
+        self.schedule()  # the box's own rules (timing.Schedule): a TimingError is a ValueError
+        return self
+
+    def schedule(self) -> timing.Schedule:
+        return timing.Schedule(tuple(float(d) for d in self.deadlines), self.rate)
+
+
 @dataclass
 class Options:
     pad: int = 0
@@ -133,6 +168,7 @@ class Options:
     limits: dict[str, Any] = field(default_factory=dict)
     cover: Cover | None = None  # link cover around the whole transfer (bento.client.cover)
     engine: str = "static"  # or "chromium": the page as a headless browser builds it
+    timing: Timing | None = None  # deliver at a deadline, at a constant rate (pad must be 0)
 
 
 @dataclass
@@ -152,6 +188,8 @@ class Page:
     function_id: str = ""
     deployed: bool = False
     cover: dict[str, Any] | None = None  # what the link's cover did (bento.client.cover)
+    deadline: float | None = None  # with a delivery schedule: the deadline the page arrived at
+    deadlines_missed: int = 0  # earlier deadlines of the schedule it was not ready for (or too big)
 
     @property
     def resources(self) -> list[dict[str, Any]]:
@@ -184,6 +222,8 @@ class Page:
             "function_id": self.function_id,
             "deployed": self.deployed,
             "cover": self.cover,
+            "deadline": self.deadline,
+            "deadlines_missed": self.deadlines_missed,
         }
 
 
@@ -219,11 +259,19 @@ async def _browse(
 ) -> Page:
     started, key = time.monotonic(), wire.new_key()
     stream, function, deployed = await _start(
-        box, keyring, "browse", _arguments(url, options), cover=options.cover, engine=options.engine, key=key
+        box,
+        keyring,
+        "browse",
+        _arguments(url, options),
+        cover=options.cover,
+        engine=options.engine,
+        key=key,
+        schedule=options.timing,
     )
     async with stream:  # with cover, leaving waits for the end of the cover window
         keep = functools.partial(unpack, out=out)
         received = await receive(stream, key, keep, started, on_page, progress)
+    received |= _kept(options.timing, received["received_bytes"])
     page = Page(url=url, directory=out, function_id=function.function_id, deployed=deployed, **received)
     if isinstance(stream.link, CoveredLink):
         page.cover = stream.link.report()
@@ -239,7 +287,14 @@ async def browse_in_memory(
     started, key = time.monotonic(), wire.new_key()
     arguments = _arguments(url, options)
     stream, _, _ = await _start(
-        box, keyring, "browse", arguments, cover=options.cover, engine=options.engine, key=key
+        box,
+        keyring,
+        "browse",
+        arguments,
+        cover=options.cover,
+        engine=options.engine,
+        key=key,
+        schedule=options.timing,
     )
 
     def keep(archive: bytes) -> dict[str, Any]:
@@ -247,12 +302,34 @@ async def browse_in_memory(
 
     async with stream:
         received = await receive(stream, key, keep, started, None, None)
+    received |= _kept(options.timing, received["received_bytes"])
     return received.pop("copy"), received
+
+
+def _kept(schedule: Timing | None, received: int) -> dict[str, Any]:
+    """The deadline a scheduled transfer was delivered at: its length names it, and a length
+    that names none is a box that did not keep the schedule (so the page's timing showed)."""
+    if schedule is None:
+        return {}
+    kept = schedule.schedule()
+    deadline = kept.deadline_of(received)
+    if deadline is None:
+        sizes = ", ".join(str(kept.size(d)) for d in kept.deadlines)
+        raise BentoError(
+            f"the box did not keep the delivery schedule: it sent {received} bytes, not a window's ({sizes})",
+            fix="the page arrived, but its timing was not hidden: use another box",
+        )
+    return {"deadline": deadline, "deadlines_missed": kept.deadlines.index(deadline)}
 
 
 def _arguments(url: str, options: Options) -> list[Any]:
     if (problem := wire.cookie_problem(options.cookies)) is not None:
         raise BentoError(f"Browser cannot send these cookies: {problem}", fix="give NAME=VALUE cookies")
+    if options.timing is not None and (options.pad != 0 or options.scheme != "multiple"):
+        raise BentoError(
+            "a delivery schedule pads the transfer to fill its window: it takes no other padding",
+            fix="ask for pad 0 (bento browse: drop --pad) with a schedule",
+        )
     return [url, options.pad, options.scheme, options.user_agent, options.cookies, options.limits]
 
 

@@ -1,4 +1,4 @@
-"""Browser's entry points on the box: ``browse(url, pad=..., scheme=...)``, and
+"""Browser's entry points on the box: ``browse(url, pad=..., scheme=..., timing=...)``, and
 ``browse_to_dropbox``, which deposits the same bytes with a Dropbox on another box.
 
 It fetches the page with everything it needs, rewrites it to its local copies, packs it,
@@ -6,7 +6,9 @@ seals it under the key the client sent (``wire``: a Dropbox that carries it can 
 nor alter it), and streams it to the client: a fixed header, the archive, and then padding
 up to the size the scheme gives, so the user's link shows one small upload, a
 pause, and one download whose length says little about the page. The session's result
-is ``None``: anything sized by the page after the padding would undo it.
+is ``None``: anything sized by the page after the padding would undo it. With a delivery
+schedule (``timing``) the download's start and length say little about the page either: it
+runs in the window of a deadline the user chose, at a constant rate, padded to fill it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from urllib.parse import urlsplit
 
 from bento.runtime import api
 
-from . import discover, fetch, pack, pad, wire
+from . import discover, fetch, pack, pad, timing, wire
 from .rewrite import localize
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 MAX_BLOCK = 64 << 20  # the largest padding block a client may ask for
@@ -41,16 +44,87 @@ def browse(
     limits: dict[str, Any] | None = None,
     engine: str = "static",
     seal: str = "",
+    timing: dict[str, Any] | None = None,
 ) -> None:
-    """Fetch ``url`` and everything it needs; send header, archive, padding, sealed under ``seal``."""
+    """Fetch ``url`` and everything it needs; send header, archive, padding, sealed under ``seal``;
+    with ``timing`` (a :class:`timing.Schedule`'s request), in the window of a deadline."""
+    requested = time.monotonic()  # the schedule's deadlines count from here
     key = _check(url, pad_bytes, scheme, user_agent, cookies, engine, seal)
-    page, padding = _page(url, pad_bytes, scheme, user_agent, cookies, limits, engine, key)
+    if timing is not None:
+        schedule = _schedule(timing, pad_bytes, scheme)
+        _browse_on_schedule(requested, schedule, url, user_agent, cookies, limits, engine, key)
+        return
+    page, padding = _page(url, _padded(pad_bytes, scheme), user_agent, cookies, limits, engine, key)
     api.send(page)
     stream = wire.Padding(key)
     while padding > 0:  # after the page: the client shows it while these bytes still arrive
         count = min(padding, _CHUNK)
         api.send(stream.take(count))
         padding -= count
+
+
+def _browse_on_schedule(
+    requested: float,
+    schedule: timing.Schedule,
+    url: str,
+    user_agent: str,
+    cookies: dict[str, str] | None,
+    limits: dict[str, Any] | None,
+    engine: str,
+    key: bytes,
+) -> None:
+    """The page in the window of the first deadline it is ready for and fits in, at the
+    schedule's rate, padded to fill the window; a failure is told at a deadline too."""
+    # The crawl stops by the last window's start: what is not fetched by then is listed as such.
+    last_start = schedule.window(schedule.deadlines[-1])[0]
+    crawl = _limits(limits or {})
+    crawl["deadline"] = max(1.0, min(crawl.get("deadline", fetch.Limits.deadline), last_start - 0.5))
+    chosen: list[float | None] = []
+
+    def window_size(sent: int) -> int:  # the header announces the padding: choose before sealing
+        chosen.append(schedule.choose(time.monotonic() - requested, sent))
+        return sent if chosen[0] is None else schedule.size(chosen[0])
+
+    try:
+        page, _ = _page(url, window_size, user_agent, cookies, crawl, engine, key)
+    except BrowseError:
+        _sleep_until(requested + schedule.next_end(time.monotonic() - requested))
+        raise
+    ready, deadline = time.monotonic() - requested, chosen[0]
+    if deadline is None:
+        _sleep_until(requested + schedule.deadlines[-1])
+        raise BrowseError(
+            f"the page ({len(page)} bytes, ready after {ready:.1f} s) fits no window of the schedule "
+            f"(the last, {schedule.deadlines[-1]:g} s, begins at {last_start:g} s and carries "
+            f"{schedule.size(schedule.deadlines[-1])} bytes): ask for a later deadline or a higher rate"
+        )
+    start, end = schedule.window(deadline)
+    stream, sent = wire.Padding(key), 0
+    for at, count in timing.pace(schedule.size(deadline), requested + start, requested + end):
+        _sleep_until(at)
+        piece = page[sent : sent + count]  # the page first, then padding (as without a schedule)
+        api.send(piece + stream.take(count - len(piece)))
+        sent += count
+
+
+def _padded(pad_bytes: int, scheme: str) -> Callable[[int], int]:
+    return lambda sent: pad.padded_size(sent, scheme, pad_bytes)
+
+
+def _sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
+def _schedule(given: Any, pad_bytes: Any, scheme: Any) -> timing.Schedule:
+    try:
+        schedule = timing.Schedule.parse(given)
+    except timing.TimingError as exc:
+        raise BrowseError(f"Browser cannot keep this delivery schedule: {exc}") from None
+    if pad_bytes != 0 or scheme != "multiple":
+        raise BrowseError(
+            "a delivery schedule pads the transfer to fill its deadline's window: ask for no other padding"
+        )
+    return schedule
 
 
 def browse_to_dropbox(
@@ -80,7 +154,7 @@ def browse_to_dropbox(
     place = deposit.reserve(dropbox, fetches, seconds)
     api.send(json.dumps(place.receipt()).encode() + b"\n")
     try:
-        page, padding = _page(url, pad_bytes, scheme, user_agent, cookies, limits, engine, key)
+        page, padding = _page(url, _padded(pad_bytes, scheme), user_agent, cookies, limits, engine, key)
     except BrowseError as exc:
         deposit.fill(place, b"", error=f"Browser could not fetch the page: {exc}")
         raise
@@ -90,15 +164,15 @@ def browse_to_dropbox(
 
 def _page(
     url: str,
-    pad_bytes: int,
-    scheme: str,
+    padded_size: Callable[[int], int],
     user_agent: str,
     cookies: dict[str, str] | None,
     limits: dict[str, Any] | None,
     engine: str,
     key: bytes,
 ) -> tuple[bytes, int]:
-    """The sealed header and archive of ``url`` with everything it needs; the padding's length."""
+    """The sealed header and archive of ``url`` with everything it needs; the padding's length,
+    up to ``padded_size`` of the sealed page's."""
     options = fetch.Limits(**_limits(limits or {}))
     started, fetched_at = time.monotonic(), time.time()
     try:
@@ -121,7 +195,7 @@ def _page(
         files, pack.index(page, resources, names, fetched_at, seconds, discover.PARSER, engine)
     )
     sent = wire.SEALED_HEADER + len(archive) + wire.TAG
-    padding = pad.padded_size(sent, scheme, pad_bytes) - sent
+    padding = padded_size(sent) - sent
     return wire.seal(key, archive, padding), padding
 
 
