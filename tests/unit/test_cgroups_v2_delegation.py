@@ -54,6 +54,21 @@ def test_the_box_moves_into_a_leaf_then_hands_controllers_to_its_groups(tree: Pa
     assert (tree / "bento-1-0" / "instance-1" / "cpu.max").read_text() == "50000 100000"
 
 
+def test_a_second_box_in_the_same_process_makes_its_group_beside_the_first(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _make_group(tree / cgroups.LEAF)
+    _make_group(tree / "bento-1-0")
+    _make_group(tree / "bento-1-1")
+    assert cgroups.bento_group("bento-1-0") is not None
+    # The kernel now places us in the leaf; as it would, the group we left lists nobody.
+    (tree / "cgroup.procs").write_text("")
+    monkeypatch.setattr(cgroups, "_own_paths", lambda: {"": f"/{SERVICE}/{cgroups.LEAF}"})
+    second = cgroups.bento_group("bento-1-1")
+    assert second is not None and second.dirs["unified"] == tree / "bento-1-1", "not nested in the leaf"
+    assert not (tree / cgroups.LEAF / cgroups.LEAF).exists()
+
+
 def test_processes_that_are_not_ours_stay_and_the_box_goes_without(tree: Path) -> None:
     (tree / "cgroup.procs").write_text(f"{os.getpid()}\n1\n")  # a shell's session, say
     assert cgroups.bento_group("bento-1-0") is None

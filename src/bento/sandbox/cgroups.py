@@ -137,6 +137,8 @@ def bento_group(name: str) -> Group | None:
     unified = ROOT / "cgroup.controllers"
     if unified.exists():  # pure v2
         base = ROOT / own.get("", "/").lstrip("/")
+        if base.name == LEAF:  # moved there by an earlier call: its groups go beside it
+            base = base.parent
         if base != ROOT and not _leave_for_a_leaf(base):
             return None
         group = Group(2, {"unified": base / name})
