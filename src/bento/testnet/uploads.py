@@ -11,7 +11,7 @@ not publish can say why, and a client can be sent where the new descriptor alrea
 ...     uploads.accepted()  # the HSDirs that took it: where a client fetches it
 ['5D4A2F...', ...]
 >>> uploads.explain()  # doctest: +SKIP
-'its relay uploaded the descriptor to 0 of 6 HSDirs: 6 refused it ($5D4A2F~relay0: UPLOAD_REJECTED, ...)'
+'its relay uploaded the descriptor to 0 of 6 HSDirs; 6 failed ($5D4A2F...: UPLOAD_REJECTED, ...)'
 
 (The testnet's boxes run it: tests/e2e/test_testnet.py and every restart_box.)
 """
@@ -26,6 +26,7 @@ import stem
 import stem.control
 from stem.response.events import HSDescEvent
 
+from bento.errors import BentoError
 from bento.tor import control
 
 UPLOAD, UPLOADED, FAILED = "UPLOAD", "UPLOADED", "FAILED"
@@ -50,7 +51,7 @@ class DescriptorUploads:
         try:
             self._controller = control.connect(self.control_address)
             self._controller.add_event_listener(self._on_event, stem.control.EventType.HS_DESC)
-        except Exception as exc:  # the explanation is a help, never a new failure
+        except (BentoError, stem.ControllerError, stem.SocketError) as exc:  # a help, never a new failure
             self.unwatched = f"{type(exc).__name__}: {exc}"
             self.__exit__(None, None, None)
         return self
