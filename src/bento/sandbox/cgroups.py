@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
+CONTROLLERS = ("memory", "pids", "cpu")  # what Bento caps on cgroup v2
+LEAF = "bento-server"  # on v2, the server's own group beside those it makes (see _leave_for_a_leaf)
 CPU_PERIOD_US = 100_000
 ADMIT_PATIENCE = 30.0  # seconds for bubblewrap to name its sandbox's process (it takes milliseconds)
 
@@ -159,6 +161,10 @@ def bento_group(name: str) -> Group | None:
     unified = ROOT / "cgroup.controllers"
     if unified.exists():  # pure v2
         base = ROOT / own.get("", "/").lstrip("/")
+        if base.name == LEAF:  # moved there by an earlier call: its groups go beside it
+            base = base.parent
+        if base != ROOT and not _leave_for_a_leaf(base):
+            return None
         group = Group(2, {"unified": base / name})
     else:
         dirs = {}
@@ -176,13 +182,44 @@ def bento_group(name: str) -> Group | None:
             if not os.access(directory / "cgroup.procs", os.W_OK):
                 raise PermissionError(directory)
         if group.version == 2:  # children need the controllers enabled below us
-            (group.dirs["unified"] / "cgroup.subtree_control").write_text("+memory +pids +cpu")
+            (group.dirs["unified"] / "cgroup.subtree_control").write_text(_enable(CONTROLLERS))
     except OSError:
         for directory in group.dirs.values():
             with contextlib.suppress(OSError):
                 directory.rmdir()
         return None
     return group
+
+
+def _leave_for_a_leaf(base: Path) -> bool:
+    """Make ``base``, the v2 group we were started in, able to hand controllers down.
+
+    cgroup v2 lets a group other than the root hand controllers to its children only while
+    it holds no process itself. A box started by systemd with ``Delegate=yes`` runs in
+    the service's group, which systemd delegates to it with no controller enabled below:
+    the server first moves itself into a leaf of its own (``LEAF``, as systemd's
+    ``DelegateSubgroup=`` would), then enables them. Only when it is alone there: others'
+    processes are not ours to move. False where the group cannot be made to serve.
+    """
+    try:
+        enabled = (base / "cgroup.subtree_control").read_text().split()
+        if all(controller in enabled for controller in CONTROLLERS):
+            return True
+        here = (base / "cgroup.procs").read_text().split()
+        if here:
+            if here != [str(os.getpid())]:
+                return False
+            leaf = base / LEAF
+            leaf.mkdir(exist_ok=True)
+            (leaf / "cgroup.procs").write_text(str(os.getpid()))
+        (base / "cgroup.subtree_control").write_text(_enable(CONTROLLERS))
+    except OSError:
+        return False
+    return True
+
+
+def _enable(controllers: tuple[str, ...]) -> str:
+    return " ".join(f"+{controller}" for controller in controllers)
 
 
 def _remove_stale(group: Group) -> None:

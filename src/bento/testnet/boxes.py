@@ -16,7 +16,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from pathlib import Path
+
+import stem
 
 from bento.errors import BentoError
 from bento.protocol.policy import NodePolicy
@@ -25,6 +28,8 @@ from bento.server.daemon import STATUS_FILE
 from bento.testnet.box_policy import accepted_unenforced, default_policy, server_config
 from bento.testnet.services import RESOLV_CONF
 from bento.testnet.state import Node, TestnetState
+from bento.testnet.uploads import DescriptorUploads
+from bento.tor import control
 from bento.tor.process import log_tail, spawn_detached
 from bento.tor.resolver import read_resolv_conf
 
@@ -170,11 +175,14 @@ def stop(node: Node) -> None:
         proc.stop(grace=10.0)
 
 
-def wait_published(node: Node, deadline: float) -> None:
-    """Wait until the server has published its onion service (it writes server.json then)."""
+def wait_published(node: Node, deadline: float, uploads: DescriptorUploads | None = None) -> None:
+    """Wait until the server has published its onion service (it writes server.json then),
+    keeping its relay building circuits meanwhile (``uploads``, see its keep_building)."""
     assert node.bento_dir is not None
     status = Path(node.bento_dir) / STATUS_FILE
     while not status.exists():
+        if uploads is not None:
+            uploads.keep_building()
         if not node.bento_alive():
             log = Path(node.bento_dir) / "server.log"
             raise BentoError(
@@ -212,8 +220,11 @@ def unreachable(nodes: list[Node], socks: str, deadline: float) -> dict[str, str
                 return
             except (BentoError, TimeoutError) as exc:
                 if time.monotonic() > deadline:
+                    # A timeout's str() is empty: name what was tried and how it failed.
+                    how = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                     failures[node.nickname] = (
-                        f"the box on {node.nickname} is not reachable over Tor ({exc or type(exc).__name__})"
+                        f"the box on {node.nickname} is not reachable over Tor "
+                        f"(fetching its descriptor through the client failed: {how})"
                     )
                     return
                 await asyncio.sleep(1.0)
@@ -242,7 +253,12 @@ def start_all(
     only: list[Node] | None = None,
 ) -> None:
     """Start the Bento servers of ``state`` (or ``only`` these) and wait until each answers
-    over Tor, restarting a box that does not publish or answer within ``ATTEMPT_SECONDS``."""
+    over Tor, restarting a box that does not publish or answer within ``ATTEMPT_SECONDS``.
+
+    Each box's relay is watched for its uploads (tor's HS_DESC events): a box that fails
+    says what tor said, and once the HSDirs have a box's new descriptor the client is told
+    to fetch it from them, so that it never keeps an older one of a server started before.
+    """
     pending = list(state.boxes if only is None else only)
     if only is None and not all(privileged(n) for n in pending):
         say(
@@ -251,32 +267,70 @@ def start_all(
             "(accept_unenforced; each box's descriptor says how every limit is enforced); "
             "run it as root for every limit"
         )
-    for node in pending:
-        start(node)
-    state.save()
-    for attempt in range(1, ATTEMPTS + 1):
-        attempt_deadline = min(deadline, time.monotonic() + ATTEMPT_SECONDS)
-        failures: dict[str, str] = {}
+    with ExitStack() as watching:
+        uploads = {
+            n.nickname: watching.enter_context(DescriptorUploads(n.control_address, n.bento_onion or ""))
+            for n in pending
+        }
         for node in pending:
-            try:
-                wait_published(node, attempt_deadline)
-            except BentoError as exc:
-                failures[node.nickname] = str(exc)
-        published = [n for n in pending if n.nickname not in failures]
-        failures |= unreachable(published, socks, attempt_deadline)
-        if not failures:
-            return
-        pending = [n for n in pending if n.nickname in failures]
-        if attempt == ATTEMPTS or time.monotonic() >= deadline:
-            raise BentoError(
-                "; ".join(failures.values()),
-                fix=f"see server.log in {state.directory}/{pending[0].nickname}-bento, or raise --timeout",
-            )
-        for node in pending:
-            say(
-                f"restarting the Bento server of {node.nickname} "
-                f"(attempt {attempt + 1}): {failures[node.nickname]}"
-            )
-            stop(node)
             start(node)
         state.save()
+        for attempt in range(1, ATTEMPTS + 1):
+            attempt_deadline = min(deadline, time.monotonic() + ATTEMPT_SECONDS)
+            failures: dict[str, str] = {}
+            for node in pending:
+                try:
+                    wait_published(node, attempt_deadline, uploads[node.nickname])
+                except BentoError as exc:
+                    failures[node.nickname] = f"{exc}: {uploads[node.nickname].explain()}"
+            published = [n for n in pending if n.nickname not in failures]
+            settle_by = min(attempt_deadline, time.monotonic() + SETTLE_SECONDS)  # all boxes at once
+            for node in published:
+                _fetch_where_published(state, uploads[node.nickname], settle_by)
+            for nickname, why in unreachable(published, socks, attempt_deadline).items():
+                failures[nickname] = f"{why}; {uploads[nickname].explain()}"
+            if not failures:
+                return
+            pending = [n for n in pending if n.nickname in failures]
+            if attempt == ATTEMPTS or time.monotonic() >= deadline:
+                raise BentoError(
+                    "; ".join(failures.values()),
+                    fix=f"see {pending[0].bento_dir}/server.log and its relay's {pending[0].log}, "
+                    "or raise --timeout",
+                )
+            for node in pending:
+                say(
+                    f"restarting the Bento server of {node.nickname} "
+                    f"(attempt {attempt + 1}): {failures[node.nickname]}"
+                )
+                stop(node)
+                uploads[node.nickname].forget()
+                start(node)
+            state.save()
+
+
+SETTLE_SECONDS = 10.0  # after a box published, for the rest of its HSDirs' answers
+
+
+def _fetch_where_published(state: TestnetState, uploads: DescriptorUploads, settle_by: float) -> None:
+    """Have the client fetch a box's new descriptor from the HSDirs that took it (HSFETCH).
+
+    A client that asks an HSDir the new descriptor has not reached yet, or keeps the
+    descriptor of a server started before (its introduction points are gone), asks no
+    HSDir again for 15 minutes: the box would stay unreachable for it that long. The
+    fetched descriptor replaces any older one (it has a higher revision counter). Waiting
+    for the other HSDirs' answers first (up to ``settle_by``) means that whichever the
+    client asks later has it too.
+    """
+    uploads.wait_settled(settle_by)
+    accepted = uploads.accepted()
+    if not accepted:
+        return  # the probe that follows asks tor's own way, and says why it failed
+    servers = " ".join(f"SERVER=${fingerprint}" for fingerprint in accepted)
+    # A refusal (an HSDir the client's consensus does not list yet, say) leaves the
+    # client to fetch its own way: the probe that follows says whether it reaches the box.
+    with (
+        suppress(BentoError, stem.ControllerError, stem.SocketError),
+        control.connect(state.client.control_address) as ctl,
+    ):
+        ctl.msg(f"HSFETCH {uploads.onion} {servers}")

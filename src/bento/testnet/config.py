@@ -104,6 +104,12 @@ UseMicrodescriptors 0
 # or fail meanwhile. Tor's own initial value, a minute, as the functions' tor has.
 LearnCircuitBuildTimeout 0
 CircuitBuildTimeout 60
+# No vanguards-lite: each tor picks its onion-service circuits' second hops (layer 2) once,
+# for days, and one that picks them while it knows few relays' descriptors (the first
+# consensuses) kept failing every such circuit ("Could not find a node that matches the
+# configured _HSLayer2Nodes set"): a box's relay could not answer its clients for minutes.
+# A guard-discovery defence has nothing to defend on a private network of 8 relays.
+VanguardsLiteEnabled 0
 """
 
 _RELAY = """\

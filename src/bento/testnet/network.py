@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -27,6 +28,7 @@ from bento.tor import control
 from bento.tor.process import spawn_detached
 
 __all__ = ["Testnet", "TestnetError", "default_directory"]
+_log = logging.getLogger("bento.testnet")
 
 
 class Testnet:
@@ -207,8 +209,13 @@ class Testnet:
             if (proc := service.process) is not None:
                 proc.stop()
 
-    def restart_box(self, nickname: str, timeout: float = 120.0) -> None:
-        """Stop the Bento server beside relay ``nickname`` and start it again."""
+    def restart_box(self, nickname: str, timeout: float = 120.0, progress: Progress | None = None) -> None:
+        """Stop the Bento server beside relay ``nickname`` and start it again.
+
+        What goes wrong on the way (a new server that did not publish, or was not reached,
+        and so was started again) is said to ``progress``, by default logged as a warning:
+        a test that fails after a restart shows it.
+        """
         node = next((n for n in self.state.boxes if n.nickname == nickname), None)
         if node is None:
             raise TestnetError(f"{nickname} is not a Bento box of this testnet")
@@ -220,7 +227,8 @@ class Testnet:
         # points and HSDirs until the next time period and find the new instance unreachable.
         with control.connect(self.control_address) as ctl:
             ctl.signal(stem.Signal.NEWNYM)
-        boxes.start_all(self.state, self.socks_address, deadline=deadline, say=lambda _msg: None, only=[node])
+        say = progress or _log.warning
+        boxes.start_all(self.state, self.socks_address, deadline=deadline, say=say, only=[node])
         # Answering over Tor is not enough for the tests that follow: they find boxes by
         # name in the client's directory, which must still list this one.
         from bento.client import discovery
