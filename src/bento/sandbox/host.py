@@ -94,6 +94,8 @@ class SandboxHost:
             self._claim = uids.claim() if self.privileged else None
         except (uids.NoFreeBlock, OSError) as exc:
             raise SandboxUnavailable(str(exc)) from None
+        if self._claim is not None:
+            self._claim.evict_leftovers()  # a dead server's half-made sandboxes (see uids)
         if policy.instances_total > uids.UID_BLOCK:
             raise SandboxUnavailable(
                 f"instances_total = {policy.instances_total} is more than the {uids.UID_BLOCK} uids one "

@@ -5,19 +5,29 @@ drops the lock when the server dies, however it dies, so a dead server's block i
 at once and the next claimer takes it over atomically. Stale files are removed by the
 next start and by ``bento testnet down`` (:func:`clean_stale`), only while holding their
 lock; a claimer checks after locking that its file is still the one at the path.
+
+A server that dies (SIGKILL, OOM) can leave processes under its uids: a sandbox caught half
+set up, whose bubblewrap child waits on its dead parent's eventfd for ever (``--die-with-
+parent`` is armed only later, just before exec). The next server to claim the block first
+kills every process still running as one of its uids (:meth:`Claim.evict_leftovers`), so a
+new instance never shares a uid with a stranger's leftover.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import signal
+import time
 from pathlib import Path
 
 UID_BASE = 200_000  # instances run as uids from here up, one uid each
 UID_BLOCK = 4096  # uids claimed by one server
 BLOCKS = 1000
-CLAIMS = Path("/run/bento-uids")  # root's: only a server running as root claims uids
+CLAIMS = Path("/run/bento-uids")
+log = logging.getLogger(__name__)  # root's: only a server running as root claims uids
 
 
 class NoFreeBlock(Exception):
@@ -31,6 +41,28 @@ class Claim:
         self.base = UID_BASE + block * UID_BLOCK
         self._fd = fd
         self._path = path
+
+    def evict_leftovers(self, *, patience: float = 5.0, proc: Path = Path("/proc")) -> int:
+        """Kill every process running as one of this block's uids (a dead server's leftovers)
+        and wait, at most ``patience`` seconds, until none is left; return how many there were.
+
+        Only the claim's holder may call it: the uids are its own from the claim on.
+        """
+        found: set[int] = set()
+        deadline = time.monotonic() + patience
+        while pids := _running_as(range(self.base, self.base + UID_BLOCK), proc):
+            found |= pids
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)  # the kernel takes a moment to tear a killed process down
+        if found:
+            log.warning(
+                "killed %d processes left under sandbox uids %d+ by a server that died", len(found), self.base
+            )
+        return len(found)
 
     def release(self) -> None:
         if self._fd < 0:
@@ -67,6 +99,24 @@ def clean_stale(directory: Path = CLAIMS) -> int:
             os.close(fd)
             removed += 1
     return removed
+
+
+def _running_as(uids: range, proc: Path) -> set[int]:
+    """The processes whose real, effective, saved or file-system uid is in ``uids``."""
+    pids = set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:"):
+                if any(int(uid) in uids for uid in line.split()[1:]):
+                    pids.add(int(entry.name))
+                break
+    return pids
 
 
 def _lock(path: Path, *, create: bool) -> int | None:
