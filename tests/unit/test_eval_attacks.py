@@ -93,6 +93,12 @@ def test_results_are_reused_only_for_the_same_visits_and_settings(tmp_path: Path
     fuller = experiment.run(tmp_path, ["tor"], ["kfp"], replace(quick, visits=None))
     assert [r.visits for r in fuller] == [6, 6, 6] and all(r.test == 10 for r in fuller)
     assert {r.data for r in fuller}.isdisjoint({r.data for r in first})
+    # The same settings on a collection grown by a round: trained afresh, never the old folds.
+    seventh = [replace(t, condition="tor", visit=6) for t in synthetic(5, 1)]
+    wf_rounds.write_round(tmp_path, 6, seventh)
+    grown = experiment.run(tmp_path, ["tor"], ["kfp"], replace(quick, visits=None))
+    assert [r.visits for r in grown] == [7, 7, 7]
+    assert {r.data for r in grown}.isdisjoint({r.data for r in fuller})
 
 
 def test_a_site_short_of_visits_is_left_out_not_the_condition(tmp_path: Path) -> None:

@@ -172,6 +172,8 @@ def _one(
 
 def _digest(loaded: Sequence[Trace], attack: str, settings: Settings) -> str:
     """What a result depends on: the visits attacked, the attack, and its settings."""
-    visits = sorted((t.site, t.visit) for t in loaded)
-    used = {"visits": visits, "attack": attack, **asdict(settings)}
+    attacked = sorted((t.site, t.visit) for t in loaded)
+    # Not under the key "visits": the settings have a field of that name, which overwrote the
+    # visits attacked, so a result was taken again after the collection had grown.
+    used = {**asdict(settings), "attacked": attacked, "attack": attack}
     return hashlib.sha256(json.dumps(used, sort_keys=True).encode()).hexdigest()[:16]
