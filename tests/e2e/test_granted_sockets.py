@@ -5,8 +5,9 @@ from ``api.connect``, the SOCKS stream behind ``api.tor`` circuits, a listener f
 ``api.listen`` and the connections it accepts. A hostile function takes each and tries
 every way to point it somewhere else (the box's own control and API ports): connect
 again, dissolve the connection (``AF_UNSPEC``) and connect, send with an address and
-``MSG_FASTOPEN``, shut it down and reuse it, a second descriptor, bind, listen, and
-socket options that change where or how it talks. Each is refused by the sandbox's
+``MSG_FASTOPEN``, shut it down and reuse it, a second descriptor, bind, listen,
+socket options that change where or how it talks, and the ioctls that read the box's
+interfaces and addresses (``SIOCGIFCONF``, ``SIOCGIFADDR``). Each is refused by the sandbox's
 seccomp filter with EPERM (a PermissionError), what a function legitimately sets still
 works, and a neighbour function keeps answering throughout.
 """
@@ -34,6 +35,7 @@ pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 4)]
 
 GRANTED = r'''
 import ctypes
+import fcntl
 import os
 import socket
 import _socket
@@ -104,6 +106,9 @@ def attacks(fresh, targets):
         out[f"dup, dissolve, connect: {name}"] = _outcome(lambda: _then(lambda: _dissolve(copy),
                                                                         lambda: _raw_connect(copy, address)))
     s = fresh()
+    # The box's interfaces and addresses, read through the granted socket.
+    out["ioctl SIOCGIFCONF"] = _outcome(lambda: fcntl.ioctl(s, 0x8912, bytes(16)))
+    out["ioctl SIOCGIFADDR"] = _outcome(lambda: fcntl.ioctl(s, 0x8915, b"lo".ljust(40, b"\0")))
     out["bind"] = _outcome(lambda: _socket.socket.bind(s, ("127.0.0.1", 0)))
     out["listen"] = _outcome(lambda: _socket.socket.listen(s, 4096))
     options = {

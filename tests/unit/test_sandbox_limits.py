@@ -98,9 +98,19 @@ def files():
     except OSError as exc:
         return {"error": _name(exc), "opened": len(opened)}
 
+def _interfaces():
+    # SIOCGIFCONF: the interfaces of the socket's network (through a granted socket, the box's)
+    import fcntl, socket
+    unix, _ = socket.socketpair()
+    try:
+        fcntl.ioctl(unix, 0x8912, bytes(16))  # struct ifconf with no buffer: the length it needs
+        return True
+    except OSError as exc:
+        return _name(exc)
+
 def syscalls():
     libc = ctypes.CDLL(None, use_errno=True)
-    found = {}
+    found = {"SIOCGIFCONF": _interfaces()}
     found["mount"] = libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) == 0 or _name(ctypes.get_errno())
     found["unshare"] = libc.unshare(0x10000000) == 0 or _name(ctypes.get_errno())
     try:
@@ -116,7 +126,7 @@ def syscalls():
 def chromium_calls():
     import socket
     libc = ctypes.CDLL(None, use_errno=True)
-    found = {}
+    found = {"SIOCGIFCONF": _interfaces()}
     unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     unix.bind("/tmp/singleton")
     unix.listen()
@@ -255,9 +265,9 @@ async def test_open_files_are_the_manifests(box: Box) -> None:
 
 async def test_syscalls_are_the_manifests(box: Box) -> None:
     found = _result(await box.run("syscalls"))
-    assert found == {"mount": "EPERM", "unshare": "EPERM", "fork": "EPERM"}
+    assert found == {"mount": "EPERM", "unshare": "EPERM", "fork": "EPERM", "SIOCGIFCONF": "EPERM"}
     found = _result(await box.run("syscalls", FORKING))
-    assert found == {"mount": "EPERM", "unshare": "EPERM", "fork": True}
+    assert found == {"mount": "EPERM", "unshare": "EPERM", "fork": True, "SIOCGIFCONF": "EPERM"}
 
 
 async def test_processes_are_the_manifests(box: Box) -> None:
@@ -279,7 +289,7 @@ async def test_a_chromium_sandbox_holds_memory_without_address_space_limits(box:
     found = _result(await box.run("chromium_calls", CHROMIUM))
     assert found == {
         "unix listener": True, "AF_INET": "EPERM", "AF_INET6": "EPERM", "AF_NETLINK": "EPERM",
-        "mount": "EPERM", "unshare": "EPERM",
+        "mount": "EPERM", "unshare": "EPERM", "SIOCGIFCONF": "EPERM",
     }  # fmt: skip
 
 

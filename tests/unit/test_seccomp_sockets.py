@@ -147,3 +147,42 @@ def test_a_granted_socket_stays_where_it_was_pointed(
     assert found == dict.fromkeys(
         ["sendto", "sendmsg", "TCP_NODELAY", "SO_KEEPALIVE", "accept", "shutdown"], "ok"
     )
+
+
+def _ioctl(sock: socket.socket, request: int) -> None:
+    """ioctl(2) with the request as given, all 64 bits (the kernel reads the low 32)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(4096)
+    if libc.ioctl(sock.fileno(), ctypes.c_ulong(request), buffer) != 0:
+        raise OSError(ctypes.get_errno(), f"ioctl {request:#x}")
+
+
+SIOCGIFCONF, SIOCGIFADDR, SIOCGIWNAME = 0x8912, 0x8915, 0x8B01
+
+
+@pytest.mark.parametrize("profiles", [NETWORK, CHROMIUM | NETWORK], ids=["network", "chromium"])
+def test_a_granted_socket_cannot_read_the_boxs_interfaces(
+    server: socket.socket, profiles: frozenset[SyscallProfile]
+) -> None:
+    granted = socket.create_connection(server.getsockname(), timeout=10)  # as the broker makes it
+    unix, _ = socket.socketpair()
+    with granted, unix, _:
+        _ioctl(granted, SIOCGIFCONF)  # unconfined, it lists the host's interfaces
+        found = _in_child(
+            profiles,
+            {
+                "SIOCGIFCONF": lambda: _ioctl(granted, SIOCGIFCONF),
+                "SIOCGIFCONF, high bits set": lambda: _ioctl(granted, 0xFFFFFFFF_00000000 | SIOCGIFCONF),
+                "SIOCGIFCONF on a Unix socket": lambda: _ioctl(unix, SIOCGIFCONF),
+                "SIOCGIFADDR": lambda: _ioctl(granted, SIOCGIFADDR),
+                "SIOCGIWNAME": lambda: _ioctl(granted, SIOCGIWNAME),
+                "FIONREAD": lambda: _ioctl(granted, 0x541B),  # what Python and asyncio ask
+                "FIONBIO": lambda: granted.setblocking(False),
+                "FIOCLEX": lambda: os.set_inheritable(granted.fileno(), False),
+                "TCGETS": lambda: _ioctl(granted, 0x5401),  # isatty: the kernel's answer, not the filter's
+            },
+        )
+    refused = ["SIOCGIFCONF", "SIOCGIFCONF, high bits set", "SIOCGIFCONF on a Unix socket", "SIOCGIFADDR",
+               "SIOCGIWNAME"]  # fmt: skip
+    assert {name: found.pop(name) for name in refused} == dict.fromkeys(refused, "EPERM")
+    assert found == {"FIONREAD": "ok", "FIONBIO": "ok", "FIOCLEX": "ok", "TCGETS": "ENOTTY"}

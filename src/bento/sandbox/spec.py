@@ -185,7 +185,8 @@ MECHANISMS: dict[str, tuple[str, Callable[[Host], str]]] = {
         lambda h: (
             "seccomp allow-list (libseccomp): the manifest's profiles; in every one no connect, no "
             "MSG_FASTOPEN and only socket options that never change where a socket talks, so a socket "
-            "the broker grants stays where it was checked (bind and listen: only with chromium's profile)"
+            "the broker grants stays where it was checked (bind and listen: only with chromium's profile), "
+            "and no socket-configuration ioctl (SIOCGIFCONF...), so it cannot read the box's interfaces"
         ),
     ),
     "memory": ("memory_bytes", _memory),
