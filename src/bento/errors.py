@@ -20,6 +20,10 @@ True
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import traceback
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
@@ -32,6 +36,31 @@ def describe_validation(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_input=False)
     )
+
+
+@contextlib.contextmanager
+def teardown(step: str, *expected: type[Exception], log: logging.Logger | None = None) -> Iterator[None]:
+    """Finish a teardown step whatever it meets, and hide no bug doing it.
+
+    ``expected`` (what a closed peer or a dead process raises) ends the step quietly;
+    anything else ends it too, so that the rest of the teardown runs, but is logged at
+    debug by its type and the line that raised it: not its message, which may quote a
+    token. Cancellation is no Exception: it always goes through.
+
+    >>> with teardown("closing a connection", OSError):
+    ...     raise ConnectionResetError("the peer went")
+    >>> with teardown("closing a connection", OSError):
+    ...     raise KeyError("a bug")  # logged: closing a connection failed unexpectedly: KeyError at ...
+    """
+    try:
+        yield
+    except expected:
+        pass
+    except Exception as exc:
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        (log or logging.getLogger("bento")).debug(
+            "%s failed unexpectedly: %s at %s:%s", step, type(exc).__name__, where.filename, where.lineno
+        )
 
 
 class BentoError(Exception):

@@ -14,8 +14,9 @@ from collections.abc import Awaitable
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from bento.errors import teardown
 from bento.protocol.messages import Ack, Attached, InputEnd
-from bento.server.cover import CoveredSocket, StreamSocket
+from bento.server.cover import CLOSED, CoveredSocket, StreamSocket
 from bento.server.session import Session
 
 
@@ -28,7 +29,7 @@ async def attach(session: Session, websocket: StreamSocket, logs_from: int) -> N
     previous = session.attachment
     session.attachment = websocket
     if isinstance(previous, (WebSocket, CoveredSocket)):
-        with contextlib.suppress(Exception):
+        with teardown("closing a replaced attachment", *CLOSED):
             await previous.close(4001, "another client attached to this session")
     try:
         async with asyncio.TaskGroup() as group:

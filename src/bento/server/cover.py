@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bento.errors import describe_validation
+from bento.errors import describe_validation, teardown
 from bento.protocol.cover import BYTES, HEADER, TEXT, CoverError, CoverRequest, frame_size
 from bento.protocol.cover_channel import CoverChannel
 from bento.protocol.errors import ErrorCode
@@ -28,6 +28,9 @@ from bento.protocol.policy import CoverPolicy
 from bento.server.refusal import BoxError
 
 CLOSE_FLUSH = 10.0  # seconds a closing covered socket waits for its last records to leave
+# What closing a WebSocket whose client went raises: Starlette's disconnect, its RuntimeError
+# for a second close, uvicorn's ClientDisconnected (an OSError), a broken transport.
+CLOSED = (WebSocketDisconnect, RuntimeError, OSError)
 
 
 class StreamSocket(Protocol):
@@ -139,7 +142,7 @@ class CoveredSocket:
         try:
             got = await self.channel.receive()
         except CoverError as exc:
-            with contextlib.suppress(Exception):
+            with teardown("closing a stream that broke the cover protocol", *CLOSED):
                 await self.websocket.close(1008, f"broke the cover protocol: {exc}"[:120])
             return {"type": "websocket.disconnect", "code": 1008}
         except Exception:
@@ -160,7 +163,7 @@ class CoveredSocket:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_FLUSH):
                 await self.channel.flush()
-        with contextlib.suppress(Exception):
+        with teardown("closing a covered stream", *CLOSED):
             await self.websocket.close(code, reason)
 
     async def linger(self, ended: asyncio.Event) -> None:

@@ -127,7 +127,7 @@ async def _render(url: str, fetcher: fetch.Fetcher, deadline: float) -> list[fet
                 if first is not None and first.done() and not first.cancelled() and first.result().error:
                     raise fetch.PageError(f"cannot fetch {url}: {first.result().error}") from None
                 raise
-            documents = await _documents(page)
+            documents = await _documents(page, Error)
         finally:
             await chromium.close()
             for task in fetched.values():
@@ -152,13 +152,15 @@ async def _load(page: Any, url: str, deadline: float, error: type[Exception]) ->
         await page.wait_for_load_state("networkidle", timeout=max(1.0, settle * 1000))
 
 
-async def _documents(page: Any) -> dict[str, str]:
+async def _documents(page: Any, error: type[Exception]) -> dict[str, str]:
     """The rendered HTML of the page and each of its frames, by URL (the page's first)."""
     found: dict[str, str] = {}
     for frame in page.frames:  # the main frame first, then every frame at any depth
         if frame.url.startswith(("http://", "https://")) and frame.url not in found:
-            # A frame that navigated away or crashed keeps the bytes that were fetched for it.
-            with contextlib.suppress(Exception):
+            # A frame that navigated away or crashed (Playwright's ``error``: detached, its context
+            # destroyed) keeps the bytes that were fetched for it; anything else is a bug, and
+            # render() reports it as a RenderError.
+            with contextlib.suppress(error):
                 found[frame.url] = await frame.content()
     return found
 

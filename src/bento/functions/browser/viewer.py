@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bento.errors import BentoError
+from bento.errors import BentoError, teardown
 
 from . import saved, viewer_page, wire
 from .inert import Links
@@ -306,7 +306,7 @@ async def running(fetch: Fetch, describe: str = "", port: int = 0) -> AsyncItera
         yield viewer
     finally:
         server.should_exit = True
-        with contextlib.suppress(Exception):
+        with teardown("stopping the viewer's server", TimeoutError, OSError):
             await asyncio.wait_for(serving, 30)
         listener.close()
 

@@ -36,7 +36,7 @@ from bento.client.box import Box
 from bento.client.keyring import Deployment
 from bento.client.stream import Retry, SessionStream
 from bento.client.via_broker import BrokerTransport
-from bento.errors import BentoError
+from bento.errors import BentoError, teardown
 from bento.protocol.manifest import Manifest
 from bento.protocol.messages import CodeKind
 from bento.protocol.policy import InstanceLimits, Needs
@@ -267,7 +267,7 @@ class Balancer:
                 async with asyncio.timeout(20):
                     await self.boxes[onion].shutdown(deployment)
         for box in self.boxes.values():
-            with contextlib.suppress(Exception):
+            with teardown("closing a connection to a replica's box", OSError, BentoError):
                 await box.__aexit__(None, None, None)
 
     async def _send_events(self) -> None:
