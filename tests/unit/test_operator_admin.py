@@ -179,6 +179,19 @@ async def test_pause_refuses_new_uploads_and_invocations_until_resumed(
     assert refused.status_code == 503, refused.text
     assert refused.json()["code"] == "box-paused" and "paused new uploads" in refused.json()["error"]
     assert refused.json()["fix"] == "try again later, or use another box"
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:  # handed to the box only as it reads
+        nonlocal sent
+        for _ in range(8):
+            sent += 1
+            yield b" " * 1024
+
+    unread = await box.http.post(
+        "/v1/functions", content=body(), headers={"content-type": "application/json"}
+    )
+    assert unread.status_code == 503 and unread.json()["code"] == "box-paused", unread.text
+    assert sent == 0, "refused before a byte of the upload was read"
     assert (await box.wait_state(function, await box.invoke(function, "quick")))["state"] == "completed"
 
     assert (await admin.post("/v1/pause")).json() == {"paused": ["uploads", "invocations"]}, "both by default"

@@ -105,6 +105,7 @@ def create_app(registry: Registry, descriptor: Callable[[], SignedDescriptor]) -
         return _json(descriptor())
 
     async def upload(request: Request) -> Response:
+        registry.refuse_if_paused("uploads")  # before the body: up to max_upload_bytes, all for nothing
         body = await _body(request, UploadRequest, upload_limit)
         deployed = await registry.deploy(body.manifest, body.kind, body.code, body.replaces)
         return _json(

@@ -22,7 +22,7 @@ from bento.protocol.policy import violations
 from bento.sandbox.host import SandboxHost
 from bento.server import code, packages, tokens
 from bento.server.access import Access
-from bento.server.admin.controls import OperatorControls
+from bento.server.admin.controls import OperatorControls, Pausable
 from bento.server.admin.ledger import Ledger
 from bento.server.attenuation import Narrowing
 from bento.server.broker import BudgetSpec, Context, Gatekeeper
@@ -104,8 +104,7 @@ class Registry(Access):
         self, manifest: Manifest, kind: CodeKind, encoded: str, replaces: Replaces | None = None
     ) -> Deployed:
         """Install a function; with ``replaces``, shut that one down once this one is installed."""
-        if (paused := self.controls.refusal("uploads")) is not None:
-            raise BoxError(*paused)
+        self.refuse_if_paused("uploads")  # again: the operator may have paused while the body came
         problems = violations(manifest.needs, self.policy)
         if problems:
             raise BoxError(
@@ -206,8 +205,7 @@ class Registry(Access):
             raise BoxError(
                 ErrorCode.BOX_STOPPING, "this box is stopping", "try again later, or use another box"
             )
-        if (paused := self.controls.refusal("invocations")) is not None:
-            raise BoxError(*paused)
+        self.refuse_if_paused("invocations")
         self._admit(function)
         session = Session(tokens.new_id(), function.id, entry, self.config.session_buffer_bytes)
         session.right_digest = tokens.digest(right) if right is not None else None
@@ -259,6 +257,11 @@ class Registry(Access):
         if session.id in self.sessions:  # not shut down meanwhile
             for old in self.retention.ended(session):
                 self._forget(old)
+
+    def refuse_if_paused(self, what: Pausable) -> None:
+        """Raise the operator's refusal (503 box-paused, with its fix) while ``what`` is paused."""
+        if (paused := self.controls.refusal(what)) is not None:
+            raise BoxError(*paused)
 
     def _admit(self, function: Function) -> None:
         """Refuse an instance that would take Bento, or this function, past the policy."""
