@@ -30,6 +30,7 @@ from bento.server.broker import (
     normalise,
     refresh,
 )
+from bento.server.broker.budgets import BudgetSpec, Ledger
 from bento.server.broker.service import MAX_IN_FLIGHT, MAX_REPLY, MAX_REQUEST, TAG, Broker
 from properties import examples
 
@@ -220,6 +221,25 @@ async def test_a_manifest_without_network_gets_nothing() -> None:
         reply, _ = await _ask(broker, request)
         assert (reply["ok"], reply["code"]) == (False, "denied"), reply
         assert "manifest" in reply["error"]
+
+
+async def test_each_refusal_is_told_by_a_reason_from_a_fixed_set() -> None:
+    reasons: list[str] = []
+    no_budget = Ledger(BudgetSpec())  # a function given no lookups at all
+    broker = Broker(
+        Context(
+            Needs(network=True),
+            NETWORK,
+            _gate(),
+            Resolver(["192.0.2.1"]),
+            on_refusal=reasons.append,
+            budgets=no_budget,
+        )
+    )
+    await _ask(broker, {"op": "resolve", "host": "a.example"})
+    await _ask(broker, {"op": "listen"})  # not in its manifest
+    await _ask(broker, b"{")
+    assert reasons == ["budget-lookups", "denied", "malformed"]
 
 
 async def test_a_failing_resolver_is_an_error_reply_not_a_dead_broker() -> None:

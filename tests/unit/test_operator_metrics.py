@@ -27,6 +27,13 @@ def forever():
 
 def quick():
     return 1
+
+
+def refused():
+    try:
+        api.connect("192.0.2.1", 80, timeout=5)  # its manifest asks for no network
+    except PermissionError:
+        return "refused"
 """
 
 
@@ -104,6 +111,21 @@ async def test_refusals_are_counted_by_code(box: LocalBox, scrape: httpx.AsyncCl
     samples = _samples((await scrape.get("/metrics")).text)
     assert samples[("bento_refusals_total", (("code", "unknown-function"),))] == 2
     assert samples[("bento_refusals_total", (("code", "invalid-request"),))] == 1
+
+
+async def test_the_brokers_refusals_are_counted_by_function_and_reason(
+    box: LocalBox, scrape: httpx.AsyncClient
+) -> None:
+    function = await box.upload(SOURCE, name="asks-too-much")
+    for _ in range(2):
+        session_id = await box.invoke(function, "refused")
+        assert (await box.wait_state(function, session_id))["state"] == "completed"
+        assert box.registry.sessions[session_id].result == "refused"
+    samples = _samples((await scrape.get("/metrics")).text)
+    labels = (("function_id", function.function_id), ("name", "asks-too-much"), ("reason", "denied"))
+    assert samples[("bento_function_refusals_total", labels)] == 2
+    assert samples[("bento_refusals_total", (("code", "broker-denied"),))] == 2
+    assert "192.0.2.1" not in str(samples), "a label names the reason, never what was asked"
 
 
 def test_metrics_are_off_by_default_and_on_loopback_only_unless_allowed() -> None:

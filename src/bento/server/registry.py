@@ -245,6 +245,7 @@ class Registry(Access):
             session.id,
             storage,
             tor,
+            on_refusal=functools.partial(self.ledger.broker_refused, function.id),
             budgets=ledger,
         )
         return session.run(self.sandbox, Broker(context), function.code_dir, function.manifest, args, kwargs)

@@ -11,12 +11,20 @@ ends); the box's stays.
 >>> ledger.refused("box-full")
 >>> ledger.refusals
 Counter({'box-full': 1})
+
+Refusals the broker gives a function's instances count in the box's refusals, as
+``broker-<reason>``, and in the function's own, by reason:
+
+>>> ledger.functions["f1"] = Account()
+>>> ledger.broker_refused("f1", "budget-circuits")
+>>> ledger.refusals["broker-budget-circuits"], ledger.functions["f1"].refusals
+(1, Counter({'budget-circuits': 1}))
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bento.protocol.messages import ResourceUsage
@@ -29,6 +37,7 @@ class Account:
     cpu_seconds: float = 0.0  # of booked sessions
     bytes_in: int = 0
     bytes_out: int = 0
+    refusals: Counter[str] = field(default_factory=Counter)  # the broker's, by reason
 
     def add(self, usage: ResourceUsage) -> None:
         self.cpu_seconds += usage.cpu_seconds
@@ -72,6 +81,17 @@ class Ledger:
 
     def refused(self, code: str) -> None:
         self.refusals[code] += 1
+
+    def broker_refused(self, function_id: str, reason: str) -> None:
+        """The broker refused one of the function's requests; ``reason`` is from a fixed set
+        (bento.server.broker.service), never what the function sent."""
+        self.refusals[f"broker-{reason}"] += 1
+        if (account := self.functions.get(function_id)) is not None:  # none once it has gone
+            account.refusals[reason] += 1
+
+    def function_refusals(self, function_id: str) -> dict[str, int]:
+        account = self.functions.get(function_id)
+        return dict(account.refusals) if account is not None else {}
 
     def box_totals(self) -> dict[str, Any]:
         return self.box.totals(list(self.open.values()))

@@ -43,7 +43,11 @@ class BoxCollector(Collector):
         yield _gauge("bento_memory_limit_bytes", "memory all instances together may be promised",
                      usage.memory_limit_bytes)  # fmt: skip
         yield _gauge("bento_instances_limit", "instances the box runs at most", usage.instances_limit)
-        refusals = CounterMetricFamily("bento_refusals", "requests refused, by error code", labels=["code"])
+        refusals = CounterMetricFamily(
+            "bento_refusals",
+            "requests refused, by error code (the broker's: broker-<reason>)",
+            labels=["code"],
+        )
         for code, count in sorted(usage.refusals.items()):
             refusals.add_metric([code], count)
         yield refusals
@@ -52,10 +56,18 @@ class BoxCollector(Collector):
             paused.add_metric([what], 1 if what in usage.paused else 0)
         yield paused
         families = list(_figures("bento_function", "per function", None, ["function_id", "name"]))
+        refused = CounterMetricFamily(
+            "bento_function_refusals",
+            "requests of its instances the broker refused, by reason (per function)",
+            labels=["function_id", "name", "reason"],
+        )
         for function in usage.functions:
             for family, value in zip(families, _values(function), strict=True):
                 family.add_metric([function.function_id, function.name], value)
+            for reason, count in sorted(function.refusals.items()):
+                refused.add_metric([function.function_id, function.name, reason], count)
         yield from families
+        yield refused
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

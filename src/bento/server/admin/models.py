@@ -68,12 +68,17 @@ class Figures(Strict):
 class FunctionUsage(Figures):
     function_id: str
     name: str
+    refusals: dict[str, int] = Field(
+        default_factory=dict, description="requests of its instances the broker refused, by reason"
+    )
 
 
 class BoxUsage(Strict):
     box: Figures
     functions: list[FunctionUsage]
-    refusals: dict[str, int] = Field(description="requests refused since start, by error code")
+    refusals: dict[str, int] = Field(
+        description="requests refused since start, by error code (the broker's as broker-<reason>)"
+    )
     paused: list[Pausable]
     memory_limit_bytes: int = Field(description="the policy's total_memory_mb")
     instances_limit: int = Field(description="the policy's instances_total")

@@ -138,6 +138,7 @@ class OperatorView:
             **self.registry.ledger.function_totals(function.id),
             memory_bytes=len(running) * function.manifest.needs.memory_mb * _MB,
             storage_bytes=self._storage(function)[0],
+            refusals=self.registry.ledger.function_refusals(function.id),
         )
 
     def _session_row(self, session: Session) -> SessionRow:

@@ -79,7 +79,12 @@ _SOURCE: dict[str, str] = {
 
 
 class Exhausted(Denied):
-    """A budget is spent: the request is refused; what is held goes on."""
+    """A budget is spent: the request is refused; what is held goes on. ``budget`` names it
+    (a field of :class:`BudgetSpec`), for the operator's count of refusals."""
+
+    def __init__(self, budget: str, message: str) -> None:
+        super().__init__(message)
+        self.budget = budget
 
 
 @dataclass(frozen=True)
@@ -154,8 +159,10 @@ class Ledger:
         held = self.used[resource]
         if held + amount > limit:
             if held == 0 and limit == 0:
-                raise Exhausted(f"this function has no budget for {resource} ({_SOURCE[resource]})")
-            raise Exhausted(f"this function holds {held} {resource}, its limit ({_SOURCE[resource]})")
+                raise Exhausted(resource, f"this function has no budget for {resource} ({_SOURCE[resource]})")
+            raise Exhausted(
+                resource, f"this function holds {held} {resource}, its limit ({_SOURCE[resource]})"
+            )
         self.used[resource] = held + amount
         return Hold(self, resource, amount)
 
@@ -212,7 +219,9 @@ class Ledger:
                         self._freed.clear()
                         await self._freed.wait()
         except TimeoutError:
-            raise Exhausted(f"{resource}: none of this function's came back in {patience:.0f} s") from None
+            raise Exhausted(
+                resource, f"{resource}: none of this function's came back in {patience:.0f} s"
+            ) from None
         return taken
 
     def build_circuit(self) -> None:
@@ -222,8 +231,9 @@ class Ledger:
             self._built.popleft()
         if len(self._built) >= self.spec.circuits_per_minute:
             raise Exhausted(
+                "circuits_per_minute",
                 f"this function built {len(self._built)} circuits in the last minute, its limit "
-                f"({_SOURCE['circuits_per_minute']}); reuse a circuit or wait"
+                f"({_SOURCE['circuits_per_minute']}); reuse a circuit or wait",
             )
         self._built.append(now)
 

@@ -83,6 +83,8 @@ class Context:
     session_id: str = ""
     storage: StorageService | None = None  # None: the manifest asks for no storage
     tor: TorService | None = None  # Tor for functions, when the box offers it and the manifest asks
+    # Told the reason of each refusal (see Broker): the operator's count, by function.
+    on_refusal: Callable[[str], None] = field(default=lambda reason: None, repr=False)
     granted: int = 0
     denied: int = 0
     closed: bool = False

@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from bento.server.broker.budgets import Exhausted
 from bento.server.broker.gate import Denied
 from bento.server.broker.operations import Context, Malformed, Table
 from bento.server.broker.table import OPERATIONS
@@ -124,7 +125,8 @@ class Broker:
                 raise Malformed(f"a broker request is at most {MAX_REQUEST} bytes")
             result = await self.table.dispatch(self.context, raw)
         except Denied as exc:
-            return self._refuse("denied", str(exc)), None
+            reason = f"budget-{exc.budget}" if isinstance(exc, Exhausted) else "denied"
+            return self._refuse("denied", str(exc), reason), None
         except Malformed as exc:
             return self._refuse("malformed", f"malformed broker request: {exc}"), None
         except (ValueError, KeyError, TypeError) as exc:  # a handler's own checks of its fields
@@ -154,8 +156,11 @@ class Broker:
         self.context.granted += 1
         return reply, result.sock
 
-    def _refuse(self, code: str, message: str) -> bytes:
+    def _refuse(self, code: str, message: str, reason: str | None = None) -> bytes:
+        """A refusal, counted: ``reason`` (``code`` if None) is a name from a fixed set ("denied",
+        "malformed", "budget-circuits"...), never the message, which quotes the request."""
         self.context.denied += 1
+        self.context.on_refusal(reason or code)
         return _encode({"ok": False, "code": code, "denied": True, "error": message})
 
 
