@@ -71,7 +71,9 @@ def test_deploy_warns_before_upload_of_a_capability_the_manifest_lacks(tmp_path:
     result = _bento("deploy", "counter.py", "--box", "exit0", cwd=tmp_path)
     stderr = " ".join(result.stderr.split())
     assert "using the manifest" not in stderr
-    assert "counter.py, line 6 uses api.storage, but the manifest asks for no storage" in stderr
+    assert (
+        "counter.py, line 5 uses api.storage, but the manifest asks for no storage" in stderr
+    )  # its first use
     assert "add storage_mb = 1 under [needs]" in stderr
 
 
@@ -84,6 +86,20 @@ def test_deploy_warns_before_upload_of_a_capability_the_manifest_lacks(tmp_path:
         ("import bento.client\ndef f(): pass\n", {}, ["bento.client"]),
         ("from bento.client.box import Box\ndef f(): pass\n", {"call_boxes": True}, []),
         ("from bento.runtime import api\ndef f():\n    api.send(b'')\n", {}, []),
+        # Every way of importing the runtime is seen: aliases, dotted names, its submodules.
+        (
+            "from bento.runtime import api as bento_api\ndef f():\n    bento_api.storage.put('k', b'')\n",
+            {},
+            ["api.storage"],
+        ),
+        ("import bento.runtime.api as x\ndef f():\n    x.connect('a', 1)\n", {}, ["api.connect"]),
+        ("import bento.runtime.api\ndef f():\n    bento.runtime.api.tor.circuit()\n", {}, ["api.tor"]),
+        ("import bento.runtime as rt\ndef f():\n    rt.api.listen()\n", {"network": True}, ["api.listen"]),
+        ("from bento.runtime.storage import put\ndef f(): pass\n", {}, ["api.storage"]),
+        ("from bento.runtime.net import connect as dial\ndef f(): pass\n", {}, ["api.connect"]),
+        ("from bento.runtime.api import *\ndef f():\n    tor.circuit()\n", {}, ["api.tor"]),
+        # A name that merely is `api` is not the runtime's.
+        ("import json as api\ndef f():\n    api.storage\n", {}, []),
     ],
 )
 def test_capabilities_are_found_statically(

@@ -47,15 +47,27 @@ def _granted(name: str, needs: Needs) -> bool:
     }[name]
 
 
+# Where each capability lives, by the dotted path code reaches it by, however imported.
+CAPABILITY_PATHS: dict[str, str] = {
+    "bento.runtime.api.storage": "storage",
+    "bento.runtime.storage": "storage",
+    "bento.runtime.api.tor": "tor",
+    "bento.runtime.tor": "tor",
+    "bento.runtime.api.connect": "connect",
+    "bento.runtime.net.connect": "connect",
+    "bento.runtime.api.listen": "listen",
+    "bento.runtime.net.listen": "listen",
+    "bento.client": "bento.client",
+}
+
+
 def unasked_capabilities(path: Path, manifest: Manifest) -> list[str]:
     """One warning per capability the code uses (found statically, never by running it)
     that the manifest does not ask for: the box would refuse it at run time."""
     used: dict[str, str] = {}  # capability -> where it is first used
     for source in _sources(path):
-        tree = _parse(source)
-        for node in ast.walk(tree):
-            for name in _capabilities_at(node):
-                used.setdefault(name, f"{source.name}, line {getattr(node, 'lineno', '?')}")
+        for name, line in capabilities_used(_parse(source)).items():
+            used.setdefault(name, f"{source.name}, line {line}")
     warnings = []
     for name, where in used.items():
         if not _granted(name, manifest.needs):
@@ -67,21 +79,66 @@ def unasked_capabilities(path: Path, manifest: Manifest) -> list[str]:
     return warnings
 
 
-def _capabilities_at(node: ast.AST) -> list[str]:
-    """``api.storage`` and the like (the runtime's module is imported as ``api``), a name
-    imported from ``bento.runtime.api``, or an import of ``bento.client``."""
-    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "api":
-        return [node.attr] if node.attr in CAPABILITIES else []
-    if isinstance(node, ast.ImportFrom) and node.module == "bento.runtime.api":
-        return [a.name for a in node.names if a.name in CAPABILITIES]
-    if isinstance(node, ast.ImportFrom) and node.module == "bento.runtime":
-        return [a.name for a in node.names if a.name in ("storage", "tor")]
-    modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-    if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-        modules.append(node.module)
-    return (
-        ["bento.client"] if any(m == "bento.client" or m.startswith("bento.client.") for m in modules) else []
-    )
+def capabilities_used(tree: ast.Module) -> dict[str, int]:
+    r"""The capabilities a module uses, each with the first line that does, however it
+    imports the runtime: ``api`` or an alias of it, the module by its dotted name, a name
+    imported from it, or the runtime's own submodules.
+
+    >>> code = "import bento.runtime.api as b\ndef f():\n    b.storage.put('k', b'v')\n"
+    >>> capabilities_used(ast.parse(code))
+    {'storage': 3}
+    >>> capabilities_used(ast.parse("from bento.runtime.net import listen as serve\n"))
+    {'listen': 1}
+    """
+    bound = _bindings(tree)  # local name -> the dotted path it stands for
+    found: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            paths = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            paths = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, (ast.Name, ast.Attribute)):
+            paths = [path] if (path := _dotted(node, bound)) is not None else []
+        else:
+            continue
+        for path in paths:
+            for prefix, capability in CAPABILITY_PATHS.items():
+                if path == prefix or path.startswith(prefix + "."):
+                    found[capability] = min(found.get(capability, node.lineno), node.lineno)
+    return dict(sorted(found.items(), key=lambda item: item[1]))
+
+
+def _bindings(tree: ast.Module) -> dict[str, str]:
+    """What each name an import binds stands for: ``import a.b`` binds ``a`` to ``a``,
+    ``import a.b as x`` binds ``x`` to ``a.b``, ``from a import b as x`` binds ``x`` to ``a.b``
+    (a name ``*`` brings from the runtime's api: each of its capabilities)."""
+    bound: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    bound[alias.asname] = alias.name
+                else:
+                    top = alias.name.split(".")[0]
+                    bound[top] = top
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                if alias.name == "*":
+                    for path in CAPABILITY_PATHS:
+                        if path.startswith(node.module + ".") and "." not in path[len(node.module) + 1 :]:
+                            bound[path.rsplit(".", 1)[1]] = path
+                else:
+                    bound[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return bound
+
+
+def _dotted(node: ast.expr, bound: dict[str, str]) -> str | None:
+    """The dotted path an expression like ``x.storage.put`` names, through ``bound``."""
+    if isinstance(node, ast.Name):
+        return bound.get(node.id)
+    if isinstance(node, ast.Attribute) and (base := _dotted(node.value, bound)) is not None:
+        return f"{base}.{node.attr}"
+    return None
 
 
 def _sources(path: Path) -> list[Path]:
