@@ -4,6 +4,8 @@
     ├── TransportError          the box could not be reached (Tor, the network)
     │   └── ConnectionLost      a session's connection dropped and stayed down
     ├── ProtocolError           the box sent something malformed or inconsistent
+    ├── UnreadableToken         not a token that can be narrowed (plain, blinded, altered)
+    ├── NarrowingRefused        a readable token, but caveats that cannot be written
     └── Refused                 the box refused the request: ``code`` and ``status`` kept
         ├── Unauthorized        401, 403: a missing or wrong token, or beyond the policy
         ├── NotFound            404: no such function, session, entry point
@@ -87,6 +89,14 @@ class ConnectionLost(TransportError):
 
 class ProtocolError(BentoError):
     """The box answered something that is not the Bento protocol, or contradicts itself."""
+
+
+class UnreadableToken(BentoError):
+    """A token this library cannot read to narrow it: a plain or blinded one, or one altered."""
+
+
+class NarrowingRefused(BentoError):
+    """A narrowing that cannot be written: no caveat, a bad one, or a token narrowed to the limit."""
 
 
 class Refused(BentoError):

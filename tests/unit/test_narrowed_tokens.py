@@ -14,7 +14,7 @@ from localbox import LocalBox, Uploaded, bearer
 from bento.cli.main import main
 from bento.client.capability import Capability
 from bento.client.narrowing import narrow
-from bento.errors import BentoError
+from bento.errors import NarrowingRefused, UnreadableToken
 from bento.protocol import attenuation
 from bento.sandbox.host import SandboxUnavailable
 
@@ -54,7 +54,7 @@ async def _invoke(
 def _append(token: str, source: str) -> str:
     """``token`` with a block written by hand, as anyone holding it could append."""
     chain = attenuation.parse(token).append(biscuit_auth.BlockBuilder(source))
-    return attenuation.encode(attenuation._key_of(token), chain)
+    return attenuation.encode(attenuation.read(token)[0], chain)
 
 
 async def test_a_narrowed_token_invokes_within_its_caveats_and_reaches_its_session(box: LocalBox) -> None:
@@ -135,7 +135,7 @@ async def test_a_forged_or_altered_token_is_refused(box: LocalBox) -> None:
     claimed = biscuit_auth.BiscuitBuilder("function({id})", {"id": function.function_id}).build(
         other.private_key
     )
-    forged = attenuation.encode(attenuation._key_of(function.invocation_token), claimed)
+    forged = attenuation.encode(attenuation.read(function.invocation_token)[0], claimed)
     ticket = narrow(function.invocation_token, entries=["greet"])
     key, _, body = ticket.removeprefix(attenuation.PREFIX).partition(".")
     altered = f"{attenuation.PREFIX}{key}.{body[:-8]}{'A' * 8 if body[-8:] != 'A' * 8 else 'B' * 8}"
@@ -174,17 +174,27 @@ async def test_concurrent_invocations_of_a_one_use_token_start_exactly_one(box: 
     assert len(box.registry.sessions) == 1
 
 
-def test_only_a_narrowable_token_narrows_and_each_caveat_is_checked() -> None:
-    with pytest.raises(BentoError, match="not a narrowable"):
+def test_only_a_narrowable_token_narrows_and_each_caveat_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UnreadableToken, match="not a narrowable"):
         narrow("t" * 43, uses=1)  # a plain token (a shutdown token, or a box from before)
-    with pytest.raises(BentoError, match="not a narrowable"):
+    with pytest.raises(UnreadableToken, match="not a narrowable"):
         narrow("pt2." + "A" * 400, uses=1)  # a blinded one
     from bento.server.attenuation import Narrowing
 
     _, root = Narrowing.mint("fn")
-    for bad in ({"uses": 0}, {"until": datetime(2030, 1, 1)}, {"entries": []}, {}):
-        with pytest.raises(BentoError, match="cannot narrow"):
-            narrow(root, **bad)
+    altered = root[:-8] + ("A" if root[-8] != "A" else "B") + root[-7:]
+    with pytest.raises(UnreadableToken, match="signatures do not hold") as unreadable:
+        narrow(altered, uses=1)
+    assert unreadable.value.fix and "invocation token" in unreadable.value.fix
+    for bad in ({"uses": 0}, {"until": datetime(2030, 1, 1)}, {"entries": []}, {}, {"args": [object()]}):
+        with pytest.raises(NarrowingRefused, match="cannot narrow") as refused:
+            narrow(root, **bad)  # type: ignore[arg-type]
+        assert not isinstance(refused.value, UnreadableToken)
+    reads = []  # the token is read once: its key and its blocks together
+    real_split = attenuation.split
+    monkeypatch.setattr(attenuation, "split", lambda wire: reads.append(wire) or real_split(wire))
+    narrow(root, uses=1)
+    assert reads == [root]
 
 
 def test_bento_tokens_narrow_prints_a_capability_of_the_narrowed_token_only(

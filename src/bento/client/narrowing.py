@@ -14,9 +14,14 @@ down, asks for blinded tokens or reaches a session it did not open.
     >>> ticket = narrow(token, entries=["get"], uses=1, until=soon)
     >>> try:
     ...     narrow(ticket, entries=[])
-    ... except BentoError as exc:
+    ... except NarrowingRefused as exc:
     ...     print(exc.message)
     cannot narrow that token: name at least one entry point
+    >>> try:
+    ...     narrow("not-a-token", uses=1)
+    ... except UnreadableToken as exc:
+    ...     print(exc.fix)
+    narrow a function's invocation token (or a narrowed one), as deploy or a capability gave it
 
 Hand it over as a capability (``bento:invoke:ONION:FUNCTION:TOKEN``, see
 :mod:`bento.client.capability`); ``bento tokens narrow`` does both from the command line.
@@ -28,7 +33,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bento.errors import BentoError
+from bento.errors import NarrowingRefused, UnreadableToken
 from bento.protocol import attenuation
 
 
@@ -44,16 +49,15 @@ def narrow(
     ``until`` (a time-zone-aware datetime, by the box's clock), and exactly these positional
     arguments; what is left ``None`` stays as ``token`` allowed it. Nothing is sent anywhere.
 
-    Raises :class:`BentoError` for a token that cannot be narrowed (a blinded one, a plain
-    one of a box from before narrowing, one altered) or a caveat that cannot be written."""
+    Raises :class:`UnreadableToken` for a token that cannot be narrowed (a blinded one, a
+    plain one of a box from before narrowing, one altered), :class:`NarrowingRefused` for a
+    caveat that cannot be written; both are :class:`BentoError`."""
     try:
-        attenuation.parse(token)
-    except attenuation.AttenuationError as exc:
-        raise BentoError(
+        return attenuation.narrow(token, entries=entries, uses=uses, until=until, args=args)
+    except attenuation.UnreadableToken as exc:
+        raise UnreadableToken(
             f"cannot narrow that token: {exc}",
             fix="narrow a function's invocation token (or a narrowed one), as deploy or a capability gave it",
         ) from None
-    try:
-        return attenuation.narrow(token, entries=entries, uses=uses, until=until, args=args)
     except (TypeError, ValueError) as exc:  # a caveat that cannot be written, an argument not JSON
-        raise BentoError(f"cannot narrow that token: {exc}") from None
+        raise NarrowingRefused(f"cannot narrow that token: {exc}") from None

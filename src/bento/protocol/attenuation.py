@@ -58,6 +58,14 @@ class AttenuationError(ValueError):
     """A narrowable token that is malformed, or a narrowing that cannot be written."""
 
 
+class UnreadableToken(AttenuationError):
+    """Not a narrowable token: a plain or blinded one, malformed, altered, or over the limits."""
+
+
+class RefusedNarrowing(AttenuationError):
+    """A readable token, but a narrowing that cannot be written (no caveat, a bad one, too many blocks)."""
+
+
 def is_narrowable(bearer: str) -> bool:
     """Whether a bearer credential is a Biscuit invocation token (a root or a narrowed one)."""
     return bearer.startswith(PREFIX)
@@ -76,32 +84,38 @@ def encode(root: biscuit_auth.PublicKey, token: biscuit_auth.Biscuit) -> str:
 def split(wire: str) -> tuple[bytes, str]:
     """``(root public key bytes, the Biscuit in base64url)``; :class:`AttenuationError` if malformed."""
     if not is_narrowable(wire) or len(wire) > MAX_WIRE:
-        raise AttenuationError(f"not a narrowable invocation token (bsc1., at most {MAX_WIRE} characters)")
+        raise UnreadableToken(f"not a narrowable invocation token (bsc1., at most {MAX_WIRE} characters)")
     key, dot, body = wire[len(PREFIX) :].partition(".")
     try:
         raw_key = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
     except (binascii.Error, ValueError):
         raw_key = b""
     if not dot or len(raw_key) != 32 or not body:
-        raise AttenuationError("a narrowable token is bsc1.KEY.BISCUIT, in base64url")
+        raise UnreadableToken("a narrowable token is bsc1.KEY.BISCUIT, in base64url")
     return raw_key, body + "=" * (-len(body) % 4)
 
 
 def parse(wire: str, root: biscuit_auth.PublicKey | None = None) -> biscuit_auth.Biscuit:
     """The Biscuit, its signatures checked under ``root`` (default: the key it carries,
     which proves nothing about who made it: the box passes its own)."""
+    return read(wire, root)[1]
+
+
+def read(
+    wire: str, root: biscuit_auth.PublicKey | None = None
+) -> tuple[biscuit_auth.PublicKey, biscuit_auth.Biscuit]:
+    """The key the token carries and the Biscuit checked under ``root`` (default: that key)."""
     raw_key, body = split(wire)
-    if root is None:
-        root = _public_key(raw_key)
+    carried = _public_key(raw_key)
     try:
-        token = biscuit_auth.Biscuit.from_base64(body, root)
+        token = biscuit_auth.Biscuit.from_base64(body, carried if root is None else root)
     except (biscuit_auth.BiscuitValidationError, ValueError):
-        raise AttenuationError(
+        raise UnreadableToken(
             "the token's signatures do not hold: it was altered, or made for another key"
         ) from None
     if token.block_count() > MAX_BLOCKS:
-        raise AttenuationError(f"a token has at most {MAX_BLOCKS - 1} blocks of caveats")
-    return token
+        raise UnreadableToken(f"a token has at most {MAX_BLOCKS - 1} blocks of caveats")
+    return carried, token
 
 
 def narrow(
@@ -116,27 +130,29 @@ def narrow(
     invocations (counted by the box), none after ``until``, and exactly these positional
     arguments (none by keyword). What is left out stays as ``token`` allowed it.
 
-    Offline: nothing is sent anywhere. The result never allows more than ``token``."""
-    root = parse(token)
+    Offline: nothing is sent anywhere. The result never allows more than ``token``.
+    Raises :class:`UnreadableToken` for a token it cannot read, :class:`RefusedNarrowing`
+    for caveats it cannot write (and TypeError or ValueError for an argument not JSON)."""
+    key, root = read(token)  # one parse: the key it carries, and its checked blocks
     if entries is None and uses is None and until is None and args is None:
-        raise AttenuationError("a narrowing needs a caveat: entries, uses, until or args")
+        raise RefusedNarrowing("a narrowing needs a caveat: entries, uses, until or args")
     index = root.block_count()
     if index >= MAX_BLOCKS:
-        raise AttenuationError(f"this token has {index - 1} blocks of caveats already, the most a box reads")
+        raise RefusedNarrowing(f"this token has {index - 1} blocks of caveats already, the most a box reads")
     block = biscuit_auth.BlockBuilder("")
     if entries is not None:
         if not entries:
-            raise AttenuationError("name at least one entry point")
+            raise RefusedNarrowing("name at least one entry point")
         block.add_check(
             biscuit_auth.Check("check if entry($entry), {names}.contains($entry)", {"names": set(entries)})
         )
     if uses is not None:
         if isinstance(uses, bool) or not isinstance(uses, int) or uses < 1:
-            raise AttenuationError("uses is a whole number, at least 1")
+            raise RefusedNarrowing("uses is a whole number, at least 1")
         block.add_check(biscuit_auth.Check(f"check if use({index}, $n), $n <= {{uses}}", {"uses": uses}))
     if until is not None:
         if until.tzinfo is None:
-            raise AttenuationError("until must carry its time zone (datetime.now(timezone.utc) + ...)")
+            raise RefusedNarrowing("until must carry its time zone (datetime.now(timezone.utc) + ...)")
         block.add_check(biscuit_auth.Check("check if time($time), $time <= {until}", {"until": until}))
     if args is not None:
         block.add_check(biscuit_auth.Check(f"check if arg_count({len(args)}), kwarg_count(0)"))
@@ -144,7 +160,7 @@ def narrow(
             block.add_check(
                 biscuit_auth.Check(f"check if arg({position}, {{value}})", {"value": as_text(value)})
             )
-    return encode(_key_of(token), root.append(block))
+    return encode(key, root.append(block))
 
 
 def counted_blocks(token: biscuit_auth.Biscuit) -> list[int]:
@@ -155,10 +171,6 @@ def counted_blocks(token: biscuit_auth.Biscuit) -> list[int]:
 def as_text(value: Any) -> str:
     """An argument as a caveat and the box both write it: compact JSON with sorted keys."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _key_of(wire: str) -> biscuit_auth.PublicKey:
-    return _public_key(split(wire)[0])
 
 
 def _public_key(raw: bytes) -> biscuit_auth.PublicKey:
