@@ -94,8 +94,6 @@ class SandboxHost:
             self._claim = uids.claim() if self.privileged else None
         except (uids.NoFreeBlock, OSError) as exc:
             raise SandboxUnavailable(str(exc)) from None
-        if self._claim is not None:
-            self._claim.evict_leftovers()  # a dead server's half-made sandboxes (see uids)
         if policy.instances_total > uids.UID_BLOCK:
             raise SandboxUnavailable(
                 f"instances_total = {policy.instances_total} is more than the {uids.UID_BLOCK} uids one "
@@ -250,6 +248,8 @@ class SandboxHost:
     async def spawn(self, code_dir: Path, spec: Spec, *, pooled: bool = False) -> Instance:
         """A new sandbox with ``code_dir`` at /function, confined by ``spec``, held until its
         ``go()``; ``pooled``: a warm one for the pool, which only ever takes a free slot."""
+        if self._claim is not None:
+            await self._claim.ready()  # first, once: a dead server's half-made sandboxes (see uids)
         slot = self.slots.take_free()
         if slot is None and pooled:
             raise SandboxUnavailable("every instance slot is in use")

@@ -10,11 +10,14 @@ A server that dies (SIGKILL, OOM) can leave processes under its uids: a sandbox 
 set up, whose bubblewrap child waits on its dead parent's eventfd for ever (``--die-with-
 parent`` is armed only later, just before exec). The next server to claim the block first
 kills every process still running as one of its uids (:meth:`Claim.evict_leftovers`), so a
-new instance never shares a uid with a stranger's leftover.
+new instance never shares a uid with a stranger's leftover: once, before its first sandbox
+starts (:meth:`Claim.ready`, which the sandbox host awaits), on the event loop, never with a
+blocking wait in the host's constructor.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import logging
@@ -41,8 +44,17 @@ class Claim:
         self.base = UID_BASE + block * UID_BLOCK
         self._fd = fd
         self._path = path
+        self._evicting = asyncio.Lock()
+        self._evicted = False
 
-    def evict_leftovers(self, *, patience: float = 5.0, proc: Path = Path("/proc")) -> int:
+    async def ready(self) -> None:
+        """Evict the leftovers once, before the first of this block's uids is used."""
+        async with self._evicting:
+            if not self._evicted:
+                await self.evict_leftovers()
+                self._evicted = True
+
+    async def evict_leftovers(self, *, patience: float = 5.0, proc: Path = Path("/proc")) -> int:
         """Kill every process running as one of this block's uids (a dead server's leftovers)
         and wait, at most ``patience`` seconds, until none is left; return how many there were.
 
@@ -50,14 +62,15 @@ class Claim:
         """
         found: set[int] = set()
         deadline = time.monotonic() + patience
-        while pids := _running_as(range(self.base, self.base + UID_BLOCK), proc):
+        block = range(self.base, self.base + UID_BLOCK)
+        while pids := await asyncio.to_thread(_running_as, block, proc):  # every /proc/*/status: a while
             found |= pids
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             if time.monotonic() > deadline:
                 break
-            time.sleep(0.01)  # the kernel takes a moment to tear a killed process down
+            await asyncio.sleep(0.01)  # the kernel takes a moment to tear a killed process down
         if found:
             log.warning(
                 "killed %d processes left under sandbox uids %d+ by a server that died", len(found), self.base
@@ -102,7 +115,8 @@ def clean_stale(directory: Path = CLAIMS) -> int:
 
 
 def _running_as(uids: range, proc: Path) -> set[int]:
-    """The processes whose real, effective, saved or file-system uid is in ``uids``."""
+    """The processes whose real, effective, saved or file-system uid is in ``uids``; not
+    zombies, which run nothing and hold nothing but their entry, until their parent reaps them."""
     pids = set()
     for entry in proc.iterdir():
         if not entry.name.isdigit():
@@ -112,6 +126,8 @@ def _running_as(uids: range, proc: Path) -> set[int]:
         except OSError:  # gone meanwhile
             continue
         for line in status.splitlines():
+            if line.startswith("State:") and line.split()[1:2] == ["Z"]:
+                break
             if line.startswith("Uid:"):
                 if any(int(uid) in uids for uid in line.split()[1:]):
                     pids.add(int(entry.name))
