@@ -222,3 +222,22 @@ def test_the_cli_asks_for_the_schedule_and_refuses_a_bad_one() -> None:
 
 def test_timing_is_uploaded_with_browser() -> None:
     assert "timing" in client.BOX_MODULES and Path(timing.__file__).parent == Path(function.__file__).parent
+
+
+@pytest.mark.parametrize("given", ["timing", "cover"])
+async def test_a_deposit_refuses_a_schedule_or_cover_rather_than_ignore_it(
+    tmp_path: Path, given: str
+) -> None:
+    """A deposit goes box to box while the user is away: there is no transfer on her link to
+    schedule, and a library caller is told so before anything is asked of a box."""
+    from bento.client.cover import Cover
+    from bento.client.keyring import Keyring
+    from bento.functions.browser import via_dropbox
+
+    options = (
+        client.Options(timing=client.Timing()) if given == "timing" else client.Options(cover=Cover(rate=10))
+    )
+    unreachable: Any = object()  # any use of the box would be an AttributeError, not this refusal
+    with pytest.raises(BentoError, match="no transfer on your link to schedule or cover") as refused:
+        await via_dropbox.deposit(unreachable, Keyring(tmp_path / "k.json"), "http://x/", "b" * 56, options)
+    assert refused.value.fix is not None and "--deliver-at" in refused.value.fix

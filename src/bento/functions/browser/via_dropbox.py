@@ -73,7 +73,17 @@ async def deposit(
     seconds: float = 86400,
 ) -> Deposit:
     """Have Browser on ``box`` fetch ``url`` into a Dropbox on ``dropbox_onion``; returns
-    once the deposit is reserved, and leaves the session running at the box."""
+    once the deposit is reserved, and leaves the session running at the box.
+
+    ``options.timing`` and ``options.cover`` are refused, not ignored: both shape the
+    transfer on the user's own link, and here there is none. The page goes box to box while
+    she is away, and she fetches it when she likes (``bento dropbox get``), so her download's
+    start says nothing of when the page was ready; its size is hidden by ``options.pad``."""
+    if options is not None and (options.timing is not None or options.cover is not None):
+        raise BentoError(
+            "a deposit has no transfer on your link to schedule or cover: the page goes from box to box",
+            fix="drop the delivery schedule (--deliver-at) and the cover; the deposit is padded (--pad)",
+        )
     if dropbox_onion.removesuffix(".onion") == box.onion:
         raise BentoError(
             "the Dropbox must be on another box than Browser",
