@@ -40,6 +40,15 @@ def _bind(sock: socket.socket) -> None:
     _broker = sock
 
 
+class Busy(PermissionError):
+    """Refused because a budget of the function's (``budget``: its name, as ``storage_transfers``)
+    is spent for now: the same request may pass once one of its units comes back."""
+
+    def __init__(self, budget: str, message: str) -> None:
+        super().__init__(message)
+        self.budget = budget
+
+
 def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]:
     if _broker is None:
         raise PermissionError("no network broker in this process (not running inside Bento)")
@@ -52,6 +61,8 @@ def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]
         if not reply.get("ok"):
             error = str(reply.get("error", "refused"))
             if reply.get("denied"):
+                if isinstance(busy := reply.get("busy"), str):
+                    raise Busy(busy, f"Bento broker: {error}")
                 raise PermissionError(f"Bento broker: {error}")
             code = reply.get("errno")  # e.g. ConnectionRefusedError, as a direct connect would raise
             raise OSError(code, error) if isinstance(code, int) else OSError(error)

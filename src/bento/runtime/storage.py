@@ -25,16 +25,23 @@ TYPE_CHECKING = False  # importing typing would cost the sandbox ~3 ms of start-
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["StorageError", "create", "delete", "get", "keys", "open", "put", "usage"]
+__all__ = ["StorageBusy", "StorageError", "create", "delete", "get", "keys", "open", "put", "usage"]
 
 
 class StorageError(OSError):
     """The box refused a storage request; the message says why."""
 
 
+class StorageBusy(StorageError):
+    """Refused for now: this function's storage transfers at once are all in use; the same
+    request may pass once one ends."""
+
+
 def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]:
     try:
         return net._ask(request)
+    except net.Busy as exc:
+        raise StorageBusy(str(exc).removeprefix("Bento broker: ")) from None
     except PermissionError as exc:
         raise StorageError(str(exc).removeprefix("Bento broker: ")) from None
 

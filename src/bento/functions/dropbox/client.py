@@ -17,8 +17,10 @@ for the depositor; ``fill`` seals with it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +50,14 @@ DEPOSIT = b"bento-dropbox-deposit"  # what the sealed bytes are (sealing's conte
 FAILURE = b"bento-dropbox-failure"  # a depositor's sealed reason for leaving no deposit
 MAX_FAILURE = 2000
 UNBOUND = "-"  # a reserved deposit's digest: not known when its capability was made
+# A get the box refuses because the Dropbox's storage transfers (4 at once a function) are all
+# in use spends no fetch: it is tried again, each wait twice the last, for this long at most.
+BUSY_PATIENCE = 60.0
+BUSY_FIRST_WAIT, BUSY_MOST_WAIT = 0.25, 4.0
+
+
+class _Busy(BentoError):
+    """The Dropbox's storage transfers were all in use (the runtime's StorageBusy)."""
 
 
 def code() -> bytes:
@@ -237,16 +247,28 @@ def _receipt(answer: bytes, *rights: str) -> Receipt:
     return receipt
 
 
-async def get(box: Box, capability: Capability, *, progress: Progress | None = None) -> bytes:
+async def get(
+    box: Box, capability: Capability, *, progress: Progress | None = None, patience: float = BUSY_PATIENCE
+) -> bytes:
     """The deposit, opened (spending one of its fetches). Refused unless the sealed bytes are
-    the ones the capability names and open under its key: a forged, altered or swapped deposit."""
-    stream = await box.start(capability.deployment(), "get", [capability.deposit_id])
-    async with stream:
-        await stream.send(capability.fetch_right.encode())
-        await stream.close_input()
-        sealed = await _all(stream, MAX_GET, progress)
-        result = stream.ended.result if stream.ended is not None else None
-    failed = isinstance(result, dict) and result.get("failed") is True
+    the ones the capability names and open under its key: a forged, altered or swapped deposit.
+    While the Dropbox's storage transfers are all in use it asks again, backing off, for
+    ``patience`` seconds, and then says so (no fetch is spent by those refusals)."""
+    loop = asyncio.get_running_loop()
+    deadline, wait = loop.time() + patience, BUSY_FIRST_WAIT
+    while True:
+        try:
+            sealed, failed = await _fetch(box, capability, progress)
+            break
+        except _Busy:
+            if loop.time() + wait > deadline:
+                raise BentoError(
+                    f"the Dropbox stayed busy for {patience:g} s: its storage transfers were all in use, "
+                    "by other fetches or deposits (no fetch of yours was spent)",
+                    fix="try again later",
+                ) from None
+        await asyncio.sleep(wait * random.uniform(0.5, 1.0))  # jitter: fetchers refused together part
+        wait = min(2 * wait, BUSY_MOST_WAIT)
     if capability.digest != UNBOUND and hashlib.sha256(sealed).hexdigest() != capability.digest:
         raise BentoError(
             "the Dropbox sent a deposit other than the one this capability names (its SHA-256 differs): "
@@ -266,6 +288,17 @@ async def get(box: Box, capability: Capability, *, progress: Progress | None = N
     return data
 
 
+async def _fetch(box: Box, capability: Capability, progress: Progress | None) -> tuple[bytes, bool]:
+    """One ``get``: the sealed bytes, and whether they are the depositor's sealed failure."""
+    stream = await box.start(capability.deployment(), "get", [capability.deposit_id])
+    async with stream:
+        await stream.send(capability.fetch_right.encode())
+        await stream.close_input()
+        sealed = await _all(stream, MAX_GET, progress)
+        result = stream.ended.result if stream.ended is not None else None
+    return sealed, isinstance(result, dict) and result.get("failed") is True
+
+
 async def _all(stream: Any, limit: int, progress: Progress | None = None) -> bytes:
     data = bytearray()
     async for chunk in stream:
@@ -277,6 +310,8 @@ async def _all(stream: Any, limit: int, progress: Progress | None = None) -> byt
     ended = stream.ended
     if ended is None or ended.state is not SessionState.COMPLETED:
         error = ended.error if ended is not None else None
+        if error is not None and error.type == "StorageBusy":
+            raise _Busy(error.message)
         why = (
             (error.message if error.type == "DepositError" else f"{error.type}: {error.message}")
             if error

@@ -80,11 +80,12 @@ _SOURCE: dict[str, str] = {
 
 class Exhausted(Denied):
     """A budget is spent: the request is refused; what is held goes on. ``budget`` names it
-    (a field of :class:`BudgetSpec`), for the operator's count of refusals."""
+    (a field of :class:`BudgetSpec`), for the operator's count of refusals; ``for_now``: the
+    same request may pass once a unit comes back (False: the function has none at all)."""
 
-    def __init__(self, budget: str, message: str) -> None:
+    def __init__(self, budget: str, message: str, *, for_now: bool = True) -> None:
         super().__init__(message)
-        self.budget = budget
+        self.budget, self.for_now = budget, for_now
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,11 @@ class Ledger:
         held = self.used[resource]
         if held + amount > limit:
             if held == 0 and limit == 0:
-                raise Exhausted(resource, f"this function has no budget for {resource} ({_SOURCE[resource]})")
+                raise Exhausted(
+                    resource,
+                    f"this function has no budget for {resource} ({_SOURCE[resource]})",
+                    for_now=False,
+                )
             raise Exhausted(
                 resource, f"this function holds {held} {resource}, its limit ({_SOURCE[resource]})"
             )

@@ -5,10 +5,11 @@ exactly one message, never a prefix of two. A message is a 4-byte tag (big-endia
 function's runtime numbers its requests from 1) followed by a JSON object of at most
 :data:`MAX_REQUEST` bytes; a longer one is cut by the kernel and refused as such. Each
 reply carries its request's tag and a JSON object ``{"ok": true, ...}`` or ``{"ok":
-false, "error", "code", "denied"}``; a reply that grants a socket carries it as
-ancillary data (SCM_RIGHTS). A message too short to hold a tag is answered with tag 0,
-which no request uses. Descriptors a function sends along with a request are discarded
-by the kernel (we receive no ancillary data).
+false, "error", "code", "denied"}`` (and ``"busy"``, the budget's name, where a budget
+is spent only for now: the same request may pass once one of its units comes back); a
+reply that grants a socket carries it as ancillary data (SCM_RIGHTS). A message too short
+to hold a tag is answered with tag 0, which no request uses. Descriptors a function sends
+along with a request are discarded by the kernel (we receive no ancillary data).
 
 Tags let one instance's requests run at once: a thread waiting for a circuit, or for a
 stream to an onion service, does not hold up another that connects (a LoadBalancer
@@ -125,8 +126,10 @@ class Broker:
                 raise Malformed(f"a broker request is at most {MAX_REQUEST} bytes")
             result = await self.table.dispatch(self.context, raw)
         except Denied as exc:
-            reason = f"budget-{exc.budget}" if isinstance(exc, Exhausted) else "denied"
-            return self._refuse("denied", str(exc), reason), None
+            if not isinstance(exc, Exhausted):
+                return self._refuse("denied", str(exc)), None
+            busy = {"busy": exc.budget} if exc.for_now else {}
+            return self._refuse("denied", str(exc), f"budget-{exc.budget}", busy), None
         except Malformed as exc:
             return self._refuse("malformed", f"malformed broker request: {exc}"), None
         except (ValueError, KeyError, TypeError) as exc:  # a handler's own checks of its fields
@@ -156,12 +159,14 @@ class Broker:
         self.context.granted += 1
         return reply, result.sock
 
-    def _refuse(self, code: str, message: str, reason: str | None = None) -> bytes:
+    def _refuse(
+        self, code: str, message: str, reason: str | None = None, extra: dict[str, str] | None = None
+    ) -> bytes:
         """A refusal, counted: ``reason`` (``code`` if None) is a name from a fixed set ("denied",
         "malformed", "budget-circuits"...), never the message, which quotes the request."""
         self.context.denied += 1
         self.context.on_refusal(reason or code)
-        return _encode({"ok": False, "code": code, "denied": True, "error": message})
+        return _encode({"ok": False, "code": code, "denied": True, "error": message, **(extra or {})})
 
 
 def _encode(reply: dict[str, Any]) -> bytes:
