@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -59,7 +60,15 @@ OLD_FIELDS = (
 def export(commit: str, into: Path) -> Path:
     archive = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into / "src"
+    return compiled(into / "src")
+
+
+def compiled(src: Path) -> Path:
+    """``src`` with its bytecode written, as an installed package has it: a tree without it
+    (an export, or any tree where PYTHONDONTWRITEBYTECODE is set) compiles every module of
+    the command again in each run, which no user's ``bento`` does."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(src)], check=True, capture_output=True)
+    return src
 
 
 def bento(src: Path, env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -112,8 +121,11 @@ def cli_runs(src: Path, env: dict[str, str], runs: int, check: bool) -> list[flo
 
 def cli_by_turns(trees: dict[str, Path], env: dict[str, str], runs: int) -> dict[str, dict[str, list[float]]]:
     """The whole invoke and the command's start (``invoke --help``) of each tree, by turns,
-    so that a host whose load changes weighs on each alike."""
-    times: dict[str, dict[str, list[float]]] = {name: {"invoke": [], "help": []} for name in trees}
+    so that a host whose load changes weighs on each alike: the wall-clock time of each
+    process, and the CPU time it used (user and system), which the host's load inflates
+    far less than the time a user waits."""
+    kinds = ("invoke", "help", "invoke cpu", "help cpu")
+    times: dict[str, dict[str, list[float]]] = {name: {kind: [] for kind in kinds} for name in trees}
     for src in trees.values():
         bento(src, env, "invoke", "hello", "main", '"bench"')  # warm-up: the circuit is up
     for _ in range(runs):
@@ -122,9 +134,13 @@ def cli_by_turns(trees: dict[str, Path], env: dict[str, str], runs: int) -> dict
                 ("invoke", ("invoke", "hello", "main", '"bench"')),
                 ("help", ("invoke", "--help")),
             ):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 started = time.perf_counter()
                 bento(src, env, *args)
                 times[name][kind].append(time.perf_counter() - started)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                times[name][f"{kind} cpu"].append(cpu)
     return times
 
 
@@ -142,7 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     command = f"python bench/invoke_latency.py --runs {args.runs} --before {args.before}"
     command += f" --cli-before {args.cli_before}" if args.cli_before else ""
-    now = Path(__file__).resolve().parent.parent / "src"
+    now = compiled(Path(__file__).resolve().parent.parent / "src")
     with tempfile.TemporaryDirectory() as tmp:
         before = export(args.before, Path(tmp))
         source = Path(tmp) / "hello.py"
@@ -219,6 +235,16 @@ def main() -> None:
         for name, kinds in turns.items():
             lines.append(
                 f"- {name}: invoke {summary(kinds['invoke'], 's')}; its start {summary(kinds['help'], 's')}"
+            )
+        lines += [
+            "",
+            "The CPU time (user + system) of those processes, which the host's load inflates less:",
+            "",
+        ]
+        for name, kinds in turns.items():
+            lines.append(
+                f"- {name}: invoke {summary(ms(kinds['invoke cpu']), 'ms')}; "
+                f"its start {summary(ms(kinds['help cpu']), 'ms')}"
             )
     load = os.getloadavg()[1]
     lines += [
