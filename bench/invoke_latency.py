@@ -14,8 +14,11 @@ Starts one testnet with a Bento box and measures, on that one network, a client 
    start to exit (the circuit to the box already up, as after a deploy).
 
 3. with ``--cli-before COMMIT``: the whole ``bento invoke`` of COMMIT's tree and of this
-   one, run by turns, and the command's own start (``bento invoke --help``) of each, which
-   is what a newer CLI can change; the rest is the network's.
+   one, run by turns, the command's own start (``bento invoke --help``) of each, and the
+   interpreter's (``python -c pass``): wall-clock and CPU time of each process, and the
+   whole invoke split into the interpreter, the command's start, and the rest (the network
+   and the box, measured by the library, and the handling of the answer and the exit).
+   Every tree runs byte-compiled, as an installed ``bento`` does.
 
     python bench/invoke_latency.py [--runs 10] [--before 0a0397b] [--cli-before COMMIT]
 
@@ -124,7 +127,7 @@ def cli_by_turns(trees: dict[str, Path], env: dict[str, str], runs: int) -> dict
     so that a host whose load changes weighs on each alike: the wall-clock time of each
     process, and the CPU time it used (user and system), which the host's load inflates
     far less than the time a user waits."""
-    kinds = ("invoke", "help", "invoke cpu", "help cpu")
+    kinds = ("invoke", "help", "python", "invoke cpu", "help cpu", "python cpu")
     times: dict[str, dict[str, list[float]]] = {name: {kind: [] for kind in kinds} for name in trees}
     for src in trees.values():
         bento(src, env, "invoke", "hello", "main", '"bench"')  # warm-up: the circuit is up
@@ -133,10 +136,16 @@ def cli_by_turns(trees: dict[str, Path], env: dict[str, str], runs: int) -> dict
             for kind, args in (
                 ("invoke", ("invoke", "hello", "main", '"bench"')),
                 ("help", ("invoke", "--help")),
+                ("python", ()),  # the interpreter alone: `python -c pass` in the same environment
             ):
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 started = time.perf_counter()
-                bento(src, env, *args)
+                if args:
+                    bento(src, env, *args)
+                else:
+                    subprocess.run(
+                        [sys.executable, "-c", "pass"], env={**env, "PYTHONPATH": str(src)}, check=True
+                    )
                 times[name][kind].append(time.perf_counter() - started)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
@@ -245,6 +254,17 @@ def main() -> None:
             lines.append(
                 f"- {name}: invoke {summary(ms(kinds['invoke cpu']), 'ms')}; "
                 f"its start {summary(ms(kinds['help cpu']), 'ms')}"
+            )
+        first_byte = statistics.median(results["after"]["new"]) * 1000
+        lines += ["", "Where a whole invoke's time goes (medians, wall-clock ms, then CPU ms):", ""]
+        for name, kinds in turns.items():
+            t = {kind: statistics.median(kinds[kind]) * 1000 for kind in kinds}
+            lines.append(
+                f"- {name}: the interpreter {t['python']:.0f} ({t['python cpu']:.0f}); the command's "
+                f"start {t['help'] - t['python']:.0f} ({t['help cpu'] - t['python cpu']:.0f}); "
+                f"the rest {t['invoke'] - t['help']:.0f} ({t['invoke cpu'] - t['help cpu']:.0f}), "
+                f"of which the network and the box {first_byte:.0f} (the library's first byte on a new "
+                "connection, above), and the answer's handling and the exit the remainder"
             )
     load = os.getloadavg()[1]
     lines += [
