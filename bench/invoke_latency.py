@@ -14,8 +14,11 @@ Starts one testnet with a Bento box and measures, on that one network, a client 
    start to exit (the circuit to the box already up, as after a deploy).
 
 3. with ``--cli-before COMMIT``: the whole ``bento invoke`` of COMMIT's tree and of this
-   one, run by turns, and the command's own start (``bento invoke --help``) of each, which
-   is what a newer CLI can change; the rest is the network's.
+   one, run by turns, the command's own start (``bento invoke --help``) of each, and the
+   interpreter's (``python -c pass``): wall-clock and CPU time of each process, and the
+   whole invoke split into the interpreter, the command's start, and the rest (the network
+   and the box, measured by the library, and the handling of the answer and the exit).
+   Every tree runs byte-compiled, as an installed ``bento`` does.
 
     python bench/invoke_latency.py [--runs 10] [--before 0a0397b] [--cli-before COMMIT]
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -59,7 +63,15 @@ OLD_FIELDS = (
 def export(commit: str, into: Path) -> Path:
     archive = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into / "src"
+    return compiled(into / "src")
+
+
+def compiled(src: Path) -> Path:
+    """``src`` with its bytecode written, as an installed package has it: a tree without it
+    (an export, or any tree where PYTHONDONTWRITEBYTECODE is set) compiles every module of
+    the command again in each run, which no user's ``bento`` does."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(src)], check=True, capture_output=True)
+    return src
 
 
 def bento(src: Path, env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -112,8 +124,11 @@ def cli_runs(src: Path, env: dict[str, str], runs: int, check: bool) -> list[flo
 
 def cli_by_turns(trees: dict[str, Path], env: dict[str, str], runs: int) -> dict[str, dict[str, list[float]]]:
     """The whole invoke and the command's start (``invoke --help``) of each tree, by turns,
-    so that a host whose load changes weighs on each alike."""
-    times: dict[str, dict[str, list[float]]] = {name: {"invoke": [], "help": []} for name in trees}
+    so that a host whose load changes weighs on each alike: the wall-clock time of each
+    process, and the CPU time it used (user and system), which the host's load inflates
+    far less than the time a user waits."""
+    kinds = ("invoke", "help", "python", "invoke cpu", "help cpu", "python cpu")
+    times: dict[str, dict[str, list[float]]] = {name: {kind: [] for kind in kinds} for name in trees}
     for src in trees.values():
         bento(src, env, "invoke", "hello", "main", '"bench"')  # warm-up: the circuit is up
     for _ in range(runs):
@@ -121,10 +136,20 @@ def cli_by_turns(trees: dict[str, Path], env: dict[str, str], runs: int) -> dict
             for kind, args in (
                 ("invoke", ("invoke", "hello", "main", '"bench"')),
                 ("help", ("invoke", "--help")),
+                ("python", ()),  # the interpreter alone: `python -c pass` in the same environment
             ):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 started = time.perf_counter()
-                bento(src, env, *args)
+                if args:
+                    bento(src, env, *args)
+                else:
+                    subprocess.run(
+                        [sys.executable, "-c", "pass"], env={**env, "PYTHONPATH": str(src)}, check=True
+                    )
                 times[name][kind].append(time.perf_counter() - started)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                times[name][f"{kind} cpu"].append(cpu)
     return times
 
 
@@ -142,7 +167,7 @@ def main() -> None:
     args = parser.parse_args()
     command = f"python bench/invoke_latency.py --runs {args.runs} --before {args.before}"
     command += f" --cli-before {args.cli_before}" if args.cli_before else ""
-    now = Path(__file__).resolve().parent.parent / "src"
+    now = compiled(Path(__file__).resolve().parent.parent / "src")
     with tempfile.TemporaryDirectory() as tmp:
         before = export(args.before, Path(tmp))
         source = Path(tmp) / "hello.py"
@@ -219,6 +244,27 @@ def main() -> None:
         for name, kinds in turns.items():
             lines.append(
                 f"- {name}: invoke {summary(kinds['invoke'], 's')}; its start {summary(kinds['help'], 's')}"
+            )
+        lines += [
+            "",
+            "The CPU time (user + system) of those processes, which the host's load inflates less:",
+            "",
+        ]
+        for name, kinds in turns.items():
+            lines.append(
+                f"- {name}: invoke {summary(ms(kinds['invoke cpu']), 'ms')}; "
+                f"its start {summary(ms(kinds['help cpu']), 'ms')}"
+            )
+        first_byte = statistics.median(results["after"]["new"]) * 1000
+        lines += ["", "Where a whole invoke's time goes (medians, wall-clock ms, then CPU ms):", ""]
+        for name, kinds in turns.items():
+            t = {kind: statistics.median(kinds[kind]) * 1000 for kind in kinds}
+            lines.append(
+                f"- {name}: the interpreter {t['python']:.0f} ({t['python cpu']:.0f}); the command's "
+                f"start {t['help'] - t['python']:.0f} ({t['help cpu'] - t['python cpu']:.0f}); "
+                f"the rest {t['invoke'] - t['help']:.0f} ({t['invoke cpu'] - t['help cpu']:.0f}), "
+                f"of which the network and the box {first_byte:.0f} (the library's first byte on a new "
+                "connection, above), and the answer's handling and the exit the remainder"
             )
     load = os.getloadavg()[1]
     lines += [

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import enum
+import importlib
 import json
 import os
 import shlex
@@ -19,7 +20,6 @@ import sys
 from typing import Any
 
 from bento.cli import arguments, client_options, cover_options
-from bento.cli.output import console, emit_json, errors
 from bento.client import capability
 from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
@@ -97,6 +97,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         raise BentoError("--cover covers an attached session; --detach attaches none", fix="drop one of them")
 
     async def run() -> int:
+        printing = _load_output()
         async with Box(deployment.onion, socks=args.socks, nickname=deployment.relay_nickname) as box:
             if args.detach:
                 session_id = await box.invoke(deployment, args.entry, positional, keywords)
@@ -107,6 +108,9 @@ def cmd_invoke(args: argparse.Namespace) -> int:
                     deployment.function_id,
                     deployment.session_rights.get(session_id),
                 )
+                await printing
+                from bento.cli.output import console, emit_json
+
                 if args.json:
                     emit_json({"session_id": session_id})
                 else:
@@ -123,7 +127,10 @@ def cmd_invoke(args: argparse.Namespace) -> int:
                     deployment.function_id,
                     deployment.session_rights.get(stream.session_id),
                 )
+            await printing
             if not args.json:
+                from bento.cli.output import errors
+
                 errors.print(f"[dim]session {stream.session_id}[/dim]")
             given = Input.NONE if args.no_input else Input.CLOSE_AT_END
             return await _talk(stream, args.json, given, deployment)
@@ -134,8 +141,16 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _detached(args, started[0]) if started else ExitStatus.INTERRUPTED
     finally:
-        if kept and streams:
+        if kept and streams and streams[0].log_offset:  # logs were shown: attach resumes after them
             keyring.record_logs_seen(streams[0].session_id, streams[0].log_offset)
+
+
+def _load_output() -> asyncio.Future[object]:
+    """``bento.cli.output``, imported in a worker thread: rich, which prints the lines on
+    stderr, takes longer to import than the box takes to answer on a warm circuit, so it
+    loads while the invocation crosses Tor instead of after the answer (the event loop
+    sleeps in that round trip; the import would block it). Await it before printing."""
+    return asyncio.ensure_future(asyncio.to_thread(importlib.import_module, "bento.cli.output"))
 
 
 def _detached(args: argparse.Namespace, session_id: str) -> int:
@@ -147,6 +162,8 @@ def _detached(args: argparse.Namespace, session_id: str) -> int:
         command += ["--socks", args.socks]
     attach = " ".join(command)
     kill = attach.replace("bento attach", "bento kill", 1)
+    from bento.cli.output import emit_json, errors
+
     if args.json:
         emit_json({"session_id": session_id, "detached": True, "attach": attach, "kill": kill})
     else:
@@ -158,6 +175,8 @@ def _detached(args: argparse.Namespace, session_id: str) -> int:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
+    from bento.cli.output import errors
+
     keyring = Keyring(args.keyring)
     deployment = keyring.function_of_session(args.session)
     logs_from = keyring.logs_seen.get(args.session, 0)
@@ -185,6 +204,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from bento.cli.output import emit_json, errors
+
     keyring = Keyring(args.keyring)
     deployment = keyring.function_of_session(args.session)
 
@@ -206,12 +227,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _show_log(log: Log) -> None:
+    from bento.cli.output import errors
+
     style = "dim" if log.stream is LogStream.STDOUT else "dim yellow"
     errors.print(log.text.rstrip("\n"), style=style, markup=False, highlight=False)
 
 
 def _reconnecting(session_id: str) -> Reconnecting:
     def tell(attempt: int, why: BaseException) -> None:
+        from bento.cli.output import errors
+
         if attempt > QUIET_TRIES:  # a short pause is not news; a box that stays away is
             errors.print(f"[yellow]the box is unreachable ({why}); re-attaching, try {attempt}…[/yellow]")
 
@@ -229,6 +254,8 @@ class Input(enum.Enum):
 
 async def _talk(stream: SessionStream, as_json: bool, given: Input, deployment: Deployment) -> int:
     """Pump stdin to the session, its output to stdout and its logs to stderr, until it ends."""
+    from bento.cli.output import emit_json, errors
+
     collected = bytearray()
     if not as_json:
         stream.on_log = _show_log
