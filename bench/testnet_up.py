@@ -86,18 +86,30 @@ def main() -> None:
             time.sleep(YIELD_SECONDS)
     done = min(len(r.times) + len(r.failures) for r in results)
     stopped = f" (of {args.runs} asked: --minutes {args.minutes:g} ran out)" if done < args.runs else ""
+    held = (
+        "each up and down under the suite's e2e lock"
+        if args.lock == LOCK
+        else f"under a lock of their own ({args.lock}), so other testnets ran beside them"
+    )
     body = (
         "`bento testnet up --bento-boxes 2` (3 authorities, 5 relays, 2 boxes; the default `--timeout` "
         f"of 120 s), run after run{stopped}, each brought down after with `bento testnet down`, "
-        "each up and down under the suite's e2e lock; time from start to `testnet up`:\n\n"
+        f"{held}; load average {_load()} at the end; time from start to `testnet up`:\n\n"
         + "".join(runs.line() for runs in results)
     )
     command = (
         "python bench/testnet_up.py --runs " + str(args.runs) + "".join(f" --user {u}" for u in args.user)
     )
+    if args.lock != LOCK:
+        command += f" --lock {args.lock}"
     record(
         "Testnet up with two boxes", command + (f" --minutes {args.minutes:g}" if args.minutes else ""), body
     )
+
+
+def _load() -> str:
+    """The 1-, 5- and 15-minute load averages: what else the machine was doing."""
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _one(runs: Runs, run: int, lock_path: str, timeout: float) -> None:
