@@ -157,7 +157,9 @@ async def measure(sessions: int, round_trips: int) -> dict[str, Any]:
 
 
 async def box_alone(sessions: int) -> dict[str, Any]:
-    """First outputs of ``sessions`` invoked at once on a registry in this process."""
+    """First outputs of ``sessions`` invoked at once on a registry in this process: a burst on
+    a box up for a while, then another once the first has ended and its pool refilled (a pool
+    that follows demand has grown to the first burst's size; one of fixed size has not)."""
     import base64
 
     from bento.protocol.manifest import Manifest
@@ -177,8 +179,14 @@ async def box_alone(sessions: int) -> dict[str, Any]:
         sandbox = SandboxHost(config.policy, config.state_dir, accept_unenforced=["cpu_share"])
         registry = Registry(config, "bench", sandbox, closed_gate())
         registry.reset_storage()
-        keeper = asyncio.ensure_future(sandbox.keep_pool(config.pool_size))
+        # The pool as the daemon runs it: one that follows demand, or (older trees) of fixed size.
+        most = getattr(config, "pool_most", config.pool_size)
+        extra = (most,) if most != config.pool_size else ()
+        keeper = asyncio.ensure_future(sandbox.keep_pool(config.pool_size, *extra))
         watchdog = asyncio.ensure_future(sandbox.watch_forever())
+        bursts: list[list[float]] = []
+        errors: list[str] = []
+        warm: list[int] = []
         try:
             async with registry.running():
                 needs = Needs(memory_mb=MEMORY_MB, instances=sessions)
@@ -187,28 +195,38 @@ async def box_alone(sessions: int) -> dict[str, Any]:
                     CodeKind.MODULE,
                     base64.b64encode(ECHO.encode()).decode(),
                 )
-                async with asyncio.timeout(60):  # its pool full, as on a box up for a while
-                    await sandbox.pool.stocked(Spec.of(needs).shape, config.pool_size)
-                began = time.perf_counter()
-                invoked = [registry.invoke(deployed.function, "echo", [], {}) for _ in range(sessions)]
+                ready = config.pool_size
+                for _ in range(2):
+                    async with asyncio.timeout(120):  # its pool as full as it will get
+                        await sandbox.pool.stocked(Spec.of(needs).shape, ready)
+                    warm.append(len(sandbox.pool))
+                    began = time.perf_counter()
+                    invoked = [registry.invoke(deployed.function, "echo", [], {}) for _ in range(sessions)]
 
-                async def first(session: Any) -> float | str:
-                    if await session.output.read(0) != b"up":
-                        return f"{session.state}: {session.reason}"  # it ended without a word
-                    return time.perf_counter() - began
+                    async def first(session: Any, began: float = began) -> float | str:
+                        if await session.output.read(0) != b"up":
+                            return f"{session.state}: {session.reason}"  # it ended without a word
+                        return time.perf_counter() - began
 
-                answers = await asyncio.gather(*(first(s) for s in invoked))
-                firsts = [a for a in answers if isinstance(a, float)]
-                errors = [a for a in answers if isinstance(a, str)]
-                for session in invoked:
-                    session.kill("the bench is done")
-                await asyncio.gather(*(s.done.wait() for s in invoked))
+                    answers = await asyncio.gather(*(first(s) for s in invoked))
+                    bursts.append([a for a in answers if isinstance(a, float)])
+                    errors += [a for a in answers if isinstance(a, str)]
+                    for session in invoked:
+                        session.kill("the bench is done")
+                    await asyncio.gather(*(s.done.wait() for s in invoked))
+                    ready = min(sessions, most)
         finally:
             keeper.cancel()
             watchdog.cancel()
             await asyncio.gather(keeper, watchdog, return_exceptions=True)
             sandbox.close()
-    return {"first": firsts, "errors": errors, "load": os.getloadavg()[0]}
+    return {
+        "first": bursts[0],
+        "again": bursts[1],
+        "warm": warm,
+        "errors": errors,
+        "load": os.getloadavg()[0],
+    }
 
 
 def export(commit: str, into: Path) -> Path:
@@ -274,36 +292,45 @@ def describe(name: str, runs: list[dict[str, Any]]) -> list[str]:
 def compare_alone(args: argparse.Namespace) -> None:
     command = f"python bench/burst.py --in-process --sessions {args.sessions} --before {args.before}"
     command += f" --rounds {args.rounds}"
-    firsts: dict[str, list[list[float]]] = {"before": [], "after": []}
-    failed: dict[str, list[list[str]]] = {"before": [], "after": []}
-    loads = []
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="bento-burst-") as tmp:
         trees = {"before": export(args.before, Path(tmp) / "before"), "after": ROOT / "src"}
         for round_ in range(args.rounds):
             for name, src in trees.items():
                 out = Path(tmp) / f"{name}-{round_}.json"
                 argv = [sys.executable, __file__, "--alone", str(out), "--sessions", str(args.sessions)]
-                subprocess.run(argv, env={**os.environ, "PYTHONPATH": str(src)}, check=True, timeout=900)
-                result = json.loads(out.read_text())
-                firsts[name].append(result["first"])
-                failed[name].append(result["errors"])
-                loads.append(result["load"])
+                env = {**os.environ, "PYTHONPATH": f"{src}:{ROOT / 'bench'}"}
+                subprocess.run(argv, env=env, check=True, timeout=900)
+                runs[name].append(json.loads(out.read_text()))
+    loads = [run["load"] for name in runs for run in runs[name]]
     lines = [
         f"{args.sessions} sessions invoked at once on the box alone: its registry and real sandboxes in",
-        "the bench's process (no Tor, no HTTP), its pool full and its watchdog at work; the time to each",
-        f"session's first output. Before = {args.before}, after = this tree, by turns; load average at the",
-        f"runs' ends {', '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} cores (other work ran too).",
+        "the bench's process (no Tor, no HTTP), its pool and watchdog at work as the daemon runs them; the",
+        "time to each session's first output. The first burst comes to a box up for a while (its pool at",
+        "pool_size); the second once the first has ended and the pool refilled (one that follows demand",
+        f"holds up to {args.sessions} then). Before = {args.before}, after = this tree, by turns; load",
+        f"average at the runs' ends {', '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} cores",
+        "(other work ran too).",
         "",
     ]
-    for name, runs in firsts.items():
-        for first, errors in zip(runs, failed[name], strict=True):
-            lines.append(
-                f"- {name}: median {quantile(first, 0.5):.2f} s, p99 {quantile(first, 0.99):.2f} s, "
-                f"last {max(first, default=float('nan')):.2f} s; {len(errors)} of {args.sessions} failed"
-                + (f" (the first: {errors[0]})" if errors else "")
-            )
-    medians = {n: statistics.median([quantile(f, 0.5) for f in runs]) for n, runs in firsts.items()}
-    lines += ["", f"After/before, the runs' median: {medians['after'] / medians['before']:.2f}."]
+    for name, results in runs.items():
+        for run in results:
+            for burst, key in (("first burst", "first"), ("second burst", "again")):
+                first = run.get(key, [])
+                warm = run.get("warm", [0, 0])[key == "again"]
+                lines.append(
+                    f"- {name}, {burst} ({warm} waiting in the pool): median {quantile(first, 0.5):.2f} s, "
+                    f"p99 {quantile(first, 0.99):.2f} s, last {max(first, default=float('nan')):.2f} s"
+                )
+            errors = run["errors"]
+            lines[-1] += f"; {len(errors)} failed" + (f" (the first: {errors[0]})" if errors else "")
+    lines.append("")
+    for key, burst in (("first", "first burst"), ("again", "second burst")):
+        medians = {n: statistics.median([quantile(r[key], 0.5) for r in rs]) for n, rs in runs.items()}
+        lines.append(
+            f"The {burst}, median of the runs' medians: before {medians['before']:.2f} s, after "
+            f"{medians['after']:.2f} s (after/before {medians['after'] / medians['before']:.2f})."
+        )
     record(f"Burst of {args.sessions} sessions, the box alone", command, "\n".join(lines))
 
 
