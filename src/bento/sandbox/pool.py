@@ -131,18 +131,22 @@ class Pool:
     async def keep(self, least: int, most: int, room: Callable[[], int]) -> None:
         """Keep as many sandboxes ready as :meth:`target` says, each in a slot ``room()`` counts
         free (0 while a session starts cold or waits for a slot). Cancel to stop."""
-        starting: set[asyncio.Task[None]] = set()
+        starting: dict[asyncio.Task[None], Shape] = {}
         try:
             while True:
                 self._changed.clear()
                 target = self.target(least, most)
                 while len(self._idle) > target:
                     self._idle.pop(0).kill()  # demand went down: the oldest goes first
+                shapes = [*starting.values(), *(i.spec.shape for i in self._idle)]
+                fits = self._wanted in shapes
+                if self._idle and not fits and len(self._idle) + len(starting) >= target:
+                    self._idle.pop(0).kill()  # full of a shape asked for before: room for the one asked now
                 while len(self._idle) + len(starting) < target and len(starting) < REFILL_AT_ONCE:
                     if room() <= len(starting):
                         break
                     task = asyncio.create_task(self._add(self._wanted))
-                    starting.add(task)
+                    starting[task] = self._wanted
                     task.add_done_callback(functools.partial(self._started, starting))
                 # Shrinking is a matter of time: look again at the end of each window.
                 try:
@@ -158,8 +162,8 @@ class Pool:
                 instance.kill()
             self._idle.clear()
 
-    def _started(self, starting: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
-        starting.discard(task)
+    def _started(self, starting: dict[asyncio.Task[None], Shape], task: asyncio.Task[None]) -> None:
+        starting.pop(task, None)
         self._changed.set()
 
     async def _add(self, shape: Shape) -> None:
