@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,8 +23,8 @@ from localbox import without_sandbox
 from bento.protocol.policy import InstanceLimits, Needs, NodePolicy
 from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.sandbox.instance import Instance
-from bento.sandbox.pool import BURST_WINDOW, MEMORY, Demand
-from bento.sandbox.spec import Spec
+from bento.sandbox.pool import BURST_WINDOW, MEMORY, Demand, Pool
+from bento.sandbox.spec import Shape, Spec
 
 BURST = 4
 SHAPE = Spec.of(Needs()).shape
@@ -173,3 +174,37 @@ def confinement(instance: Instance) -> dict[str, object]:
         "seccomp": status["Seccomp"].strip(),
         "no_new_privs": status["NoNewPrivs"].strip(),
     }
+
+
+class Unstarted:
+    """What the pool keeps of a sandbox (its shape, whether it lives, its kill), where the
+    test is about the pool's own bookkeeping and not about sandboxes."""
+
+    def __init__(self, shape: Shape) -> None:
+        self.spec = Spec.of(Needs())
+        self.process = subprocess.CompletedProcess[bytes]([], returncode=None)  # type: ignore[arg-type]
+        assert self.spec.shape == shape
+
+    def kill(self) -> None:
+        self.process.returncode = -9
+
+
+@pytest.mark.timeout(30)
+async def test_a_pool_whose_start_failed_tries_again_a_window_later() -> None:
+    attempts = 0
+
+    async def start(shape: Shape) -> Instance | None:
+        nonlocal attempts
+        attempts += 1
+        return None if attempts == 1 else Unstarted(shape)  # type: ignore[return-value]
+
+    pool = Pool(start, SHAPE)
+    keeper = asyncio.ensure_future(pool.keep(1, 1, room=lambda: 10))
+    try:
+        async with asyncio.timeout(3 * BURST_WINDOW):  # not stuck until someone asks again
+            await pool.stocked(SHAPE)
+        assert attempts == 2, "one failed start, one more a window later, not a tight loop"
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper

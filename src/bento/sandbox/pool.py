@@ -78,6 +78,7 @@ class Pool:
         self.demand = Demand()
         self._changed = asyncio.Event()  # taken from, asked for another shape, or room came free
         self._stocked = asyncio.Event()  # a sandbox was added
+        self._resting_until = 0.0  # a start failed: none until then (loop time)
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -142,8 +143,9 @@ class Pool:
                 fits = self._wanted in shapes
                 if self._idle and not fits and len(self._idle) + len(starting) >= target:
                     self._idle.pop(0).kill()  # full of a shape asked for before: room for the one asked now
+                resting = asyncio.get_running_loop().time() < self._resting_until
                 while len(self._idle) + len(starting) < target and len(starting) < REFILL_AT_ONCE:
-                    if room() <= len(starting):
+                    if room() <= len(starting) or resting:
                         break
                     task = asyncio.create_task(self._add(self._wanted))
                     starting[task] = self._wanted
@@ -173,9 +175,9 @@ class Pool:
             log.exception("a warm sandbox could not start")
             instance = None
         if instance is None:
-            # Killed for a session's slot, or no slot: try again when the pool is next used,
-            # not in a tight loop.
-            await self._changed.wait()
+            # Killed for a session's slot, no slot, or not ready in time (a host overloaded):
+            # try again a window later, not in a tight loop.
+            self._resting_until = asyncio.get_running_loop().time() + BURST_WINDOW
             return
         self._idle.append(instance)
         self._stocked.set()
