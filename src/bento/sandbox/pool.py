@@ -9,16 +9,17 @@ by one instance and never again. The pool refills with the shape that was last a
 for, so that a box serving one kind of function keeps hitting the pool, and a new shape
 replaces the oldest idle one.
 
-How many it keeps follows demand: the most sandboxes asked for within one
-:data:`BURST_WINDOW` during the last :data:`MEMORY` seconds, between ``least`` and
-``most``. A burst of 128 sessions starts 128 sandboxes cold (about 40 ms of CPU each, the
-whole burst's CPU), but it teaches the pool to hold 128, so the next burst takes ready
-ones (a few ms each); when the bursts stop, the pool shrinks back to ``least``.
+How many it keeps follows demand: the most sandboxes asked for within two windows in a row
+(:data:`BURST_WINDOW` each, so that a burst split by a window's end counts whole) during the
+last :data:`MEMORY` seconds, between ``least`` and ``most``. A burst of 128 sessions starts
+128 sandboxes cold (about 40 ms of CPU each, the whole burst's CPU), but it teaches the pool
+to hold 128, so the next burst takes ready ones (a few ms each); when the bursts stop, the
+pool shrinks back to ``least``.
 
->>> demand = Demand(clock=iter([0.0, 0.5, 1.0, 4.0, 200.0]).__next__)
+>>> demand = Demand(clock=iter([0.0, 2.5, 3.5, 40.0]).__next__)
 >>> for _ in range(4):
-...     demand.asked()  # three within one window, then one alone
->>> demand.peak(now=10.0), demand.peak(now=200.0)  # remembered, then forgotten
+...     demand.asked()  # three across a window's end, then one alone
+>>> demand.peak(now=50.0), demand.peak(now=200.0)  # remembered, then forgotten
 (3, 0)
 """
 
@@ -37,7 +38,7 @@ from bento.sandbox.spec import Shape
 
 log = logging.getLogger("bento.sandbox")
 
-BURST_WINDOW = 2.0  # seconds: sandboxes asked for within this are one burst's
+BURST_WINDOW = 3.0  # seconds: sandboxes asked for within this (or two in a row) are one burst's
 MEMORY = 120.0  # seconds a burst is remembered: the pool shrinks back after this long without one
 # Sandboxes the pool starts at once while it grows: a growing pool is not what a session
 # waits for, so it leaves the rest of the CPU to the sessions (and stops while one starts cold).
@@ -49,20 +50,21 @@ class Demand:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._windows: collections.deque[list[int]] = collections.deque()  # [window index, count]
+        self._windows: collections.deque[tuple[int, int]] = collections.deque()  # (window index, count)
 
     def asked(self) -> None:
         window = int(self._clock() // BURST_WINDOW)
         if self._windows and self._windows[-1][0] == window:
-            self._windows[-1][1] += 1
+            self._windows[-1] = (window, self._windows[-1][1] + 1)
         else:
-            self._windows.append([window, 1])
+            self._windows.append((window, 1))
         self._forget(window)
 
     def peak(self, now: float | None = None) -> int:
-        """The most asked for within one window that is still remembered."""
+        """The most asked for within two windows in a row that are still remembered."""
         self._forget(int((self._clock() if now is None else now) // BURST_WINDOW))
-        return max((count for _, count in self._windows), default=0)
+        counts = dict(self._windows)
+        return max((count + counts.get(window - 1, 0) for window, count in counts.items()), default=0)
 
     def _forget(self, window: int) -> None:
         while self._windows and self._windows[0][0] <= window - MEMORY / BURST_WINDOW:
