@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 from localbox import without_sandbox
+from pydantic import ValidationError
 
 from bento.protocol.policy import InstanceLimits, Needs, NodePolicy
 from bento.sandbox.host import SandboxHost, SandboxUnavailable
 from bento.sandbox.instance import Instance
 from bento.sandbox.pool import BURST_WINDOW, MEMORY, Demand, Pool
 from bento.sandbox.spec import Shape, Spec
+from bento.server.config import ServerConfig
 
 BURST = 4
 SHAPE = Spec.of(Needs()).shape
@@ -208,3 +210,12 @@ async def test_a_pool_whose_start_failed_tries_again_a_window_later() -> None:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
+
+
+def test_the_pool_grows_at_most_to_pool_max_and_by_default_to_the_boxs_cap() -> None:
+    policy = NodePolicy(instances_total=40)
+    assert ServerConfig(policy=policy).pool_most == 40
+    assert ServerConfig(policy=policy, pool_max=16).pool_most == 16
+    assert ServerConfig(policy=policy, pool_size=8, pool_max=4).pool_most == 8, "never below pool_size"
+    with pytest.raises(ValidationError):
+        ServerConfig(pool_max=-1)
