@@ -159,12 +159,15 @@ async def measure(sessions: int, round_trips: int) -> dict[str, Any]:
         held = memory(node.bento_pid)
         print(f"burst, echoes and memory read; {len(errors)} errors", file=sys.stderr)
         await asyncio.gather(*(ended(stream) for stream in streams), return_exceptions=True)
-        # Again, once the pool has refilled: a box that follows demand holds a burst's worth.
-        deadline = time.monotonic() + 120
-        # Another process's state: /proc is all there is to watch.
-        while len(sandboxes(node.bento_pid)) < sessions and time.monotonic() < deadline:  # noqa: ASYNC110
+        # Again, once the pool has refilled: a box that follows demand holds a burst's worth, one
+        # of fixed size its few (no more for 10 s). Another process's state: /proc is all to watch.
+        deadline, counted, since = time.monotonic() + 120, -1, time.monotonic()
+        while (warm_again := len(sandboxes(node.bento_pid))) < sessions and time.monotonic() < deadline:
+            if warm_again != counted:
+                counted, since = warm_again, time.monotonic()
+            elif time.monotonic() - since > 10:
+                break
             await asyncio.sleep(0.5)
-        warm_again = len(sandboxes(node.bento_pid))
         began = time.perf_counter()
         opened = await asyncio.gather(*(open_one() for _ in range(sessions)), return_exceptions=True)
         again = [o[0] for o in opened if isinstance(o, tuple)]
