@@ -101,6 +101,7 @@ class SandboxHost:
             )
         self.slots = Slots(policy.instances_total)  # the one count of instances (see slots.py)
         self._warming: set[Instance] = set()  # pooled sandboxes not ready yet
+        self._cold = 0  # sessions' sandboxes starting without the pool
         self._spawned = itertools.count()
         self._starting = asyncio.Semaphore(STARTS_PER_CPU * (os.cpu_count() or 1))
         self._live: dict[int, Instance] = {}  # by pid: every instance not yet waited for
@@ -138,7 +139,7 @@ class SandboxHost:
         shutil.copy(package / "protocol" / "frames.py", target / "protocol")
         for source in (package / "runtime").glob("*.py"):
             shutil.copy(source, target / "runtime")
-        byte_compile(self.runtime_dir)
+        command.byte_compile(self.runtime_dir)
         self.share(self.runtime_dir)
 
     def share(self, root: Path, *, read_only: bool = False) -> None:
@@ -177,14 +178,20 @@ class SandboxHost:
                 instance.group.limit(memory_bytes=spec.memory_bytes, pids=spec.cgroup_pids())
             instance.spec = spec
         else:
-            instance = await self.spawn(code_dir, spec)
+            self._cold += 1  # the pool grows no more meanwhile: this start needs the CPU first
             try:
-                async with self._starting:
-                    instance.go()
-                    await ready(instance)  # not ready: it has exited, and the session says why
-            except BaseException:
-                instance.kill()  # never handed out: nobody else would
-                raise
+                instance = await self.spawn(code_dir, spec)
+                try:
+                    async with self._starting:
+                        instance.go()
+                        await ready(instance)  # not ready: it has exited, and the session says why
+                except BaseException:
+                    instance.kill()  # never handed out: nobody else would
+                    raise
+            finally:
+                self._cold -= 1
+                if not self._cold:
+                    self.pool.poke()
         instance.confinement = spec.start_frame(_encoded_filter(spec.syscalls & self._profiles))
         return instance
 
@@ -193,9 +200,12 @@ class SandboxHost:
         self.share(slot_dir)
 
     async def _start_pooled(self, shape: Shape) -> Instance | None:
+        if not (self.root / "pool").exists():
+            (self.root / "pool").mkdir()
+            self.share(self.root / "pool")  # now, while empty: a full pool's walk costs ms and races
         slot_dir = self.root / "pool" / os.urandom(8).hex()
-        slot_dir.mkdir(parents=True)
-        self.share(slot_dir.parent)
+        slot_dir.mkdir()
+        self.share(slot_dir)
         spec = Spec.maxima(self.policy.instance, self._profiles, shape)
         try:
             instance = await self.spawn(slot_dir, spec, pooled=True)  # now one of _warming
@@ -216,9 +226,12 @@ class SandboxHost:
         instance.kill()
         return None
 
-    async def keep_pool(self, size: int) -> None:
-        """Keep ``size`` sandboxes started and waiting. Owned by the server; cancel to stop."""
-        await self.pool.keep(size, lambda: len(self.slots))
+    async def keep_pool(self, least: int, most: int | None = None) -> None:
+        """Keep sandboxes started and waiting: as many as were asked for in a recent burst,
+        at least ``least`` and at most ``most`` (None: ``least``, a pool of fixed size).
+        Owned by the server; cancel to stop."""
+        most = least if most is None else max(least, most)
+        await self.pool.keep(least, most, lambda: 0 if self._cold else len(self.slots))
 
     async def watch_forever(self, interval: float = 0.1) -> None:
         """Kill instances over their memory (with all their processes, also where a cgroup
@@ -344,21 +357,6 @@ class SandboxHost:
         remove_tree(self.root, ignore_errors=True)
         if self._claim is not None:
             self._claim.release()
-
-
-def byte_compile(runtime_dir: Path) -> None:
-    """Byte-compile what has no .pyc yet under ``runtime_dir``, with the sandbox's own Python.
-
-    The sandbox is read-only and writes no bytecode, so a module without a .pyc is compiled
-    at every import: 20 ms of every cold start for the runtime itself (measured with
-    bench/sandbox_startup.py), seconds for the client's dependencies, counted against a
-    function's CPU limit. Existing .pyc files (copied along with offered packages) are
-    valid there as long as their sources keep their modification times; compileall skips
-    them. Tracebacks name the files where the sandbox sees them.
-    """
-    argv = [command.PYTHON, "-I", "-S", "-m", "compileall", "-q", "-j", "0", "-d", command.RUNTIME_MOUNT, "."]
-    # A file that fails to compile stays source: it fails again, clearly, when imported.
-    subprocess.run(argv, cwd=runtime_dir, capture_output=True, timeout=600, check=False)
 
 
 @functools.lru_cache(maxsize=16)

@@ -4,20 +4,71 @@ A pooled sandbox is started under the policy's maxima with an empty /function an
 for its START frame. Only its file systems are fixed by then (its :class:`Shape`: the
 size of /tmp, its extra mounts), so a sandbox is only ever given to a function of the
 same shape; its rlimits, cgroup and seccomp filter are lowered to the function's when it
-is taken. The pool refills with the shape that was last asked for, so that a box serving
-one kind of function keeps hitting the pool, and a new shape replaces the oldest idle one.
+is taken. Each is a whole sandbox of its own (its slot, uid, namespaces and cgroup), used
+by one instance and never again. The pool refills with the shape that was last asked
+for, so that a box serving one kind of function keeps hitting the pool, and a new shape
+replaces the oldest idle one.
+
+How many it keeps follows demand: the most sandboxes asked for within two windows in a row
+(:data:`BURST_WINDOW` each, so that a burst split by a window's end counts whole) during the
+last :data:`MEMORY` seconds, between ``least`` and ``most``. A burst of 128 sessions starts
+128 sandboxes cold (about 40 ms of CPU each, the whole burst's CPU), but it teaches the pool
+to hold 128, so the next burst takes ready ones (a few ms each); when the bursts stop, the
+pool shrinks back to ``least``.
+
+>>> demand = Demand(clock=iter([0.0, 2.5, 3.5, 40.0]).__next__)
+>>> for _ in range(4):
+...     demand.asked()  # three across a window's end, then one alone
+>>> demand.peak(now=50.0), demand.peak(now=200.0)  # remembered, then forgotten
+(3, 0)
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import logging
+import os
+import time
 from collections.abc import Awaitable, Callable
 
 from bento.sandbox.instance import Instance
 from bento.sandbox.spec import Shape
 
 log = logging.getLogger("bento.sandbox")
+
+BURST_WINDOW = 3.0  # seconds: sandboxes asked for within this (or two in a row) are one burst's
+MEMORY = 120.0  # seconds a burst is remembered: the pool shrinks back after this long without one
+# Sandboxes the pool starts at once while it grows: a growing pool is not what a session
+# waits for, so it leaves the rest of the CPU to the sessions (and stops while one starts cold).
+REFILL_AT_ONCE = os.cpu_count() or 1
+
+
+class Demand:
+    """Sandboxes asked for, counted per :data:`BURST_WINDOW`, over the last :data:`MEMORY` seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._windows: collections.deque[tuple[int, int]] = collections.deque()  # (window index, count)
+
+    def asked(self) -> None:
+        window = int(self._clock() // BURST_WINDOW)
+        if self._windows and self._windows[-1][0] == window:
+            self._windows[-1] = (window, self._windows[-1][1] + 1)
+        else:
+            self._windows.append((window, 1))
+        self._forget(window)
+
+    def peak(self, now: float | None = None) -> int:
+        """The most asked for within two windows in a row that are still remembered."""
+        self._forget(int((self._clock() if now is None else now) // BURST_WINDOW))
+        counts = dict(self._windows)
+        return max((count + counts.get(window - 1, 0) for window, count in counts.items()), default=0)
+
+    def _forget(self, window: int) -> None:
+        while self._windows and self._windows[0][0] <= window - MEMORY / BURST_WINDOW:
+            self._windows.popleft()
 
 
 class Pool:
@@ -26,8 +77,10 @@ class Pool:
         self._start = start
         self._wanted = shape
         self._idle: list[Instance] = []
-        self._changed = asyncio.Event()  # taken from, or asked for another shape
+        self.demand = Demand()
+        self._changed = asyncio.Event()  # taken from, asked for another shape, or room came free
         self._stocked = asyncio.Event()  # a sandbox was added
+        self._resting_until = 0.0  # a start failed: none until then (loop time)
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -39,6 +92,7 @@ class Pool:
 
     def take(self, shape: Shape) -> Instance | None:
         """A ready sandbox of ``shape``, if one waits; else ``shape`` is what the pool makes next."""
+        self.demand.asked()
         self._idle = [i for i in self._idle if i.process.returncode is None]  # died while waiting
         for index in range(len(self._idle) - 1, -1, -1):
             if self._idle[index].spec.shape == shape:
@@ -63,29 +117,69 @@ class Pool:
         self._idle.pop(0).kill()
         return True
 
+    def poke(self) -> None:
+        """Room may have come free (a cold start ended): look again at what to start."""
+        self._changed.set()
+
+    def target(self, least: int, most: int) -> int:
+        """How many sandboxes the pool keeps now: recent demand, between ``least`` and ``most``."""
+        return max(least, min(most, self.demand.peak()))
+
     def _want(self, shape: Shape) -> None:
         if shape != self._wanted and self._idle and all(i.spec.shape != shape for i in self._idle):
             self._idle.pop(0).kill()  # none fits: make room for one that will
         self._wanted = shape
         self._changed.set()
 
-    async def keep(self, size: int, spare_slots: Callable[[], int]) -> None:
-        """Keep ``size`` sandboxes ready while more than ``size`` slots are free. Cancel to stop."""
+    async def keep(self, least: int, most: int, room: Callable[[], int]) -> None:
+        """Keep as many sandboxes ready as :meth:`target` says, each in a slot ``room()`` counts
+        free (0 while a session starts cold or waits for a slot). Cancel to stop."""
+        starting: dict[asyncio.Task[None], Shape] = {}
         try:
             while True:
-                while len(self._idle) < size and spare_slots() > size:
-                    try:
-                        instance = await self._start(self._wanted)
-                    except Exception:  # a warm sandbox is a convenience: its failure never stops the box
-                        log.exception("a warm sandbox could not start")
-                        instance = None
-                    if instance is None:
-                        break  # try again when the pool is next used, not in a tight loop
-                    self._idle.append(instance)
-                    self._stocked.set()
                 self._changed.clear()
-                await self._changed.wait()
+                target = self.target(least, most)
+                while len(self._idle) > target:
+                    self._idle.pop(0).kill()  # demand went down: the oldest goes first
+                shapes = [*starting.values(), *(i.spec.shape for i in self._idle)]
+                fits = self._wanted in shapes
+                if self._idle and not fits and len(self._idle) + len(starting) >= target:
+                    self._idle.pop(0).kill()  # full of a shape asked for before: room for the one asked now
+                resting = asyncio.get_running_loop().time() < self._resting_until
+                while len(self._idle) + len(starting) < target and len(starting) < REFILL_AT_ONCE:
+                    if room() <= len(starting) or resting:
+                        break
+                    task = asyncio.create_task(self._add(self._wanted))
+                    starting[task] = self._wanted
+                    task.add_done_callback(functools.partial(self._started, starting))
+                # Shrinking is a matter of time: look again at the end of each window.
+                try:
+                    async with asyncio.timeout(BURST_WINDOW):
+                        await self._changed.wait()
+                except TimeoutError:
+                    pass
         finally:
+            for task in starting:
+                task.cancel()
+            await asyncio.gather(*starting, return_exceptions=True)
             for instance in self._idle:
                 instance.kill()
             self._idle.clear()
+
+    def _started(self, starting: dict[asyncio.Task[None], Shape], task: asyncio.Task[None]) -> None:
+        starting.pop(task, None)
+        self._changed.set()
+
+    async def _add(self, shape: Shape) -> None:
+        try:
+            instance = await self._start(shape)
+        except Exception:  # a warm sandbox is a convenience: its failure never stops the box
+            log.exception("a warm sandbox could not start")
+            instance = None
+        if instance is None:
+            # Killed for a session's slot, no slot, or not ready in time (a host overloaded):
+            # try again a window later, not in a tight loop.
+            self._resting_until = asyncio.get_running_loop().time() + BURST_WINDOW
+            return
+        self._idle.append(instance)
+        self._stocked.set()

@@ -42,6 +42,13 @@ class ServerConfig(BaseModel):
     pool_size: int = Field(
         default=2, ge=0, le=64, description="sandboxes kept started and waiting, for fast invocations"
     )
+    pool_max: int | None = Field(
+        default=None,
+        ge=0,
+        description="the most the pool grows to after a burst of sessions asked for that many at once "
+        "(it shrinks back to pool_size within minutes without one; each waiting sandbox holds about "
+        "5 MiB and an instance slot); default: the policy's instances_total",
+    )
     policy: NodePolicy = Field(default_factory=NodePolicy, description="what functions may do here")
     accept_unenforced: list[str] = Field(
         default_factory=list,
@@ -65,6 +72,12 @@ class ServerConfig(BaseModel):
 
     metrics_any_address: bool = Field(default=False, description="allow a metrics address off loopback")
     metrics: str | None = Field(default=None, description="serve Prometheus metrics on IP:PORT (loopback)")
+
+    @property
+    def pool_most(self) -> int:
+        """The most sandboxes the pool may hold: ``pool_max``, never below ``pool_size``."""
+        most = self.policy.instances_total if self.pool_max is None else self.pool_max
+        return max(self.pool_size, most)
 
     @field_validator("metrics")
     @classmethod

@@ -140,7 +140,7 @@ class BentoServer:
                     owned_tor = tasks.create_task(function_tor.serve())
                 await asyncio.to_thread(broker.refresh, self.gate, ctl, own)
                 gatekeeping = tasks.create_task(self._refresh_gate_forever(ctl, own))
-                pool = tasks.create_task(self.sandbox.keep_pool(self.config.pool_size))
+                pool = tasks.create_task(self.sandbox.keep_pool(self.config.pool_size, self.config.pool_most))
                 watchdog = tasks.create_task(self.sandbox.watch_forever())
                 try:
                     async with (

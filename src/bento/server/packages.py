@@ -29,8 +29,7 @@ import bento
 from bento.errors import BentoError
 from bento.protocol.descriptor import OfferedPackage
 from bento.protocol.imports import imports_of
-from bento.sandbox.command import PYTHON
-from bento.sandbox.host import byte_compile
+from bento.sandbox.command import PYTHON, byte_compile
 
 BENTO = "bento"
 # The parts of Bento a function may use (the client, and what it builds on); what they
