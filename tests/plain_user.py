@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pwd
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,6 +40,21 @@ class PlainUser:
         return {**os.environ, "HOME": str(home), "PYTHONPATH": path}
 
 
+def make_plain_user(name: str = PLAIN_USER) -> None:
+    """Make the system user ``name`` where we are root and it is missing (tests/conftest.py,
+    once a run, before any test: the unit tests that act as it run beside the end-to-end ones)."""
+    if os.geteuid() != 0:
+        return
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", name],
+            check=True, timeout=30,
+        )  # fmt: skip
+
+
 def plain_user(name: str = PLAIN_USER) -> PlainUser | str:
     """The user ``name`` to run Bento as, or why this host has none (a reason to skip)."""
     if os.geteuid() != 0:
@@ -46,7 +62,7 @@ def plain_user(name: str = PLAIN_USER) -> PlainUser | str:
     try:
         account = pwd.getpwnam(name)
     except KeyError:
-        return f"no user {name} (the end-to-end tests make it)"
+        return f"no user {name} (tests/conftest.py makes it, as root)"
     python = boxes.interpreter_for(account.pw_uid)
     if python is None:
         return f"{name} cannot import Bento from this checkout"

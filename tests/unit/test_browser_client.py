@@ -150,6 +150,9 @@ async def test_the_padding_is_read_while_the_page_is_unpacked(
         (wire.seal(KEY, b"", 0), "accepts 1 to"),
         (transfer(archive({"index.html": b"x"}), 0)[:100], "ended before the whole page arrived"),
     ],
+    # Named by the refusal, not by the bytes: sealed ones differ each run (fresh nonces), and
+    # every pytest-xdist worker must collect the same test names.
+    ids=lambda value: value if isinstance(value, str) else "transfer",
 )
 async def test_hostile_transfers_are_refused(tmp_path: Path, data: bytes, message: str) -> None:
     with pytest.raises(BentoError, match=message):

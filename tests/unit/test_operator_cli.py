@@ -30,7 +30,10 @@ def forever():
 async def bento(*args: str, runner: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     """``bento ARGS`` in a process of its own (the box serves on in this one's loop)."""
     command = [*(runner or [sys.executable]), "-m", "bento", *args]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())}
+    path = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
+    # Tables as wide as a pipe gets them (bento.cli.output): whatever width the runner sets
+    # (a pytest-xdist worker has COLUMNS=80) would cut the ids that the tests look for.
+    env = {**os.environ, "PYTHONPATH": path, "COLUMNS": "140"}
     process = await asyncio.create_subprocess_exec(
         *command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -20,16 +21,43 @@ def default_directory() -> Path:
     return Path(state_home) / "bento" / "testnet"
 
 
+LOWEST_PORT = 10_000  # the testnet's ports are drawn from here up to the kernel's ephemeral range
+
+
 def free_ports(count: int) -> Iterator[int]:
-    """``count`` distinct ports free on 127.0.0.1 right now (held open together, then freed)."""
+    """``count`` distinct ports free on 127.0.0.1 right now (held open together, then freed).
+
+    Drawn below the kernel's ephemeral range: the kernel gives none of those to a socket bound
+    to port 0 nor to an outgoing connection, so none is taken between now and its tor's bind
+    by the other work on the host (the unit tests run beside the suite's testnet).
+    """
+    below = list(range(LOWEST_PORT, _ephemeral_ports().start))
+    random.shuffle(below)
     with ExitStack() as stack:
-        socks = []
-        for _ in range(count):
+        ports: list[int] = []
+        for port in below:
+            if len(ports) == count:
+                break
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # in use
+                continue
+            ports.append(port)
+        while len(ports) < count:  # a host whose ephemeral range leaves too few below it
             s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        ports = [s.getsockname()[1] for s in socks]
+            ports.append(s.getsockname()[1])
     return iter(ports)
+
+
+def _ephemeral_ports() -> range:
+    """The ports the kernel picks from for port 0 and outgoing connections (Linux's default)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
 
 
 def plan(directory: Path, config: TestnetConfig) -> list[Node]:
