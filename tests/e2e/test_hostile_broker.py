@@ -8,6 +8,7 @@ would see them.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -56,8 +57,22 @@ def _server(node: Node) -> Path:
     return Path("/proc") / str(server_status(node)["pid"])
 
 
-def _descriptors(node: Node) -> int:
-    return len(list((_server(node) / "fd").iterdir()))
+def _tcp_sockets(node: Node) -> int:
+    """The TCP sockets the box's server holds: what a listener leaks. Not every descriptor:
+    the sandbox pool, which follows demand, holds pipes and Unix sockets of its own."""
+    server = _server(node)
+    tcp = set()
+    for table in ("tcp", "tcp6"):
+        for line in (server / "net" / table).read_text().splitlines()[1:]:
+            tcp.add(line.split()[9])  # the socket's inode
+    held = 0
+    for fd in (server / "fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:
+            continue  # closed meanwhile
+        held += target.startswith("socket:[") and target[8:-1] in tcp
+    return held
 
 
 def _rss_mib(node: Node) -> float:
@@ -110,11 +125,11 @@ async def test_listen_close_cycles_leave_no_descriptors_in_the_server(
     box: Box, box_node: Node, hostile: Deployment, neighbour: Deployment
 ) -> None:
     """3000 cycles once held 2928 descriptors until the function's last instance ended."""
-    before = _descriptors(box_node)
+    before = _tcp_sockets(box_node)
     session_id = await box.invoke(hostile, "listen_cycles", [3000])
     async with await box.attach(hostile, session_id) as stream:
         await _until(stream, b"cycled\n")
-        held = _descriptors(box_node) - before
+        held = _tcp_sockets(box_node) - before
         usage = next(s.usage for s in (await box.sessions(hostile)).sessions if s.session_id == session_id)
         assert usage.budgets["listeners"] == 16 and 0 < usage.held["listeners"] <= 16, usage  # bento sessions
         _, ended = await run(box, neighbour, "listen_on", [])  # a neighbour still starts and listens
@@ -122,7 +137,7 @@ async def test_listen_close_cycles_leave_no_descriptors_in_the_server(
         async for _ in stream:
             pass
     assert ended.state is SessionState.COMPLETED and ended.result["ephemeral"] > 0, ended.reason
-    assert held <= 16 + 8, f"{held} more descriptors in the server after 3000 listen/close cycles"
+    assert held <= 16 + 8, f"{held} more TCP sockets in the server after 3000 listen/close cycles"
 
 
 async def test_a_function_listens_only_on_ephemeral_ports(box: Box, hostile: Deployment) -> None:
@@ -163,9 +178,10 @@ async def test_onion_services_are_counted_per_function(
         async for _ in holding:
             pass
     assert holding.ended is not None and late.ended is not None
-    assert all(not o.startswith("PermissionError") for o in holding.ended.result), holding.ended.result
-    assert late.ended.result[0].startswith(
-        "PermissionError: Bento broker: this function holds 2 onion_services"
+    assert all(o.startswith("ALLOWED") for o in holding.ended.result), holding.ended.result
+    # Refused for now (runtime.net.Busy, a PermissionError): the one an instance ends frees.
+    assert late.ended.result[0].startswith("Busy: Bento broker: this function holds 2 onion_services"), (
+        late.ended.result
     )
     assert other.state is SessionState.COMPLETED and other.result.startswith("ALLOWED"), other.reason
 
