@@ -17,9 +17,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bento.eval import dataset, traces
 from bento.eval.experiment import Result
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # The paper's Table 1 (SIGCOMM 2021, section 7.3): Deep Fingerprinting's accuracy.
 PAPER = {"tor": 93.9, "browser-0mb": 69.6, "browser-1mb": 8.25, "browser-7mb": 0.0}
@@ -168,11 +172,7 @@ def plot(results: Sequence[Result], path: Path) -> Path:
     axis.set_ylim(0, 100)
     axis.legend()
     axis.set_title("Website fingerprinting on the client's link (closed world)")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def cost_plot(results: Sequence[Result], data: Path, path: Path) -> Path:
@@ -213,11 +213,7 @@ def cost_plot(results: Sequence[Result], data: Path, path: Path) -> Path:
             axis.legend(fontsize=7, loc="upper right")
     axes[0].set_ylabel("attacker accuracy (%)")
     figure.suptitle("What each defense costs, and what it leaves the attacks")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def _ordered(conditions: set[str]) -> list[str]:
@@ -274,6 +270,13 @@ def growth_plot(results: Sequence[Result], path: Path) -> Path:
     axis.set_ylim(0, 100)
     axis.legend(fontsize=7)
     axis.set_title("Accuracy against visits per site")
+    return _save(figure, path)
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    """Lay ``figure`` out, write it to ``path`` as a PNG and free it: every plot ends so."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
