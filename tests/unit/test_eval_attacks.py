@@ -63,6 +63,22 @@ def test_deep_fingerprinting_learns_and_never_sees_a_test_visit(kind: str) -> No
     assert 1 <= result["epoch"] <= 40
 
 
+def test_patience_trains_deep_fingerprinting_until_validation_stops_improving() -> None:
+    pytest.importorskip("torch")
+    from bento.eval import df
+
+    traces = synthetic(4, 6)
+    fold = splits.folds([t.site for t in traces], [t.visit for t in traces], k=3)[0]
+    pick = lambda idx: [traces[i] for i in idx]  # noqa: E731
+    parts = pick(fold.train), pick(fold.valid), pick(fold.test)
+    fixed = df.accuracy(*parts, length=300, epochs=2, batch=64)
+    assert fixed["trained"] == 2  # no patience: the epochs asked for, as published
+    patient = df.accuracy(*parts, length=300, epochs=2, patience=3, batch=64)
+    # Past the 2 epochs asked for, until 3 epochs in a row have not beaten the best.
+    assert patient["trained"] > 2
+    assert patient["trained"] - patient["epoch"] == 3
+
+
 def test_strict_folds_keep_every_visit_in_one_part_only() -> None:
     traces = synthetic(4, 10)
     all_folds = splits.folds([t.site for t in traces], [t.visit for t in traces], k=5, seed=3)
@@ -99,6 +115,40 @@ def test_results_are_reused_only_for_the_same_visits_and_settings(tmp_path: Path
     grown = experiment.run(tmp_path, ["tor"], ["kfp"], replace(quick, visits=None))
     assert [r.visits for r in grown] == [7, 7, 7]
     assert {r.data for r in grown}.isdisjoint({r.data for r in fuller})
+
+
+def test_a_setting_added_later_keeps_the_results_made_before_it(tmp_path: Path) -> None:
+    from bento.eval import experiment
+
+    wf_rounds.write_traces(tmp_path, [replace(t, condition="tor") for t in synthetic(5, 3)])
+    quick = experiment.Settings(folds=3, kfp_trees=20)
+    first = experiment.run(tmp_path, ["tor"], ["kfp"], quick)
+    # The digest a result had before df_patience existed: the settings without it.
+    loaded = experiment.dataset.load(tmp_path, "tor")
+    used = {
+        **experiment.asdict(quick),
+        "attacked": sorted((t.site, t.visit) for t in loaded),
+        "attack": "kfp",
+    }
+    del used["df_patience"]
+    before = experiment.hashlib.sha256(experiment.json.dumps(used, sort_keys=True).encode()).hexdigest()[:16]
+    assert {r.data for r in first} == {before}
+    patient = experiment.run(tmp_path, ["tor"], ["kfp"], replace(quick, df_patience=5))
+    assert {r.data for r in patient}.isdisjoint({before})  # away from its default, it counts
+
+
+def test_first_folds_gives_every_condition_a_figure_before_any_gets_all(tmp_path: Path) -> None:
+    from bento.eval import experiment
+
+    made = synthetic(5, 3)
+    wf_rounds.write_traces(tmp_path, [replace(t, condition=c) for t in made for c in ("tor", "browser-0mb")])
+    quick = experiment.Settings(folds=3, kfp_trees=20)
+    said: list[str] = []
+    first = experiment.run(tmp_path, ["tor", "browser-0mb"], ["kfp"], quick, first_folds=1, say=said.append)
+    assert sorted((r.condition, r.fold) for r in first) == [("browser-0mb", 0), ("tor", 0)]
+    assert sum("not trained yet" in line for line in said) == 4
+    rest = experiment.run(tmp_path, ["tor", "browser-0mb"], ["kfp"], quick)  # a later run: the others
+    assert len(rest) == 6 and [r for r in rest if r.fold == 0] == first  # the first ones read back
 
 
 def test_a_site_short_of_visits_is_left_out_not_the_condition(tmp_path: Path) -> None:

@@ -66,6 +66,14 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
     report.add_argument(
         "--epochs", type=int, default=30, help="DF training epochs (default 30, as published)"
     )
+    report.add_argument(
+        "--patience",
+        type=int,
+        default=0,
+        metavar="N",
+        help="DF: after --epochs, train on while validation accuracy improved in the last N epochs "
+        "(to convergence; at most 300); 0 (default): exactly --epochs",
+    )
     report.add_argument("--trees", type=int, default=500, help="k-FP forest size (default 500)")
     report.add_argument("--quick", action="store_true", help="3 folds, 10 epochs, 200 trees")
     report.add_argument(
@@ -90,6 +98,14 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
         "--trained-only",
         action="store_true",
         help="train nothing: the table and plots of the results on disk (a run going on elsewhere)",
+    )
+    report.add_argument(
+        "--first-folds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train only the first N folds of each condition and attack now (breadth first: DF on a "
+        "CPU gives every condition a figure in hours, not days); the others in a later run",
     )
     report.add_argument("--json", action="store_true", help="print the results as JSON")
     report.set_defaults(handler=cmd_report)
@@ -212,13 +228,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not conditions:
         raise BentoError(f"no rounds in {args.dataset}", fix="collect them first: bento eval wf collect")
     settings = experiment.Settings(
-        folds=args.folds, df_epochs=args.epochs, kfp_trees=args.trees, visits=args.visits
+        folds=args.folds,
+        df_epochs=args.epochs,
+        df_patience=args.patience,
+        kfp_trees=args.trees,
+        visits=args.visits,
     )
     if args.quick:
         settings = experiment.Settings(**QUICK, visits=args.visits)
     try:
         results = experiment.run(
-            args.dataset, conditions, args.attacks, settings, say=step, train=not args.trained_only
+            args.dataset,
+            conditions,
+            args.attacks,
+            settings,
+            say=step,
+            train=not args.trained_only,
+            first_folds=args.first_folds,
         )
     except ValueError as exc:
         raise BentoError(str(exc)) from None
@@ -232,7 +258,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         fewer = replace(settings, visits=visits, folds=min(settings.folds, visits))
         try:
             grown += experiment.run(
-                args.dataset, conditions, args.attacks, fewer, say=step, train=not args.trained_only
+                args.dataset,
+                conditions,
+                args.attacks,
+                fewer,
+                say=step,
+                train=not args.trained_only,
+                first_folds=args.first_folds,
             )
         except ValueError as exc:
             raise BentoError(f"--growth {visits}: {exc}") from None

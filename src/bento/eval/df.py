@@ -6,7 +6,11 @@ block closed by max pooling (8, stride 4) and dropout 0.1; then two dense layers
 (batch normalisation, ReLU, dropout 0.7 and 0.5) and a softmax over the sites. Adamax with
 learning rate 0.002, batches of 128. Input: the first 5000 cells, +1/-1 (DF), or direction
 times arrival time (Tik-Tok, Rahman et al., PETS 2020). The epoch kept is the one with the
-best validation accuracy: validation traces are never test traces (see ``splits``).
+best validation accuracy: validation traces are never test traces (see ``splits``). The
+published 30 epochs are DF's with 800 visits a site; with ten, 30 epochs can stop while
+validation accuracy still climbs, so ``patience`` trains on past them until it stops
+improving (up to ``MAX_EPOCHS``): DF trained to convergence, not cut short by a schedule
+made for a hundred times the data.
 
 Runs on the CPU; uses a GPU where PyTorch finds one.
 """
@@ -23,6 +27,7 @@ import numpy.typing as npt
 from bento.eval.traces import DF_LENGTH, Trace
 
 Encode = Callable[[Trace], npt.NDArray[Any]]
+MAX_EPOCHS = 300  # patience's ceiling: a validation score that keeps inching up still ends
 
 
 def encoder(kind: str, length: int = DF_LENGTH) -> Encode:
@@ -82,11 +87,15 @@ def accuracy(
     kind: str = "df",
     length: int = DF_LENGTH,
     epochs: int = 30,
+    patience: int = 0,
     batch: int = 128,
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
-    """Train on ``train``, keep the best epoch on ``valid``, and measure it on ``test``."""
+    """Train on ``train``, keep the best epoch on ``valid``, and measure it on ``test``.
+
+    ``epochs`` are always trained; with ``patience`` > 0, training goes on after them while
+    the best validation score is at most ``patience`` epochs old (up to ``MAX_EPOCHS``)."""
     import torch
 
     torch.manual_seed(seed)
@@ -108,8 +117,8 @@ def accuracy(
     optimiser = torch.optim.Adamax(model.parameters(), lr=0.002, betas=(0.9, 0.999), eps=1e-8)
     loss = torch.nn.CrossEntropyLoss()
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    best, best_state, best_epoch = -1.0, None, 0
-    for epoch in range(epochs):
+    best, best_state, best_epoch, epoch = -1.0, None, 0, 0
+    while epoch < epochs or (epoch - best_epoch < patience and epoch < MAX_EPOCHS):
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
         for start in range(0, len(order), batch):
@@ -119,15 +128,17 @@ def accuracy(
             optimiser.zero_grad()
             loss(model(x_train[chosen]), y_train[chosen]).backward()
             optimiser.step()
+        epoch += 1
         score = _score(model, x_valid, y_valid, batch)
         if progress is not None:
-            progress(epoch + 1, score)
+            progress(epoch, score)
         if score > best:
-            best, best_epoch = score, epoch + 1
+            best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if best_state is not None:
         model.load_state_dict(best_state)
-    return {"accuracy": _score(model, x_test, y_test, batch), "valid_accuracy": best, "epoch": best_epoch}
+    accuracy = _score(model, x_test, y_test, batch)
+    return {"accuracy": accuracy, "valid_accuracy": best, "epoch": best_epoch, "trained": epoch}
 
 
 def _score(model: Any, x: Any, y: Any, batch: int) -> float:

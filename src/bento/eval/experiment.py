@@ -26,12 +26,14 @@ from bento.eval import dataset, splits, traces
 from bento.eval.traces import Trace
 
 ATTACKS = ("kfp", "df", "tiktok")
+LATER_SETTINGS = {"df_patience": 0}  # added after results were committed, with its default
 
 
 @dataclass(frozen=True)
 class Settings:
     folds: int = 5
     df_epochs: int = 30
+    df_patience: int = 0  # 0: exactly df_epochs, as published (see df.accuracy)
     df_length: int = traces.DF_LENGTH
     kfp_trees: int = 500
     seed: int = 0
@@ -68,9 +70,12 @@ def run(
     *,
     say: Callable[[str], None] = lambda _: None,
     train: bool = True,
+    first_folds: int | None = None,
 ) -> list[Result]:
     """Run what is missing; returns every result, old and new. ``train`` False: only the
-    results on disk (a run still going, or stopped, is reported as far as it got)."""
+    results on disk (a run still going, or stopped, is reported as far as it got).
+    ``first_folds``: train only folds numbered below it, so that a long run gives every
+    condition a figure before it gives any all its folds (the rest in a later run)."""
     for attack in attacks:
         if attack not in ATTACKS:
             raise ValueError(f"unknown attack {attack!r}: choose from {', '.join(ATTACKS)}")
@@ -103,7 +108,7 @@ def run(
                 if path.exists() and (kept := Result(**json.loads(path.read_text()))).data == digest:
                     results.append(kept)
                     continue
-                if not train:
+                if not train or (first_folds is not None and fold.number >= first_folds):
                     say(f"{condition}: {attack}, fold {fold.number + 1} of {len(plan)} not trained yet")
                     continue
                 say(f"{condition}: {attack}, fold {fold.number + 1} of {len(plan)}")
@@ -147,12 +152,15 @@ def _one(
             kind=attack,
             length=settings.df_length,
             epochs=settings.df_epochs,
+            patience=settings.df_patience,
             seed=settings.seed,
             progress=lambda epoch, score: say(f"  epoch {epoch}: validation accuracy {score:.3f}"),
         )
         accuracy = out["accuracy"]
         detail = {
             "epochs": settings.df_epochs,
+            "patience": settings.df_patience,
+            "trained_epochs": out["trained"],
             "best_epoch": out["epoch"],
             "valid_accuracy": out["valid_accuracy"],
         }
@@ -176,4 +184,9 @@ def _digest(loaded: Sequence[Trace], attack: str, settings: Settings) -> str:
     # Not under the key "visits": the settings have a field of that name, which overwrote the
     # visits attacked, so a result was taken again after the collection had grown.
     used = {**asdict(settings), "attacked": attacked, "attack": attack}
+    # A setting added later counts only away from its default, which is what every result
+    # before it was computed with: those results stay valid.
+    for later, default in LATER_SETTINGS.items():
+        if used[later] == default:
+            del used[later]
     return hashlib.sha256(json.dumps(used, sort_keys=True).encode()).hexdigest()[:16]
