@@ -209,3 +209,14 @@ async def test_a_stream_that_connected_is_not_failed_by_its_end(
     fake.connected.set()
     reply = await asyncio.wait_for(asking, 5)
     assert reply["ok"] is True and reply["granted"], reply
+
+
+async def test_the_functions_timeout_bounds_the_connect(tor: tuple[InstanceTor, _Tor]) -> None:
+    """``circuit.connect(host, port, timeout=0.3)``: the broker waits 0.3 s for tor, not its 60."""
+    instance, fake = tor
+    request = {"op": "tor.stream", "circuit": "1", "host": TARGET[0], "port": TARGET[1], "timeout": 0.3}
+    reply, sock = await asyncio.wait_for(Broker(_context(instance)).answer(json.dumps(request).encode()), 5)
+    assert sock is None and "the stream to 127.0.0.1:80 failed" in json.loads(reply)["error"]
+    assert "timed out" in json.loads(reply)["error"]
+    await fake.until(lambda: fake.hung_up == 1)
+    assert instance.ledger.usage()["streams"] == 0
