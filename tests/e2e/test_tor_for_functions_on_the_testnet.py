@@ -44,13 +44,18 @@ def fetch(port, path=None):
     with circuit.connect("127.0.0.1", port, timeout=60) as sock:
         sock.sendall(b"ping")
         answer = sock.recv(100).decode()
+    try:  # a name the exit cannot resolve: tor gives the stream up, and says why
+        circuit.connect("nowhere.invalid", port, timeout=50).close()
+        unresolved = "connected"
+    except api.tor.TorError as exc:
+        unresolved = str(exc)
     mine = [c.id for c in api.tor.circuits()]
     events = api.tor.events()
     circuit.close()
     return {
         "relays": len(relays), "exits": sorted(r.fingerprint for r in exits), "path": circuit.path,
         "answer": answer, "mine": mine, "id": circuit.id, "events": [e["state"] for e in events],
-        "built_seconds": circuit.built_seconds,
+        "built_seconds": circuit.built_seconds, "unresolved": unresolved,
     }
 
 def refusals(port):
@@ -179,6 +184,9 @@ async def test_a_function_builds_a_circuit_and_streams_over_exactly_it(
     assert len(chosen["path"]) == 3 and chosen["path"][-1] in chosen["exits"]
     assert chosen["relays"] >= 8 and chosen["mine"] == [chosen["id"]]
     assert "built" in chosen["events"]
+    # The exit answered RESOLVEFAILED: tor detached the stream (or, after its third failure
+    # for that name, closed it) and the function heard why, not a timeout after its 50 s.
+    assert "tor reported it" in chosen["unresolved"] and "RESOLVEFAILED" in chosen["unresolved"], chosen
 
     # A path of the function's choosing, ending at the box's own relay (an exit).
     exit_fp = box_node.fingerprint

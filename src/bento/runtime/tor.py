@@ -49,6 +49,11 @@ def _ask(request: dict[str, Any]) -> tuple[dict[str, Any], socket.socket | None]
         raise
 
 
+def _within(request: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    """The request, with the seconds its stream may take to connect (the broker allows at most 60)."""
+    return request if timeout is None else {**request, "timeout": float(timeout)}
+
+
 class Relay:
     """A relay in the consensus."""
 
@@ -113,8 +118,12 @@ class Circuit:
         return self
 
     def connect(self, host: str, port: int, timeout: float | None = None) -> socket.socket:
-        """A TCP stream to ``host:port`` over exactly this circuit (its exit must allow it)."""
-        _, sock = _ask({"op": "tor.stream", "circuit": self.id, "host": host, "port": int(port)})
+        """A TCP stream to ``host:port`` over exactly this circuit (its exit must allow it).
+        ``timeout`` (seconds) bounds the connect, as ``socket.create_connection``'s does, and
+        is the socket's timeout after. TorError at once if tor gives the stream up (its
+        circuit closed, the exit refused or did not answer)."""
+        request = {"op": "tor.stream", "circuit": self.id, "host": host, "port": int(port)}
+        _, sock = _ask(_within(request, timeout))
         assert sock is not None
         sock.settimeout(timeout)
         return sock
@@ -166,7 +175,7 @@ def events(timeout: float = 0.0) -> list[dict[str, Any]]:
 def connect_onion(address: str, port: int, timeout: float | None = None) -> socket.socket:
     """A stream to an onion service (tor builds the rendezvous circuit, for this instance only)."""
     host = address if address.endswith(".onion") else address + ".onion"
-    _, sock = _ask({"op": "tor.stream", "host": host, "port": int(port)})
+    _, sock = _ask(_within({"op": "tor.stream", "host": host, "port": int(port)}, timeout))
     assert sock is not None
     sock.settimeout(timeout)
     return sock

@@ -71,14 +71,21 @@ class PendingStream:
 
     circuit: str  # "0": tor picks (onion addresses)
     host: str
-    attached: asyncio.Future[str]
+    attached: asyncio.Future[str]  # its stream id, once attached
     hold: Hold  # the function's streams unit: tor's CLOSED event for the stream gives it back
-    claimed: bool = False  # tor announced its stream (attaching it takes a control-port call)
+    given_up: asyncio.Future[str]  # tor's reason, once tor gave it up before it connected
+    stream: str = ""  # the id tor announced it with (attaching it takes a control-port call)
+    connected: bool = False  # tor said it succeeded: what comes after is the function's to read
 
     @property
     def over_a_circuit(self) -> bool:
         """A stream over one of the instance's circuits that tor has not announced yet."""
-        return self.circuit != "0" and not self.claimed
+        return self.circuit != "0" and not self.stream
+
+    def give_up(self, reason: str) -> None:
+        """Tor gave it up (its circuit closed, the exit refused or did not answer): its request fails now."""
+        if not self.connected and not self.given_up.done():
+            self.given_up.set_result(reason)
 
     def wants(self, target: str) -> bool:
         """Whether tor's new stream to ``target`` (as its STREAM event names it) is this one."""

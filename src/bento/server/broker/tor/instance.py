@@ -26,6 +26,7 @@ from bento.server.broker.gate import Denied, Gatekeeper, closed_gate, normalise
 from bento.server.broker.tor import requests as rq
 from bento.server.broker.tor.books import Circuit, Owner, TorDenied
 from bento.server.broker.tor.service import TorForFunctions
+from bento.server.broker.tor.streams import STREAM_TIMEOUT
 from bento.tor.consensus import MAX_PATH
 
 PAGE = 64  # relays per reply: a reply must stay well under the runtime's 64 KiB read
@@ -170,7 +171,7 @@ class InstanceTor:
     async def stream(self, request: rq.Stream) -> tuple[dict[str, Any], socket.socket]:
         host, port = request.host.lower(), request.port
         if host.endswith(".onion"):
-            return await self._onion_stream(host, port)
+            return await self._onion_stream(host, port, _within(request))
         self._circuits_allowed()
         self._pass_gate(host, port)
         if request.circuit is None:
@@ -186,13 +187,15 @@ class InstanceTor:
             directory = await self.service.directory(self.owner)
             if not directory.exit_allows(circuit.path[-1], host, port):
                 raise TorDenied(f"the circuit's exit ({circuit.path[-1]}) does not allow {host}:{port}")
-            sock = await self.service.open_stream(self.owner, circuit.id, host, port, held)
+            sock = await self.service.open_stream(self.owner, circuit.id, host, port, held, _within(request))
         except BaseException:
             held.release()
             raise
         return {"peer": [host, port], "circuit": circuit.id}, sock
 
-    async def _onion_stream(self, host: str, port: int) -> tuple[dict[str, Any], socket.socket]:
+    async def _onion_stream(
+        self, host: str, port: int, within: float
+    ) -> tuple[dict[str, Any], socket.socket]:
         if not (self.max_circuits or self.call_boxes):
             raise TorDenied("circuits are not in this function's manifest (needs.tor_circuits)")
         onion.public_key_of(host)  # BentoError unless a valid v3 address
@@ -202,7 +205,7 @@ class InstanceTor:
                 raise TorDenied(f"{host[:70]} is not a Bento box in the consensus (needs.call_boxes)")
         held = self.ledger.take("streams")
         try:
-            sock = await self.service.open_stream(self.owner, "0", host, port, held)
+            sock = await self.service.open_stream(self.owner, "0", host, port, held, within)
         except BaseException:
             held.release()
             raise
@@ -251,3 +254,8 @@ class InstanceTor:
             raise TorDenied("onion services are not in this function's manifest (needs.onion_services)")
         await self.service.remove(self.owner, request.address)
         return {}
+
+
+def _within(request: rq.Stream) -> float:
+    """The seconds a stream may take to connect: the function's timeout, at most the broker's."""
+    return STREAM_TIMEOUT if request.timeout is None else min(request.timeout, STREAM_TIMEOUT)

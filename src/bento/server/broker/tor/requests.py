@@ -90,6 +90,9 @@ class Stream(Request):
     host: Host
     port: Port
     circuit: CircuitId | None = Field(default=None, description="none: an onion address, tor's circuit")
+    timeout: Seconds | None = Field(
+        default=None, description="seconds to connect in; none: the broker's most"
+    )
 
 
 class Publish(Request):

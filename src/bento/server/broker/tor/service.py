@@ -11,7 +11,8 @@ belongs to which instance, and it is the only code that acts on that tor.
   SOCKS connection for a function's stream with the instance's private SOCKS user
   name; when tor announces the new stream, the server attaches it to that instance's
   circuit (or, for an onion address, lets tor build the rendezvous circuit, isolated
-  per instance by that same user name). Any other stream is closed.
+  per instance by that same user name). Any other stream is closed. A stream tor gives
+  up (its circuit closed, the exit refused) fails at once (bento.server.broker.tor.streams).
 - An onion service leads to a listener the function holds (``api.listen``); the server
   keeps its own copy of that listening socket while the service exists, so the port
   cannot pass to someone else, and of the function's few most recent listeners (its
@@ -40,18 +41,16 @@ from typing import Any
 
 import stem
 import stem.control
-from python_socks import ProxyError, ProxyTimeoutError
-from python_socks.async_.asyncio import Proxy
 
 from bento.errors import BentoError
-from bento.server.broker.budgets import Exhausted, Hold, Ledger
-from bento.server.broker.tor.books import Circuit, FunctionOnions, Kept, Owner, PendingStream, TorDenied
+from bento.server.broker.budgets import Hold, Ledger
+from bento.server.broker.tor.books import Circuit, FunctionOnions, Kept, Owner, TorDenied
+from bento.server.broker.tor.streams import STREAM_TIMEOUT, FunctionStreams
 from bento.tor.client_tor import ClientTor
 from bento.tor.consensus import Directory
 
 log = logging.getLogger("bento.tor_for_functions")
 DIRECTORY_MAX_AGE = 60.0
-STREAM_TIMEOUT = 60.0
 READY_TIMEOUT = 60.0
 FIRST_CIRCUIT_TIMEOUT = 60.0
 
@@ -67,11 +66,10 @@ class TorForFunctions:
         self.circuits: dict[str, Circuit] = {}
         self.owners: dict[str, Owner] = {}
         self.functions: dict[str, FunctionOnions] = {}
-        self._pending: dict[str, list[PendingStream]] = {}  # instance tag -> its streams being opened
-        self._streams: dict[str, Hold] = {}  # stream id -> its function's unit, until tor closes it
         self._directory: tuple[float, Directory] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: set[asyncio.Task[None]] = set()
+        self.streams = FunctionStreams(self.owners, self._own)
 
     # --- the tor process ----------------------------------------------------------------
 
@@ -217,51 +215,22 @@ class TorForFunctions:
         why = "; ".join(str(r) for r in (reason, remote) if r)
         if status == stem.CircStatus.BUILT:
             self._settle(circuit, "built")
-        elif status == stem.CircStatus.FAILED:
-            self._settle(circuit, "failed", why or "failed")
-        elif status == stem.CircStatus.CLOSED:
-            self._settle(circuit, "closed", why or "closed")
+        elif status in (stem.CircStatus.FAILED, stem.CircStatus.CLOSED):
+            self._settle(circuit, status.lower(), why or status.lower())
+            self.streams.circuit_ended(
+                circuit.owner, circuit.id, f"{status.lower()} ({why or 'no reason given'})"
+            )
 
     # --- streams ------------------------------------------------------------------------
 
     async def open_stream(
-        self, owner: Owner, circuit_id: str, host: str, port: int, hold: Hold
+        self, owner: Owner, circuit_id: str, host: str, port: int, hold: Hold, within: float = STREAM_TIMEOUT
     ) -> socket.socket:
-        """A SOCKS connection through the functions' tor whose stream tor attaches to
-        ``circuit_id`` ("0": tor's choice, for onion addresses). Raises BentoError.
-        ``hold`` (the function's unit of its streams budget) is kept until tor closes the stream.
-
-        Tor's STREAM event names the SOCKS user (the instance) and the target, not the
-        connection, so an instance's streams being opened at once must differ by target or
-        not matter: streams to onion addresses may go at once (tor builds their circuits;
-        two to one address are interchangeable), while an instance's streams over its own
-        circuits are opened one after the other, each surely attached to its circuit."""
+        """A stream over ``circuit_id`` ("0": an onion address's, tor's choice): see
+        :meth:`FunctionStreams.open`. Raises BentoError."""
         await self.controller()
-        assert self.tor is not None
-        if circuit_id != "0":  # until tor has announced the one before (then it is told apart)
-            while ahead := [p.attached for p in self._pending.get(owner.tag, ()) if p.over_a_circuit]:
-                await asyncio.wait(ahead)
-        mine = self._pending.setdefault(owner.tag, [])
-        pending = PendingStream(circuit_id, host, asyncio.get_running_loop().create_future(), hold)
-        mine.append(pending)
-        proxy = Proxy.from_url(f"socks5://{owner.tag}:x@{self.tor.socks[0]}:{self.tor.socks[1]}", rdns=True)
-        try:
-            sock = await proxy.connect(host, port, timeout=STREAM_TIMEOUT)
-        except (ProxyError, ProxyTimeoutError, OSError) as exc:
-            reason = pending.attached.exception() if pending.attached.done() else None
-            raise BentoError(f"the stream to {host}:{port} failed: {reason or exc}") from None
-        finally:
-            mine.remove(pending)
-            if not mine and self._pending.get(owner.tag) is mine:
-                del self._pending[owner.tag]
-            if not pending.attached.done():
-                pending.attached.cancel()
-        stream_id = pending.attached.result() if pending.attached.done() else ""
-        if stream_id:
-            owner.streams.add(stream_id)
-        else:  # tor named no stream we know of: nothing will tell us it ends
-            hold.release()
-        return sock
+        self.streams.tor = self.tor
+        return await self.streams.open(owner, circuit_id, host, port, hold, within)
 
     def _stream_event(self, event: Any) -> None:  # Stem's thread
         assert self._loop is not None
@@ -269,52 +238,14 @@ class TorForFunctions:
             return  # tor's own directory streams: tor attaches those
         user = str(event.keyword_args.get("SOCKS_USERNAME", "")).strip('"')
         target = str(event.target_address or "")
-        self._loop.call_soon_threadsafe(self._on_stream, event.id, event.status, user, target)
-
-    def _on_stream(self, stream_id: str, status: str, user: str, target: str = "") -> None:
-        if status == stem.StreamStatus.CLOSED:
-            for owner in self.owners.values():
-                owner.streams.discard(stream_id)
-            held = self._streams.pop(stream_id, None)
-            if held is not None:
-                held.release()
-            return
-        if status not in (stem.StreamStatus.NEW, stem.StreamStatus.NEWRESOLVE):
-            return
-        waiting = [p for p in self._pending.get(user, ()) if not p.claimed]
-        # The one it names; else the only one waiting (tor spelt the target its own way).
-        chosen = [p for p in waiting if p.wants(target)] or (waiting if len(waiting) == 1 else [])
-        pending = chosen[0] if chosen else None
-        if pending is None:
-            self._own(self._close_stream(stream_id))  # nobody's: tor must not carry it
-            return
-        pending.claimed = True
-        self._own(self._attach(stream_id, pending))
+        why = "; ".join(str(r) for r in (event.reason, event.remote_reason) if r)
+        self._loop.call_soon_threadsafe(self.streams.on_event, event.id, event.status, user, target, why)
 
     def _own(self, coroutine: Any) -> None:
         """Run a short control-port job; :meth:`serve` cancels what is left when it ends."""
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
-
-    async def _attach(self, stream_id: str, pending: PendingStream) -> None:
-        assert self.tor is not None
-        try:
-            # The stream's own function's thread: its unit of streams says whose it is.
-            await pending.hold.ledger.in_thread(self.tor.controller.attach_stream, stream_id, pending.circuit)
-        except (stem.ControllerError, Exhausted) as exc:
-            if not pending.attached.done():
-                pending.attached.set_exception(BentoError(f"tor would not attach the stream: {exc}"))
-            await self._close_stream(stream_id)
-            return
-        if not pending.attached.done():
-            self._streams[stream_id] = pending.hold  # before tor can announce its end
-            pending.attached.set_result(stream_id)
-
-    async def _close_stream(self, stream_id: str) -> None:
-        if self.tor is not None:
-            with contextlib.suppress(stem.ControllerError, stem.SocketError):
-                await asyncio.to_thread(self.tor.controller.close_stream, stream_id)
 
     # --- onion services -----------------------------------------------------------------
 
