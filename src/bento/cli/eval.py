@@ -42,7 +42,7 @@ def add_eval(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=["tor", "browser-0mb", "browser-1mb", "browser-7mb", "browser-deadlines"],
         help="(default: plain Tor, Browser with 0, 1 and 7 MB of padding, and with deadlines; "
-        "also browser-cover)",
+        "also browser-cover, and browser-deadlines-20: 20 s a page, in rounds of its own)",
     )
     collect.add_argument(
         "--parallel", type=int, default=2, help="victims visiting at once, each its own tor (default 2)"

@@ -34,6 +34,7 @@ CONDITIONS = {
     "browser-7mb": "Browser, 7 MB padding",
     "browser-cover": "Browser with Cover, no padding",
     "browser-deadlines": "Browser, delivered at 5/10/20/40 s",
+    "browser-deadlines-20": "Browser, delivered at 20/40 s",
 }
 ATTACK_NAMES = {"df": "DF", "tiktok": "Tik-Tok", "kfp": "k-FP"}
 
