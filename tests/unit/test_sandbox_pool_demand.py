@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -183,9 +184,8 @@ class Unstarted:
     test is about the pool's own bookkeeping and not about sandboxes."""
 
     def __init__(self, shape: Shape) -> None:
-        self.spec = Spec.of(Needs())
+        self.spec = dataclasses.replace(Spec.of(Needs()), shape=shape)
         self.process = subprocess.CompletedProcess[bytes]([], returncode=None)  # type: ignore[arg-type]
-        assert self.spec.shape == shape
 
     def kill(self) -> None:
         self.process.returncode = -9
@@ -206,6 +206,44 @@ async def test_a_pool_whose_start_failed_tries_again_a_window_later() -> None:
         async with asyncio.timeout(3 * BURST_WINDOW):  # not stuck until someone asks again
             await pool.stocked(SHAPE)
         assert attempts == 2, "one failed start, one more a window later, not a tight loop"
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+
+
+@pytest.mark.timeout(30)
+async def test_a_full_pool_gives_a_shape_asked_for_before_up_for_as_many_as_a_burst_asks_now() -> None:
+    other = Spec.of(Needs(scratch_mb=4)).shape  # another function's /tmp: its sandboxes cannot serve ours
+    started: list[Unstarted] = []
+
+    async def start(shape: Shape) -> Instance | None:
+        started.append(Unstarted(shape))
+        return started[-1]  # type: ignore[return-value]
+
+    def held() -> list[Shape]:
+        return sorted((i.spec.shape for i in pool.idle), key=lambda shape: shape == SHAPE)
+
+    pool = Pool(start, other)
+    for _ in range(BURST):
+        assert pool.take(other) is None  # a burst of the other function's: the pool learns BURST
+    keeper = asyncio.ensure_future(pool.keep(0, BURST, room=lambda: 2 * BURST))
+    try:
+        async with asyncio.timeout(5):
+            await pool.stocked(other, BURST)
+        for _ in range(2):  # a small burst of ours: the other's keep the rest of the pool
+            assert pool.take(SHAPE) is None, "none of ours waits yet"
+        async with asyncio.timeout(5):
+            await pool.stocked(SHAPE, 2)
+        await until(lambda: len(pool) == BURST, "the pool full again")
+        assert held() == [other] * (BURST - 2) + [SHAPE] * 2
+
+        for _ in range(BURST - 2):  # a burst of ours as large as the pool: all the other's give way
+            pool.take(SHAPE)
+        async with asyncio.timeout(5):
+            await pool.stocked(SHAPE, BURST)
+        assert held() == [SHAPE] * BURST
+        assert all(i.process.returncode is not None for i in started if i.spec.shape == other)
     finally:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -344,6 +344,7 @@ class SandboxHost:
             group.remove()
         self.slots.give(slot)
         self._live.pop(pid or 0, None)
+        self.pool.poke()  # room came free: the pool may start one there (or in a victim's place)
 
     def close(self) -> None:
         # Killed sandboxes leave orphans that die a moment later: reap them before we go,

@@ -6,8 +6,9 @@ size of /tmp, its extra mounts), so a sandbox is only ever given to a function o
 same shape; its rlimits, cgroup and seccomp filter are lowered to the function's when it
 is taken. Each is a whole sandbox of its own (its slot, uid, namespaces and cgroup), used
 by one instance and never again. The pool refills with the shape that was last asked
-for, so that a box serving one kind of function keeps hitting the pool, and a new shape
-replaces the oldest idle one.
+for, so that a box serving one kind of function keeps hitting the pool: sandboxes of a
+shape asked for before give their places up, oldest first, a few at a time, until the
+pool holds as many of the new shape as a recent burst of it asked for.
 
 How many it keeps follows demand: the most sandboxes asked for within two windows in a row
 (:data:`BURST_WINDOW` each, so that a burst split by a window's end counts whole) during the
@@ -31,7 +32,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 
 from bento.sandbox.instance import Instance
 from bento.sandbox.spec import Shape
@@ -43,27 +44,30 @@ MEMORY = 120.0  # seconds a burst is remembered: the pool shrinks back after thi
 # Sandboxes the pool starts at once while it grows: a growing pool is not what a session
 # waits for, so it leaves the rest of the CPU to the sessions (and stops while one starts cold).
 REFILL_AT_ONCE = os.cpu_count() or 1
+ALL = object()  # Demand.peak of every shape together
 
 
 class Demand:
-    """Sandboxes asked for, counted per :data:`BURST_WINDOW`, over the last :data:`MEMORY` seconds."""
+    """Sandboxes asked for, counted per :data:`BURST_WINDOW`, over the last :data:`MEMORY` seconds,
+    in all and of each shape."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._windows: collections.deque[tuple[int, int]] = collections.deque()  # (window index, count)
+        # (window index, count of each shape asked for in it); a shape forgotten with its window
+        self._windows: collections.deque[tuple[int, collections.Counter[Hashable]]] = collections.deque()
 
-    def asked(self) -> None:
+    def asked(self, shape: Hashable = None) -> None:
         window = int(self._clock() // BURST_WINDOW)
-        if self._windows and self._windows[-1][0] == window:
-            self._windows[-1] = (window, self._windows[-1][1] + 1)
-        else:
-            self._windows.append((window, 1))
+        if not self._windows or self._windows[-1][0] != window:
+            self._windows.append((window, collections.Counter()))
+        self._windows[-1][1][shape] += 1
         self._forget(window)
 
-    def peak(self, now: float | None = None) -> int:
-        """The most asked for within two windows in a row that are still remembered."""
+    def peak(self, now: float | None = None, *, of: Hashable = ALL) -> int:
+        """The most asked for (``of`` one shape, else in all) within two windows in a row that
+        are still remembered."""
         self._forget(int((self._clock() if now is None else now) // BURST_WINDOW))
-        counts = dict(self._windows)
+        counts = {window: (asked.total() if of is ALL else asked[of]) for window, asked in self._windows}
         return max((count + counts.get(window - 1, 0) for window, count in counts.items()), default=0)
 
     def _forget(self, window: int) -> None:
@@ -92,7 +96,7 @@ class Pool:
 
     def take(self, shape: Shape) -> Instance | None:
         """A ready sandbox of ``shape``, if one waits; else ``shape`` is what the pool makes next."""
-        self.demand.asked()
+        self.demand.asked(shape)
         self._idle = [i for i in self._idle if i.process.returncode is None]  # died while waiting
         for index in range(len(self._idle) - 1, -1, -1):
             if self._idle[index].spec.shape == shape:
@@ -141,11 +145,9 @@ class Pool:
                 target = self.target(least, most)
                 while len(self._idle) > target:
                     self._idle.pop(0).kill()  # demand went down: the oldest goes first
-                shapes = [*starting.values(), *(i.spec.shape for i in self._idle)]
-                fits = self._wanted in shapes
-                if self._idle and not fits and len(self._idle) + len(starting) >= target:
-                    self._idle.pop(0).kill()  # full of a shape asked for before: room for the one asked now
                 resting = asyncio.get_running_loop().time() < self._resting_until
+                if not resting:  # never a victim that nothing could replace yet
+                    self._make_way(target, starting)
                 while len(self._idle) + len(starting) < target and len(starting) < REFILL_AT_ONCE:
                     if room() <= len(starting) or resting:
                         break
@@ -165,6 +167,22 @@ class Pool:
             for instance in self._idle:
                 instance.kill()
             self._idle.clear()
+
+    def _make_way(self, target: int, starting: dict[asyncio.Task[None], Shape]) -> None:
+        """Kill the oldest waiting sandboxes of shapes asked for before, while the pool is full
+        and holds fewer of the shape asked for now than a recent burst of it asked for: as many
+        as can start in their place now. A burst of one function then finds the pool it taught,
+        not the leftovers of another's; and a pool that also serves other shapes gives up no
+        more of theirs than that burst's."""
+        wanted = min(target, max(1, self.demand.peak(of=self._wanted)))  # one at least: it was asked for
+        ours = sum(
+            shape == self._wanted for shape in [*starting.values(), *(i.spec.shape for i in self._idle)]
+        )
+        growing = max(0, target - len(self._idle) - len(starting))  # places that need no victim
+        count = min(REFILL_AT_ONCE - len(starting), wanted - ours) - growing
+        for instance in [i for i in self._idle if i.spec.shape != self._wanted][: max(0, count)]:
+            self._idle.remove(instance)
+            instance.kill()
 
     def _started(self, starting: dict[asyncio.Task[None], Shape], task: asyncio.Task[None]) -> None:
         starting.pop(task, None)
