@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import types
 from collections.abc import AsyncIterator, Callable
@@ -46,6 +47,9 @@ class _Tor:
         self.connected = asyncio.Event()  # set: tor's "succeeded" reply to the request
         self.attached: list[tuple[str, str]] = []
         self.closed: list[str] = []
+        # Set to hold the broker's attach call in its thread after tor has acted on it: the
+        # control port's reply late behind the SOCKS port's.
+        self.attach_replies: threading.Event | None = None
 
     async def until(self, done: Callable[[], bool]) -> None:
         """Wait (at most 5 s) until ``done()`` holds."""
@@ -91,6 +95,8 @@ class _Tor:
 
     def attach_stream(self, stream_id: str, circuit_id: str) -> None:
         self.loop.call_soon_threadsafe(self._record, self.attached, (stream_id, circuit_id))
+        if self.attach_replies is not None:
+            self.attach_replies.wait(10)
 
     def close_stream(self, stream_id: str) -> None:
         self.loop.call_soon_threadsafe(self._record, self.closed, stream_id)
@@ -209,6 +215,25 @@ async def test_a_stream_that_connected_is_not_failed_by_its_end(
     fake.connected.set()
     reply = await asyncio.wait_for(asking, 5)
     assert reply["ok"] is True and reply["granted"], reply
+
+
+async def test_a_stream_connected_before_the_attach_call_returns_is_granted_and_counted(
+    tor: tuple[InstanceTor, _Tor],
+) -> None:
+    """Tor's SOCKS reply overtook its reply to the attach (seen in CI): the function gets its
+    stream, and the unit of its streams budget comes back when tor closes it, not before."""
+    instance, fake = tor
+    fake.attach_replies = threading.Event()
+    try:
+        asking = await _stream_announced(instance, fake, "45")
+        fake.connected.set()
+        reply = await asyncio.wait_for(asking, 5)
+        assert reply["ok"] is True and reply["granted"], reply
+        assert instance.ledger.usage()["streams"] == 1  # open at tor: still the function's
+    finally:
+        fake.attach_replies.set()
+    instance.service.streams.on_event("45", stem.StreamStatus.CLOSED, instance.owner.tag, TARGET[0], "DONE")
+    assert instance.ledger.usage()["streams"] == 0
 
 
 async def test_the_functions_timeout_bounds_the_connect(tor: tuple[InstanceTor, _Tor]) -> None:

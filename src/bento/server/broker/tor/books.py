@@ -76,6 +76,7 @@ class PendingStream:
     given_up: asyncio.Future[str]  # tor's reason, once tor gave it up before it connected
     stream: str = ""  # the id tor announced it with (attaching it takes a control-port call)
     connected: bool = False  # tor said it succeeded: what comes after is the function's to read
+    closed: bool = False  # tor said it closed (then nothing more will tell of its end)
 
     @property
     def over_a_circuit(self) -> bool:

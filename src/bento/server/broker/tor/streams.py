@@ -96,7 +96,15 @@ class FunctionStreams:
                 del self._pending[owner.tag]
             if not pending.attached.done():
                 pending.attached.cancel()
-        stream_id = pending.attached.result() if pending.attached.done() else ""
+        if pending.attached.done() and not pending.attached.cancelled():
+            stream_id = pending.attached.result()
+        elif pending.stream and not pending.closed:
+            # Connected before our attach call returned (tor's SOCKS reply can overtake its
+            # control reply, seen in CI): tor attached it, so it is ours until tor closes it.
+            stream_id = pending.stream
+            self._open[stream_id] = hold
+        else:
+            stream_id = ""
         if stream_id:
             owner.streams.add(stream_id)
         else:  # tor named no stream we know of: nothing will tell us it ends
@@ -121,6 +129,7 @@ class FunctionStreams:
             for pending in self._pending.get(user, ()):
                 if pending.stream != stream_id:
                     continue
+                pending.closed = pending.closed or status == stem.StreamStatus.CLOSED
                 if status == stem.StreamStatus.SUCCEEDED:
                     pending.connected = True  # whatever tor says of it later is the function's to read
                 else:
