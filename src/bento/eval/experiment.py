@@ -26,7 +26,8 @@ from bento.eval import dataset, splits, traces
 from bento.eval.traces import Trace
 
 ATTACKS = ("kfp", "df", "tiktok")
-LATER_SETTINGS = {"df_patience": 0}  # added after results were committed, with its default
+# Settings added after results were committed: their default, and the attacks they change.
+LATER_SETTINGS: dict[str, tuple[object, tuple[str, ...]]] = {"df_patience": (0, ("df", "tiktok"))}
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,8 @@ def _digest(loaded: Sequence[Trace], attack: str, settings: Settings) -> str:
     # visits attacked, so a result was taken again after the collection had grown.
     used = {**asdict(settings), "attacked": attacked, "attack": attack}
     # A setting added later counts only away from its default, which is what every result
-    # before it was computed with: those results stay valid.
-    for later, default in LATER_SETTINGS.items():
-        if used[later] == default:
+    # before it was computed with, and only for the attacks it changes: those results stay valid.
+    for later, (default, changes) in LATER_SETTINGS.items():
+        if used[later] == default or attack not in changes:
             del used[later]
     return hashlib.sha256(json.dumps(used, sort_keys=True).encode()).hexdigest()[:16]
