@@ -236,16 +236,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     if args.quick:
         settings = experiment.Settings(**QUICK, visits=args.visits)
-    try:
-        results = experiment.run(
-            args.dataset,
-            conditions,
-            args.attacks,
-            settings,
-            say=step,
-            train=not args.trained_only,
-            first_folds=args.first_folds,
+
+    def attack(chosen: experiment.Settings) -> list[experiment.Result]:
+        """The attacks on the chosen visits: trained where missing (as asked), else read back."""
+        train, first_folds = not args.trained_only, args.first_folds
+        return experiment.run(
+            args.dataset, conditions, args.attacks, chosen, say=step, train=train, first_folds=first_folds
         )
+
+    try:
+        results = attack(settings)
     except ValueError as exc:
         raise BentoError(str(exc)) from None
     figures = args.figures or args.dataset
@@ -257,15 +257,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for visits in sorted(n for n in set(args.growth) if n < collected):  # all of them: the table's
         fewer = replace(settings, visits=visits, folds=min(settings.folds, visits))
         try:
-            grown += experiment.run(
-                args.dataset,
-                conditions,
-                args.attacks,
-                fewer,
-                say=step,
-                train=not args.trained_only,
-                first_folds=args.first_folds,
-            )
+            grown += attack(fewer)
         except ValueError as exc:
             raise BentoError(f"--growth {visits}: {exc}") from None
     if grown:
