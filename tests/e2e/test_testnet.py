@@ -190,6 +190,9 @@ def test_two_runs_without_dir_proceed_at_once_and_a_killed_run_takes_its_command
     )
     runs = []
     for name in ("a", "b"):
+        # Its stderr goes to a file, read if it exits early: a pipe nobody reads would also
+        # block `run` once full.
+        log = (tmp_path / f"{name}.log").open("wb")
         runs.append(
             subprocess.Popen(
                 [
@@ -205,10 +208,11 @@ def test_two_runs_without_dir_proceed_at_once_and_a_killed_run_takes_its_command
                     tmp_path / name,
                 ],
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                stderr=log,
                 env={k: v for k, v in os.environ.items() if k != "BENTO_TESTNET_DIR"},
             )
         )
+        log.close()  # the child holds its own copy
     try:
         seen = [_await_json(tmp_path / name, run, timeout=300) for name, run in zip("ab", runs, strict=True)]
         assert seen[0]["dir"] != seen[1]["dir"]

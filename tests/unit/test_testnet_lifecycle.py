@@ -15,6 +15,7 @@ import pytest
 from bento.errors import BentoError
 from bento.server.daemon import STATUS_FILE
 from bento.testnet import Node, Role, Testnet, TestnetConfig, TestnetError, TestnetState, boxes, keys
+from bento.testnet.plan import port_claim
 from bento.tor.process import ProcessRecord, spawn_detached, wait_for_exec
 
 
@@ -166,3 +167,16 @@ def test_the_testnets_servers_stop_when_their_owner_ends(tmp_path: Path, start: 
                 os.kill(service.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(service.pid, 0)
+
+
+def test_two_testnets_do_not_draw_ports_while_the_other_binds_its_own() -> None:
+    """One claim on new ports per host: a second start waits for it, up to its deadline."""
+    with port_claim(time.monotonic() + 120):  # another testnet of the suite may hold it a moment
+        with (
+            pytest.raises(TestnetError, match="held the claim on new ports") as raised,
+            port_claim(time.monotonic() + 0.3),
+        ):
+            pass
+        assert "run this one again" in str(raised.value.fix)
+    with port_claim(time.monotonic() + 120):  # let go at the end of the first
+        pass

@@ -7,7 +7,7 @@ import os
 import shutil
 import socket
 import time
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,7 +21,7 @@ from bento.testnet import boxes, keys, readiness, services
 from bento.testnet.config import VOTING_INTERVAL, TestnetConfig, write_torrc
 from bento.testnet.corpus import Corpus
 from bento.testnet.errors import TestnetError
-from bento.testnet.plan import box_nodes, default_directory, plan
+from bento.testnet.plan import box_nodes, default_directory, plan, port_claim
 from bento.testnet.readiness import Progress
 from bento.testnet.state import STATE_FILE, Node, Role, TestnetState
 from bento.tor import control
@@ -81,6 +81,9 @@ class Testnet:
             hop_delay_ms=config.hop_delay_ms,
             web_delay_ms=config.web_delay_ms,
         )
+        # Held from drawing the ports until every tor has bound its own (see port_claim).
+        claim = ExitStack()
+        claim.enter_context(port_claim(deadline))
         state.nodes = plan(directory, config)
         net = cls(state)
         try:
@@ -115,6 +118,8 @@ class Testnet:
                     cwd=Path(node.data_dir),
                 )
             state.save()
+            readiness.wait_listening(state, deadline=deadline)
+            claim.close()
             if config.owner_pid == os.getpid():
                 net._take_ownership(deadline=deadline)
             readiness.wait_ready(state, deadline=deadline, say=say)
@@ -126,6 +131,7 @@ class Testnet:
                 say(f"consensuses stay valid for {config.consensus_lifetime} s from now on")
                 _lengthen_consensuses(state, config.consensus_lifetime)
         except BaseException:
+            claim.close()
             net._release()
             net._kill_all()
             raise

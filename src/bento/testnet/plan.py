@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import socket
+import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from bento.testnet.config import TestnetConfig
+from bento.testnet.errors import TestnetError
 from bento.testnet.state import Node, Role
 
 
@@ -49,6 +52,39 @@ def free_ports(count: int) -> Iterator[int]:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
     return iter(ports)
+
+
+# An abstract Unix socket's name is one per host (per network namespace), needs no file that
+# another user may own, and is let go by the kernel when its holder dies, even by SIGKILL.
+_CLAIM = b"\0bento-testnet-port-claim"
+
+
+@contextmanager
+def port_claim(deadline: float) -> Iterator[None]:
+    """Hold the host's one claim on drawing testnet ports until the body has bound them.
+
+    ``free_ports`` frees the ports it found before tor binds them; two testnets starting at
+    once could each draw a port the other is about to bind (seen as a tor that exits with
+    "Address already in use"). The claim makes that window one testnet's at a time.
+    """
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        while True:
+            try:
+                claim.bind(_CLAIM)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                if time.monotonic() > deadline:
+                    raise TestnetError(
+                        "another testnet on this host held the claim on new ports until the deadline",
+                        fix="let the other `bento testnet up` finish starting, then run this one again",
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        claim.close()
 
 
 def _ephemeral_ports() -> range:

@@ -38,6 +38,24 @@ def check_alive(state: TestnetState) -> None:
             )
 
 
+def wait_listening(state: TestnetState, *, deadline: float) -> None:
+    """Wait until every tor accepts on its control port.
+
+    Tor opens all its listeners in one step at start-up and exits if any fails to bind, so
+    once each control port answers, every port planned for the tors is bound or reported.
+    """
+    for node in state.nodes:
+        while True:
+            check_alive(state)
+            try:
+                socket.create_connection(("127.0.0.1", node.control_port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TestnetError(f"{node.nickname}'s control port never opened") from None
+                time.sleep(0.05)
+
+
 def wait_ready(state: TestnetState, *, deadline: float, say: Progress) -> None:
     """Wait until the client lists every relay as Running and has built a circuit."""
     expected = {n.fingerprint for n in state.nodes if n.is_relay}
