@@ -189,7 +189,6 @@ def test_a_program_that_execs_another_at_once_counts_as_started() -> None:
     try:
         wait_for_exec(wrapper.pid, "env", patience=120)  # before: all of it, the child long gone
         assert wrapper.poll() is None, "the wait returned while the program still runs"
-        assert Path(f"/proc/{wrapper.pid}/cmdline").read_bytes().startswith(sys.executable.encode())
     finally:
         wrapper.kill()
         wrapper.wait()
