@@ -1,8 +1,10 @@
 """Nothing is lost without asking: no file written over without --force, and a shard get
-that uses up only the K shards it needs (more only when some fail), saying why it failed."""
+that uses up only the K shards it needs (more only when some fail or lose their box), saying
+why it failed."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import random
@@ -69,7 +71,7 @@ class Boxes:
         self.sealed, self.left, self.silent = sealed, dict.fromkeys(sealed, fetches), silent
         self.asked: list[int] = []
 
-    async def fetch(self, record: ShardRecord) -> bytes:
+    async def fetch(self, record: ShardRecord, in_doubt: shard.InDoubt) -> bytes:
         self.asked.append(record.index)
         if record.index in self.silent:
             raise TransportError(f"cannot reach the box {record.box} over Tor")
@@ -106,6 +108,38 @@ async def test_a_failed_shard_is_replaced_by_another_and_silence_is_told_apart()
         await shard.get(manifest, socks="", fetch=boxes.fetch)
     assert "try again when more of the boxes answer" in (silent.value.fix or "")
     assert "box0" in (silent.value.fix or "") and "box1" in (silent.value.fix or "")
+
+
+class DroppingBoxes(Boxes):
+    """The first shard asked for loses its connection (its box was killed) and tries to
+    attach again for as long as it is let: it answers only by being cancelled."""
+
+    def __init__(self, sealed: dict[int, bytes], fetches: int) -> None:
+        super().__init__(sealed, fetches)
+        self.cancelled: list[int] = []
+
+    async def fetch(self, record: ShardRecord, in_doubt: shard.InDoubt) -> bytes:
+        if self.asked:
+            return await super().fetch(record, in_doubt)
+        self.asked.append(record.index)
+        in_doubt()  # what the stream says at its first re-attach
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(record.index)
+            raise
+        raise AssertionError("unreachable")
+
+
+async def test_a_shard_whose_box_stops_answering_does_not_hold_the_get_up() -> None:
+    manifest, sealed = _manifest(n=3, k=2, fetches=1)
+    boxes = DroppingBoxes(sealed, fetches=1)
+    async with asyncio.timeout(30):  # without the spare, the get waits for the lost shard for ever
+        fetched = await shard.get(manifest, socks="", fetch=boxes.fetch, rng=random.Random(4))
+    lost = boxes.asked[0]
+    assert fetched.data == DATA and sorted(fetched.used) == sorted({0, 1, 2} - {lost})
+    assert boxes.cancelled == [lost] and fetched.cancelled == 1, "the lost transfer is not left running"
+    assert len(boxes.asked) == 3 and fetched.failures == []
 
 
 def test_the_manifest_says_how_many_gets_it_allows() -> None:

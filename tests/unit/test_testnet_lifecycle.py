@@ -180,3 +180,20 @@ def test_two_testnets_do_not_draw_ports_while_the_other_binds_its_own() -> None:
         assert "run this one again" in str(raised.value.fix)
     with port_claim(time.monotonic() + 120):  # let go at the end of the first
         pass
+
+
+def test_a_program_that_execs_another_at_once_counts_as_started() -> None:
+    """setpriv (a box run by a dedicated user) execs Python at once, so its own name never
+    shows in /proc: the wait returns once the child runs anything but its parent's code."""
+    wrapper = subprocess.Popen(["env", sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        # Once env has exec'd Python its name is gone from /proc for good, as setpriv's is.
+        deadline = time.monotonic() + 30
+        while not Path(f"/proc/{wrapper.pid}/cmdline").read_bytes().startswith(sys.executable.encode()):
+            assert time.monotonic() < deadline, "env never ran Python"
+            time.sleep(0.002)
+        wait_for_exec(wrapper.pid, "env", patience=120)  # before: all of it, the child long gone
+        assert wrapper.poll() is None, "the wait returned while the program still runs"
+    finally:
+        wrapper.kill()
+        wrapper.wait()

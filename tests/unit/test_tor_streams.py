@@ -27,6 +27,7 @@ from stem.exit_policy import ExitPolicy
 from bento.protocol.policy import Needs, NodePolicy, TorPolicy
 from bento.server.broker import Context, Gatekeeper
 from bento.server.broker.service import Broker
+from bento.server.broker.tor import answers
 from bento.server.broker.tor.instance import InstanceTor
 from bento.server.broker.tor.service import TorForFunctions
 from bento.tor.consensus import Directory, Relay
@@ -245,3 +246,26 @@ async def test_the_functions_timeout_bounds_the_connect(tor: tuple[InstanceTor, 
     assert "timed out" in json.loads(reply)["error"]
     await fake.until(lambda: fake.hung_up == 1)
     assert instance.ledger.usage()["streams"] == 0
+
+
+async def test_a_tor_that_does_not_answer_the_attach_fails_the_stream_with_a_clear_error(
+    tor: tuple[InstanceTor, _Tor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stem's calls have no timeout: a silent tor held the function's request until its
+    connect timed out (60 s). The thread stays the function's until tor answers."""
+    monkeypatch.setattr(answers, "CONTROL_TIMEOUT", 1.0)
+    instance, fake = tor
+    fake.attach_replies = threading.Event()
+    try:
+        asking = await _stream_announced(instance, fake, "46")
+        error = await _failed_at_once(asking)
+        assert "the box's Tor for functions did not answer ATTACHSTREAM 46 within 1 s" in error
+        assert instance.ledger.usage()["streams"] == 0
+        assert instance.ledger.usage()["threads"] == 1, "the blocked call still holds its thread"
+        await fake.until(lambda: "46" in fake.closed)  # and the stream is let go
+    finally:
+        fake.attach_replies.set()
+    async with asyncio.timeout(5):  # the thread's unit comes back once tor answers
+        while instance.ledger.usage()["threads"]:
+            instance.ledger._freed.clear()  # set on the loop whenever a unit comes back
+            await instance.ledger._freed.wait()

@@ -116,10 +116,26 @@ def _as_user(node: Node) -> tuple[list[str], dict[str, str] | None]:
     return [*drop, python], env
 
 
+_INTERPRETERS: dict[int, str] = {}  # uid -> the Python found to import Bento as that user
+
+
 def interpreter_for(uid: int) -> str | None:
     """Our interpreter if ``uid`` may run it, else the system's Python of our minor version
     (ours may be installed under /root), with our packages on its path; None if neither can
-    import Bento as that user (our packages may be out of its reach too)."""
+    import Bento as that user (our packages may be out of its reach too).
+
+    The answer found is kept for the process: finding it imports the server as that user
+    (0.8 s on a quiet host, more on a loaded one), which every restart of the box paid
+    before its server even started."""
+    if (known := _INTERPRETERS.get(uid)) is not None:
+        return known
+    found = _find_interpreter(uid)
+    if found is not None:
+        _INTERPRETERS[uid] = found
+    return found
+
+
+def _find_interpreter(uid: int) -> str | None:
     if _runs_as(uid, sys.executable):
         python = sys.executable
     else:

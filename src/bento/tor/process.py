@@ -92,15 +92,21 @@ def spawn_detached(argv: Sequence[str], *, log: Path, cwd: Path, env: dict[str, 
 
 
 def wait_for_exec(pid: int, program: str, patience: float = 5.0) -> None:
-    """Wait until ``pid`` runs ``program``: Popen can return before the child's exec shows
-    in /proc, and until then the child still carries its parent's command line."""
+    """Wait until ``pid`` runs ``program``, or what ``program`` ran in its place: Popen can
+    return before the child's exec shows in /proc, and until then the child still carries
+    its parent's command line. A program may exec another at once (setpriv execs the
+    Python it drops privileges for): any command line but the parent's means it has run.
+    (Waiting for ``program`` by name alone cost each start of a box run by a dedicated
+    user the whole ``patience``.)"""
+    parents = Path("/proc/self/cmdline").read_bytes()
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(program.encode() + b"\0"):
-                return
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return  # already gone: whoever checks on it will see that
+        if cmdline.startswith(program.encode() + b"\0") or (cmdline and cmdline != parents):
+            return
         time.sleep(0.002)
 
 

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from bento.client.box import Box
 from bento.client.keyring import Deployment, Keyring
 from bento.client.narrowing import narrow
+from bento.client.stream import Reconnecting
 from bento.errors import BentoError
 from bento.functions import deploy
 from bento.protocol.manifest import Manifest
@@ -248,17 +249,23 @@ def _receipt(answer: bytes, *rights: str) -> Receipt:
 
 
 async def get(
-    box: Box, capability: Capability, *, progress: Progress | None = None, patience: float = BUSY_PATIENCE
+    box: Box,
+    capability: Capability,
+    *,
+    progress: Progress | None = None,
+    patience: float = BUSY_PATIENCE,
+    on_reconnect: Reconnecting | None = None,
 ) -> bytes:
     """The deposit, opened (spending one of its fetches). Refused unless the sealed bytes are
     the ones the capability names and open under its key: a forged, altered or swapped deposit.
     While the Dropbox's storage transfers are all in use it asks again, backing off, for
-    ``patience`` seconds, and then says so (no fetch is spent by those refusals)."""
+    ``patience`` seconds, and then says so (no fetch is spent by those refusals).
+    ``on_reconnect`` is told each time the transfer's connection dropped and is tried again."""
     loop = asyncio.get_running_loop()
     deadline, wait = loop.time() + patience, BUSY_FIRST_WAIT
     while True:
         try:
-            sealed, failed = await _fetch(box, capability, progress)
+            sealed, failed = await _fetch(box, capability, progress, on_reconnect)
             break
         except _Busy:
             if loop.time() + wait > deadline:
@@ -288,9 +295,12 @@ async def get(
     return data
 
 
-async def _fetch(box: Box, capability: Capability, progress: Progress | None) -> tuple[bytes, bool]:
+async def _fetch(
+    box: Box, capability: Capability, progress: Progress | None, on_reconnect: Reconnecting | None
+) -> tuple[bytes, bool]:
     """One ``get``: the sealed bytes, and whether they are the depositor's sealed failure."""
     stream = await box.start(capability.deployment(), "get", [capability.deposit_id])
+    stream.on_reconnect = on_reconnect
     async with stream:
         await stream.send(capability.fetch_right.encode())
         await stream.close_input()

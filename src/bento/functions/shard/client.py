@@ -164,16 +164,20 @@ class Fetched:
     cancelled: int  # transfers still running when the file decoded
 
 
-FetchShard = Callable[[ShardRecord], Awaitable[bytes]]  # a shard's sealed bytes, or BentoError
+InDoubt = Callable[[], None]  # called by a fetch whose box stopped answering, as it tries again
+FetchShard = Callable[[ShardRecord, InDoubt], Awaitable[bytes]]  # a shard's sealed bytes, or BentoError
 
 
 def over_tor(socks: str, meter: _Meter) -> FetchShard:
-    """Fetch a shard from its Dropbox through Tor's SOCKS port ``socks``."""
+    """Fetch a shard from its Dropbox through Tor's SOCKS port ``socks``; a transfer whose
+    connection drops is in doubt from that moment, while its stream tries to attach again."""
 
-    async def fetch(record: ShardRecord) -> bytes:
+    async def fetch(record: ShardRecord, in_doubt: InDoubt) -> bytes:
         capability = dropbox.Capability.parse(record.capability)
         async with Box(capability.onion, socks=socks) as client:
-            return await dropbox.get(client, capability, progress=meter.of(record.index))
+            return await dropbox.get(
+                client, capability, progress=meter.of(record.index), on_reconnect=lambda *_: in_doubt()
+            )
 
     return fetch
 
@@ -189,8 +193,14 @@ async def get(
 ) -> Fetched:
     """The file, from K shards: each fetch uses one of its shard's fetches up, so ``get``
     starts only K, chosen at random (so that repeated gets spread over the N), and starts
-    another only for one that fails, or when K arrived and did not decode. BentoError if
-    fewer than K can be had, or if what they decode to is not the file that was put."""
+    another only for one that fails, or is in doubt, or when K arrived and did not decode.
+    BentoError if fewer than K can be had, or if what they decode to is not the file that
+    was put.
+
+    A fetch is in doubt once its connection dropped: its box may have died, and telling
+    that apart from a slow circuit takes the stream's whole re-attach back-off (half a
+    minute, minutes under load), so a spare shard starts at once beside it; whichever K
+    arrive first decode, and the other is cancelled."""
     code = manifest.code
     decoder = codec.Decoder(code)  # checks the code's shape first
     key, file_id = bytes.fromhex(manifest.key), bytes.fromhex(manifest.file_id)
@@ -204,7 +214,7 @@ async def get(
         """The shard's plaintext, or why it cannot be had."""
         try:
             async with gate, asyncio.timeout(timeout_for(record.bytes)):
-                sealed = await fetch(record)
+                sealed = await fetch(record, lambda: doubt(record.index))
             return record, codec.open_shard(key, file_id, code, record.index, sealed)
         except (BentoError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError | TransportError):
@@ -213,21 +223,32 @@ async def get(
 
     waiting = list(manifest.shards)
     (rng or random.SystemRandom()).shuffle(waiting)
-    running: set[asyncio.Task[tuple[ShardRecord, bytes | str]]] = set()
+    running: dict[asyncio.Task[tuple[ShardRecord, bytes | str]], int] = {}  # -> its shard's index
+    doubted: set[int] = set()  # shards whose fetch lost its connection: a spare runs beside each
     used: list[int] = []
     failures: list[str] = []
     data: bytes | None = None
+    wanted = manifest.k  # shards arrived or on their way (not in doubt), when there are enough
+    finished = False  # no more starts: the get decoded, or failed, or is being cancelled
 
-    def start(wanted: int) -> None:  # keep ``wanted`` shards arrived or on their way
-        while waiting and len(used) + len(running) < wanted:
-            running.add(asyncio.create_task(one(waiting.pop())))
+    def start() -> None:
+        on_their_way = [i for i in running.values() if i not in doubted]
+        while not finished and waiting and len(used) + len(on_their_way) < wanted:
+            record = waiting.pop()
+            running[asyncio.create_task(one(record))] = record.index
+            on_their_way.append(record.index)
 
-    start(manifest.k)
+    def doubt(index: int) -> None:
+        if index not in doubted:
+            doubted.add(index)
+            start()
+
+    start()
     try:
         while running and data is None:
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                running.discard(task)
+                del running[task]
                 record, plain = task.result()
                 if isinstance(plain, str):
                     failures.append(plain)
@@ -235,8 +256,10 @@ async def get(
                 used.append(record.index)
                 if data is None:
                     data = await asyncio.to_thread(decoder.feed, plain)
-            start(max(manifest.k, len(used) + 1))  # a failure, or K that did not decode: one more
+            wanted = max(manifest.k, len(used) + 1)  # a failure, or K that did not decode: one more
+            start()
     finally:
+        finished = True
         cancelled = len(running)
         for task in running:
             task.cancel()

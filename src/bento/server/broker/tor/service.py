@@ -25,7 +25,9 @@ Every Stem call blocks, so each runs in a thread: one a function's request makes
 threads of its function's budget (``Ledger.in_thread``), so a function cannot take the
 threads its neighbours' calls need; the server's own (start-up, and the calls that give a
 circuit, stream or onion service back, which must never be refused) with
-``asyncio.to_thread``. Stem's events arrive on its own thread and are handed to the event loop.
+``asyncio.to_thread``. Each wait for tor's answer is bounded (bento.server.broker.tor.answers):
+a silent tor fails a request with a clear error instead of holding it. Stem's events arrive
+on its own thread and are handed to the event loop.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import stem.control
 
 from bento.errors import BentoError
 from bento.server.broker.budgets import Hold, Ledger
+from bento.server.broker.tor.answers import answer, let_go
 from bento.server.broker.tor.books import Circuit, FunctionOnions, Kept, Owner, TorDenied
 from bento.server.broker.tor.streams import STREAM_TIMEOUT, FunctionStreams
 from bento.tor.client_tor import ClientTor
@@ -79,9 +82,15 @@ class TorForFunctions:
         self.tor = await ClientTor.start(self.data_dir, directory_lines)
         ctl = self.tor.controller
         try:
-            await asyncio.to_thread(ctl.add_event_listener, self._circ_event, stem.control.EventType.CIRC)
-            await asyncio.to_thread(ctl.add_event_listener, self._stream_event, stem.control.EventType.STREAM)
-        except (stem.ControllerError, stem.SocketError) as exc:
+            circuits = asyncio.to_thread(
+                ctl.add_event_listener, self._circ_event, stem.control.EventType.CIRC
+            )
+            await answer("SETEVENTS CIRC", circuits)
+            streams = asyncio.to_thread(
+                ctl.add_event_listener, self._stream_event, stem.control.EventType.STREAM
+            )
+            await answer("SETEVENTS STREAM", streams)
+        except (stem.ControllerError, stem.SocketError, BentoError) as exc:
             await self.tor.stop()
             raise BentoError(f"the functions' tor refused events: {exc}") from None
 
@@ -126,7 +135,8 @@ class TorForFunctions:
         """The consensus, read again (by the instance that asks) once it is DIRECTORY_MAX_AGE old."""
         if self._directory is None or time.monotonic() - self._directory[0] > DIRECTORY_MAX_AGE:
             ctl = await self.controller()
-            self._directory = (time.monotonic(), await owner.ledger.in_thread(Directory.read, ctl))
+            read = await answer("the consensus", owner.ledger.in_thread(Directory.read, ctl))
+            self._directory = (time.monotonic(), read)
         return self._directory[1]
 
     # --- owners -------------------------------------------------------------------------
@@ -166,14 +176,18 @@ class TorForFunctions:
     async def build(self, owner: Owner, path: list[str], hold: Hold) -> Circuit:
         ctl = await self.controller()
         try:
-            circuit_id = await owner.ledger.in_thread(ctl.extend_circuit, "0", path, "controller")
+            circuit_id = await answer(
+                "EXTENDCIRCUIT", owner.ledger.in_thread(ctl.extend_circuit, "0", path, "controller")
+            )
         except stem.ControllerError as exc:
             raise BentoError(f"tor refused to build the circuit: {exc}") from None
         circuit = Circuit(id=str(circuit_id), owner=owner.tag, path=path, hold=hold)
         self.circuits[circuit.id] = circuit
         owner.circuits.add(circuit.id)
         # Events that came before we knew the id were ignored: read its state once.
-        status = await owner.ledger.in_thread(ctl.get_circuit, circuit.id, None)
+        status = await answer(
+            "GETINFO circuit-status", owner.ledger.in_thread(ctl.get_circuit, circuit.id, None)
+        )
         if status is None:
             self._settle(circuit, "failed", "tor closed it at once")
         elif status.status == stem.CircStatus.BUILT:
@@ -188,8 +202,9 @@ class TorForFunctions:
         if circuit.hold is not None:
             circuit.hold.release()
         if circuit.state in ("building", "built") and self.tor is not None:
-            with contextlib.suppress(stem.ControllerError, stem.SocketError):
-                await asyncio.to_thread(self.tor.controller.close_circuit, circuit_id)
+            await let_go(
+                f"CLOSECIRCUIT {circuit_id}", asyncio.to_thread(self.tor.controller.close_circuit, circuit_id)
+            )
         self._settle(circuit, "closed", circuit.reason or "closed by the function")
 
     def _settle(self, circuit: Circuit, state: str, reason: str = "") -> None:
@@ -266,7 +281,7 @@ class TorForFunctions:
         await self._complete_a_circuit(ctl, owner.ledger)
         key_type, key_content = key_blob.split(":", 1) if key_blob else ("NEW", "ED25519-V3")
         try:
-            response = await owner.ledger.in_thread(
+            adding = owner.ledger.in_thread(
                 ctl.create_ephemeral_hidden_service,
                 {virtual_port: f"127.0.0.1:{port}"},
                 key_type=key_type,
@@ -279,6 +294,8 @@ class TorForFunctions:
                 timeout=120 if wait else None,
                 client_auth_v3=client_auth,
             )
+            # Waiting for publication, Stem gives up after its own 120 s: a moment more here.
+            response = await answer("ADD_ONION", adding, 130 if wait else None)
         except (stem.ControllerError, stem.Timeout) as exc:
             raise BentoError(f"tor did not publish the onion service: {exc}") from None
         service_id = str(response.service_id)
@@ -298,11 +315,16 @@ class TorForFunctions:
         deadline = loop.time() + FIRST_CIRCUIT_TIMEOUT
         while True:
             try:
-                if (await ledger.in_thread(ctl.get_info, "status/circuit-established")).strip() == "1":
+                established = await answer(
+                    "GETINFO", ledger.in_thread(ctl.get_info, "status/circuit-established")
+                )
+                if established.strip() == "1":
                     return
                 # A tor still fetching the consensus or descriptors refuses to extend (551):
                 # that is a wait, not a failure, within the deadline.
-                if (await ledger.in_thread(ctl.get_info, "status/enough-dir-info")).strip() == "1":
+                if (
+                    await answer("GETINFO", ledger.in_thread(ctl.get_info, "status/enough-dir-info"))
+                ).strip() == "1":
                     left = max(1.0, deadline - loop.time())
                     circuit_id = await ledger.in_thread(ctl.new_circuit, await_build=True, timeout=left)
                     break
@@ -312,8 +334,7 @@ class TorForFunctions:
             if loop.time() >= deadline:
                 raise BentoError(f"the functions' tor could not build a first circuit: {problem}")
             await asyncio.sleep(0.5)  # polling tor's state; nothing to wait on but time
-        with contextlib.suppress(stem.ControllerError):
-            await ledger.in_thread(ctl.close_circuit, circuit_id)
+        await let_go(f"CLOSECIRCUIT {circuit_id}", ledger.in_thread(ctl.close_circuit, circuit_id))
 
     async def remove(self, owner: Owner, address: str) -> None:
         onions = self.functions.get(owner.function_id)
@@ -326,5 +347,5 @@ class TorForFunctions:
 
     async def _remove_service(self, service_id: str) -> None:
         if self.tor is not None:
-            with contextlib.suppress(stem.ControllerError, stem.SocketError):
-                await asyncio.to_thread(self.tor.controller.remove_ephemeral_hidden_service, service_id)
+            removing = asyncio.to_thread(self.tor.controller.remove_ephemeral_hidden_service, service_id)
+            await let_go("DEL_ONION", removing)

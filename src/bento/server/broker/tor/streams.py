@@ -24,7 +24,6 @@ a function no longer waits :data:`STREAM_TIMEOUT` for a stream tor has already g
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -34,7 +33,8 @@ from python_socks import ProxyError, ProxyTimeoutError
 from python_socks.async_.asyncio import Proxy
 
 from bento.errors import BentoError
-from bento.server.broker.budgets import Exhausted, Hold
+from bento.server.broker.budgets import Hold
+from bento.server.broker.tor.answers import answer, let_go
 from bento.server.broker.tor.books import Owner, PendingStream
 from bento.tor.client_tor import ClientTor
 
@@ -150,8 +150,11 @@ class FunctionStreams:
         assert self.tor is not None
         try:
             # The stream's own function's thread: its unit of streams says whose it is.
-            await pending.hold.ledger.in_thread(self.tor.controller.attach_stream, stream_id, pending.circuit)
-        except (stem.ControllerError, Exhausted) as exc:
+            attaching = pending.hold.ledger.in_thread(
+                self.tor.controller.attach_stream, stream_id, pending.circuit
+            )
+            await answer(f"ATTACHSTREAM {stream_id}", attaching)
+        except (stem.ControllerError, BentoError) as exc:  # Exhausted and TorSilent are BentoErrors
             pending.give_up(f"tor would not attach it: {exc}")
             if not pending.attached.done():
                 pending.attached.cancel()  # announced, not attached: the next may go
@@ -163,5 +166,6 @@ class FunctionStreams:
 
     async def _close(self, stream_id: str) -> None:
         if self.tor is not None:
-            with contextlib.suppress(stem.ControllerError, stem.SocketError):
-                await asyncio.to_thread(self.tor.controller.close_stream, stream_id)
+            await let_go(
+                f"CLOSESTREAM {stream_id}", asyncio.to_thread(self.tor.controller.close_stream, stream_id)
+            )
