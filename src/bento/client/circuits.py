@@ -82,11 +82,10 @@ class CircuitTransport(httpx.AsyncBaseTransport):
         self._circuits[name] = circuit  # now the most recently used
         circuit.requests += 1
         try:
-            response = await circuit.transport.handle_async_request(request)
+            return await circuit.transport.handle_async_request(request)
         finally:
             circuit.requests -= 1
-        await self._close_idle()  # not on the way out of a cancelled or failed request
-        return response
+            await self._close_idle()
 
     async def _close_idle(self) -> None:
         """Close the least recently used circuits' pools beyond :data:`MOST_IDLE_CIRCUITS`,
