@@ -12,8 +12,8 @@ extension :data:`EXTENSION`, and :class:`CircuitTransport` sends it through the 
 a user name made from that right. Tor keeps streams whose SOCKS user names differ on
 different circuits (``IsolateSOCKSAuth``, on for every SocksPort by default), so requests under
 one right share a circuit (the box can link them by the token anyway) and requests under
-two rights never do. The user name is a BLAKE2b hash of the right (:func:`circuit_name`):
-it reaches only the local tor, and never the token itself. A request under no right (a
+two rights never do. The user name is a keyed hash of the right (:func:`circuit_name`): it
+reaches only the local tor, and never the token itself. A request under no right (a
 descriptor, an upload) goes on the SOCKS address's own circuit.
 
     >>> circuit_name("pt2.one") == circuit_name("pt2.one") != circuit_name("pt2.two")
