@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from functions import HELLO
-from stem import StreamStatus
-from stem.control import EventType
-from stem.response.events import StreamEvent
-from support import TIMEOUT, deploy
+from support import TIMEOUT
 
-from bento.client import Box, blind_tokens
 from bento.testnet import Testnet
-from bento.tor import control
-
-T = TypeVar("T")
 
 pytestmark = [pytest.mark.testnet, pytest.mark.timeout(TIMEOUT * 2)]
 
@@ -68,35 +58,3 @@ def test_handed_out_capabilities_invoke_once_and_shut_down_once(testnet: Testnet
     assert stopped["function_id"] == deployed["function_id"]
     gone = cli(owner, "invoke", "shared", "main")
     assert gone.returncode == 1 and "shut down" in gone.stderr, gone.stderr
-
-
-async def test_each_right_reaches_the_box_on_a_circuit_of_its_own(testnet: Testnet, box: Box) -> None:
-    """The box cannot tell which signing gave a spent token, nor that two tokens have one
-    holder, by the circuit they came on: each right's first request opens a stream on a new one."""
-    onion = f"{box.onion}.onion"
-    streams: list[str] = []  # the circuit of each stream the client's tor opened to the box
-
-    def on_stream(event: StreamEvent) -> None:
-        if event.status == StreamStatus.SUCCEEDED and event.target_address == onion and event.circ_id:
-            streams.append(event.circ_id)
-
-    async def circuit_of(step: Awaitable[T], what: str) -> tuple[T, str]:
-        before = len(streams)
-        result = await step
-        deadline = time.monotonic() + 30  # tor reports the stream before the box's answer comes
-        while len(streams) == before:
-            assert time.monotonic() < deadline, f"{what} opened no stream: it used another right's"
-            await asyncio.sleep(0.05)
-        [circuit] = set(streams[before:])
-        return result, circuit
-
-    with control.connect(testnet.control_address) as ctl:
-        ctl.add_event_listener(on_stream, EventType.STREAM)  # type: ignore[no-untyped-call]
-        deployment = await deploy(box, HELLO, "unlinkable")
-        tokens, issued = await circuit_of(blind_tokens.obtain(box, deployment, "invoke", 2), "obtaining")
-        spent = [
-            (await circuit_of(box.invoke(blind_tokens.with_token(deployment, token), "main"), "a spend"))[1]
-            for token in tokens
-        ]
-    assert len({issued, *spent}) == 3, "a token was spent on the circuit of its signing, or of another"
-    await box.shutdown(deployment)

@@ -29,7 +29,3 @@ class BackendTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=backend,
         )
-
-    def in_use(self) -> bool:
-        """Whether a connection of this transport carries a request or a WebSocket now."""
-        return any(not (c.is_idle() or c.is_closed()) for c in self._pool.connections)

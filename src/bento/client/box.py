@@ -21,7 +21,7 @@ import httpx
 from httpx_ws import AsyncWebSocketSession, WebSocketUpgradeError, aconnect_ws
 from pydantic import BaseModel, ValidationError
 
-from bento.client import circuits, replies, session_rights, tor_socks
+from bento.client import replies, session_rights, tor_socks
 from bento.client.keyring import Deployment
 from bento.client.names import box_name
 from bento.client.stream import Link, Retry, SessionStream
@@ -96,6 +96,8 @@ class Box:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._http.aclose()
 
+    # --- requests -----------------------------------------------------------------------
+
     async def _request(
         self,
         method: str,
@@ -103,17 +105,13 @@ class Box:
         model: type[Model],
         *,
         token: str | None = None,
-        right: str | None = None,
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> Model:
-        """``right``: the one whose circuit the request takes (``bento.client.circuits``), by
-        default ``token``'s."""
         headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
-        kwargs |= {"headers": headers, "extensions": circuits.extensions(right or token)}
         for attempt in range(1, CONNECT_ATTEMPTS + 1):
             try:
-                response = await self._http.request(method, path, **kwargs)
+                response = await self._http.request(method, path, headers=headers, **kwargs)
                 break
             except httpx.HTTPError as exc:
                 # Only a SOCKS refusal (Tor could not reach the onion service) is safe to retry.
@@ -242,11 +240,13 @@ class Box:
         return await self._request("GET", path, SessionList, token=token, headers=headers)
 
     async def session(self, deployment: Deployment, session_id: str) -> SessionInfo:
-        return await self._of_session("GET", deployment, session_id, "", SessionInfo)
+        token = session_rights.bearer(deployment, session_id)
+        return await self._request("GET", f"/v1/sessions/{session_id}", SessionInfo, token=token)
 
     async def kill(self, deployment: Deployment, session_id: str) -> SessionInfo:
         """Kill one session; returns its state once it has ended. Its function goes on."""
-        return await self._of_session("DELETE", deployment, session_id, "", SessionInfo)
+        token = session_rights.bearer(deployment, session_id)
+        return await self._request("DELETE", f"/v1/sessions/{session_id}", SessionInfo, token=token)
 
     async def shutdown(self, deployment: Deployment) -> ShutdownResponse:
         path = f"/v1/functions/{deployment.function_id}"
@@ -254,13 +254,8 @@ class Box:
 
     async def logs(self, deployment: Deployment, session_id: str) -> SessionLogs:
         """What the function printed in this session, as far as the box still holds it."""
-        return await self._of_session("GET", deployment, session_id, "/logs", SessionLogs)
-
-    async def _of_session(
-        self, method: str, deployment: Deployment, session: str, tail: str, model: type[Model]
-    ) -> Model:
-        token, right = session_rights.bearer(deployment, session), session_rights.opener(deployment)
-        return await self._request(method, f"/v1/sessions/{session}{tail}", model, token=token, right=right)
+        token = session_rights.bearer(deployment, session_id)
+        return await self._request("GET", f"/v1/sessions/{session_id}/logs", SessionLogs, token=token)
 
     async def start(
         self,
@@ -287,7 +282,6 @@ class Box:
             f"/v1/functions/{deployment.function_id}/invoke",
             deployment.invocation_token,
             {"Bento-Invocation": encoded} if in_header else {},
-            right=deployment.invocation_token,
             cover=cover,
         )
         try:
@@ -343,8 +337,8 @@ class Box:
         self, deployment: Deployment, session: str, logs_from: int, cover: Cover | None
     ) -> Link:
         params = {"logs_from": str(logs_from)}
-        token, right = session_rights.bearer(deployment, session), session_rights.opener(deployment)
-        return await self._open(f"/v1/sessions/{session}/stream", token, {}, params, right=right, cover=cover)
+        token = session_rights.bearer(deployment, session)
+        return await self._open(f"/v1/sessions/{session}/stream", token, {}, params, cover)
 
     async def _open(
         self,
@@ -352,8 +346,6 @@ class Box:
         token: str,
         headers: dict[str, str],
         params: dict[str, str] | None = None,
-        *,
-        right: str,
         cover: Cover | None = None,
     ) -> Link:
         if cover is not None:
@@ -366,7 +358,6 @@ class Box:
                     self._http,
                     headers={**headers, "Authorization": f"Bearer {token}"},
                     params=params,
-                    extensions=circuits.extensions(right),
                     max_message_size_bytes=4 << 20,
                     queue_size=64,  # with 256 KiB messages: at most 16 MiB waits in the client
                     keepalive_ping_interval_seconds=30,

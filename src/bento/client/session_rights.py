@@ -43,12 +43,6 @@ def bearer(deployment: Deployment, session_id: str) -> str:
     )
 
 
-def opener(deployment: Deployment) -> str:
-    """The right a session's requests travel under (its circuit, ``bento.client.circuits``):
-    the token that opens this deployment's sessions, whatever the request's bearer is."""
-    return deployment.invocation_token or deployment.shutdown_token
-
-
 def listing(deployment: Deployment) -> tuple[str, dict[str, str]]:
     """Token and headers to list sessions: the owner sees all; an invoker the newest it opened."""
     if deployment.shutdown_token and deployment.shutdown_token != deployment.invocation_token:

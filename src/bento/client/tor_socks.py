@@ -46,24 +46,19 @@ from socksio.socks5 import (
 )
 
 from bento.client.backend_transport import BackendTransport
-from bento.client.circuits import CircuitTransport
 
 _ADDRESS_BYTES = {1: 4, 4: 16}  # by address type; 3 (a name) has its length in a byte
 _MOST_REPLY_BYTES = 4 + 1 + 255 + 2
 
 
-def transport(socks: str, limits: httpx.Limits | None = None) -> CircuitTransport:
+def transport(socks: str, limits: httpx.Limits | None = None) -> httpx.AsyncHTTPTransport:
     """An httpx transport that reaches every host through the SOCKS5 port ``socks``
-    (``[user:password@]host:port``), names resolved by the proxy (Tor), with optimistic data,
-    each right's requests on a circuit of their own (``bento.client.circuits``)."""
+    (``[user:password@]host:port``), names resolved by the proxy (Tor), with optimistic data."""
     credentials, _, address = socks.rpartition("@")
     host, _, port = address.rpartition(":")
     user, _, password = credentials.partition(":")
-
-    def connect(log_in: tuple[str, str] | None) -> BackendTransport:
-        return BackendTransport(OptimisticSocks(host.strip("[]"), int(port), log_in), limits)
-
-    return CircuitTransport((user, password) if credentials else None, connect)
+    backend = OptimisticSocks(host.strip("[]"), int(port), (user, password) if credentials else None)
+    return BackendTransport(backend, limits)
 
 
 class OptimisticSocks(httpcore.AsyncNetworkBackend):
