@@ -26,7 +26,9 @@ def test_messages_of_every_length_round_trip(length: int) -> None:
     key, data = new_key(), os.urandom(length)
     sealed = seal(key, data, CONTEXT)
     assert len(sealed) == sealed_size(length) and unseal(key, sealed, CONTEXT) == data
-    assert data == b"" or data[:64] not in sealed
+    # The plaintext does not show in the sealed bytes; asked only of 16 bytes or more, as a
+    # shorter random string turns up in 17+ random bytes by chance (1 byte: 6% of runs).
+    assert len(data) < 16 or data[:64] not in sealed
 
 
 def test_cut_reordered_altered_or_misnamed_messages_do_not_open() -> None:
